@@ -1,0 +1,218 @@
+"""Typed values that flow through the pipeline: bytes → UsageEvent → TokenUsage → Pricing → UsageRecord.
+
+Every stage is a pure function over these dataclasses; only ``db/`` turns them into SQL rows.
+Money is ``Decimal``, time is timezone-aware UTC, tokens are ``int``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+SCHEMA_V1 = "aoai-usage/1"
+
+Endpoint = Literal["chat.completions", "completions", "embeddings", "responses", "images", "audio", "other"]
+UsageSource = Literal["reported", "estimated", "partial", "none"]
+# "no_usage" extends DESIGN.md's three values: a billable request whose tokens are unknown (a stream
+# captured without usage or request) is neither priced nor rate-less; it waits for usage (or repricing).
+PriceStatus = Literal["priced", "no_rate", "not_billable", "no_usage"]
+DeploymentType = Literal["global", "datazone", "regional", "global-batch", "datazone-batch", "provisioned"]
+
+ENDPOINTS: tuple[str, ...] = ("chat.completions", "completions", "embeddings", "responses", "images", "audio", "other")
+USAGE_SOURCES: tuple[str, ...] = ("reported", "estimated", "partial", "none")
+PRICE_STATUSES: tuple[str, ...] = ("priced", "no_rate", "not_billable", "no_usage")
+DEPLOYMENT_TYPES: tuple[str, ...] = ("global", "datazone", "regional", "global-batch", "datazone-batch", "provisioned")
+DEFAULT_DEPLOYMENT_TYPE = "global"
+
+
+@dataclass(frozen=True, slots=True)
+class RawEvent:
+    """One message as it arrived: its body bytes and where it came from (for audit and replay)."""
+
+    body: bytes
+    source_partition: str | None = None
+    source_sequence_number: int | None = None
+    enqueued_time: datetime | None = None
+
+
+@dataclass(slots=True)
+class UsageEvent:
+    """A decoded metering event (``aoai-usage/1`` or the earlier community format), before usage and price."""
+
+    request_id: str
+    event_time: datetime
+    subscription_id: str | None = None
+    subscription_name: str | None = None
+    product: str | None = None
+    api: str | None = None
+    operation: str | None = None
+    user_id: str | None = None
+    user_email: str | None = None
+    client_ip: str | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
+    gateway_service: str | None = None
+    gateway_region: str | None = None
+    backend_id: str | None = None
+    backend_url: str | None = None
+    backend_region: str | None = None
+    deployment: str | None = None
+    api_version: str | None = None
+    status_code: int | None = None
+    duration_ms: int | None = None
+    is_streaming: bool = False
+    capture: str | None = None
+    model: str | None = None
+    endpoint: str = "other"
+    usage: dict[str, Any] | None = None
+    request: Any = None
+    response: str | None = None
+    truncated: bool = False
+    schema: str = SCHEMA_V1
+    source_partition: str | None = None
+    source_sequence_number: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """Token counts of one request and where they came from.
+
+    ``prompt_tokens`` includes ``cached_tokens``; ``completion_tokens`` includes ``reasoning_tokens``.
+    """
+
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    reasoning_tokens: int = 0
+    total_tokens: int = 0
+    source: UsageSource = "none"
+    model: str | None = None  # model named by the provider's response, when it said one
+    notes: tuple[str, ...] = ()  # estimation caveats, e.g. "image_tokens_defaulted"
+
+
+NO_USAGE = TokenUsage()
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """One row of the rate card: prices per 1,000,000 tokens, valid for ``effective_from <= t < effective_to``."""
+
+    model: str
+    deployment_type: str
+    region: str | None
+    effective_from: datetime
+    effective_to: datetime | None
+    currency: str
+    input_per_1m: Decimal
+    cached_input_per_1m: Decimal | None
+    output_per_1m: Decimal
+    id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentMapping:
+    """What a deployment name means: its model and Azure deployment type, optionally for one backend only."""
+
+    deployment: str
+    model: str | None
+    deployment_type: str
+    backend_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """The price of one request. Costs are ``None`` when unknown (``no_rate``), never a silent zero."""
+
+    price_status: PriceStatus
+    deployment_type: str
+    rate_id: int | None = None
+    currency: str | None = None
+    input_cost: Decimal | None = None
+    cached_input_cost: Decimal | None = None
+    output_cost: Decimal | None = None
+    total_cost: Decimal | None = None
+
+
+@dataclass(slots=True)
+class UsageRecord:
+    """One row of ``usage_records``: a priced request with no prompt or completion text."""
+
+    request_id: str
+    event_time: datetime
+    subscription_id: str | None
+    subscription_name: str | None
+    product: str | None
+    user_id: str | None
+    api: str | None
+    operation: str | None
+    gateway_service: str | None
+    gateway_region: str | None
+    backend_id: str | None
+    backend_region: str | None
+    deployment: str | None
+    model: str | None
+    api_version: str | None
+    endpoint: str
+    is_streaming: bool
+    status_code: int | None
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+    reasoning_tokens: int
+    total_tokens: int
+    usage_source: str
+    deployment_type: str
+    rate_id: int | None
+    input_cost: Decimal | None
+    cached_input_cost: Decimal | None
+    output_cost: Decimal | None
+    total_cost: Decimal | None
+    currency: str | None
+    price_status: str
+    truncated: bool
+    source_partition: str | None
+    source_sequence_number: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    """An event the pipeline could not turn into a row (or kept for audit), with its original bytes."""
+
+    reason: str
+    detail: str
+    raw: bytes
+    request_id: str | None = None
+    source_partition: str | None = None
+    source_sequence_number: int | None = None
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    """What the pure pipeline made of a batch: rows to store and events to quarantine."""
+
+    records: list[UsageRecord] = field(default_factory=list)
+    quarantined: list[Quarantined] = field(default_factory=list)
+    events_read: int = 0
+
+
+@dataclass(slots=True)
+class StoreResult:
+    """What storage did with a batch: new rows, rows that already existed, quarantine rows written."""
+
+    inserted: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    inserted_tokens: int = 0
+    inserted_cost: Decimal = Decimal(0)
+    inserted_unpriced: int = 0
+
+
+class BadEvent(Exception):
+    """Raised inside a stage for input that cannot become a row; the pipeline turns it into a quarantine row."""
+
+    def __init__(self, reason: str, detail: str, request_id: str | None = None):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.request_id = request_id

@@ -1,0 +1,177 @@
+"""Price stage: tokens × the effective-dated rate card → exact ``Decimal`` costs.
+
+Rules (DESIGN.md "Cost rules"), rates per 1,000,000 tokens:
+  input_cost        = (prompt_tokens − cached_tokens) × input rate
+  cached_input_cost = cached_tokens × cached rate (the input rate where the card has none)
+  output_cost       = completion_tokens × output rate   (reasoning tokens are part of completion)
+
+A request with no matching rate is ``no_rate`` with unknown (NULL) costs, never $0.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from metering.model import (
+    DEFAULT_DEPLOYMENT_TYPE,
+    Cost,
+    DeploymentMapping,
+    Rate,
+    TokenUsage,
+    UsageEvent,
+)
+
+ONE_MILLION = Decimal(1_000_000)
+ZERO = Decimal(0)
+
+
+def normalize_region(region: str | None) -> str | None:
+    """Azure spells regions two ways ("East US 2", "eastus2"); compare them as one."""
+    if not region:
+        return None
+    return region.replace(" ", "").replace("-", "").lower()
+
+
+def model_key(model: str | None) -> str | None:
+    """Model names compare case-insensitively and without surrounding blanks."""
+    return model.strip().lower() if model and model.strip() else None
+
+
+@dataclass
+class RateCard:
+    """The rate card and deployment mappings, indexed for per-event lookups without queries."""
+
+    rates: list[Rate] = field(default_factory=list)
+    deployments: list[DeploymentMapping] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._by_model: dict[str, list[Rate]] = defaultdict(list)
+        for rate in self.rates:
+            self._by_model[model_key(rate.model) or ""].append(rate)
+        self._models_longest_first = sorted(self._by_model, key=len, reverse=True)
+        self._model_cache: dict[str, str | None] = {}
+        self._deployments: dict[tuple[str | None, str], DeploymentMapping] = {}
+        for mapping in self.deployments:
+            self._deployments[(mapping.backend_id or None, mapping.deployment.lower())] = mapping
+
+    def deployment_for(self, backend_id: str | None, deployment: str | None) -> DeploymentMapping | None:
+        """The mapping for this deployment on this backend, else for the deployment on any backend."""
+        if not deployment:
+            return None
+        name = deployment.lower()
+        if backend_id:
+            found = self._deployments.get((backend_id, name))
+            if found is not None:
+                return found
+        return self._deployments.get((None, name))
+
+    def card_model_for(self, model: str | None) -> str | None:
+        """The rate card's model for a model name: exact, else the longest card model that is a
+        ``-``-separated prefix (``gpt-4o-mini`` wins over ``gpt-4o`` for ``gpt-4o-mini-2024-07-18``).
+
+        The prefix must end at a ``-`` so that ``gpt-4`` never prices ``gpt-4o`` or ``gpt-4.1``.
+        The match ignores dates and deployment types on purpose: when the best-matching model has no
+        rate for the event's type or time, the request is ``no_rate`` rather than priced as a
+        different, shorter-named model.
+        """
+        key = model_key(model)
+        if key is None:
+            return None
+        if key in self._model_cache:
+            return self._model_cache[key]
+        found: str | None = None
+        if key in self._by_model:
+            found = key
+        else:
+            for candidate in self._models_longest_first:
+                if candidate and key.startswith(candidate) and key[len(candidate)] == "-":
+                    found = candidate
+                    break
+        self._model_cache[key] = found
+        return found
+
+    def find_rate(self, model: str | None, deployment_type: str, region: str | None, at: datetime) -> Rate | None:
+        """The rate in force at ``at`` for this model and type; a region-specific rate wins."""
+        card_model = self.card_model_for(model)
+        if card_model is None:
+            return None
+        wanted_region = normalize_region(region)
+        any_region: Rate | None = None
+        for rate in self._by_model[card_model]:
+            if rate.deployment_type != deployment_type:
+                continue
+            if not (rate.effective_from <= at and (rate.effective_to is None or at < rate.effective_to)):
+                continue
+            rate_region = normalize_region(rate.region)
+            if rate_region is None:
+                any_region = any_region or rate
+            elif rate_region == wanted_region:
+                return rate
+        return any_region
+
+
+def is_billable(event: UsageEvent) -> bool:
+    """Whether Azure bills this request: successes do; throttled (429), failed (5xx) and rejected
+    (4xx) requests do not, except a 400 content-filter rejection, whose prompt is billed."""
+    status = event.status_code
+    if status is None or 200 <= status < 300:
+        return True
+    if status == 400:
+        return "content_filter" in (event.response or "")
+    return False
+
+
+def compute_cost(usage: TokenUsage, rate: Rate) -> tuple[Decimal, Decimal, Decimal]:
+    """Exact input, cached-input and output cost of these tokens at this rate."""
+    uncached = usage.prompt_tokens - usage.cached_tokens
+    cached_rate = rate.cached_input_per_1m if rate.cached_input_per_1m is not None else rate.input_per_1m
+    input_cost = Decimal(uncached) * rate.input_per_1m / ONE_MILLION
+    cached_cost = Decimal(usage.cached_tokens) * cached_rate / ONE_MILLION
+    output_cost = Decimal(usage.completion_tokens) * rate.output_per_1m / ONE_MILLION
+    return input_cost, cached_cost, output_cost
+
+
+def price(
+    event: UsageEvent,
+    usage: TokenUsage,
+    model: str | None,
+    deployment_type: str,
+    card: RateCard,
+) -> Cost:
+    """Price one request. Not billable → zero cost; provisioned (PTU) → no per-token cost;
+    tokens unknown → ``no_usage``; no rate → ``no_rate``; otherwise exact costs."""
+    if not is_billable(event):
+        return Cost("not_billable", deployment_type, currency=None, input_cost=ZERO, cached_input_cost=ZERO,
+                    output_cost=ZERO, total_cost=ZERO)
+    if deployment_type == "provisioned":
+        # PTU capacity is paid by the hour, not per token: the report allocates it by token share.
+        return Cost("not_billable", deployment_type, input_cost=ZERO, cached_input_cost=ZERO,
+                    output_cost=ZERO, total_cost=ZERO)
+    rate = card.find_rate(model, deployment_type, event.backend_region, event.event_time)
+    if usage.source == "none":
+        return Cost("no_usage", deployment_type, rate_id=rate.id if rate else None,
+                    currency=rate.currency if rate else None)
+    if rate is None:
+        return Cost("no_rate", deployment_type)
+    input_cost, cached_cost, output_cost = compute_cost(usage, rate)
+    return Cost(
+        "priced",
+        deployment_type,
+        rate_id=rate.id,
+        currency=rate.currency,
+        input_cost=input_cost,
+        cached_input_cost=cached_cost,
+        output_cost=output_cost,
+        total_cost=input_cost + cached_cost + output_cost,
+    )
+
+
+def resolve_deployment(event: UsageEvent, card: RateCard) -> tuple[str | None, str]:
+    """The mapped model (if any) and the deployment type (``global`` when unmapped)."""
+    mapping = card.deployment_for(event.backend_id, event.deployment)
+    if mapping is None:
+        return None, DEFAULT_DEPLOYMENT_TYPE
+    return mapping.model, mapping.deployment_type or DEFAULT_DEPLOYMENT_TYPE
