@@ -1,0 +1,68 @@
+"""Engines for the three supported servers, configured for safe concurrent batch writes.
+
+SQLite (the local default) gets WAL, a busy timeout and ``BEGIN IMMEDIATE`` so that several
+writers queue instead of failing; PostgreSQL and SQL Server get pre-ping for long-lived
+Function App processes; SQL Server gets ``fast_executemany`` for batch inserts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Engine, make_url
+
+DEFAULT_DATABASE_URL = "sqlite:///metering.db"
+DATABASE_URL_SETTING = "METERING_DATABASE_URL"
+
+
+def database_url(explicit: str | None = None) -> str:
+    """The database to use: the explicit URL, else ``METERING_DATABASE_URL``, else local SQLite."""
+    return explicit or os.environ.get(DATABASE_URL_SETTING) or DEFAULT_DATABASE_URL
+
+
+def safe_url(url: str | URL) -> str:
+    """The URL with any password hidden, for messages and logs."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" event below issue BEGIN
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA busy_timeout = 60000")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        if engine.url.database not in (None, "", ":memory:"):
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        # Take the write lock up front: a deferred transaction that later upgrades to a writer can
+        # fail with "database is locked" under concurrency instead of waiting its turn.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:
+    """An engine for ``url`` (default: ``METERING_DATABASE_URL`` or ``sqlite:///metering.db``)."""
+    parsed = make_url(database_url(url) if not isinstance(url, URL) else url)
+    backend = parsed.get_backend_name()
+    options: dict[str, Any] = {}
+    if backend == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        options["connect_args"] = {"timeout": 60, "check_same_thread": False}
+    else:
+        options["pool_pre_ping"] = True
+        options["pool_recycle"] = 1800
+    if backend == "mssql" and parsed.get_driver_name() == "pyodbc":
+        options["fast_executemany"] = True
+    options.update(kwargs)
+    engine = sa.create_engine(parsed, **options)
+    if backend == "sqlite":
+        _sqlite_setup(engine)
+    return engine

@@ -1,0 +1,186 @@
+"""SQLAlchemy Core tables of the SQL contract (DESIGN.md). The Alembic migrations create them;
+this module describes them for queries. ``tests/test_migrations.py`` checks that both agree."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+metadata = sa.MetaData()
+
+# Costs carry up to 12 decimals exactly (a 6-decimal per-1M rate × tokens / 10^6).
+MONEY_PRECISION, MONEY_SCALE = 28, 12
+RATE_PRECISION, RATE_SCALE = 18, 6
+
+
+class ExactDecimal(TypeDecorator):
+    """``NUMERIC(p, s)`` on servers; exact decimal text on SQLite, whose NUMERIC is a float."""
+
+    impl = sa.Numeric
+    cache_ok = True
+
+    def __init__(self, precision: int, scale: int):
+        super().__init__()
+        self.precision = precision
+        self.scale = scale
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(sa.String(48))
+        return dialect.type_descriptor(sa.Numeric(self.precision, self.scale, asdecimal=True))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        value = value if isinstance(value, Decimal) else Decimal(str(value))
+        if dialect.name == "sqlite":
+            return format(value, "f")
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
+class UtcDateTime(TypeDecorator):
+    """UTC instants stored without zone (DATETIME2 / timestamp / text) and read back as aware UTC."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: pass timezone-aware UTC")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):  # raw text from a SQLite view or expression
+            value = datetime.fromisoformat(value)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+def money() -> ExactDecimal:
+    return ExactDecimal(MONEY_PRECISION, MONEY_SCALE)
+
+
+def rate_amount() -> ExactDecimal:
+    return ExactDecimal(RATE_PRECISION, RATE_SCALE)
+
+
+def text(length: int) -> sa.Unicode:
+    """Free text from the gateway (names, ids): NVARCHAR on SQL Server so nothing is mangled."""
+    return sa.Unicode(length)
+
+
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+usage_records = sa.Table(
+    "usage_records",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("request_id", text(200), nullable=False),
+    sa.Column("event_time", UtcDateTime(), nullable=False),
+    sa.Column("subscription_id", text(200)),
+    sa.Column("subscription_name", text(400)),
+    sa.Column("product", text(200)),
+    sa.Column("user_id", text(200)),
+    sa.Column("api", text(200)),
+    sa.Column("operation", text(200)),
+    sa.Column("gateway_service", text(200)),
+    sa.Column("gateway_region", text(100)),
+    sa.Column("backend_id", text(200)),
+    sa.Column("backend_region", text(100)),
+    sa.Column("deployment", text(200)),
+    sa.Column("model", text(200)),
+    sa.Column("api_version", text(64)),
+    sa.Column("endpoint", sa.String(32), nullable=False),
+    sa.Column("is_streaming", sa.Boolean(), nullable=False),
+    sa.Column("status_code", sa.Integer()),
+    sa.Column("prompt_tokens", sa.BigInteger(), nullable=False),
+    sa.Column("cached_tokens", sa.BigInteger(), nullable=False),
+    sa.Column("completion_tokens", sa.BigInteger(), nullable=False),
+    sa.Column("reasoning_tokens", sa.BigInteger(), nullable=False),
+    sa.Column("total_tokens", sa.BigInteger(), nullable=False),
+    sa.Column("usage_source", sa.String(16), nullable=False),
+    sa.Column("deployment_type", sa.String(32), nullable=False),
+    sa.Column("rate_id", sa.Integer()),
+    sa.Column("input_cost", money()),
+    sa.Column("cached_input_cost", money()),
+    sa.Column("output_cost", money()),
+    sa.Column("total_cost", money()),
+    sa.Column("currency", sa.String(3)),
+    sa.Column("price_status", sa.String(16), nullable=False),
+    sa.Column("truncated", sa.Boolean(), nullable=False),
+    sa.Column("source_partition", sa.String(64)),
+    sa.Column("source_sequence_number", sa.BigInteger()),
+    sa.Column("ingested_at", UtcDateTime(), nullable=False),
+    sa.UniqueConstraint("request_id", name="uq_usage_records_request_id"),
+    sa.Index("ix_usage_records_event_time", "event_time"),
+    sa.Index("ix_usage_records_subscription_time", "subscription_id", "event_time"),
+    sa.Index("ix_usage_records_price_status", "price_status"),
+)
+
+rates = sa.Table(
+    "rates",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("model", text(200), nullable=False),
+    sa.Column("deployment_type", sa.String(32), nullable=False),
+    sa.Column("region", text(100)),
+    sa.Column("effective_from", UtcDateTime(), nullable=False),
+    sa.Column("effective_to", UtcDateTime()),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("input_per_1m", rate_amount(), nullable=False),
+    sa.Column("cached_input_per_1m", rate_amount()),
+    sa.Column("output_per_1m", rate_amount(), nullable=False),
+    sa.Index("ix_rates_model_type", "model", "deployment_type"),
+)
+
+deployments = sa.Table(
+    "deployments",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("backend_id", text(200)),
+    sa.Column("deployment", text(200), nullable=False),
+    sa.Column("model", text(200)),
+    sa.Column("deployment_type", sa.String(32), nullable=False),
+    sa.Index("ix_deployments_deployment", "deployment"),
+)
+
+subscriptions = sa.Table(
+    "subscriptions",
+    metadata,
+    sa.Column("subscription_id", text(200), primary_key=True),
+    sa.Column("business_unit", text(200)),
+    sa.Column("cost_center", text(100)),
+    sa.Column("owner", text(200)),
+)
+
+quarantine = sa.Table(
+    "quarantine",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("received_at", UtcDateTime(), nullable=False),
+    sa.Column("reason", sa.String(64), nullable=False),
+    sa.Column("detail", sa.UnicodeText()),
+    sa.Column("request_id", text(200)),
+    sa.Column("raw", sa.LargeBinary(), nullable=False),
+    sa.Column("raw_sha256", sa.String(64), nullable=False),
+    sa.Column("source_partition", sa.String(64)),
+    sa.Column("source_sequence_number", sa.BigInteger()),
+    sa.Column("resolved_at", UtcDateTime()),
+    sa.UniqueConstraint("raw_sha256", name="uq_quarantine_raw_sha256"),
+    sa.Index("ix_quarantine_reason", "reason"),
+)

@@ -1,0 +1,236 @@
+"""Idempotent storage of a batch, and reading/writing the rate card and mappings.
+
+A batch is written inside the caller's transaction: rows keyed by ``request_id`` (a redelivered or
+replayed event is a duplicate, never a second row) and quarantine items keyed by the SHA-256 of
+their bytes. Any database error propagates so that the caller rolls back and the event source
+redelivers the whole batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, fields
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from db.schema import deployments, quarantine, rates, subscriptions, usage_records
+from metering.model import BatchOutcome, DeploymentMapping, Quarantined, Rate, StoreResult, UsageRecord
+from metering.pricing import RateCard
+
+RECORD_FIELDS = tuple(f.name for f in fields(UsageRecord))
+# SQL Server allows 2,100 parameters per statement; stay well below for IN (...) lists.
+MSSQL_KEY_CHUNK = 1000
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _record_row(record: UsageRecord, ingested_at: datetime) -> dict[str, Any]:
+    row = {name: getattr(record, name) for name in RECORD_FIELDS}
+    row["ingested_at"] = ingested_at
+    return row
+
+
+def _dedupe(records: Iterable[UsageRecord]) -> tuple[list[UsageRecord], int]:
+    """First occurrence of each request id, sorted by id (one lock order for concurrent writers)."""
+    seen: dict[str, UsageRecord] = {}
+    repeats = 0
+    for record in records:
+        if record.request_id in seen:
+            repeats += 1
+        else:
+            seen[record.request_id] = record
+    return [seen[key] for key in sorted(seen)], repeats
+
+
+def _insert_new_records(conn: sa.Connection, rows: list[dict[str, Any]]) -> set[str]:
+    """Insert rows whose request id is not stored yet; return the ids actually inserted."""
+    if not rows:
+        return set()
+    dialect = conn.dialect.name
+    if dialect in ("postgresql", "sqlite"):
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = (
+            insert(usage_records)
+            .on_conflict_do_nothing(index_elements=["request_id"])
+            .returning(usage_records.c.request_id)
+        )
+        return {row[0] for row in conn.execute(statement, rows)}
+    return _insert_new_records_generic(conn, rows)
+
+
+def existing_request_ids_statement(dialect_name: str, keys: Sequence[str]) -> sa.Select:
+    """Which of these request ids are stored. On SQL Server with UPDLOCK, HOLDLOCK: the key-range
+    locks make a concurrent writer of the same ids wait until this transaction commits."""
+    statement = sa.select(usage_records.c.request_id).where(usage_records.c.request_id.in_(keys))
+    if dialect_name == "mssql":
+        statement = statement.with_hint(usage_records, "WITH (UPDLOCK, HOLDLOCK)", "mssql")
+    return statement
+
+
+def _insert_new_records_generic(conn: sa.Connection, rows: list[dict[str, Any]]) -> set[str]:
+    """SQL Server (and other servers without ON CONFLICT): lock-and-check, then executemany."""
+    keys = [row["request_id"] for row in rows]
+    existing: set[str] = set()
+    for start in range(0, len(keys), MSSQL_KEY_CHUNK):
+        chunk = keys[start : start + MSSQL_KEY_CHUNK]
+        existing.update(conn.execute(existing_request_ids_statement(conn.dialect.name, chunk)).scalars())
+    new_rows = [row for row in rows if row["request_id"] not in existing]
+    if new_rows:
+        conn.execute(usage_records.insert(), new_rows)
+    return {row["request_id"] for row in new_rows}
+
+
+def raw_digest(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _insert_quarantine(conn: sa.Connection, items: Sequence[Quarantined], received_at: datetime) -> int:
+    """Keep each bad event's bytes once (a redelivered bad event is not stored twice)."""
+    if not items:
+        return 0
+    rows: dict[str, dict[str, Any]] = {}
+    for item in items:
+        digest = raw_digest(item.raw)
+        rows.setdefault(digest, {
+            "received_at": received_at,
+            "reason": item.reason,
+            "detail": item.detail[:4000],
+            "request_id": (item.request_id or None) and item.request_id[:200],
+            "raw": item.raw,
+            "raw_sha256": digest,
+            "source_partition": item.source_partition,
+            "source_sequence_number": item.source_sequence_number,
+        })
+    dialect = conn.dialect.name
+    if dialect in ("postgresql", "sqlite"):
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = insert(quarantine).on_conflict_do_nothing(index_elements=["raw_sha256"]).returning(quarantine.c.id)
+        return len(conn.execute(statement, list(rows.values())).all())
+    digests = list(rows)
+    existing: set[str] = set()
+    for start in range(0, len(digests), MSSQL_KEY_CHUNK):
+        chunk = digests[start : start + MSSQL_KEY_CHUNK]
+        query = sa.select(quarantine.c.raw_sha256).where(quarantine.c.raw_sha256.in_(chunk))
+        if dialect == "mssql":
+            query = query.with_hint(quarantine, "WITH (UPDLOCK, HOLDLOCK)", "mssql")
+        existing.update(conn.execute(query).scalars())
+    new_rows = [row for digest, row in rows.items() if digest not in existing]
+    if new_rows:
+        conn.execute(quarantine.insert(), new_rows)
+    return len(new_rows)
+
+
+def store_batch(conn: sa.Connection, outcome: BatchOutcome, now: datetime | None = None) -> StoreResult:
+    """Write a processed batch in the caller's transaction; return what was new and what was not."""
+    now = now or utc_now()
+    records, repeats = _dedupe(outcome.records)
+    inserted_ids = _insert_new_records(conn, [_record_row(r, now) for r in records])
+    result = StoreResult(duplicates=repeats + len(records) - len(inserted_ids))
+    for record in records:
+        if record.request_id in inserted_ids:
+            result.inserted += 1
+            result.inserted_tokens += record.total_tokens
+            if record.total_cost is not None:
+                result.inserted_cost += record.total_cost
+            if record.price_status in ("no_rate", "no_usage"):
+                result.inserted_unpriced += 1
+    _insert_quarantine(conn, outcome.quarantined, now)
+    result.quarantined = len(outcome.quarantined)
+    return result
+
+
+# --------------------------------------------------------------------------- rate card and mappings
+
+
+def load_rate_card(conn: sa.Connection) -> RateCard:
+    """The whole rate card and deployment mappings (small tables), indexed for lookups."""
+    card_rates = [
+        Rate(
+            id=row.id,
+            model=row.model,
+            deployment_type=row.deployment_type,
+            region=row.region,
+            effective_from=row.effective_from,
+            effective_to=row.effective_to,
+            currency=row.currency,
+            input_per_1m=row.input_per_1m,
+            cached_input_per_1m=row.cached_input_per_1m,
+            output_per_1m=row.output_per_1m,
+        )
+        for row in conn.execute(sa.select(rates).order_by(rates.c.id))
+    ]
+    mappings = [
+        DeploymentMapping(
+            deployment=row.deployment,
+            model=row.model,
+            deployment_type=row.deployment_type,
+            backend_id=row.backend_id,
+        )
+        for row in conn.execute(sa.select(deployments).order_by(deployments.c.id))
+    ]
+    return RateCard(card_rates, mappings)
+
+
+def _same_key(rate: Rate) -> sa.ColumnElement[bool]:
+    region = rates.c.region.is_(None) if rate.region is None else rates.c.region == rate.region
+    return sa.and_(rates.c.model == rate.model, rates.c.deployment_type == rate.deployment_type, region)
+
+
+def replace_rates(conn: sa.Connection, new_rates: Sequence[Rate]) -> tuple[int, int]:
+    """Import rates: a row with the same model, type, region and ``effective_from`` as a stored one
+    replaces it; others are added. Returns (added, replaced). Overlaps are checked by the caller."""
+    added = replaced = 0
+    for rate in new_rates:
+        values = {k: v for k, v in asdict(rate).items() if k != "id"}
+        match = sa.and_(_same_key(rate), rates.c.effective_from == rate.effective_from)
+        existing = conn.execute(sa.select(rates.c.id).where(match)).scalar()
+        if existing is None:
+            conn.execute(rates.insert().values(**values))
+            added += 1
+        else:
+            conn.execute(rates.update().where(rates.c.id == existing).values(**values))
+            replaced += 1
+    return added, replaced
+
+
+def stored_rates(conn: sa.Connection) -> list[Rate]:
+    return load_rate_card(conn).rates
+
+
+def replace_deployments(conn: sa.Connection, mappings: Sequence[DeploymentMapping]) -> int:
+    """Upsert deployment mappings keyed by (backend_id, deployment)."""
+    for mapping in mappings:
+        backend = (
+            deployments.c.backend_id.is_(None) if mapping.backend_id is None
+            else deployments.c.backend_id == mapping.backend_id
+        )
+        conn.execute(deployments.delete().where(sa.and_(backend, deployments.c.deployment == mapping.deployment)))
+        conn.execute(deployments.insert().values(**asdict(mapping)))
+    return len(mappings)
+
+
+def replace_subscriptions(conn: sa.Connection, rows: Sequence[dict[str, str | None]]) -> int:
+    """Upsert subscription → business unit / cost center / owner mappings."""
+    for row in rows:
+        conn.execute(subscriptions.delete().where(subscriptions.c.subscription_id == row["subscription_id"]))
+        conn.execute(subscriptions.insert().values(**row))
+    return len(rows)
+
+
+def totals(conn: sa.Connection) -> dict[str, Any]:
+    """Row count, tokens and cost over all usage records (for summaries and checks)."""
+    row = conn.execute(
+        sa.select(
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(usage_records.c.total_tokens), 0),
+        )
+    ).one()
+    cost = sum((c for c in conn.execute(sa.select(usage_records.c.total_cost)).scalars() if c is not None), Decimal(0))
+    return {"rows": row[0], "tokens": int(row[1]), "cost": cost}
