@@ -1,0 +1,286 @@
+"""``metering``: the command line (DESIGN.md "CLI contract").
+
+Database: ``--db URL`` or ``METERING_DATABASE_URL``, default ``sqlite:///metering.db``.
+Exit status: 0 on success, 2 for bad input (a clear message on stderr), 1 for other failures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from db import queries, store
+from db.engine import database_url, make_engine, safe_url
+from db.migrate import head_revision, upgrade
+from metering.ingest import IngestTotals, Ingestor
+from metering.mappings import parse_deployments_csv, parse_subscriptions_csv
+from metering.rates import RateCardError, find_overlaps, merge_for_import, parse_rates_csv
+from metering.report import DEFAULT_DIMENSIONS, Period, render_table, to_csv_frame, to_frame
+from metering.sources import SourceError, batched, discover, read_events
+
+DEFAULT_BATCH_SIZE = 500
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as a one-line message, exit status 2."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _engine(args: argparse.Namespace) -> Engine:
+    return make_engine(database_url(args.db))
+
+
+def _require_schema(engine: Engine) -> None:
+    """Fail with a helpful message when the database has not been migrated yet."""
+    if not sa.inspect(engine).has_table("usage_records"):
+        raise UsageError(f"database {safe_url(engine.url)} has no metering tables: run `metering db upgrade` first")
+
+
+def _read_text(path: str) -> str:
+    file = Path(path)
+    if not file.is_file():
+        raise UsageError(f"{path}: no such file")
+    try:
+        return file.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not UTF-8 text") from None
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    engine = _engine(args)
+    upgrade(engine)
+    _out(f"database {safe_url(engine.url)} is at revision {head_revision()}\n")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    engine = _engine(args)
+    _require_schema(engine)
+    try:
+        files = discover(args.paths)
+    except SourceError as exc:
+        raise UsageError(str(exc)) from None
+    if not files:
+        raise UsageError("no capture files found (.jsonl, .jsonl.gz) under " + ", ".join(args.paths))
+    ingestor = Ingestor(engine)
+    totals = IngestTotals()
+    total_bytes = sum(f.stat().st_size for f in files)
+    show = None if args.progress == "auto" else args.progress == "on"
+    with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="replay", disable=not show if show is not None else None,
+              file=sys.stderr, leave=False) as bar:
+        for batch in batched(read_events(files, bar.update), args.batch_size):
+            totals.add(ingestor.ingest(batch))
+            bar.set_postfix(events=totals.read, inserted=totals.inserted, refresh=False)
+    _out(f"replayed {len(files)} file(s): {totals.summary()}\n")
+    return 0
+
+
+def cmd_rates_import(args: argparse.Namespace) -> int:
+    text = _read_text(args.file)
+    try:
+        incoming = parse_rates_csv(text, source=args.file)
+    except RateCardError as exc:
+        raise UsageError(f"rates not imported:\n{exc}") from None
+    engine = _engine(args)
+    _require_schema(engine)
+    with engine.begin() as conn:
+        overlaps = find_overlaps(merge_for_import(store.stored_rates(conn), incoming))
+        if overlaps:
+            raise UsageError("rates not imported:\n" + "\n".join(overlaps))
+        added, replaced = store.replace_rates(conn, incoming)
+    _out(f"imported {len(incoming)} rate(s) from {args.file}: {added} added, {replaced} replaced\n")
+    return 0
+
+
+def cmd_rates_list(args: argparse.Namespace) -> int:
+    engine = _engine(args)
+    _require_schema(engine)
+    with engine.connect() as conn:
+        card = store.stored_rates(conn)
+        missing = queries.data_models_without_rate(conn)
+    header = f"{'model':<28} {'type':<15} {'region':<12} {'from':<10} {'to':<10} {'cur':<3} {'input/1M':>10} {'cached/1M':>10} {'output/1M':>10}"
+    lines = [header, "-" * len(header)]
+    for rate in sorted(card, key=lambda r: (r.model, r.deployment_type, r.region or "", r.effective_from)):
+        lines.append(
+            f"{rate.model:<28} {rate.deployment_type:<15} {rate.region or '*':<12} "
+            f"{rate.effective_from.date().isoformat():<10} {rate.effective_to.date().isoformat() if rate.effective_to else '':<10} "
+            f"{rate.currency:<3} {rate.input_per_1m:>10} {'' if rate.cached_input_per_1m is None else rate.cached_input_per_1m:>10} "
+            f"{rate.output_per_1m:>10}"
+        )
+    lines.append(f"{len(card)} rate(s)")
+    if missing:
+        lines.append("")
+        lines.append("models in the data with no rate (their requests are stored as no_rate, never at $0):")
+        for row in missing:
+            lines.append(f"  {row['model']:<28} {row['deployment_type']:<15} {row['requests']:>8,} requests {row['tokens']:>12,} tokens")
+    _out("\n".join(lines) + "\n")
+    return 0
+
+
+def cmd_deployments_import(args: argparse.Namespace) -> int:
+    text = _read_text(args.file)
+    try:
+        mappings = parse_deployments_csv(text, source=args.file)
+    except RateCardError as exc:
+        raise UsageError(f"deployments not imported:\n{exc}") from None
+    engine = _engine(args)
+    _require_schema(engine)
+    with engine.begin() as conn:
+        count = store.replace_deployments(conn, mappings)
+    _out(f"imported {count} deployment mapping(s) from {args.file}\n")
+    return 0
+
+
+def cmd_subscriptions_import(args: argparse.Namespace) -> int:
+    text = _read_text(args.file)
+    try:
+        rows = parse_subscriptions_csv(text, source=args.file)
+    except RateCardError as exc:
+        raise UsageError(f"subscriptions not imported:\n{exc}") from None
+    engine = _engine(args)
+    _require_schema(engine)
+    with engine.begin() as conn:
+        count = store.replace_subscriptions(conn, rows)
+    _out(f"imported {count} subscription mapping(s) from {args.file}\n")
+    return 0
+
+
+def _period(args: argparse.Namespace) -> Period:
+    try:
+        if args.month:
+            if args.since or args.until:
+                raise UsageError("use either --month or --since/--until, not both")
+            return Period.month(args.month)
+        return Period.between(args.since, args.until)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    period = _period(args)
+    dimensions = tuple(d.strip() for d in args.by.split(",") if d.strip()) if args.by else DEFAULT_DIMENSIONS
+    unknown = [d for d in dimensions if d not in queries.DIMENSIONS]
+    if unknown:
+        raise UsageError(f"--by: unknown dimension(s) {', '.join(unknown)}; choose from {', '.join(queries.DIMENSIONS)}")
+    engine = _engine(args)
+    _require_schema(engine)
+    with engine.connect() as conn:
+        rows = queries.usage_summary(conn, period.since, period.until, dimensions)
+    frame = to_frame(rows, dimensions)
+    title = f"Azure OpenAI chargeback — {period.label} — by {', '.join(dimensions)}"
+    fmt = args.format
+    if fmt == "table":
+        text = render_table(frame, dimensions, title)
+        if args.output:
+            Path(args.output).write_text(text, encoding="utf-8")
+        else:
+            _out(text)
+    elif fmt == "csv":
+        csv_text = to_csv_frame(frame).to_csv(index=False)
+        if args.output:
+            Path(args.output).write_text(csv_text, encoding="utf-8")
+        else:
+            _out(csv_text)
+    elif fmt == "json":
+        json_text = to_csv_frame(frame).to_json(orient="records", indent=2)
+        if args.output:
+            Path(args.output).write_text(json_text, encoding="utf-8")
+        else:
+            _out(json_text + "\n")
+    else:
+        raise UsageError(f"--format {fmt} is not available yet; use table, csv or json")
+    if args.output:
+        _out(f"wrote {len(frame)} row(s) to {args.output}\n")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="metering",
+        description="Usage metering and chargeback for Azure OpenAI behind Azure API Management.",
+    )
+    parser.add_argument("--db", metavar="URL", help="database URL (default: $METERING_DATABASE_URL or sqlite:///metering.db)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    db_parser = commands.add_parser("db", help="database schema")
+    db_commands = db_parser.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db_commands.add_parser("upgrade", help="create or migrate the tables and views").set_defaults(handler=cmd_db_upgrade)
+
+    replay = commands.add_parser("replay", help="ingest captured events (.jsonl, .jsonl.gz, folders); idempotent")
+    replay.add_argument("paths", nargs="+", metavar="PATH")
+    replay.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help=f"events per transaction (default {DEFAULT_BATCH_SIZE})")
+    replay.add_argument("--progress", choices=("auto", "on", "off"), default="auto", help="progress bar on stderr (auto: when a terminal)")
+    replay.set_defaults(handler=cmd_replay)
+
+    rates = commands.add_parser("rates", help="the rate card")
+    rate_commands = rates.add_subparsers(dest="rates_command", required=True, metavar="ACTION")
+    rates_import = rate_commands.add_parser("import", help="import a rates CSV")
+    rates_import.add_argument("file")
+    rates_import.set_defaults(handler=cmd_rates_import)
+    rate_commands.add_parser("list", help="show the card and the models in the data without a rate").set_defaults(handler=cmd_rates_list)
+
+    deployments = commands.add_parser("deployments", help="deployment → model and deployment type")
+    deployment_commands = deployments.add_subparsers(dest="deployments_command", required=True, metavar="ACTION")
+    deployments_import = deployment_commands.add_parser("import", help="import a CSV: backend_id,deployment,model,deployment_type")
+    deployments_import.add_argument("file")
+    deployments_import.set_defaults(handler=cmd_deployments_import)
+
+    subscriptions = commands.add_parser("subscriptions", help="APIM subscription → business unit")
+    subscription_commands = subscriptions.add_subparsers(dest="subscriptions_command", required=True, metavar="ACTION")
+    subscriptions_import = subscription_commands.add_parser("import", help="import a CSV: subscription_id,business_unit,cost_center,owner")
+    subscriptions_import.add_argument("file")
+    subscriptions_import.set_defaults(handler=cmd_subscriptions_import)
+
+    report = commands.add_parser("report", help="chargeback report for a period")
+    report.add_argument("--month", metavar="YYYY-MM")
+    report.add_argument("--since", metavar="DATE", help="first day (inclusive)")
+    report.add_argument("--until", metavar="DATE", help="last day (inclusive)")
+    report.add_argument("--by", metavar="DIM,...", help=f"group by (default {','.join(DEFAULT_DIMENSIONS)}); any of {','.join(queries.DIMENSIONS)}")
+    report.add_argument("--format", choices=("table", "csv", "xlsx", "parquet", "json", "html"), default="table")
+    report.add_argument("--output", metavar="FILE")
+    report.set_defaults(handler=cmd_report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.handler(args)
+    except UsageError as exc:
+        print(f"metering: {exc}", file=sys.stderr)
+        return 2
+    except sa.exc.OperationalError as exc:
+        print(f"metering: database error: {exc.orig}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
