@@ -114,15 +114,16 @@ def usage_summary(
 
 def data_models_without_rate(conn: sa.Connection) -> list[dict[str, Any]]:
     """Models seen in usage whose requests could not be priced for want of a rate."""
+    model = sa.func.coalesce(u.c.model, "(unknown)")  # one expression object: one bound parameter
     query = (
         sa.select(
-            sa.func.coalesce(u.c.model, "(unknown)").label("model"),
+            model.label("model"),
             u.c.deployment_type,
             sa.func.count().label("requests"),
             sa.func.coalesce(sa.func.sum(u.c.total_tokens), 0).label("tokens"),
         )
         .where(u.c.price_status == "no_rate")
-        .group_by(sa.func.coalesce(u.c.model, "(unknown)"), u.c.deployment_type)
+        .group_by(model, u.c.deployment_type)
         .order_by(sa.func.count().desc())
     )
     return [dict(row._mapping) for row in conn.execute(query)]

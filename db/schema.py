@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mssql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
@@ -53,6 +54,11 @@ class UtcDateTime(TypeDecorator):
 
     impl = sa.DateTime
     cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "mssql":
+            return dialect.type_descriptor(mssql.DATETIME2())
+        return dialect.type_descriptor(sa.DateTime())
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
@@ -174,9 +180,9 @@ quarantine = sa.Table(
     sa.Column("id", BigId, primary_key=True, autoincrement=True),
     sa.Column("received_at", UtcDateTime(), nullable=False),
     sa.Column("reason", sa.String(64), nullable=False),
-    sa.Column("detail", sa.UnicodeText()),
+    sa.Column("detail", sa.UnicodeText().with_variant(mssql.NVARCHAR("max"), "mssql")),
     sa.Column("request_id", text(200)),
-    sa.Column("raw", sa.LargeBinary(), nullable=False),
+    sa.Column("raw", sa.LargeBinary().with_variant(mssql.VARBINARY("max"), "mssql"), nullable=False),
     sa.Column("raw_sha256", sa.String(64), nullable=False),
     sa.Column("source_partition", sa.String(64)),
     sa.Column("source_sequence_number", sa.BigInteger()),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mssql
 
 revision = "0001"
 down_revision = None
@@ -29,6 +30,19 @@ def RateAmount() -> sa.types.TypeEngine:
 
 def Text(length: int) -> sa.types.TypeEngine:
     return sa.Unicode(length)
+
+
+def Timestamp() -> sa.types.TypeEngine:
+    """UTC instants without zone; DATETIME2 on SQL Server (DATETIME only keeps 1/300 s)."""
+    return sa.DateTime().with_variant(mssql.DATETIME2(), "mssql")
+
+
+def LongText() -> sa.types.TypeEngine:
+    return sa.UnicodeText().with_variant(mssql.NVARCHAR("max"), "mssql")
+
+
+def Bytes() -> sa.types.TypeEngine:
+    return sa.LargeBinary().with_variant(mssql.VARBINARY("max"), "mssql")
 
 
 def _day(dialect: str) -> str:
@@ -113,7 +127,7 @@ def upgrade() -> None:
         "usage_records",
         sa.Column("id", BigId, primary_key=True, autoincrement=True),
         sa.Column("request_id", Text(200), nullable=False),
-        sa.Column("event_time", sa.DateTime(), nullable=False),
+        sa.Column("event_time", Timestamp(), nullable=False),
         sa.Column("subscription_id", Text(200)),
         sa.Column("subscription_name", Text(400)),
         sa.Column("product", Text(200)),
@@ -147,7 +161,7 @@ def upgrade() -> None:
         sa.Column("truncated", sa.Boolean(), nullable=False),
         sa.Column("source_partition", sa.String(64)),
         sa.Column("source_sequence_number", sa.BigInteger()),
-        sa.Column("ingested_at", sa.DateTime(), nullable=False),
+        sa.Column("ingested_at", Timestamp(), nullable=False),
         sa.UniqueConstraint("request_id", name="uq_usage_records_request_id"),
     )
     op.create_index("ix_usage_records_event_time", "usage_records", ["event_time"])
@@ -160,8 +174,8 @@ def upgrade() -> None:
         sa.Column("model", Text(200), nullable=False),
         sa.Column("deployment_type", sa.String(32), nullable=False),
         sa.Column("region", Text(100)),
-        sa.Column("effective_from", sa.DateTime(), nullable=False),
-        sa.Column("effective_to", sa.DateTime()),
+        sa.Column("effective_from", Timestamp(), nullable=False),
+        sa.Column("effective_to", Timestamp()),
         sa.Column("currency", sa.String(3), nullable=False),
         sa.Column("input_per_1m", RateAmount(), nullable=False),
         sa.Column("cached_input_per_1m", RateAmount()),
@@ -190,15 +204,15 @@ def upgrade() -> None:
     op.create_table(
         "quarantine",
         sa.Column("id", BigId, primary_key=True, autoincrement=True),
-        sa.Column("received_at", sa.DateTime(), nullable=False),
+        sa.Column("received_at", Timestamp(), nullable=False),
         sa.Column("reason", sa.String(64), nullable=False),
-        sa.Column("detail", sa.UnicodeText()),
+        sa.Column("detail", LongText()),
         sa.Column("request_id", Text(200)),
-        sa.Column("raw", sa.LargeBinary(), nullable=False),
+        sa.Column("raw", Bytes(), nullable=False),
         sa.Column("raw_sha256", sa.String(64), nullable=False),
         sa.Column("source_partition", sa.String(64)),
         sa.Column("source_sequence_number", sa.BigInteger()),
-        sa.Column("resolved_at", sa.DateTime()),
+        sa.Column("resolved_at", Timestamp()),
         sa.UniqueConstraint("raw_sha256", name="uq_quarantine_raw_sha256"),
     )
     op.create_index("ix_quarantine_reason", "quarantine", ["reason"])

@@ -1,0 +1,129 @@
+"""The `metering` command end to end: migrate, import, replay (idempotent), report, clear errors."""
+
+from __future__ import annotations
+
+import gzip
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from decimal import Decimal
+
+from events import encode, jsonl, v1_event
+from metering.cli import main
+
+RATES = (
+    "model,deployment_type,region,effective_from,effective_to,currency,input_per_1m,cached_input_per_1m,output_per_1m\n"
+    "gpt-4o,global,,2024-01-01,,USD,2.50,1.25,10.00\n"
+    "gpt-4o-mini,datazone,,2024-07-18,,USD,0.165,0.083,0.66\n"
+)
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def db(db_url: str, capsys) -> str:
+    assert run(capsys, "--db", db_url, "db", "upgrade")[0] == 0
+    return db_url
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    rates = tmp_path / "rates.csv"
+    rates.write_text(RATES)
+    deployments = tmp_path / "deployments.csv"
+    deployments.write_text("backend_id,deployment,model,deployment_type\n,chat-prod,gpt-4o-mini,datazone\n")
+    subscriptions = tmp_path / "subscriptions.csv"
+    subscriptions.write_text("subscription_id,business_unit,cost_center,owner\nsub-finance-analytics,Finance,CC-1042,cfo@contoso.com\n")
+    return {"rates": rates, "deployments": deployments, "subscriptions": subscriptions}
+
+
+def import_all(capsys, db: str, files: dict[str, Path]) -> None:
+    for kind in ("rates", "deployments", "subscriptions"):
+        code, out, err = run(capsys, "--db", db, kind, "import", str(files[kind]))
+        assert code == 0, err
+
+
+def test_replay_twice_never_double_counts(capsys, db, files, tmp_path):
+    import_all(capsys, db, files)
+    capture = tmp_path / "capture.jsonl"
+    events = [v1_event(f"req-{i}") for i in range(10)] + [v1_event("req-3")]
+    capture.write_bytes(jsonl(events))
+    code, out, _ = run(capsys, "--db", db, "replay", str(capture))
+    assert code == 0
+    assert "events read 11 | rows inserted 10 | duplicates skipped 1 | quarantined 0" in out
+    code, out, _ = run(capsys, "--db", db, "replay", str(capture))
+    assert "events read 11 | rows inserted 0 | duplicates skipped 11" in out
+    code, out, _ = run(capsys, "--db", db, "report", "--month", "2026-10", "--format", "csv")
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("month,business_unit,subscription,requests,")
+    assert lines[1].startswith("2026-10,Finance,sub-finance-analytics,10,")
+    header = lines[0].split(",")
+    assert Decimal(lines[1].split(",")[header.index("cost")]) == Decimal("0.06")  # 10 × (1200 × 2.50 + 300 × 10) / 1M
+
+
+def test_garbage_lines_are_all_accounted_for(capsys, db, tmp_path):
+    capture = tmp_path / "garbage.jsonl.gz"
+    lines = [b"not json", b"\xff\xfe\x00garbage", b"[1,2]", encode(v1_event(requestId=None)), b'{"schema":"aoai-usage/1"',
+             encode(v1_event("good-1")), encode(v1_event("good-1")), b"{}"]
+    with gzip.open(capture, "wb") as out:
+        out.write(b"\r\n".join(lines) + b"\r\n\r\n")
+    code, out, _ = run(capsys, "--db", db, "replay", str(tmp_path))
+    assert code == 0
+    assert "events read 8 | rows inserted 1 | duplicates skipped 1 | quarantined 6" in out
+
+
+def test_report_table_shows_business_units_and_totals(capsys, db, files, tmp_path):
+    import_all(capsys, db, files)
+    capture = tmp_path / "c.jsonl"
+    capture.write_bytes(jsonl([
+        v1_event("a"),
+        v1_event("b", deployment="chat-prod", model=None, subscription={"id": "sub-other", "name": "Other"}),
+        v1_event("c", model="mystery-1", deployment="mystery"),
+    ]))
+    run(capsys, "--db", db, "replay", str(capture))
+    code, out, _ = run(capsys, "--db", db, "report", "--month", "2026-10", "--by", "business_unit,model")
+    assert code == 0
+    assert "Finance" in out and "(unmapped)" in out
+    assert "gpt-4o-mini" in out  # chat-prod priced as its mapped model
+    assert "TOTAL" in out and "1 unpriced" in out
+    code, out, _ = run(capsys, "--db", db, "rates", "list")
+    assert "mystery-1" in out and "no rate" in out
+
+
+def test_clear_errors_for_bad_input(capsys, db, tmp_path):
+    bad_rates = tmp_path / "bad.csv"
+    bad_rates.write_text(RATES.replace("2.50", "two fifty"))
+    code, _, err = run(capsys, "--db", db, "rates", "import", str(bad_rates))
+    assert code == 2 and "line 2" in err and "two fifty" in err
+    code, _, err = run(capsys, "--db", db, "replay", str(tmp_path / "missing.jsonl"))
+    assert code == 2 and "no such file" in err
+    code, _, err = run(capsys, "--db", db, "report", "--month", "2026-13")
+    assert code == 2 and "YYYY-MM" in err
+    code, _, err = run(capsys, "--db", db, "report", "--by", "planet")
+    assert code == 2 and "unknown dimension" in err
+
+
+def test_overlapping_rate_import_is_rejected(capsys, db, files, tmp_path):
+    import_all(capsys, db, files)
+    overlapping = tmp_path / "overlap.csv"
+    overlapping.write_text(RATES.splitlines()[0] + "\ngpt-4o,global,,2025-01-01,,USD,2.00,1.00,8.00\n")
+    code, _, err = run(capsys, "--db", db, "rates", "import", str(overlapping))
+    assert code == 2 and "overlapping rates for gpt-4o / global" in err
+
+
+def test_unmigrated_database_says_what_to_do(capsys, tmp_path):
+    code, _, err = run(capsys, "--db", f"sqlite:///{tmp_path / 'empty.db'}", "report")
+    assert code == 2 and "metering db upgrade" in err
+
+
+def test_installed_command_runs(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "metering.cli", "--db", f"sqlite:///{tmp_path / 'x.db'}", "db", "upgrade"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "is at revision" in result.stdout
