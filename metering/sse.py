@@ -1,0 +1,531 @@
+"""Rebuild a captured Server-Sent Events stream into what the model produced (pure, no I/O).
+
+Handles Chat Completions, legacy Completions and Responses API streams as Azure OpenAI sends
+them through APIM: Azure's leading ``prompt_filter_results`` chunk with empty ``choices``,
+content-filter annotation chunks, the final ``include_usage`` chunk (``choices: []``), several
+choices (``n > 1``), tool-call and legacy ``function_call`` deltas, refusals, ``event:`` lines,
+comments and keep-alives, CRLF/LF/CR line endings, multi-line ``data:`` and captures cut short.
+
+The result carries the text the model produced (for token estimation) and the provider's usage
+when the stream included it (which then wins over any estimate).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "FunctionCall",
+    "ToolCall",
+    "RebuiltChoice",
+    "RebuiltStream",
+    "rebuild_stream",
+    "rebuild_body",
+]
+
+_loads = orjson.loads
+_JSONDecodeError = orjson.JSONDecodeError
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionCall:
+    """A legacy ``function_call`` the model made: name and JSON arguments as streamed."""
+
+    name: str = ""
+    arguments: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One tool call of a choice, its deltas joined by tool-call ``index``."""
+
+    index: int
+    id: str | None = None
+    type: str | None = None
+    name: str = ""
+    arguments: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RebuiltChoice:
+    """Everything one choice (``index``) produced over the whole stream."""
+
+    index: int
+    text: str = ""
+    refusal: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    function_call: FunctionCall | None = None
+    finish_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RebuiltStream:
+    """A stream rebuilt from its events.
+
+    ``complete`` means the stream ended properly (``[DONE]`` or a terminal Responses API event);
+    ``truncated`` means the capture was cut inside the last event (its partial JSON is ignored).
+    ``usage`` is the provider's usage object when the stream carried one.
+    """
+
+    kind: str = "unknown"  # "chat.completions", "completions", "responses" or "unknown"
+    id: str | None = None
+    model: str | None = None
+    choices: tuple[RebuiltChoice, ...] = ()
+    usage: dict[str, Any] | None = None
+    complete: bool = False
+    truncated: bool = False
+    events: int = 0  # data events parsed (JSON payloads and [DONE])
+    bad_events: int = 0  # data events whose payload was not a JSON object (the cut-off last one included)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def text(self) -> str:
+        """All choices' text joined (handy for single-choice streams and tests)."""
+        return "".join(c.text for c in self.choices)
+
+
+# --- accumulation (mutable, private) -------------------------------------------------------
+
+
+class _ToolAcc:
+    __slots__ = ("index", "id", "type", "name", "args")
+
+    def __init__(self, index: int):
+        self.index = index
+        self.id: str | None = None
+        self.type: str | None = None
+        self.name: list[str] = []
+        self.args: list[str] = []
+
+    def freeze(self) -> ToolCall:
+        return ToolCall(self.index, self.id, self.type, "".join(self.name), "".join(self.args))
+
+
+class _ChoiceAcc:
+    __slots__ = ("index", "text", "refusal", "tools", "fn_name", "fn_args", "has_fn", "finish")
+
+    def __init__(self, index: int):
+        self.index = index
+        self.text: list[str] = []
+        self.refusal: list[str] = []
+        self.tools: dict[int, _ToolAcc] = {}
+        self.fn_name: list[str] = []
+        self.fn_args: list[str] = []
+        self.has_fn = False
+        self.finish: str | None = None
+
+    def tool(self, index: int) -> _ToolAcc:
+        acc = self.tools.get(index)
+        if acc is None:
+            acc = self.tools[index] = _ToolAcc(index)
+        return acc
+
+    def freeze(self) -> RebuiltChoice:
+        return RebuiltChoice(
+            index=self.index,
+            text="".join(self.text),
+            refusal="".join(self.refusal),
+            tool_calls=tuple(self.tools[i].freeze() for i in sorted(self.tools)),
+            function_call=FunctionCall("".join(self.fn_name), "".join(self.fn_args)) if self.has_fn else None,
+            finish_reason=self.finish,
+        )
+
+
+_KIND_BY_OBJECT = {
+    "chat.completion.chunk": "chat.completions",
+    "chat.completion": "chat.completions",
+    "text_completion": "completions",
+    "response": "responses",
+}
+
+_RESPONSES_TERMINAL = {"response.completed", "response.incomplete", "response.failed"}
+
+
+class _Builder:
+    """Folds parsed event payloads into choices; one per stream."""
+
+    __slots__ = ("kind", "id", "model", "choices", "usage", "complete", "events", "bad", "notes", "parts")
+
+    def __init__(self) -> None:
+        self.kind = "unknown"
+        self.id: str | None = None
+        self.model: str | None = None
+        self.choices: dict[int, _ChoiceAcc] = {}
+        self.usage: dict[str, Any] | None = None
+        self.complete = False
+        self.events = 0
+        self.bad = 0
+        self.notes: list[str] = []
+        # Responses API text parts keyed by (output_index, content_index), so a ".done" event can
+        # replace the deltas with the authoritative full text.
+        self.parts: dict[tuple[int, int], list[str]] = {}
+
+    def note(self, note: str) -> None:
+        if note not in self.notes:
+            self.notes.append(note)
+
+    def choice(self, index: int) -> _ChoiceAcc:
+        acc = self.choices.get(index)
+        if acc is None:
+            acc = self.choices[index] = _ChoiceAcc(index)
+        return acc
+
+    # One data payload. Returns False when it is not JSON (so the caller can tell a cut-off tail).
+    def feed(self, data: str, event_name: str | None) -> bool:
+        if data == "[DONE]":
+            self.events += 1
+            self.complete = True
+            return True
+        try:
+            obj = _loads(data)
+        except _JSONDecodeError:
+            self.bad += 1
+            return False
+        self.events += 1
+        if type(obj) is not dict:
+            self.bad += 1
+            self.note("non_object_event")
+            return True
+        choices = obj.get("choices")
+        if choices is not None or "object" in obj:
+            self._chunk(obj, choices)
+        else:
+            kind = obj.get("type") or event_name
+            if isinstance(kind, str):
+                self._responses(kind, obj)
+            elif "error" in obj:
+                self.note("stream_error_event")
+            else:
+                self.note("unknown_event")
+        return True
+
+    # Chat Completions / legacy Completions chunk.
+    def _chunk(self, obj: dict[str, Any], choices: Any) -> None:
+        if self.id is None:
+            rid = obj.get("id")
+            if rid and isinstance(rid, str):
+                self.id = rid
+        if self.model is None:
+            model = obj.get("model")
+            if model and isinstance(model, str):
+                self.model = model
+        if self.kind == "unknown":
+            obj_type = obj.get("object")
+            if obj_type:
+                self.kind = _KIND_BY_OBJECT.get(obj_type, "unknown") if isinstance(obj_type, str) else "unknown"
+        usage = obj.get("usage")
+        if usage is not None and type(usage) is dict:
+            self.usage = usage
+        if not choices or type(choices) is not list:
+            return
+        for choice in choices:
+            if type(choice) is not dict:
+                self.note("odd_choice")
+                continue
+            index = choice.get("index", 0)
+            if type(index) is not int:
+                index = 0
+            acc = self.choices.get(index)
+            if acc is None:
+                acc = self.choices[index] = _ChoiceAcc(index)
+            delta = choice.get("delta")
+            if delta:
+                if type(delta) is dict:
+                    content = delta.get("content")
+                    if content:
+                        if type(content) is str:
+                            acc.text.append(content)
+                        else:
+                            self.note("odd_delta_content")
+                    refusal = delta.get("refusal")
+                    if refusal and type(refusal) is str:
+                        acc.refusal.append(refusal)
+                    tool_calls = delta.get("tool_calls")
+                    if tool_calls:
+                        self._tool_deltas(acc, tool_calls)
+                    function_call = delta.get("function_call")
+                    if function_call and type(function_call) is dict:
+                        acc.has_fn = True
+                        name = function_call.get("name")
+                        if name and type(name) is str:
+                            acc.fn_name.append(name)
+                        args = function_call.get("arguments")
+                        if args and type(args) is str:
+                            acc.fn_args.append(args)
+            else:
+                text = choice.get("text")  # legacy completions
+                if text and type(text) is str:
+                    acc.text.append(text)
+            finish = choice.get("finish_reason")
+            if finish and type(finish) is str:
+                acc.finish = finish
+
+    def _tool_deltas(self, acc: _ChoiceAcc, tool_calls: Any) -> None:
+        if type(tool_calls) is not list:
+            self.note("odd_tool_calls")
+            return
+        for position, tc in enumerate(tool_calls):
+            if type(tc) is not dict:
+                continue
+            index = tc.get("index", position)
+            if type(index) is not int:
+                index = position
+            tool = acc.tool(index)
+            tid = tc.get("id")
+            if tid and tool.id is None and type(tid) is str:
+                tool.id = tid
+            ttype = tc.get("type")
+            if ttype and type(ttype) is str:
+                tool.type = ttype
+            fn = tc.get("function")
+            if fn and type(fn) is dict:
+                name = fn.get("name")
+                if name and type(name) is str:
+                    tool.name.append(name)
+                args = fn.get("arguments")
+                if args and type(args) is str:
+                    tool.args.append(args)
+
+    # Responses API event (``type`` such as ``response.output_text.delta``).
+    def _responses(self, kind: str, obj: dict[str, Any]) -> None:
+        if self.kind == "unknown":
+            self.kind = "responses"
+        if kind == "response.output_text.delta":
+            delta = obj.get("delta")
+            if isinstance(delta, str):
+                self._part(obj).append(delta)
+        elif kind == "response.output_text.done":
+            text = obj.get("text")
+            if isinstance(text, str):
+                part = self._part(obj)
+                part[:] = [text]
+        elif kind == "response.refusal.delta":
+            delta = obj.get("delta")
+            if isinstance(delta, str):
+                self.choice(0).refusal.append(delta)
+        elif kind == "response.refusal.done":
+            refusal = obj.get("refusal")
+            if isinstance(refusal, str):
+                self.choice(0).refusal[:] = [refusal]
+        elif kind == "response.function_call_arguments.delta":
+            delta = obj.get("delta")
+            if isinstance(delta, str):
+                self.choice(0).tool(_int(obj.get("output_index"))).args.append(delta)
+        elif kind == "response.function_call_arguments.done":
+            args = obj.get("arguments")
+            if isinstance(args, str):
+                self.choice(0).tool(_int(obj.get("output_index"))).args[:] = [args]
+        elif kind in ("response.output_item.added", "response.output_item.done"):
+            item = obj.get("item")
+            if isinstance(item, dict) and item.get("type") == "function_call":
+                tool = self.choice(0).tool(_int(obj.get("output_index")))
+                tool.type = "function"
+                call_id = item.get("call_id") or item.get("id")
+                if isinstance(call_id, str) and call_id:
+                    tool.id = call_id
+                name = item.get("name")
+                if isinstance(name, str) and name:
+                    tool.name[:] = [name]
+                args = item.get("arguments")
+                if isinstance(args, str) and args:
+                    tool.args[:] = [args]
+        elif kind.startswith("response.reasoning"):
+            self.note("reasoning_summary_not_counted")
+        elif kind == "error":
+            self.note("stream_error_event")
+        response = obj.get("response")
+        if isinstance(response, dict):
+            self._response_header(response)
+            if kind in _RESPONSES_TERMINAL:
+                self.complete = True
+                usage = response.get("usage")
+                if isinstance(usage, dict):
+                    self.usage = usage
+                status = response.get("status")
+                if isinstance(status, str) and status:
+                    self.choice(0).finish = status
+
+    def _response_header(self, response: dict[str, Any]) -> None:
+        if self.id is None:
+            rid = response.get("id")
+            if isinstance(rid, str) and rid:
+                self.id = rid
+        if self.model is None:
+            model = response.get("model")
+            if isinstance(model, str) and model:
+                self.model = model
+
+    def _part(self, obj: dict[str, Any]) -> list[str]:
+        key = (_int(obj.get("output_index")), _int(obj.get("content_index")))
+        part = self.parts.get(key)
+        if part is None:
+            part = self.parts[key] = []
+        return part
+
+    def freeze(self, truncated: bool) -> RebuiltStream:
+        if self.parts:
+            text = self.choice(0).text
+            for key in sorted(self.parts):
+                text.extend(self.parts[key])
+        notes = list(self.notes)
+        if truncated:
+            notes.append("stream_truncated")
+        elif not self.complete:
+            notes.append("stream_incomplete")
+        return RebuiltStream(
+            kind=self.kind,
+            id=self.id,
+            model=self.model,
+            choices=tuple(self.choices[i].freeze() for i in sorted(self.choices)),
+            usage=self.usage,
+            complete=self.complete,
+            truncated=truncated,
+            events=self.events,
+            bad_events=self.bad,
+            notes=tuple(notes),
+        )
+
+
+def _int(value: Any) -> int:
+    return value if type(value) is int else 0
+
+
+def rebuild_stream(text: str) -> RebuiltStream:
+    """Rebuild a captured SSE stream (chat, legacy completions or Responses API) into its choices.
+
+    Never raises on odd input: unparseable events are skipped and counted in ``bad_events``; a
+    partial JSON payload at the very end marks the capture ``truncated``.
+    """
+    builder = _Builder()
+    if not text:
+        return builder.freeze(False)
+    if text[0] == "\ufeff":
+        text = text[1:]
+    # SSE line ends are CRLF, LF or CR. Normalise to LF with two C-level replaces rather than
+    # str.splitlines(), which would also split on U+2028/U+0085 that JSON may carry unescaped.
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    last_ok = True
+    feed = builder.feed
+    # Every "\n\n" is the end of a line followed by an empty line: an event boundary. Most
+    # events are one "data: {...}" line, which takes the fast path below.
+    for block in text.split("\n\n"):
+        if not block:
+            continue
+        if block.startswith("data: ") and "\n" not in block:
+            last_ok = feed(block[6:], None)
+            continue
+        data: list[str] = []
+        event_name: str | None = None
+        for line in block.split("\n"):
+            if not line:
+                if data:  # a blank line left at a block edge: dispatch
+                    last_ok = feed("\n".join(data), event_name)
+                    data = []
+                event_name = None
+                continue
+            if line[0] == ":":  # comment / keep-alive
+                continue
+            name, colon, value = line.partition(":")
+            if colon and value[:1] == " ":
+                value = value[1:]
+            if name == "data":
+                data.append(value)
+            elif name == "event":
+                event_name = value
+            # "id" and "retry" fields (and unknown ones) do not affect the content.
+        if data:
+            last_ok = feed("\n".join(data), event_name)
+    truncated = not last_ok
+    return builder.freeze(truncated)
+
+
+def rebuild_body(body: dict[str, Any]) -> RebuiltStream:
+    """The same view of a non-streamed JSON response (chat, completions or Responses API).
+
+    Lets completion tokens be estimated from a body that came without ``usage`` exactly as from
+    a stream. ``complete`` is True: a parsed body is whole by construction.
+    """
+    builder = _Builder()
+    builder.complete = True
+    obj_type = body.get("object")
+    builder.kind = _KIND_BY_OBJECT.get(obj_type, "unknown") if isinstance(obj_type, str) else "unknown"
+    if builder.kind == "responses" or (builder.kind == "unknown" and isinstance(body.get("output"), list)):
+        builder.kind = "responses"
+        builder._response_header(body)
+        _responses_output(builder, body.get("output"))
+        usage = body.get("usage")
+        builder.usage = usage if isinstance(usage, dict) else None
+        status = body.get("status")
+        if isinstance(status, str) and status:
+            builder.choice(0).finish = status
+        return builder.freeze(False)
+    rid, model = body.get("id"), body.get("model")
+    builder.id = rid if isinstance(rid, str) and rid else None
+    builder.model = model if isinstance(model, str) and model else None
+    usage = body.get("usage")
+    builder.usage = usage if isinstance(usage, dict) else None
+    choices = body.get("choices")
+    for position, choice in enumerate(choices if isinstance(choices, list) else ()):
+        if not isinstance(choice, dict):
+            builder.note("odd_choice")
+            continue
+        acc = builder.choice(_int(choice.get("index", position)))
+        finish = choice.get("finish_reason")
+        acc.finish = finish if isinstance(finish, str) else None
+        message = choice.get("message")
+        if isinstance(message, dict):
+            content = message.get("content")
+            if isinstance(content, str):
+                acc.text.append(content)
+            refusal = message.get("refusal")
+            if isinstance(refusal, str):
+                acc.refusal.append(refusal)
+            tool_calls = message.get("tool_calls")
+            if tool_calls:
+                builder._tool_deltas(acc, tool_calls)
+            function_call = message.get("function_call")
+            if isinstance(function_call, dict):
+                acc.has_fn = True
+                name, args = function_call.get("name"), function_call.get("arguments")
+                acc.fn_name.append(name if isinstance(name, str) else "")
+                acc.fn_args.append(args if isinstance(args, str) else "")
+        else:
+            text = choice.get("text")
+            if isinstance(text, str):
+                acc.text.append(text)
+    return builder.freeze(False)
+
+
+def _responses_output(builder: _Builder, output: Any) -> None:
+    """Fold a Responses API ``output`` list (messages and function calls) into choice 0."""
+    acc = builder.choice(0)
+    if not isinstance(output, list):
+        return
+    for position, item in enumerate(output):
+        if not isinstance(item, dict):
+            continue
+        item_type = item.get("type")
+        if item_type == "message":
+            for part in item.get("content") or ():
+                if not isinstance(part, dict):
+                    continue
+                if part.get("type") == "output_text" and isinstance(part.get("text"), str):
+                    acc.text.append(part["text"])
+                elif part.get("type") == "refusal" and isinstance(part.get("refusal"), str):
+                    acc.refusal.append(part["refusal"])
+        elif item_type == "function_call":
+            tool = acc.tool(position)
+            tool.type = "function"
+            call_id = item.get("call_id") or item.get("id")
+            tool.id = call_id if isinstance(call_id, str) else None
+            name, args = item.get("name"), item.get("arguments")
+            tool.name.append(name if isinstance(name, str) else "")
+            tool.args.append(args if isinstance(args, str) else "")
+        elif item_type == "reasoning":
+            builder.note("reasoning_summary_not_counted")
+        elif isinstance(item_type, str):
+            builder.note("output_item_not_counted")
