@@ -151,6 +151,7 @@ rates = sa.Table(
     sa.Column("input_per_1m", rate_amount(), nullable=False),
     sa.Column("cached_input_per_1m", rate_amount()),
     sa.Column("output_per_1m", rate_amount(), nullable=False),
+    sa.Column("min_prompt_tokens", sa.Integer()),  # long-context tier: applies from this prompt size on
     sa.Index("ix_rates_model_type", "model", "deployment_type"),
 )
 
