@@ -1,0 +1,183 @@
+"""Throughput and memory benchmark of the whole pipeline (issue: one instance keeps up with
+several Event Hubs throughput units). Not a test: it prints figures; targets are in the README.
+
+  python bench/bench_pipeline.py [--events 10000] [--postgres URL] [--skip-memory]
+
+Measured in one run, pinned to one core:
+  * end-to-end events/s of the batch handler (decode → usage → price → store) into SQLite (file)
+    and, when reachable, PostgreSQL;
+  * the floor: the same corpus through only JSON parsing plus the tiktoken counts that cannot be
+    avoided (prompt and rebuilt completion of streams without usage), and our ratio to it;
+  * peak memory (max RSS) of `metering replay` on the corpus and on 10× the corpus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from corpus import CorpusBuilder, write_jsonl  # noqa: E402
+
+from db import store  # noqa: E402
+from db.engine import make_engine  # noqa: E402
+from db.migrate import upgrade  # noqa: E402
+from metering.ingest import IngestTotals, Ingestor  # noqa: E402
+from metering.model import RawEvent  # noqa: E402
+from metering.rates import parse_rates_csv  # noqa: E402
+from metering.tokens import encoding_for_model  # noqa: E402
+
+BATCH = 500
+DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def pin_to_one_core() -> str:
+    try:
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+        return f"pinned to CPU {min(os.sched_getaffinity(0))}"
+    except (AttributeError, OSError):
+        return "not pinned (no sched_setaffinity)"
+
+
+def prepare(url: str) -> Ingestor:
+    engine = make_engine(url)
+    upgrade(engine)
+    with engine.begin() as conn:
+        store.replace_rates(conn, parse_rates_csv((ROOT / "samples" / "rates.csv").read_text()))
+        from metering.mappings import parse_deployments_csv
+
+        store.replace_deployments(conn, parse_deployments_csv((ROOT / "samples" / "deployments.csv").read_text()))
+    return Ingestor(engine, rate_card_ttl=3600)
+
+
+def run_pipeline(ingestor: Ingestor, bodies: list[bytes]) -> tuple[float, IngestTotals]:
+    raws = [RawEvent(body) for body in bodies]
+    ingestor.rate_card()  # warm: the card is cached across batches in production too
+    encoding_for_model("gpt-4o")
+    encoding_for_model("gpt-4")
+    totals = IngestTotals()
+    gc.collect()
+    start = time.perf_counter()
+    for i in range(0, len(raws), BATCH):
+        totals.add(ingestor.ingest(raws[i : i + BATCH]))
+    return time.perf_counter() - start, totals
+
+
+def floor(bodies: list[bytes]) -> float:
+    """Only what cannot be avoided: parse each event, parse each SSE chunk of streams without
+    usage to get the text, and count prompt and completion tokens with tiktoken."""
+    o200k, cl100k = encoding_for_model("gpt-4o"), encoding_for_model("gpt-4")
+    gc.collect()
+    start = time.perf_counter()
+    for body in bodies:
+        try:
+            event = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(event, dict) or event.get("usage") is not None:
+            continue
+        response = event.get("response")
+        request = event.get("request")
+        if not response or not isinstance(request, dict):
+            continue
+        encoding = cl100k if str(event.get("model", "")).startswith(("gpt-35", "gpt-4-")) else o200k
+        pieces: list[str] = []
+        reported = False
+        for line in response.split("\n"):
+            if line.startswith("data: {"):
+                chunk = orjson.loads(line[6:])
+                if chunk.get("usage"):
+                    reported = True
+                for choice in chunk.get("choices") or ():
+                    content = (choice.get("delta") or {}).get("content")
+                    if content:
+                        pieces.append(content)
+        if reported:
+            continue
+        encoding.encode_ordinary("".join(pieces))
+        for message in request.get("messages", ()):
+            encoding.encode_ordinary(message.get("content") or "")
+    return time.perf_counter() - start
+
+
+def replay_peak_rss(path: Path, db: Path) -> int:
+    """Max RSS in KiB of a `metering replay` child process."""
+    script = (
+        "import resource, subprocess, sys\n"
+        "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    )
+    metering = [sys.executable, "-m", "metering.cli", "--db", f"sqlite:///{db}"]
+    subprocess.run(metering + ["db", "upgrade"], check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
+    result = subprocess.run([sys.executable, "-c", script, *metering, "replay", "--progress", "off", str(path)],
+                            check=True, capture_output=True, text=True, cwd=ROOT)
+    return int(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--postgres", default=os.environ.get("METERING_BENCH_POSTGRES_URL", DEFAULT_POSTGRES))
+    parser.add_argument("--skip-memory", action="store_true")
+    args = parser.parse_args()
+
+    print(f"corpus: {args.events:,} events, seed {args.seed}; {pin_to_one_core()}")
+    bodies = list(CorpusBuilder(args.seed).events(args.events))
+    print(f"corpus size: {sum(map(len, bodies)) / 1e6:.1f} MB, mean {sum(map(len, bodies)) / len(bodies) / 1024:.1f} KiB/event")
+
+    floor_seconds = floor(bodies)
+    floor_rate = args.events / floor_seconds
+    print(f"floor (JSON parse + unavoidable tiktoken): {floor_rate:,.0f} events/s")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        seconds, totals = run_pipeline(prepare(f"sqlite:///{tmp}/bench.db"), bodies)
+        rate = args.events / seconds
+        print(f"end to end into SQLite (file): {rate:,.0f} events/s = {rate / floor_rate:.2f} of the floor "
+              f"[{totals.summary()}]")
+
+    try:
+        import sqlalchemy as sa
+
+        admin = sa.create_engine(args.postgres, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+        name = f"metering_bench_{os.getpid()}"
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        try:
+            url = sa.engine.make_url(args.postgres).set(database=name)
+            ingestor = prepare(url.render_as_string(hide_password=False))
+            seconds, totals = run_pipeline(ingestor, bodies)
+            rate = args.events / seconds
+            print(f"end to end into PostgreSQL: {rate:,.0f} events/s = {rate / floor_rate:.2f} of the floor")
+            ingestor.engine.dispose()
+        finally:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    except Exception as exc:  # noqa: BLE001 - the benchmark reports what it could not measure
+        print(f"PostgreSQL: not measured ({type(exc).__name__}: {str(exc).splitlines()[0]})")
+
+    if args.skip_memory:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        small, large = Path(tmp) / "corpus.jsonl", Path(tmp) / "corpus10.jsonl"
+        write_jsonl(small, iter(bodies))
+        write_jsonl(large, CorpusBuilder(args.seed).events(args.events * 10))
+        rss_small = replay_peak_rss(small, Path(tmp) / "m1.db")
+        rss_large = replay_peak_rss(large, Path(tmp) / "m10.db")
+        print(f"replay peak memory: {rss_small / 1024:.0f} MiB for {args.events:,} events, "
+              f"{rss_large / 1024:.0f} MiB for {args.events * 10:,} events ({rss_large / rss_small:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
