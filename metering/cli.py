@@ -80,16 +80,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except SourceError as exc:
         raise UsageError(str(exc)) from None
     if not files:
-        raise UsageError("no capture files found (.jsonl, .jsonl.gz) under " + ", ".join(args.paths))
+        raise UsageError("no capture files found (.jsonl, .jsonl.gz, .avro) under " + ", ".join(args.paths))
     ingestor = Ingestor(engine)
     totals = IngestTotals()
     total_bytes = sum(f.stat().st_size for f in files)
     show = None if args.progress == "auto" else args.progress == "on"
     with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="replay", disable=not show if show is not None else None,
               file=sys.stderr, leave=False) as bar:
-        for batch in batched(read_events(files, bar.update), args.batch_size):
-            totals.add(ingestor.ingest(batch))
-            bar.set_postfix(events=totals.read, inserted=totals.inserted, refresh=False)
+        try:
+            for batch in batched(read_events(files, bar.update), args.batch_size):
+                totals.add(ingestor.ingest(batch))
+                bar.set_postfix(events=totals.read, inserted=totals.inserted, refresh=False)
+        except SourceError as exc:  # a damaged file: what came before it is stored, and replay is idempotent
+            raise UsageError(f"{exc}\nstopped there; before it: {totals.summary()}") from None
     _out(f"replayed {len(files)} file(s): {totals.summary()}\n")
     return 0
 
@@ -229,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     db_commands = db_parser.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_commands.add_parser("upgrade", help="create or migrate the tables and views").set_defaults(handler=cmd_db_upgrade)
 
-    replay = commands.add_parser("replay", help="ingest captured events (.jsonl, .jsonl.gz, folders); idempotent")
+    replay = commands.add_parser("replay", help="ingest captured events (.jsonl, .jsonl.gz, Event Hubs Capture .avro, folders); idempotent")
     replay.add_argument("paths", nargs="+", metavar="PATH")
     replay.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help=f"events per transaction (default {DEFAULT_BATCH_SIZE})")
     replay.add_argument("--progress", choices=("auto", "on", "off"), default="auto", help="progress bar on stderr (auto: when a terminal)")
