@@ -191,3 +191,29 @@ quarantine = sa.Table(
     sa.UniqueConstraint("raw_sha256", name="uq_quarantine_raw_sha256"),
     sa.Index("ix_quarantine_reason", "reason"),
 )
+
+# Token usage from APIM's built-in LLM log (migration 0003, db/llm_usage.py). ``status``: ``pending``
+# (no metering event yet), ``merged`` (applied to the row), ``unneeded`` (the row already had
+# reported usage). ``raw``: the log record as JSON, without prompt and completion messages.
+llm_usage = sa.Table(
+    "llm_usage",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("request_id", text(200), nullable=False),
+    sa.Column("event_time", UtcDateTime()),
+    sa.Column("deployment", text(200)),
+    sa.Column("model", text(200)),
+    sa.Column("prompt_tokens", sa.BigInteger(), nullable=False),
+    sa.Column("cached_tokens", sa.BigInteger(), nullable=False),
+    sa.Column("completion_tokens", sa.BigInteger(), nullable=False),
+    sa.Column("reasoning_tokens", sa.BigInteger(), nullable=False),
+    sa.Column("total_tokens", sa.BigInteger(), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("received_at", UtcDateTime(), nullable=False),
+    sa.Column("merged_at", UtcDateTime()),
+    sa.Column("raw", sa.UnicodeText().with_variant(mssql.NVARCHAR("max"), "mssql")),
+    sa.Column("source_partition", sa.String(64)),
+    sa.Column("source_sequence_number", sa.BigInteger()),
+    sa.UniqueConstraint("request_id", name="uq_llm_usage_request_id"),
+    sa.Index("ix_llm_usage_status_received", "status", "received_at"),
+)

@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from db.llm_usage import begin_llm_merge, finish_llm_merge
 from db.schema import deployments, quarantine, rates, subscriptions, usage_records
 from metering.model import BatchOutcome, DeploymentMapping, Quarantined, Rate, StoreResult, UsageRecord
 from metering.pricing import RateCard
@@ -165,7 +166,11 @@ def store_batch(conn: sa.Connection, outcome: BatchOutcome, now: datetime | None
     """Write a processed batch in the caller's transaction; return what was new and what was not."""
     now = now or utc_now()
     records, repeats = _dedupe(outcome.records)
+    # APIM LLM-log usage (db/llm_usage.py): stored first, applied to new rows before they are inserted
+    llm = begin_llm_merge(conn, outcome.llm_usage, records, now)
+    records = llm.records
     inserted_ids = _insert_new_records(conn, [_record_row(r, now) for r in records])
+    llm_counts = finish_llm_merge(conn, llm, inserted_ids)  # ... and to rows stored by earlier batches
     result = StoreResult(duplicates=repeats + len(records) - len(inserted_ids))
     for record in records:
         if record.request_id in inserted_ids:
@@ -177,6 +182,9 @@ def store_batch(conn: sa.Connection, outcome: BatchOutcome, now: datetime | None
                 result.inserted_unpriced += 1
     _insert_quarantine(conn, outcome.quarantined, now)
     result.quarantined = len(outcome.quarantined)
+    result.duplicates += llm_counts.duplicates
+    result.merged, result.pending = llm_counts.merged, llm_counts.pending
+    result.merged_tokens, result.merged_cost = llm_counts.changed_tokens, llm_counts.changed_cost
     return result
 
 

@@ -28,6 +28,19 @@ class IngestTotals:
     cost: Decimal = field(default_factory=lambda: Decimal(0))
     unpriced: int = 0
     batches: int = 0
+    # APIM LLM-log records (metering/llm_logs.py), each its own unit of ``read``: applied to a row,
+    # kept until their metering event arrives, or ignored (other log categories). With them,
+    # ``read == inserted + duplicates + quarantined + merged + pending + ignored``.
+    merged: int = 0
+    pending: int = 0
+    ignored: int = 0
+
+    def llm_summary(self) -> str:
+        """The LLM-log part of the summary line; empty when the input had no diagnostic logs."""
+        if not (self.merged or self.pending or self.ignored):
+            return ""
+        return (f" | llm usage merged {self.merged:,} | llm usage pending {self.pending:,}"
+                f" | log records ignored {self.ignored:,}")
 
     def add(self, other: "IngestTotals") -> None:
         self.read += other.read
@@ -38,11 +51,14 @@ class IngestTotals:
         self.cost += other.cost
         self.unpriced += other.unpriced
         self.batches += other.batches
+        self.merged += other.merged
+        self.pending += other.pending
+        self.ignored += other.ignored
 
     def summary(self) -> str:
         return (
             f"events read {self.read:,} | rows inserted {self.inserted:,} | duplicates skipped {self.duplicates:,}"
-            f" | quarantined {self.quarantined:,} | tokens {self.tokens:,} | cost {self.cost.quantize(Decimal('0.01'))}"
+            f" | quarantined {self.quarantined:,}{self.llm_summary()} | tokens {self.tokens:,} | cost {self.cost.quantize(Decimal('0.01'))}"
             f" | unpriced rows {self.unpriced:,}"
         )
 
@@ -78,8 +94,11 @@ class Ingestor:
             inserted=stored.inserted,
             duplicates=stored.duplicates,
             quarantined=stored.quarantined,
-            tokens=stored.inserted_tokens,
-            cost=stored.inserted_cost,
+            tokens=stored.inserted_tokens + stored.merged_tokens,  # merges change rows stored earlier
+            cost=stored.inserted_cost + stored.merged_cost,
             unpriced=stored.inserted_unpriced,
+            merged=stored.merged,
+            pending=stored.pending,
+            ignored=outcome.ignored,
             batches=1,
         )

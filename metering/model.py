@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from metering.llm_logs import LlmUsage
 
 SCHEMA_V1 = "aoai-usage/1"
 
@@ -194,6 +197,11 @@ class BatchOutcome:
     records: list[UsageRecord] = field(default_factory=list)
     quarantined: list[Quarantined] = field(default_factory=list)
     events_read: int = 0
+    # APIM diagnostic logs (``{"records": [...]}``, metering/llm_logs.py): each record is one unit of
+    # ``events_read`` and lands in ``llm_usage`` (GatewayLlmLogs token usage), ``ignored`` (other
+    # categories, records without tokens) or ``quarantined``.
+    llm_usage: list[LlmUsage] = field(default_factory=list)
+    ignored: int = 0
 
 
 @dataclass(slots=True)
@@ -206,6 +214,13 @@ class StoreResult:
     inserted_tokens: int = 0
     inserted_cost: Decimal = Decimal(0)
     inserted_unpriced: int = 0
+    # LLM-log usage (db/llm_usage.py): records of this batch applied to a row (``merged``) or kept
+    # for a metering event still to come (``pending``); already-known ones count as ``duplicates``.
+    # ``merged_tokens``/``merged_cost``: how much merging changed rows stored by earlier batches.
+    merged: int = 0
+    pending: int = 0
+    merged_tokens: int = 0
+    merged_cost: Decimal = Decimal(0)
 
 
 class BadEvent(Exception):

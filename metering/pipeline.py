@@ -10,6 +10,7 @@ import logging
 from collections.abc import Iterable
 
 from metering.decode import decode_event
+from metering.llm_logs import add_log_records, is_records_envelope
 from metering.model import BadEvent, BatchOutcome, Quarantined, RawEvent, TokenUsage, UsageEvent, UsageRecord
 from metering.pricing import RateCard, price, resolve_deployment
 from metering.usage import resolve_usage
@@ -101,6 +102,9 @@ def process_batch(raws: Iterable[RawEvent], card: RateCard) -> BatchOutcome:
     """A batch of messages → rows and quarantine items; ``events_read`` counts every message."""
     outcome = BatchOutcome()
     for raw in raws:
+        if is_records_envelope(raw.body):  # APIM diagnostic logs: LLM token usage by request id
+            add_log_records(outcome, raw)
+            continue
         outcome.events_read += 1
         result = process_event(raw, card)
         if isinstance(result, UsageRecord):

@@ -1,0 +1,249 @@
+"""Merge APIM LLM-log usage into usage rows, whichever arrives first, inside the batch's transaction.
+
+``store_batch`` calls ``begin_llm_merge`` before it inserts the batch's usage rows and
+``finish_llm_merge`` after:
+
+1. The batch's LLM-log items go into ``llm_usage`` (unique ``request_id``: a second record for the
+   same request is a duplicate and changes nothing), as ``pending``.
+2. A usage row about to be inserted whose request has pending LLM usage gets it before the insert
+   (reported tokens, repriced by ``metering.llm_logs.merge_usage``), and the LLM row becomes
+   ``merged`` once the insert happened — the LLM record came first.
+3. Pending LLM usage whose usage row is already stored (the metering event came first, in an
+   earlier batch) is applied to the stored row with an ``UPDATE … WHERE usage_source <> 'reported'``,
+   so a reported row is never overwritten and two writers never both apply it.
+
+Concurrent writers (two partitions, two Function instances) can each miss the other's uncommitted
+half: one stores the row while the other stores the LLM record, neither seeing the other. Step 3
+therefore also sweeps LLM usage that became pending in the last ``SWEEP_WINDOW`` and now has its
+row, so the next batch from any partition completes the pair; redelivering or replaying either half
+completes it too.
+
+Prices use the same code as ingest (``metering.pricing.price`` through ``merge_usage``) with the
+rate card as it is in the database now.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from db.schema import llm_usage, usage_records
+from metering.llm_logs import LlmUsage, merge_usage
+from metering.model import UsageRecord
+from metering.pricing import RateCard
+
+PENDING, MERGED, UNNEEDED = "pending", "merged", "unneeded"
+SWEEP_WINDOW = timedelta(minutes=15)
+KEY_CHUNK = 1000  # SQL Server allows 2,100 parameters per statement
+RECORD_FIELDS = tuple(f.name for f in fields(UsageRecord))
+# Columns a merge changes (everything else about the request stays as the metering event said).
+MERGED_COLUMNS = (
+    "model", "prompt_tokens", "cached_tokens", "completion_tokens", "reasoning_tokens", "total_tokens",
+    "usage_source", "rate_id", "input_cost", "cached_input_cost", "output_cost", "total_cost", "currency",
+    "price_status",
+)
+
+
+@dataclass
+class LlmMergeCounts:
+    """What happened to this batch's LLM-log units, and how much rows stored earlier changed."""
+
+    merged: int = 0
+    pending: int = 0
+    duplicates: int = 0
+    changed_tokens: int = 0
+    changed_cost: Decimal = Decimal(0)
+
+
+@dataclass
+class LlmMerge:
+    """State between ``begin_llm_merge`` and ``finish_llm_merge`` (one batch, one transaction)."""
+
+    records: list[UsageRecord]
+    now: datetime
+    card: RateCard | None = None
+    new_ids: dict[str, str] = field(default_factory=dict)  # this batch's newly stored LLM ids → status
+    applied: dict[str, str] = field(default_factory=dict)  # record id → LLM status once the row is inserted
+    duplicates: int = 0
+
+    def rate_card(self, conn: sa.Connection) -> RateCard:
+        if self.card is None:
+            from db.store import load_rate_card
+
+            self.card = load_rate_card(conn)
+        return self.card
+
+
+def _chunks(keys: Sequence[str]) -> Iterable[Sequence[str]]:
+    for start in range(0, len(keys), KEY_CHUNK):
+        yield keys[start:start + KEY_CHUNK]
+
+
+def _llm_row(item: LlmUsage, now: datetime) -> dict[str, Any]:
+    return {
+        "request_id": item.request_id,
+        "event_time": item.event_time,
+        "deployment": item.deployment,
+        "model": item.model,
+        "prompt_tokens": item.prompt_tokens,
+        "cached_tokens": item.cached_tokens,
+        "completion_tokens": item.completion_tokens,
+        "reasoning_tokens": item.reasoning_tokens,
+        "total_tokens": item.total_tokens,
+        "status": PENDING,
+        "received_at": now,
+        "merged_at": None,
+        "raw": item.raw.decode("utf-8", "replace"),
+        "source_partition": item.source_partition,
+        "source_sequence_number": item.source_sequence_number,
+    }
+
+
+def _insert_llm_usage(conn: sa.Connection, rows: list[dict[str, Any]]) -> set[str]:
+    """Insert LLM usage for request ids not stored yet; return the ids actually inserted."""
+    if not rows:
+        return set()
+    dialect = conn.dialect.name
+    if dialect in ("postgresql", "sqlite"):
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = insert(llm_usage).on_conflict_do_nothing(index_elements=["request_id"]).returning(llm_usage.c.request_id)
+        return {row[0] for row in conn.execute(statement, rows)}
+    existing: set[str] = set()
+    for chunk in _chunks([row["request_id"] for row in rows]):
+        query = sa.select(llm_usage.c.request_id).where(llm_usage.c.request_id.in_(chunk))
+        if dialect == "mssql":
+            query = query.with_hint(llm_usage, "WITH (UPDLOCK, HOLDLOCK)", "mssql")
+        existing.update(conn.execute(query).scalars())
+    new_rows = [row for row in rows if row["request_id"] not in existing]
+    if new_rows:
+        conn.execute(llm_usage.insert(), new_rows)
+    return {row["request_id"] for row in new_rows}
+
+
+def _as_llm(row: Any) -> LlmUsage:
+    return LlmUsage(
+        request_id=row.request_id,
+        event_time=row.event_time,
+        deployment=row.deployment,
+        model=row.model,
+        prompt_tokens=row.prompt_tokens,
+        cached_tokens=row.cached_tokens,
+        completion_tokens=row.completion_tokens,
+        reasoning_tokens=row.reasoning_tokens,
+        total_tokens=row.total_tokens,
+        raw=b"",
+    )
+
+
+def pending_usage(conn: sa.Connection, request_ids: Sequence[str]) -> dict[str, LlmUsage]:
+    """Pending LLM usage for these request ids."""
+    found: dict[str, LlmUsage] = {}
+    for chunk in _chunks(list(request_ids)):
+        query = sa.select(llm_usage).where(llm_usage.c.request_id.in_(chunk), llm_usage.c.status == PENDING)
+        for row in conn.execute(query):
+            found[row.request_id] = _as_llm(row)
+    return found
+
+
+def begin_llm_merge(conn: sa.Connection, items: Sequence[LlmUsage], records: list[UsageRecord],
+                    now: datetime, card: RateCard | None = None) -> LlmMerge:
+    """Store the batch's LLM usage and apply pending usage to the rows about to be inserted."""
+    merge = LlmMerge(records=list(records), now=now, card=card)
+    first: dict[str, LlmUsage] = {}
+    for item in items:
+        if item.request_id in first:
+            merge.duplicates += 1  # the same request twice in one batch: the first record wins
+        else:
+            first[item.request_id] = item
+    inserted = _insert_llm_usage(conn, [_llm_row(first[key], now) for key in sorted(first)])
+    merge.duplicates += len(first) - len(inserted)
+    merge.new_ids = {key: PENDING for key in inserted}
+    if not merge.records:
+        return merge
+    waiting = pending_usage(conn, [r.request_id for r in merge.records])
+    for index, record in enumerate(merge.records):
+        usage = waiting.get(record.request_id)
+        if usage is None:
+            continue
+        merged = merge_usage(record, usage, merge.rate_card(conn))
+        if merged is None:
+            merge.applied[record.request_id] = UNNEEDED
+        else:
+            merge.records[index] = merged
+            merge.applied[record.request_id] = MERGED
+    return merge
+
+
+def _set_status(conn: sa.Connection, request_id: str, status: str, now: datetime) -> bool:
+    done = conn.execute(
+        llm_usage.update()
+        .where(llm_usage.c.request_id == request_id, llm_usage.c.status == PENDING)
+        .values(status=status, merged_at=now)
+    )
+    return done.rowcount == 1
+
+
+def _stored_pairs(conn: sa.Connection, request_ids: Sequence[str], since: datetime) -> dict[str, tuple[LlmUsage, UsageRecord]]:
+    """Pending LLM usage whose usage row is stored: for these ids, and any that became pending since ``since``."""
+    columns = [llm_usage.c[name] for name in ("request_id", "event_time", "deployment", "model", "prompt_tokens",
+                                              "cached_tokens", "completion_tokens", "reasoning_tokens", "total_tokens")]
+    record_columns = [usage_records.c[name].label(f"u_{name}") for name in RECORD_FIELDS]
+    joined = sa.select(*columns, *record_columns).select_from(
+        llm_usage.join(usage_records, usage_records.c.request_id == llm_usage.c.request_id)
+    ).where(llm_usage.c.status == PENDING)
+    pairs: dict[str, tuple[LlmUsage, UsageRecord]] = {}
+
+    def collect(statement: sa.Select) -> None:
+        for row in conn.execute(statement):
+            record = UsageRecord(**{name: getattr(row, f"u_{name}") for name in RECORD_FIELDS})
+            pairs[row.request_id] = (_as_llm(row), record)
+
+    for chunk in _chunks(sorted(set(request_ids))):
+        collect(joined.where(llm_usage.c.request_id.in_(chunk)))
+    collect(joined.where(llm_usage.c.received_at >= since))
+    return pairs
+
+
+def finish_llm_merge(conn: sa.Connection, merge: LlmMerge, inserted_ids: set[str]) -> LlmMergeCounts:
+    """After the rows are inserted: settle the LLM usage applied at insert, apply pending usage to rows
+    stored earlier, and count this batch's LLM units (merged, pending, or duplicates)."""
+    now = merge.now
+    counts = LlmMergeCounts(duplicates=merge.duplicates)
+    for request_id in sorted(merge.applied):
+        if request_id in inserted_ids and _set_status(conn, request_id, merge.applied[request_id], now):
+            if request_id in merge.new_ids:
+                merge.new_ids[request_id] = merge.applied[request_id]
+    stored_earlier = [r.request_id for r in merge.records if r.request_id not in inserted_ids]
+    pairs = _stored_pairs(conn, [*merge.new_ids, *stored_earlier], now - SWEEP_WINDOW)
+    for request_id in sorted(pairs):
+        usage, row = pairs[request_id]
+        merged = merge_usage(row, usage, merge.rate_card(conn))
+        if merged is None:
+            status = UNNEEDED
+        else:
+            values = {name: getattr(merged, name) for name in MERGED_COLUMNS}
+            updated = conn.execute(
+                usage_records.update()
+                .where(usage_records.c.request_id == request_id, usage_records.c.usage_source != "reported")
+                .values(**values)
+            )
+            status = MERGED if updated.rowcount == 1 else UNNEEDED
+            if status == MERGED:
+                counts.changed_tokens += merged.total_tokens - row.total_tokens
+                counts.changed_cost += (merged.total_cost or Decimal(0)) - (row.total_cost or Decimal(0))
+        if _set_status(conn, request_id, status, now) and request_id in merge.new_ids:
+            merge.new_ids[request_id] = status
+    for status in merge.new_ids.values():
+        if status == MERGED:
+            counts.merged += 1
+        elif status == PENDING:
+            counts.pending += 1
+        else:
+            counts.duplicates += 1  # the row already had the provider's reported usage
+    return counts
