@@ -97,6 +97,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_consume(args: argparse.Namespace) -> int:
+    """Standalone Event Hubs consumer (metering/consume.py, docs/consumer.md); SDKs imported lazily."""
+    from metering import consume
+
+    engine = _engine(args)
+    _require_schema(engine)
+    engine.dispose()
+    try:
+        return consume.command(args, database_url(args.db))
+    except (consume.ConsumerUnavailable, consume.ConsumerConfigError) as exc:
+        raise UsageError(str(exc)) from None
+
+
 def cmd_rates_import(args: argparse.Namespace) -> int:
     text = _read_text(args.file)
     try:
@@ -237,6 +250,13 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help=f"events per transaction (default {DEFAULT_BATCH_SIZE})")
     replay.add_argument("--progress", choices=("auto", "on", "off"), default="auto", help="progress bar on stderr (auto: when a terminal)")
     replay.set_defaults(handler=cmd_replay)
+
+    consume_parser = commands.add_parser(
+        "consume", help="read the event hub continuously with checkpoints in Blob Storage (containers; see docs/consumer.md)")
+    from metering.consume import add_arguments as add_consume_arguments
+
+    add_consume_arguments(consume_parser)
+    consume_parser.set_defaults(handler=cmd_consume)
 
     rates = commands.add_parser("rates", help="the rate card")
     rate_commands = rates.add_subparsers(dest="rates_command", required=True, metavar="ACTION")
