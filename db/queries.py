@@ -1,4 +1,8 @@
-"""Read-side queries: usage aggregated by any chargeback dimensions over a period."""
+"""Read-side queries: usage aggregated by any chargeback dimensions over a period, the token
+shares of provisioned (PTU) deployments, and the token-level rows of the FOCUS export.
+
+Money is summed in Python from the stored exact decimals (SQLite has no exact SUM), never as
+floats; SQL only counts and sums integers."""
 
 from __future__ import annotations
 
@@ -9,12 +13,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from db.schema import subscriptions, usage_records
+from db.schema import rates, subscriptions, usage_records
 
 UNMAPPED = "(unmapped)"
 
 u = usage_records
 s = subscriptions
+r = rates
 
 
 def _month(dialect: str) -> sa.ColumnElement[Any]:
@@ -56,10 +61,55 @@ DIMENSIONS = tuple(dimension_columns("postgresql"))
 
 
 def _flag(condition: sa.ColumnElement[bool], value: Any = 1) -> sa.ColumnElement[Any]:
-    return sa.func.sum(sa.case((condition, value), else_=0))
+    return sa.func.coalesce(sa.func.sum(sa.case((condition, value), else_=0)), 0)
+
+
+def _sum(column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    return sa.func.coalesce(sa.func.sum(column), 0)
 
 
 UNPRICED = u.c.price_status.in_(("no_rate", "no_usage"))
+ESTIMATED = u.c.usage_source == "estimated"
+# Incomplete: a *billable* request whose token counts are partial or missing. A throttled (429) or
+# failed request has no usage and costs nothing, so it is not a data-quality problem.
+INCOMPLETE = sa.and_(u.c.usage_source.in_(("partial", "none")), u.c.price_status != "not_billable")
+PROVISIONED = u.c.deployment_type == "provisioned"
+
+
+def _period(since: datetime | None, until: datetime | None) -> list[sa.ColumnElement[bool]]:
+    where = []
+    if since is not None:
+        where.append(u.c.event_time >= since)
+    if until is not None:
+        where.append(u.c.event_time < until)
+    return where
+
+
+def _source() -> sa.FromClause:
+    return u.outerjoin(s, s.c.subscription_id == u.c.subscription_id)
+
+
+def _add_exact_costs(
+    conn: sa.Connection,
+    groups: dict[tuple[Any, ...], dict[str, Any]],
+    keys: list[sa.ColumnElement[Any]],
+    where: list[sa.ColumnElement[bool]],
+    costs: dict[str, sa.ColumnElement[Any]],
+) -> None:
+    """Add exact ``Decimal`` sums of ``costs`` (name → cost column) to each group, by streaming
+    (group keys, costs) pairs: the database never adds money as floats."""
+    for group in groups.values():
+        for name in costs:
+            group[name] = Decimal(0)
+    any_cost = sa.or_(*[column.is_not(None) for column in costs.values()])
+    query = sa.select(*keys, *costs.values()).select_from(_source()).where(*where, any_cost)
+    width = len(keys)
+    names = list(costs)
+    for row in conn.execution_options(yield_per=5000).execute(query):
+        group = groups[tuple(row[:width])]
+        for name, value in zip(names, row[width:]):
+            if value is not None:
+                group[name] += value
 
 
 def usage_summary(
@@ -70,7 +120,9 @@ def usage_summary(
 ) -> list[dict[str, Any]]:
     """Requests, tokens, cost and data-quality counts per group, for ``since <= event_time < until``.
 
-    Costs are summed exactly in Python from the stored decimals (SQLite has no exact SUM).
+    Data quality per group: ``estimated_*`` (tokens counted with tiktoken, not reported),
+    ``incomplete_*`` (billable requests with partial or no usage), ``unpriced_*`` (``no_rate`` or
+    ``no_usage``: their cost is unknown, not zero), ``not_billable_requests``.
     """
     columns = dimension_columns(conn.dialect.name)
     unknown = [d for d in dimensions if d not in columns]
@@ -79,41 +131,158 @@ def usage_summary(
     keys = [columns[d].label(d) for d in dimensions]
     measures = [
         sa.func.count().label("requests"),
-        sa.func.coalesce(sa.func.sum(u.c.prompt_tokens), 0).label("prompt_tokens"),
-        sa.func.coalesce(sa.func.sum(u.c.cached_tokens), 0).label("cached_tokens"),
-        sa.func.coalesce(sa.func.sum(u.c.completion_tokens), 0).label("completion_tokens"),
-        sa.func.coalesce(sa.func.sum(u.c.reasoning_tokens), 0).label("reasoning_tokens"),
-        sa.func.coalesce(sa.func.sum(u.c.total_tokens), 0).label("total_tokens"),
-        sa.func.coalesce(_flag(u.c.usage_source == "estimated"), 0).label("estimated_requests"),
-        sa.func.coalesce(_flag(u.c.usage_source == "estimated", u.c.total_tokens), 0).label("estimated_tokens"),
-        sa.func.coalesce(_flag(u.c.usage_source.in_(("partial", "none"))), 0).label("incomplete_requests"),
-        sa.func.coalesce(_flag(UNPRICED), 0).label("unpriced_requests"),
-        sa.func.coalesce(_flag(UNPRICED, u.c.total_tokens), 0).label("unpriced_tokens"),
-        sa.func.coalesce(_flag(u.c.price_status == "not_billable"), 0).label("not_billable_requests"),
+        _sum(u.c.prompt_tokens).label("prompt_tokens"),
+        _sum(u.c.cached_tokens).label("cached_tokens"),
+        _sum(u.c.completion_tokens).label("completion_tokens"),
+        _sum(u.c.reasoning_tokens).label("reasoning_tokens"),
+        _sum(u.c.total_tokens).label("total_tokens"),
+        _flag(ESTIMATED).label("estimated_requests"),
+        _flag(ESTIMATED, u.c.total_tokens).label("estimated_tokens"),
+        _flag(INCOMPLETE).label("incomplete_requests"),
+        _flag(INCOMPLETE, u.c.total_tokens).label("incomplete_tokens"),
+        _flag(UNPRICED).label("unpriced_requests"),
+        _flag(UNPRICED, u.c.total_tokens).label("unpriced_tokens"),
+        _flag(u.c.price_status == "not_billable").label("not_billable_requests"),
+        _flag(PROVISIONED).label("provisioned_requests"),
+        _flag(PROVISIONED, u.c.total_tokens).label("provisioned_tokens"),
         sa.func.max(u.c.currency).label("currency"),
     ]
-    where = []
-    if since is not None:
-        where.append(u.c.event_time >= since)
-    if until is not None:
-        where.append(u.c.event_time < until)
-    source = u.outerjoin(s, s.c.subscription_id == u.c.subscription_id)
-    grouped = sa.select(*keys, *measures).select_from(source).where(*where)
+    where = _period(since, until)
+    grouped = sa.select(*keys, *measures).select_from(_source()).where(*where)
     if keys:
         grouped = grouped.group_by(*[columns[d] for d in dimensions])
     rows = {tuple(row[:len(keys)]): dict(row._mapping) for row in conn.execute(grouped)}
-
-    # Exact cost per group: stream (group keys, cost) pairs and add Decimals.
-    cost_query = sa.select(*keys, u.c.total_cost).select_from(source).where(*where, u.c.total_cost.is_not(None))
-    for group in rows.values():
-        group["cost"] = Decimal(0)
-    for row in conn.execution_options(yield_per=5000).execute(cost_query):
-        rows[tuple(row[:len(keys)])]["cost"] += row[-1]
-    return sorted(rows.values(), key=lambda r: tuple(str(r[d]) for d in dimensions))
+    if not keys and rows and next(iter(rows.values()))["requests"] == 0:
+        rows = {}  # an aggregate without GROUP BY yields one row even over no data
+    _add_exact_costs(conn, rows, keys, where, {"cost": u.c.total_cost})
+    return sorted(rows.values(), key=lambda row: tuple(str(row[d]) for d in dimensions))
 
 
-def data_models_without_rate(conn: sa.Connection) -> list[dict[str, Any]]:
-    """Models seen in usage whose requests could not be priced for want of a rate."""
+def provisioned_tokens(
+    conn: sa.Connection,
+    since: datetime | None,
+    until: datetime | None,
+    dimensions: Sequence[str],
+) -> list[dict[str, Any]]:
+    """Tokens of provisioned (PTU) requests per month × deployment × backend × subscription and
+    the report's ``dimensions``: the shares by which a PTU deployment's monthly cost is allocated.
+
+    Keys: ``ptu_month``, ``ptu_deployment``, ``ptu_backend_id``, ``ptu_subscription`` (the
+    subscription id, or ``(unmapped)``), then the dimensions; measures: ``requests``, ``tokens``.
+    """
+    columns = dimension_columns(conn.dialect.name)
+    fixed = {
+        "ptu_month": columns["month"],
+        "ptu_deployment": u.c.deployment,
+        "ptu_backend_id": u.c.backend_id,
+        "ptu_subscription": columns["subscription"],
+    }
+    expressions = list(fixed.values()) + [columns[d] for d in dimensions]
+    labels = list(fixed) + list(dimensions)
+    query = (
+        sa.select(
+            *[expression.label(label) for expression, label in zip(expressions, labels)],
+            sa.func.count().label("requests"),
+            _sum(u.c.total_tokens).label("tokens"),
+        )
+        .select_from(_source())
+        .where(*_period(since, until), PROVISIONED, u.c.deployment.is_not(None))
+        .group_by(*expressions)
+    )
+    return [dict(row._mapping) for row in conn.execute(query)]
+
+
+def focus_usage(conn: sa.Connection, since: datetime | None, until: datetime | None) -> list[dict[str, Any]]:
+    """Usage for the FOCUS export, per day × subscription × deployment × model × deployment type ×
+    backend region × rate × price status: tokens by kind (input, cached input, output), the same
+    counted by estimation, and exact costs by kind. With the rate's unit prices (per 1M tokens)."""
+    columns = dimension_columns(conn.dialect.name)
+    keys_by_name: dict[str, sa.ColumnElement[Any]] = {
+        "day": columns["day"],
+        "subscription_id": u.c.subscription_id,
+        "business_unit": s.c.business_unit,
+        "cost_center": s.c.cost_center,
+        "deployment": u.c.deployment,
+        "model": u.c.model,
+        "deployment_type": u.c.deployment_type,
+        "backend_region": u.c.backend_region,
+        "rate_id": u.c.rate_id,
+        "price_status": u.c.price_status,
+        "currency": u.c.currency,
+    }
+    keys = [expression.label(name) for name, expression in keys_by_name.items()]
+    estimated_prompt = _flag(ESTIMATED, u.c.prompt_tokens - u.c.cached_tokens)
+    query = (
+        sa.select(
+            *keys,
+            sa.func.max(u.c.subscription_name).label("subscription_name"),
+            sa.func.count().label("requests"),
+            _sum(u.c.prompt_tokens - u.c.cached_tokens).label("input_tokens"),
+            _sum(u.c.cached_tokens).label("cached_input_tokens"),
+            _sum(u.c.completion_tokens).label("output_tokens"),
+            estimated_prompt.label("estimated_input_tokens"),
+            _flag(ESTIMATED, u.c.cached_tokens).label("estimated_cached_input_tokens"),
+            _flag(ESTIMATED, u.c.completion_tokens).label("estimated_output_tokens"),
+        )
+        .select_from(_source())
+        .where(*_period(since, until))
+        .group_by(*keys_by_name.values())
+    )
+    rows = {tuple(row[:len(keys)]): dict(row._mapping) for row in conn.execute(query)}
+    _add_exact_costs(conn, rows, keys, _period(since, until), {
+        "input_cost": u.c.input_cost,
+        "cached_input_cost": u.c.cached_input_cost,
+        "output_cost": u.c.output_cost,
+    })
+    rate_ids = {row["rate_id"] for row in rows.values() if row["rate_id"] is not None}
+    card: dict[int, dict[str, Any]] = {}
+    if rate_ids:
+        rate_query = sa.select(r.c.id, r.c.model, r.c.input_per_1m, r.c.cached_input_per_1m, r.c.output_per_1m).where(
+            r.c.id.in_(sorted(rate_ids))
+        )
+        card = {row.id: dict(row._mapping) for row in conn.execute(rate_query)}
+    for row in rows.values():
+        rate = card.get(row["rate_id"]) if row["rate_id"] is not None else None
+        row["rate_model"] = rate["model"] if rate else None
+        row["input_per_1m"] = rate["input_per_1m"] if rate else None
+        row["cached_input_per_1m"] = (rate["cached_input_per_1m"] if rate["cached_input_per_1m"] is not None
+                                      else rate["input_per_1m"]) if rate else None
+        row["output_per_1m"] = rate["output_per_1m"] if rate else None
+    return sorted(rows.values(), key=lambda row: tuple("" if row[k] is None else str(row[k]) for k in keys_by_name))
+
+
+def subscription_info(conn: sa.Connection) -> list[dict[str, Any]]:
+    """Each known subscription (mapped, or seen in usage): id, latest name, business unit, cost center."""
+    seen = (
+        sa.select(u.c.subscription_id.label("subscription"), sa.func.max(u.c.subscription_name).label("subscription_name"))
+        .where(u.c.subscription_id.is_not(None))
+        .group_by(u.c.subscription_id)
+    )
+    names = {row.subscription: row.subscription_name for row in conn.execute(seen)}
+    info = {sid: {"subscription": sid, "subscription_name": name, "business_unit": None, "cost_center": None}
+            for sid, name in names.items()}
+    for row in conn.execute(sa.select(s.c.subscription_id, s.c.business_unit, s.c.cost_center)):
+        entry = info.setdefault(row.subscription_id, {"subscription": row.subscription_id, "subscription_name": None})
+        entry["business_unit"], entry["cost_center"] = row.business_unit, row.cost_center
+    return sorted(info.values(), key=lambda item: item["subscription"])
+
+
+def period_currencies(conn: sa.Connection, since: datetime | None, until: datetime | None) -> list[str]:
+    """The currencies of priced usage in the period, most used first."""
+    query = (
+        sa.select(u.c.currency, sa.func.count().label("n"))
+        .where(*_period(since, until), u.c.currency.is_not(None))
+        .group_by(u.c.currency)
+        .order_by(sa.func.count().desc(), u.c.currency)
+    )
+    return [row.currency for row in conn.execute(query)]
+
+
+def data_models_without_rate(
+    conn: sa.Connection, since: datetime | None = None, until: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Models seen in usage (in the period, when given) whose requests could not be priced for
+    want of a rate."""
     model = sa.func.coalesce(u.c.model, "(unknown)")  # one expression object: one bound parameter
     query = (
         sa.select(
@@ -122,7 +291,7 @@ def data_models_without_rate(conn: sa.Connection) -> list[dict[str, Any]]:
             sa.func.count().label("requests"),
             sa.func.coalesce(sa.func.sum(u.c.total_tokens), 0).label("tokens"),
         )
-        .where(u.c.price_status == "no_rate")
+        .where(u.c.price_status == "no_rate", *_period(since, until))
         .group_by(model, u.c.deployment_type)
         .order_by(sa.func.count().desc())
     )
