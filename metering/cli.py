@@ -22,7 +22,9 @@ from db.migrate import head_revision, upgrade
 from metering.ingest import IngestTotals, Ingestor
 from metering.mappings import parse_deployments_csv, parse_subscriptions_csv
 from metering.rates import RateCardError, find_overlaps, merge_for_import, parse_rates_csv
-from metering.report import DEFAULT_DIMENSIONS, Period, render_table, to_csv_frame, to_frame
+from metering import focus
+from metering.ptu import PtuCost, PtuCostError, parse_ptu_costs_csv
+from metering.report import BINARY_FORMATS, DEFAULT_DIMENSIONS, FORMATS, Period, build_report, export_focus, money, render
 from metering.sources import SourceError, batched, discover, read_events
 
 DEFAULT_BATCH_SIZE = 500
@@ -197,35 +199,50 @@ def cmd_report(args: argparse.Namespace) -> int:
     unknown = [d for d in dimensions if d not in queries.DIMENSIONS]
     if unknown:
         raise UsageError(f"--by: unknown dimension(s) {', '.join(unknown)}; choose from {', '.join(queries.DIMENSIONS)}")
+    fmt = args.format
+    if fmt in BINARY_FORMATS and not args.output:
+        raise UsageError(f"--format {fmt} writes a binary file: give --output FILE")
+    ptu_costs = _ptu_costs(args.ptu_costs) if args.ptu_costs else None
     engine = _engine(args)
     _require_schema(engine)
     with engine.connect() as conn:
-        rows = queries.usage_summary(conn, period.since, period.until, dimensions)
-    frame = to_frame(rows, dimensions)
-    title = f"Azure OpenAI chargeback — {period.label} — by {', '.join(dimensions)}"
-    fmt = args.format
-    if fmt == "table":
-        text = render_table(frame, dimensions, title)
-        if args.output:
-            Path(args.output).write_text(text, encoding="utf-8")
-        else:
-            _out(text)
-    elif fmt == "csv":
-        csv_text = to_csv_frame(frame).to_csv(index=False)
-        if args.output:
-            Path(args.output).write_text(csv_text, encoding="utf-8")
-        else:
-            _out(csv_text)
-    elif fmt == "json":
-        json_text = to_csv_frame(frame).to_json(orient="records", indent=2)
-        if args.output:
-            Path(args.output).write_text(json_text, encoding="utf-8")
-        else:
-            _out(json_text + "\n")
-    else:
-        raise UsageError(f"--format {fmt} is not available yet; use table, csv or json")
+        report = build_report(conn, period, dimensions, ptu_costs, charts=fmt == "html")
+    content = render(report, fmt)
     if args.output:
-        _out(f"wrote {len(frame)} row(s) to {args.output}\n")
+        if isinstance(content, bytes):
+            Path(args.output).write_bytes(content)
+        else:
+            Path(args.output).write_text(content, encoding="utf-8")
+        _out(f"wrote {len(report.frame)} row(s) to {args.output}\n")
+    else:
+        _out(content if isinstance(content, str) else content.decode())
+    return 0
+
+
+def _ptu_costs(path: str) -> list[PtuCost]:
+    try:
+        return parse_ptu_costs_csv(_read_text(path), source=path)
+    except PtuCostError as exc:
+        raise UsageError(f"--ptu-costs not usable:\n{exc}") from None
+
+
+def cmd_export_focus(args: argparse.Namespace) -> int:
+    period = _period(argparse.Namespace(month=args.month, since=None, until=None))
+    suffix = Path(args.output).suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise UsageError(f"--output {args.output}: the file name must end in .csv or .parquet")
+    ptu_costs = _ptu_costs(args.ptu_costs) if args.ptu_costs else None
+    engine = _engine(args)
+    _require_schema(engine)
+    with engine.connect() as conn:
+        records = export_focus(conn, period, args.billing_account_id, args.billing_account_name, ptu_costs)
+    content = focus.to_csv(records) if suffix == ".csv" else focus.to_parquet(records)
+    if isinstance(content, bytes):
+        Path(args.output).write_bytes(content)
+    else:
+        Path(args.output).write_text(content, encoding="utf-8")
+    _out(f"wrote {len(records)} FOCUS {focus.FOCUS_VERSION} row(s) to {args.output}: "
+         f"BilledCost {money(focus.billed_total(records))}\n")
     return 0
 
 
@@ -282,9 +299,20 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--since", metavar="DATE", help="first day (inclusive)")
     report.add_argument("--until", metavar="DATE", help="last day (inclusive)")
     report.add_argument("--by", metavar="DIM,...", help=f"group by (default {','.join(DEFAULT_DIMENSIONS)}); any of {','.join(queries.DIMENSIONS)}")
-    report.add_argument("--format", choices=("table", "csv", "xlsx", "parquet", "json", "html"), default="table")
+    report.add_argument("--format", choices=FORMATS, default="table", help="table (default), csv, json, xlsx, parquet, html (xlsx and parquet need --output)")
     report.add_argument("--output", metavar="FILE")
+    report.add_argument("--ptu-costs", metavar="FILE", help="CSV deployment,backend_id,month,monthly_cost,currency: allocate PTU capacity cost by tokens")
     report.set_defaults(handler=cmd_report)
+
+    export = commands.add_parser("export", help="export usage in standard formats")
+    export_commands = export.add_subparsers(dest="export_command", required=True, metavar="FORMAT")
+    export_focus_parser = export_commands.add_parser("focus", help="FinOps FOCUS 1.2 cost and usage rows (.csv or .parquet)")
+    export_focus_parser.add_argument("--month", metavar="YYYY-MM", required=True)
+    export_focus_parser.add_argument("--output", metavar="FILE", required=True, help="FILE.csv or FILE.parquet")
+    export_focus_parser.add_argument("--ptu-costs", metavar="FILE", help="also export allocated PTU capacity cost (same CSV as report)")
+    export_focus_parser.add_argument("--billing-account-id", default="aoai-metering", help="BillingAccountId (default: aoai-metering)")
+    export_focus_parser.add_argument("--billing-account-name", default="Azure OpenAI via API Management", help="BillingAccountName")
+    export_focus_parser.set_defaults(handler=cmd_export_focus)
     return parser
 
 

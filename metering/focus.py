@@ -1,0 +1,344 @@
+"""FinOps FOCUS 1.2 export: metered usage (and allocated PTU capacity) as FOCUS cost and usage rows.
+
+Pure mapping, no I/O: ``db.queries.focus_usage`` rows (and ``metering.ptu`` allocations) in,
+FOCUS records out, then CSV text or an Arrow table. One usage row per day × subscription ×
+deployment × model × token kind (input, cached input, output) — split further by deployment type,
+backend region, rate and price status so that every row has one unit price. Quantities are in
+tokens (``ConsumedUnit`` ``Tokens``) and priced per million (``PricingUnit`` ``1000000 Tokens``,
+``PricingQuantity`` = tokens / 1,000,000), as the rate card is.
+
+Every column FOCUS 1.2 marks Mandatory is present (``MANDATORY``), with the conditional and
+recommended columns this data can fill, and ``x_``-prefixed extras for chargeback: business unit,
+cost center, deployment type, the share of tokens that were estimated, the price status.
+
+Conventions worth knowing:
+
+* ``BilledCost`` = ``EffectiveCost`` = ``ListCost`` = ``ContractedCost``: the rate card's price is
+  what we charge (put negotiated prices in the card). Their sum is the report's cost.
+* Unpriced usage (``no_rate``, ``no_usage``) is exported with its tokens, zero cost (FOCUS costs
+  cannot be null), null unit prices and ``x_PriceStatus`` saying why — never silently dropped.
+* Provisioned (PTU) token rows carry zero cost (``PricingCategory`` ``Committed``); the capacity
+  cost, when a PTU cost file is given, comes as one row per month × deployment × subscription
+  (``ChargeFrequency`` ``Recurring``, ``x_ChargeSource`` ``ptu_allocation``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+FOCUS_VERSION = "1.2"
+MILLION = Decimal(1_000_000)
+SHARE_QUANTUM = Decimal("0.000001")
+QUANTITY_QUANTUM = Decimal("1e-12")
+
+# FOCUS 1.2 columns marked Mandatory (present in every FOCUS dataset).
+MANDATORY = (
+    "BilledCost", "BillingAccountId", "BillingAccountName", "BillingCurrency", "BillingPeriodEnd",
+    "BillingPeriodStart", "ChargeCategory", "ChargeClass", "ChargeDescription", "ChargePeriodEnd",
+    "ChargePeriodStart", "ContractedCost", "EffectiveCost", "InvoiceIssuerName", "ListCost",
+    "PricingQuantity", "PricingUnit", "ProviderName", "PublisherName", "ServiceCategory", "ServiceName",
+)
+# Conditional and recommended columns this data fills (present because the condition holds).
+OPTIONAL = (
+    "ChargeFrequency", "ConsumedQuantity", "ConsumedUnit", "ContractedUnitPrice", "ListUnitPrice",
+    "PricingCategory", "RegionId", "RegionName", "ResourceId", "ResourceName", "ResourceType",
+    "ServiceSubcategory", "SkuId", "SkuMeter", "SkuPriceId", "SubAccountId", "SubAccountName", "Tags",
+)
+EXTRA = (
+    "x_BusinessUnit", "x_CostCenter", "x_Deployment", "x_DeploymentType", "x_Model", "x_TokenKind",
+    "x_Requests", "x_EstimatedTokens", "x_EstimatedShare", "x_PriceStatus", "x_ChargeSource",
+    "x_AllocationShare", "x_FocusVersion",
+)
+COLUMNS = tuple(sorted(MANDATORY + OPTIONAL)) + EXTRA
+
+DECIMAL_COLUMNS = frozenset({
+    "BilledCost", "ContractedCost", "EffectiveCost", "ListCost", "PricingQuantity", "ConsumedQuantity",
+    "ContractedUnitPrice", "ListUnitPrice", "x_EstimatedShare", "x_AllocationShare",
+})
+DATETIME_COLUMNS = frozenset({"BillingPeriodEnd", "BillingPeriodStart", "ChargePeriodEnd", "ChargePeriodStart"})
+INTEGER_COLUMNS = frozenset({"x_Requests", "x_EstimatedTokens"})
+# Mandatory columns FOCUS allows to be null (ChargeClass: null unless the row is a correction).
+NULLABLE_MANDATORY = frozenset({"ChargeClass"})
+
+TOKEN_KINDS = (
+    # kind, token column, cost column, unit price column, meter name
+    ("input", "input_tokens", "input_cost", "input_per_1m", "Input Tokens"),
+    ("cached_input", "cached_input_tokens", "cached_input_cost", "cached_input_per_1m", "Cached Input Tokens"),
+    ("output", "output_tokens", "output_cost", "output_per_1m", "Output Tokens"),
+)
+
+
+@dataclass(frozen=True)
+class FocusContext:
+    """Constants of an export: the billing account and month, the currency of unpriced rows."""
+
+    billing_account_id: str
+    billing_account_name: str
+    month: str  # YYYY-MM
+    currency: str = "USD"
+    provider: str = "Microsoft"
+    publisher: str = "Microsoft"
+    invoice_issuer: str = "Microsoft"
+    service_name: str = "Azure OpenAI"
+    service_category: str = "AI and Machine Learning"
+    service_subcategory: str = "Generative AI"
+
+    @property
+    def billing_period(self) -> tuple[datetime, datetime]:
+        return month_bounds(self.month)
+
+
+def month_bounds(month: str) -> tuple[datetime, datetime]:
+    year, number = (int(part) for part in month.split("-"))
+    start = datetime(year, number, 1, tzinfo=timezone.utc)
+    end = datetime(year + (number == 12), number % 12 + 1, 1, tzinfo=timezone.utc)
+    return start, end
+
+
+def region_id(name: str | None) -> str | None:
+    """``Sweden Central`` → ``swedencentral`` (Azure's region ids)."""
+    if not name:
+        return None
+    return re.sub(r"[^a-z0-9]", "", name.lower()) or None
+
+
+def _tags(business_unit: str | None, cost_center: str | None) -> str:
+    tags = {}
+    if business_unit:
+        tags["BusinessUnit"] = business_unit
+    if cost_center:
+        tags["CostCenter"] = cost_center
+    return json.dumps(tags, ensure_ascii=False, sort_keys=True)
+
+
+def _share(part: int, whole: int) -> Decimal:
+    if not whole:
+        return Decimal(0)
+    return (Decimal(part) / Decimal(whole)).quantize(SHARE_QUANTUM, rounding=ROUND_HALF_EVEN)
+
+
+def _common(ctx: FocusContext) -> dict[str, Any]:
+    start, end = ctx.billing_period
+    return {
+        "BillingAccountId": ctx.billing_account_id,
+        "BillingAccountName": ctx.billing_account_name,
+        "BillingPeriodStart": start,
+        "BillingPeriodEnd": end,
+        "ChargeCategory": "Usage",
+        "ChargeClass": None,
+        "InvoiceIssuerName": ctx.invoice_issuer,
+        "ProviderName": ctx.provider,
+        "PublisherName": ctx.publisher,
+        "ServiceName": ctx.service_name,
+        "ServiceCategory": ctx.service_category,
+        "ServiceSubcategory": ctx.service_subcategory,
+        "x_FocusVersion": FOCUS_VERSION,
+    }
+
+
+def usage_records(rows: Iterable[Mapping[str, Any]], ctx: FocusContext) -> list[dict[str, Any]]:
+    """One FOCUS row per usage group and token kind (kinds with no tokens and no cost are left out)."""
+    common = _common(ctx)
+    out = []
+    for row in rows:
+        day = date.fromisoformat(str(row["day"])[:10])
+        start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+        status = row["price_status"]
+        provisioned = row["deployment_type"] == "provisioned"
+        model = row["model"] or "(unknown)"
+        deployment = row["deployment"] or "(none)"
+        for kind, tokens_key, cost_key, price_key, meter in TOKEN_KINDS:
+            tokens = int(row[tokens_key] or 0)
+            cost = row[cost_key] if row[cost_key] is not None else Decimal(0)
+            if tokens == 0 and cost == 0:
+                continue
+            price = row.get(price_key) if status == "priced" else None
+            estimated = int(row.get(f"estimated_{tokens_key}") or 0)
+            description = f"{model} {meter.lower()}, {row['deployment_type']} deployment {deployment}"
+            if provisioned:
+                description += " (provisioned throughput: capacity cost allocated separately)"
+            elif status != "priced":
+                description += f" (unpriced: {status})"
+            out.append(common | {
+                "BilledCost": cost,
+                "EffectiveCost": cost,
+                "ListCost": cost,
+                "ContractedCost": cost,
+                "BillingCurrency": row["currency"] or ctx.currency,
+                "ChargePeriodStart": start,
+                "ChargePeriodEnd": start + timedelta(days=1),
+                "ChargeDescription": description,
+                "ChargeFrequency": "Usage-Based",
+                "ConsumedQuantity": Decimal(tokens),
+                "ConsumedUnit": "Tokens",
+                "PricingQuantity": Decimal(tokens) / MILLION,
+                "PricingUnit": "1000000 Tokens",
+                "PricingCategory": "Committed" if provisioned else "Standard",
+                "ListUnitPrice": price,
+                "ContractedUnitPrice": price,
+                "RegionId": region_id(row["backend_region"]),
+                "RegionName": row["backend_region"],
+                "ResourceId": deployment,
+                "ResourceName": deployment,
+                "ResourceType": "Azure OpenAI deployment",
+                "SkuId": f"{row.get('rate_model') or model}/{row['deployment_type']}/{kind}",
+                "SkuMeter": meter,
+                "SkuPriceId": f"rate-{row['rate_id']}" if row["rate_id"] is not None and status == "priced" else None,
+                "SubAccountId": row["subscription_id"] or "(none)",
+                "SubAccountName": row["subscription_name"] or row["subscription_id"] or "(none)",
+                "Tags": _tags(row["business_unit"], row["cost_center"]),
+                "x_BusinessUnit": row["business_unit"] or "(unmapped)",
+                "x_CostCenter": row["cost_center"] or "(unmapped)",
+                "x_Deployment": deployment,
+                "x_DeploymentType": row["deployment_type"],
+                "x_Model": model,
+                "x_TokenKind": kind,
+                "x_Requests": int(row["requests"]),
+                "x_EstimatedTokens": estimated,
+                "x_EstimatedShare": _share(estimated, tokens),
+                "x_PriceStatus": status,
+                "x_ChargeSource": "usage",
+                "x_AllocationShare": None,
+            })
+    return out
+
+
+def ptu_records(
+    parts: Iterable[Mapping[str, Any]],
+    ctx: FocusContext,
+    subscriptions: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """One FOCUS row per PTU cost × subscription (``metering.ptu.by_subscription`` rows): the
+    monthly capacity cost allocated by tokens. ``subscriptions``: id → name, business_unit,
+    cost_center, for the ``x_`` columns."""
+    common = _common(ctx)
+    subscriptions = subscriptions or {}
+    out = []
+    for part in parts:
+        start, end = month_bounds(part["month"])
+        info = subscriptions.get(part["subscription"], {})
+        deployment = part["deployment"]
+        resource = f"{part['backend_id']}/{deployment}" if part["backend_id"] else deployment
+        share = part["token_share"].quantize(QUANTITY_QUANTUM, rounding=ROUND_HALF_EVEN)
+        amount = part["ptu_cost"]
+        out.append(common | {
+            "BilledCost": amount,
+            "EffectiveCost": amount,
+            "ListCost": amount,
+            "ContractedCost": amount,
+            "BillingCurrency": part["currency"],
+            "ChargePeriodStart": start,
+            "ChargePeriodEnd": end,
+            "ChargeDescription": f"Provisioned throughput {deployment}, {part['month']}: "
+                                 f"{(share * 100).quantize(Decimal('0.1'))}% of the deployment's tokens",
+            "ChargeFrequency": "Recurring",
+            "ConsumedQuantity": Decimal(int(part["tokens"])),
+            "ConsumedUnit": "Tokens",
+            "PricingQuantity": share,
+            "PricingUnit": "Months",
+            "PricingCategory": "Committed",
+            "ListUnitPrice": None,
+            "ContractedUnitPrice": None,
+            "RegionId": None,
+            "RegionName": None,
+            "ResourceId": resource,
+            "ResourceName": deployment,
+            "ResourceType": "Azure OpenAI deployment",
+            "SkuId": f"{deployment}/provisioned/capacity",
+            "SkuMeter": "Provisioned Throughput Units",
+            "SkuPriceId": None,
+            "SubAccountId": part["subscription"],
+            "SubAccountName": info.get("subscription_name") or part["subscription"],
+            "Tags": _tags(info.get("business_unit"), info.get("cost_center")),
+            "x_BusinessUnit": info.get("business_unit") or "(unmapped)",
+            "x_CostCenter": info.get("cost_center") or "(unmapped)",
+            "x_Deployment": deployment,
+            "x_DeploymentType": "provisioned",
+            "x_Model": None,
+            "x_TokenKind": None,
+            "x_Requests": int(part["requests"]),
+            "x_EstimatedTokens": None,
+            "x_EstimatedShare": None,
+            "x_PriceStatus": "allocated",
+            "x_ChargeSource": "ptu_allocation",
+            "x_AllocationShare": share,
+        })
+    return out
+
+
+def billed_total(records: Iterable[Mapping[str, Any]]) -> Decimal:
+    return sum((record["BilledCost"] for record in records), Decimal(0))
+
+
+# --------------------------------------------------------------------------- writers
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, Decimal):
+        text = format(value, "f")
+        if "." in text:
+            text = text.rstrip("0").rstrip(".")
+        return text
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return str(value)
+
+
+def to_csv(records: Sequence[Mapping[str, Any]]) -> str:
+    """FOCUS rows as CSV: exact decimals, ISO 8601 UTC times (``Z``), empty for null."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for record in records:
+        writer.writerow([_text(record.get(column)) for column in COLUMNS])
+    return buffer.getvalue()
+
+
+def arrow_schema() -> Any:
+    import pyarrow as pa
+
+    fields = []
+    for column in COLUMNS:
+        if column in DECIMAL_COLUMNS:
+            kind = pa.decimal128(28, 12)
+        elif column in DATETIME_COLUMNS:
+            kind = pa.timestamp("us", tz="UTC")
+        elif column in INTEGER_COLUMNS:
+            kind = pa.int64()
+        else:
+            kind = pa.string()
+        nullable = column not in MANDATORY or column in NULLABLE_MANDATORY
+        fields.append(pa.field(column, kind, nullable=nullable))
+    return pa.schema(fields, metadata={"focus_version": FOCUS_VERSION})
+
+
+def to_arrow(records: Sequence[Mapping[str, Any]]) -> Any:
+    """FOCUS rows as an Arrow table: money and quantities ``decimal128(28, 12)``, times UTC."""
+    import pyarrow as pa
+
+    schema = arrow_schema()
+    arrays = []
+    for field in schema:
+        values = [record.get(field.name) for record in records]
+        if field.name in DECIMAL_COLUMNS:
+            values = [None if v is None else Decimal(v).quantize(QUANTITY_QUANTUM) for v in values]
+        arrays.append(pa.array(values, type=field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def to_parquet(records: Sequence[Mapping[str, Any]]) -> bytes:
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pq.write_table(to_arrow(records), buffer)
+    return buffer.getvalue()
