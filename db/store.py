@@ -205,6 +205,7 @@ def load_rate_card(conn: sa.Connection) -> RateCard:
             input_per_1m=row.input_per_1m,
             cached_input_per_1m=row.cached_input_per_1m,
             output_per_1m=row.output_per_1m,
+            min_prompt_tokens=row.min_prompt_tokens,
         )
         for row in conn.execute(sa.select(rates).order_by(rates.c.id))
     ]
@@ -221,8 +222,13 @@ def load_rate_card(conn: sa.Connection) -> RateCard:
 
 
 def _same_key(rate: Rate) -> sa.ColumnElement[bool]:
+    """Same model, type, region and long-context tier (different thresholds are different rows)."""
     region = rates.c.region.is_(None) if rate.region is None else rates.c.region == rate.region
-    return sa.and_(rates.c.model == rate.model, rates.c.deployment_type == rate.deployment_type, region)
+    tier = (
+        rates.c.min_prompt_tokens.is_(None) if rate.min_prompt_tokens is None
+        else rates.c.min_prompt_tokens == rate.min_prompt_tokens
+    )
+    return sa.and_(rates.c.model == rate.model, rates.c.deployment_type == rate.deployment_type, region, tier)
 
 
 def replace_rates(conn: sa.Connection, new_rates: Sequence[Rate]) -> tuple[int, int]:

@@ -19,9 +19,13 @@ from sqlalchemy.engine import Engine
 from db import queries, store
 from db.engine import database_url, make_engine, safe_url
 from db.migrate import head_revision, upgrade
+from db.reprice import DEFAULT_BATCH_SIZE as REPRICE_BATCH_SIZE
+from db.reprice import reprice as reprice_rows
 from metering.ingest import IngestTotals, Ingestor
 from metering.mappings import parse_deployments_csv, parse_subscriptions_csv
-from metering.rates import RateCardError, find_overlaps, merge_for_import, parse_rates_csv
+from metering.rates import RateCardError, find_overlaps, merge_for_import, parse_rate_files, supersede
+from metering.retail_fetch import FetchError, combined_page, dumps_page, fetch_pages, retail_prices_url
+from metering.retail_prices import RetailImport, map_retail_items
 from metering import focus
 from metering.ptu import PtuCost, PtuCostError, parse_ptu_costs_csv
 from metering.report import BINARY_FORMATS, DEFAULT_DIMENSIONS, FORMATS, Period, build_report, export_focus, money, render
@@ -33,6 +37,9 @@ DEFAULT_BATCH_SIZE = 500
 class UsageError(Exception):
     """Bad input from the user: printed as a one-line message, exit status 2."""
 
+
+class FetchFailed(Exception):
+    """A download that failed for reasons outside the user's input (no internet): exit status 1."""
 
 # --------------------------------------------------------------------------- helpers
 
@@ -112,20 +119,72 @@ def cmd_consume(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
 
 
-def cmd_rates_import(args: argparse.Namespace) -> int:
-    text = _read_text(args.file)
+UNMAPPED_SHOWN_PER_REASON = 25
+
+
+def _read_rate_files(args: argparse.Namespace) -> tuple[RetailImport, list[str]]:
+    """The FILE(s) (rates CSVs and saved Retail Prices JSON pages, told apart by content), or the live API."""
+    if args.fetch and args.files:
+        raise UsageError("rates import: give FILE(s) or --fetch, not both")
+    if not args.fetch and not args.files:
+        raise UsageError("rates import: give a rates CSV or saved Azure Retail Prices JSON, or --fetch")
+    if (args.region or args.save) and not args.fetch:
+        raise UsageError("--region and --save go with --fetch")
+    if args.fetch:
+        url = retail_prices_url(args.region)
+        try:
+            page = combined_page(fetch_pages(url), url)
+        except FetchError as exc:
+            raise FetchFailed(str(exc)) from None
+        if args.save:
+            Path(args.save).write_text(dumps_page(page), encoding="utf-8")
+        return map_retail_items(page["Items"]), [f"prices.azure.com ({args.region or 'all regions'})"]
     try:
-        incoming = parse_rates_csv(text, source=args.file)
+        return parse_rate_files([(path, _read_text(path)) for path in args.files]), list(args.files)
     except RateCardError as exc:
         raise UsageError(f"rates not imported:\n{exc}") from None
+
+
+def _unmapped_lines(result: RetailImport) -> list[str]:
+    """Meters that did not become rates, grouped by reason (never guessed, always shown)."""
+    by_reason: dict[str, set[str]] = {}
+    for meter in result.unmapped:
+        by_reason.setdefault(meter.reason, set()).add(meter.meter_name)
+    if not by_reason:
+        return []
+    total = sum(len(names) for names in by_reason.values())
+    lines = [f"{total:,} meter(s) not mapped (never guessed; price them in a rates CSV if you need them):"]
+    for reason in sorted(by_reason, key=lambda r: (-len(by_reason[r]), r)):
+        names = sorted(by_reason[reason], key=str.lower)
+        lines.append(f"  {reason} ({len(names):,}):")
+        lines.extend(f"    {name}" for name in names[:UNMAPPED_SHOWN_PER_REASON])
+        if len(names) > UNMAPPED_SHOWN_PER_REASON:
+            lines.append(f"    … and {len(names) - UNMAPPED_SHOWN_PER_REASON:,} more")
+    return lines
+
+
+def cmd_rates_import(args: argparse.Namespace) -> int:
+    result, sources = _read_rate_files(args)
+    incoming = result.rates
+    report = _unmapped_lines(result) + [f"note: {note}" for note in result.notes]
+    if not incoming:
+        raise UsageError("\n".join([f"rates not imported: no rate could be read from {', '.join(sources)}", *report]))
     engine = _engine(args)
     _require_schema(engine)
     with engine.begin() as conn:
-        overlaps = find_overlaps(merge_for_import(store.stored_rates(conn), incoming))
+        stored = store.stored_rates(conn)
+        closed = supersede(stored, incoming) if args.supersede else []
+        overlaps = find_overlaps(merge_for_import(stored, closed + incoming))
         if overlaps:
-            raise UsageError("rates not imported:\n" + "\n".join(overlaps))
-        added, replaced = store.replace_rates(conn, incoming)
-    _out(f"imported {len(incoming)} rate(s) from {args.file}: {added} added, {replaced} replaced\n")
+            hint = "" if args.supersede else "\n(use --supersede to end open-ended stored rates where a new one starts)"
+            raise UsageError("rates not imported:\n" + "\n".join(overlaps) + hint)
+        added, replaced = store.replace_rates(conn, closed + incoming)
+    read_from = f" ({result.items_read:,} price-list item(s), {result.meters_used:,} used)" if result.kind == "retail" else ""
+    ended = f", {len(closed)} stored rate(s) ended" if closed else ""
+    _out(f"imported {len(incoming)} rate(s) from {', '.join(sources)}{read_from}: "
+         f"{added} added, {replaced - len(closed)} replaced{ended}\n")
+    if report:
+        _out("\n".join(report) + "\n")
     return 0
 
 
@@ -135,14 +194,15 @@ def cmd_rates_list(args: argparse.Namespace) -> int:
     with engine.connect() as conn:
         card = store.stored_rates(conn)
         missing = queries.data_models_without_rate(conn)
-    header = f"{'model':<28} {'type':<15} {'region':<12} {'from':<10} {'to':<10} {'cur':<3} {'input/1M':>10} {'cached/1M':>10} {'output/1M':>10}"
+    header = (f"{'model':<28} {'type':<15} {'region':<12} {'from':<10} {'to':<10} {'cur':<3} {'input/1M':>10} "
+              f"{'cached/1M':>10} {'output/1M':>10} {'prompt >=':>10}")
     lines = [header, "-" * len(header)]
-    for rate in sorted(card, key=lambda r: (r.model, r.deployment_type, r.region or "", r.effective_from)):
+    for rate in sorted(card, key=lambda r: (r.model, r.deployment_type, r.region or "", r.min_prompt_tokens or 0, r.effective_from)):
         lines.append(
             f"{rate.model:<28} {rate.deployment_type:<15} {rate.region or '*':<12} "
             f"{rate.effective_from.date().isoformat():<10} {rate.effective_to.date().isoformat() if rate.effective_to else '':<10} "
             f"{rate.currency:<3} {rate.input_per_1m:>10} {'' if rate.cached_input_per_1m is None else rate.cached_input_per_1m:>10} "
-            f"{rate.output_per_1m:>10}"
+            f"{rate.output_per_1m:>10} {'' if rate.min_prompt_tokens is None else f'{rate.min_prompt_tokens:,}':>10}"
         )
     lines.append(f"{len(card)} rate(s)")
     if missing:
@@ -179,6 +239,22 @@ def cmd_subscriptions_import(args: argparse.Namespace) -> int:
     with engine.begin() as conn:
         count = store.replace_subscriptions(conn, rows)
     _out(f"imported {count} subscription mapping(s) from {args.file}\n")
+    return 0
+
+
+def cmd_reprice(args: argparse.Namespace) -> int:
+    """Reprice stored rows with the current card and mappings; only rows whose price changes are written."""
+    try:
+        period = Period.between(args.since, args.until)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.batch_size <= 0:
+        raise UsageError("--batch-size must be a positive number of rows")
+    engine = _engine(args)
+    _require_schema(engine)
+    summary = reprice_rows(engine, period.since, period.until, batch_size=args.batch_size, dry_run=args.dry_run)
+    verb = "would reprice (dry run, nothing written)" if args.dry_run else "repriced"
+    _out(f"{verb} usage records {period.label}: " + "\n".join(summary.lines()) + "\n")
     return 0
 
 
@@ -277,8 +353,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     rates = commands.add_parser("rates", help="the rate card")
     rate_commands = rates.add_subparsers(dest="rates_command", required=True, metavar="ACTION")
-    rates_import = rate_commands.add_parser("import", help="import a rates CSV")
-    rates_import.add_argument("file")
+    rates_import = rate_commands.add_parser(
+        "import", help="import a rates CSV or saved Azure Retail Prices API pages (JSON), or --fetch them")
+    rates_import.add_argument("files", nargs="*", metavar="FILE",
+                              help="rates CSV(s) and/or saved Retail Prices JSON page(s), told apart by content")
+    rates_import.add_argument("--fetch", action="store_true",
+                              help="download the Azure OpenAI meters from prices.azure.com (needs internet)")
+    rates_import.add_argument("--region", metavar="ARM_REGION",
+                              help="with --fetch: one region's prices, e.g. swedencentral (default: all regions, slow)")
+    rates_import.add_argument("--save", metavar="FILE", help="with --fetch: also save the downloaded price list as JSON")
+    rates_import.add_argument("--supersede", action="store_true",
+                              help="end open-ended stored rates where an imported rate of the same key starts")
     rates_import.set_defaults(handler=cmd_rates_import)
     rate_commands.add_parser("list", help="show the card and the models in the data without a rate").set_defaults(handler=cmd_rates_list)
 
@@ -293,6 +378,15 @@ def build_parser() -> argparse.ArgumentParser:
     subscriptions_import = subscription_commands.add_parser("import", help="import a CSV: subscription_id,business_unit,cost_center,owner")
     subscriptions_import.add_argument("file")
     subscriptions_import.set_defaults(handler=cmd_subscriptions_import)
+
+    reprice_parser = commands.add_parser(
+        "reprice", help="recompute stored rows' costs after the rate card or deployments changed; idempotent")
+    reprice_parser.add_argument("--since", metavar="DATE", help="first day (inclusive)")
+    reprice_parser.add_argument("--until", metavar="DATE", help="last day (inclusive)")
+    reprice_parser.add_argument("--batch-size", type=int, default=REPRICE_BATCH_SIZE,
+                                help=f"rows per transaction (default {REPRICE_BATCH_SIZE:,})")
+    reprice_parser.add_argument("--dry-run", action="store_true", help="report what would change, write nothing")
+    reprice_parser.set_defaults(handler=cmd_reprice)
 
     report = commands.add_parser("report", help="chargeback report for a period")
     report.add_argument("--month", metavar="YYYY-MM")
@@ -325,6 +419,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"metering: {exc}", file=sys.stderr)
         return 2
+    except FetchFailed as exc:
+        print(f"metering: {exc}", file=sys.stderr)
+        return 1
     except sa.exc.OperationalError as exc:
         print(f"metering: database error: {exc.orig}", file=sys.stderr)
         return 1

@@ -99,7 +99,11 @@ NO_USAGE = TokenUsage()
 
 @dataclass(frozen=True, slots=True)
 class Rate:
-    """One row of the rate card: prices per 1,000,000 tokens, valid for ``effective_from <= t < effective_to``."""
+    """One row of the rate card: prices per 1,000,000 tokens, valid for ``effective_from <= t < effective_to``.
+
+    ``min_prompt_tokens`` marks a long-context tier: the row applies only to requests whose prompt
+    has at least that many tokens, and then prices the whole request (``None``: the base tier).
+    """
 
     model: str
     deployment_type: str
@@ -111,6 +115,7 @@ class Rate:
     cached_input_per_1m: Decimal | None
     output_per_1m: Decimal
     id: int | None = None
+    min_prompt_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,16 @@ Rules (DESIGN.md "Cost rules"), rates per 1,000,000 tokens:
   output_cost       = completion_tokens × output rate   (reasoning tokens are part of completion)
 
 A request with no matching rate is ``no_rate`` with unknown (NULL) costs, never $0.
+
+Which row prices a request: the card model (exact, else the longest ``-``-separated prefix), the
+deployment type, the rate in force at the event's time (``effective_from <= t < effective_to``),
+and among those the rows that apply to the prompt's size (a row with ``min_prompt_tokens`` applies
+only when ``prompt_tokens >= min_prompt_tokens``). A region-specific applicable row wins over an
+any-region one; within the winning scope the applicable row with the highest threshold wins and
+prices the whole request, as providers bill long-context tiers.
+
+Ingest (``metering.pipeline``) and ``metering reprice`` (``metering.reprice``) both price through
+``price_tokens`` here: there is one pricing code path.
 """
 
 from __future__ import annotations
@@ -93,24 +103,45 @@ class RateCard:
         self._model_cache[key] = found
         return found
 
-    def find_rate(self, model: str | None, deployment_type: str, region: str | None, at: datetime) -> Rate | None:
-        """The rate in force at ``at`` for this model and type; a region-specific rate wins."""
+    def find_rate(
+        self,
+        model: str | None,
+        deployment_type: str,
+        region: str | None,
+        at: datetime,
+        prompt_tokens: int = 0,
+    ) -> Rate | None:
+        """The rate in force at ``at`` for this model, type and prompt size.
+
+        Applicable rows: in force at ``at`` and, for a long-context tier, ``prompt_tokens >=
+        min_prompt_tokens``. A region-specific applicable row wins over an any-region one; within
+        that scope the highest threshold wins (the base tier counts as threshold 0).
+        """
         card_model = self.card_model_for(model)
         if card_model is None:
             return None
         wanted_region = normalize_region(region)
-        any_region: Rate | None = None
+        best_regional: Rate | None = None
+        best_any: Rate | None = None
         for rate in self._by_model[card_model]:
             if rate.deployment_type != deployment_type:
                 continue
             if not (rate.effective_from <= at and (rate.effective_to is None or at < rate.effective_to)):
                 continue
+            if (rate.min_prompt_tokens or 0) > prompt_tokens:
+                continue
             rate_region = normalize_region(rate.region)
             if rate_region is None:
-                any_region = any_region or rate
+                if best_any is None or _threshold(rate) > _threshold(best_any):
+                    best_any = rate
             elif rate_region == wanted_region:
-                return rate
-        return any_region
+                if best_regional is None or _threshold(rate) > _threshold(best_regional):
+                    best_regional = rate
+        return best_regional or best_any
+
+
+def _threshold(rate: Rate) -> int:
+    return rate.min_prompt_tokens or 0
 
 
 def is_billable(event: UsageEvent) -> bool:
@@ -141,16 +172,38 @@ def price(
     deployment_type: str,
     card: RateCard,
 ) -> Cost:
-    """Price one request. Not billable → zero cost; provisioned (PTU) → no per-token cost;
-    tokens unknown → ``no_usage``; no rate → ``no_rate``; otherwise exact costs."""
-    if not is_billable(event):
+    """Price one decoded request (ingest): billability from its status and body, then ``price_tokens``."""
+    return price_tokens(
+        billable=is_billable(event),
+        usage=usage,
+        model=model,
+        deployment_type=deployment_type,
+        region=event.backend_region,
+        at=event.event_time,
+        card=card,
+    )
+
+
+def price_tokens(
+    *,
+    billable: bool,
+    usage: TokenUsage,
+    model: str | None,
+    deployment_type: str,
+    region: str | None,
+    at: datetime,
+    card: RateCard,
+) -> Cost:
+    """The one pricing rule, shared by ingest and repricing. Not billable → zero cost; provisioned
+    (PTU) → no per-token cost; tokens unknown → ``no_usage``; no rate → ``no_rate``; else exact costs."""
+    if not billable:
         return Cost("not_billable", deployment_type, currency=None, input_cost=ZERO, cached_input_cost=ZERO,
                     output_cost=ZERO, total_cost=ZERO)
     if deployment_type == "provisioned":
         # PTU capacity is paid by the hour, not per token: the report allocates it by token share.
         return Cost("not_billable", deployment_type, input_cost=ZERO, cached_input_cost=ZERO,
                     output_cost=ZERO, total_cost=ZERO)
-    rate = card.find_rate(model, deployment_type, event.backend_region, event.event_time)
+    rate = card.find_rate(model, deployment_type, region, at, usage.prompt_tokens)
     if usage.source == "none":
         return Cost("no_usage", deployment_type, rate_id=rate.id if rate else None,
                     currency=rate.currency if rate else None)
@@ -171,7 +224,12 @@ def price(
 
 def resolve_deployment(event: UsageEvent, card: RateCard) -> tuple[str | None, str]:
     """The mapped model (if any) and the deployment type (``global`` when unmapped)."""
-    mapping = card.deployment_for(event.backend_id, event.deployment)
+    return resolve_deployment_of(event.backend_id, event.deployment, card)
+
+
+def resolve_deployment_of(backend_id: str | None, deployment: str | None, card: RateCard) -> tuple[str | None, str]:
+    """``resolve_deployment`` from bare fields (a stored row has them too): mapped model, deployment type."""
+    mapping = card.deployment_for(backend_id, deployment)
     if mapping is None:
         return None, DEFAULT_DEPLOYMENT_TYPE
     return mapping.model, mapping.deployment_type or DEFAULT_DEPLOYMENT_TYPE

@@ -1,7 +1,13 @@
 """Rate card files: parse and validate the rates CSV (DESIGN.md) into ``Rate`` values.
 
 Every problem is reported with its line number; overlapping validity periods for the same model,
-deployment type and region are rejected, because two prices for one request cannot both be right.
+deployment type, region and long-context threshold are rejected, because two prices for one
+request cannot both be right.
+
+The CSV may carry one optional column after the DESIGN.md header, ``min_prompt_tokens``: a row
+with a threshold is a long-context tier that applies only from that prompt size on (see
+``metering.pricing``). A card without the column is a valid card of base tiers.
+``parse_rate_file`` also accepts saved Azure Retail Prices API pages (``metering.retail_prices``).
 """
 
 from __future__ import annotations
@@ -10,11 +16,16 @@ import csv
 import io
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING
 
 from metering.model import DEPLOYMENT_TYPES, Rate
 from metering.pricing import model_key, normalize_region
+
+if TYPE_CHECKING:
+    from metering.retail_prices import RetailImport
 
 RATES_CSV_COLUMNS = (
     "model",
@@ -27,6 +38,8 @@ RATES_CSV_COLUMNS = (
     "cached_input_per_1m",
     "output_per_1m",
 )
+OPTIONAL_COLUMNS = ("region", "effective_to", "cached_input_per_1m", "min_prompt_tokens")
+TIER_COLUMN = "min_prompt_tokens"
 MAX_RATE_DECIMALS = 6  # costs are stored exactly with 12 decimals: rate (6) × tokens / 10^6
 
 
@@ -63,6 +76,16 @@ def parse_amount(text: str, column: str) -> Decimal:
     return amount
 
 
+def parse_threshold(text: str) -> int | None:
+    """A long-context threshold: empty (the base tier) or a positive whole number of prompt tokens."""
+    text = text.strip().replace("_", "")
+    if not text:
+        return None
+    if not text.isdigit() or int(text) <= 0:
+        raise ValueError(f"{TIER_COLUMN} {text!r} must be a positive whole number of tokens (leave it empty for the base tier)")
+    return int(text)
+
+
 def parse_rate_row(row: dict[str, str]) -> Rate:
     """One CSV row → ``Rate``; raises ``ValueError`` naming the bad column."""
     model = (row.get("model") or "").strip()
@@ -92,6 +115,7 @@ def parse_rate_row(row: dict[str, str]) -> Rate:
         input_per_1m=parse_amount(row.get("input_per_1m") or "", "input_per_1m"),
         cached_input_per_1m=parse_amount(cached_text, "cached_input_per_1m") if cached_text else None,
         output_per_1m=parse_amount(row.get("output_per_1m") or "0", "output_per_1m"),
+        min_prompt_tokens=parse_threshold(row.get(TIER_COLUMN) or ""),
     )
 
 
@@ -99,7 +123,7 @@ def parse_rates_csv(text: str, source: str = "rates CSV") -> list[Rate]:
     """Parse a whole rates CSV; raises ``RateCardError`` listing every bad line."""
     reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
     header = [h.strip() for h in (reader.fieldnames or [])]
-    missing = [c for c in RATES_CSV_COLUMNS if c not in header and c not in ("region", "effective_to", "cached_input_per_1m")]
+    missing = [c for c in RATES_CSV_COLUMNS if c not in header and c not in OPTIONAL_COLUMNS]
     if missing:
         raise RateCardError([f"{source}: missing column(s) {', '.join(missing)}; expected header: {','.join(RATES_CSV_COLUMNS)}"])
     reader.fieldnames = header
@@ -117,23 +141,27 @@ def parse_rates_csv(text: str, source: str = "rates CSV") -> list[Rate]:
     return found
 
 
-def rate_key(rate: Rate) -> tuple[str, str, str | None]:
-    """Rates for the same key must not overlap in time."""
-    return (model_key(rate.model) or "", rate.deployment_type, normalize_region(rate.region))
+RateKey = tuple[str, str, str | None, int]
+
+
+def rate_key(rate: Rate) -> RateKey:
+    """Rates for the same key must not overlap in time; different tiers are different keys."""
+    return (model_key(rate.model) or "", rate.deployment_type, normalize_region(rate.region), rate.min_prompt_tokens or 0)
 
 
 def find_overlaps(card: Sequence[Rate]) -> list[str]:
-    """Pairs of rates for the same model, type and region whose validity periods overlap."""
-    by_key: dict[tuple[str, str, str | None], list[Rate]] = defaultdict(list)
+    """Pairs of rates for the same model, type, region and tier whose validity periods overlap."""
+    by_key: dict[RateKey, list[Rate]] = defaultdict(list)
     for rate in card:
         by_key[rate_key(rate)].append(rate)
     problems = []
-    for (model, deployment_type, region), group in sorted(by_key.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or "")):
+    for (model, deployment_type, region, threshold), group in sorted(by_key.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or "", kv[0][3])):
         group.sort(key=lambda r: r.effective_from)
+        tier = f" / prompts >= {threshold:,} tokens" if threshold else ""
         for earlier, later in zip(group, group[1:]):
             if earlier.effective_to is None or later.effective_from < earlier.effective_to:
                 problems.append(
-                    f"overlapping rates for {model} / {deployment_type} / {region or 'any region'}: "
+                    f"overlapping rates for {model} / {deployment_type} / {region or 'any region'}{tier}: "
                     f"{_period(earlier)} and {_period(later)}"
                 )
     return problems
@@ -150,21 +178,91 @@ def merge_for_import(stored: Sequence[Rate], incoming: Sequence[Rate]) -> list[R
     return [r for r in stored if (rate_key(r), r.effective_from) not in replaced] + list(incoming)
 
 
+def supersede(stored: Sequence[Rate], incoming: Sequence[Rate]) -> list[Rate]:
+    """Stored open-ended rates that an incoming rate of the same key supersedes, ended where the
+    first such incoming rate starts (``rates import --supersede``: "this price holds from then on").
+
+    Only a stored rate that started *before* the incoming one is ended; anything else that overlaps
+    is still rejected by ``find_overlaps``.
+    """
+    starts: dict[RateKey, list[datetime]] = defaultdict(list)
+    for rate in incoming:
+        starts[rate_key(rate)].append(rate.effective_from)
+    replaced = {(rate_key(r), r.effective_from) for r in incoming}
+    ended = []
+    for rate in stored:
+        if rate.effective_to is not None or (rate_key(rate), rate.effective_from) in replaced:
+            continue
+        later = [start for start in starts.get(rate_key(rate), []) if start > rate.effective_from]
+        if later:
+            ended.append(replace(rate, effective_to=min(later)))
+    return ended
+
+
 def rates_to_csv(card: Sequence[Rate]) -> str:
-    """The rates CSV for a card (round-trips through ``parse_rates_csv``)."""
+    """The rates CSV for a card (round-trips through ``parse_rates_csv``). The ``min_prompt_tokens``
+    column is written only when some rate is a long-context tier, so a plain card keeps the DESIGN.md header."""
+    tiers = any(rate.min_prompt_tokens for rate in card)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(RATES_CSV_COLUMNS)
+    writer.writerow(RATES_CSV_COLUMNS + ((TIER_COLUMN,) if tiers else ()))
     for rate in card:
-        writer.writerow([
+        row = [
             rate.model,
             rate.deployment_type,
             rate.region or "",
-            rate.effective_from.date().isoformat() if rate.effective_from.time() == datetime.min.time() else rate.effective_from.isoformat(),
-            "" if rate.effective_to is None else rate.effective_to.date().isoformat(),
+            _csv_instant(rate.effective_from),
+            "" if rate.effective_to is None else _csv_instant(rate.effective_to),
             rate.currency,
             rate.input_per_1m,
             "" if rate.cached_input_per_1m is None else rate.cached_input_per_1m,
             rate.output_per_1m,
-        ])
+        ]
+        if tiers:
+            row.append("" if rate.min_prompt_tokens is None else rate.min_prompt_tokens)
+        writer.writerow(row)
     return out.getvalue()
+
+
+def _csv_instant(moment: datetime) -> str:
+    """A date when the instant is midnight UTC, else the full ISO 8601 instant (nothing is lost)."""
+    return moment.date().isoformat() if moment.time() == datetime.min.time() else moment.isoformat()
+
+
+def looks_like_json(text: str) -> bool:
+    """Saved Azure Retail Prices API pages are JSON; a rates CSV starts with its header."""
+    return text.lstrip("\ufeff \t\r\n")[:1] in ("{", "[")
+
+
+def parse_rate_files(files: Sequence[tuple[str, str]]) -> "RetailImport":
+    """Rates CSVs and saved Azure Retail Prices API pages (told apart by content), as ``(source,
+    text)`` pairs → the rates of all of them and a report. All JSON pages are mapped together,
+    because the API splits one model's meters across pages.
+
+    Raises ``RateCardError`` listing every file problem; price-list meters that cannot be mapped are
+    *reported* in the result (``unmapped``), never guessed.
+    """
+    from metering.retail_prices import RetailImport, parse_retail_pages
+
+    problems: list[str] = []
+    result = RetailImport(rates=[], kind="csv")
+    pages = [(source, text) for source, text in files if looks_like_json(text)]
+    for source, text in files:
+        if looks_like_json(text):
+            continue
+        try:
+            result.rates.extend(parse_rates_csv(text, source=source))
+        except RateCardError as exc:
+            problems.extend(exc.problems)
+    if pages:
+        try:
+            retail = parse_retail_pages(pages)
+        except RateCardError as exc:
+            problems.extend(exc.problems)
+        else:
+            result.rates.extend(retail.rates)
+            result.unmapped, result.notes = retail.unmapped, retail.notes
+            result.items_read, result.meters_used, result.kind = retail.items_read, retail.meters_used, "retail"
+    if problems:
+        raise RateCardError(problems)
+    return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timezone
 from decimal import Decimal
 
@@ -129,3 +130,90 @@ def test_provisioned_requests_carry_tokens_but_no_per_token_cost():
 def test_billable_request_without_usage_waits_for_usage_instead_of_costing_zero():
     cost = price(event(), TokenUsage(), "gpt-4o", "global", RateCard([rate()]))
     assert cost.price_status == "no_usage" and cost.total_cost is None
+
+
+# --------------------------------------------------------------------------- long-context tiers and price changes
+
+
+def tiered(threshold, input_, output, rate_id, **kw) -> Rate:
+    return replace(rate(model="gpt-5", input_=input_, cached=None, output=output, rate_id=rate_id, **kw),
+                   min_prompt_tokens=threshold)
+
+
+LONG_CONTEXT = RateCard([
+    tiered(None, "1.25", "10.00", 1),
+    tiered(272_000, "2.50", "15.00", 2),
+    tiered(1_000_000, "5.00", "20.00", 3),
+])
+AT = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("prompt", "rate_id"), [
+    (0, 1), (1, 1), (271_999, 1), (272_000, 2), (999_999, 2), (1_000_000, 3), (5_000_000, 3),
+])
+def test_long_context_tier_is_chosen_by_prompt_size(prompt, rate_id):
+    assert LONG_CONTEXT.find_rate("gpt-5-2025-08-07", "global", None, AT, prompt_tokens=prompt).id == rate_id
+
+
+def test_long_context_tier_prices_the_whole_request():
+    cost = price(event(), usage(prompt=300_000, cached=100_000, completion=2_000), "gpt-5", "global", LONG_CONTEXT)
+    # every token of the request at the tier's rates (cached at the tier's input rate: it has no cached rate)
+    assert cost.rate_id == 2
+    assert cost.input_cost == Decimal(200_000) * Decimal("2.50") / 1_000_000 == Decimal("0.5")
+    assert cost.cached_input_cost == Decimal("0.25")
+    assert cost.output_cost == Decimal("0.03")
+    assert cost.total_cost == Decimal("0.78")
+
+
+def test_find_rate_without_prompt_size_keeps_the_base_tier():
+    assert LONG_CONTEXT.find_rate("gpt-5", "global", None, AT).id == 1
+
+
+def test_a_tier_alone_does_not_price_small_prompts():
+    card = RateCard([tiered(200_000, "2.50", "15.00", 7)])
+    assert card.find_rate("gpt-5", "global", None, AT, prompt_tokens=199_999) is None
+    assert card.find_rate("gpt-5", "global", None, AT, prompt_tokens=200_000).id == 7
+
+
+def test_region_specific_applicable_rows_win_then_the_highest_threshold():
+    card = RateCard([
+        tiered(None, "1.25", "10", 1),
+        tiered(200_000, "2.50", "15", 2),
+        tiered(None, "1.40", "11", 3, region="swedencentral"),
+        tiered(500_000, "3.00", "18", 4, region="swedencentral"),
+    ])
+    assert card.find_rate("gpt-5", "global", "Sweden Central", AT, 300_000).id == 3  # its region's base beats any-region tier
+    assert card.find_rate("gpt-5", "global", "Sweden Central", AT, 600_000).id == 4
+    assert card.find_rate("gpt-5", "global", "East US", AT, 300_000).id == 2
+
+
+def test_events_on_both_sides_of_a_price_change_are_priced_at_their_own_rate():
+    card = RateCard([
+        rate(start="2024-08-06", end="2026-10-10T12:00:00", input_="2.50", cached="1.25", output="10.00", rate_id=1),
+        rate(start="2026-10-10T12:00:00", input_="2.00", cached="1.00", output="8.00", rate_id=2),
+    ])
+    tokens = usage(prompt=123_457, cached=23_457, completion=9_876)
+    before = price(event(event_time=datetime(2026, 10, 10, 11, 59, 59, 999999, tzinfo=UTC)), tokens, "gpt-4o-2024-11-20", "global", card)
+    after = price(event(event_time=datetime(2026, 10, 10, 12, tzinfo=UTC)), tokens, "gpt-4o-2024-11-20", "global", card)
+    assert (before.rate_id, after.rate_id) == (1, 2)
+    million = Decimal(1_000_000)
+    assert before.total_cost == (100_000 * Decimal("2.50") + 23_457 * Decimal("1.25") + 9_876 * Decimal("10.00")) / million
+    assert after.total_cost == (100_000 * Decimal("2.00") + 23_457 * Decimal("1.00") + 9_876 * Decimal("8.00")) / million
+    assert before.total_cost == Decimal("0.37808125") and after.total_cost == Decimal("0.302465")
+
+
+def test_data_zone_deployment_and_cached_tokens_use_their_own_rates():
+    card = RateCard(
+        [rate(rate_id=1), rate(deployment_type="datazone", input_="2.75", cached="1.375", output="11.00", rate_id=2),
+         rate("gpt-4o-mini", input_="0.15", cached="0.075", output="0.60", rate_id=3)],
+        [DeploymentMapping("gpt-4o-eu", "gpt-4o", "datazone"), DeploymentMapping("chat-prod", "gpt-4o-mini", "global")],
+    )
+    eu = event(deployment="gpt-4o-eu")
+    model, deployment_type = resolve_deployment(eu, card)
+    cost = price(eu, usage(prompt=10_000, cached=4_000, completion=1_000), "gpt-4o-2024-11-20", deployment_type, card)
+    assert (cost.rate_id, cost.deployment_type) == (2, "datazone")
+    assert cost.input_cost == Decimal("0.0165") and cost.cached_input_cost == Decimal("0.0055") and cost.output_cost == Decimal("0.011")
+    chat = event(deployment="chat-prod", model=None)
+    model, deployment_type = resolve_deployment(chat, card)
+    cost = price(chat, usage(prompt=1_000, completion=1_000), model, deployment_type, card)
+    assert model == "gpt-4o-mini" and cost.rate_id == 3 and cost.total_cost == Decimal("0.00075")

@@ -1,0 +1,77 @@
+"""``metering reprice``: recompute the price of stored rows in batches, writing only what changed.
+
+Rows are read in keyset order (``id > last id``, ``batch_size`` at a time), each batch in its own
+transaction, so a run over millions of rows holds no long lock and can be stopped and rerun. Each
+row is repriced by ``metering.reprice.reprice_row`` (the same pricing as ingest) and updated only
+when one of its price columns actually differs, so a second run changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from db.schema import usage_records
+from db.store import load_rate_card
+from metering.pricing import RateCard
+from metering.reprice import PRICE_COLUMNS, STORED_COLUMNS, RepriceSummary, StoredUsage, changed_columns, reprice_row
+
+DEFAULT_BATCH_SIZE = 5000
+
+_u = usage_records
+_SELECT = sa.select(*(_u.c[name] for name in STORED_COLUMNS))
+_UPDATE = (
+    _u.update()
+    .where(_u.c.id == sa.bindparam("row_id"))
+    .values({name: sa.bindparam(f"new_{name}") for name in PRICE_COLUMNS})
+)
+
+
+def reprice(
+    engine: Engine,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    *,
+    card: RateCard | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    dry_run: bool = False,
+    on_batch: Callable[[RepriceSummary], None] | None = None,
+) -> RepriceSummary:
+    """Reprice rows with ``since <= event_time < until`` (open ends when ``None``) under ``card``
+    (default: the stored card and mappings, read once). ``dry_run`` computes but writes nothing."""
+    if batch_size <= 0:
+        raise ValueError("batch_size must be positive")
+    if card is None:
+        with engine.connect() as conn:
+            card = load_rate_card(conn)
+    summary = RepriceSummary()
+    last_id: int | None = None
+    while True:
+        query = _SELECT.order_by(_u.c.id).limit(batch_size)
+        if last_id is not None:
+            query = query.where(_u.c.id > last_id)
+        if since is not None:
+            query = query.where(_u.c.event_time >= since)
+        if until is not None:
+            query = query.where(_u.c.event_time < until)
+        with engine.begin() as conn:  # one transaction per batch
+            rows = [StoredUsage(**row._mapping) for row in conn.execute(query)]
+            if not rows:
+                break
+            updates = []
+            for row in rows:
+                new = reprice_row(row, card)
+                changes = changed_columns(row, new)
+                summary.add(row, new, changes)
+                if changes:
+                    updates.append({"row_id": row.id, **{f"new_{k}": v for k, v in new.columns().items()}})
+            if updates and not dry_run:
+                conn.execute(_UPDATE, updates)
+        summary.batches += 1
+        last_id = rows[-1].id
+        if on_batch is not None:
+            on_batch(summary)
+    return summary
