@@ -71,6 +71,7 @@ class LlmMerge:
     new_ids: dict[str, str] = field(default_factory=dict)  # this batch's newly stored LLM ids → status
     applied: dict[str, str] = field(default_factory=dict)  # record id → LLM status once the row is inserted
     duplicates: int = 0
+    any_pending: bool = True  # False: nothing waits in llm_usage, so there is nothing to merge
 
     def rate_card(self, conn: sa.Connection) -> RateCard:
         if self.card is None:
@@ -141,6 +142,13 @@ def _as_llm(row: Any) -> LlmUsage:
     )
 
 
+def has_pending(conn: sa.Connection) -> bool:
+    """Whether any LLM usage waits for its row (an index probe; lets batches skip the merge work
+    entirely where LLM logs are not used, or all are settled)."""
+    probe = sa.select(llm_usage.c.id).where(llm_usage.c.status == PENDING).limit(1)
+    return conn.execute(probe).first() is not None
+
+
 def pending_usage(conn: sa.Connection, request_ids: Sequence[str]) -> dict[str, LlmUsage]:
     """Pending LLM usage for these request ids."""
     found: dict[str, LlmUsage] = {}
@@ -164,7 +172,8 @@ def begin_llm_merge(conn: sa.Connection, items: Sequence[LlmUsage], records: lis
     inserted = _insert_llm_usage(conn, [_llm_row(first[key], now) for key in sorted(first)])
     merge.duplicates += len(first) - len(inserted)
     merge.new_ids = {key: PENDING for key in inserted}
-    if not merge.records:
+    merge.any_pending = bool(inserted) or has_pending(conn)
+    if not merge.records or not merge.any_pending:
         return merge
     waiting = pending_usage(conn, [r.request_id for r in merge.records])
     for index, record in enumerate(merge.records):
@@ -219,6 +228,8 @@ def finish_llm_merge(conn: sa.Connection, merge: LlmMerge, inserted_ids: set[str
         if request_id in inserted_ids and _set_status(conn, request_id, merge.applied[request_id], now):
             if request_id in merge.new_ids:
                 merge.new_ids[request_id] = merge.applied[request_id]
+    if not merge.any_pending:  # (then this batch stored no LLM usage either)
+        return counts
     stored_earlier = [r.request_id for r in merge.records if r.request_id not in inserted_ids]
     pairs = _stored_pairs(conn, [*merge.new_ids, *stored_earlier], now - SWEEP_WINDOW)
     for request_id in sorted(pairs):
