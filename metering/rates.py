@@ -7,7 +7,7 @@ request cannot both be right.
 The CSV may carry one optional column after the DESIGN.md header, ``min_prompt_tokens``: a row
 with a threshold is a long-context tier that applies only from that prompt size on (see
 ``metering.pricing``). A card without the column is a valid card of base tiers.
-``parse_rate_file`` also accepts saved Azure Retail Prices API pages (``metering.retail_prices``).
+``parse_rate_files`` also accepts saved Azure Retail Prices API pages (``metering.retail_prices``).
 """
 
 from __future__ import annotations

@@ -7,7 +7,6 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from decimal import Decimal
 
-import pytest
 import sqlalchemy as sa
 
 from db import store
