@@ -43,15 +43,14 @@ from typing import Any
 import orjson
 
 from metering.decode import UTF8_BOM, parse_time
-from metering.model import BadEvent, BatchOutcome, Quarantined, RawEvent, TokenUsage, UsageEvent, UsageRecord
-from metering.pricing import RateCard, price
+from metering.model import BadEvent, BatchOutcome, Quarantined, RawEvent, TokenUsage, UsageRecord
+from metering.pricing import RateCard, price_tokens
+from metering.reprice import stored_billable
 
 LLM_CATEGORY = "gatewayllmlogs"
 # Prompt and completion text never reach ``llm_usage.raw`` (usage rows carry no payloads either).
 MESSAGE_FIELDS = frozenset({"requestmessages", "responsemessages"})
 _ENVELOPE = re.compile(rb'\A\s*\{\s*"records"\s*:')
-# APIM emits a 400 content-filter rejection with this code; used to keep such a row billable.
-_CONTENT_FILTER_BODY = '{"error":{"code":"content_filter"}}'
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +247,8 @@ def reported_usage(llm: LlmUsage) -> TokenUsage:
 
 
 def merge_usage(row: UsageRecord, llm: LlmUsage, card: RateCard) -> UsageRecord | None:
-    """The row with the LLM log's reported tokens, repriced with the same pricing code as ingest;
+    """The row with the LLM log's reported tokens, repriced with the same pricing code as ingest and
+    ``metering reprice`` (``price_tokens``);
     ``None`` when the row already has reported usage (the provider's own numbers are never replaced).
 
     The model becomes the LLM log's ``ModelName`` when it names one. The row's deployment type and
@@ -258,18 +258,15 @@ def merge_usage(row: UsageRecord, llm: LlmUsage, card: RateCard) -> UsageRecord 
         return None
     usage = reported_usage(llm)
     model = llm.model or row.model
-    event = UsageEvent(
-        request_id=row.request_id,
-        event_time=row.event_time,
-        backend_id=row.backend_id,
-        backend_region=row.backend_region,
-        deployment=row.deployment,
-        status_code=row.status_code,
+    cost = price_tokens(
+        billable=stored_billable(row),  # as `metering reprice` judges a stored row (a 400 keeps ingest's verdict)
+        usage=usage,
         model=model,
+        deployment_type=row.deployment_type,
+        region=row.backend_region,
+        at=row.event_time,
+        card=card,
     )
-    if row.status_code is not None and not 200 <= row.status_code < 300 and row.price_status != "not_billable":
-        event.response = _CONTENT_FILTER_BODY  # billed at ingest although not 2xx: a content-filter rejection
-    cost = price(event, usage, model, row.deployment_type, card)
     return replace(
         row,
         model=model,

@@ -304,3 +304,22 @@ def test_migration_ddl_for_sql_server():
     ddl = offline_sql("mssql+pyodbc://")
     assert "CREATE TABLE llm_usage" in ddl and "CONSTRAINT uq_llm_usage_request_id UNIQUE (request_id)" in ddl
     assert "raw NVARCHAR(max) NULL" in ddl and "received_at DATETIME2 NOT NULL" in ddl
+
+
+def test_merge_keeps_the_rows_billability_and_deployment_type():
+    from dataclasses import replace
+
+    from metering.llm_logs import merge_usage
+
+    card = RateCard(parse_rates_csv(CARD))
+    row = process_batch(raws(encode(streamed_request_mode("b-1"))), card).records[0]
+    usage = parse_llm_record(llm_record("b-1"))
+    filtered = merge_usage(replace(row, status_code=400, price_status="priced"), usage, card)  # a content-filter rejection
+    assert (filtered.price_status, filtered.total_cost) == ("priced", Decimal("0.006"))
+    rejected = merge_usage(replace(row, status_code=400, price_status="not_billable"), usage, card)
+    assert (rejected.price_status, rejected.total_cost, rejected.total_tokens) == ("not_billable", Decimal(0), 1500)
+    ptu = merge_usage(replace(row, deployment_type="provisioned", price_status="not_billable"), usage, card)
+    assert (ptu.price_status, ptu.deployment_type, ptu.total_tokens) == ("not_billable", "provisioned", 1500)
+    unknown_model = merge_usage(row, replace(usage, model="mystery-model"), card)
+    assert (unknown_model.model, unknown_model.price_status, unknown_model.total_cost) == ("mystery-model", "no_rate", None)
+    assert merge_usage(replace(row, usage_source="reported"), usage, card) is None
