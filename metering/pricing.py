@@ -20,6 +20,7 @@ Ingest (``metering.pipeline``) and ``metering reprice`` (``metering.reprice``) b
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,6 +36,8 @@ from metering.model import (
 )
 
 ONE_MILLION = Decimal(1_000_000)
+# One or more version segments after a card model: "-2024-11-20", "-0613", "-preview".
+VERSION_SUFFIX = re.compile(r"(?:-(?:\d{4}-\d{2}-\d{2}|\d{4}|preview))+")
 ZERO = Decimal(0)
 
 
@@ -79,13 +82,16 @@ class RateCard:
         return self._deployments.get((None, name))
 
     def card_model_for(self, model: str | None) -> str | None:
-        """The rate card's model for a model name: exact, else the longest card model that is a
-        ``-``-separated prefix (``gpt-4o-mini`` wins over ``gpt-4o`` for ``gpt-4o-mini-2024-07-18``).
+        """The rate card's model for a model name: exact, else the longest card model of which the
+        name is a *version* (``gpt-4o-mini`` wins over ``gpt-4o`` for ``gpt-4o-mini-2024-07-18``).
 
-        The prefix must end at a ``-`` so that ``gpt-4`` never prices ``gpt-4o`` or ``gpt-4.1``.
-        The match ignores dates and deployment types on purpose: when the best-matching model has no
-        rate for the event's type or time, the request is ``no_rate`` rather than priced as a
-        different, shorter-named model.
+        What follows the card model must be version segments only — a date (``-2024-11-20``), an
+        Azure version code (``-0613``, ``-0125``) or ``-preview`` — so that ``gpt-4`` never prices
+        ``gpt-4o``, ``gpt-4.1``, ``gpt-4-32k`` or ``gpt-4-turbo``, and ``o3`` never prices
+        ``o3-pro``: a different model with a shared prefix is ``no_rate`` (visible, fixable with a
+        card row) rather than silently priced as another model. The match ignores dates and
+        deployment types on purpose: when the best-matching model has no rate for the event's type
+        or time, the request is ``no_rate`` rather than priced as a different, shorter-named model.
         """
         key = model_key(model)
         if key is None:
@@ -97,7 +103,7 @@ class RateCard:
             found = key
         else:
             for candidate in self._models_longest_first:
-                if candidate and key.startswith(candidate) and key[len(candidate)] == "-":
+                if candidate and key.startswith(candidate) and VERSION_SUFFIX.fullmatch(key, len(candidate)):
                     found = candidate
                     break
         self._model_cache[key] = found

@@ -217,3 +217,25 @@ def test_data_zone_deployment_and_cached_tokens_use_their_own_rates():
     model, deployment_type = resolve_deployment(chat, card)
     cost = price(chat, usage(prompt=1_000, completion=1_000), model, deployment_type, card)
     assert model == "gpt-4o-mini" and cost.rate_id == 3 and cost.total_cost == Decimal("0.00075")
+
+
+@pytest.mark.parametrize(
+    "model, expected",
+    [
+        ("gpt-4o-2024-11-20", "gpt-4o"),
+        ("gpt-35-turbo-0125", "gpt-35-turbo"),
+        ("gpt-4-0613", "gpt-4"),
+        ("o1-preview", "o1"),
+        ("gpt-4o-mini-2024-07-18", "gpt-4o-mini"),
+        ("o3-pro", None),  # a different model that shares a prefix: never priced as o3
+        ("o3-pro-2025-06-10", None),
+        ("gpt-4-32k-0613", None),
+        ("gpt-4-turbo-2024-04-09", None),
+        ("gpt-4o-realtime-preview", None),
+        ("gpt-4o-mini-2024-07-18.ft-9a8b7c", None),  # fine-tuned models have their own prices
+    ],
+)
+def test_only_version_suffixes_extend_a_card_model(model, expected):
+    card = RateCard([rate("gpt-4o", rate_id=1), rate("gpt-4o-mini", rate_id=2), rate("gpt-4", rate_id=3),
+                     rate("gpt-35-turbo", rate_id=4), rate("o1", rate_id=5), rate("o3", rate_id=6)])
+    assert card.card_model_for(model) == expected
