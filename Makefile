@@ -22,7 +22,7 @@ demo: install
 	$(BIN)/metering --db $(DB) deployments import samples/deployments.csv
 	$(BIN)/metering --db $(DB) subscriptions import samples/subscriptions.csv
 	$(BIN)/metering --db $(DB) replay samples/events
-	$(BIN)/metering --db $(DB) report --month $(MONTH) --by business_unit,subscription
+	$(BIN)/metering --db $(DB) report --month $(MONTH) --by business_unit,subscription --ptu-costs samples/ptu_costs.csv
 
 test: install
 	$(BIN)/python -m pytest
