@@ -9,21 +9,37 @@ Settings (application settings, or ``local.settings.json`` locally):
                             EVENTHUB_CONNECTION__fullyQualifiedNamespace = <ns>.servicebus.windows.net
                             (and __clientId for a user-assigned identity) instead of a connection string
   EVENTHUB_CONSUMER_GROUP   consumer group (default ``$Default``; use a dedicated one, e.g. ``metering``)
+  METERING_RATE_CARD_TTL_SECONDS  how soon a new rate card is picked up (default 60)
+  METERING_SIGNING_SECRET   optional: the APIM named value aoai-metering-hmac-key (ideally a Key Vault
+                            reference); events must then carry a valid ``signature`` or are quarantined
+                            as ``bad_signature``. METERING_SIGNING_SECRET_PREVIOUS is accepted too while
+                            rotating; METERING_REQUIRE_SIGNATURE=0 accepts unsigned events (rollout).
+  METERING_QUARANTINE_REDACT  1: quarantine keeps event bytes without the request/response payloads
 
 Delivery and failure semantics — nothing lost, nothing counted twice:
 
 * Event Hubs delivers at least once, and the trigger advances its checkpoint after the function
-  returns *or throws*. So bad input never throws: it becomes a ``quarantine`` row with its bytes.
-* A batch is stored in one transaction, keyed by ``request_id``: a redelivered batch inserts nothing
-  twice. A storage failure (database down, deadlock, timeout) rolls the transaction back and raises.
+  returns *or throws*. So bad input never throws: it becomes a ``quarantine`` row with its bytes
+  (an event cut at APIM's 200 KB limit still becomes a row from its header, ``truncated = true``,
+  and its bytes are kept in ``quarantine`` for audit, already resolved).
+* A batch is stored in one transaction, keyed by ``request_id`` (usage rows) and by the SHA-256 of
+  the bytes (quarantine rows): a redelivered batch inserts nothing twice, and concurrent instances
+  writing overlapping batches (a partition moving between hosts) take their locks in one order.
+* A write conflict with another instance (deadlock victim, serialization failure, SQL Server
+  duplicate key 2601/2627, SQLite busy) is retried inside the invocation, a few times with a short
+  pause (``Ingestor``). Any other storage failure (database down, timeout, full) rolls the
+  transaction back — nothing of the batch is written — and raises.
 * The retry policy below then re-runs the *same* batch with exponential backoff (5 s doubling to
-  5 min) and ``max_retry_count = -1``: it retries until the database is back, holding this partition's
-  checkpoint, so lag grows but nothing is skipped. Retries live in the host's memory; if the host
-  restarts meanwhile, the checkpoint was not advanced and Event Hubs redelivers the batch.
-* If you configure a finite retry count and it runs out, the checkpoint moves past the batch. The
-  events are still in the hub for its retention period and in Event Hubs Capture (if enabled):
-  recover them with ``metering replay <capture folder>``, which is idempotent, so replaying more
-  than the missing window is safe.
+  5 min) and ``max_retry_count = -1``: it retries until the database is back, holding this
+  partition's checkpoint, so lag grows but nothing is skipped. Retries live in the host's memory;
+  if the host restarts meanwhile, the checkpoint was not advanced and Event Hubs redelivers the
+  batch (possibly to another instance), which stores it exactly once.
+* If you configure a finite retry count and it runs out, the host logs the failure and the
+  checkpoint moves past the batch: its events are *not* in the database and nothing in it says
+  so. They are still in the hub for its retention period (1 to 7 days on Standard) and in Event
+  Hubs Capture (if enabled): recover them with ``metering replay <capture folder>``, which is
+  idempotent, so replaying more than the missing window is safe. Alert on the function's failures
+  if you do this.
 """
 
 from __future__ import annotations
@@ -36,7 +52,7 @@ import azure.functions as func
 from sqlalchemy.engine import Engine
 
 from db.engine import make_engine
-from metering.ingest import IngestTotals, Ingestor
+from metering.ingest import IngestTotals, Ingestor, settings_from_env
 from metering.model import RawEvent
 
 app = func.FunctionApp()
@@ -56,7 +72,7 @@ def get_ingestor() -> Ingestor:
             if _ingestor is None:
                 engine: Engine = make_engine(os.environ.get("METERING_DATABASE_URL"))
                 ttl = float(os.environ.get("METERING_RATE_CARD_TTL_SECONDS", "60"))
-                _ingestor = Ingestor(engine, rate_card_ttl=ttl)
+                _ingestor = Ingestor(engine, rate_card_ttl=ttl, settings=settings_from_env())
     return _ingestor
 
 
@@ -86,8 +102,8 @@ def handle_events(events: list[func.EventHubEvent]) -> IngestTotals:
     raws = [to_raw_event(event) for event in events]
     totals = get_ingestor().ingest(raws)
     log.info(
-        "metering batch: read=%d inserted=%d duplicates=%d quarantined=%d tokens=%d",
-        totals.read, totals.inserted, totals.duplicates, totals.quarantined, totals.tokens,
+        "metering batch: read=%d inserted=%d duplicates=%d quarantined=%d truncated=%d tokens=%d",
+        totals.read, totals.inserted, totals.duplicates, totals.quarantined, totals.truncated, totals.tokens,
     )
     return totals
 

@@ -126,13 +126,21 @@ def raw_digest(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
-def _insert_quarantine(conn: sa.Connection, items: Sequence[Quarantined], received_at: datetime) -> int:
-    """Keep each bad event's bytes once (a redelivered bad event is not stored twice)."""
-    if not items:
+def _insert_quarantine(
+    conn: sa.Connection, items: Sequence[Quarantined], received_at: datetime, audit: Sequence[Quarantined] = ()
+) -> int:
+    """Keep each bad event's bytes once (a redelivered bad event is not stored twice).
+
+    Rows are keyed by the SHA-256 of the bytes as received and written in digest order, so that
+    concurrent writers of overlapping batches take their locks in one order (no deadlock).
+    ``audit`` copies (of a truncated event that did become a row) are stored as resolved.
+    """
+    if not items and not audit:
         return 0
     rows: dict[str, dict[str, Any]] = {}
-    for item in items:
-        digest = raw_digest(item.raw)
+    for position, item in enumerate([*items, *audit]):
+        resolved = position >= len(items)
+        digest = item.raw_sha256 or raw_digest(item.raw)
         rows.setdefault(digest, {
             "received_at": received_at,
             "reason": item.reason,
@@ -142,13 +150,15 @@ def _insert_quarantine(conn: sa.Connection, items: Sequence[Quarantined], receiv
             "raw_sha256": digest,
             "source_partition": item.source_partition,
             "source_sequence_number": item.source_sequence_number,
+            "resolved_at": received_at if resolved else None,
         })
+    ordered = [rows[digest] for digest in sorted(rows)]
     dialect = conn.dialect.name
     if dialect in ("postgresql", "sqlite"):
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         statement = insert(quarantine).on_conflict_do_nothing(index_elements=["raw_sha256"]).returning(quarantine.c.id)
-        return len(conn.execute(statement, list(rows.values())).all())
-    digests = list(rows)
+        return len(conn.execute(statement, ordered).all())
+    digests = sorted(rows)
     existing: set[str] = set()
     for start in range(0, len(digests), MSSQL_KEY_CHUNK):
         chunk = digests[start : start + MSSQL_KEY_CHUNK]
@@ -156,14 +166,18 @@ def _insert_quarantine(conn: sa.Connection, items: Sequence[Quarantined], receiv
         if dialect == "mssql":
             query = query.with_hint(quarantine, "WITH (UPDLOCK, HOLDLOCK)", "mssql")
         existing.update(conn.execute(query).scalars())
-    new_rows = [row for digest, row in rows.items() if digest not in existing]
+    new_rows = [row for row in ordered if row["raw_sha256"] not in existing]
     if new_rows:
         conn.execute(quarantine.insert(), new_rows)
     return len(new_rows)
 
 
 def store_batch(conn: sa.Connection, outcome: BatchOutcome, now: datetime | None = None) -> StoreResult:
-    """Write a processed batch in the caller's transaction; return what was new and what was not."""
+    """Write a processed batch in the caller's transaction; return what was new and what was not.
+
+    Order, the same in every writer: usage rows by request id, then quarantine rows by digest.
+    Audit copies of truncated events go to ``quarantine`` as resolved and are not counted.
+    """
     now = now or utc_now()
     records, repeats = _dedupe(outcome.records)
     # APIM LLM-log usage (db/llm_usage.py): stored first, applied to new rows before they are inserted
@@ -180,7 +194,9 @@ def store_batch(conn: sa.Connection, outcome: BatchOutcome, now: datetime | None
                 result.inserted_cost += record.total_cost
             if record.price_status in ("no_rate", "no_usage"):
                 result.inserted_unpriced += 1
-    _insert_quarantine(conn, outcome.quarantined, now)
+            if record.truncated:
+                result.inserted_truncated += 1
+    _insert_quarantine(conn, outcome.quarantined, now, audit=outcome.audit)
     result.quarantined = len(outcome.quarantined)
     result.duplicates += llm_counts.duplicates
     result.merged, result.pending = llm_counts.merged, llm_counts.pending

@@ -21,6 +21,7 @@ from db.engine import database_url, make_engine, safe_url
 from db.migrate import head_revision, upgrade
 from db.reprice import DEFAULT_BATCH_SIZE as REPRICE_BATCH_SIZE
 from db.reprice import reprice as reprice_rows
+from metering import quarantine_cli
 from metering.ingest import IngestTotals, Ingestor
 from metering.mappings import parse_deployments_csv, parse_subscriptions_csv
 from metering.rates import RateCardError, find_overlaps, merge_for_import, parse_rate_files, supersede
@@ -90,7 +91,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if not files:
         raise UsageError("no capture files found (.jsonl, .jsonl.gz, .avro) under " + ", ".join(args.paths))
-    ingestor = Ingestor(engine)
+    ingestor = Ingestor(engine, settings=quarantine_cli.pipeline_settings(args))
     totals = IngestTotals()
     total_bytes = sum(f.stat().st_size for f in files)
     show = None if args.progress == "auto" else args.progress == "on"
@@ -342,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("paths", nargs="+", metavar="PATH")
     replay.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help=f"events per transaction (default {DEFAULT_BATCH_SIZE})")
     replay.add_argument("--progress", choices=("auto", "on", "off"), default="auto", help="progress bar on stderr (auto: when a terminal)")
+    replay.add_argument("--signing-secret-file", metavar="FILE", help="verify event signatures with this HMAC key (default: $METERING_SIGNING_SECRET)")
     replay.set_defaults(handler=cmd_replay)
 
     consume_parser = commands.add_parser(
@@ -407,6 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     export_focus_parser.add_argument("--billing-account-id", default="aoai-metering", help="BillingAccountId (default: aoai-metering)")
     export_focus_parser.add_argument("--billing-account-name", default="Azure OpenAI via API Management", help="BillingAccountName")
     export_focus_parser.set_defaults(handler=cmd_export_focus)
+
+    quarantine_cli.register(commands)
     return parser
 
 

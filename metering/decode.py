@@ -3,6 +3,8 @@
 Accepts the ``aoai-usage/1`` contract (DESIGN.md) and the earlier community format
 (``ExecTimeUTC``, ``SubscriptionId``, ``OperationId``, ``Request``, ``ResponseString`` …).
 Anything that cannot be decoded raises ``BadEvent`` with a reason; the pipeline quarantines it.
+An ``aoai-usage/1`` event cut at APIM's 200 KB limit is decoded from the header fields that survived
+(``metering.salvage``) with ``truncated = True``, when its request id, time and subscription did.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from typing import Any
 
 import orjson
 
+from metering import salvage
 from metering.model import SCHEMA_V1, BadEvent, UsageEvent
+from metering.salvage import valid_utf8_prefix
 
 UTF8_BOM = b"\xef\xbb\xbf"
 LEGACY_KEY_PREFIX = "legacy-"
@@ -367,14 +371,66 @@ def decode_object(obj: dict[str, Any]) -> UsageEvent:
     raise BadEvent("unknown_schema", f"unsupported schema {schema!r:.60}")
 
 
+# What a truncated event must still carry to become a row: its key, its time and who to charge.
+TRUNCATED_REQUIRED = ("requestId", "time", "subscription")
+
+
+def _salvage_truncated(body: bytes) -> dict[str, Any] | None:
+    """The header of an ``aoai-usage/1`` event cut short (APIM's 200 KB limit), as an object to
+    decode, or ``None`` when ``body`` is not a cut JSON object. Raises ``BadEvent("truncated")``
+    for a cut event whose request id, time or subscription did not survive.
+
+    Complete members are kept as they are; of the member that was cut, only ``response`` is kept
+    (the text that survived: a stream cut short still counts the answer tokens it shows).
+    """
+    if body.startswith(UTF8_BOM):
+        body = body[len(UTF8_BOM) :]
+    if not valid_utf8_prefix(body):
+        return None
+    found = salvage.scan(body)
+    if found is None:
+        return None
+    members = found.members
+    where = f"inside {found.cut_key!r}" if found.cut_key else "between fields"
+    request_id = members.get("requestId") if isinstance(members.get("requestId"), str) else None
+    if members.get("schema") != SCHEMA_V1:
+        raise BadEvent("truncated", f"a JSON object cut at {len(body):,} bytes ({where}) that is not a readable "
+                                    f"{SCHEMA_V1} header", request_id)
+    subscription = members.get("subscription")
+    lost = [name for name in TRUNCATED_REQUIRED
+            if members.get(name) in (None, "") or (name == "subscription" and not (isinstance(subscription, dict) and subscription.get("id")))]
+    if lost:
+        raise BadEvent("truncated", f"event cut at {len(body):,} bytes ({where}); lost {', '.join(lost)}", request_id)
+    if found.cut_key == "response" and found.cut_offset is not None:
+        text = salvage.partial_string(body, found.cut_offset)
+        if text:
+            members["response"] = text
+    return members
+
+
 def decode_event(
     body: bytes,
     *,
     source_partition: str | None = None,
     source_sequence_number: int | None = None,
 ) -> UsageEvent:
-    """Decode one message body; raises ``BadEvent`` (never anything else) for bad input."""
-    event = decode_object(parse_json_object(body))
+    """Decode one message body; raises ``BadEvent`` (never anything else) for bad input.
+
+    An ``aoai-usage/1`` event cut short (not JSON any more) whose request id, time and subscription
+    survived decodes from what survived, with ``truncated = True``.
+    """
+    truncated = False
+    try:
+        obj = parse_json_object(body)
+    except BadEvent as exc:
+        if exc.reason not in ("not_json", "not_utf8"):
+            raise
+        salvaged = _salvage_truncated(body)
+        if salvaged is None:
+            raise
+        obj, truncated = salvaged, True
+    event = decode_object(obj)
+    event.truncated = truncated
     event.source_partition = source_partition
     event.source_sequence_number = source_sequence_number
     return event

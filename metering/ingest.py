@@ -3,22 +3,72 @@ one transaction. The Function, ``metering replay`` and ``metering quarantine ret
 
 from __future__ import annotations
 
+import logging
+import os
+import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from db.store import load_rate_card, store_batch
-from metering.model import RawEvent
+from db import quarantine as quarantine_store
+from db.conflicts import is_write_conflict
+from db.store import load_rate_card, store_batch, utc_now
+from metering.model import BatchOutcome, PipelineSettings, RawEvent, StoreResult
 from metering.pipeline import process_batch
 from metering.pricing import RateCard
+
+log = logging.getLogger(__name__)
+
+# Settings read by ``settings_from_env`` (the Function's application settings, the CLI's environment).
+SIGNING_SECRET_SETTING = "METERING_SIGNING_SECRET"
+PREVIOUS_SIGNING_SECRET_SETTING = "METERING_SIGNING_SECRET_PREVIOUS"
+REQUIRE_SIGNATURE_SETTING = "METERING_REQUIRE_SIGNATURE"
+REDACT_SETTING = "METERING_QUARANTINE_REDACT"
+RETENTION_SETTING = "METERING_QUARANTINE_RETENTION_DAYS"
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    value = environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"{name} must be 1 or 0 (true/false), got {value!r:.20}")
+
+
+def settings_from_env(environ: Mapping[str, str] | None = None, *, signing_secret: bytes | None = None) -> PipelineSettings:
+    """``PipelineSettings`` from ``METERING_SIGNING_SECRET`` (the key as text; its UTF-8 bytes are the
+    HMAC key, as in APIM), ``METERING_SIGNING_SECRET_PREVIOUS`` (accepted too, while rotating),
+    ``METERING_REQUIRE_SIGNATURE`` (default 1 when a secret is set: unsigned events are quarantined;
+    0 accepts unsigned events, e.g. while the gateway's policies are rolled out) and
+    ``METERING_QUARANTINE_REDACT`` (default 0). ``signing_secret`` overrides the environment's."""
+    environ = os.environ if environ is None else environ
+    secret = signing_secret or environ.get(SIGNING_SECRET_SETTING, "").encode("utf-8") or None
+    previous = environ.get(PREVIOUS_SIGNING_SECRET_SETTING, "").encode("utf-8") or None
+    return PipelineSettings(
+        signing_secret=secret,
+        previous_signing_secret=previous if secret else None,
+        require_signature=_flag(environ, REQUIRE_SIGNATURE_SETTING, True),
+        redact_payloads=_flag(environ, REDACT_SETTING, False),
+    )
 
 
 @dataclass
 class IngestTotals:
-    """Running totals of what ingest did; ``read == inserted + duplicates + quarantined`` always."""
+    """Running totals of what ingest did; ``read == inserted + duplicates + quarantined`` always.
+
+    A truncated event that became a row counts as inserted (or duplicate) only; the copy of its
+    bytes kept in ``quarantine`` for audit is not "quarantined". ``truncated`` counts such new rows.
+    """
 
     read: int = 0
     inserted: int = 0
@@ -34,6 +84,7 @@ class IngestTotals:
     merged: int = 0
     pending: int = 0
     ignored: int = 0
+    truncated: int = 0
 
     def llm_summary(self) -> str:
         """The LLM-log part of the summary line; empty when the input had no diagnostic logs."""
@@ -54,13 +105,62 @@ class IngestTotals:
         self.merged += other.merged
         self.pending += other.pending
         self.ignored += other.ignored
+        self.truncated += other.truncated
 
     def summary(self) -> str:
-        return (
+        text = (
             f"events read {self.read:,} | rows inserted {self.inserted:,} | duplicates skipped {self.duplicates:,}"
             f" | quarantined {self.quarantined:,}{self.llm_summary()} | tokens {self.tokens:,} | cost {self.cost.quantize(Decimal('0.01'))}"
             f" | unpriced rows {self.unpriced:,}"
         )
+        if self.truncated:
+            text += f" | truncated rows {self.truncated:,} (bytes kept in quarantine for audit)"
+        return text
+
+
+@dataclass
+class RetryTotals:
+    """What ``metering quarantine retry`` did: rows resolved (a new row, or one already stored)
+    and rows still failing, by today's reason."""
+
+    retried: int = 0
+    resolved: int = 0
+    inserted: int = 0
+    duplicates: int = 0
+    tokens: int = 0
+    cost: Decimal = field(default_factory=lambda: Decimal(0))
+    still_failing: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        failing = sum(self.still_failing.values())
+        text = (
+            f"retried {self.retried:,} | resolved {self.resolved:,} (rows inserted {self.inserted:,}, already stored"
+            f" {self.duplicates:,}) | still failing {failing:,} | tokens {self.tokens:,}"
+            f" | cost {self.cost.quantize(Decimal('0.01'))}"
+        )
+        if failing:
+            text += "\nstill failing by reason: " + ", ".join(f"{r} {n:,}" for r, n in sorted(self.still_failing.items()))
+        for reason, count in sorted(self.skipped.items()):
+            text += f"\nskipped {count:,} {reason} row(s): signatures are not checked without METERING_SIGNING_SECRET"
+        return text
+
+
+def _totals(outcome: BatchOutcome, stored: StoreResult) -> IngestTotals:
+    return IngestTotals(
+        read=outcome.events_read,
+        inserted=stored.inserted,
+        duplicates=stored.duplicates,
+        quarantined=stored.quarantined,
+        tokens=stored.inserted_tokens + stored.merged_tokens,  # merges change rows stored earlier
+        cost=stored.inserted_cost + stored.merged_cost,
+        unpriced=stored.inserted_unpriced,
+        merged=stored.merged,
+        pending=stored.pending,
+        ignored=outcome.ignored,
+        batches=1,
+        truncated=stored.inserted_truncated,
+    )
 
 
 class Ingestor:
@@ -68,11 +168,26 @@ class Ingestor:
 
     The rate card is re-read at most every ``rate_card_ttl`` seconds (a long-lived Function host
     picks up a new card within that time without a query per event or per batch).
+
+    A write conflict with a concurrent writer (deadlock victim, serialization failure, SQL Server
+    duplicate key, SQLite busy) rolls the batch back and stores it again, up to
+    ``conflict_retries`` times with a short jittered pause; any other database error propagates
+    at once (nothing of the batch is written) so that the caller's retry policy redelivers it.
     """
 
-    def __init__(self, engine: Engine, rate_card_ttl: float = 60.0):
+    def __init__(
+        self,
+        engine: Engine,
+        rate_card_ttl: float = 60.0,
+        settings: PipelineSettings | None = None,
+        conflict_retries: int = 5,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.engine = engine
         self.rate_card_ttl = rate_card_ttl
+        self.settings = settings or PipelineSettings()
+        self.conflict_retries = conflict_retries
+        self._sleep = sleep
         self._card: RateCard | None = None
         self._card_loaded_at = 0.0
 
@@ -84,21 +199,94 @@ class Ingestor:
             self._card_loaded_at = now
         return self._card
 
+    def _in_transaction(self, work: Callable[[sa.Connection], StoreResult]) -> StoreResult:
+        for attempt in range(self.conflict_retries + 1):
+            try:
+                with self.engine.begin() as conn:
+                    return work(conn)
+            except sa.exc.DBAPIError as exc:
+                if attempt >= self.conflict_retries or not is_write_conflict(exc):
+                    raise
+                pause = min(2.0, 0.05 * 2**attempt) * (0.5 + random.random())
+                log.warning("write conflict storing a batch (attempt %d): %s; retrying in %.2f s",
+                            attempt + 1, type(exc.orig).__name__, pause)
+                self._sleep(pause)
+        raise AssertionError("unreachable")
+
     def ingest(self, raws: Sequence[RawEvent]) -> IngestTotals:
         """Process and store one batch atomically. Storage errors propagate (nothing half-written)."""
-        outcome = process_batch(raws, self.rate_card())
-        with self.engine.begin() as conn:
-            stored = store_batch(conn, outcome)
-        return IngestTotals(
-            read=outcome.events_read,
-            inserted=stored.inserted,
-            duplicates=stored.duplicates,
-            quarantined=stored.quarantined,
-            tokens=stored.inserted_tokens + stored.merged_tokens,  # merges change rows stored earlier
-            cost=stored.inserted_cost + stored.merged_cost,
-            unpriced=stored.inserted_unpriced,
-            merged=stored.merged,
-            pending=stored.pending,
-            ignored=outcome.ignored,
-            batches=1,
-        )
+        outcome = process_batch(raws, self.rate_card(), self.settings)
+        stored = self._in_transaction(lambda conn: store_batch(conn, outcome))
+        return _totals(outcome, stored)
+
+    def retry_quarantined(
+        self,
+        *,
+        reasons: Sequence[str] | None = None,
+        ids: Sequence[int] | None = None,
+        limit: int | None = None,
+        page_size: int = 200,
+    ) -> RetryTotals:
+        """Run unresolved quarantine rows through today's pipeline again (``process_batch`` per
+        row, then ``store_batch`` for a page of rows in one transaction, as ``ingest`` does).
+
+        A row whose bytes now become a usage row (new, or already stored by a later delivery) or
+        LLM-log usage is marked ``resolved_at`` with a note in ``detail``; its bytes stay. A row that
+        still fails keeps its place with today's reason and detail. No quarantine row is inserted:
+        the row being retried already holds these bytes (and stays the audit copy of a truncated
+        event), so the unique ``raw_sha256`` is never hit. Without a signing secret,
+        ``bad_signature`` rows are skipped, never accepted unverified.
+        """
+        totals = RetryTotals()
+        exclude: list[str] = []
+        if not self.settings.signing and (reasons is None or "bad_signature" in reasons):
+            exclude.append("bad_signature")
+            with self.engine.connect() as conn:
+                skipped = quarantine_store.count_unresolved(conn, ["bad_signature"])
+            if skipped:
+                totals.skipped["bad_signature"] = skipped
+        card = self.rate_card()
+        for page in quarantine_store.unresolved_pages(
+            self.engine, page_size=page_size, reasons=reasons, exclude_reasons=exclude, ids=ids, limit=limit
+        ):
+            outcome = BatchOutcome()
+            results = []
+            for row in page:
+                alone = process_batch([RawEvent(row.raw, row.source_partition, row.source_sequence_number)], card, self.settings)
+                outcome.events_read += alone.events_read
+                outcome.records.extend(alone.records)
+                outcome.llm_usage.extend(alone.llm_usage)
+                outcome.ignored += alone.ignored
+                results.append((row, alone))
+
+            def work(conn: sa.Connection) -> StoreResult:
+                now = utc_now()
+                stored = store_batch(conn, outcome, now)
+                for row, alone in results:
+                    if alone.quarantined:
+                        reason = alone.quarantined[0].reason
+                        detail = "; ".join(q.detail for q in alone.quarantined)
+                        quarantine_store.mark_still_failing(conn, row, reason, detail, now)
+                        continue
+                    if alone.records:
+                        how = "stored as a truncated row" if alone.records[0].truncated else "stored as a row"
+                    elif alone.llm_usage:
+                        how = "kept as LLM-log usage"
+                    else:
+                        how = "nothing to store (ignored)"
+                    quarantine_store.mark_resolved(conn, row, now, f"resolved by retry at {now:%Y-%m-%d %H:%M:%SZ}: {how}")
+                return stored
+
+            stored = self._in_transaction(work)
+            totals.retried += len(page)
+            totals.inserted += stored.inserted
+            totals.duplicates += stored.duplicates
+            totals.tokens += stored.inserted_tokens + stored.merged_tokens
+            totals.cost += stored.inserted_cost + stored.merged_cost
+            for _, alone in results:
+                if alone.quarantined:
+                    reason = alone.quarantined[0].reason
+                    totals.still_failing[reason] = totals.still_failing.get(reason, 0) + 1
+                else:
+                    totals.resolved += 1
+        return totals

@@ -193,11 +193,19 @@ class Quarantined:
     request_id: str | None = None
     source_partition: str | None = None
     source_sequence_number: int | None = None
+    # SHA-256 (hex) of the bytes as received, when ``raw`` is a redacted copy of them: a redelivered
+    # event is recognised by its original bytes. ``None``: the digest of ``raw``.
+    raw_sha256: str | None = None
 
 
 @dataclass(slots=True)
 class BatchOutcome:
-    """What the pure pipeline made of a batch: rows to store and events to quarantine."""
+    """What the pure pipeline made of a batch: rows to store and events to quarantine.
+
+    ``audit`` holds the raw bytes of events that *did* become rows but are kept for audit (an event
+    truncated at APIM's 200 KB limit); they are stored in ``quarantine`` as already resolved and are
+    not counted: such an event is one of ``records``, not one of ``quarantined``.
+    """
 
     records: list[UsageRecord] = field(default_factory=list)
     quarantined: list[Quarantined] = field(default_factory=list)
@@ -207,6 +215,7 @@ class BatchOutcome:
     # categories, records without tokens) or ``quarantined``.
     llm_usage: list[LlmUsage] = field(default_factory=list)
     ignored: int = 0
+    audit: list[Quarantined] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -226,6 +235,29 @@ class StoreResult:
     pending: int = 0
     merged_tokens: int = 0
     merged_cost: Decimal = Decimal(0)
+    inserted_truncated: int = 0  # new rows salvaged from truncated events (part of ``inserted``)
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSettings:
+    """How the pipeline treats events beyond the contract (all off by default).
+
+    ``signing_secret``: the HMAC-SHA256 key (the UTF-8 bytes of APIM's ``aoai-metering-hmac-key``);
+    when set, an event with a wrong signature is quarantined as ``bad_signature``, and so is an
+    unsigned one while ``require_signature`` is on. ``previous_signing_secret`` is also accepted,
+    for key rotation. ``redact_payloads``: quarantine keeps the raw bytes with the ``request`` and
+    ``response`` payloads replaced by a marker (or, for bytes that are not JSON, only the prefix
+    before them). Secrets never appear in ``repr`` or logs.
+    """
+
+    signing_secret: bytes | None = field(default=None, repr=False)
+    require_signature: bool = True
+    redact_payloads: bool = False
+    previous_signing_secret: bytes | None = field(default=None, repr=False)
+
+    @property
+    def signing(self) -> bool:
+        return bool(self.signing_secret)
 
 
 class BadEvent(Exception):

@@ -1,21 +1,43 @@
 """The one path from bytes to rows: decode → usage → price → ``UsageRecord`` (pure, no I/O).
 
-The Function, ``metering replay`` and the tests all call ``process_batch``; storage is ``db/``'s job.
-Bad input never raises out of here: it becomes a ``Quarantined`` item with its bytes and a reason.
+The Function, ``metering replay``, ``metering quarantine retry`` and the tests all call
+``process_batch`` / ``process_event``; storage is ``db/``'s job. Bad input never raises out of here:
+it becomes a ``Quarantined`` item with its bytes and a reason. ``PipelineSettings`` switch on
+signature checks (``metering.signature``) and payload redaction in quarantine (``metering.redact``).
+
+An ``aoai-usage/1`` event cut at APIM's 200 KB limit whose request id, time and subscription
+survived becomes a row (``truncated = true``, the best usage available) *and* an audit item with its
+bytes (reason ``truncated``), stored in ``quarantine`` as already resolved. It counts once, as a row:
+``events read = rows inserted + duplicates + quarantined`` still holds.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass, replace
 
 from metering.decode import decode_event
 from metering.llm_logs import add_log_records, is_records_envelope
-from metering.model import BadEvent, BatchOutcome, Quarantined, RawEvent, TokenUsage, UsageEvent, UsageRecord
+from metering.model import (
+    BadEvent,
+    BatchOutcome,
+    PipelineSettings,
+    Quarantined,
+    RawEvent,
+    TokenUsage,
+    UsageEvent,
+    UsageRecord,
+)
 from metering.pricing import RateCard, price, resolve_deployment
+from metering.redact import redact_payloads
+from metering.signature import verify as verify_signature
 from metering.usage import resolve_usage
 
 log = logging.getLogger(__name__)
+
+DEFAULT_SETTINGS = PipelineSettings()
 
 
 def pricing_model(event: UsageEvent, usage: TokenUsage, mapped_model: str | None) -> str | None:
@@ -69,46 +91,114 @@ def build_record(event: UsageEvent, card: RateCard) -> UsageRecord:
     )
 
 
-def process_event(raw: RawEvent, card: RateCard) -> UsageRecord | Quarantined:
-    """One message → a row, or a quarantine item that says why not."""
+@dataclass(frozen=True, slots=True)
+class EventResult:
+    """What one message became: a row, a quarantine item saying why not, or both — a row salvaged
+    from a truncated event plus its bytes kept for audit (``audit``)."""
+
+    record: UsageRecord | None = None
+    quarantined: Quarantined | None = None
+
+    @property
+    def audit(self) -> bool:
+        """The quarantine item is an audit copy of an event that did become a row."""
+        return self.record is not None and self.quarantined is not None
+
+
+def redacted(item: Quarantined) -> Quarantined:
+    """``item`` with prompt and completion text removed from its bytes (``metering.redact``); it
+    keeps the digest of the bytes as received, so that a redelivery is still recognised."""
+    body, note = redact_payloads(item.raw)
+    if not note:
+        return item
+    return replace(item, raw=body, detail=f"{item.detail} [{note}]"[:4000],
+                   raw_sha256=item.raw_sha256 or hashlib.sha256(item.raw).hexdigest())
+
+
+def _quarantine_item(
+    raw: RawEvent, reason: str, detail: str, request_id: str | None, settings: PipelineSettings
+) -> Quarantined:
+    item = Quarantined(
+        reason=reason,
+        detail=detail[:4000],
+        raw=raw.body,
+        request_id=request_id,
+        source_partition=raw.source_partition,
+        source_sequence_number=raw.source_sequence_number,
+    )
+    return redacted(item) if settings.redact_payloads else item
+
+
+def check_signature(raw: RawEvent, event: UsageEvent, settings: PipelineSettings) -> None:
+    """Raise ``BadEvent`` unless the event is signed as ``settings`` require (docs/policies.md)."""
+    keys = [k for k in (settings.signing_secret, settings.previous_signing_secret) if k]
+    verdict, why = verify_signature(raw.body, keys)
+    if verdict == "valid":
+        return
+    if verdict == "missing" and event.truncated:
+        if not settings.require_signature:
+            return
+        # Cut at 200 KB, the signature went with the tail: truncated, not forged, but not verifiable.
+        raise BadEvent(
+            "truncated",
+            "event cut short: its signature was lost with the tail, so it cannot be verified and is not "
+            "counted while signatures are required (review it, then `metering quarantine retry --reason "
+            "truncated` with METERING_REQUIRE_SIGNATURE=0)",
+            event.request_id,
+        )
+    if verdict == "missing" and not settings.require_signature:
+        return
+    raise BadEvent("bad_signature", why, event.request_id)
+
+
+def process_event(raw: RawEvent, card: RateCard, settings: PipelineSettings = DEFAULT_SETTINGS) -> EventResult:
+    """One message → a row, or a quarantine item that says why not (or, when truncated, both)."""
     try:
         event = decode_event(
             raw.body,
             source_partition=raw.source_partition,
             source_sequence_number=raw.source_sequence_number,
         )
-        return build_record(event, card)
+        if settings.signing:
+            check_signature(raw, event, settings)
+        record = build_record(event, card)
+        if not event.truncated:
+            return EventResult(record=record)
+        detail = (f"event cut at {len(raw.body):,} bytes (APIM's 200 KB limit); stored from its header as a "
+                  f"truncated row (usage {record.usage_source}); bytes kept for audit")
+        return EventResult(record, _quarantine_item(raw, "truncated", detail, event.request_id, settings))
     except BadEvent as exc:
-        return Quarantined(
-            reason=exc.reason,
-            detail=exc.detail,
-            raw=raw.body,
-            request_id=exc.request_id,
-            source_partition=raw.source_partition,
-            source_sequence_number=raw.source_sequence_number,
-        )
+        return EventResult(quarantined=_quarantine_item(raw, exc.reason, exc.detail, exc.request_id, settings))
     except Exception as exc:  # a bug must not lose the event: keep it for `metering quarantine retry`
         log.exception("unexpected error processing an event; quarantined as internal_error")
-        return Quarantined(
-            reason="internal_error",
-            detail=f"{type(exc).__name__}: {exc}"[:2000],
-            raw=raw.body,
-            source_partition=raw.source_partition,
-            source_sequence_number=raw.source_sequence_number,
-        )
+        return EventResult(quarantined=_quarantine_item(
+            raw, "internal_error", f"{type(exc).__name__}: {exc}"[:2000], None, settings))
 
 
-def process_batch(raws: Iterable[RawEvent], card: RateCard) -> BatchOutcome:
-    """A batch of messages → rows and quarantine items; ``events_read`` counts every message."""
+def process_batch(
+    raws: Iterable[RawEvent], card: RateCard, settings: PipelineSettings = DEFAULT_SETTINGS
+) -> BatchOutcome:
+    """A batch of messages → rows and quarantine items; ``events_read`` counts every unit read.
+
+    Every metering event becomes exactly one row or one quarantine item; a truncated event that
+    became a row also leaves its bytes in ``audit`` (not counted). Every record of an APIM
+    diagnostic-log envelope is one unit too (``llm_usage``, ``ignored`` or ``quarantined``), so
+    ``events_read == len(records) + len(quarantined) + len(llm_usage) + ignored``.
+    """
     outcome = BatchOutcome()
     for raw in raws:
         if is_records_envelope(raw.body):  # APIM diagnostic logs: LLM token usage by request id
+            first = len(outcome.quarantined)
             add_log_records(outcome, raw)
+            if settings.redact_payloads:
+                outcome.quarantined[first:] = [redacted(q) for q in outcome.quarantined[first:]]
             continue
         outcome.events_read += 1
-        result = process_event(raw, card)
-        if isinstance(result, UsageRecord):
-            outcome.records.append(result)
-        else:
-            outcome.quarantined.append(result)
+        result = process_event(raw, card, settings)
+        if result.record is not None:
+            outcome.records.append(result.record)
+            if result.quarantined is not None:
+                outcome.audit.append(result.quarantined)
+        elif result.quarantined is not None:
+            outcome.quarantined.append(result.quarantined)
     return outcome

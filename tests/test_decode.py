@@ -46,7 +46,8 @@ def test_apim_double_duration_and_utf8_bom_are_accepted():
         (b"\xff\xfe{\x00", "not_utf8"),
         (b"{\"schema\": \"aoai-usage/1\", \"requestId\": \"x\", \"time\": \"2026-10-15T09:30:00Z\", \"subscription\": {\"id\": \"caf\xe9\"}}", "not_utf8"),
         (b"<html>502 Bad Gateway</html>", "not_json"),
-        (b'{"schema": "aoai-usage/1", "requestId": "abc", "time": "2026-10-1', "not_json"),
+        (b'{"schema": "aoai-usage/1", "requestId": "abc", "time": "2026-10-1', "truncated"),  # cut: header lost
+        (b'{"schema": "aoai-usage/1", "requestId": "abc", "time": 2026-10-1}', "not_json"),
         (b"[1, 2, 3]", "not_object"),
         (b'"just a string"', "not_object"),
         (b"   ", "empty"),
