@@ -222,14 +222,17 @@ def _kpis(report: Report, money: Money) -> str:
     ptu = has_ptu(report.frame)
     charge = total["total_charge"] if ptu else total["cost"]
     tokens = total["total_tokens"]
-    per_million = (charge / tokens * 1_000_000) if tokens else Decimal(0)
+    # Tokens the charge pays for: priced pay-as-you-go tokens, and PTU tokens only when their cost is in.
+    paid_tokens = tokens - total["unpriced_tokens"] - (0 if ptu else total["provisioned_tokens"])
+    per_million = (charge / paid_tokens * 1_000_000) if paid_tokens > 0 else Decimal(0)
     cards = [
         ("Total charge" if ptu else "Pay-as-you-go cost", money(charge),
          f"pay-as-you-go {money(total['cost'])} + PTU {money(total['ptu_cost'])}" if ptu
          else f"{report.currency}, exact to the cent", "accent"),
         ("Requests", _int(total["requests"]), f"{_int(total['not_billable_requests'])} not billable (throttled, failed, PTU)", ""),
         ("Tokens", _int(tokens), f"{_int(total['provisioned_tokens'])} on provisioned (PTU) deployments", ""),
-        ("Cost per 1M tokens", money(per_million), "blended, all models and deployment types", ""),
+        ("Cost per 1M tokens", money(per_million),
+         "blended over priced tokens" + (", PTU included" if ptu else ", PTU tokens excluded"), ""),
     ]
     return '<div class="kpis">' + "".join(
         f'<div class="kpi {cls}"><div class="label">{escape(label)}</div><div class="value num">{escape(value)}</div>'
@@ -254,14 +257,14 @@ def _quality(report: Report, money: Money) -> str:
         state = level if requests else "ok"
         tiles.append(
             f'<div class="dq {state}"><div class="dq-head"><span class="dot"></span>{escape(title)}</div>'
-            f'<div class="dq-value num">{_int(requests)} <small>requests</small></div>'
+            f'<div class="dq-value num">{_int(requests)} <small>request{"" if requests == 1 else "s"}</small></div>'
             f'<div class="dq-sub num">{_int(tokens)} tokens · {_share(requests, q["requests"])} of requests</div>'
             f'<p>{escape(text)}</p></div>'
         )
     unmapped = q["unmapped_subscriptions"]
     tiles.append(
         f'<div class="dq {"warn" if unmapped else "ok"}"><div class="dq-head"><span class="dot"></span>Unmapped</div>'
-        f'<div class="dq-value num">{len(unmapped)} <small>subscriptions</small></div>'
+        f'<div class="dq-value num">{len(unmapped)} <small>subscription{"" if len(unmapped) == 1 else "s"}</small></div>'
         f'<div class="dq-sub num">{_int(q["unmapped_requests"])} requests · {money(q["unmapped_cost"])}</div>'
         f'<p>No business unit in the subscriptions table: reported as (unmapped), still in every total.</p></div>'
     )

@@ -322,9 +322,11 @@ def build_report(
     quality["unmapped_cost"] = sum(unmapped["cost"], Decimal(0))
     quality["unmapped_requests"] = int(unmapped["requests"].sum())
     if quality["unmapped_subscriptions"]:
-        notes.append(f"{len(quality['unmapped_subscriptions'])} subscription(s) have no business unit "
-                     f"({', '.join(quality['unmapped_subscriptions'])}): they are reported as {queries.UNMAPPED}; "
-                     "add them with `metering subscriptions import`.")
+        count = len(quality["unmapped_subscriptions"])
+        one = count == 1
+        notes.append(f"{count} subscription{'' if one else 's'} without a business unit "
+                     f"({', '.join(quality['unmapped_subscriptions'])}) {'is' if one else 'are'} reported as "
+                     f"{queries.UNMAPPED}; map {'it' if one else 'them'} with `metering subscriptions import`.")
     report = Report(
         title=f"Azure OpenAI chargeback — {period.label}" + (f" — by {', '.join(dimensions)}" if dimensions else ""),
         period=period,
