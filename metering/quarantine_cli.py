@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -16,6 +17,9 @@ from metering.model import PipelineSettings
 
 
 def _cli():  # the command-line helpers (imported late: metering.cli imports this module)
+    main = sys.modules.get("__main__")
+    if getattr(getattr(main, "__spec__", None), "name", None) == "metering.cli":
+        return main  # `python -m metering.cli`: raise the UsageError that this main() catches
     from metering import cli
 
     return cli
