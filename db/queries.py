@@ -22,38 +22,46 @@ s = subscriptions
 r = rates
 
 
+def _constant(text: str) -> sa.ColumnElement[Any]:
+    """A string constant written into the SQL, not a bound parameter: the same expression then
+    appears identically in SELECT and GROUP BY, which SQL Server (``?`` parameters) requires."""
+    assert "'" not in text
+    return sa.literal_column(f"'{text}'", sa.String())
+
+
 def _month(dialect: str) -> sa.ColumnElement[Any]:
     if dialect == "sqlite":
-        return sa.func.strftime("%Y-%m", u.c.event_time)
+        return sa.func.strftime(_constant("%Y-%m"), u.c.event_time)
     if dialect == "mssql":
-        return sa.func.format(u.c.event_time, "yyyy-MM")
-    return sa.func.to_char(u.c.event_time, "YYYY-MM")
+        return sa.func.format(u.c.event_time, _constant("yyyy-MM"))
+    return sa.func.to_char(u.c.event_time, _constant("YYYY-MM"))
 
 
 def _day(dialect: str) -> sa.ColumnElement[Any]:
     if dialect == "sqlite":
         return sa.func.date(u.c.event_time)
     if dialect == "mssql":
-        return sa.func.format(u.c.event_time, "yyyy-MM-dd")
-    return sa.func.to_char(u.c.event_time, "YYYY-MM-DD")
+        return sa.func.format(u.c.event_time, _constant("yyyy-MM-dd"))
+    return sa.func.to_char(u.c.event_time, _constant("YYYY-MM-DD"))
 
 
 def dimension_columns(dialect: str) -> dict[str, sa.ColumnElement[Any]]:
-    """Every dimension a report can group by, as a SQL expression."""
+    """Every dimension a report can group by, as a SQL expression (no bound parameters)."""
+    unmapped, none, unknown = _constant(UNMAPPED), _constant("(none)"), _constant("(unknown)")
     return {
         "month": _month(dialect),
         "day": _day(dialect),
-        "business_unit": sa.func.coalesce(s.c.business_unit, UNMAPPED),
-        "cost_center": sa.func.coalesce(s.c.cost_center, UNMAPPED),
-        "subscription": sa.func.coalesce(u.c.subscription_id, UNMAPPED),
-        "product": sa.func.coalesce(u.c.product, "(none)"),
-        "user": sa.func.coalesce(u.c.user_id, "(none)"),
-        "api": sa.func.coalesce(u.c.api, "(none)"),
-        "deployment": sa.func.coalesce(u.c.deployment, "(none)"),
-        "model": sa.func.coalesce(u.c.model, "(unknown)"),
+        "business_unit": sa.func.coalesce(s.c.business_unit, unmapped),
+        "cost_center": sa.func.coalesce(s.c.cost_center, unmapped),
+        "subscription": sa.func.coalesce(u.c.subscription_id, unmapped),
+        "product": sa.func.coalesce(u.c.product, none),
+        "user": sa.func.coalesce(u.c.user_id, none),
+        "api": sa.func.coalesce(u.c.api, none),
+        "deployment": sa.func.coalesce(u.c.deployment, none),
+        "model": sa.func.coalesce(u.c.model, unknown),
         "deployment_type": u.c.deployment_type,
         "endpoint": u.c.endpoint,
-        "backend_region": sa.func.coalesce(u.c.backend_region, "(none)"),
+        "backend_region": sa.func.coalesce(u.c.backend_region, none),
     }
 
 

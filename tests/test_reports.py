@@ -328,3 +328,16 @@ def test_table_always_has_a_data_quality_line(tmp_path, capsys):
 def test_sample_ptu_costs_file_parses():
     costs = parse_ptu_costs_csv((Path(__file__).parent.parent / "samples" / "ptu_costs.csv").read_text())
     assert costs and all(c.monthly_cost > 0 for c in costs)
+
+
+@pytest.mark.parametrize("dialect", ["mssql", "postgresql", "sqlite"])
+def test_dimensions_have_no_bound_parameters(dialect):
+    """SQL Server sends parameters as ``?``: an expression with one in both SELECT and GROUP BY is two
+    different expressions to it. Constants are written into the SQL instead."""
+    from sqlalchemy.dialects import mssql, postgresql, sqlite
+
+    from db.queries import dimension_columns
+
+    compiler = {"mssql": mssql, "postgresql": postgresql, "sqlite": sqlite}[dialect].dialect()
+    for name, expression in dimension_columns(dialect).items():
+        assert expression.compile(dialect=compiler).params == {}, name
