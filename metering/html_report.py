@@ -20,6 +20,7 @@ import pandas as pd
 
 from metering import charts
 from metering.charts import Series
+from db.queries import UNMAPPED
 from metering.report import LABELS, Report, has_ptu, total_row
 
 SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥", "INR": "₹"}
@@ -27,6 +28,7 @@ PAYG = Series("Pay-as-you-go", "#4f46e5")
 PTU = Series("PTU capacity (allocated)", "#14b8a6")
 TOP_SUBSCRIPTIONS = 10
 TOP_MODELS = 7
+NO_SUBSCRIPTION = "(no subscription id)"  # requests the gateway sent without a subscription
 SHORT = {"cost": "Pay-as-you-go", "ptu_cost": "PTU", "total_charge": "Charge", "total_tokens": "Tokens",
          "estimated_requests": "Estimated", "incomplete_requests": "Incomplete", "unpriced_requests": "Unpriced"}
 
@@ -94,17 +96,16 @@ def _by_business_unit(frame: pd.DataFrame, ptu: bool) -> list[tuple[str, None, l
     return sorted(rows, key=lambda r: (-sum(r[2]), r[0]))
 
 
-def _top_subscriptions(frame: pd.DataFrame, ptu: bool) -> list[tuple[str, str | None, list[Decimal]]]:
+def _top_subscriptions(frame: pd.DataFrame, ptu: bool) -> tuple[list[tuple[str, str | None, list[Decimal]]], int, Decimal]:
+    """The largest subscriptions, and how many more there are with their total."""
     rows = []
     for record in frame.to_dict("records"):
         values = [record["cost"], record["ptu_cost"]] if ptu else [record["cost"]]
-        rows.append((record["subscription"], record["business_unit"], values))
+        name = NO_SUBSCRIPTION if record["subscription"] == UNMAPPED else record["subscription"]
+        rows.append((name, record["business_unit"], values))
     rows.sort(key=lambda r: (-sum(r[2]), r[0]))
-    if len(rows) > TOP_SUBSCRIPTIONS:
-        rest = rows[TOP_SUBSCRIPTIONS - 1:]
-        other = [sum((r[2][i] for r in rest), Decimal(0)) for i in range(len(rest[0][2]))]
-        rows = rows[: TOP_SUBSCRIPTIONS - 1] + [(f"{len(rest)} more subscriptions", None, other)]
-    return rows
+    rest = rows[TOP_SUBSCRIPTIONS:]
+    return rows[:TOP_SUBSCRIPTIONS], len(rest), sum((sum(r[2], Decimal(0)) for r in rest), Decimal(0))
 
 
 def _days(frame: pd.DataFrame, report: Report, ptu: bool) -> list[tuple[str, list[Decimal]]]:
@@ -177,12 +178,14 @@ def _charts(report: Report, money: Money) -> str:
         charts.hbar(business_units, series, money, "Cost by business unit"),
         charts.legend(series) if ptu else "",
     ))
-    subscriptions = _top_subscriptions(report.charts["subscription"], ptu)
+    subscriptions, more, more_cost = _top_subscriptions(report.charts["subscription"], ptu)
+    rest = (f'<p class="more">and {more:,} more subscription{"" if more == 1 else "s"}, {money(more_cost)} together</p>'
+            if more else "")
     cards.append(_chart_card(
         "Top subscriptions",
-        f"The {min(len(subscriptions), TOP_SUBSCRIPTIONS)} APIM subscriptions with the largest {cost_word.lower()}",
+        f"The {len(subscriptions)} APIM subscriptions with the largest {cost_word.lower()}",
         charts.hbar(subscriptions, series, money, "Top subscriptions by cost"),
-        charts.legend(series) if ptu else "",
+        (charts.legend(series) if ptu else "") + rest,
     ))
     days = _days(report.charts["day"], report, ptu)
     cards.append(_chart_card(
@@ -283,7 +286,8 @@ def _quality(report: Report, money: Money) -> str:
         )
     if unmapped:
         details.append('<div class="dq-detail"><h3>Subscriptions without a business unit</h3><p>'
-                       + ", ".join(f"<code>{escape(s)}</code>" for s in unmapped)
+                       + ", ".join(f"<em>{NO_SUBSCRIPTION}</em>" if s == UNMAPPED else f"<code>{escape(s)}</code>"
+                                   for s in unmapped)
                        + '</p><p class="muted">Map them with <code>metering subscriptions import</code>.</p></div>')
     clean = billable - q["estimated_requests"] - q["incomplete_requests"] - q["unpriced_requests"]
     summary = (f"{_int(q['requests'])} requests, {_int(billable)} of them billable (PTU included): "
@@ -454,6 +458,8 @@ td.share{min-width:150px}
 .bar{display:inline-block;width:70px;height:6px;background:#eef0f3;border-radius:3px;margin-right:8px;vertical-align:middle;overflow:hidden}
 .bar i{display:block;height:100%;background:#14b8a6}
 .pct{display:inline-block;min-width:48px}
+.dq-detail code{white-space:nowrap;display:inline-block;margin:2px 0}
+.more{margin:10px 0 0;font-size:12.5px;color:#6b7280}
 .notes ul{margin:0;padding-left:18px}
 .notes li{margin:4px 0}
 footer.foot{color:#6b7280;font-size:12px;margin-top:8px;line-height:1.6}
