@@ -122,6 +122,14 @@ def _insert_new_records_generic(conn: sa.Connection, rows: list[dict[str, Any]])
     return {row["request_id"] for row in new_rows}
 
 
+def _clip(text: str, limit: int) -> str:
+    """At most ``limit`` UTF-16 code units (SQL Server's NVARCHAR measure) of ``text``."""
+    text = text[:limit]
+    while len(text.encode("utf-16-le", "surrogatepass")) > 2 * limit:
+        text = text[:-1]
+    return text
+
+
 def raw_digest(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
 
@@ -144,8 +152,8 @@ def _insert_quarantine(
         rows.setdefault(digest, {
             "received_at": received_at,
             "reason": item.reason,
-            "detail": item.detail[:4000],
-            "request_id": (item.request_id or None) and item.request_id[:200],
+            "detail": item.detail.replace("\x00", "")[:4000],  # PostgreSQL text cannot hold NUL
+            "request_id": _clip(item.request_id.replace("\x00", ""), 200) if item.request_id else None,
             "raw": item.raw,
             "raw_sha256": digest,
             "source_partition": item.source_partition,

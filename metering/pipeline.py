@@ -46,6 +46,47 @@ def pricing_model(event: UsageEvent, usage: TokenUsage, mapped_model: str | None
     return usage.model or event.model or mapped_model or event.deployment
 
 
+# What a ``usage_records`` row can hold (db/schema.py; tests/test_record_limits.py keeps the two in
+# step). A value beyond these is bad input: quarantined here, never a storage error that would fail
+# the batch on every redelivery (a poison batch). Text is measured in UTF-16 code units, as SQL
+# Server's NVARCHAR counts them (stricter than PostgreSQL's characters; SQLite does not check).
+TEXT_LIMITS: dict[str, int] = {
+    "request_id": 200, "subscription_id": 200, "subscription_name": 400, "product": 200, "user_id": 200,
+    "api": 200, "operation": 200, "gateway_service": 200, "gateway_region": 100, "backend_id": 200,
+    "backend_region": 100, "deployment": 200, "model": 200, "api_version": 64, "endpoint": 32,
+    "usage_source": 16, "deployment_type": 32, "currency": 3, "price_status": 16, "source_partition": 64,
+}
+MAX_STATUS = 2**31 - 1  # INTEGER
+MAX_TOKENS = 10**12  # no request has a trillion tokens; also keeps every cost far inside NUMERIC(28, 12)
+MAX_SEQUENCE = 2**63 - 1  # BIGINT
+TOKEN_FIELDS = ("prompt_tokens", "cached_tokens", "completion_tokens", "reasoning_tokens", "total_tokens")
+
+
+def _utf16_length(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-16-le", "surrogatepass")) // 2
+
+
+def check_record(record: UsageRecord) -> None:
+    """Raise ``BadEvent`` when a value does not fit its ``usage_records`` column."""
+    for name, limit in TEXT_LIMITS.items():
+        value = getattr(record, name)
+        if value is None:
+            continue
+        if _utf16_length(value) > limit:
+            raise BadEvent("invalid_field", f"{name} is longer than {limit} characters", record.request_id[:200])
+        if "\x00" in value:  # PostgreSQL text cannot hold NUL
+            raise BadEvent("invalid_field", f"{name} contains a NUL character", record.request_id[:200])
+    if record.status_code is not None and not -MAX_STATUS <= record.status_code <= MAX_STATUS:
+        raise BadEvent("invalid_field", f"status {record.status_code} is out of range", record.request_id)
+    for name in TOKEN_FIELDS:
+        if not 0 <= getattr(record, name) <= MAX_TOKENS:
+            raise BadEvent("invalid_usage", f"{name} {getattr(record, name)} is out of range (0 to {MAX_TOKENS:,})",
+                           record.request_id)
+    sequence = record.source_sequence_number
+    if sequence is not None and not -MAX_SEQUENCE <= sequence <= MAX_SEQUENCE:
+        raise BadEvent("invalid_field", f"source sequence number {sequence} is out of range", record.request_id)
+
+
 def build_record(event: UsageEvent, card: RateCard) -> UsageRecord:
     """Usage and price for a decoded event, as the row to store."""
     mapped_model, deployment_type = resolve_deployment(event, card)
@@ -162,6 +203,7 @@ def process_event(raw: RawEvent, card: RateCard, settings: PipelineSettings = DE
         if settings.signing:
             check_signature(raw, event, settings)
         record = build_record(event, card)
+        check_record(record)
         if not event.truncated:
             return EventResult(record=record)
         detail = (f"event cut at {len(raw.body):,} bytes (APIM's 200 KB limit); stored from its header as a "

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import orjson
+import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -138,3 +139,25 @@ def test_no_batch_raises_and_every_event_is_counted_once(bodies, which, redelive
     assert totals.quarantined == len(pure.quarantined)
     assert rows_after - rows_before == totals.inserted
     assert internal_errors == 0
+
+
+@pytest.mark.postgres
+def test_no_batch_raises_on_postgres_either(postgres_url):
+    """PostgreSQL checks what SQLite does not (text lengths, NUL, integer ranges): whatever arrives
+    is a row or a quarantine item there too, never a storage error that would fail the batch forever."""
+    engine = make_engine(postgres_url)
+    upgrade(engine)
+    ingestors = [Ingestor(engine, settings=s) for s in SETTINGS]
+
+    @settings(max_examples=100, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(st.lists(mutated(), min_size=1, max_size=8), st.integers(0, len(SETTINGS) - 1))
+    def batch_on_postgres(bodies, which):
+        totals = ingestors[which].ingest([RawEvent(b) for b in bodies])
+        assert totals.read == (totals.inserted + totals.duplicates + totals.quarantined
+                               + totals.merged + totals.pending + totals.ignored)
+
+    try:
+        batch_on_postgres()
+    finally:
+        engine.dispose()

@@ -115,12 +115,19 @@ def test_storage_failure_leaves_nothing_half_written(engine):
     load_card(engine)
     ingestor = Ingestor(engine)
     ingestor.ingest([raw(v1_event("existing"))])
-    too_long = v1_event("x" * 150, subscription={"id": "s" * 5000})  # exceeds the column on PostgreSQL
+    # A value too long for its column is bad input (quarantined by the pipeline, tests/test_record_limits.py),
+    # so the storage failure is a broken table: the insert of 'new-1' fails.
+    too_long = v1_event("x" * 150, subscription={"id": "s" * 5000})
     batch = [raw(v1_event("new-1")), raw(too_long), RawEvent(b"garbage")]
-    if engine.dialect.name == "sqlite":
-        with engine.begin() as conn:  # SQLite does not enforce lengths: break the table instead
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
             conn.execute(sa.text("CREATE TRIGGER fail_insert BEFORE INSERT ON usage_records "
                                  "WHEN NEW.request_id = 'new-1' BEGIN SELECT RAISE(ABORT, 'disk full'); END"))
+        else:
+            conn.execute(sa.text("CREATE FUNCTION fail_insert() RETURNS trigger LANGUAGE plpgsql AS "
+                                 "$$ BEGIN RAISE EXCEPTION 'disk full'; END $$"))
+            conn.execute(sa.text("CREATE TRIGGER fail_insert BEFORE INSERT ON usage_records FOR EACH ROW "
+                                 "WHEN (NEW.request_id = 'new-1') EXECUTE FUNCTION fail_insert()"))
     try:
         ingestor.ingest(batch)
         raise AssertionError("a storage failure must raise")
