@@ -217,6 +217,30 @@ def process_event(raw: RawEvent, card: RateCard, settings: PipelineSettings = DE
             raw, "internal_error", f"{type(exc).__name__}: {exc}"[:2000], None, settings))
 
 
+def _quarantine_unstorable_llm_usage(outcome: BatchOutcome, first: int, raw: RawEvent) -> None:
+    """LLM-log usage that would not fit ``llm_usage`` (tokens beyond ``MAX_TOKENS``, a NUL or an
+    over-long id) is bad input: quarantined like a metering event, never a storage error."""
+    kept = []
+    for usage in outcome.llm_usage[first:]:
+        problem = None
+        for name in TOKEN_FIELDS:
+            if not 0 <= getattr(usage, name) <= MAX_TOKENS:
+                problem = ("invalid_usage", f"{name} {getattr(usage, name)} is out of range (0 to {MAX_TOKENS:,})")
+        for name in ("request_id", "deployment", "model"):
+            value = getattr(usage, name)
+            if value is not None and (_utf16_length(value) > 200 or "\x00" in value):
+                problem = ("invalid_field", f"LLM log {name} is longer than 200 characters or contains NUL")
+        if problem is None:
+            kept.append(usage)
+            continue
+        outcome.quarantined.append(Quarantined(
+            reason=problem[0], detail=problem[1], raw=b'{"records":[' + usage.raw + b"]}",
+            request_id=usage.request_id, source_partition=raw.source_partition,
+            source_sequence_number=raw.source_sequence_number,
+        ))
+    outcome.llm_usage[first:] = kept
+
+
 def process_batch(
     raws: Iterable[RawEvent], card: RateCard, settings: PipelineSettings = DEFAULT_SETTINGS
 ) -> BatchOutcome:
@@ -230,8 +254,9 @@ def process_batch(
     outcome = BatchOutcome()
     for raw in raws:
         if is_records_envelope(raw.body):  # APIM diagnostic logs: LLM token usage by request id
-            first = len(outcome.quarantined)
+            first, first_usage = len(outcome.quarantined), len(outcome.llm_usage)
             add_log_records(outcome, raw)
+            _quarantine_unstorable_llm_usage(outcome, first_usage, raw)
             if settings.redact_payloads:
                 outcome.quarantined[first:] = [redacted(q) for q in outcome.quarantined[first:]]
             continue

@@ -58,7 +58,16 @@ json_values = st.recursive(
 @st.composite
 def mutated(draw) -> bytes:
     body = draw(st.sampled_from(BASES))
-    kind = draw(st.sampled_from(["as_is", "truncate", "bytes", "reencode", "field", "usage", "random", "bom"]))
+    kind = draw(st.sampled_from(["as_is", "truncate", "bytes", "reencode", "field", "usage", "random", "bom", "llm"]))
+    if kind == "llm":  # an APIM diagnostic-log envelope with odd values in its LLM record
+        fields = draw(st.dictionaries(st.sampled_from(["promptTokens", "completionTokens", "totalTokens",
+                                                       "promptCachedTokens", "deploymentName", "modelName"]),
+                                      json_values | st.integers(-5, 2**64), max_size=3))
+        request_id = draw(st.text(min_size=1, max_size=8) | st.sampled_from(["fuzz-plain", "r" * 250]))
+        try:
+            return envelope(llm_record(request_id, **fields))
+        except TypeError:  # an integer beyond 64 bits
+            return envelope(llm_record(request_id))
     if kind == "truncate":
         return body[: draw(st.integers(0, len(body)))]
     if kind == "bytes":

@@ -58,3 +58,20 @@ def test_quarantine_request_ids_fit_nvarchar_200():
     from db.store import _clip
 
     assert _clip("😀" * 150, 200) == "😀" * 100 and _clip("a" * 300, 200) == "a" * 200
+
+
+@pytest.mark.parametrize("record, reason", [
+    (dict(request_id="huge", prompt=10**19), "invalid_usage"),
+    (dict(request_id="nul\u0000id"), "invalid_field"),
+])
+def test_llm_log_usage_that_cannot_be_stored_is_quarantined(engine, record, reason):
+    from llm_records import envelope, llm_record
+
+    record = dict(record)
+    request_id = record.pop("request_id")
+    body = envelope(llm_record(request_id, record.get("prompt", 10), 5), llm_record("fine", 10, 5))
+    totals = Ingestor(engine).ingest([RawEvent(body)])
+    assert totals.read == 2 == totals.quarantined + totals.pending
+    assert (totals.quarantined, totals.pending) == (1, 1)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(quarantine.c.reason)).scalar_one() == reason
