@@ -102,8 +102,10 @@ def handle_events(events: list[func.EventHubEvent]) -> IngestTotals:
     raws = [to_raw_event(event) for event in events]
     totals = get_ingestor().ingest(raws)
     log.info(
-        "metering batch: read=%d inserted=%d duplicates=%d quarantined=%d truncated=%d tokens=%d",
-        totals.read, totals.inserted, totals.duplicates, totals.quarantined, totals.truncated, totals.tokens,
+        "metering batch: read=%d inserted=%d duplicates=%d quarantined=%d truncated=%d"
+        " llm_merged=%d llm_pending=%d llm_ignored=%d tokens=%d",
+        totals.read, totals.inserted, totals.duplicates, totals.quarantined, totals.truncated,
+        totals.merged, totals.pending, totals.ignored, totals.tokens,
     )
     return totals
 
