@@ -30,7 +30,6 @@ test: install
 bench: install
 	$(BIN)/python bench/bench_stream.py
 	$(BIN)/python bench/bench_pipeline.py
-	$(BIN)/python bench/bench_stream.py
 
 samples: install
 	$(BIN)/python samples/generate.py
