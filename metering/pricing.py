@@ -34,6 +34,7 @@ from metering.model import (
     TokenUsage,
     UsageEvent,
 )
+from metering.usage import is_billable  # re-exported: the one billability rule lives with usage
 
 ONE_MILLION = Decimal(1_000_000)
 # One or more version segments after a card model: "-2024-11-20", "-0613", "-preview".
@@ -148,17 +149,6 @@ class RateCard:
 
 def _threshold(rate: Rate) -> int:
     return rate.min_prompt_tokens or 0
-
-
-def is_billable(event: UsageEvent) -> bool:
-    """Whether Azure bills this request: successes do; throttled (429), failed (5xx) and rejected
-    (4xx) requests do not, except a 400 content-filter rejection, whose prompt is billed."""
-    status = event.status_code
-    if status is None or 200 <= status < 300:
-        return True
-    if status == 400:
-        return "content_filter" in (event.response or "")
-    return False
 
 
 def compute_cost(usage: TokenUsage, rate: Rate) -> tuple[Decimal, Decimal, Decimal]:

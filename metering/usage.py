@@ -175,9 +175,19 @@ def _prompt_count(endpoint: str, request: dict[str, Any], model: str | None) -> 
     return None
 
 
-def _not_billable(status: int | None, content_filtered: bool) -> bool:
-    """Failed requests consume no tokens, except a 400 content-filter rejection (prompt billed)."""
-    return status is not None and status >= 400 and not content_filtered
+def is_billable(event: UsageEvent) -> bool:
+    """Whether Azure bills this request: successes (and an unknown status) do; throttled (429),
+    failed (5xx) and rejected (other 4xx) requests do not, except a 400 content-filter rejection,
+    whose prompt was processed. The one rule for both the usage and the price stage."""
+    status = event.status_code
+    if status is None or 200 <= status < 300:
+        return True
+    if status != 400:
+        return False
+    body = response_json(event)
+    if body is not None:
+        return is_content_filter_rejection(status, body)
+    return "content_filter" in (event.response or "")  # a cut or unparsable error body
 
 
 def resolve_usage(event: UsageEvent, model_hint: str | None = None) -> TokenUsage:
@@ -207,10 +217,10 @@ def resolve_usage(event: UsageEvent, model_hint: str | None = None) -> TokenUsag
         if usage is not None:
             return usage
 
+    if not is_billable(event):
+        return NO_USAGE
     body = response_json(event) if stream is None else None
     content_filtered = is_content_filter_rejection(event.status_code, body)
-    if _not_billable(event.status_code, content_filtered):
-        return NO_USAGE
 
     notes: list[str] = []
     response: RebuiltStream | None = stream
