@@ -10,8 +10,9 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -215,32 +216,28 @@ def cmd_rates_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_deployments_import(args: argparse.Namespace) -> int:
+def _import_mappings(args: argparse.Namespace, parse: Callable[..., list[Any]],
+                     replace: Callable[[sa.Connection, list[Any]], int], noun: str) -> int:
+    """Parse a mapping CSV (every problem reported), then upsert it in one transaction."""
     text = _read_text(args.file)
     try:
-        mappings = parse_deployments_csv(text, source=args.file)
+        rows = parse(text, source=args.file)
     except RateCardError as exc:
-        raise UsageError(f"deployments not imported:\n{exc}") from None
+        raise UsageError(f"{noun}s not imported:\n{exc}") from None
     engine = _engine(args)
     _require_schema(engine)
     with engine.begin() as conn:
-        count = store.replace_deployments(conn, mappings)
-    _out(f"imported {count} deployment mapping(s) from {args.file}\n")
+        count = replace(conn, rows)
+    _out(f"imported {count} {noun} mapping(s) from {args.file}\n")
     return 0
+
+
+def cmd_deployments_import(args: argparse.Namespace) -> int:
+    return _import_mappings(args, parse_deployments_csv, store.replace_deployments, "deployment")
 
 
 def cmd_subscriptions_import(args: argparse.Namespace) -> int:
-    text = _read_text(args.file)
-    try:
-        rows = parse_subscriptions_csv(text, source=args.file)
-    except RateCardError as exc:
-        raise UsageError(f"subscriptions not imported:\n{exc}") from None
-    engine = _engine(args)
-    _require_schema(engine)
-    with engine.begin() as conn:
-        count = store.replace_subscriptions(conn, rows)
-    _out(f"imported {count} subscription mapping(s) from {args.file}\n")
-    return 0
+    return _import_mappings(args, parse_subscriptions_csv, store.replace_subscriptions, "subscription")
 
 
 def cmd_reprice(args: argparse.Namespace) -> int:
