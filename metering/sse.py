@@ -240,6 +240,12 @@ class _Builder:
                             acc.text.append(content)
                         else:
                             self.note("odd_delta_content")
+                    if len(delta) == 1 and content is not None:
+                        # The common chunk: {"content": "..."} alone (no refusal, tools or function).
+                        finish = choice.get("finish_reason")
+                        if finish and type(finish) is str:
+                            acc.finish = finish
+                        continue
                     refusal = delta.get("refusal")
                     if refusal and type(refusal) is str:
                         acc.refusal.append(refusal)
