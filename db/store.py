@@ -22,6 +22,7 @@ from db.llm_usage import begin_llm_merge, finish_llm_merge
 from db.schema import deployments, quarantine, rates, subscriptions, usage_records
 from metering.model import BatchOutcome, DeploymentMapping, Quarantined, Rate, StoreResult, UsageRecord
 from metering.pricing import RateCard
+from metering.rates import rate_key
 
 RECORD_FIELDS = tuple(f.name for f in fields(UsageRecord))
 # SQL Server allows 2,100 parameters per statement; stay well below for IN (...) lists.
@@ -245,26 +246,25 @@ def load_rate_card(conn: sa.Connection) -> RateCard:
     return RateCard(card_rates, mappings)
 
 
-def _same_key(rate: Rate) -> sa.ColumnElement[bool]:
-    """Same model, type, region and long-context tier (different thresholds are different rows)."""
-    region = rates.c.region.is_(None) if rate.region is None else rates.c.region == rate.region
-    tier = (
-        rates.c.min_prompt_tokens.is_(None) if rate.min_prompt_tokens is None
-        else rates.c.min_prompt_tokens == rate.min_prompt_tokens
-    )
-    return sa.and_(rates.c.model == rate.model, rates.c.deployment_type == rate.deployment_type, region, tier)
-
-
 def replace_rates(conn: sa.Connection, new_rates: Sequence[Rate]) -> tuple[int, int]:
     """Import rates: a row with the same model, type, region and ``effective_from`` as a stored one
-    replaces it; others are added. Returns (added, replaced). Overlaps are checked by the caller."""
+    replaces it; others are added. Returns (added, replaced). Overlaps are checked by the caller.
+
+    "Same" is ``metering.rates.rate_key``, the key the overlap check and pricing use: model names
+    compare case-insensitively and regions as normalised (``East US 2`` = ``eastus2``). Matching the
+    stored spelling exactly instead would add a second row for one key, and the older price would
+    keep winning at lookup."""
+    by_key: dict[tuple[Any, datetime], int] = {}
+    for stored in stored_rates(conn):
+        if stored.id is not None:
+            by_key.setdefault((rate_key(stored), stored.effective_from), stored.id)
     added = replaced = 0
     for rate in new_rates:
         values = {k: v for k, v in asdict(rate).items() if k != "id"}
-        match = sa.and_(_same_key(rate), rates.c.effective_from == rate.effective_from)
-        existing = conn.execute(sa.select(rates.c.id).where(match)).scalar()
+        existing = by_key.get((rate_key(rate), rate.effective_from))
         if existing is None:
-            conn.execute(rates.insert().values(**values))
+            result = conn.execute(rates.insert().values(**values))
+            by_key[(rate_key(rate), rate.effective_from)] = result.inserted_primary_key[0]
             added += 1
         else:
             conn.execute(rates.update().where(rates.c.id == existing).values(**values))
