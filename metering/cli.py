@@ -47,7 +47,19 @@ class FetchFailed(Exception):
 
 
 def _engine(args: argparse.Namespace) -> Engine:
-    return make_engine(database_url(args.db))
+    """The engine for ``--db`` / ``METERING_DATABASE_URL``; a URL that cannot be used is bad input
+    (the message never repeats the URL, which may carry a password)."""
+    try:
+        return make_engine(database_url(args.db))
+    except sa.exc.NoSuchModuleError as exc:  # a dialect or driver SQLAlchemy does not know
+        raise UsageError(f"--db / METERING_DATABASE_URL: not a usable database URL ({exc}); "
+                         "expected e.g. sqlite:///metering.db or postgresql+psycopg://user@host/db") from None
+    except sa.exc.ArgumentError:
+        raise UsageError("--db / METERING_DATABASE_URL: not a database URL; expected e.g. sqlite:///metering.db, "
+                         "postgresql+psycopg://user@host/db or mssql+pyodbc://@server/db?driver=...") from None
+    except ImportError as exc:  # a known dialect whose driver package is not installed
+        raise UsageError(f"--db / METERING_DATABASE_URL: the database URL's driver is not installed ({exc.name or exc})"
+                         ) from None
 
 
 def _require_schema(engine: Engine) -> None:
