@@ -25,6 +25,9 @@ LEGACY_KEY_PREFIX = "legacy-"
 
 _DEPLOYMENT_IN_URL = re.compile(r"/deployments/([^/?#]+)")
 _API_VERSION_IN_URL = re.compile(r"[?&]api-version=([^&#]+)")
+# ASCII only (str.isdigit() also accepts "²", which int() rejects, and "٣"); at most 30 digits, far beyond
+# any column, and below the length at which int() refuses to convert a string.
+_INTEGER_TEXT = re.compile(r"-?[0-9]{1,30}")
 
 
 # --------------------------------------------------------------------------- bytes → object
@@ -52,6 +55,12 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
 # --------------------------------------------------------------------------- typed field readers
 
 
+def integer_text(value: str) -> int | None:
+    """The integer a string spells in plain ASCII digits (an optional ``-``, blanks around), else ``None``."""
+    text = value.strip()
+    return int(text) if _INTEGER_TEXT.fullmatch(text) else None
+
+
 def _str(obj: dict[str, Any], key: str, *, where: str = "") -> str | None:
     value = obj.get(key)
     if value is None or isinstance(value, str):
@@ -71,8 +80,8 @@ def _int(obj: dict[str, Any], key: str) -> int | None:
         return value
     if isinstance(value, float) and value == value and abs(value) < 1e15:
         return round(value)  # APIM's context.Elapsed.TotalMilliseconds is a double
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
+    if isinstance(value, str) and (number := integer_text(value)) is not None:
+        return number
     raise BadEvent("invalid_field", f"{key} must be an integer, got {value!r:.40}")
 
 

@@ -42,7 +42,7 @@ from typing import Any
 
 import orjson
 
-from metering.decode import UTF8_BOM, parse_time
+from metering.decode import UTF8_BOM, integer_text, parse_time
 from metering.model import BadEvent, BatchOutcome, Quarantined, RawEvent, TokenUsage, UsageRecord
 from metering.pricing import RateCard, price_tokens
 from metering.reprice import stored_billable
@@ -102,8 +102,8 @@ def _tokens(fields: dict[str, Any], *names: str) -> int | None:
             raise BadEvent("invalid_usage", f"{name} must be a number, got a boolean")
         if isinstance(value, float) and value.is_integer():
             value = int(value)
-        if isinstance(value, str) and value.strip().isdigit():
-            value = int(value.strip())
+        if isinstance(value, str) and (number := integer_text(value)) is not None:
+            value = number
         if not isinstance(value, int):
             raise BadEvent("invalid_usage", f"{name} must be a whole number, got {value!r:.40}")
         if value < 0:

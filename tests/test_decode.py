@@ -170,3 +170,18 @@ def test_azure_stream_first_chunk_with_empty_object_still_classifies_as_chat():
         "data: [DONE]\n\n"
     )
     assert classify_endpoint(None, None, None, stream) == "chat.completions"
+
+
+@pytest.mark.parametrize("text", ["²", "--5", "٣٠٠", "1_000", "+-3", "9" * 5000])
+def test_integer_text_is_ascii_digits_or_a_clear_invalid_field(text):
+    """A string number must be plain ASCII digits: anything else is bad input (invalid_field),
+    not a crash of int() quarantined as internal_error, and not a status read from other scripts."""
+    from metering.model import RawEvent
+    from metering.pipeline import process_event
+    from metering.pricing import RateCard
+
+    result = process_event(RawEvent(encode(v1_event("req-int", status=text))), RateCard())
+    assert result.record is None
+    assert result.quarantined is not None and result.quarantined.reason == "invalid_field"
+    assert decode_event(encode(v1_event("req-int", status=" 200 "))).status_code == 200
+    assert decode_event(encode(v1_event("req-int", durationMs="-12"))).duration_ms == -12

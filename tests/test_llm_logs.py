@@ -323,3 +323,15 @@ def test_merge_keeps_the_rows_billability_and_deployment_type():
     unknown_model = merge_usage(row, replace(usage, model="mystery-model"), card)
     assert (unknown_model.model, unknown_model.price_status, unknown_model.total_cost) == ("mystery-model", "no_rate", None)
     assert merge_usage(replace(row, usage_source="reported"), usage, card) is None
+
+
+@pytest.mark.parametrize("text", ["²", "٣٠٠", "1_000"])
+def test_llm_token_counts_as_text_must_be_ascii_digits(text):
+    record = llm_record("req-text-tokens")
+    record["properties"]["promptTokens"] = text
+    outcome = process_batch([RawEvent(envelope(record))], RateCard())
+    assert not outcome.llm_usage
+    assert [q.reason for q in outcome.quarantined] == ["invalid_usage"]
+    record["properties"]["promptTokens"] = " 1200 "
+    ok = process_batch([RawEvent(envelope(record))], RateCard())
+    assert [u.prompt_tokens for u in ok.llm_usage] == [1200]
