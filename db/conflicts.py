@@ -22,7 +22,10 @@ POSTGRES_CONFLICTS = frozenset({"40P01", "40001", "23505"})
 # SQL Server native errors: deadlock victim, duplicate key in a unique index / constraint, lock
 # request time-out. pyodbc reports them in the message as "(1205)"; pymssql as args[0].
 MSSQL_CONFLICTS = frozenset({1205, 2601, 2627, 1222})
-_MSSQL_NUMBER = re.compile(r"\((\d{3,5})\)")
+# pyodbc writes each diagnostic record as "[SQLSTATE] message (native error) (SQLFunction)", records
+# joined by "; ". Only the number in that position is the error: a number in parentheses inside the
+# message text (a duplicate key value, a truncated value such as "(1205)") is data.
+_MSSQL_NUMBER = re.compile(r"\((\d{3,5})\)(?=\s*(?:\(SQL\w*\)|;|$))")
 
 
 def is_write_conflict(exc: BaseException) -> bool:

@@ -48,6 +48,16 @@ class PgError(Exception):
         (Exception("23000", "[23000] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]Cannot insert the value NULL "
                             "into column 'event_time' (515) (SQLExecDirectW)"), False),
         (Exception("08S01", "[08S01] [Microsoft][ODBC Driver 18 for SQL Server]Communication link failure (0)"), False),
+        # a number in parentheses in the message's data is not the error number (2628: truncation)
+        (Exception("22001", "[22001] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]String or binary data would "
+                            "be truncated in table 'metering.dbo.usage_records', column 'model'. Truncated value: "
+                            "'gpt (1205)'. (2628) (SQLExecute); [01000] [Microsoft][ODBC Driver 18 for SQL Server]"
+                            "[SQL Server]The statement has been terminated. (3621)"), False),
+        (Exception("23000", "[23000] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]Violation of UNIQUE KEY "
+                            "constraint 'uq_llm_usage_request_id'. Cannot insert duplicate key in object "
+                            "'dbo.llm_usage'. The duplicate key value is (4711). (2627) (SQLExecute); [01000] "
+                            "[Microsoft][ODBC Driver 18 for SQL Server][SQL Server]The statement has been "
+                            "terminated. (3621)"), True),
         (Exception(1205, b"Transaction was deadlocked"), True),  # pymssql
         (Exception(2627, b"Violation of PRIMARY KEY constraint"), True),
         (Exception(4060, b"Cannot open database"), False),
