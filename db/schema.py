@@ -90,13 +90,20 @@ def text(length: int) -> sa.Unicode:
     return sa.Unicode(length)
 
 
+def request_key() -> sa.types.TypeEngine[Any]:
+    """A request id (at most 200 characters): binary collation on SQL Server, so that ids compare
+    exactly as in Python, SQLite and PostgreSQL (Azure SQL's default collation is case-insensitive:
+    ``ABC`` and ``abc`` would be one key to the unique constraint and two to the batch)."""
+    return sa.Unicode(200).with_variant(mssql.NVARCHAR(200, collation="Latin1_General_100_BIN2"), "mssql")
+
+
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 usage_records = sa.Table(
     "usage_records",
     metadata,
     sa.Column("id", BigId, primary_key=True, autoincrement=True),
-    sa.Column("request_id", text(200), nullable=False),
+    sa.Column("request_id", request_key(), nullable=False),
     sa.Column("event_time", UtcDateTime(), nullable=False),
     sa.Column("subscription_id", text(200)),
     sa.Column("subscription_name", text(400)),
@@ -182,7 +189,7 @@ quarantine = sa.Table(
     sa.Column("received_at", UtcDateTime(), nullable=False),
     sa.Column("reason", sa.String(64), nullable=False),
     sa.Column("detail", sa.UnicodeText().with_variant(mssql.NVARCHAR("max"), "mssql")),
-    sa.Column("request_id", text(200)),
+    sa.Column("request_id", request_key()),
     sa.Column("raw", sa.LargeBinary().with_variant(mssql.VARBINARY("max"), "mssql"), nullable=False),
     sa.Column("raw_sha256", sa.String(64), nullable=False),
     sa.Column("source_partition", sa.String(64)),
@@ -199,7 +206,7 @@ llm_usage = sa.Table(
     "llm_usage",
     metadata,
     sa.Column("id", BigId, primary_key=True, autoincrement=True),
-    sa.Column("request_id", text(200), nullable=False),
+    sa.Column("request_id", request_key(), nullable=False),
     sa.Column("event_time", UtcDateTime()),
     sa.Column("deployment", text(200)),
     sa.Column("model", text(200)),

@@ -55,7 +55,7 @@ def test_downgrade_removes_everything(db_url):
 def test_offline_sql_for_azure_sql():
     ddl = offline_sql("mssql+pyodbc://")
     assert "CREATE TABLE usage_records" in ddl
-    assert "request_id NVARCHAR(200) NOT NULL" in ddl
+    assert "request_id NVARCHAR(200) COLLATE Latin1_General_100_BIN2 NOT NULL" in ddl
     assert "total_cost NUMERIC(28, 12)" in ddl
     assert "raw VARBINARY(max) NOT NULL" in ddl
     assert "event_time DATETIME2 NOT NULL" in ddl and "detail NVARCHAR(max) NULL" in ddl

@@ -32,6 +32,14 @@ def Text(length: int) -> sa.types.TypeEngine:
     return sa.Unicode(length)
 
 
+def RequestKey() -> sa.types.TypeEngine:
+    """A request id: NVARCHAR(200) with a binary collation on SQL Server, so that it compares as on
+    SQLite and PostgreSQL and in Python (``ABC`` and ``abc`` are two requests). Under Azure SQL's
+    default case-insensitive collation the unique constraint would reject the second as a duplicate
+    key, and the batch would fail on every redelivery."""
+    return sa.Unicode(200).with_variant(mssql.NVARCHAR(200, collation="Latin1_General_100_BIN2"), "mssql")
+
+
 def Timestamp() -> sa.types.TypeEngine:
     """UTC instants without zone; DATETIME2 on SQL Server (DATETIME only keeps 1/300 s)."""
     return sa.DateTime().with_variant(mssql.DATETIME2(), "mssql")
@@ -126,7 +134,7 @@ def upgrade() -> None:
     op.create_table(
         "usage_records",
         sa.Column("id", BigId, primary_key=True, autoincrement=True),
-        sa.Column("request_id", Text(200), nullable=False),
+        sa.Column("request_id", RequestKey(), nullable=False),
         sa.Column("event_time", Timestamp(), nullable=False),
         sa.Column("subscription_id", Text(200)),
         sa.Column("subscription_name", Text(400)),
@@ -207,7 +215,7 @@ def upgrade() -> None:
         sa.Column("received_at", Timestamp(), nullable=False),
         sa.Column("reason", sa.String(64), nullable=False),
         sa.Column("detail", LongText()),
-        sa.Column("request_id", Text(200)),
+        sa.Column("request_id", RequestKey()),
         sa.Column("raw", Bytes(), nullable=False),
         sa.Column("raw_sha256", sa.String(64), nullable=False),
         sa.Column("source_partition", sa.String(64)),

@@ -28,6 +28,11 @@ def Text(length: int) -> sa.types.TypeEngine:
     return sa.Unicode(length)
 
 
+def RequestKey() -> sa.types.TypeEngine:
+    """As in 0001: binary collation on SQL Server (case-sensitive, like the other databases)."""
+    return sa.Unicode(200).with_variant(mssql.NVARCHAR(200, collation="Latin1_General_100_BIN2"), "mssql")
+
+
 def Timestamp() -> sa.types.TypeEngine:
     return sa.DateTime().with_variant(mssql.DATETIME2(), "mssql")
 
@@ -40,7 +45,7 @@ def upgrade() -> None:
     op.create_table(
         "llm_usage",
         sa.Column("id", BigId, primary_key=True, autoincrement=True),
-        sa.Column("request_id", Text(200), nullable=False),
+        sa.Column("request_id", RequestKey(), nullable=False),
         sa.Column("event_time", Timestamp()),
         sa.Column("deployment", Text(200)),
         sa.Column("model", Text(200)),
