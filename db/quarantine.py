@@ -61,13 +61,16 @@ def _row(row: Any) -> QuarantineRow:
 def summary(conn: sa.Connection, *, include_resolved: bool = False) -> list[ReasonSummary]:
     """Per reason: unresolved and resolved counts, oldest and newest ``received_at``, raw bytes."""
     unresolved = sa.case((quarantine.c.resolved_at.is_(None), 1), else_=0)
+    # Bytes: LENGTH of a BLOB/bytea elsewhere; SQL Server's LEN counts characters and ignores trailing
+    # spaces, DATALENGTH counts the bytes of the VARBINARY(max) (and returns BIGINT: no SUM overflow).
+    size = sa.func.datalength(quarantine.c.raw) if conn.dialect.name == "mssql" else sa.func.length(quarantine.c.raw)
     statement = sa.select(
         quarantine.c.reason,
         sa.func.sum(unresolved).label("unresolved"),
         sa.func.count().label("total"),
         sa.func.min(quarantine.c.received_at).label("oldest"),
         sa.func.max(quarantine.c.received_at).label("newest"),
-        sa.func.sum(sa.func.length(quarantine.c.raw)).label("bytes"),
+        sa.func.sum(size).label("bytes"),
     ).group_by(quarantine.c.reason).order_by(quarantine.c.reason)
     if not include_resolved:
         statement = statement.where(quarantine.c.resolved_at.is_(None))

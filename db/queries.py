@@ -1,8 +1,9 @@
 """Read-side queries: usage aggregated by any chargeback dimensions over a period, the token
 shares of provisioned (PTU) deployments, and the token-level rows of the FOCUS export.
 
-Money is summed in Python from the stored exact decimals (SQLite has no exact SUM), never as
-floats; SQL only counts and sums integers."""
+Money is never added as floats: SQL Server and PostgreSQL sum their ``NUMERIC`` exactly in the
+grouped query; on SQLite (money stored as decimal text, no exact SUM) it is summed in Python from
+the stored exact decimals."""
 
 from __future__ import annotations
 
@@ -29,11 +30,19 @@ def _constant(text: str) -> sa.ColumnElement[Any]:
     return sa.literal_column(f"'{text}'", sa.String())
 
 
+def _convert_iso(length: int) -> sa.ColumnElement[Any]:
+    """SQL Server: the first ``length`` characters of the ISO 8601 text of ``event_time`` (7: month,
+    10: day), as the views write it. ``CONVERT`` with style 126 is a built-in; ``FORMAT`` runs in the
+    CLR, one call per row, many times slower over a month of rows."""
+    return sa.func.convert(sa.literal_column(f"CHAR({length})"), u.c.event_time, sa.literal_column("126"),
+                           type_=sa.String())
+
+
 def _month(dialect: str) -> sa.ColumnElement[Any]:
     if dialect == "sqlite":
         return sa.func.strftime(_constant("%Y-%m"), u.c.event_time)
     if dialect == "mssql":
-        return sa.func.format(u.c.event_time, _constant("yyyy-MM"))
+        return _convert_iso(7)
     return sa.func.to_char(u.c.event_time, _constant("YYYY-MM"))
 
 
@@ -41,7 +50,7 @@ def _day(dialect: str) -> sa.ColumnElement[Any]:
     if dialect == "sqlite":
         return sa.func.date(u.c.event_time)
     if dialect == "mssql":
-        return sa.func.format(u.c.event_time, _constant("yyyy-MM-dd"))
+        return _convert_iso(10)
     return sa.func.to_char(u.c.event_time, _constant("YYYY-MM-DD"))
 
 
@@ -95,6 +104,17 @@ def _period(since: datetime | None, until: datetime | None) -> list[sa.ColumnEle
 
 def _source() -> sa.FromClause:
     return u.outerjoin(s, s.c.subscription_id == u.c.subscription_id)
+
+
+def _sums_money_exactly(conn: sa.Connection) -> bool:
+    """Whether the server adds money exactly (``NUMERIC``), so that it can be summed in the grouped
+    query itself. That matters on SQL Server: a case-insensitive collation groups ``GPT4o`` with
+    ``gpt4o`` (and ``x`` with ``x ``), so rows streamed by a second query would not find their group."""
+    return conn.dialect.name != "sqlite"
+
+
+def _money_sum(column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    return sa.func.coalesce(sa.func.sum(column), 0, type_=column.type)
 
 
 def _add_exact_costs(
@@ -155,6 +175,10 @@ def usage_summary(
         _flag(PROVISIONED, u.c.total_tokens).label("provisioned_tokens"),
         sa.func.max(u.c.currency).label("currency"),
     ]
+    costs = {"cost": u.c.total_cost}
+    in_sql = _sums_money_exactly(conn)
+    if in_sql:
+        measures += [_money_sum(column).label(name) for name, column in costs.items()]
     where = _period(since, until)
     grouped = sa.select(*keys, *measures).select_from(_source()).where(*where)
     if keys:
@@ -162,7 +186,8 @@ def usage_summary(
     rows = {tuple(row[:len(keys)]): dict(row._mapping) for row in conn.execute(grouped)}
     if not keys and rows and next(iter(rows.values()))["requests"] == 0:
         rows = {}  # an aggregate without GROUP BY yields one row even over no data
-    _add_exact_costs(conn, rows, keys, where, {"cost": u.c.total_cost})
+    if not in_sql:
+        _add_exact_costs(conn, rows, keys, where, costs)
     return sorted(rows.values(), key=lambda row: tuple(str(row[d]) for d in dimensions))
 
 
@@ -220,6 +245,13 @@ def focus_usage(conn: sa.Connection, since: datetime | None, until: datetime | N
     }
     keys = [expression.label(name) for name, expression in keys_by_name.items()]
     estimated_prompt = _flag(ESTIMATED, u.c.prompt_tokens - u.c.cached_tokens)
+    costs = {
+        "input_cost": u.c.input_cost,
+        "cached_input_cost": u.c.cached_input_cost,
+        "output_cost": u.c.output_cost,
+    }
+    in_sql = _sums_money_exactly(conn)
+    money = [_money_sum(column).label(name) for name, column in costs.items()] if in_sql else []
     query = (
         sa.select(
             *keys,
@@ -231,17 +263,15 @@ def focus_usage(conn: sa.Connection, since: datetime | None, until: datetime | N
             estimated_prompt.label("estimated_input_tokens"),
             _flag(ESTIMATED, u.c.cached_tokens).label("estimated_cached_input_tokens"),
             _flag(ESTIMATED, u.c.completion_tokens).label("estimated_output_tokens"),
+            *money,
         )
         .select_from(_source())
         .where(*_period(since, until))
         .group_by(*keys_by_name.values())
     )
     rows = {tuple(row[:len(keys)]): dict(row._mapping) for row in conn.execute(query)}
-    _add_exact_costs(conn, rows, keys, _period(since, until), {
-        "input_cost": u.c.input_cost,
-        "cached_input_cost": u.c.cached_input_cost,
-        "output_cost": u.c.output_cost,
-    })
+    if not in_sql:
+        _add_exact_costs(conn, rows, keys, _period(since, until), costs)
     rate_ids = {row["rate_id"] for row in rows.values() if row["rate_id"] is not None}
     card: dict[int, dict[str, Any]] = {}
     if rate_ids:
@@ -291,7 +321,9 @@ def data_models_without_rate(
 ) -> list[dict[str, Any]]:
     """Models seen in usage (in the period, when given) whose requests could not be priced for
     want of a rate."""
-    model = sa.func.coalesce(u.c.model, "(unknown)")  # one expression object: one bound parameter
+    # The constant in the SQL text, not a bound parameter: pyodbc sends one ``?`` per occurrence, and
+    # SQL Server rejects ``coalesce(model, @P1)`` in SELECT with ``coalesce(model, @P2)`` in GROUP BY.
+    model = sa.func.coalesce(u.c.model, _constant("(unknown)"))
     query = (
         sa.select(
             model.label("model"),
