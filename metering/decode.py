@@ -309,7 +309,8 @@ def legacy_request_id(obj: dict[str, Any]) -> str:
 
 def _decode_legacy(obj: dict[str, Any]) -> UsageEvent:
     fields = _ci(obj)
-    request_id = _str(fields, "requestid") or legacy_request_id(obj)
+    # Stripped like v1 ids: SQL Server compares 'x' and 'x ' as equal even under a binary collation.
+    request_id = (_str(fields, "requestid") or "").strip() or legacy_request_id(obj)
     try:
         time_value = fields.get("exectimeutc") or fields.get("eventtime") or fields.get("timestamp")
         if time_value is None:

@@ -185,3 +185,8 @@ def test_integer_text_is_ascii_digits_or_a_clear_invalid_field(text):
     assert result.quarantined is not None and result.quarantined.reason == "invalid_field"
     assert decode_event(encode(v1_event("req-int", status=" 200 "))).status_code == 200
     assert decode_event(encode(v1_event("req-int", durationMs="-12"))).duration_ms == -12
+
+
+def test_community_format_request_id_is_stripped_like_v1():
+    event = decode_event(encode(dict(legacy_event(), RequestId="  8c1f-0042  ")))
+    assert event.request_id == "8c1f-0042"
