@@ -3,7 +3,8 @@
 Rows are read in keyset order (``id > last id``, ``batch_size`` at a time), each batch in its own
 transaction, so a run over millions of rows holds no long lock and can be stopped and rerun. Each
 row is repriced by ``metering.reprice.reprice_row`` (the same pricing as ingest) and updated only
-when one of its price columns actually differs, so a second run changes nothing.
+when one of its price columns actually differs, so a second run changes nothing, and only while its
+tokens are still those the price was computed from (``INPUT_COLUMNS``).
 """
 
 from __future__ import annotations
@@ -23,9 +24,14 @@ DEFAULT_BATCH_SIZE = 5000
 
 _u = usage_records
 _SELECT = sa.select(*(_u.c[name] for name in STORED_COLUMNS))
+# The price is computed from these columns as read. A concurrent writer may change them between the
+# read and the write (the Function merging APIM LLM-log usage: reported tokens, repriced by itself);
+# the update then matches nothing instead of writing a price computed from the old tokens.
+INPUT_COLUMNS = ("usage_source", "prompt_tokens", "cached_tokens", "completion_tokens", "reasoning_tokens")
 _UPDATE = (
     _u.update()
-    .where(_u.c.id == sa.bindparam("row_id"))
+    .where(_u.c.id == sa.bindparam("row_id"),
+           *(_u.c[name] == sa.bindparam(f"old_{name}") for name in INPUT_COLUMNS))
     .values({name: sa.bindparam(f"new_{name}") for name in PRICE_COLUMNS})
 )
 
@@ -67,7 +73,8 @@ def reprice(
                 changes = changed_columns(row, new)
                 summary.add(row, new, changes)
                 if changes:
-                    updates.append({"row_id": row.id, **{f"new_{k}": v for k, v in new.columns().items()}})
+                    updates.append({"row_id": row.id, **{f"old_{k}": getattr(row, k) for k in INPUT_COLUMNS},
+                                    **{f"new_{k}": v for k, v in new.columns().items()}})
             if updates and not dry_run:
                 conn.execute(_UPDATE, updates)
         summary.batches += 1

@@ -291,3 +291,36 @@ def test_tiers_are_separate_rows_in_the_database_and_reimport_replaces_them(engi
     load(engine)
     gpt5 = sorted((r.min_prompt_tokens or 0, r.input_per_1m) for r in card_of(engine).rates if r.model == "gpt-5")
     assert gpt5 == [(0, Decimal("1.25")), (272_000, Decimal("2.50"))]
+
+
+def test_reprice_never_writes_a_price_computed_from_tokens_that_changed_meanwhile(postgres_engine, monkeypatch):
+    """A Function merging APIM LLM-log usage into a row while `metering reprice` works on the same
+    batch: reprice must not overwrite the merged row's price with one computed from its old tokens."""
+    import db.reprice as db_reprice
+    from llm_records import envelope, llm_record
+
+    engine = postgres_engine
+    partial = v1_event("race-1", usage=None, stream=True, capture="request", model=None,
+                       request={"messages": [{"role": "user", "content": "Summarise the quarter."}], "stream": True})
+    ingest(engine, partial)  # no card yet: partial usage, no_rate
+    before = rows(engine)["race-1"]
+    assert (before.usage_source, before.price_status) == ("partial", "no_rate")
+    load(engine)
+    real_reprice_row = db_reprice.reprice_row
+
+    def reprice_row_while_a_merge_lands(row, card):
+        result = real_reprice_row(row, card)  # computed from the tokens reprice read
+        ingest_merge = Ingestor(engine, rate_card_ttl=0)
+        totals = ingest_merge.ingest([RawEvent(envelope(llm_record("race-1")))])  # commits on its own connection
+        assert totals.merged == 1
+        return result
+
+    monkeypatch.setattr(db_reprice, "reprice_row", reprice_row_while_a_merge_lands)
+    reprice(engine)
+    monkeypatch.undo()
+    row = rows(engine)["race-1"]
+    assert (row.usage_source, row.prompt_tokens, row.completion_tokens) == ("reported", 1200, 300)
+    assert row.price_status == "priced"
+    # the card's gpt-4o global price from 2026-10-10 noon: 2.00 input, 8.00 output
+    assert row.total_cost == Decimal(1200) * Decimal("2.00") / MILLION + Decimal(300) * Decimal("8.00") / MILLION
+    assert reprice(engine, dry_run=True).changed == 0
