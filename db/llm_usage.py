@@ -31,8 +31,8 @@ from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
+from db.idempotent import KEY_CHUNK, insert_absent
 from db.schema import llm_usage, usage_records
 from metering.llm_logs import LlmUsage, merge_usage
 from metering.model import UsageRecord
@@ -40,7 +40,6 @@ from metering.pricing import RateCard
 
 PENDING, MERGED, UNNEEDED = "pending", "merged", "unneeded"
 SWEEP_WINDOW = timedelta(minutes=15)
-KEY_CHUNK = 1000  # SQL Server allows 2,100 parameters per statement
 RECORD_FIELDS = tuple(f.name for f in fields(UsageRecord))
 # Columns a merge changes (everything else about the request stays as the metering event said).
 MERGED_COLUMNS = (
@@ -108,23 +107,7 @@ def _llm_row(item: LlmUsage, now: datetime) -> dict[str, Any]:
 
 def _insert_llm_usage(conn: sa.Connection, rows: list[dict[str, Any]]) -> set[str]:
     """Insert LLM usage for request ids not stored yet; return the ids actually inserted."""
-    if not rows:
-        return set()
-    dialect = conn.dialect.name
-    if dialect in ("postgresql", "sqlite"):
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        statement = insert(llm_usage).on_conflict_do_nothing(index_elements=["request_id"]).returning(llm_usage.c.request_id)
-        return {row[0] for row in conn.execute(statement, rows)}
-    existing: set[str] = set()
-    for chunk in _chunks([row["request_id"] for row in rows]):
-        query = sa.select(llm_usage.c.request_id).where(llm_usage.c.request_id.in_(chunk))
-        if dialect == "mssql":
-            query = query.with_hint(llm_usage, "WITH (UPDLOCK, HOLDLOCK)", "mssql")
-        existing.update(conn.execute(query).scalars())
-    new_rows = [row for row in rows if row["request_id"] not in existing]
-    if new_rows:
-        conn.execute(llm_usage.insert(), new_rows)
-    return {row["request_id"] for row in new_rows}
+    return insert_absent(conn, llm_usage, "request_id", rows)
 
 
 def _as_llm(row: Any) -> LlmUsage:

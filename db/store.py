@@ -16,8 +16,9 @@ from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 
+from db.idempotent import existing_keys_statement, insert_absent, insert_absent_generic
 from db.llm_usage import begin_llm_merge, finish_llm_merge
 from db.schema import deployments, quarantine, rates, subscriptions, usage_records
 from metering.model import BatchOutcome, DeploymentMapping, Quarantined, Rate, StoreResult, UsageRecord
@@ -25,8 +26,6 @@ from metering.pricing import RateCard
 from metering.rates import rate_key
 
 RECORD_FIELDS = tuple(f.name for f in fields(UsageRecord))
-# SQL Server allows 2,100 parameters per statement; stay well below for IN (...) lists.
-MSSQL_KEY_CHUNK = 1000
 
 
 def utc_now() -> datetime:
@@ -53,19 +52,9 @@ def _dedupe(records: Iterable[UsageRecord]) -> tuple[list[UsageRecord], int]:
 
 def _insert_new_records(conn: sa.Connection, rows: list[dict[str, Any]]) -> set[str]:
     """Insert rows whose request id is not stored yet; return the ids actually inserted."""
-    if not rows:
-        return set()
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
+    if rows and conn.dialect.name == "postgresql":
         return _insert_new_records_postgres(conn, rows)
-    if dialect == "sqlite":
-        statement = (
-            sqlite.insert(usage_records)
-            .on_conflict_do_nothing(index_elements=["request_id"])
-            .returning(usage_records.c.request_id)
-        )
-        return {row[0] for row in conn.execute(statement, rows)}
-    return _insert_new_records_generic(conn, rows)
+    return insert_absent(conn, usage_records, "request_id", rows)
 
 
 _INSERT_COLUMNS = [c for c in usage_records.columns if c.name != "id"]
@@ -102,25 +91,13 @@ def _insert_new_records_postgres(conn: sa.Connection, rows: list[dict[str, Any]]
 
 
 def existing_request_ids_statement(dialect_name: str, keys: Sequence[str]) -> sa.Select:
-    """Which of these request ids are stored. On SQL Server with UPDLOCK, HOLDLOCK: the key-range
-    locks make a concurrent writer of the same ids wait until this transaction commits."""
-    statement = sa.select(usage_records.c.request_id).where(usage_records.c.request_id.in_(keys))
-    if dialect_name == "mssql":
-        statement = statement.with_hint(usage_records, "WITH (UPDLOCK, HOLDLOCK)", "mssql")
-    return statement
+    """Which of these request ids are stored (with UPDLOCK, HOLDLOCK on SQL Server)."""
+    return existing_keys_statement(dialect_name, usage_records, "request_id", keys)
 
 
 def _insert_new_records_generic(conn: sa.Connection, rows: list[dict[str, Any]]) -> set[str]:
     """SQL Server (and other servers without ON CONFLICT): lock-and-check, then executemany."""
-    keys = [row["request_id"] for row in rows]
-    existing: set[str] = set()
-    for start in range(0, len(keys), MSSQL_KEY_CHUNK):
-        chunk = keys[start : start + MSSQL_KEY_CHUNK]
-        existing.update(conn.execute(existing_request_ids_statement(conn.dialect.name, chunk)).scalars())
-    new_rows = [row for row in rows if row["request_id"] not in existing]
-    if new_rows:
-        conn.execute(usage_records.insert(), new_rows)
-    return {row["request_id"] for row in new_rows}
+    return insert_absent_generic(conn, usage_records, "request_id", rows)
 
 
 def _clip(text: str, limit: int) -> str:
@@ -161,24 +138,7 @@ def _insert_quarantine(
             "source_sequence_number": item.source_sequence_number,
             "resolved_at": received_at if resolved else None,
         })
-    ordered = [rows[digest] for digest in sorted(rows)]
-    dialect = conn.dialect.name
-    if dialect in ("postgresql", "sqlite"):
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        statement = insert(quarantine).on_conflict_do_nothing(index_elements=["raw_sha256"]).returning(quarantine.c.id)
-        return len(conn.execute(statement, ordered).all())
-    digests = sorted(rows)
-    existing: set[str] = set()
-    for start in range(0, len(digests), MSSQL_KEY_CHUNK):
-        chunk = digests[start : start + MSSQL_KEY_CHUNK]
-        query = sa.select(quarantine.c.raw_sha256).where(quarantine.c.raw_sha256.in_(chunk))
-        if dialect == "mssql":
-            query = query.with_hint(quarantine, "WITH (UPDLOCK, HOLDLOCK)", "mssql")
-        existing.update(conn.execute(query).scalars())
-    new_rows = [row for row in ordered if row["raw_sha256"] not in existing]
-    if new_rows:
-        conn.execute(quarantine.insert(), new_rows)
-    return len(new_rows)
+    return len(insert_absent(conn, quarantine, "raw_sha256", [rows[digest] for digest in sorted(rows)]))
 
 
 def store_batch(conn: sa.Connection, outcome: BatchOutcome, now: datetime | None = None) -> StoreResult:

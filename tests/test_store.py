@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-import orjson
 import sqlalchemy as sa
 
 from db import store
