@@ -30,7 +30,9 @@ from metering.retail_fetch import FetchError, combined_page, dumps_page, fetch_p
 from metering.retail_prices import RetailImport, map_retail_items
 from metering import focus
 from metering.ptu import PtuCost, PtuCostError, parse_ptu_costs_csv
-from metering.report import BINARY_FORMATS, DEFAULT_DIMENSIONS, FORMATS, Period, build_report, export_focus, money, render
+from metering.report import (
+    BINARY_FORMATS, DEFAULT_DIMENSIONS, FORMATS, MixedCurrencyError, Period, build_report, export_focus, money, render,
+)
 from metering.sources import SourceError, batched, discover, read_events
 
 DEFAULT_BATCH_SIZE = 500
@@ -292,7 +294,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     engine = _engine(args)
     _require_schema(engine)
     with engine.connect() as conn:
-        report = build_report(conn, period, dimensions, ptu_costs, charts=fmt == "html")
+        try:
+            report = build_report(conn, period, dimensions, ptu_costs, charts=fmt == "html")
+        except MixedCurrencyError as exc:
+            raise UsageError(f"report not written: {exc}") from None
     content = render(report, fmt)
     if args.output:
         if isinstance(content, bytes):

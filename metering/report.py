@@ -287,6 +287,10 @@ class Report:
         return total_row(self.frame, self.dimensions)
 
 
+class MixedCurrencyError(ValueError):
+    """The period's priced usage (or PTU costs) spans several currencies that no total may add."""
+
+
 def build_report(
     conn: sa.Connection,
     period: Period,
@@ -309,8 +313,13 @@ def build_report(
     ptu_currencies = sorted({c.currency for c in included or []})
     currency = (currencies or ptu_currencies or ["USD"])[0]
     if len(set(currencies) | set(ptu_currencies)) > 1:
-        notes.append("More than one currency: " + ", ".join(sorted(set(currencies) | set(ptu_currencies)))
-                     + ". Totals add amounts of different currencies; report each currency's rates separately.")
+        # A total of EUR and USD amounts is no number at all: refuse rather than print one.
+        raise MixedCurrencyError(
+            "the period's costs are in more than one currency ("
+            + ", ".join(sorted(set(currencies) | set(ptu_currencies)))
+            + "), and a report total cannot add them; keep one currency in the rate card and PTU costs"
+            " (convert with your finance team's rate), then `metering reprice`"
+        )
     total = total_row(frame, dimensions)
     by_subscription_frame, sub_allocations = grouped_frame(conn, period, ("business_unit", "subscription"), included)
     unmapped = by_subscription_frame[by_subscription_frame["business_unit"] == queries.UNMAPPED]

@@ -127,3 +127,17 @@ def test_installed_command_runs(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "is at revision" in result.stdout
+
+
+def test_report_refuses_to_add_costs_in_different_currencies(capsys, db, tmp_path):
+    eur_card = tmp_path / "eur.csv"
+    eur_card.write_text(RATES.splitlines()[0] + "\ngpt-4.1,global,,2024-01-01,,EUR,1.80,0.45,7.20\n")
+    assert run(capsys, "--db", db, "rates", "import", str(eur_card))[0] == 0
+    usd_card = tmp_path / "usd.csv"
+    usd_card.write_text(RATES)
+    assert run(capsys, "--db", db, "rates", "import", str(usd_card))[0] == 0
+    capture = tmp_path / "mixed.jsonl"
+    capture.write_bytes(jsonl([v1_event("usd-1"), v1_event("eur-1", model="gpt-4.1-2025-04-14", deployment="gpt-4.1")]))
+    run(capsys, "--db", db, "replay", str(capture))
+    code, out, err = run(capsys, "--db", db, "report", "--month", "2026-10")
+    assert code == 2 and "more than one currency (EUR, USD)" in err and out == ""
