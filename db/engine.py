@@ -47,9 +47,24 @@ def _sqlite_setup(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def odbc_authentication_key(url: URL) -> URL:
+    """``mssql+pyodbc`` URLs with the ODBC spelling ``Authentication=ActiveDirectoryMsi`` work as documented.
+
+    SQLAlchemy's pyodbc connector recognises only a lower-case ``authentication`` query key; with any
+    other spelling and no user name it adds ``Trusted_Connection=Yes`` next to ``Authentication=…``,
+    which the Microsoft ODBC driver rejects ("Cannot use Authentication option with Integrated
+    Security option", FA001). Rename the key so that both spellings connect."""
+    if url.get_backend_name() != "mssql" or url.get_driver_name() != "pyodbc" or "authentication" in url.query:
+        return url
+    keys = [key for key in url.query if key.lower() == "authentication"]
+    if not keys:
+        return url
+    return url.difference_update_query(keys).update_query_dict({"authentication": url.query[keys[0]]})
+
+
 def make_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:
     """An engine for ``url`` (default: ``METERING_DATABASE_URL`` or ``sqlite:///metering.db``)."""
-    parsed = make_url(database_url(url) if not isinstance(url, URL) else url)
+    parsed = odbc_authentication_key(make_url(database_url(url) if not isinstance(url, URL) else url))
     backend = parsed.get_backend_name()
     options: dict[str, Any] = {}
     if backend == "sqlite":
