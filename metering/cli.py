@@ -80,6 +80,17 @@ def _read_text(path: str) -> str:
         raise UsageError(f"{path}: not UTF-8 text") from None
 
 
+def _write_file(path: str, content: str | bytes) -> None:
+    """Write an output file; a path that cannot be written is bad input, not a traceback."""
+    try:
+        if isinstance(content, bytes):
+            Path(path).write_bytes(content)
+        else:
+            Path(path).write_text(content, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write ({exc.strerror or exc})") from None
+
+
 def _out(text: str) -> None:
     sys.stdout.write(text)
     sys.stdout.flush()
@@ -153,7 +164,7 @@ def _read_rate_files(args: argparse.Namespace) -> tuple[RetailImport, list[str]]
         except FetchError as exc:
             raise FetchFailed(str(exc)) from None
         if args.save:
-            Path(args.save).write_text(dumps_page(page), encoding="utf-8")
+            _write_file(args.save, dumps_page(page))
         return map_retail_items(page["Items"]), [f"prices.azure.com ({args.region or 'all regions'})"]
     try:
         return parse_rate_files([(path, _read_text(path)) for path in args.files]), list(args.files)
@@ -300,10 +311,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise UsageError(f"report not written: {exc}") from None
     content = render(report, fmt)
     if args.output:
-        if isinstance(content, bytes):
-            Path(args.output).write_bytes(content)
-        else:
-            Path(args.output).write_text(content, encoding="utf-8")
+        _write_file(args.output, content)
         _out(f"wrote {len(report.frame)} row(s) to {args.output}\n")
     else:
         _out(content if isinstance(content, str) else content.decode())
@@ -328,10 +336,7 @@ def cmd_export_focus(args: argparse.Namespace) -> int:
     with engine.connect() as conn:
         records = export_focus(conn, period, args.billing_account_id, args.billing_account_name, ptu_costs)
     content = focus.to_csv(records) if suffix == ".csv" else focus.to_parquet(records)
-    if isinstance(content, bytes):
-        Path(args.output).write_bytes(content)
-    else:
-        Path(args.output).write_text(content, encoding="utf-8")
+    _write_file(args.output, content)
     _out(f"wrote {len(records)} FOCUS {focus.FOCUS_VERSION} row(s) to {args.output}: "
          f"BilledCost {money(focus.billed_total(records))}\n")
     return 0

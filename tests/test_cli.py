@@ -141,3 +141,13 @@ def test_report_refuses_to_add_costs_in_different_currencies(capsys, db, tmp_pat
     run(capsys, "--db", db, "replay", str(capture))
     code, out, err = run(capsys, "--db", db, "report", "--month", "2026-10")
     assert code == 2 and "more than one currency (EUR, USD)" in err and out == ""
+
+
+def test_output_that_cannot_be_written_is_a_one_line_error(capsys, db, tmp_path):
+    missing = tmp_path / "no-such-folder"
+    for args in (["report", "--month", "2026-10", "--format", "html", "--output", str(missing / "r.html")],
+                 ["report", "--month", "2026-10", "--format", "xlsx", "--output", str(missing / "r.xlsx")],
+                 ["export", "focus", "--month", "2026-10", "--output", str(missing / "f.csv")]):
+        code, _, err = run(capsys, "--db", db, *args)
+        assert code == 2, err
+        assert err.startswith("metering: ") and "cannot write" in err and "Traceback" not in err
