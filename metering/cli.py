@@ -292,13 +292,20 @@ def _period(args: argparse.Namespace) -> Period:
         raise UsageError(str(exc)) from None
 
 
+def _format_from_output(output: str | None) -> str:
+    """Without --format, the --output file's extension picks the format (report.csv → csv), else table."""
+    suffix = Path(output).suffix.lower().lstrip(".") if output else ""
+    suffix = "html" if suffix == "htm" else suffix
+    return suffix if suffix in FORMATS and suffix != "table" else "table"
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     period = _period(args)
     dimensions = tuple(d.strip() for d in args.by.split(",") if d.strip()) if args.by else DEFAULT_DIMENSIONS
     unknown = [d for d in dimensions if d not in queries.DIMENSIONS]
     if unknown:
         raise UsageError(f"--by: unknown dimension(s) {', '.join(unknown)}; choose from {', '.join(queries.DIMENSIONS)}")
-    fmt = args.format
+    fmt = args.format or _format_from_output(args.output)
     if fmt in BINARY_FORMATS and not args.output:
         raise UsageError(f"--format {fmt} writes a binary file: give --output FILE")
     ptu_costs = _ptu_costs(args.ptu_costs) if args.ptu_costs else None
@@ -414,7 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--since", metavar="DATE", help="first day (inclusive)")
     report.add_argument("--until", metavar="DATE", help="last day (inclusive)")
     report.add_argument("--by", metavar="DIM,...", help=f"group by (default {','.join(DEFAULT_DIMENSIONS)}); any of {','.join(queries.DIMENSIONS)}")
-    report.add_argument("--format", choices=FORMATS, default="table", help="table (default), csv, json, xlsx, parquet, html (xlsx and parquet need --output)")
+    report.add_argument("--format", choices=FORMATS, help="table, csv, json, xlsx, parquet, html (xlsx and parquet need --output); "
+                        "default: the --output file's extension, else table")
     report.add_argument("--output", metavar="FILE")
     report.add_argument("--ptu-costs", metavar="FILE", help="CSV deployment,backend_id,month,monthly_cost,currency: allocate PTU capacity cost by tokens")
     report.set_defaults(handler=cmd_report)

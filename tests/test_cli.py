@@ -151,3 +151,16 @@ def test_output_that_cannot_be_written_is_a_one_line_error(capsys, db, tmp_path)
         code, _, err = run(capsys, "--db", db, *args)
         assert code == 2, err
         assert err.startswith("metering: ") and "cannot write" in err and "Traceback" not in err
+
+
+def test_report_format_follows_the_output_extension_unless_given(capsys, db, tmp_path):
+    for name, check in (("r.csv", lambda b: b.startswith(b"month,business_unit,subscription,")),
+                        ("r.json", lambda b: b.lstrip().startswith(b"{")),
+                        ("r.HTML", lambda b: b.lstrip().lower().startswith(b"<!doctype html")),
+                        ("r.xlsx", lambda b: b.startswith(b"PK")),
+                        ("r.txt", lambda b: b.startswith(b"Azure OpenAI chargeback"))):
+        code, _, err = run(capsys, "--db", db, "report", "--month", "2026-10", "--output", str(tmp_path / name))
+        assert code == 0, err
+        assert check((tmp_path / name).read_bytes()), name
+    code, _, err = run(capsys, "--db", db, "report", "--month", "2026-10", "--format", "table", "--output", str(tmp_path / "t.csv"))
+    assert code == 0 and (tmp_path / "t.csv").read_bytes().startswith(b"Azure OpenAI chargeback")
