@@ -166,6 +166,8 @@ class RepriceSummary:
         currencies = sorted(set(self.old_totals) | set(self.new_totals))
         for currency in currencies:
             old, new = self.old_totals.get(currency, Decimal(0)), self.new_totals.get(currency, Decimal(0))
+            if currency == "?" and old == 0 and new == 0:
+                continue  # not-billable rows (no currency, cost 0): a "total cost: 0.00" line says nothing
             label = "" if currency == "?" else f" {currency}"
             out.append(f"total cost{label}: old {_exact(old)} → new {_exact(new)} (change {_exact(new - old, sign=True)})")
         if self.transitions:

@@ -324,3 +324,18 @@ def test_reprice_never_writes_a_price_computed_from_tokens_that_changed_meanwhil
     # the card's gpt-4o global price from 2026-10-10 noon: 2.00 input, 8.00 output
     assert row.total_cost == Decimal(1200) * Decimal("2.00") / MILLION + Decimal(300) * Decimal("8.00") / MILLION
     assert reprice(engine, dry_run=True).changed == 0
+
+
+def test_cli_reprice_prints_no_currencyless_zero_total_for_not_billable_rows(capsys, db_url, tmp_path):
+    assert main(["--db", db_url, "db", "upgrade"]) == 0
+    card = tmp_path / "card.csv"
+    card.write_text(CARD)
+    capture = tmp_path / "october.jsonl"
+    capture.write_bytes(jsonl([v1_event("ok", usage=usage(1_000, 100)), v1_event("throttled", status=429, usage=None)]))
+    assert main(["--db", db_url, "rates", "import", str(card)]) == 0
+    assert main(["--db", db_url, "replay", str(capture)]) == 0
+    capsys.readouterr()
+    assert main(["--db", db_url, "reprice"]) == 0
+    out = capsys.readouterr().out
+    assert "rows examined 2" in out and "total cost USD:" in out
+    assert "total cost:" not in out
