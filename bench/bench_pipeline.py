@@ -1,5 +1,5 @@
 """Throughput and memory benchmark of the whole pipeline (issue: one instance keeps up with
-several Event Hubs throughput units). Not a test: it prints figures; targets are in the README.
+several Event Hubs throughput units). Not a test: it prints figures; targets are in docs/throughput.md.
 
   python bench/bench_pipeline.py [--events 10000] [--postgres URL] [--skip-memory]
 
