@@ -109,6 +109,8 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    if args.batch_size <= 0:
+        raise UsageError("--batch-size must be a positive number of events")
     engine = _engine(args)
     _require_schema(engine)
     try:

@@ -49,8 +49,15 @@ def _when(moment: datetime | None) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if moment else ""
 
 
+def _positive(value: int | None, option: str, minimum: int = 1) -> None:
+    if value is not None and value < minimum:
+        raise _cli().UsageError(f"{option} must be a whole number of at least {minimum}, got {value}")
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     cli = _cli()
+    _positive(args.limit, "--limit")
+    _positive(args.raw, "--raw", minimum=0)
     engine = cli._engine(args)
     cli._require_schema(engine)
     if args.reason is None:
@@ -93,6 +100,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_retry(args: argparse.Namespace) -> int:
     cli = _cli()
+    _positive(args.limit, "--limit")
     engine = cli._engine(args)
     cli._require_schema(engine)
     ingestor = Ingestor(engine, settings=pipeline_settings(args))

@@ -190,3 +190,15 @@ def test_retry_routes_diagnostic_log_envelopes_like_ingest(db, capsys):
     with engine.connect() as conn:
         row = conn.execute(sa.select(usage_records).where(usage_records.c.request_id == "streamed")).one()
     assert (row.prompt_tokens, row.completion_tokens, row.usage_source) == (700, 90, "reported")
+
+
+def test_limits_below_one_are_bad_input_not_an_empty_or_unlimited_listing(db, capsys, tmp_path):
+    url, _ = db
+    for args in (["quarantine", "list", "--reason", "not_json", "--limit", "0"],
+                 ["quarantine", "list", "--reason", "not_json", "--limit", "-1"],
+                 ["quarantine", "list", "--reason", "not_json", "--raw", "-5"],
+                 ["quarantine", "retry", "--limit", "0"],
+                 ["replay", "--batch-size", "0", str(tmp_path)]):
+        code, _, err = run(capsys, "--db", url, *args)
+        assert code == 2, args
+        assert err.startswith("metering: ") and "must be" in err and "Traceback" not in err
