@@ -7,10 +7,11 @@ Exit status: 0 on success, 2 for bad input (a clear message on stderr), 1 for ot
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,18 @@ def _write_file(path: str, content: str | bytes) -> None:
             Path(path).write_text(content, encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"{path}: cannot write ({exc.strerror or exc})") from None
+
+
+@contextlib.contextmanager
+def _reports_extra(what: str) -> Iterator[None]:
+    """XLSX and Parquet need the optional ``reports`` packages: say how to install them, no traceback."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] not in ("openpyxl", "pyarrow"):
+            raise
+        raise UsageError(f"{what} needs {exc.name.split('.')[0]}, which is not installed: "
+                         "pip install 'aoai-metering[reports]'") from None
 
 
 def _out(text: str) -> None:
@@ -318,7 +331,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             report = build_report(conn, period, dimensions, ptu_costs, charts=fmt == "html")
         except MixedCurrencyError as exc:
             raise UsageError(f"report not written: {exc}") from None
-    content = render(report, fmt)
+    with _reports_extra(f"--format {fmt}"):
+        content = render(report, fmt)
     if args.output:
         _write_file(args.output, content)
         _out(f"wrote {len(report.frame)} row(s) to {args.output}\n")
@@ -344,7 +358,8 @@ def cmd_export_focus(args: argparse.Namespace) -> int:
     _require_schema(engine)
     with engine.connect() as conn:
         records = export_focus(conn, period, args.billing_account_id, args.billing_account_name, ptu_costs)
-    content = focus.to_csv(records) if suffix == ".csv" else focus.to_parquet(records)
+    with _reports_extra("a .parquet --output"):
+        content = focus.to_csv(records) if suffix == ".csv" else focus.to_parquet(records)
     _write_file(args.output, content)
     _out(f"wrote {len(records)} FOCUS {focus.FOCUS_VERSION} row(s) to {args.output}: "
          f"BilledCost {money(focus.billed_total(records))}\n")

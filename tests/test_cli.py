@@ -164,3 +164,14 @@ def test_report_format_follows_the_output_extension_unless_given(capsys, db, tmp
         assert check((tmp_path / name).read_bytes()), name
     code, _, err = run(capsys, "--db", db, "report", "--month", "2026-10", "--format", "table", "--output", str(tmp_path / "t.csv"))
     assert code == 0 and (tmp_path / "t.csv").read_bytes().startswith(b"Azure OpenAI chargeback")
+
+
+def test_binary_formats_without_the_reports_extra_say_what_to_install(capsys, db, tmp_path, monkeypatch):
+    for module in ("openpyxl", "pyarrow", "pyarrow.parquet"):
+        monkeypatch.setitem(sys.modules, module, None)  # as if `pip install aoai-metering` without [reports]
+    for args, missing in ((["report", "--month", "2026-10", "--output", str(tmp_path / "r.xlsx")], "openpyxl"),
+                          (["report", "--month", "2026-10", "--output", str(tmp_path / "r.parquet")], "pyarrow"),
+                          (["export", "focus", "--month", "2026-10", "--output", str(tmp_path / "f.parquet")], "pyarrow")):
+        code, _, err = run(capsys, "--db", db, *args)
+        assert code == 2, err
+        assert missing in err and "aoai-metering[reports]" in err and "Traceback" not in err
