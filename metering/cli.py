@@ -61,8 +61,10 @@ def _engine(args: argparse.Namespace) -> Engine:
         raise UsageError("--db / METERING_DATABASE_URL: not a database URL; expected e.g. sqlite:///metering.db, "
                          "postgresql+psycopg://user@host/db or mssql+pyodbc://@server/db?driver=...") from None
     except ImportError as exc:  # a known dialect whose driver package is not installed
+        extra = {"pyodbc": "mssql", "psycopg": "postgres"}.get(exc.name or "")
+        hint = f": pip install 'aoai-metering[{extra}]'" if extra else ""
         raise UsageError(f"--db / METERING_DATABASE_URL: the database URL's driver is not installed ({exc.name or exc})"
-                         ) from None
+                         f"{hint}") from None
 
 
 def _require_schema(engine: Engine) -> None:

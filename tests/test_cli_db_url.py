@@ -24,3 +24,16 @@ def test_unusable_database_url_is_a_clear_error(capsys, monkeypatch, url):
     assert main(["report", "--month", "2026-10"]) == 2
     err = capsys.readouterr().err
     assert "hunter2" not in err and "Traceback" not in err
+
+
+def test_missing_sql_server_driver_names_the_extra_to_install(capsys):
+    pytest.importorskip("sqlalchemy.dialects.mssql.pyodbc")
+    try:
+        import pyodbc  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("pyodbc is installed here")
+    code = main(["--db", "mssql+pyodbc://@sql.example.net/metering?driver=ODBC+Driver+18+for+SQL+Server", "rates", "list"])
+    err = capsys.readouterr().err
+    assert code == 2 and "pyodbc" in err and "aoai-metering[mssql]" in err
