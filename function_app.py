@@ -52,7 +52,7 @@ import azure.functions as func
 from sqlalchemy.engine import Engine
 
 from db.engine import make_engine
-from metering.ingest import IngestTotals, Ingestor, settings_from_env
+from metering.ingest import IngestTotals, Ingestor, rate_card_ttl_from_env, settings_from_env
 from metering.model import RawEvent
 
 app = func.FunctionApp()
@@ -71,7 +71,7 @@ def get_ingestor() -> Ingestor:
         with _ingestor_lock:
             if _ingestor is None:
                 engine: Engine = make_engine(os.environ.get("METERING_DATABASE_URL"))
-                ttl = float(os.environ.get("METERING_RATE_CARD_TTL_SECONDS", "60"))
+                ttl = rate_card_ttl_from_env()
                 _ingestor = Ingestor(engine, rate_card_ttl=ttl, settings=settings_from_env())
     return _ingestor
 

@@ -277,13 +277,13 @@ def make_ingestor(database_url: str | None) -> Ingestor:
     """The Function's ingestor, built from the same settings (database, rate-card TTL, pipeline settings)."""
     from db.engine import make_engine
 
-    engine = make_engine(database_url)
-    ttl = float(os.environ.get("METERING_RATE_CARD_TTL_SECONDS", "60"))
-    try:
-        from metering.ingest import settings_from_env  # type: ignore[attr-defined]
-    except ImportError:  # older pipeline without configurable settings
-        return Ingestor(engine, rate_card_ttl=ttl)
-    return Ingestor(engine, rate_card_ttl=ttl, settings=settings_from_env())  # type: ignore[call-arg]
+    from metering.ingest import rate_card_ttl_from_env, settings_from_env
+
+    try:  # a malformed setting is the operator's to fix: a one-line message, not a traceback
+        ttl, pipeline_settings = rate_card_ttl_from_env(), settings_from_env()
+    except ValueError as exc:
+        raise ConsumerConfigError(str(exc)) from None
+    return Ingestor(make_engine(database_url), rate_card_ttl=ttl, settings=pipeline_settings)
 
 
 

@@ -29,6 +29,7 @@ PREVIOUS_SIGNING_SECRET_SETTING = "METERING_SIGNING_SECRET_PREVIOUS"
 REQUIRE_SIGNATURE_SETTING = "METERING_REQUIRE_SIGNATURE"
 REDACT_SETTING = "METERING_QUARANTINE_REDACT"
 RETENTION_SETTING = "METERING_QUARANTINE_RETENTION_DAYS"
+RATE_CARD_TTL_SETTING = "METERING_RATE_CARD_TTL_SECONDS"
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -60,6 +61,22 @@ def settings_from_env(environ: Mapping[str, str] | None = None, *, signing_secre
         require_signature=_flag(environ, REQUIRE_SIGNATURE_SETTING, True),
         redact_payloads=_flag(environ, REDACT_SETTING, False),
     )
+
+
+def rate_card_ttl_from_env(environ: Mapping[str, str] | None = None) -> float:
+    """``METERING_RATE_CARD_TTL_SECONDS`` (default 60): how long the Function and ``metering consume``
+    keep a loaded rate card; a value that is not a number of seconds is a ``ValueError`` naming it."""
+    environ = os.environ if environ is None else environ
+    value = environ.get(RATE_CARD_TTL_SETTING, "").strip()
+    if not value:
+        return 60.0
+    try:
+        ttl = float(value)
+    except ValueError:
+        ttl = -1.0
+    if not 0 <= ttl < float("inf"):
+        raise ValueError(f"{RATE_CARD_TTL_SETTING} must be a number of seconds (0 or more), got {value!r:.20}")
+    return ttl
 
 
 @dataclass

@@ -273,3 +273,26 @@ def test_the_command_runs_the_sdk_loop_with_the_handler(capsys, ingestor, engine
     assert (seen["eventhub"], seen["group"], seen["max_batch_size"], seen["starting_position"]) == ("aoai-usage", "metering", 100, "-1")
     assert [c["sequence_number"] for c in checkpoints.checkpoints] == [2]
     assert count(engine, usage_records) == 3
+
+
+def test_malformed_pipeline_settings_are_a_one_line_error(capsys, engine, monkeypatch):
+    url = engine.url.render_as_string(hide_password=False)
+    args = ["--db", url, "consume", "--eventhub", "aoai-usage", "--namespace", "ns.servicebus.windows.net",
+            "--checkpoint-url", "https://st.blob.core.windows.net/ckpt"]
+    for name, value in (("METERING_RATE_CARD_TTL_SECONDS", "one minute"), ("METERING_REQUIRE_SIGNATURE", "maybe")):
+        with monkeypatch.context() as env:
+            env.setenv(name, value)
+            assert main(args) == 2
+            err = capsys.readouterr().err
+            assert err.startswith("metering: ") and name in err and "Traceback" not in err
+
+
+def test_rate_card_ttl_setting():
+    from metering.ingest import rate_card_ttl_from_env
+
+    assert rate_card_ttl_from_env({}) == 60
+    assert rate_card_ttl_from_env({"METERING_RATE_CARD_TTL_SECONDS": " 5 "}) == 5
+    assert rate_card_ttl_from_env({"METERING_RATE_CARD_TTL_SECONDS": "0"}) == 0
+    for bad in ("abc", "-1", "inf", "nan"):
+        with pytest.raises(ValueError, match="METERING_RATE_CARD_TTL_SECONDS"):
+            rate_card_ttl_from_env({"METERING_RATE_CARD_TTL_SECONDS": bad})
