@@ -8,7 +8,8 @@ Settings (application settings, or ``local.settings.json`` locally):
   EVENTHUB_CONNECTION       the connection's setting prefix; identity-based: set
                             EVENTHUB_CONNECTION__fullyQualifiedNamespace = <ns>.servicebus.windows.net
                             (and __clientId for a user-assigned identity) instead of a connection string
-  EVENTHUB_CONSUMER_GROUP   consumer group (default ``$Default``; use a dedicated one, e.g. ``metering``)
+  EVENTHUB_CONSUMER_GROUP   consumer group, required: the trigger reads ``%EVENTHUB_CONSUMER_GROUP%`` and an unset
+                            setting does not resolve (no default); use a dedicated group, e.g. ``metering``
   METERING_RATE_CARD_TTL_SECONDS  how soon a new rate card is picked up (default 60)
   METERING_SIGNING_SECRET   optional: the APIM named value aoai-metering-hmac-key (ideally a Key Vault
                             reference); events must then carry a valid ``signature`` or are quarantined
