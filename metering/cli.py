@@ -385,7 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     db_commands.add_parser("upgrade", help="create or migrate the tables and views").set_defaults(handler=cmd_db_upgrade)
 
     replay = commands.add_parser("replay", help="ingest captured events (.jsonl, .jsonl.gz, Event Hubs Capture .avro, folders); idempotent")
-    replay.add_argument("paths", nargs="+", metavar="PATH")
+    replay.add_argument("paths", nargs="+", metavar="PATH",
+                        help="capture files (.jsonl, .jsonl.gz, .avro) or folders of them, e.g. samples/events")
     replay.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help=f"events per transaction (default {DEFAULT_BATCH_SIZE})")
     replay.add_argument("--progress", choices=("auto", "on", "off"), default="auto", help="progress bar on stderr (auto: when a terminal)")
     replay.add_argument("--signing-secret-file", metavar="FILE", help="verify event signatures with this HMAC key (default: $METERING_SIGNING_SECRET)")
@@ -417,13 +418,13 @@ def build_parser() -> argparse.ArgumentParser:
     deployments = commands.add_parser("deployments", help="deployment → model and deployment type")
     deployment_commands = deployments.add_subparsers(dest="deployments_command", required=True, metavar="ACTION")
     deployments_import = deployment_commands.add_parser("import", help="import a CSV: backend_id,deployment,model,deployment_type")
-    deployments_import.add_argument("file")
+    deployments_import.add_argument("file", metavar="FILE", help="CSV with header backend_id,deployment,model,deployment_type")
     deployments_import.set_defaults(handler=cmd_deployments_import)
 
     subscriptions = commands.add_parser("subscriptions", help="APIM subscription → business unit")
     subscription_commands = subscriptions.add_subparsers(dest="subscriptions_command", required=True, metavar="ACTION")
     subscriptions_import = subscription_commands.add_parser("import", help="import a CSV: subscription_id,business_unit,cost_center,owner")
-    subscriptions_import.add_argument("file")
+    subscriptions_import.add_argument("file", metavar="FILE", help="CSV with header subscription_id,business_unit,cost_center,owner")
     subscriptions_import.set_defaults(handler=cmd_subscriptions_import)
 
     reprice_parser = commands.add_parser(
@@ -436,20 +437,20 @@ def build_parser() -> argparse.ArgumentParser:
     reprice_parser.set_defaults(handler=cmd_reprice)
 
     report = commands.add_parser("report", help="chargeback report for a period")
-    report.add_argument("--month", metavar="YYYY-MM")
+    report.add_argument("--month", metavar="YYYY-MM", help="one calendar month (UTC); or --since/--until; default: all time")
     report.add_argument("--since", metavar="DATE", help="first day (inclusive)")
     report.add_argument("--until", metavar="DATE", help="last day (inclusive)")
     report.add_argument("--by", metavar="DIM,...", help=f"group by (default {','.join(DEFAULT_DIMENSIONS)}); any of {','.join(queries.DIMENSIONS)}")
     report.add_argument("--format", choices=FORMATS, help="table, csv, json, xlsx, parquet, html (xlsx and parquet need --output); "
                         "default: the --output file's extension, else table")
-    report.add_argument("--output", metavar="FILE")
+    report.add_argument("--output", metavar="FILE", help="write to FILE instead of standard output")
     report.add_argument("--ptu-costs", metavar="FILE", help="CSV deployment,backend_id,month,monthly_cost,currency: allocate PTU capacity cost by tokens")
     report.set_defaults(handler=cmd_report)
 
     export = commands.add_parser("export", help="export usage in standard formats")
     export_commands = export.add_subparsers(dest="export_command", required=True, metavar="FORMAT")
     export_focus_parser = export_commands.add_parser("focus", help="FinOps FOCUS 1.2 cost and usage rows (.csv or .parquet)")
-    export_focus_parser.add_argument("--month", metavar="YYYY-MM", required=True)
+    export_focus_parser.add_argument("--month", metavar="YYYY-MM", required=True, help="the billing period: one calendar month (UTC)")
     export_focus_parser.add_argument("--output", metavar="FILE", required=True, help="FILE.csv or FILE.parquet")
     export_focus_parser.add_argument("--ptu-costs", metavar="FILE", help="also export allocated PTU capacity cost (same CSV as report)")
     export_focus_parser.add_argument("--billing-account-id", default="aoai-metering", help="BillingAccountId (default: aoai-metering)")

@@ -175,3 +175,22 @@ def test_binary_formats_without_the_reports_extra_say_what_to_install(capsys, db
         code, _, err = run(capsys, "--db", db, *args)
         assert code == 2, err
         assert missing in err and "aoai-metering[reports]" in err and "Traceback" not in err
+
+
+def test_every_argument_has_help_text():
+    import argparse
+
+    from metering.cli import build_parser
+
+    missing = []
+
+    def walk(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, [*path, name])
+            elif action.help is None and not isinstance(action, argparse._HelpAction):
+                missing.append(" ".join([*path, *(action.option_strings or [action.dest])]))
+
+    walk(build_parser(), ["metering"])
+    assert missing == []
