@@ -238,12 +238,14 @@ def cmd_rates_list(args: argparse.Namespace) -> int:
     with engine.connect() as conn:
         card = store.stored_rates(conn)
         missing = queries.data_models_without_rate(conn)
-    header = (f"{'model':<28} {'type':<15} {'region':<12} {'from':<10} {'to':<10} {'cur':<3} {'input/1M':>10} "
+    mw = max([28, *(len(rate.model) for rate in card)])  # long region and fine-tuned model names keep the columns aligned
+    rw = max([12, *(len(rate.region or "") for rate in card)])
+    header = (f"{'model':<{mw}} {'type':<15} {'region':<{rw}} {'from':<10} {'to':<10} {'cur':<3} {'input/1M':>10} "
               f"{'cached/1M':>10} {'output/1M':>10} {'prompt >=':>10}")
     lines = [header, "-" * len(header)]
     for rate in sorted(card, key=lambda r: (r.model, r.deployment_type, r.region or "", r.min_prompt_tokens or 0, r.effective_from)):
         lines.append(
-            f"{rate.model:<28} {rate.deployment_type:<15} {rate.region or '*':<12} "
+            f"{rate.model:<{mw}} {rate.deployment_type:<15} {rate.region or '*':<{rw}} "
             f"{rate.effective_from.date().isoformat():<10} {rate.effective_to.date().isoformat() if rate.effective_to else '':<10} "
             f"{rate.currency:<3} {rate.input_per_1m:>10} {'' if rate.cached_input_per_1m is None else rate.cached_input_per_1m:>10} "
             f"{rate.output_per_1m:>10} {'' if rate.min_prompt_tokens is None else f'{rate.min_prompt_tokens:,}':>10}"

@@ -194,3 +194,13 @@ def test_every_argument_has_help_text():
 
     walk(build_parser(), ["metering"])
     assert missing == []
+
+
+def test_rates_list_columns_stay_aligned_with_long_names(capsys, db, tmp_path):
+    card = tmp_path / "long.csv"
+    card.write_text(RATES.splitlines()[0] + "\n"
+                    "gpt-4o-mini-2024-07-18.ft-0123456789abcdef,regional,australiasoutheast,2024-07-18,,USD,0.3,,1.2\n")
+    assert run(capsys, "--db", db, "rates", "import", str(card))[0] == 0
+    code, out, _ = run(capsys, "--db", db, "rates", "list")
+    header, _, row = out.splitlines()[:3]
+    assert code == 0 and header.index("from") == row.index("2024-07-18") and header.index("cur") == row.index("USD")
