@@ -203,4 +203,4 @@ def test_rates_list_columns_stay_aligned_with_long_names(capsys, db, tmp_path):
     assert run(capsys, "--db", db, "rates", "import", str(card))[0] == 0
     code, out, _ = run(capsys, "--db", db, "rates", "list")
     header, _, row = out.splitlines()[:3]
-    assert code == 0 and header.index("from") == row.index("2024-07-18") and header.index("cur") == row.index("USD")
+    assert code == 0 and header.index("from") == row.index(" 2024-07-18") + 1 and header.index("cur") == row.index("USD")
