@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import re
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from datetime import datetime
@@ -75,15 +76,19 @@ def read_jsonl(path: Path, on_bytes: Callable[[int], None] | None = None) -> Ite
     with open(path, "rb") as disk:
         stream: BinaryIO = gzip.GzipFile(fileobj=disk, mode="rb") if path.name.lower().endswith(".gz") else disk  # type: ignore[assignment]
         position = 0
-        for line in stream:
-            if on_bytes is not None:
-                now = disk.tell()
-                if now != position:
-                    on_bytes(now - position)
-                    position = now
-            body = line.rstrip(b"\r\n")
-            if body.strip():
-                yield RawEvent(body=body)
+        try:
+            for line in stream:
+                if on_bytes is not None:
+                    now = disk.tell()
+                    if now != position:
+                        on_bytes(now - position)
+                        position = now
+                body = line.rstrip(b"\r\n")
+                if body.strip():
+                    yield RawEvent(body=body)
+        except (EOFError, OSError, zlib.error) as exc:  # a cut or damaged .gz (gzip.BadGzipFile is an OSError)
+            what = "a damaged or cut-short gzip file" if stream is not disk else "could not be read"
+            raise SourceError(f"{path}: {what} ({type(exc).__name__}: {exc})") from exc
 
 
 def capture_partition(path: Path) -> str | None:

@@ -200,3 +200,23 @@ def test_damaged_or_foreign_avro_is_a_clear_error(tmp_path, capsys):
     code = main(["--db", db, "replay", str(not_avro)])
     assert code == 2
     assert "fake.avro: not a readable Event Hubs Capture Avro file" in capsys.readouterr().err
+
+
+def test_damaged_or_cut_gzip_is_a_clear_error_after_storing_what_came_before(tmp_path, capsys):
+    import gzip
+
+    whole = gzip.compress(jsonl([v1_event(f"gz-{i}") for i in range(200)]))
+    cut = tmp_path / "a-cut.jsonl.gz"
+    cut.write_bytes(whole[: len(whole) * 2 // 3])
+    not_gzip = tmp_path / "b-not.jsonl.gz"
+    not_gzip.write_bytes(b"this is not gzip\n")
+    with pytest.raises(SourceError, match="a-cut.jsonl.gz: a damaged or cut-short gzip file"):
+        list(read_events([cut]))
+    with pytest.raises(SourceError, match="b-not.jsonl.gz: a damaged or cut-short gzip file"):
+        list(read_events([not_gzip]))
+    db = f"sqlite:///{tmp_path / 'm.db'}"
+    assert main(["--db", db, "db", "upgrade"]) == 0
+    capsys.readouterr()
+    assert main(["--db", db, "replay", str(cut)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("metering: ") and "a-cut.jsonl.gz" in err and "Traceback" not in err
