@@ -81,7 +81,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     with engine.connect() as conn:
         found = quarantine_store.rows(conn, reason=args.reason, include_resolved=args.all, limit=args.limit)
     if not found:
-        cli._out(f"no {'' if args.all else 'unresolved '}rows with reason {args.reason}\n")
+        with engine.connect() as conn:  # a mistyped reason: say which ones there are
+            present = [g.reason for g in quarantine_store.summary(conn, include_resolved=args.all) if args.all or g.unresolved]
+        hint = f" (reasons with rows: {', '.join(present)})" if present else ""
+        cli._out(f"no {'' if args.all else 'unresolved '}rows with reason {args.reason}{hint}\n")
         return 0
     lines = []
     for row in found:

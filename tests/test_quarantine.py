@@ -202,3 +202,12 @@ def test_limits_below_one_are_bad_input_not_an_empty_or_unlimited_listing(db, ca
         code, _, err = run(capsys, "--db", url, *args)
         assert code == 2, args
         assert err.startswith("metering: ") and "must be" in err and "Traceback" not in err
+
+
+def test_list_of_a_reason_without_rows_names_the_reasons_that_have_some(db, capsys, tmp_path):
+    url, _ = db
+    capture = tmp_path / "bad.jsonl"
+    capture.write_bytes(jsonl([b"not json at all", encode(v1_event("fine"))]))
+    assert run(capsys, "--db", url, "replay", str(capture))[0] == 0
+    code, out, _ = run(capsys, "--db", url, "quarantine", "list", "--reason", "not-json")
+    assert code == 0 and out == "no unresolved rows with reason not-json (reasons with rows: not_json)\n"
