@@ -220,7 +220,14 @@ def cmd_rates_import(args: argparse.Namespace) -> int:
         closed = supersede(stored, incoming) if args.supersede else []
         overlaps = find_overlaps(merge_for_import(stored, closed + incoming))
         if overlaps:
-            hint = "" if args.supersede else "\n(use --supersede to end open-ended stored rates where a new one starts)"
+            if find_overlaps(incoming):  # the files disagree among themselves: --supersede cannot help
+                hint = ("\n(these come from the imported file(s) themselves: keep one rate per period, ending the earlier "
+                        "with effective_to, or import the files one at a time with --supersede)")
+            elif not args.supersede:
+                hint = "\n(use --supersede to end open-ended stored rates where a new one starts)"
+            else:
+                hint = ("\n(--supersede only ends a stored open-ended rate that starts before the imported one; "
+                        "a stored rate that starts later must be ended or replaced by a rates CSV)")
             raise UsageError("rates not imported:\n" + "\n".join(overlaps) + hint)
         added, replaced = store.replace_rates(conn, closed + incoming)
     read_from = f" ({result.items_read:,} price-list item(s), {result.meters_used:,} used)" if result.kind == "retail" else ""

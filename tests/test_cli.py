@@ -204,3 +204,17 @@ def test_rates_list_columns_stay_aligned_with_long_names(capsys, db, tmp_path):
     code, out, _ = run(capsys, "--db", db, "rates", "list")
     header, _, row = out.splitlines()[:3]
     assert code == 0 and header.index("from") == row.index(" 2024-07-18") + 1 and header.index("cur") == row.index("USD")
+
+
+def test_overlap_hints_say_what_would_help(capsys, db, tmp_path):
+    header = RATES.splitlines()[0]
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_text(header + "\ngpt-4o,global,,2025-01-01,,USD,2.00,1.00,8.00\n")
+    b.write_text(header + "\ngpt-4o,global,,2025-06-01,,USD,1.00,0.50,4.00\n")
+    code, _, err = run(capsys, "--db", db, "rates", "import", str(a), str(b), "--supersede")
+    assert code == 2 and "imported file(s) themselves" in err and "use --supersede" not in err
+    assert run(capsys, "--db", db, "rates", "import", str(b))[0] == 0
+    code, _, err = run(capsys, "--db", db, "rates", "import", str(a))
+    assert code == 2 and "use --supersede" in err
+    code, _, err = run(capsys, "--db", db, "rates", "import", str(a), "--supersede")  # stored rate starts later
+    assert code == 2 and "only ends a stored open-ended rate that starts before" in err
