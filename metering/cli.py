@@ -364,6 +364,8 @@ def cmd_export_focus(args: argparse.Namespace) -> int:
     suffix = Path(args.output).suffix.lower()
     if suffix not in (".csv", ".parquet"):
         raise UsageError(f"--output {args.output}: the file name must end in .csv or .parquet")
+    if not args.billing_account_id.strip():  # FOCUS: BillingAccountId must not be null
+        raise UsageError("--billing-account-id must not be empty (FOCUS requires a BillingAccountId on every row)")
     ptu_costs = _ptu_costs(args.ptu_costs) if args.ptu_costs else None
     engine = _engine(args)
     _require_schema(engine)

@@ -218,3 +218,10 @@ def test_overlap_hints_say_what_would_help(capsys, db, tmp_path):
     assert code == 2 and "use --supersede" in err
     code, _, err = run(capsys, "--db", db, "rates", "import", str(a), "--supersede")  # stored rate starts later
     assert code == 2 and "only ends a stored open-ended rate that starts before" in err
+
+
+def test_focus_export_refuses_an_empty_billing_account_id(capsys, db, tmp_path):
+    code, _, err = run(capsys, "--db", db, "export", "focus", "--month", "2026-10", "--output", str(tmp_path / "f.csv"),
+                       "--billing-account-id", " ")
+    assert code == 2 and "--billing-account-id must not be empty" in err
+    assert not (tmp_path / "f.csv").exists()
