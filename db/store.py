@@ -115,14 +115,22 @@ def raw_digest(raw: bytes) -> str:
 def _insert_quarantine(
     conn: sa.Connection, items: Sequence[Quarantined], received_at: datetime, audit: Sequence[Quarantined] = ()
 ) -> int:
-    """Keep each bad event's bytes once (a redelivered bad event is not stored twice).
+    """Keep each bad event's bytes once; the number of quarantine rows written (see ``_keep_bytes``)."""
+    return len(_keep_bytes(conn, items, received_at, audit))
+
+
+def _keep_bytes(
+    conn: sa.Connection, items: Sequence[Quarantined], received_at: datetime, audit: Sequence[Quarantined] = ()
+) -> set[str]:
+    """Keep each bad event's bytes once (a redelivered bad event is not stored twice); return the
+    digests of the rows written now.
 
     Rows are keyed by the SHA-256 of the bytes as received and written in digest order, so that
     concurrent writers of overlapping batches take their locks in one order (no deadlock).
     ``audit`` copies (of a truncated event that did become a row) are stored as resolved.
     """
     if not items and not audit:
-        return 0
+        return set()
     rows: dict[str, dict[str, Any]] = {}
     for position, item in enumerate([*items, *audit]):
         resolved = position >= len(items)
@@ -138,7 +146,7 @@ def _insert_quarantine(
             "source_sequence_number": item.source_sequence_number,
             "resolved_at": received_at if resolved else None,
         })
-    return len(insert_absent(conn, quarantine, "raw_sha256", [rows[digest] for digest in sorted(rows)]))
+    return insert_absent(conn, quarantine, "raw_sha256", [rows[digest] for digest in sorted(rows)])
 
 
 def store_batch(conn: sa.Connection, outcome: BatchOutcome, now: datetime | None = None) -> StoreResult:
@@ -165,8 +173,10 @@ def store_batch(conn: sa.Connection, outcome: BatchOutcome, now: datetime | None
                 result.inserted_unpriced += 1
             if record.truncated:
                 result.inserted_truncated += 1
-    _insert_quarantine(conn, outcome.quarantined, now, audit=outcome.audit)
+    written = _keep_bytes(conn, outcome.quarantined, now, audit=outcome.audit)
     result.quarantined = len(outcome.quarantined)
+    new_digests = {item.raw_sha256 or raw_digest(item.raw) for item in outcome.quarantined} & written
+    result.quarantined_known = result.quarantined - len(new_digests)  # bytes quarantine already held
     result.duplicates += llm_counts.duplicates
     result.merged, result.pending = llm_counts.merged, llm_counts.pending
     result.merged_tokens, result.merged_cost = llm_counts.changed_tokens, llm_counts.changed_cost

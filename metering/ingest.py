@@ -91,6 +91,7 @@ class IngestTotals:
     inserted: int = 0
     duplicates: int = 0
     quarantined: int = 0
+    quarantined_known: int = 0  # of ``quarantined``: already in quarantine from an earlier delivery
     tokens: int = 0
     cost: Decimal = field(default_factory=lambda: Decimal(0))
     unpriced: int = 0
@@ -102,6 +103,10 @@ class IngestTotals:
     pending: int = 0
     ignored: int = 0
     truncated: int = 0
+
+    def _known(self) -> str:
+        """Says how many quarantined events were there already, so a re-replay does not read as new."""
+        return f" ({self.quarantined_known:,} already in quarantine)" if self.quarantined_known else ""
 
     def llm_summary(self) -> str:
         """The LLM-log part of the summary line; empty when the input had no diagnostic logs."""
@@ -115,6 +120,7 @@ class IngestTotals:
         self.inserted += other.inserted
         self.duplicates += other.duplicates
         self.quarantined += other.quarantined
+        self.quarantined_known += other.quarantined_known
         self.tokens += other.tokens
         self.cost += other.cost
         self.unpriced += other.unpriced
@@ -127,7 +133,7 @@ class IngestTotals:
     def summary(self) -> str:
         text = (
             f"events read {self.read:,} | rows inserted {self.inserted:,} | duplicates skipped {self.duplicates:,}"
-            f" | quarantined {self.quarantined:,}{self.llm_summary()} | tokens {self.tokens:,} | cost {self.cost.quantize(Decimal('0.01'))}"
+            f" | quarantined {self.quarantined:,}{self._known()}{self.llm_summary()} | tokens {self.tokens:,} | cost {self.cost.quantize(Decimal('0.01'))}"
             f" | unpriced rows {self.unpriced:,}"
         )
         if self.truncated:
@@ -169,6 +175,7 @@ def _totals(outcome: BatchOutcome, stored: StoreResult) -> IngestTotals:
         inserted=stored.inserted,
         duplicates=stored.duplicates,
         quarantined=stored.quarantined,
+        quarantined_known=stored.quarantined_known,
         tokens=stored.inserted_tokens + stored.merged_tokens,  # merges change rows stored earlier
         cost=stored.inserted_cost + stored.merged_cost,
         unpriced=stored.inserted_unpriced,

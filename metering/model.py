@@ -225,6 +225,7 @@ class StoreResult:
     inserted: int = 0
     duplicates: int = 0
     quarantined: int = 0
+    quarantined_known: int = 0  # of ``quarantined``: bytes already kept (a redelivery or replay)
     inserted_tokens: int = 0
     inserted_cost: Decimal = Decimal(0)
     inserted_unpriced: int = 0

@@ -225,3 +225,12 @@ def test_focus_export_refuses_an_empty_billing_account_id(capsys, db, tmp_path):
                        "--billing-account-id", " ")
     assert code == 2 and "--billing-account-id must not be empty" in err
     assert not (tmp_path / "f.csv").exists()
+
+
+def test_replaying_bad_events_again_says_they_are_already_in_quarantine(capsys, db, tmp_path):
+    capture = tmp_path / "bad.jsonl"
+    capture.write_bytes(b"not json\n[1]\nnot json\n")
+    code, out, _ = run(capsys, "--db", db, "replay", str(capture))
+    assert "quarantined 3 (1 already in quarantine)" in out  # the repeated line is kept once
+    code, out, _ = run(capsys, "--db", db, "replay", str(capture))
+    assert "events read 3 | rows inserted 0 | duplicates skipped 0 | quarantined 3 (3 already in quarantine)" in out
