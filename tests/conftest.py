@@ -105,3 +105,12 @@ def engine(db_url: str) -> Iterator[Engine]:
     upgrade(engine)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def db(db_url: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """A database URL migrated with `metering db upgrade`, once for SQLite and once for PostgreSQL."""
+    from cli_runner import run
+
+    assert run(capsys, "--db", db_url, "db", "upgrade")[0] == 0
+    return db_url

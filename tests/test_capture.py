@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from capture_files import CAPTURE_SCHEMA, ENQUEUED, capture_path, capture_records, write_capture
 from db.schema import quarantine, usage_records
 from events import encode, jsonl, v1_event
+from cli_runner import run
 from metering.cli import main
 from metering.sources import SourceError, capture_partition, discover, read_capture, read_events
 
@@ -52,12 +53,6 @@ def write_capture_tree(root: Path) -> Path:
 def rows(engine) -> list[tuple]:
     with engine.connect() as conn:
         return [tuple(r) for r in conn.execute(sa.select(*COMPARED).order_by(usage_records.c.request_id))]
-
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def migrated(capsys, url: str, tmp_path: Path) -> None:

@@ -11,25 +11,13 @@ import pytest
 from decimal import Decimal
 
 from events import encode, jsonl, v1_event
-from metering.cli import main
+from cli_runner import run
 
 RATES = (
     "model,deployment_type,region,effective_from,effective_to,currency,input_per_1m,cached_input_per_1m,output_per_1m\n"
     "gpt-4o,global,,2024-01-01,,USD,2.50,1.25,10.00\n"
     "gpt-4o-mini,datazone,,2024-07-18,,USD,0.165,0.083,0.66\n"
 )
-
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-@pytest.fixture
-def db(db_url: str, capsys) -> str:
-    assert run(capsys, "--db", db_url, "db", "upgrade")[0] == 0
-    return db_url
 
 
 @pytest.fixture

@@ -12,18 +12,12 @@ from db import store
 from db.engine import make_engine
 from db.schema import quarantine, usage_records
 from events import encode, jsonl, v1_event
-from metering.cli import main
+from cli_runner import run
 from metering.model import PipelineSettings, Quarantined, RawEvent
 from metering.ingest import Ingestor
 from metering.signature import sign
 
 KEY = b"quarantine-test-key"
-
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture

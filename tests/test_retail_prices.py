@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from metering.cli import main
+from cli_runner import run
 from metering.rates import RateCardError
 from metering.retail_fetch import FetchError, combined_page, dumps_page, fetch_pages, retail_prices_url
 from metering.retail_prices import Meter, load_pages, map_retail_items, parse_meter, parse_retail_pages, per_million
@@ -318,18 +318,6 @@ def test_fetch_stops_a_next_page_loop():
 
 
 # --------------------------------------------------------------------------- the command
-
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-@pytest.fixture
-def db(db_url: str, capsys) -> str:
-    assert run(capsys, "--db", db_url, "db", "upgrade")[0] == 0
-    return db_url
 
 
 def test_cli_imports_saved_pages_and_lists_the_unmapped_meters(capsys, db):
