@@ -43,7 +43,9 @@ from typing import Any
 import orjson
 
 from metering.decode import UTF8_BOM, integer_text, parse_time
-from metering.model import BadEvent, BatchOutcome, Quarantined, RawEvent, TokenUsage, UsageRecord
+from metering.model import (
+    BadEvent, BatchOutcome, Quarantined, RawEvent, TokenUsage, UsageRecord, usage_and_cost_columns,
+)
 from metering.pricing import RateCard, price_tokens
 from metering.reprice import stored_billable
 
@@ -267,20 +269,4 @@ def merge_usage(row: UsageRecord, llm: LlmUsage, card: RateCard) -> UsageRecord 
         at=row.event_time,
         card=card,
     )
-    return replace(
-        row,
-        model=model,
-        prompt_tokens=usage.prompt_tokens,
-        cached_tokens=usage.cached_tokens,
-        completion_tokens=usage.completion_tokens,
-        reasoning_tokens=usage.reasoning_tokens,
-        total_tokens=usage.total_tokens,
-        usage_source="reported",
-        rate_id=cost.rate_id,
-        input_cost=cost.input_cost,
-        cached_input_cost=cost.cached_input_cost,
-        output_cost=cost.output_cost,
-        total_cost=cost.total_cost,
-        currency=cost.currency,
-        price_status=cost.price_status,
-    )
+    return replace(row, model=model, **usage_and_cost_columns(usage, cost))  # usage.source is "reported"

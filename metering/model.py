@@ -183,6 +183,26 @@ class UsageRecord:
     source_sequence_number: int | None
 
 
+def usage_and_cost_columns(usage: TokenUsage, cost: Cost) -> dict[str, Any]:
+    """The ``usage_records`` columns that tokens and their price decide (ingest and LLM-log merge)."""
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "cached_tokens": usage.cached_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+        "total_tokens": usage.total_tokens,
+        "usage_source": usage.source,
+        "deployment_type": cost.deployment_type,
+        "rate_id": cost.rate_id,
+        "input_cost": cost.input_cost,
+        "cached_input_cost": cost.cached_input_cost,
+        "output_cost": cost.output_cost,
+        "total_cost": cost.total_cost,
+        "currency": cost.currency,
+        "price_status": cost.price_status,
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class Quarantined:
     """An event the pipeline could not turn into a row (or kept for audit), with its original bytes."""
