@@ -53,7 +53,8 @@ import azure.functions as func
 from sqlalchemy.engine import Engine
 
 from db.engine import make_engine
-from metering.ingest import IngestTotals, Ingestor, rate_card_ttl_from_env, settings_from_env
+from metering.ingest import IngestTotals, Ingestor
+from metering.settings import rate_card_ttl_from_env, settings_from_env
 from metering.model import RawEvent
 
 app = func.FunctionApp()

@@ -30,13 +30,13 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from corpus import CorpusBuilder, write_jsonl  # noqa: E402
 
-from db import store  # noqa: E402
+from db import rate_card as rate_card_store  # noqa: E402
 from db.engine import make_engine  # noqa: E402
 from db.migrate import upgrade  # noqa: E402
 from metering.ingest import IngestTotals, Ingestor  # noqa: E402
 from metering.model import RawEvent  # noqa: E402
-from metering.rates import parse_rates_csv  # noqa: E402
-from metering.tokens import encoding_for_model  # noqa: E402
+from metering.price.rate_card import parse_rates_csv  # noqa: E402
+from metering.usage.tokens import encoding_for_model  # noqa: E402
 
 BATCH = 500
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -54,10 +54,10 @@ def prepare(url: str) -> Ingestor:
     engine = make_engine(url)
     upgrade(engine)
     with engine.begin() as conn:
-        store.replace_rates(conn, parse_rates_csv((ROOT / "samples" / "rates.csv").read_text()))
-        from metering.mappings import parse_deployments_csv
+        rate_card_store.replace_rates(conn, parse_rates_csv((ROOT / "samples" / "rates.csv").read_text()))
+        from metering.price.mappings import parse_deployments_csv
 
-        store.replace_deployments(conn, parse_deployments_csv((ROOT / "samples" / "deployments.csv").read_text()))
+        rate_card_store.replace_deployments(conn, parse_deployments_csv((ROOT / "samples" / "deployments.csv").read_text()))
     return Ingestor(engine, rate_card_ttl=3600)
 
 

@@ -18,8 +18,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from azure_shapes import chat_stream, sample_words, usage_object  # noqa: E402
 
-from metering.sse import rebuild_stream  # noqa: E402
-from metering.tokens import count_completion, load_encoding  # noqa: E402
+from metering.usage.sse import rebuild_stream  # noqa: E402
+from metering.usage.tokens import count_completion, load_encoding  # noqa: E402
 
 MODEL = "gpt-4o-2024-11-20"
 

@@ -33,10 +33,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from db.idempotent import KEY_CHUNK, insert_absent
+from db.rate_card import load_rate_card
 from db.schema import llm_usage, usage_records
-from metering.llm_logs import LlmUsage, merge_usage
-from metering.model import UsageRecord
-from metering.pricing import RateCard
+from metering.model import LlmUsage, UsageRecord
+from metering.sources.llm_logs import merge_usage
+from metering.price.pricing import RateCard
 
 PENDING, MERGED, UNNEEDED = "pending", "merged", "unneeded"
 SWEEP_WINDOW = timedelta(minutes=15)
@@ -74,8 +75,6 @@ class LlmMerge:
 
     def rate_card(self, conn: sa.Connection) -> RateCard:
         if self.card is None:
-            from db.store import load_rate_card
-
             self.card = load_rate_card(conn)
         return self.card
 

@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from db.schema import rates, subscriptions, usage_records
+from metering.model import REPORT_DIMENSIONS
 
 UNMAPPED = "(unmapped)"
 
@@ -74,7 +75,8 @@ def dimension_columns(dialect: str) -> dict[str, sa.ColumnElement[Any]]:
     }
 
 
-DIMENSIONS = tuple(dimension_columns("postgresql"))
+DIMENSIONS = REPORT_DIMENSIONS
+assert tuple(dimension_columns("postgresql")) == DIMENSIONS, "every report dimension has exactly one SQL expression"
 
 
 def _flag(condition: sa.ColumnElement[bool], value: Any = 1) -> sa.ColumnElement[Any]:

@@ -16,11 +16,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from db.schema import usage_records
-from db.store import load_rate_card
-from metering.pricing import RateCard
-from metering.reprice import PRICE_COLUMNS, STORED_COLUMNS, RepriceSummary, StoredUsage, changed_columns, reprice_row
+from db.rate_card import load_rate_card
+from metering.price.pricing import RateCard
+from metering.price.reprice import (
+    PRICE_COLUMNS, REPRICE_BATCH_SIZE, STORED_COLUMNS, RepriceSummary, StoredUsage, changed_columns, reprice_row,
+)
 
-DEFAULT_BATCH_SIZE = 5000
 
 _u = usage_records
 _SELECT = sa.select(*(_u.c[name] for name in STORED_COLUMNS))
@@ -42,7 +43,7 @@ def reprice(
     until: datetime | None = None,
     *,
     card: RateCard | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int = REPRICE_BATCH_SIZE,
     dry_run: bool = False,
     on_batch: Callable[[RepriceSummary], None] | None = None,
 ) -> RepriceSummary:

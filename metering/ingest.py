@@ -4,10 +4,9 @@ one transaction. The Function, ``metering replay`` and ``metering quarantine ret
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -16,68 +15,13 @@ from sqlalchemy.engine import Engine
 
 from db import quarantine as quarantine_store
 from db.conflicts import is_write_conflict
-from db.store import load_rate_card, store_batch, utc_now
+from db.store import store_batch, utc_now
+from db.rate_card import load_rate_card
 from metering.model import BatchOutcome, PipelineSettings, RawEvent, StoreResult
 from metering.pipeline import process_batch
-from metering.pricing import RateCard
+from metering.price.pricing import RateCard
 
 log = logging.getLogger(__name__)
-
-# Settings read by ``settings_from_env`` (the Function's application settings, the CLI's environment).
-SIGNING_SECRET_SETTING = "METERING_SIGNING_SECRET"
-PREVIOUS_SIGNING_SECRET_SETTING = "METERING_SIGNING_SECRET_PREVIOUS"
-REQUIRE_SIGNATURE_SETTING = "METERING_REQUIRE_SIGNATURE"
-REDACT_SETTING = "METERING_QUARANTINE_REDACT"
-RETENTION_SETTING = "METERING_QUARANTINE_RETENTION_DAYS"
-RATE_CARD_TTL_SETTING = "METERING_RATE_CARD_TTL_SECONDS"
-
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
-
-
-def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
-    value = environ.get(name, "").strip().lower()
-    if not value:
-        return default
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ValueError(f"{name} must be 1 or 0 (true/false), got {value!r:.20}")
-
-
-def settings_from_env(environ: Mapping[str, str] | None = None, *, signing_secret: bytes | None = None) -> PipelineSettings:
-    """``PipelineSettings`` from ``METERING_SIGNING_SECRET`` (the key as text; its UTF-8 bytes are the
-    HMAC key, as in APIM), ``METERING_SIGNING_SECRET_PREVIOUS`` (accepted too, while rotating),
-    ``METERING_REQUIRE_SIGNATURE`` (default 1 when a secret is set: unsigned events are quarantined;
-    0 accepts unsigned events, e.g. while the gateway's policies are rolled out) and
-    ``METERING_QUARANTINE_REDACT`` (default 0). ``signing_secret`` overrides the environment's."""
-    environ = os.environ if environ is None else environ
-    secret = signing_secret or environ.get(SIGNING_SECRET_SETTING, "").encode("utf-8") or None
-    previous = environ.get(PREVIOUS_SIGNING_SECRET_SETTING, "").encode("utf-8") or None
-    return PipelineSettings(
-        signing_secret=secret,
-        previous_signing_secret=previous if secret else None,
-        require_signature=_flag(environ, REQUIRE_SIGNATURE_SETTING, True),
-        redact_payloads=_flag(environ, REDACT_SETTING, False),
-    )
-
-
-def rate_card_ttl_from_env(environ: Mapping[str, str] | None = None) -> float:
-    """``METERING_RATE_CARD_TTL_SECONDS`` (default 60): how long the Function and ``metering consume``
-    keep a loaded rate card; a value that is not a number of seconds is a ``ValueError`` naming it."""
-    environ = os.environ if environ is None else environ
-    value = environ.get(RATE_CARD_TTL_SETTING, "").strip()
-    if not value:
-        return 60.0
-    try:
-        ttl = float(value)
-    except ValueError:
-        ttl = -1.0
-    if not 0 <= ttl < float("inf"):
-        raise ValueError(f"{RATE_CARD_TTL_SETTING} must be a number of seconds (0 or more), got {value!r:.20}")
-    return ttl
-
 
 @dataclass
 class IngestTotals:

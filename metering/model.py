@@ -9,10 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal
-
-if TYPE_CHECKING:
-    from metering.llm_logs import LlmUsage
+from typing import Any, Literal
 
 SCHEMA_V1 = "aoai-usage/1"
 
@@ -28,6 +25,11 @@ USAGE_SOURCES: tuple[str, ...] = ("reported", "estimated", "partial", "none")
 PRICE_STATUSES: tuple[str, ...] = ("priced", "no_rate", "not_billable", "no_usage")
 DEPLOYMENT_TYPES: tuple[str, ...] = ("global", "datazone", "regional", "global-batch", "datazone-batch", "provisioned")
 DEFAULT_DEPLOYMENT_TYPE = "global"
+# What a report can group by (``metering report --by``); ``db.queries`` maps each to SQL.
+REPORT_DIMENSIONS = (
+    "month", "day", "business_unit", "cost_center", "subscription", "product", "user", "api", "deployment",
+    "model", "deployment_type", "endpoint", "backend_region",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +203,28 @@ def usage_and_cost_columns(usage: TokenUsage, cost: Cost) -> dict[str, Any]:
         "currency": cost.currency,
         "price_status": cost.price_status,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class LlmUsage:
+    """Token usage of one request from APIM's LLM log, keyed by APIM's request id (``CorrelationId``).
+
+    ``prompt_tokens`` includes ``cached_tokens``; ``completion_tokens`` includes ``reasoning_tokens``.
+    ``raw`` is the record as JSON without its prompt and completion messages.
+    """
+
+    request_id: str
+    event_time: datetime | None
+    deployment: str | None
+    model: str | None
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+    reasoning_tokens: int
+    total_tokens: int
+    raw: bytes
+    source_partition: str | None = None
+    source_sequence_number: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

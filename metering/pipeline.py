@@ -18,8 +18,8 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from metering.decode import decode_event
-from metering.llm_logs import add_log_records, is_records_envelope
+from metering.decode.event import decode_event
+from metering.sources.llm_logs import add_log_records, is_records_envelope
 from metering.model import (
     BadEvent,
     BatchOutcome,
@@ -31,10 +31,10 @@ from metering.model import (
     UsageRecord,
     usage_and_cost_columns,
 )
-from metering.pricing import RateCard, price, resolve_deployment
-from metering.redact import redact_payloads
-from metering.signature import verify as verify_signature
-from metering.usage import resolve_usage
+from metering.price.pricing import RateCard, price, resolve_deployment
+from metering.decode.redact import redact_payloads
+from metering.decode.signature import verify as verify_signature
+from metering.usage.resolve import resolve_usage
 
 log = logging.getLogger(__name__)
 

@@ -11,13 +11,14 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from azure_shapes import chat_stream
-from db import store
+from db import rate_card as rate_card_store
+from db import subscriptions as subscription_store
 from db.schema import usage_records
 from events import encode, v1_event
 from metering.ingest import Ingestor
-from metering.mappings import parse_deployments_csv
+from metering.price.mappings import parse_deployments_csv
 from metering.model import RawEvent
-from metering.rates import parse_rates_csv
+from metering.price.rate_card import parse_rates_csv
 
 MONTH = "2026-10"
 SINCE = datetime(2026, 10, 1, tzinfo=timezone.utc)
@@ -100,9 +101,9 @@ def events() -> list[dict]:
 
 def seed(engine: sa.Engine) -> None:
     with engine.begin() as conn:
-        store.replace_rates(conn, parse_rates_csv(RATES))
-        store.replace_deployments(conn, parse_deployments_csv(DEPLOYMENTS))
-        store.replace_subscriptions(conn, SUBSCRIPTIONS)
+        rate_card_store.replace_rates(conn, parse_rates_csv(RATES))
+        rate_card_store.replace_deployments(conn, parse_deployments_csv(DEPLOYMENTS))
+        subscription_store.replace_subscriptions(conn, SUBSCRIPTIONS)
     Ingestor(engine).ingest([RawEvent(encode(e)) for e in events()])
 
 

@@ -1,0 +1,54 @@
+"""``metering``: the command line (DESIGN.md "CLI contract"), one module per command group.
+
+Database: ``--db URL`` or ``METERING_DATABASE_URL``, default ``sqlite:///metering.db``.
+Exit status: 0 on success, 2 for bad input (a clear message on stderr), 1 for other failures.
+Each command imports what it needs when it runs, so ``metering --help`` loads no SQL, pandas or SDK.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from metering.cli import consume, database, export, mappings, quarantine, rates, replay, report, reprice
+from metering.cli.common import FetchFailed, UsageError
+
+COMMAND_GROUPS = (database, replay, consume, rates, mappings, reprice, report, export, quarantine)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="metering",
+        description="Usage metering and chargeback for Azure OpenAI behind Azure API Management.",
+    )
+    parser.add_argument("--db", metavar="URL", help="database URL (default: $METERING_DATABASE_URL or sqlite:///metering.db)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in COMMAND_GROUPS:
+        group.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    import sqlalchemy as sa  # after parsing: --help and usage errors never pay for it
+
+    try:
+        return args.handler(args)
+    except UsageError as exc:
+        print(f"metering: {exc}", file=sys.stderr)
+        return 2
+    except FetchFailed as exc:
+        print(f"metering: {exc}", file=sys.stderr)
+        return 1
+    except sa.exc.OperationalError as exc:
+        print(f"metering: database error: {exc.orig}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

@@ -1,0 +1,44 @@
+"""``metering export focus``: a month of metered usage (and allocated PTU capacity) as FinOps FOCUS
+1.2 cost and usage rows, CSV or Parquet."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from metering.cli.common import UsageError, migrated_engine, out, period, reports_extra, write_file
+from metering.cli.report import ptu_costs
+
+
+def cmd_focus(args: argparse.Namespace) -> int:
+    from metering.finance import focus
+    from metering.finance.report import export_focus, money
+
+    month = period(argparse.Namespace(month=args.month, since=None, until=None))
+    suffix = Path(args.output).suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise UsageError(f"--output {args.output}: the file name must end in .csv or .parquet")
+    if not args.billing_account_id.strip():  # FOCUS: BillingAccountId must not be null
+        raise UsageError("--billing-account-id must not be empty (FOCUS requires a BillingAccountId on every row)")
+    costs = ptu_costs(args.ptu_costs) if args.ptu_costs else None
+    engine = migrated_engine(args)
+    with engine.connect() as conn:
+        records = export_focus(conn, month, args.billing_account_id, args.billing_account_name, costs)
+    with reports_extra("a .parquet --output"):
+        content = focus.to_csv(records) if suffix == ".csv" else focus.to_parquet(records)
+    write_file(args.output, content)
+    out(f"wrote {len(records)} FOCUS {focus.FOCUS_VERSION} row(s) to {args.output}: "
+        f"BilledCost {money(focus.billed_total(records))}\n")
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    export = commands.add_parser("export", help="export usage in standard formats")
+    formats = export.add_subparsers(dest="export_command", required=True, metavar="FORMAT")
+    parser = formats.add_parser("focus", help="FinOps FOCUS 1.2 cost and usage rows (.csv or .parquet)")
+    parser.add_argument("--month", metavar="YYYY-MM", required=True, help="the billing period: one calendar month (UTC)")
+    parser.add_argument("--output", metavar="FILE", required=True, help="FILE.csv or FILE.parquet")
+    parser.add_argument("--ptu-costs", metavar="FILE", help="also export allocated PTU capacity cost (same CSV as report)")
+    parser.add_argument("--billing-account-id", default="aoai-metering", help="BillingAccountId (default: aoai-metering)")
+    parser.add_argument("--billing-account-name", default="Azure OpenAI via API Management", help="BillingAccountName")
+    parser.set_defaults(handler=cmd_focus)

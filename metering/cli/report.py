@@ -1,0 +1,73 @@
+"""``metering report``: the chargeback for a period, grouped by any dimensions, in any format
+(pandas and the format's libraries are imported only when the command runs)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from metering.cli.common import UsageError, migrated_engine, out, period, read_text, reports_extra, write_file
+from metering.finance.options import BINARY_FORMATS, DEFAULT_DIMENSIONS, DIMENSIONS, FORMATS
+
+if TYPE_CHECKING:
+    from metering.finance.capacity import PtuCost
+
+
+def _format_from_output(output: str | None) -> str:
+    """Without --format, the --output file's extension picks the format (report.csv → csv), else table."""
+    suffix = Path(output).suffix.lower().lstrip(".") if output else ""
+    suffix = "html" if suffix == "htm" else suffix
+    return suffix if suffix in FORMATS and suffix != "table" else "table"
+
+
+def ptu_costs(path: str) -> list[PtuCost]:
+    """The ``--ptu-costs`` CSV; a bad file is bad input listing every problem."""
+    from metering.finance.capacity import PtuCostError, parse_ptu_costs_csv
+
+    try:
+        return parse_ptu_costs_csv(read_text(path), source=path)
+    except PtuCostError as exc:
+        raise UsageError(f"--ptu-costs not usable:\n{exc}") from None
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from metering.finance.render import render
+    from metering.finance.report import MixedCurrencyError, build_report
+
+    report_period = period(args)
+    dimensions = tuple(d.strip() for d in args.by.split(",") if d.strip()) if args.by else DEFAULT_DIMENSIONS
+    unknown = [d for d in dimensions if d not in DIMENSIONS]
+    if unknown:
+        raise UsageError(f"--by: unknown dimension(s) {', '.join(unknown)}; choose from {', '.join(DIMENSIONS)}")
+    fmt = args.format or _format_from_output(args.output)
+    if fmt in BINARY_FORMATS and not args.output:
+        raise UsageError(f"--format {fmt} writes a binary file: give --output FILE")
+    costs = ptu_costs(args.ptu_costs) if args.ptu_costs else None
+    engine = migrated_engine(args)
+    with engine.connect() as conn:
+        try:
+            report = build_report(conn, report_period, dimensions, costs, charts=fmt == "html")
+        except MixedCurrencyError as exc:
+            raise UsageError(f"report not written: {exc}") from None
+    with reports_extra(f"--format {fmt}"):
+        content = render(report, fmt)
+    if args.output:
+        write_file(args.output, content)
+        out(f"wrote {len(report.frame)} row(s) to {args.output}\n")
+    else:
+        out(content if isinstance(content, str) else content.decode())
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    report = commands.add_parser("report", help="chargeback report for a period")
+    report.add_argument("--month", metavar="YYYY-MM", help="one calendar month (UTC); or --since/--until; default: all time")
+    report.add_argument("--since", metavar="DATE", help="first day (inclusive)")
+    report.add_argument("--until", metavar="DATE", help="last day (inclusive)")
+    report.add_argument("--by", metavar="DIM,...", help=f"group by (default {','.join(DEFAULT_DIMENSIONS)}); any of {','.join(DIMENSIONS)}")
+    report.add_argument("--format", choices=FORMATS, help="table, csv, json, xlsx, parquet, html (xlsx and parquet need --output); "
+                        "default: the --output file's extension, else table")
+    report.add_argument("--output", metavar="FILE", help="write to FILE instead of standard output")
+    report.add_argument("--ptu-costs", metavar="FILE", help="CSV deployment,backend_id,month,monthly_cost,currency: allocate PTU capacity cost by tokens")
+    report.set_defaults(handler=cmd_report)

@@ -1,0 +1,181 @@
+"""A built ``Report`` → the bytes or text of one format: ``table`` (terminal), ``csv``, ``json``,
+``parquet``, ``xlsx`` (``xlsx_report``), ``html`` (``html_report``). pyarrow and openpyxl are
+imported only by the formats that need them."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import date, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+import pandas as pd
+
+from metering.finance.options import FORMATS
+from metering.finance.report import (
+    MONEY_COLUMNS, TABLE_COLUMNS, TABLE_PTU_COLUMNS, Report, has_ptu, money, object_series, total_row,
+)
+
+
+def _cell(value: Any, column: str) -> str:
+    if column in MONEY_COLUMNS:
+        return money(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return "" if value is None or (isinstance(value, float) and value != value) else str(value)
+
+
+def quality_line(report_or_total: Report | dict[str, Any]) -> str:
+    """One sentence of data quality, shown under every table."""
+    q = report_or_total.quality if isinstance(report_or_total, Report) else report_or_total
+    if not (q["estimated_requests"] or q["incomplete_requests"] or q["unpriced_requests"]):
+        return (f"data quality: all {q['requests']:,} requests priced from usage the provider reported "
+                f"({q['not_billable_requests']:,} not billable)")
+    return (
+        f"data quality: {q['estimated_requests']:,} estimated requests ({q['estimated_tokens']:,} tokens), "
+        f"{q['incomplete_requests']:,} billable with partial or no usage ({q['incomplete_tokens']:,} tokens), "
+        f"{q['unpriced_requests']:,} unpriced ({q['unpriced_tokens']:,} tokens), "
+        f"{q['not_billable_requests']:,} not billable — see `metering rates list` for models without a rate"
+    )
+
+
+def render_table(frame: pd.DataFrame, dimensions: tuple[str, ...], title: str,
+                 report: Report | None = None) -> str:
+    """A fixed-width terminal table with a total line and a data-quality footnote."""
+    columns = list(dimensions) + list(TABLE_PTU_COLUMNS if has_ptu(frame) else TABLE_COLUMNS)
+    header = [c.replace("_", " ") for c in columns]
+    total = total_row(frame, dimensions)
+    body = [[_cell(record[c], c) for c in columns] for record in frame.to_dict("records") + [total]]
+    numeric = {c for c in columns if c not in dimensions and c != "currency"}
+    widths = [max(len(header[i]), *(len(row[i]) for row in body)) for i in range(len(columns))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            cell.rjust(widths[i]) if columns[i] in numeric else cell.ljust(widths[i]) for i, cell in enumerate(cells)
+        ).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    out = [title, "", line(header), rule]
+    out.extend(line(row) for row in body[:-1])
+    out.extend([rule, line(body[-1]), ""])
+    out.append(quality_line(report if report is not None else total))
+    if report is not None:
+        if report.ptu:
+            out.append("")
+            out.append("PTU allocation (monthly capacity cost split by each subscription's share of the deployment's tokens):")
+            for part in report.ptu:
+                out.append(f"  {part['month']}  {part['deployment']:<20} {part['subscription']:<28} "
+                           f"{part['tokens']:>12,} tokens  {_percent(part['token_share']):>7}  "
+                           f"{money(part['ptu_cost']):>12} {part['currency']}")
+        for note in report.notes:
+            out.append(f"note: {note}")
+    return "\n".join(out) + "\n"
+
+
+def _percent(share: Decimal) -> str:
+    return f"{(share * 100).quantize(Decimal('0.1'), rounding=ROUND_HALF_UP)}%"
+
+
+def to_csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame as written to files: money as exact decimal strings."""
+    out = frame.copy()
+    for column in MONEY_COLUMNS:
+        if column in out.columns:
+            out[column] = object_series(out, [format(c, "f") for c in out[column]])
+    return out
+
+
+def render_csv(report: Report) -> str:
+    return to_csv_frame(report.frame).to_csv(index=False)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    return value
+
+
+def render_json(report: Report) -> str:
+    """An object: the period, the rows, the total, data quality and (when given) the PTU allocation.
+    Money is exact decimal text."""
+    document = {
+        "title": report.title,
+        "period": {"label": report.period.label, "since": _jsonable(report.period.since),
+                   "until": _jsonable(report.period.until)},
+        "generated_at": _jsonable(report.generated_at),
+        "currency": report.currency,
+        "dimensions": list(report.dimensions),
+        "rows": [{k: _jsonable(v) for k, v in record.items()} for record in report.frame.to_dict("records")],
+        "total": {k: _jsonable(v) for k, v in report.total.items() if k not in report.dimensions},
+        "data_quality": {k: _jsonable(v) for k, v in report.quality.items()}
+        | {"models_without_rate": [{k: _jsonable(v) for k, v in row.items()} for row in report.models_without_rate]},
+        "notes": report.notes,
+    }
+    if report.ptu is not None:
+        document["ptu_allocation"] = [{k: _jsonable(v) for k, v in part.items()} for part in report.ptu]
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def parquet_table(report: Report) -> Any:
+    """The report frame as an Arrow table: money ``decimal128(28, 12)``, counts ``int64``."""
+    import pyarrow as pa
+
+    frame = report.frame
+    fields, arrays = [], []
+    for column in frame.columns:
+        values = list(frame[column])
+        if column in MONEY_COLUMNS:
+            kind = pa.decimal128(28, 12)
+            values = [v.quantize(Decimal("1e-12")) for v in values]
+        elif column == "day":
+            kind = pa.date32()
+            values = [date.fromisoformat(v) if v and v[:1].isdigit() else None for v in values]
+        elif column in report.dimensions or column == "currency":
+            kind = pa.string()
+            values = [v if isinstance(v, str) else None for v in values]
+        else:
+            kind = pa.int64()
+            values = [int(v) for v in values]
+        fields.append(pa.field(column, kind, nullable=column == "currency" or column in report.dimensions))
+        arrays.append(pa.array(values, type=kind))
+    metadata = {
+        "title": report.title,
+        "period": report.period.label,
+        "generated_at": _jsonable(report.generated_at),
+        "data_quality": json.dumps({k: _jsonable(v) for k, v in report.quality.items()}),
+    }
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=metadata))
+
+
+def render_parquet(report: Report) -> bytes:
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pq.write_table(parquet_table(report), buffer)
+    return buffer.getvalue()
+
+
+def render(report: Report, fmt: str) -> str | bytes:
+    """The report in ``fmt`` (one of ``FORMATS``): text, or bytes for XLSX and Parquet."""
+    if fmt == "table":
+        return render_table(report.frame, report.dimensions, report.title, report)
+    if fmt == "csv":
+        return render_csv(report)
+    if fmt == "json":
+        return render_json(report)
+    if fmt == "parquet":
+        return render_parquet(report)
+    if fmt == "xlsx":
+        from metering.finance.xlsx_report import render_xlsx
+
+        return render_xlsx(report)
+    if fmt == "html":
+        from metering.finance.html_report import render_html
+
+        return render_html(report)
+    raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")

@@ -1,0 +1,320 @@
+"""Chargeback reports: aggregated usage rows → a pandas table with totals and data quality
+(``finance.render`` turns it into each output format).
+
+Every report carries its data quality (estimated, incomplete and unpriced requests and tokens)
+next to the money, so that nobody reads a total without knowing what it rests on. Money stays
+``Decimal`` from the database to the file: summed exactly, written as exact decimal text (CSV,
+JSON), ``decimal128(28, 12)`` (Parquet), or numbers formatted with two decimals (XLSX, HTML).
+
+Formats: ``table`` (terminal), ``csv``, ``json``, ``xlsx``, ``parquet``, ``html`` (one
+self-contained file, see ``metering.finance.html_report``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from db import queries
+from metering.finance.options import Period
+from metering.finance.capacity import PtuCost, allocate_ptu, by_subscription
+
+CENT = Decimal("0.01")
+MEASURE_COLUMNS = (
+    "requests",
+    "prompt_tokens",
+    "cached_tokens",
+    "completion_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+    "cost",
+    "currency",
+    "estimated_requests",
+    "estimated_tokens",
+    "incomplete_requests",
+    "incomplete_tokens",
+    "unpriced_requests",
+    "unpriced_tokens",
+    "not_billable_requests",
+    "provisioned_requests",
+    "provisioned_tokens",
+)
+PTU_COLUMNS = ("ptu_cost", "total_charge")
+MONEY_COLUMNS = ("cost", "ptu_cost", "total_charge")
+TABLE_COLUMNS = ("requests", "total_tokens", "cost", "currency", "estimated_requests", "unpriced_requests")
+TABLE_PTU_COLUMNS = ("requests", "total_tokens", "cost", "ptu_cost", "total_charge", "currency",
+                     "estimated_requests", "unpriced_requests")
+LABELS = {
+    "business_unit": "Business unit",
+    "cost_center": "Cost center",
+    "subscription": "Subscription",
+    "product": "Product",
+    "user": "User",
+    "api": "API",
+    "deployment": "Deployment",
+    "model": "Model",
+    "deployment_type": "Deployment type",
+    "endpoint": "Endpoint",
+    "backend_region": "Backend region",
+    "month": "Month",
+    "day": "Day",
+    "requests": "Requests",
+    "total_tokens": "Tokens",
+    "prompt_tokens": "Prompt tokens",
+    "cached_tokens": "Cached tokens",
+    "completion_tokens": "Completion tokens",
+    "reasoning_tokens": "Reasoning tokens",
+    "cost": "Pay-as-you-go cost",
+    "ptu_cost": "PTU cost",
+    "total_charge": "Total charge",
+    "currency": "Currency",
+    "estimated_requests": "Estimated requests",
+    "estimated_tokens": "Estimated tokens",
+    "incomplete_requests": "Incomplete requests",
+    "incomplete_tokens": "Incomplete tokens",
+    "unpriced_requests": "Unpriced requests",
+    "unpriced_tokens": "Unpriced tokens",
+    "not_billable_requests": "Not billable requests",
+    "provisioned_requests": "PTU requests",
+    "provisioned_tokens": "PTU tokens",
+}
+
+
+# --------------------------------------------------------------------------- period
+
+
+def ptu_costs_in(period: Period, costs: Sequence[PtuCost]) -> tuple[list[PtuCost], list[PtuCost]]:
+    """The PTU costs whose month the period covers whole, and those it covers only in part.
+
+    A monthly capacity cost is allocated by the whole month's tokens, so a period that cuts a month
+    in two cannot carry a fair part of it: such costs are left out and the report says so."""
+    whole, partial = [], []
+    for cost in costs:
+        covered = period.covers_month(cost.month)
+        if covered:
+            whole.append(cost)
+        elif covered is None:
+            partial.append(cost)
+    return whole, partial
+
+
+# --------------------------------------------------------------------------- frames
+
+
+def to_frame(rows: list[dict[str, Any]], dimensions: tuple[str, ...]) -> pd.DataFrame:
+    """Aggregated rows as a DataFrame: dimensions first, then measures; cost stays ``Decimal``."""
+    columns = list(dimensions) + list(MEASURE_COLUMNS)
+    frame = pd.DataFrame(rows, columns=columns, dtype=object)
+    for column in MEASURE_COLUMNS:
+        if column not in ("cost", "currency"):
+            frame[column] = frame[column].map(lambda v: int(v) if v is not None and v == v else 0).astype("int64")
+    frame["cost"] = object_series(frame, [c if isinstance(c, Decimal) else Decimal(0) for c in frame["cost"]])
+    frame["currency"] = object_series(frame, [c if isinstance(c, str) else None for c in frame["currency"]])
+    for dimension in dimensions:
+        frame[dimension] = object_series(frame, ["" if v is None else str(v) for v in frame[dimension]])
+    return frame
+
+
+def object_series(frame: pd.DataFrame, values: list[Any]) -> pd.Series:
+    """A column of Python objects as given (Decimal stays Decimal, None stays None, not NaN)."""
+    return pd.Series(values, index=frame.index, dtype=object)
+
+
+def add_ptu(frame: pd.DataFrame, dimensions: tuple[str, ...], allocations: Sequence[Any]) -> pd.DataFrame:
+    """Add ``ptu_cost`` (allocated PTU capacity) and ``total_charge`` (cost + ptu_cost) per group.
+
+    A group that only has PTU cost (an unused deployment, charged to ``(unallocated)``) gets a row of
+    its own, so the PTU total is always the sum of the monthly costs."""
+    amounts: dict[tuple[str, ...], Decimal] = defaultdict(Decimal)
+    currencies: dict[tuple[str, ...], str] = {}
+    for item in allocations:
+        key = tuple("" if v is None else str(v) for v in item.group)
+        amounts[key] += item.amount
+        currencies.setdefault(key, item.cost.currency)
+    keys = [tuple(record) for record in frame[list(dimensions)].itertuples(index=False, name=None)] if dimensions \
+        else [()] * len(frame)
+    missing = [key for key in amounts if key not in set(keys)]
+    if missing:
+        extra = to_frame([{**dict(zip(dimensions, key)), "currency": currencies[key]} for key in missing], dimensions)
+        frame = pd.concat([frame, extra], ignore_index=True) if len(frame) else extra
+        frame = sort_frame(frame, dimensions)
+        keys = [tuple(record) for record in frame[list(dimensions)].itertuples(index=False, name=None)] if dimensions \
+            else [()] * len(frame)
+    frame = frame.copy()
+    frame["ptu_cost"] = object_series(frame, [amounts.get(key, Decimal(0)) for key in keys])
+    frame["total_charge"] = object_series(frame, [c + p for c, p in zip(frame["cost"], frame["ptu_cost"])])
+    return frame
+
+
+def sort_frame(frame: pd.DataFrame, dimensions: tuple[str, ...]) -> pd.DataFrame:
+    if not dimensions or frame.empty:
+        return frame.reset_index(drop=True)
+    order = sorted(range(len(frame)), key=lambda i: tuple(str(frame.iloc[i][d]) for d in dimensions))
+    return frame.iloc[order].reset_index(drop=True)
+
+
+def has_ptu(frame: pd.DataFrame) -> bool:
+    return "ptu_cost" in frame.columns
+
+
+def total_row(frame: pd.DataFrame, dimensions: tuple[str, ...]) -> dict[str, Any]:
+    """The grand total of a report frame (money summed exactly as ``Decimal``)."""
+    total: dict[str, Any] = {d: "" for d in dimensions}
+    if dimensions:
+        total[dimensions[0]] = "TOTAL"
+    for column in frame.columns:
+        if column in dimensions:
+            continue
+        if column in MONEY_COLUMNS:
+            total[column] = sum(frame[column], Decimal(0))
+        elif column == "currency":
+            currencies = sorted({c for c in frame["currency"] if isinstance(c, str)})
+            total[column] = "/".join(currencies)
+        else:
+            total[column] = int(frame[column].sum())
+    for column in MEASURE_COLUMNS:
+        total.setdefault(column, Decimal(0) if column == "cost" else "" if column == "currency" else 0)
+    return total
+
+
+def money(value: Decimal) -> str:
+    return str(value.quantize(CENT, rounding=ROUND_HALF_UP))
+
+
+def grouped_frame(
+    conn: sa.Connection,
+    period: Period,
+    dimensions: tuple[str, ...],
+    ptu_costs: Sequence[PtuCost] | None = None,
+) -> tuple[pd.DataFrame, list[Any]]:
+    """Usage per group for the period, with allocated PTU cost when ``ptu_costs`` is given (the
+    costs of the months the period covers whole). Returns the frame and the PTU allocations."""
+    frame = to_frame(queries.usage_summary(conn, period.since, period.until, dimensions), dimensions)
+    if ptu_costs is None:
+        return frame, []
+    usage = queries.provisioned_tokens(conn, period.since, period.until, dimensions)
+    allocations = allocate_ptu(ptu_costs, usage, dimensions)
+    return add_ptu(frame, dimensions, allocations), allocations
+
+
+# --------------------------------------------------------------------------- the report
+
+
+@dataclass
+class Report:
+    """Everything a rendered report shows: the grouped frame, its total, data quality, PTU."""
+
+    title: str
+    period: Period
+    dimensions: tuple[str, ...]
+    frame: pd.DataFrame
+    generated_at: datetime
+    currency: str
+    quality: dict[str, Any]
+    models_without_rate: list[dict[str, Any]] = field(default_factory=list)
+    ptu: list[dict[str, Any]] | None = None  # allocation per PTU cost × subscription
+    notes: list[str] = field(default_factory=list)
+    # Fixed breakdowns: "subscription" (business unit × subscription) always; "day", "model" for HTML.
+    charts: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    @property
+    def total(self) -> dict[str, Any]:
+        return total_row(self.frame, self.dimensions)
+
+
+class MixedCurrencyError(ValueError):
+    """The period's priced usage (or PTU costs) spans several currencies that no total may add."""
+
+
+def build_report(
+    conn: sa.Connection,
+    period: Period,
+    dimensions: tuple[str, ...],
+    ptu_costs: Sequence[PtuCost] | None = None,
+    charts: bool = False,
+    now: datetime | None = None,
+) -> Report:
+    """Query and assemble a report. ``ptu_costs``: the PTU cost config (None: no PTU section);
+    ``charts``: also gather the fixed breakdowns the HTML report draws."""
+    notes: list[str] = []
+    included: list[PtuCost] | None = None
+    if ptu_costs is not None:
+        included, partial = ptu_costs_in(period, ptu_costs)
+        for cost in partial:
+            notes.append(f"PTU cost of {cost.label} ({money(cost.monthly_cost)} {cost.currency}) is not included: "
+                         "the period covers only part of that month; report whole months to allocate it.")
+    frame, allocations = grouped_frame(conn, period, dimensions, included)
+    currencies = queries.period_currencies(conn, period.since, period.until)
+    ptu_currencies = sorted({c.currency for c in included or []})
+    currency = (currencies or ptu_currencies or ["USD"])[0]
+    if len(set(currencies) | set(ptu_currencies)) > 1:
+        # A total of EUR and USD amounts is no number at all: refuse rather than print one.
+        raise MixedCurrencyError(
+            "the period's costs are in more than one currency ("
+            + ", ".join(sorted(set(currencies) | set(ptu_currencies)))
+            + "), and a report total cannot add them; keep one currency in the rate card and PTU costs"
+            " (convert with your finance team's rate), then `metering reprice`"
+        )
+    total = total_row(frame, dimensions)
+    by_subscription_frame, sub_allocations = grouped_frame(conn, period, ("business_unit", "subscription"), included)
+    unmapped = by_subscription_frame[by_subscription_frame["business_unit"] == queries.UNMAPPED]
+    quality = {key: total[key] for key in (
+        "requests", "total_tokens", "estimated_requests", "estimated_tokens", "incomplete_requests",
+        "incomplete_tokens", "unpriced_requests", "unpriced_tokens", "not_billable_requests",
+        "provisioned_requests", "provisioned_tokens")}
+    quality["unmapped_subscriptions"] = sorted(s for s in unmapped["subscription"])
+    quality["unmapped_cost"] = sum(unmapped["cost"], Decimal(0))
+    quality["unmapped_requests"] = int(unmapped["requests"].sum())
+    if quality["unmapped_subscriptions"]:
+        count = len(quality["unmapped_subscriptions"])
+        one = count == 1
+        notes.append(f"{count} subscription{'' if one else 's'} without a business unit "
+                     f"({', '.join(quality['unmapped_subscriptions'])}) {'is' if one else 'are'} reported as "
+                     f"{queries.UNMAPPED}; map {'it' if one else 'them'} with `metering subscriptions import`.")
+    report = Report(
+        title=f"Azure OpenAI chargeback — {period.label}" + (f" — by {', '.join(dimensions)}" if dimensions else ""),
+        period=period,
+        dimensions=dimensions,
+        frame=frame,
+        generated_at=(now or datetime.now(timezone.utc)).replace(microsecond=0),
+        currency=currency,
+        quality=quality,
+        models_without_rate=queries.data_models_without_rate(conn, period.since, period.until),
+        ptu=by_subscription(sub_allocations) if included is not None else None,
+        notes=notes,
+        charts={"subscription": by_subscription_frame},
+    )
+    if charts:
+        report.charts["day"] = grouped_frame(conn, period, ("day",), included)[0]
+        report.charts["model"] = grouped_frame(conn, period, ("model",), included)[0]
+    return report
+
+
+def export_focus(
+    conn: sa.Connection,
+    period: Period,
+    billing_account_id: str,
+    billing_account_name: str,
+    ptu_costs: Sequence[PtuCost] | None = None,
+) -> list[dict[str, Any]]:
+    """The FOCUS rows of a month: token usage, plus allocated PTU capacity when costs are given."""
+    from metering.finance import focus
+
+    currencies = queries.period_currencies(conn, period.since, period.until)
+    ctx = focus.FocusContext(billing_account_id, billing_account_name, period.label,
+                             currency=(currencies or ["USD"])[0])
+    records = focus.usage_records(queries.focus_usage(conn, period.since, period.until), ctx)
+    if ptu_costs:
+        included, _ = ptu_costs_in(period, ptu_costs)
+        dims = ("subscription",)
+        allocations = allocate_ptu(included, queries.provisioned_tokens(conn, period.since, period.until, dims), dims)
+        info = {row["subscription"]: row for row in queries.subscription_info(conn)}
+        records += focus.ptu_records(by_subscription(allocations), ctx, info)
+    return records

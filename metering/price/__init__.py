@@ -1,0 +1,7 @@
+"""Price: ``TokenUsage`` × the effective-dated rate card → exact ``Decimal`` costs.
+
+``pricing`` looks up the rate and computes costs; ``rate_card`` parses and validates the rates CSV;
+``retail_prices`` maps Azure Retail Prices pages to rates; ``card_files`` reads either kind of
+file; ``mappings`` parses the deployment and subscription CSVs; ``reprice`` recomputes stored rows.
+Pure: no I/O.
+"""

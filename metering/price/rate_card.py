@@ -1,0 +1,226 @@
+"""Rate card files: parse and validate the rates CSV (DESIGN.md) into ``Rate`` values.
+
+Every problem is reported with its line number; overlapping validity periods for the same model,
+deployment type, region and long-context threshold are rejected, because two prices for one
+request cannot both be right.
+
+The CSV may carry one optional column after the DESIGN.md header, ``min_prompt_tokens``: a row
+with a threshold is a long-context tier that applies only from that prompt size on (see
+``metering.pricing``). A card without the column is a valid card of base tiers.
+``metering.price.card_files`` reads rates CSVs and saved Azure Retail Prices API pages together.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+
+from metering.model import DEPLOYMENT_TYPES, Rate
+from metering.price.pricing import model_key, normalize_region
+
+
+RATES_CSV_COLUMNS = (
+    "model",
+    "deployment_type",
+    "region",
+    "effective_from",
+    "effective_to",
+    "currency",
+    "input_per_1m",
+    "cached_input_per_1m",
+    "output_per_1m",
+)
+OPTIONAL_COLUMNS = ("region", "effective_to", "cached_input_per_1m", "min_prompt_tokens")
+TIER_COLUMN = "min_prompt_tokens"
+MAX_RATE_DECIMALS = 6  # costs are stored exactly with 12 decimals: rate (6) × tokens / 10^6
+
+
+class RateCardError(ValueError):
+    """A rate card that cannot be imported; ``problems`` lists every reason, one per line."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def parse_date(text: str, column: str) -> datetime:
+    """A date (``2025-01-01``, midnight UTC) or an ISO 8601 instant, as aware UTC."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"{column} {text!r} is not a date (use YYYY-MM-DD or ISO 8601)") from None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+def parse_amount(text: str, column: str) -> Decimal:
+    """A non-negative price per 1M tokens with at most six decimals, exactly as written."""
+    try:
+        amount = Decimal(text.strip())
+    except InvalidOperation:
+        raise ValueError(f"{column} {text!r} is not a number") from None
+    if not amount.is_finite() or amount < 0:
+        raise ValueError(f"{column} {text!r} must be a non-negative number")
+    exponent = amount.normalize().as_tuple().exponent
+    if isinstance(exponent, int) and -exponent > MAX_RATE_DECIMALS:
+        raise ValueError(f"{column} {text!r} has more than {MAX_RATE_DECIMALS} decimals (prices are per 1M tokens)")
+    return amount
+
+
+def parse_threshold(text: str) -> int | None:
+    """A long-context threshold: empty (the base tier) or a positive whole number of prompt tokens."""
+    text = text.strip().replace("_", "")
+    if not text:
+        return None
+    if not text.isdigit() or int(text) <= 0:
+        raise ValueError(f"{TIER_COLUMN} {text!r} must be a positive whole number of tokens (leave it empty for the base tier)")
+    return int(text)
+
+
+def parse_rate_row(row: dict[str, str]) -> Rate:
+    """One CSV row → ``Rate``; raises ``ValueError`` naming the bad column."""
+    model = (row.get("model") or "").strip()
+    if not model:
+        raise ValueError("model is empty")
+    deployment_type = (row.get("deployment_type") or "").strip().lower()
+    if deployment_type not in DEPLOYMENT_TYPES:
+        raise ValueError(f"deployment_type {deployment_type!r} is not one of {', '.join(DEPLOYMENT_TYPES)}")
+    currency = (row.get("currency") or "").strip().upper()
+    if len(currency) != 3 or not currency.isalpha():
+        raise ValueError(f"currency {currency!r} is not a 3-letter ISO code")
+    if not (row.get("effective_from") or "").strip():
+        raise ValueError("effective_from is empty")
+    effective_from = parse_date(row["effective_from"], "effective_from")
+    effective_to_text = (row.get("effective_to") or "").strip()
+    effective_to = parse_date(effective_to_text, "effective_to") if effective_to_text else None
+    if effective_to is not None and effective_to <= effective_from:
+        raise ValueError("effective_to must be after effective_from")
+    cached_text = (row.get("cached_input_per_1m") or "").strip()
+    return Rate(
+        model=model,
+        deployment_type=deployment_type,
+        region=(row.get("region") or "").strip() or None,
+        effective_from=effective_from,
+        effective_to=effective_to,
+        currency=currency,
+        input_per_1m=parse_amount(row.get("input_per_1m") or "", "input_per_1m"),
+        cached_input_per_1m=parse_amount(cached_text, "cached_input_per_1m") if cached_text else None,
+        output_per_1m=parse_amount(row.get("output_per_1m") or "0", "output_per_1m"),
+        min_prompt_tokens=parse_threshold(row.get(TIER_COLUMN) or ""),
+    )
+
+
+def parse_rates_csv(text: str, source: str = "rates CSV") -> list[Rate]:
+    """Parse a whole rates CSV; raises ``RateCardError`` listing every bad line."""
+    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    missing = [c for c in RATES_CSV_COLUMNS if c not in header and c not in OPTIONAL_COLUMNS]
+    if missing:
+        raise RateCardError([f"{source}: missing column(s) {', '.join(missing)}; expected header: {','.join(RATES_CSV_COLUMNS)}"])
+    reader.fieldnames = header
+    found: list[Rate] = []
+    problems: list[str] = []
+    for line_number, row in enumerate(reader, start=2):
+        if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
+            continue
+        try:
+            found.append(parse_rate_row(row))
+        except ValueError as exc:
+            problems.append(f"{source} line {line_number}: {exc}")
+    if problems:
+        raise RateCardError(problems)
+    return found
+
+
+RateKey = tuple[str, str, str | None, int]
+
+
+def rate_key(rate: Rate) -> RateKey:
+    """Rates for the same key must not overlap in time; different tiers are different keys."""
+    return (model_key(rate.model) or "", rate.deployment_type, normalize_region(rate.region), rate.min_prompt_tokens or 0)
+
+
+def find_overlaps(card: Sequence[Rate]) -> list[str]:
+    """Pairs of rates for the same model, type, region and tier whose validity periods overlap."""
+    by_key: dict[RateKey, list[Rate]] = defaultdict(list)
+    for rate in card:
+        by_key[rate_key(rate)].append(rate)
+    problems = []
+    for (model, deployment_type, region, threshold), group in sorted(by_key.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or "", kv[0][3])):
+        group.sort(key=lambda r: r.effective_from)
+        tier = f" / prompts >= {threshold:,} tokens" if threshold else ""
+        for earlier, later in zip(group, group[1:]):
+            if earlier.effective_to is None or later.effective_from < earlier.effective_to:
+                problems.append(
+                    f"overlapping rates for {model} / {deployment_type} / {region or 'any region'}{tier}: "
+                    f"{_period(earlier)} and {_period(later)}"
+                )
+    return problems
+
+
+def _period(rate: Rate) -> str:
+    end = rate.effective_to.date().isoformat() if rate.effective_to else "open-ended"
+    return f"[{rate.effective_from.date().isoformat()} → {end})"
+
+
+def merge_for_import(stored: Sequence[Rate], incoming: Sequence[Rate]) -> list[Rate]:
+    """The card after an import: incoming rows replace stored rows with the same key and start."""
+    replaced = {(rate_key(r), r.effective_from) for r in incoming}
+    return [r for r in stored if (rate_key(r), r.effective_from) not in replaced] + list(incoming)
+
+
+def supersede(stored: Sequence[Rate], incoming: Sequence[Rate]) -> list[Rate]:
+    """Stored open-ended rates that an incoming rate of the same key supersedes, ended where the
+    first such incoming rate starts (``rates import --supersede``: "this price holds from then on").
+
+    Only a stored rate that started *before* the incoming one is ended; anything else that overlaps
+    is still rejected by ``find_overlaps``.
+    """
+    starts: dict[RateKey, list[datetime]] = defaultdict(list)
+    for rate in incoming:
+        starts[rate_key(rate)].append(rate.effective_from)
+    replaced = {(rate_key(r), r.effective_from) for r in incoming}
+    ended = []
+    for rate in stored:
+        if rate.effective_to is not None or (rate_key(rate), rate.effective_from) in replaced:
+            continue
+        later = [start for start in starts.get(rate_key(rate), []) if start > rate.effective_from]
+        if later:
+            ended.append(replace(rate, effective_to=min(later)))
+    return ended
+
+
+def rates_to_csv(card: Sequence[Rate]) -> str:
+    """The rates CSV for a card (round-trips through ``parse_rates_csv``). The ``min_prompt_tokens``
+    column is written only when some rate is a long-context tier, so a plain card keeps the DESIGN.md header."""
+    tiers = any(rate.min_prompt_tokens for rate in card)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(RATES_CSV_COLUMNS + ((TIER_COLUMN,) if tiers else ()))
+    for rate in card:
+        row = [
+            rate.model,
+            rate.deployment_type,
+            rate.region or "",
+            _csv_instant(rate.effective_from),
+            "" if rate.effective_to is None else _csv_instant(rate.effective_to),
+            rate.currency,
+            rate.input_per_1m,
+            "" if rate.cached_input_per_1m is None else rate.cached_input_per_1m,
+            rate.output_per_1m,
+        ]
+        if tiers:
+            row.append("" if rate.min_prompt_tokens is None else rate.min_prompt_tokens)
+        writer.writerow(row)
+    return out.getvalue()
+
+
+def _csv_instant(moment: datetime) -> str:
+    """A date when the instant is midnight UTC, else the full ISO 8601 instant (nothing is lost)."""
+    return moment.date().isoformat() if moment.time() == datetime.min.time() else moment.isoformat()

@@ -1,0 +1,139 @@
+"""Storage on SQLite and PostgreSQL: idempotent batches, exact money, quarantine, views."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import sqlalchemy as sa
+
+from db import rate_card as rate_card_store
+from db import subscriptions as subscription_store
+from db.schema import quarantine, usage_records
+from events import encode, v1_event
+from metering.ingest import Ingestor
+from metering.model import RawEvent
+from metering.price.rate_card import parse_rates_csv
+
+CARD = (
+    "model,deployment_type,region,effective_from,effective_to,currency,input_per_1m,cached_input_per_1m,output_per_1m\n"
+    "gpt-4o,global,,2024-01-01,,USD,2.50,1.25,10.00\n"
+    "gpt-4o-mini,global,,2024-07-18,,USD,0.15,0.075,0.60\n"
+)
+
+
+def load_card(engine) -> None:
+    with engine.begin() as conn:
+        rate_card_store.replace_rates(conn, parse_rates_csv(CARD))
+
+
+def raw(event: dict) -> RawEvent:
+    return RawEvent(encode(event))
+
+
+def test_batch_is_idempotent_by_request_id(engine):
+    load_card(engine)
+    ingestor = Ingestor(engine)
+    batch = [raw(v1_event(f"req-{i}")) for i in range(5)]
+    first = ingestor.ingest(batch + [raw(v1_event("req-0"))])
+    assert (first.read, first.inserted, first.duplicates, first.quarantined) == (6, 5, 1, 0)
+    again = ingestor.ingest(batch)
+    assert (again.inserted, again.duplicates) == (0, 5)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(usage_records)).scalar() == 5
+
+
+def test_costs_round_trip_exactly(engine):
+    load_card(engine)
+    event = v1_event("exact", usage={"prompt_tokens": 1234567, "completion_tokens": 7654321, "total_tokens": 8888888,
+                                     "prompt_tokens_details": {"cached_tokens": 1111}},
+                     model="gpt-4o-mini-2024-07-18")
+    totals = Ingestor(engine).ingest([raw(event)])
+    expected_input = Decimal(1234567 - 1111) * Decimal("0.15") / 1_000_000
+    expected_cached = Decimal(1111) * Decimal("0.075") / 1_000_000
+    expected_output = Decimal(7654321) * Decimal("0.60") / 1_000_000
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(usage_records).where(usage_records.c.request_id == "exact")).one()
+    assert row.input_cost == expected_input == Decimal("0.1850184")
+    assert row.cached_input_cost == expected_cached == Decimal("0.0000833250")
+    assert row.output_cost == expected_output
+    assert row.total_cost == expected_input + expected_cached + expected_output == totals.cost
+    assert row.price_status == "priced" and row.currency == "USD"
+    assert row.event_time.tzinfo is not None and row.ingested_at.tzinfo is not None
+
+
+def test_bad_events_are_quarantined_once_with_their_bytes(engine):
+    ingestor = Ingestor(engine)
+    garbage = [RawEvent(b"not json", source_partition="2", source_sequence_number=7),
+               RawEvent(encode(v1_event(requestId=None)))]
+    first = ingestor.ingest(garbage + [garbage[0]])
+    assert (first.read, first.inserted, first.quarantined) == (3, 0, 3)
+    ingestor.ingest(garbage)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(quarantine).order_by(quarantine.c.id)).all()
+    assert [r.reason for r in rows] == ["not_json", "missing_field"]
+    assert rows[0].raw == b"not json" and rows[0].source_partition == "2" and rows[0].source_sequence_number == 7
+    assert rows[0].resolved_at is None
+
+
+def test_unpriced_rows_have_null_costs_and_show_in_views(engine):
+    load_card(engine)
+    Ingestor(engine).ingest([
+        raw(v1_event("priced")),
+        raw(v1_event("unknown-model", model="llama-3-70b", deployment="llama")),
+    ])
+    with engine.connect() as conn:
+        unknown = conn.execute(sa.select(usage_records).where(usage_records.c.request_id == "unknown-model")).one()
+        daily = conn.execute(sa.text("SELECT model, requests, unpriced_requests, total_tokens FROM v_usage_daily ORDER BY model")).all()
+        monthly = conn.execute(sa.text("SELECT month, business_unit, requests, total_tokens FROM v_chargeback_monthly")).all()
+    assert unknown.price_status == "no_rate" and unknown.total_cost is None
+    assert [(r.model, r.requests, r.unpriced_requests) for r in daily] == [("gpt-4o-2024-11-20", 1, 0), ("llama-3-70b", 1, 1)]
+    assert [tuple(r) for r in monthly] == [("2026-10", "(unmapped)", 1, 1500), ("2026-10", "(unmapped)", 1, 1500)]
+
+
+def test_views_join_business_units(engine):
+    load_card(engine)
+    with engine.begin() as conn:
+        subscription_store.replace_subscriptions(conn, [{"subscription_id": "sub-finance-analytics", "business_unit": "Finance",
+                                            "cost_center": "CC-1042", "owner": "cfo@contoso.com"}])
+    Ingestor(engine).ingest([raw(v1_event(f"r{i}")) for i in range(3)])
+    with engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT * FROM v_chargeback_monthly")).mappings().one()
+    assert (row["month"], row["business_unit"], row["cost_center"], row["requests"]) == ("2026-10", "Finance", "CC-1042", 3)
+    assert Decimal(str(row["total_cost"])).quantize(Decimal("0.000001")) == Decimal("0.018000")
+
+
+def test_rate_card_round_trips_through_the_database(engine):
+    load_card(engine)
+    with engine.connect() as conn:
+        card = rate_card_store.load_rate_card(conn)
+    assert [(r.model, r.input_per_1m, r.cached_input_per_1m) for r in card.rates] == [
+        ("gpt-4o", Decimal("2.50"), Decimal("1.25")), ("gpt-4o-mini", Decimal("0.15"), Decimal("0.075"))]
+    assert card.rates[0].effective_from.tzinfo is not None
+
+
+def test_storage_failure_leaves_nothing_half_written(engine):
+    load_card(engine)
+    ingestor = Ingestor(engine)
+    ingestor.ingest([raw(v1_event("existing"))])
+    # A value too long for its column is bad input (quarantined by the pipeline, tests/test_record_limits.py),
+    # so the storage failure is a broken table: the insert of 'new-1' fails.
+    too_long = v1_event("x" * 150, subscription={"id": "s" * 5000})
+    batch = [raw(v1_event("new-1")), raw(too_long), RawEvent(b"garbage")]
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.execute(sa.text("CREATE TRIGGER fail_insert BEFORE INSERT ON usage_records "
+                                 "WHEN NEW.request_id = 'new-1' BEGIN SELECT RAISE(ABORT, 'disk full'); END"))
+        else:
+            conn.execute(sa.text("CREATE FUNCTION fail_insert() RETURNS trigger LANGUAGE plpgsql AS "
+                                 "$$ BEGIN RAISE EXCEPTION 'disk full'; END $$"))
+            conn.execute(sa.text("CREATE TRIGGER fail_insert BEFORE INSERT ON usage_records FOR EACH ROW "
+                                 "WHEN (NEW.request_id = 'new-1') EXECUTE FUNCTION fail_insert()"))
+    try:
+        ingestor.ingest(batch)
+        raise AssertionError("a storage failure must raise")
+    except sa.exc.DBAPIError:
+        pass
+    with engine.connect() as conn:
+        ids = conn.execute(sa.select(usage_records.c.request_id)).scalars().all()
+        quarantined = conn.execute(sa.select(sa.func.count()).select_from(quarantine)).scalar()
+    assert ids == ["existing"] and quarantined == 0

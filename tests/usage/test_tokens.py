@@ -1,0 +1,569 @@
+"""Offline encodings, model → encoding, and the OpenAI cookbook's counting rules."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import socket
+import struct
+
+import orjson
+import pytest
+import requests
+import tiktoken
+import tiktoken.load
+import tiktoken.registry
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from azure_shapes import chat_stream, refusal_stream_payloads, sse, tool_call_stream_payloads
+from metering.usage import tokens
+from metering.usage.sse import rebuild_stream
+from metering.usage.tokens import (
+    ENCODING_SHA256,
+    ENCODINGS_DIR,
+    FALLBACK_ENCODING,
+    choose_encoding,
+    count_chat_prompt,
+    count_completion,
+    count_completions_prompt,
+    count_embeddings_input,
+    count_responses_input,
+    count_text,
+    encoding_for_model,
+    encoding_name_for_model,
+    image_size_from_data_url,
+    image_tokens,
+    load_encoding,
+)
+
+# --- the OpenAI cookbook's examples (How to count tokens with tiktoken, sections 6 and 7) ----
+
+COOKBOOK_MESSAGES = [
+    {"role": "system", "content": "You are a helpful, pattern-following assistant that translates corporate jargon into plain English."},
+    {"role": "system", "name": "example_user", "content": "New synergies will help drive top-line growth."},
+    {"role": "system", "name": "example_assistant", "content": "Things working well together will increase revenue."},
+    {"role": "system", "name": "example_user", "content": "Let's circle back when we have more bandwidth to touch base on opportunities for increased leverage."},
+    {"role": "system", "name": "example_assistant", "content": "Let's talk later when we're less busy about how to do better."},
+    {"role": "user", "content": "This late pivot means we don't have time to boil the ocean for the client deliverable."},
+]
+
+COOKBOOK_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_current_weather",
+            "description": "Get the current weather in a given location",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "location": {"type": "string", "description": "The city and state, e.g. San Francisco, CA"},
+                    "unit": {"type": "string", "description": "The unit of temperature to return", "enum": ["celsius", "fahrenheit"]},
+                },
+                "required": ["location"],
+            },
+        },
+    }
+]
+
+COOKBOOK_TOOL_MESSAGES = [
+    {"role": "system", "content": "You are a helpful assistant that can answer to questions about the weather."},
+    {"role": "user", "content": "What's the weather like in San Francisco?"},
+]
+
+
+@pytest.mark.parametrize(
+    "model, expected",
+    [
+        ("gpt-4", 129),
+        ("gpt-4-0613", 129),
+        ("gpt-35-turbo", 129),  # Azure spelling
+        ("gpt-3.5-turbo", 129),
+        ("gpt-35-turbo-0125", 129),
+        ("gpt-4o", 124),
+        ("gpt-4o-mini", 124),
+        ("gpt-4o-2024-08-06", 124),
+        ("gpt-4o-mini-2024-07-18", 124),
+        ("gpt-35-turbo-0301", 127),  # 4 per message, name −1: the cookbook's 0301 figure
+    ],
+)
+def test_cookbook_conversation(model, expected):
+    count = count_chat_prompt({"messages": COOKBOOK_MESSAGES}, model)
+    assert count.tokens == expected
+    assert count.notes == ()
+
+
+def test_cookbook_conversation_with_project_wording_is_one_token_less():
+    """The issue quotes the last message as "...for the client project."; the cookbook says
+    "deliverable", which is two tokens in both encodings, so that wording counts 128 / 123."""
+    messages = [*COOKBOOK_MESSAGES[:-1], {"role": "user", "content": "This late pivot means we don't have time to boil the ocean for the client project."}]
+    assert count_chat_prompt({"messages": messages}, "gpt-4").tokens == 128
+    assert count_chat_prompt({"messages": messages}, "gpt-4o").tokens == 123
+
+
+@pytest.mark.parametrize(
+    "model, expected",
+    [("gpt-4", 105), ("gpt-35-turbo", 105), ("gpt-3.5-turbo", 105), ("gpt-4o", 101), ("gpt-4o-mini", 101), ("gpt-4o-2024-11-20", 101)],
+)
+def test_cookbook_tools(model, expected):
+    count = count_chat_prompt({"messages": COOKBOOK_TOOL_MESSAGES, "tools": COOKBOOK_TOOLS}, model)
+    assert count.tokens == expected
+
+
+def test_legacy_functions_and_responses_flat_tools_count_like_tools():
+    functions = [t["function"] for t in COOKBOOK_TOOLS]
+    assert count_chat_prompt({"messages": COOKBOOK_TOOL_MESSAGES, "functions": functions}, "gpt-4").tokens == 105
+    flat = [{"type": "function", **t["function"]} for t in COOKBOOK_TOOLS]
+    as_responses = count_responses_input({"input": COOKBOOK_TOOL_MESSAGES, "tools": flat}, "gpt-4o")
+    assert as_responses.tokens == 101
+
+
+def test_builtin_tools_are_noted_not_counted():
+    count = count_chat_prompt({"messages": COOKBOOK_TOOL_MESSAGES, "tools": [{"type": "web_search_preview"}]}, "gpt-4o")
+    assert count.tokens == count_chat_prompt({"messages": COOKBOOK_TOOL_MESSAGES}, "gpt-4o").tokens
+    assert "builtin_tool_not_counted" in count.notes
+
+
+# --- encodings ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(ENCODING_SHA256))
+def test_vendored_files_match_published_sha256(name):
+    data = (ENCODINGS_DIR / f"{name}.tiktoken").read_bytes()
+    assert hashlib.sha256(data).hexdigest() == ENCODING_SHA256[name]
+
+
+def test_patterns_special_tokens_and_hashes_match_tiktokens_own(monkeypatch):
+    from tiktoken_ext import openai_public
+
+    hashes = {}
+
+    def fake_load(url, expected_hash=None):
+        hashes[url.rsplit("/", 1)[-1].removesuffix(".tiktoken")] = expected_hash
+        return {}
+
+    monkeypatch.setattr(openai_public, "load_tiktoken_bpe", fake_load)
+    for name in ENCODING_SHA256:
+        spec = getattr(openai_public, name)()
+        encoding = load_encoding(name)
+        assert encoding._pat_str == spec["pat_str"]
+        assert encoding._special_tokens == spec["special_tokens"]
+        assert hashes[name] == ENCODING_SHA256[name]
+
+
+@pytest.mark.parametrize(
+    "text, expected",  # the cookbook's compare_encodings outputs (p50k, cl100k, o200k)
+    [("antidisestablishmentarianism", (5, 6, 6)), ("2 + 2 = 4", (5, 7, 7)), ("お誕生日おめでとう", (14, 9, 8))],
+)
+def test_encodings_reproduce_cookbook_token_counts(text, expected):
+    got = tuple(len(load_encoding(n).encode_ordinary(text)) for n in ("p50k_base", "cl100k_base", "o200k_base"))
+    assert got == expected
+    assert load_encoding("cl100k_base").encode_ordinary("tiktoken is great!") == [83, 1609, 5963, 374, 2294, 0]
+
+
+def test_encodings_load_once():
+    assert load_encoding("o200k_base") is load_encoding("o200k_base")
+    assert encoding_for_model("gpt-4o") is load_encoding("o200k_base")
+
+
+def test_counting_never_touches_the_network(monkeypatch, tmp_path):
+    """Fresh process state, empty tiktoken cache, every network path and downloading API booby-trapped."""
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(tokens, "_ENCODINGS", {})
+    read = []
+    real_read_file = tiktoken.load.read_file
+
+    def local_only(path):
+        if "://" in path:
+            raise AssertionError(f"tried to download {path}")
+        read.append(path)
+        return real_read_file(path)
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("network access")
+
+    monkeypatch.setattr(tiktoken.load, "read_file", local_only)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(requests, "get", no_network)
+    monkeypatch.setattr(requests.Session, "request", no_network)
+    monkeypatch.setattr(tiktoken, "get_encoding", no_network)
+    monkeypatch.setattr(tiktoken, "encoding_for_model", no_network)
+    monkeypatch.setattr(tiktoken.registry, "get_encoding", no_network)
+
+    assert count_chat_prompt({"messages": COOKBOOK_MESSAGES}, "gpt-4o").tokens == 124
+    assert count_chat_prompt({"messages": COOKBOOK_MESSAGES}, "gpt-4").tokens == 129
+    assert count_completions_prompt("Write a tagline for an ice cream shop.", "text-davinci-003").tokens == 10
+    assert sorted(tokens._ENCODINGS) == ["cl100k_base", "o200k_base", "p50k_base"]
+    assert sorted(read) == sorted(str(ENCODINGS_DIR / f"{n}.tiktoken") for n in ENCODING_SHA256)
+
+
+def test_a_tampered_encoding_file_is_refused(monkeypatch, tmp_path):
+    vendored = (ENCODINGS_DIR / "p50k_base.tiktoken").read_bytes()
+    lines = vendored.split(b"\n")
+    token, rank = lines[1000].split()
+    lines[1000] = token + b" " + str(int(rank) + 1).encode()
+    (tmp_path / "enc").mkdir()
+    (tmp_path / "enc" / "p50k_base.tiktoken").write_bytes(b"\n".join(lines))
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(tokens, "ENCODINGS_DIR", tmp_path / "enc")
+    monkeypatch.setattr(tokens, "_ENCODINGS", {})
+    with pytest.raises(ValueError, match="Hash mismatch"):
+        load_encoding("p50k_base")
+
+
+def test_unwritable_tiktoken_cache_dir_still_loads(monkeypatch, tmp_path):
+    """tiktoken raises when it cannot write its cache copy into a user-set TIKTOKEN_CACHE_DIR."""
+    not_a_dir = tmp_path / "cache-is-a-file"
+    not_a_dir.write_text("")
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(not_a_dir))
+    monkeypatch.setattr(tokens, "_ENCODINGS", {})
+    assert count_chat_prompt({"messages": COOKBOOK_MESSAGES}, "gpt-4").tokens == 129
+    assert load_encoding("cl100k_base").encode_ordinary("tiktoken is great!") == [83, 1609, 5963, 374, 2294, 0]
+
+
+def test_tampered_file_is_refused_on_the_direct_read_path_too(monkeypatch, tmp_path):
+    (tmp_path / "enc").mkdir()
+    (tmp_path / "enc" / "p50k_base.tiktoken").write_bytes((ENCODINGS_DIR / "p50k_base.tiktoken").read_bytes()[:-10])
+
+    def cache_unwritable(*args, **kwargs):
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr(tiktoken.load, "load_tiktoken_bpe", cache_unwritable)
+    monkeypatch.setattr(tokens, "ENCODINGS_DIR", tmp_path / "enc")
+    monkeypatch.setattr(tokens, "_ENCODINGS", {})
+    with pytest.raises(ValueError, match="Hash mismatch"):
+        load_encoding("p50k_base")
+
+
+def test_unknown_encoding_name_is_an_error():
+    with pytest.raises(ValueError):
+        load_encoding("r50k_base")
+
+
+# --- model → encoding -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "model, encoding",
+    [
+        ("gpt-4o", "o200k_base"),
+        ("gpt-4o-2024-11-20", "o200k_base"),
+        ("gpt-4o-mini-2024-07-18", "o200k_base"),
+        ("GPT-4o", "o200k_base"),
+        ("gpt-4o-realtime-preview", "o200k_base"),
+        ("chatgpt-4o-latest", "o200k_base"),
+        ("gpt-4.1", "o200k_base"),
+        ("gpt-4.1-nano-2025-04-14", "o200k_base"),
+        ("gpt-4.5-preview", "o200k_base"),
+        ("o1", "o200k_base"),
+        ("o1-mini-2024-09-12", "o200k_base"),
+        ("o3-mini", "o200k_base"),
+        ("o3-pro", "o200k_base"),
+        ("o4-mini-2025-04-16", "o200k_base"),
+        ("gpt-5", "o200k_base"),
+        ("gpt-5-mini-2025-08-07", "o200k_base"),
+        ("gpt-5.1-chat", "o200k_base"),
+        ("gpt-image-1", "o200k_base"),
+        ("gpt-oss-120b", "o200k_base"),
+        ("computer-use-preview", "o200k_base"),
+        ("codex-mini", "o200k_base"),
+        ("ft:gpt-4o-mini-2024-07-18:contoso::9abcD3Ef", "o200k_base"),
+        ("gpt-4o-mini-2024-07-18.ft-0a1b2c3d4e5f", "o200k_base"),  # Azure fine-tune
+        ("gpt-4", "cl100k_base"),
+        ("gpt-4-0613", "cl100k_base"),
+        ("gpt-4-32k", "cl100k_base"),
+        ("gpt-4-32k-0613", "cl100k_base"),
+        ("gpt-4-turbo-2024-04-09", "cl100k_base"),
+        ("gpt-4-1106-preview", "cl100k_base"),
+        ("gpt-4-vision-preview", "cl100k_base"),
+        ("gpt-35-turbo", "cl100k_base"),
+        ("gpt-35-turbo-0125", "cl100k_base"),
+        ("gpt-35-turbo-16k", "cl100k_base"),
+        ("gpt-35-turbo-instruct", "cl100k_base"),
+        ("gpt-3.5-turbo-0613", "cl100k_base"),
+        ("gpt-35-turbo-0613.ft-abc", "cl100k_base"),
+        ("text-embedding-ada-002", "cl100k_base"),
+        ("text-embedding-3-small", "cl100k_base"),
+        ("text-embedding-3-large", "cl100k_base"),
+        ("ada", "cl100k_base"),  # what Azure's embeddings response says for ada-002
+        ("davinci-002", "cl100k_base"),
+        ("text-davinci-003", "p50k_base"),
+        ("text-davinci-002", "p50k_base"),
+        ("code-davinci-002", "p50k_base"),
+    ],
+)
+def test_model_to_encoding(model, encoding):
+    assert encoding_name_for_model(model) == encoding
+    assert choose_encoding(model).fallback is False
+
+
+@pytest.mark.parametrize("model", [None, "", "my-chat-prod", "gpt4o-eastus", "mistral-large-2411", "o10", "gpt-40"])
+def test_unknown_models_fall_back_to_o200k_and_say_so(model):
+    assert choose_encoding(model) == (FALLBACK_ENCODING, True)
+    assert FALLBACK_ENCODING == "o200k_base"
+    count = count_chat_prompt({"messages": [{"role": "user", "content": "hi"}]}, model)
+    assert count.notes == ("encoding_fallback",)
+
+
+# --- images -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "size, detail, expected",
+    [
+        ((1024, 1024), "high", 765),  # OpenAI's worked example: 768x768 → 4 tiles
+        ((2048, 4096), "high", 1105),  # → 1024x2048 → 768x1536 → 6 tiles
+        ((4096, 8192), "high", 1105),
+        ((512, 512), "high", 255),
+        ((100, 100), "auto", 255),
+        ((1920, 1080), None, 1105),
+        ((4096, 4096), "low", 85),
+    ],
+)
+def test_image_tile_formula(size, detail, expected):
+    assert image_tokens(*size, detail) == expected
+
+
+def _data_url(mime: str, data: bytes) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def _png(w: int, h: int) -> bytes:
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0) + b"\x00" * 64
+
+
+def _jpeg(w: int, h: int) -> bytes:
+    app0 = b"\xff\xe0" + struct.pack(">H", 16) + b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+    sof = b"\xff\xc0" + struct.pack(">HBHHB", 17, 8, h, w, 3) + b"\x01\x22\x00\x02\x11\x01\x03\x11\x01"
+    return b"\xff\xd8" + app0 + sof + b"\xff\xda" + b"\x00" * 32
+
+
+def _webp(w: int, h: int) -> bytes:
+    vp8x = b"VP8X" + struct.pack("<I", 10) + b"\x00\x00\x00\x00" + (w - 1).to_bytes(3, "little") + (h - 1).to_bytes(3, "little")
+    return b"RIFF" + struct.pack("<I", 4 + len(vp8x)) + b"WEBP" + vp8x
+
+
+@pytest.mark.parametrize(
+    "url, size",
+    [
+        (_data_url("image/png", _png(2048, 4096)), (2048, 4096)),
+        (_data_url("image/jpeg", _jpeg(1920, 1080)), (1920, 1080)),
+        (_data_url("image/gif", b"GIF89a" + struct.pack("<HH", 320, 200) + b"\x00" * 8), (320, 200)),
+        (_data_url("image/webp", _webp(800, 600)), (800, 600)),
+        (_data_url("image/png", _png(640, 480))[:80], (640, 480)),  # truncated by APIM, header intact
+        ("data:image/png;base64,!!!notbase64", None),
+        ("https://contoso.blob.core.windows.net/img.png", None),
+        ("data:text/plain,hello", None),
+        (_data_url("image/jpeg", b"\xff\xd8\xff\xe0\x00"), None),
+    ],
+)
+def test_image_size_from_data_url(url, size):
+    assert image_size_from_data_url(url) == size
+
+
+def _user_with(*parts):
+    return {"messages": [{"role": "user", "content": list(parts)}]}
+
+
+def test_image_parts_use_known_size_or_documented_default():
+    text_only = count_chat_prompt(_user_with({"type": "text", "text": "What is in this image?"}), "gpt-4o").tokens
+    png = {"type": "image_url", "image_url": {"url": _data_url("image/png", _png(2048, 4096)), "detail": "high"}}
+    remote = {"type": "image_url", "image_url": {"url": "https://contoso.example/cat.jpg"}}
+    low = {"type": "image_url", "image_url": {"url": "https://contoso.example/cat.jpg", "detail": "low"}}
+    text = {"type": "text", "text": "What is in this image?"}
+
+    sized = count_chat_prompt(_user_with(text, png), "gpt-4o")
+    assert sized.tokens == text_only + 1105 and sized.notes == ()
+    defaulted = count_chat_prompt(_user_with(text, remote), "gpt-4o")
+    assert defaulted.tokens == text_only + 765 and defaulted.notes == ("image_tokens_defaulted",)
+    cheap = count_chat_prompt(_user_with(text, low), "gpt-4o")
+    assert cheap.tokens == text_only + 85 and cheap.notes == ()
+
+
+def test_text_parts_count_like_string_content():
+    as_string = count_chat_prompt({"messages": [{"role": "user", "content": "Summarise the Q3 report."}]}, "gpt-4o")
+    as_parts = count_chat_prompt(_user_with({"type": "text", "text": "Summarise the Q3 report."}), "gpt-4o")
+    assert as_parts == as_string
+
+
+def test_odd_content_parts_are_noted_not_fatal():
+    count = count_chat_prompt(
+        _user_with(
+            {"type": "text", "text": "hello"},
+            {"type": "input_audio", "input_audio": {"data": "UklGR", "format": "wav"}},
+            {"type": "file", "file": {"file_id": "assistant-123"}},
+            {"type": "hologram"},
+            42,
+            None,
+        ),
+        "gpt-4o",
+    )
+    assert count.tokens == count_chat_prompt(_user_with({"type": "text", "text": "hello"}), "gpt-4o").tokens
+    assert set(count.notes) == {"audio_not_counted", "file_not_counted", "unknown_content_part"}
+
+
+# --- chat rules beyond the cookbook ---------------------------------------------------------
+
+
+def test_tool_calls_in_history_and_tool_results():
+    """Documented rule: each tool call costs 3 + name + arguments; a tool message is a message
+    whose routing id (tool_call_id) is not rendered."""
+    enc = load_encoding("o200k_base")
+    n = lambda s: len(enc.encode_ordinary(s))  # noqa: E731
+    args = '{"location":"Paris, FR","unit":"celsius"}'
+    assistant = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": "call_7XQ2m3", "type": "function", "function": {"name": "get_current_weather", "arguments": args}}],
+    }
+    tool = {"role": "tool", "tool_call_id": "call_7XQ2m3", "content": '{"temperature": 21}'}
+    count = count_chat_prompt({"messages": [assistant, tool]}, "gpt-4o")
+    expected = (3 + n("assistant") + 3 + n("get_current_weather") + n(args)) + (3 + n("tool") + n('{"temperature": 21}')) + 3
+    assert count.tokens == expected and count.notes == ()
+
+
+def test_legacy_function_call_history_counts_name_and_arguments():
+    enc = load_encoding("cl100k_base")
+    message = {"role": "assistant", "content": None, "function_call": {"name": "lookup", "arguments": '{"q":"x"}'}}
+    result = {"role": "function", "name": "lookup", "content": "42"}
+    count = count_chat_prompt({"messages": [message, result]}, "gpt-35-turbo")
+    n = lambda s: len(enc.encode_ordinary(s))  # noqa: E731
+    assert count.tokens == (3 + n("assistant") + n("lookup") + n('{"q":"x"}')) + (3 + n("function") + n("lookup") + 1 + n("42")) + 3
+
+
+def test_special_token_lookalikes_are_ordinary_text():
+    count = count_chat_prompt({"messages": [{"role": "user", "content": "<|endoftext|> and <|im_start|>"}]}, "gpt-4")
+    assert count.tokens > 7
+
+
+def test_responses_input_counts_like_the_equivalent_chat():
+    chat = count_chat_prompt(
+        {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Explain chargeback."}]}, "gpt-4.1"
+    )
+    responses = count_responses_input({"instructions": "Be brief.", "input": "Explain chargeback."}, "gpt-4.1")
+    assert responses == chat
+    items = count_responses_input(
+        {
+            "instructions": "Be brief.",
+            "input": [{"role": "user", "content": [{"type": "input_text", "text": "Explain chargeback."}]}],
+        },
+        "gpt-4.1",
+    )
+    assert items == chat
+
+
+def test_responses_input_items_and_server_state_notes():
+    count = count_responses_input(
+        {
+            "previous_response_id": "resp_abc",
+            "input": [
+                {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": '{"city":"Oslo"}'},
+                {"type": "function_call_output", "call_id": "call_1", "output": '{"temp": -3}'},
+                {"type": "reasoning", "id": "rs_1", "encrypted_content": "gAAAA"},
+                {"type": "item_reference", "id": "msg_1"},
+                {"role": "user", "content": [{"type": "input_image", "image_url": "https://contoso.example/x.png", "detail": "low"}]},
+            ],
+        },
+        "o4-mini",
+    )
+    assert count.tokens > 85
+    assert {"previous_response_not_counted", "reasoning_input_not_counted", "item_reference_not_counted"} <= set(count.notes)
+
+
+# --- completions, embeddings, completion tokens ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "prompt, expected",
+    [
+        ("Write a tagline for an ice cream shop.", 10),
+        (["Write a tagline for an ice cream shop.", "Another one."], 10 + 3),
+        ([1639, 389, 257, 7427], 4),
+        ([[1639, 389], [257, 7427, 13]], 5),
+        ("", 0),
+        (None, 0),
+    ],
+)
+def test_completions_prompt_shapes(prompt, expected):
+    count = count_completions_prompt(prompt, "gpt-35-turbo-instruct")
+    assert count.tokens == expected and count.notes == ()
+
+
+def test_estimates_match_usage_reported_in_real_azure_captures():
+    # completion.txt: text-davinci-003 reported prompt_tokens 10 for this prompt.
+    assert count_completions_prompt("Write a tagline for an ice cream shop.", "text-davinci-003").tokens == 10
+    # chat_completion.txt: gpt-4 reported prompt_tokens 33 for this conversation (Chinese user text).
+    request = {
+        "messages": [
+            {"role": "system", "content": "You are an AI assistant that helps people find information."},
+            {"role": "user", "content": "请讲个笑话，30字左右"},
+        ],
+        "model": "gpt-4",
+        "max_tokens": 1500,
+        "temperature": 0,
+    }
+    assert count_chat_prompt(request, "gpt-4").tokens == 33
+
+
+def test_embeddings_input_shapes():
+    # embedding.txt: "test for embedding" was reported as 3 prompt tokens by ada-002.
+    assert count_embeddings_input("test for embedding", "text-embedding-ada-002").tokens == 3
+    assert count_embeddings_input(["test for embedding", "second"], "text-embedding-3-small").tokens == 4
+    assert count_embeddings_input([[1, 2, 3], [4]], "text-embedding-3-large").tokens == 4
+    odd = count_embeddings_input([{"text": "x"}, 1.5, True], "text-embedding-3-small")
+    assert odd.tokens == 0 and odd.notes == ("unknown_input_shape",)
+
+
+def test_completion_tokens_cover_text_refusal_and_tool_calls():
+    enc = load_encoding("o200k_base")
+    text = rebuild_stream(chat_stream(["The answer", " is 42."]))
+    assert count_completion(text, "gpt-4o").tokens == len(enc.encode_ordinary("The answer is 42."))
+    refusal = rebuild_stream(sse(refusal_stream_payloads(["I can't", " help."])))
+    assert count_completion(refusal, "gpt-4o").tokens == len(enc.encode_ordinary("I can't help."))
+    calls = rebuild_stream(sse(tool_call_stream_payloads([("call_1", "get_current_weather", ['{"location":', '"Paris"}'])])))
+    assert count_completion(calls, "gpt-4o").tokens == len(enc.encode_ordinary("get_current_weather")) + len(
+        enc.encode_ordinary('{"location":"Paris"}')
+    )
+    several = rebuild_stream(chat_stream([["one"], ["two"]]))
+    assert count_completion(several, "gpt-4o").tokens == 2
+
+
+def test_reasoning_models_note_hidden_reasoning():
+    stream = rebuild_stream(chat_stream(["ok"], model="o3-mini-2025-01-31"))
+    assert "reasoning_tokens_not_estimated" in count_completion(stream, "o3-mini-2025-01-31").notes
+    assert count_completion(stream, "gpt-4o").notes == ()
+
+
+def test_count_text():
+    assert count_text("", "gpt-4o") == 0
+    assert count_text("hello world", "gpt-4") == 2
+
+
+# --- robustness -----------------------------------------------------------------------------
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 70000) | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(
+        ["role", "content", "name", "type", "text", "image_url", "url", "detail", "tool_calls", "function", "arguments",
+         "parameters", "properties", "enum", "description", "items", "input", "instructions", "messages", "tools", "prompt", "output"]
+    ) | st.text(max_size=5), inner, max_size=5),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(request=_json)
+def test_estimation_never_raises_on_odd_shapes(request):
+    for fn in (count_chat_prompt, count_responses_input):
+        wrapped = request if isinstance(request, dict) else {"messages": request, "input": request, "tools": request}
+        count = fn(wrapped, "gpt-4o")
+        assert count.tokens >= 0
+    assert count_completions_prompt(request, "gpt-4").tokens >= 0
+    assert count_embeddings_input(request, "gpt-4").tokens >= 0
+
+
+def test_shapes_round_trip_through_json():
+    """Requests arrive as parsed JSON: a dumped-and-loaded request counts the same."""
+    request = {"messages": COOKBOOK_MESSAGES, "tools": COOKBOOK_TOOLS}
+    assert count_chat_prompt(orjson.loads(orjson.dumps(request)), "gpt-4o") == count_chat_prompt(request, "gpt-4o")
