@@ -321,6 +321,31 @@ def test_azure_stream_gets_include_usage_and_its_usage_chunk_is_billed(gateway: 
         assert Decimal(row["total_cost"]) == cost(1300, 60, "2.50", "10.00", cached=1024, cached_rate="1.25")
 
 
+def test_answer_text_that_looks_like_a_date_reaches_the_event_exactly(gateway: PolicyRuntime, store):
+    """JSON.NET turns date-like strings into DateTime when it parses a chunk; the compacted stream
+    must still carry exactly what the model said."""
+    said = "2026-10-21T09:15:30.250+02:00"
+    pieces = ["Delivery", " window", " starts", " at", " ", said, "."]
+    result = run(gateway, "full", scenario("1d6e0b7a-5c2f-4e9d-8a31-6f0b2c4d8e17", CHAT_REQUEST | {"stream": True},
+                                           [sse_response(azure_stream(pieces, 52, 7))]))[0]
+    sent = event(result)
+    assert said in sent["response"]
+    assert rebuild_stream(sent["response"]).choices[0].text == "".join(pieces)
+
+
+
+
+def test_include_usage_injection_forwards_the_callers_text_unchanged(gateway: PolicyRuntime):
+    """The model must get what the caller wrote: adding stream_options may not rewrite the rest of
+    the body (JSON.NET would turn a date-like message into its own date format)."""
+    said = "2026-10-21T09:15:30.250+02:00"
+    request = {"messages": [{"role": "user", "content": said}], "stream": True, "max_tokens": 50}
+    stream = sse(chat_stream_payloads(["Noted", "."], usage=usage_object(12, 2)))
+    result = run(gateway, "usage", scenario("3d9f5b1e-2a4c-4e6f-8b0d-1c3e5a7b9d2f", request, [sse_response(stream)]))[0]
+    forwarded = result["forwarded"][0]["body"]
+    assert forwarded == dumps(request)[:-1] + ',"stream_options":{"include_usage":true}}'
+    assert json.loads(forwarded)["messages"][0]["content"] == said
+
 def test_responses_api_stream_on_the_v1_api(gateway: PolicyRuntime, store):
     request = {"model": "gpt-41-mini", "input": [{"role": "user", "content": "Summarise ticket 88412."}], "stream": True}
     stream = responses_stream(sample_words(40), usage=responses_usage(215, 40, cached=0, reasoning=0))
