@@ -38,8 +38,9 @@ from azure_shapes import (
     usage_object,
 )
 from db.schema import quarantine, usage_records
-from db.store import replace_rates
+from db.store import replace_deployments, replace_rates
 from metering.ingest import Ingestor
+from metering.mappings import parse_deployments_csv
 from metering.model import PipelineSettings, RawEvent
 from metering.rates import parse_rates_csv
 from metering.sse import rebuild_stream
@@ -179,6 +180,9 @@ def store(sqlite_engine: sa.Engine):
     return the stored rows by request id."""
     with sqlite_engine.begin() as conn:
         replace_rates(conn, parse_rates_csv((ROOT / "samples" / "rates.csv").read_text(), source="samples/rates.csv"))
+        # what the platform team imports with `metering deployments import`: an error body names no model
+        replace_deployments(conn, parse_deployments_csv(
+            "backend_id,deployment,model,deployment_type\n,chat-prod,gpt-4o,global\n,embed-small,text-embedding-3-small,global\n"))
 
     def ingest(results: list[dict[str, Any]], settings: PipelineSettings | None = None) -> dict[str, dict[str, Any]]:
         raws = [RawEvent(body, source_partition="0") for r in results for body in on_the_wire(r)]
@@ -421,6 +425,28 @@ def test_backend_429_until_retries_run_out_waits_retry_after_capped(gateway: Pol
     assert sent["status"] == 429 and sent["usage"] is None
     row = store([result])["6c2e8a0d-5f7b-4d9e-9a3c-4b6d8f0e2a54"]
     assert row["price_status"] == "not_billable"
+
+
+def test_content_filter_rejection_is_billable_in_every_capture_mode(gateway: PolicyRuntime, store):
+    """A 400 content-filter rejection processed the prompt: Azure bills it. The same request must not
+    be free in one mode and charged in another. Where the prompt was captured (request, full) its
+    estimate is the charge; in usage mode no text leaves the gateway, so the row is billable with
+    unknown tokens (no_usage: shown as unpriced, never as not billable)."""
+    rows = {}
+    for i, profile in enumerate(PROFILES):
+        request_id = f"8e4a0c2f-7b9d-4f1a-8c5e-6d8f0b2c4e7{i}"
+        result = run(gateway, profile, scenario(request_id, CHAT_REQUEST, [backend(400, content_filter_error_body())]))[0]
+        sent = event(result)
+        assert sent["status"] == 400 and result["response"]["body"] == content_filter_error_body()
+        rows[profile] = store([result], settings(profile))[request_id]
+        assert rows[profile]["price_status"] != "not_billable", f"{profile} mode: a content-filter rejection stored as free"
+        assert sent["response"] == content_filter_error_body()          # verdicts only, no prompt text
+    assert rows["usage"]["price_status"] == "no_usage"
+    for profile in ("request", "full"):
+        assert rows[profile]["price_status"] == "priced" and rows[profile]["usage_source"] == "estimated"
+    assert rows["request"]["prompt_tokens"] == rows["full"]["prompt_tokens"] > 20
+    assert rows["request"]["total_cost"] == rows["full"]["total_cost"]
+
 
 
 def test_other_400s_stay_not_billable_and_carry_no_body_outside_full_mode(gateway: PolicyRuntime, store):
