@@ -293,10 +293,10 @@ def test_non_streamed_chat_is_one_priced_row_in_every_capture_mode(gateway: Poli
         assert Decimal(row["total_cost"]) == cost(41, 12, "2.50", "10.00")
 
 
-def azure_stream(pieces: list[str], prompt: int, completion: int) -> str:
+def azure_stream(pieces: list[str], prompt: int, completion: int, cached: int = 0) -> str:
     """Azure's real shape: prompt_filter_results chunk with empty choices, content-filter results on
     every chunk, an asynchronous annotation chunk, ``"usage": null`` on each chunk, the usage chunk."""
-    payloads = chat_stream_payloads(pieces, usage=usage_object(prompt, completion, cached=1024))
+    payloads = chat_stream_payloads(pieces, usage=usage_object(prompt, completion, cached=cached))
     payloads.insert(4, annotation_chunk(0, 12))
     return sse(payloads)
 
@@ -307,7 +307,7 @@ def test_azure_stream_gets_include_usage_and_its_usage_chunk_is_billed(gateway: 
     results = {}
     for profile in ("usage", "full"):
         request_id = "7c41d2e0-8b6a-4f3c-9e15-2a0d6c8b4f1" + str(len(results))
-        result = run(gateway, profile, scenario(request_id, stream_request, [sse_response(azure_stream(pieces, 1300, 60))]))[0]
+        result = run(gateway, profile, scenario(request_id, stream_request, [sse_response(azure_stream(pieces, 1300, 60, cached=1024))]))[0]
         forwarded = json.loads(result["forwarded"][0]["body"])
         assert forwarded["stream_options"] == {"include_usage": True}   # injected for the backend
         sent = event(result)
@@ -335,11 +335,13 @@ def test_answer_text_that_looks_like_a_date_reaches_the_event_exactly(gateway: P
     sent = event(result)
     assert said in sent["response"]
     assert rebuild_stream(sent["response"]).choices[0].text == "".join(pieces)
+    row = store([result], SIGNED)["1d6e0b7a-5c2f-4e9d-8a31-6f0b2c4d8e17"]
+    assert (row["prompt_tokens"], row["completion_tokens"], row["price_status"]) == (52, 7, "priced")
 
 
 
 
-def test_include_usage_injection_forwards_the_callers_text_unchanged(gateway: PolicyRuntime):
+def test_include_usage_injection_forwards_the_callers_text_unchanged(gateway: PolicyRuntime, store):
     """The model must get what the caller wrote: adding stream_options may not rewrite the rest of
     the body (JSON.NET would turn a date-like message into its own date format)."""
     said = "2026-10-21T09:15:30.250+02:00"
@@ -349,6 +351,8 @@ def test_include_usage_injection_forwards_the_callers_text_unchanged(gateway: Po
     forwarded = result["forwarded"][0]["body"]
     assert forwarded == dumps(request)[:-1] + ',"stream_options":{"include_usage":true}}'
     assert json.loads(forwarded)["messages"][0]["content"] == said
+    row = store([result])["3d9f5b1e-2a4c-4e6f-8b0d-1c3e5a7b9d2f"]
+    assert (row["prompt_tokens"], row["completion_tokens"], row["usage_source"]) == (12, 2, "reported")
 
 def test_responses_api_stream_on_the_v1_api(gateway: PolicyRuntime, store):
     request = {"model": "gpt-41-mini", "input": [{"role": "user", "content": "Summarise ticket 88412."}], "stream": True}
@@ -480,16 +484,20 @@ def test_event_over_200_kb_is_cut_and_still_becomes_a_truncated_row(gateway: Pol
     assert [(reason, resolved is not None) for reason, resolved in audit] == [("truncated", True)]
 
 
-def test_include_usage_is_not_forced_on_a_caller_who_said_false(gateway: PolicyRuntime):
+def test_include_usage_is_not_forced_on_a_caller_who_said_false(gateway: PolicyRuntime, store):
+    """The caller's explicit include_usage: false is respected; in usage mode nothing can be
+    counted, so the row says the tokens are unknown (no_usage), never a silent $0."""
     request = CHAT_REQUEST | {"stream": True, "stream_options": {"include_usage": False}}
     stream = sse(chat_stream_payloads(["It", " arrives", " tomorrow", "."]))
     result = run(gateway, "usage", scenario("1b7d3f5c-0e2a-4c4d-9f8b-9a1c3e5d7f09", request, [sse_response(stream)]))[0]
     assert json.loads(result["forwarded"][0]["body"])["stream_options"] == {"include_usage": False}
     sent = event(result)
     assert sent["stream"] is True and sent["usage"] is None and sent["model"] == "gpt-4o-2024-11-20"
+    row = store([result])["1b7d3f5c-0e2a-4c4d-9f8b-9a1c3e5d7f09"]
+    assert (row["usage_source"], row["price_status"], row["total_cost"]) == ("none", "no_usage", None)
 
 
-def test_content_chunk_shape_is_compacted_as_documented(gateway: PolicyRuntime):
+def test_content_chunk_shape_is_compacted_as_documented(gateway: PolicyRuntime, store):
     """The before/after example of docs/policies.md, produced by the policy itself."""
     stream = sse([chat_chunk([content_choice(" parents")], with_usage_field=True)], done=False)
     result = run(gateway, "full", scenario("2c8e4a6d-1f3b-4d5e-8a9c-0b2d4f6a8c1a", CHAT_REQUEST | {"stream": True},
@@ -497,3 +505,6 @@ def test_content_chunk_shape_is_compacted_as_documented(gateway: PolicyRuntime):
     assert event(result)["response"].startswith(
         'data: {"choices":[{"delta":{"content":" parents"},"index":0}],"created":1732000000,'
     )
+    # a stream cut before its end: what was seen is counted, and marked as a lower bound
+    row = store([result], SIGNED)["2c8e4a6d-1f3b-4d5e-8a9c-0b2d4f6a8c1a"]
+    assert row["usage_source"] == "partial" and row["completion_tokens"] == 1
