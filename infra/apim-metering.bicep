@@ -185,7 +185,7 @@ resource teamSubscriptions 'Microsoft.ApiManagement/service/subscriptions@2024-0
   name: s.id
   properties: {
     displayName: s.displayName
-    scope: product.id
+    scope: '/products/${productName}'
     state: 'active'
   }
   dependsOn: [apiPolicy]
