@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import orjson
 import tiktoken
 import tiktoken.load
 from tiktoken_ext.openai_public import ENDOFPROMPT, ENDOFTEXT, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, r50k_pat_str
@@ -411,8 +412,79 @@ def _chat_overheads(model: str | None) -> tuple[int, int]:
     return 3, 1
 
 
-_REPLY_PRIMING = 3  # every reply is primed with <|start|>assistant<|message|>
 _ID_FIELDS = frozenset({"tool_call_id", "id"})  # routing ids: not rendered into the prompt
+
+
+class _Framing(NamedTuple):
+    """How one model family frames a conversation, in tokens beyond the text it carries.
+
+    Derived from real recordings with provider-reported usage (tests/data/recordings/calibration;
+    the README there names their origins) and the cookbook; see README "Estimate accuracy".
+    """
+
+    #: the prompt's last tokens, which start the reply (``<|im_start|>assistant<|im_sep|>``)
+    reply_priming: int
+    #: function tools, rendered as a TypeScript ``namespace functions`` (``_functions_namespace``),
+    #: cost this much more when the conversation has no system/developer message (the namespace
+    #: then opens a system message of its own) …
+    tools_alone: int
+    #: … and this much, plus what a newline adds to that message's text, when it is appended to
+    #: the first system/developer message;
+    tools_with_system: int
+    #: and each function beyond the text of its rendering (the separators between functions)
+    tools_per_function: int
+    #: cl100k models see the namespace after a newline appended to the system text
+    system_newline: bool
+    #: a tool call the model makes: ``to=functions.NAME`` + arguments + this (completion) …
+    call: int
+    #: … and the same call in the conversation's history (prompt)
+    history_call: int
+    #: a tool result is a message from ``functions.NAME``: per-message overhead + this
+    tool_result: int
+    #: a text answer when tools were offered costs this much more (the model chose not to call)
+    answer_with_tools: int
+    #: completion tokens per choice beyond its text and calls (gpt-4.1-mini reports one more)
+    per_choice: int
+    #: a Responses API output message: one more token (the item's end) …
+    output_item: int
+    #: … and a Responses function_call item: name + arguments + this
+    output_call: int
+    #: a reasoning model's visible answer is framed by channel tokens (chat / Responses)
+    answer_chat: int
+    answer_responses: int
+
+
+_FRAMING_CL100K = _Framing(
+    reply_priming=3, tools_alone=9, tools_with_system=5, tools_per_function=0, system_newline=True,
+    call=4, history_call=1, tool_result=1, answer_with_tools=0, per_choice=0,
+    output_item=1, output_call=8, answer_chat=0, answer_responses=0,
+)
+_FRAMING_GPT4O = _Framing(
+    reply_priming=3, tools_alone=10, tools_with_system=7, tools_per_function=-2, system_newline=False,
+    call=4, history_call=1, tool_result=1, answer_with_tools=1, per_choice=0,
+    output_item=1, output_call=8, answer_chat=0, answer_responses=0,
+)
+_FRAMING_GPT41 = _FRAMING_GPT4O._replace(tools_with_system=6)
+#: gpt-4.1-mini reports one completion token more per choice than its text (every recording)
+_FRAMING_GPT41_MINI = _FRAMING_GPT41._replace(per_choice=1)
+
+#: (stem, framing): first match wins; families not listed use their encoding's default
+_FRAMING_BY_FAMILY: tuple[tuple[str, _Framing], ...] = (
+    ("gpt-4.1-mini", _FRAMING_GPT41_MINI),
+    ("gpt-4.1", _FRAMING_GPT41),
+)
+
+
+def _framing(model: str | None) -> _Framing:
+    """The framing rules for ``model``'s family (its encoding's default for other families)."""
+    if choose_encoding(model).name != "o200k_base":
+        return _FRAMING_CL100K
+    if model:
+        name = _normalize_model(model)
+        for stem, framing in _FRAMING_BY_FAMILY:
+            if name.startswith(stem) and (len(name) == len(stem) or name[len(stem)] in _SEPARATORS):
+                return framing
+    return _FRAMING_GPT4O
 
 
 def _call_tokens(name: Any, arguments: Any, counter: _Counter) -> int:
@@ -425,98 +497,99 @@ def _call_tokens(name: Any, arguments: Any, counter: _Counter) -> int:
     return tokens
 
 
-def _message_tokens(message: Any, counter: _Counter, per_message: int, per_name: int) -> int:
+def _parallel_wrapper(calls: list[tuple[str, str]]) -> str | None:
+    """The ``multi_tool_use.parallel`` call a model makes for several tool calls at once.
+
+    The API splits it into separate ``tool_calls``; the model wrote (and is billed for) one JSON
+    object ``{"tool_uses":[{"recipient_name":"functions.NAME","parameters":{…}},…]}``.
+    ``None`` when an argument string is not JSON (then the calls are counted one by one).
+    """
+    uses = []
+    for name, arguments in calls:
+        try:
+            parameters = orjson.loads(arguments) if arguments else {}
+        except orjson.JSONDecodeError:
+            return None
+        uses.append({"recipient_name": f"functions.{name}", "parameters": parameters})
+    return orjson.dumps({"tool_uses": uses}).decode()
+
+
+def _calls_tokens(calls: list[tuple[str, str]], counter: _Counter, framing: _Framing, overhead: int) -> int:
+    """Tokens of the tool calls of one assistant turn: one call is ``to=functions.NAME`` plus its
+    arguments; several are one ``multi_tool_use.parallel`` call (``_parallel_wrapper``)."""
+    if not calls:
+        return 0
+    if len(calls) > 1:
+        wrapper = _parallel_wrapper(calls)
+        if wrapper is not None:
+            return counter.text(" to=multi_tool_use.parallel") + counter.text(wrapper) + overhead
+    return sum(counter.text(f" to=functions.{name}") + counter.text(arguments) + overhead for name, arguments in calls)
+
+
+def _history_calls(value: Any, counter: _Counter) -> list[tuple[str, str]]:
+    calls = []
+    for call in value:
+        fn = call.get("function") if isinstance(call, dict) else None
+        if isinstance(fn, dict) and isinstance(fn.get("name"), str):
+            arguments = fn.get("arguments")
+            if not isinstance(arguments, str):
+                counter.note("unknown_tool_call_shape")
+                arguments = ""
+            calls.append((fn["name"], arguments))
+        else:
+            counter.note("unknown_tool_call_shape")
+    return calls
+
+
+def _message_tokens(
+    message: Any, counter: _Counter, per_message: int, per_name: int, framing: _Framing, call_names: dict[str, str]
+) -> int:
     """Tokens of one chat message: the cookbook rule, extended to parts and tool calls.
 
-    Every string field is encoded (as the cookbook does) except routing ids (``tool_call_id``);
-    each ``tool_calls`` entry in assistant history costs ``per_message`` plus its name and
-    arguments, as if the call were a message of its own; ``function_call`` costs name + arguments.
+    Every string field is encoded (as the cookbook does) except routing ids (``tool_call_id``).
+    An assistant turn's ``tool_calls`` are rendered as the model wrote them (``_calls_tokens``);
+    a ``tool`` result is a message from ``functions.NAME`` (the name of the call it answers), not
+    from "tool"; ``function_call`` costs name + arguments.
     """
     if not isinstance(message, dict):
         counter.note("unknown_message_shape")
         return 0
     tokens = per_message
+    calls: list[tuple[str, str]] = []
+    role = message.get("role")
     for key, value in message.items():
         if value is None:
             continue
         if isinstance(value, str):
             if key in _ID_FIELDS:
                 continue
+            if key == "role" and value == "tool" and isinstance(message.get("tool_call_id"), str):
+                name = call_names.get(message["tool_call_id"])
+                if name is not None:
+                    tokens += counter.text(f"functions.{name}") + framing.tool_result
+                    continue
             tokens += counter.text(value)
             if key == "name":
                 tokens += per_name
         elif key == "content":
             tokens += _content_tokens(value, counter)
         elif key == "tool_calls" and isinstance(value, list):
-            for call in value:
-                fn = call.get("function") if isinstance(call, dict) else None
-                if isinstance(fn, dict):
-                    tokens += per_message + _call_tokens(fn.get("name"), fn.get("arguments"), counter)
-                else:
-                    counter.note("unknown_tool_call_shape")
+            calls = _history_calls(value, counter)
+            for call, (name, _) in zip(value, calls):
+                if isinstance(call, dict) and isinstance(call.get("id"), str):
+                    call_names[call["id"]] = name
         elif key == "function_call" and isinstance(value, dict):
             tokens += _call_tokens(value.get("name"), value.get("arguments"), counter)
         elif key == "audio":
             counter.note("audio_not_counted")
         else:
             counter.note("message_field_not_counted")
+    if calls and role == "assistant":
+        tokens += _calls_tokens(calls, counter, framing, framing.history_call)
     return tokens
 
 
 # tool definitions --------------------------------------------------------------------------
-
-
-class _ToolConstants(NamedTuple):
-    func_init: int
-    prop_init: int
-    prop_key: int
-    enum_init: int
-    enum_item: int
-    func_end: int
-
-
-# From the cookbook's num_tokens_for_tools: gpt-4o/gpt-4o-mini (and, by encoding, every o200k
-# model) vs gpt-3.5-turbo/gpt-4 (every other encoding).
-_TOOLS_O200K = _ToolConstants(7, 3, 3, -3, 3, 12)
-_TOOLS_CL100K = _ToolConstants(10, 3, 3, -3, 3, 12)
-
-
-def _strip_period(text: str) -> str:
-    return text[:-1] if text.endswith(".") else text
-
-
-def _type_label(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        return " | ".join(str(v) for v in value)
-    return ""
-
-
-def _properties_tokens(properties: dict[str, Any], c: _ToolConstants, counter: _Counter) -> int:
-    """The cookbook's per-property rule; nested object/array properties use the same rule."""
-    tokens = c.prop_init
-    for key, spec in properties.items():
-        tokens += c.prop_key
-        if not isinstance(spec, dict):
-            tokens += counter.text(f"{key}::")
-            counter.note("tool_schema_approximated")
-            continue
-        enum = spec.get("enum")
-        if isinstance(enum, list):
-            tokens += c.enum_init
-            for item in enum:
-                tokens += c.enum_item + counter.text(item if isinstance(item, str) else str(item))
-        description = spec.get("description")
-        description = _strip_period(description) if isinstance(description, str) else ""
-        tokens += counter.text(f"{key}:{_type_label(spec.get('type'))}:{description}")
-        nested = spec.get("properties")
-        if not nested and isinstance(spec.get("items"), dict):
-            nested = spec["items"].get("properties")
-        if isinstance(nested, dict) and nested:
-            counter.note("tool_schema_approximated")
-            tokens += _properties_tokens(nested, c, counter)
-    return tokens
 
 
 def _function_definition(tool: Any, counter: _Counter) -> dict[str, Any] | None:
@@ -534,28 +607,105 @@ def _function_definition(tool: Any, counter: _Counter) -> dict[str, Any] | None:
     return None
 
 
-def _tools_tokens(tools: Any, counter: _Counter, model: str | None) -> int:
-    """Tool definition tokens per the cookbook's ``num_tokens_for_tools`` (without the messages)."""
+def _ts_type(schema: Any, indent: int, counter: _Counter) -> str:
+    """A JSON-schema type as the TypeScript the model is shown (``string``, ``"a" | "b"``, ``{…}``)."""
+    if not isinstance(schema, dict):
+        return "any"
+    enum = schema.get("enum")
+    if isinstance(enum, list) and enum:
+        return " | ".join(orjson.dumps(v).decode() for v in enum)
+    for union in ("anyOf", "oneOf"):
+        if isinstance(schema.get(union), list):
+            return " | ".join(_ts_type(s, indent, counter) for s in schema[union])
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        return " | ".join(_ts_type({**schema, "type": k}, indent, counter) for k in kind)
+    if kind == "string":
+        return "string"
+    if kind in ("number", "integer"):
+        return "number"
+    if kind in ("boolean", "null"):
+        return kind
+    if kind == "object":
+        if isinstance(schema.get("properties"), dict) and schema["properties"]:
+            counter.note("tool_schema_approximated")
+            return "{\n" + _ts_properties(schema, indent + 2, counter) + "\n" + " " * indent + "}"
+        return "object"
+    if kind == "array":
+        items = schema.get("items")
+        return f"{_ts_type(items, indent, counter)}[]" if isinstance(items, dict) else "any[]"
+    if "$ref" in schema:
+        counter.note("tool_schema_approximated")
+    return "any"
+
+
+def _comment(text: str) -> list[str]:
+    """A description as ``//`` comment lines, one per line of text."""
+    return [f"// {line}" for line in text.split("\n")]
+
+
+def _ts_properties(schema: dict[str, Any], indent: int, counter: _Counter) -> str:
+    required = schema.get("required") if isinstance(schema.get("required"), list) else ()
+    lines = []
+    for name, spec in schema["properties"].items():
+        description = spec.get("description") if isinstance(spec, dict) else None
+        if isinstance(description, str) and description:
+            lines += _comment(description)
+        optional = "" if name in required else "?"
+        lines.append(f"{name}{optional}: {_ts_type(spec, indent, counter)},")
+    return "\n".join(" " * indent + line for line in lines)
+
+
+def _functions_namespace(functions: list[dict[str, Any]], counter: _Counter) -> str:
+    """Function tools as the model sees them: a TypeScript ``namespace functions`` with one
+    ``type NAME = (_: {…}) => any;`` per function, its description and each parameter's as
+    ``//`` comments, optional parameters marked ``?``."""
+    lines = ["namespace functions {", ""]
+    for fn in functions:
+        description = fn.get("description")
+        if isinstance(description, str) and description:
+            lines += _comment(description)
+        name = fn.get("name") if isinstance(fn.get("name"), str) else ""
+        parameters = fn.get("parameters")
+        if isinstance(parameters, dict) and isinstance(parameters.get("properties"), dict) and parameters["properties"]:
+            lines += [f"type {name} = (_: {{", _ts_properties(parameters, 0, counter), "}) => any;"]
+        else:
+            lines.append(f"type {name} = () => any;")
+        lines.append("")
+    lines.append("} // namespace functions")
+    return "\n".join(lines)
+
+
+def _tools_tokens(tools: Any, counter: _Counter, framing: _Framing, system: str | None) -> int:
+    """Prompt tokens of function tool definitions (``_functions_namespace`` plus its framing).
+
+    ``system`` is the text of the conversation's first system/developer message (None when it
+    has none): the namespace follows it after a newline, which may or may not merge with its
+    last token."""
     if not isinstance(tools, list) or not tools:
         return 0
-    c = _TOOLS_O200K if choose_encoding(model).name == "o200k_base" else _TOOLS_CL100K
-    tokens = 0
-    counted = False
-    for tool in tools:
-        fn = _function_definition(tool, counter)
-        if fn is None:
-            continue
-        counted = True
-        tokens += c.func_init
-        name = fn.get("name")
-        description = fn.get("description")
-        description = _strip_period(description) if isinstance(description, str) else ""
-        tokens += counter.text(f"{name if isinstance(name, str) else ''}:{description}")
-        parameters = fn.get("parameters")
-        properties = parameters.get("properties") if isinstance(parameters, dict) else None
-        if isinstance(properties, dict) and properties:
-            tokens += _properties_tokens(properties, c, counter)
-    return tokens + (c.func_end if counted else 0)
+    functions = [fn for fn in (_function_definition(tool, counter) for tool in tools) if fn is not None]
+    if not functions:
+        return 0
+    if system is None:
+        overhead = framing.tools_alone
+    else:
+        overhead = framing.tools_with_system
+        if framing.system_newline:
+            overhead += counter.text(system + "\n") - counter.text(system)
+    return counter.text(_functions_namespace(functions, counter)) + overhead + framing.tools_per_function * len(functions)
+
+
+def _system_text(messages: Any) -> str | None:
+    """The text of the first system/developer message (``""`` when it is not plain text), or None."""
+    if isinstance(messages, list):
+        for message in messages:
+            if isinstance(message, dict) and message.get("role") in ("system", "developer"):
+                content = message.get("content")
+                if isinstance(content, list):
+                    content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+                return content if isinstance(content, str) else ""
+    return None
 
 
 def _response_format_note(request: dict[str, Any], counter: _Counter) -> None:
@@ -570,22 +720,25 @@ def _response_format_note(request: dict[str, Any], counter: _Counter) -> None:
 
 
 def count_chat_prompt(request: dict[str, Any], model: str | None) -> TokenCount:
-    """Prompt tokens of a Chat Completions request: messages (+3 reply priming) and tools/functions."""
+    """Prompt tokens of a Chat Completions request: messages (+ reply priming) and tools/functions."""
     counter = _Counter(model)
     if not isinstance(request, dict):
         counter.note("unknown_request_shape")
         return counter.result(0)
     per_message, per_name = _chat_overheads(model)
+    framing = _framing(model)
     messages = request.get("messages")
     tokens = 0
     if isinstance(messages, list):
+        call_names: dict[str, str] = {}
         for message in messages:
-            tokens += _message_tokens(message, counter, per_message, per_name)
-        tokens += _REPLY_PRIMING
+            tokens += _message_tokens(message, counter, per_message, per_name, framing, call_names)
+        tokens += framing.reply_priming
     else:
         counter.note("messages_missing")
-    tokens += _tools_tokens(request.get("tools"), counter, model)
-    tokens += _tools_tokens(request.get("functions"), counter, model)
+    system = _system_text(messages)
+    tokens += _tools_tokens(request.get("tools"), counter, framing, system)
+    tokens += _tools_tokens(request.get("functions"), counter, framing, system)
     _response_format_note(request, counter)
     return counter.result(tokens)
 
@@ -603,7 +756,8 @@ def count_responses_input(request: dict[str, Any], model: str | None) -> TokenCo
         counter.note("unknown_request_shape")
         return counter.result(0)
     per_message, per_name = _chat_overheads(model)
-    tokens = _REPLY_PRIMING
+    framing = _framing(model)
+    tokens = framing.reply_priming
     instructions = request.get("instructions")
     if isinstance(instructions, str) and instructions:
         tokens += per_message + counter.text("system") + counter.text(instructions)
@@ -640,7 +794,8 @@ def count_responses_input(request: dict[str, Any], model: str | None) -> TokenCo
             counter.note("unknown_input_item")
     if request.get("previous_response_id"):
         counter.note("previous_response_not_counted")
-    tokens += _tools_tokens(request.get("tools"), counter, model)
+    system = instructions if isinstance(instructions, str) and instructions else _system_text(items)
+    tokens += _tools_tokens(request.get("tools"), counter, framing, system)
     _response_format_note(request, counter)
     return counter.result(tokens)
 
@@ -681,18 +836,30 @@ def count_embeddings_input(input: Any, model: str | None) -> TokenCount:  # noqa
     return counter.result(_inputs_tokens(input, counter))
 
 
-def count_completion(stream: RebuiltStream, model: str | None) -> TokenCount:
+def count_completion(stream: RebuiltStream, model: str | None, *, tools_offered: bool = False) -> TokenCount:
     """Completion tokens of a rebuilt stream or body: every choice's text, refusal and calls.
 
-    Tool and function calls count their name and arguments only. Hidden reasoning tokens of
-    reasoning models cannot be seen, so the estimate is a lower bound for them (noted).
+    Tool calls are counted as the model wrote them (``_calls_tokens``: one call to
+    ``functions.NAME``, several as one ``multi_tool_use.parallel`` call); the family's framing
+    adds its per-choice and Responses per-item tokens. Hidden reasoning tokens of reasoning
+    models cannot be seen, so the estimate is a lower bound for them (noted).
     """
     counter = _Counter(model)
+    framing = _framing(model)
+    responses = stream.kind == "responses"
     tokens = 0
     for choice in stream.choices:
+        answered = bool(choice.text or choice.refusal)
         tokens += counter.text(choice.text) + counter.text(choice.refusal)
-        for call in choice.tool_calls:
-            tokens += counter.text(call.name) + counter.text(call.arguments)
+        calls = [(call.name, call.arguments) for call in choice.tool_calls]
+        if responses:
+            # each function_call item is billed on its own: name + arguments + its framing
+            tokens += sum(counter.text(name) + counter.text(arguments) + framing.output_call for name, arguments in calls)
+            tokens += framing.output_item if answered else 0
+        else:
+            tokens += _calls_tokens(calls, counter, framing, framing.call) + framing.per_choice
+        if answered and not calls and tools_offered:
+            tokens += framing.answer_with_tools
         if choice.function_call is not None:
             tokens += counter.text(choice.function_call.name) + counter.text(choice.function_call.arguments)
     if _is_reasoning_model(model):

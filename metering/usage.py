@@ -267,7 +267,8 @@ def resolve_usage(event: UsageEvent, model_hint: str | None = None) -> TokenUsag
     elif endpoint == "embeddings":
         completion_whole = True  # embeddings have no completion
     elif response is not None and response.events + len(response.choices) > 0:
-        completion = count_completion(response, count_model)
+        tools_offered = request is not None and bool(request.get("tools") or request.get("functions"))
+        completion = count_completion(response, count_model, tools_offered=tools_offered)
         completion_tokens = completion.tokens
         notes.extend(completion.notes)
         notes.extend(response.notes)

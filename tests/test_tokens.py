@@ -407,8 +407,9 @@ def test_odd_content_parts_are_noted_not_fatal():
 
 
 def test_tool_calls_in_history_and_tool_results():
-    """Documented rule: each tool call costs 3 + name + arguments; a tool message is a message
-    whose routing id (tool_call_id) is not rendered."""
+    """Documented rule (fitted on the calibration recordings): an assistant turn with one call is
+    rendered ``assistant to=functions.NAME`` + arguments + 1; the tool result is a message from
+    ``functions.NAME`` (+1), its routing id (tool_call_id) not rendered."""
     enc = load_encoding("o200k_base")
     n = lambda s: len(enc.encode_ordinary(s))  # noqa: E731
     args = '{"location":"Paris, FR","unit":"celsius"}'
@@ -419,8 +420,25 @@ def test_tool_calls_in_history_and_tool_results():
     }
     tool = {"role": "tool", "tool_call_id": "call_7XQ2m3", "content": '{"temperature": 21}'}
     count = count_chat_prompt({"messages": [assistant, tool]}, "gpt-4o")
-    expected = (3 + n("assistant") + 3 + n("get_current_weather") + n(args)) + (3 + n("tool") + n('{"temperature": 21}')) + 3
+    expected = (3 + n("assistant") + n(" to=functions.get_current_weather") + n(args) + 1) + (
+        3 + n("functions.get_current_weather") + 1 + n('{"temperature": 21}')
+    ) + 3
     assert count.tokens == expected and count.notes == ()
+
+
+def test_parallel_calls_in_history_are_one_multi_tool_use_call():
+    enc = load_encoding("o200k_base")
+    n = lambda s: len(enc.encode_ordinary(s))  # noqa: E731
+    calls = [
+        {"id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
+        {"id": "call_b", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}},
+    ]
+    count = count_chat_prompt({"messages": [{"role": "assistant", "tool_calls": calls}]}, "gpt-4o")
+    wrapper = (
+        '{"tool_uses":[{"recipient_name":"functions.get_weather","parameters":{"city":"Paris"}},'
+        '{"recipient_name":"functions.get_weather","parameters":{"city":"Oslo"}}]}'
+    )
+    assert count.tokens == 3 + n("assistant") + n(" to=multi_tool_use.parallel") + n(wrapper) + 1 + 3
 
 
 def test_legacy_function_call_history_counts_name_and_arguments():
@@ -522,9 +540,10 @@ def test_completion_tokens_cover_text_refusal_and_tool_calls():
     refusal = rebuild_stream(sse(refusal_stream_payloads(["I can't", " help."])))
     assert count_completion(refusal, "gpt-4o").tokens == len(enc.encode_ordinary("I can't help."))
     calls = rebuild_stream(sse(tool_call_stream_payloads([("call_1", "get_current_weather", ['{"location":', '"Paris"}'])])))
-    assert count_completion(calls, "gpt-4o").tokens == len(enc.encode_ordinary("get_current_weather")) + len(
+    # one call: " to=functions.NAME" + arguments + 4 (fitted on the calibration recordings)
+    assert count_completion(calls, "gpt-4o").tokens == len(enc.encode_ordinary(" to=functions.get_current_weather")) + len(
         enc.encode_ordinary('{"location":"Paris"}')
-    )
+    ) + 4
     several = rebuild_stream(chat_stream([["one"], ["two"]]))
     assert count_completion(several, "gpt-4o").tokens == 2
 

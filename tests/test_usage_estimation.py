@@ -123,7 +123,7 @@ def test_tool_call_stream_is_estimated_with_arguments():
     stream = sse(tool_call_stream_payloads([("call_1", "get_current_weather", ['{"location":', ' "Paris"}'])]))
     usage = resolve_usage(event(request=CHAT_REQUEST, response=stream))
     assert usage.source == "estimated"
-    assert usage.completion_tokens == count_text("get_current_weather", "gpt-4o") + count_text('{"location": "Paris"}', "gpt-4o")
+    assert usage.completion_tokens == count_text(" to=functions.get_current_weather", "gpt-4o") + count_text('{"location": "Paris"}', "gpt-4o") + 4
 
 
 def test_responses_stream_without_usage_counts_instructions_and_input():
@@ -132,7 +132,7 @@ def test_responses_stream_without_usage_counts_instructions_and_input():
     usage = resolve_usage(event(endpoint="responses", request=request, response=response))
     assert usage.source == "estimated"
     assert usage.prompt_tokens == count_responses_input(request, "gpt-4.1").tokens
-    assert usage.completion_tokens == count_text("API Management is a gateway.", "gpt-4.1")
+    assert usage.completion_tokens == count_text("API Management is a gateway.", "gpt-4.1") + 1  # the output item's end
 
 
 def test_request_only_capture_is_partial():
