@@ -452,6 +452,9 @@ class _Framing(NamedTuple):
     #: a reasoning model's visible answer is framed by channel tokens (chat / Responses)
     answer_chat: int
     answer_responses: int
+    #: tools in a Responses API request, when they cost what they cost for gpt-4o (gpt-5 family:
+    #: its Chat Completions tools preamble is not billed there); None: as in chat
+    responses_tools: tuple[int, int, int] | None = None
 
 
 _FRAMING_CL100K = _Framing(
@@ -468,10 +471,26 @@ _FRAMING_GPT41 = _FRAMING_GPT4O._replace(tools_with_system=6)
 #: gpt-4.1-mini reports one completion token more per choice than its text (every recording)
 _FRAMING_GPT41_MINI = _FRAMING_GPT41._replace(per_choice=1)
 
+#: Reasoning models (harmony format): the prompt is primed with one token less, and the visible
+#: answer is framed by channel tokens. Their hidden reasoning is not in the response, and the
+#: reported reasoning_tokens come in steps of 64, so "visible" completions can be up to 63 more.
+_FRAMING_GPT5 = _FRAMING_GPT4O._replace(
+    reply_priming=2, tools_alone=87, tools_per_function=3, call=13, answer_chat=9, answer_responses=5,
+    responses_tools=(_FRAMING_GPT4O.tools_alone, _FRAMING_GPT4O.tools_with_system, _FRAMING_GPT4O.tools_per_function),
+)
+_FRAMING_GPT5X = _FRAMING_GPT5._replace(answer_responses=3)
+_FRAMING_O_SERIES = _FRAMING_GPT4O._replace(reply_priming=2, answer_chat=11)
+
 #: (stem, framing): first match wins; families not listed use their encoding's default
 _FRAMING_BY_FAMILY: tuple[tuple[str, _Framing], ...] = (
     ("gpt-4.1-mini", _FRAMING_GPT41_MINI),
     ("gpt-4.1", _FRAMING_GPT41),
+    ("gpt-5-chat", _FRAMING_GPT4O),
+    ("gpt-5.", _FRAMING_GPT5X),
+    ("gpt-5", _FRAMING_GPT5),
+    ("o1", _FRAMING_O_SERIES),
+    ("o3", _FRAMING_O_SERIES),
+    ("o4", _FRAMING_O_SERIES),
 )
 
 
@@ -482,7 +501,7 @@ def _framing(model: str | None) -> _Framing:
     if model:
         name = _normalize_model(model)
         for stem, framing in _FRAMING_BY_FAMILY:
-            if name.startswith(stem) and (len(name) == len(stem) or name[len(stem)] in _SEPARATORS):
+            if name.startswith(stem) and (stem.endswith(".") or len(name) == len(stem) or name[len(stem)] in _SEPARATORS):
                 return framing
     return _FRAMING_GPT4O
 
@@ -743,6 +762,48 @@ def count_chat_prompt(request: dict[str, Any], model: str | None) -> TokenCount:
     return counter.result(tokens)
 
 
+def _responses_messages(items: list[Any], counter: _Counter) -> list[dict[str, Any]]:
+    """Responses API input items as the chat messages the model sees.
+
+    Message items keep role and content. ``function_call`` items are the assistant's tool calls:
+    consecutive ones (and ones right after an assistant message) form one assistant turn, so
+    several are one parallel call as in chat. A ``function_call_output`` is the ``tool`` message
+    answering its ``call_id``. Reasoning items and item references (server-side state) cannot be
+    counted and are noted.
+    """
+    messages: list[dict[str, Any]] = []
+    for item in items:
+        if isinstance(item, str):
+            messages.append({"role": "user", "content": item})
+            continue
+        if not isinstance(item, dict):
+            counter.note("unknown_input_item")
+            continue
+        kind = item.get("type")
+        if kind in (None, "message"):
+            message = {"role": item.get("role"), "content": item.get("content")}
+            if isinstance(item.get("name"), str):
+                message["name"] = item["name"]
+            messages.append(message)
+        elif kind == "function_call":
+            call = {"id": item.get("call_id"), "function": {"name": item.get("name"), "arguments": item.get("arguments")}}
+            last = messages[-1] if messages else None
+            if last is not None and last.get("role") == "assistant" and (last.get("tool_calls") or not last.get("content")):
+                last.setdefault("tool_calls", []).append(call)
+            else:
+                messages.append({"role": "assistant", "tool_calls": [call]})
+        elif kind == "function_call_output":
+            output = item.get("output")
+            messages.append({"role": "tool", "tool_call_id": item.get("call_id"), "content": output})
+        elif kind == "reasoning":
+            counter.note("reasoning_input_not_counted")
+        elif kind == "item_reference":
+            counter.note("item_reference_not_counted")
+        else:
+            counter.note("unknown_input_item")
+    return messages
+
+
 def count_responses_input(request: dict[str, Any], model: str | None) -> TokenCount:
     """Prompt tokens of a Responses API request, counted as a chat conversation.
 
@@ -767,34 +828,15 @@ def count_responses_input(request: dict[str, Any], model: str | None) -> TokenCo
     elif not isinstance(items, list):
         items = []
         counter.note("input_missing")
-    for item in items:
-        if isinstance(item, str):
-            tokens += per_message + counter.text("user") + counter.text(item)
-            continue
-        if not isinstance(item, dict):
-            counter.note("unknown_input_item")
-            continue
-        kind = item.get("type")
-        if kind in (None, "message"):
-            role = item.get("role")
-            tokens += per_message + (counter.text(role) if isinstance(role, str) else 0)
-            tokens += _content_tokens(item.get("content"), counter)
-            if isinstance(item.get("name"), str):
-                tokens += counter.text(item["name"]) + per_name
-        elif kind == "function_call":
-            tokens += per_message + _call_tokens(item.get("name"), item.get("arguments"), counter)
-        elif kind == "function_call_output":
-            output = item.get("output")
-            tokens += per_message + (counter.text(output) if isinstance(output, str) else _content_tokens(output, counter))
-        elif kind == "reasoning":
-            counter.note("reasoning_input_not_counted")
-        elif kind == "item_reference":
-            counter.note("item_reference_not_counted")
-        else:
-            counter.note("unknown_input_item")
+    call_names: dict[str, str] = {}
+    for message in _responses_messages(items, counter):
+        tokens += _message_tokens(message, counter, per_message, per_name, framing, call_names)
     if request.get("previous_response_id"):
         counter.note("previous_response_not_counted")
     system = instructions if isinstance(instructions, str) and instructions else _system_text(items)
+    if framing.responses_tools is not None:
+        alone, with_system, per_function = framing.responses_tools
+        framing = framing._replace(tools_alone=alone, tools_with_system=with_system, tools_per_function=per_function)
     tokens += _tools_tokens(request.get("tools"), counter, framing, system)
     _response_format_note(request, counter)
     return counter.result(tokens)
@@ -860,6 +902,8 @@ def count_completion(stream: RebuiltStream, model: str | None, *, tools_offered:
             tokens += _calls_tokens(calls, counter, framing, framing.call) + framing.per_choice
         if answered and not calls and tools_offered:
             tokens += framing.answer_with_tools
+        if answered:
+            tokens += framing.answer_responses if responses else framing.answer_chat
         if choice.function_call is not None:
             tokens += counter.text(choice.function_call.name) + counter.text(choice.function_call.arguments)
     if _is_reasoning_model(model):
