@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import re
 import struct
 import threading
 from dataclasses import dataclass
@@ -48,6 +49,8 @@ __all__ = [
     "count_completions_prompt",
     "count_embeddings_input",
     "count_completion",
+    "is_reasoning_model",
+    "model_in_name",
 ]
 
 # --- vendored encodings --------------------------------------------------------------------
@@ -195,6 +198,28 @@ def choose_encoding(model: str | None) -> EncodingChoice:
     return EncodingChoice(FALLBACK_ENCODING, True)
 
 
+_SQUEEZED_GPT = re.compile(r"gpt(?=\d)")
+
+
+def model_in_name(name: str | None) -> str | None:
+    """The known model a free-text name (an Azure deployment name) spells, or None.
+
+    Deployment names often wrap the model in other words (``contoso-gpt-4o-mini-prod``,
+    ``eastus-o3-mini``) or squeeze it (``gpt4o``, ``gpt35-turbo``). The model is the rest of the
+    name from the first word boundary at which a known model family starts; ``chat-prod`` names
+    none. Used to pick the encoding when nothing better says which model served a request.
+    """
+    if not name:
+        return None
+    text = _SQUEEZED_GPT.sub("gpt-", _normalize_model(name))
+    for start in range(len(text)):
+        if start == 0 or text[start - 1] in _SEPARATORS:
+            candidate = text[start:]
+            if not choose_encoding(candidate).fallback:
+                return candidate
+    return None
+
+
 def encoding_name_for_model(model: str | None) -> str:
     """Name of the encoding for ``model``; unknown or missing models get ``FALLBACK_ENCODING``."""
     return choose_encoding(model).name
@@ -205,7 +230,7 @@ def encoding_for_model(model: str | None) -> tiktoken.Encoding:
     return load_encoding(choose_encoding(model).name)
 
 
-def _is_reasoning_model(model: str | None) -> bool:
+def is_reasoning_model(model: str | None) -> bool:
     """Models whose hidden reasoning tokens are billed as output but never appear in a stream."""
     if not model:
         return False
@@ -445,28 +470,30 @@ class _Framing(NamedTuple):
     answer_with_tools: int
     #: completion tokens per choice beyond its text and calls (gpt-4.1-mini reports one more)
     per_choice: int
-    #: a Responses API output message: one more token (the item's end) …
+    #: a Responses API output message, or its turn of tool calls: one more token (the item's end)
     output_item: int
-    #: … and a Responses function_call item: name + arguments + this
-    output_call: int
     #: a reasoning model's visible answer is framed by channel tokens (chat / Responses)
     answer_chat: int
     answer_responses: int
     #: tools in a Responses API request, when they cost what they cost for gpt-4o (gpt-5 family:
     #: its Chat Completions tools preamble is not billed there); None: as in chat
     responses_tools: tuple[int, int, int] | None = None
+    #: a tool call's framing in a Responses API output, when it differs from chat's; None: ``call``
+    responses_call: int | None = None
 
 
 _FRAMING_CL100K = _Framing(
     reply_priming=3, tools_alone=9, tools_with_system=5, tools_per_function=0, system_newline=True,
     call=4, history_call=1, tool_result=1, answer_with_tools=0, per_choice=0,
-    output_item=1, output_call=8, answer_chat=0, answer_responses=0,
+    output_item=1, answer_chat=0, answer_responses=0,
 )
 _FRAMING_GPT4O = _Framing(
     reply_priming=3, tools_alone=10, tools_with_system=7, tools_per_function=-2, system_newline=False,
     call=4, history_call=1, tool_result=1, answer_with_tools=1, per_choice=0,
-    output_item=1, output_call=8, answer_chat=0, answer_responses=0,
+    output_item=1, answer_chat=0, answer_responses=0,
 )
+#: gpt-4 (0613): a call costs 3 tokens less than gpt-3.5-turbo's
+_FRAMING_GPT4_0613 = _FRAMING_CL100K._replace(call=1)
 _FRAMING_GPT41 = _FRAMING_GPT4O._replace(tools_with_system=6)
 #: gpt-4.1-mini reports one completion token more per choice than its text (every recording)
 _FRAMING_GPT41_MINI = _FRAMING_GPT41._replace(per_choice=1)
@@ -475,10 +502,11 @@ _FRAMING_GPT41_MINI = _FRAMING_GPT41._replace(per_choice=1)
 #: answer is framed by channel tokens. Their hidden reasoning is not in the response, and the
 #: reported reasoning_tokens come in steps of 64, so "visible" completions can be up to 63 more.
 _FRAMING_GPT5 = _FRAMING_GPT4O._replace(
-    reply_priming=2, tools_alone=87, tools_per_function=3, call=13, answer_chat=9, answer_responses=5,
+    reply_priming=2, tools_alone=87, tools_per_function=3, call=13, answer_with_tools=0, answer_chat=9, answer_responses=5,
     responses_tools=(_FRAMING_GPT4O.tools_alone, _FRAMING_GPT4O.tools_with_system, _FRAMING_GPT4O.tools_per_function),
+    responses_call=9,
 )
-_FRAMING_GPT5X = _FRAMING_GPT5._replace(answer_responses=3)
+_FRAMING_GPT5X = _FRAMING_GPT5._replace(call=7, answer_chat=3, answer_responses=3, responses_tools=(27, 24, -2), responses_call=None)
 _FRAMING_O_SERIES = _FRAMING_GPT4O._replace(reply_priming=2, answer_chat=11)
 
 #: (stem, framing): first match wins; families not listed use their encoding's default
@@ -491,19 +519,20 @@ _FRAMING_BY_FAMILY: tuple[tuple[str, _Framing], ...] = (
     ("o1", _FRAMING_O_SERIES),
     ("o3", _FRAMING_O_SERIES),
     ("o4", _FRAMING_O_SERIES),
+    ("gpt-4", _FRAMING_GPT4_0613),
 )
 
 
 def _framing(model: str | None) -> _Framing:
     """The framing rules for ``model``'s family (its encoding's default for other families)."""
-    if choose_encoding(model).name != "o200k_base":
-        return _FRAMING_CL100K
+    o200k = choose_encoding(model).name == "o200k_base"
     if model:
         name = _normalize_model(model)
         for stem, framing in _FRAMING_BY_FAMILY:
             if name.startswith(stem) and (stem.endswith(".") or len(name) == len(stem) or name[len(stem)] in _SEPARATORS):
-                return framing
-    return _FRAMING_GPT4O
+                if o200k == (framing is not _FRAMING_GPT4_0613):
+                    return framing
+    return _FRAMING_GPT4O if o200k else _FRAMING_CL100K
 
 
 def _call_tokens(name: Any, arguments: Any, counter: _Counter) -> int:
@@ -833,6 +862,8 @@ def count_responses_input(request: dict[str, Any], model: str | None) -> TokenCo
         tokens += _message_tokens(message, counter, per_message, per_name, framing, call_names)
     if request.get("previous_response_id"):
         counter.note("previous_response_not_counted")
+    if request.get("conversation"):  # a stored conversation's items are prepended server-side
+        counter.note("conversation_not_counted")
     system = instructions if isinstance(instructions, str) and instructions else _system_text(items)
     if framing.responses_tools is not None:
         alone, with_system, per_function = framing.responses_tools
@@ -895,8 +926,11 @@ def count_completion(stream: RebuiltStream, model: str | None, *, tools_offered:
         tokens += counter.text(choice.text) + counter.text(choice.refusal)
         calls = [(call.name, call.arguments) for call in choice.tool_calls]
         if responses:
-            # each function_call item is billed on its own: name + arguments + its framing
-            tokens += sum(counter.text(name) + counter.text(arguments) + framing.output_call for name, arguments in calls)
+            # the calls are written as in chat (one call, or one multi_tool_use.parallel call) and
+            # end like any other output item
+            if calls:
+                call = framing.call if framing.responses_call is None else framing.responses_call
+                tokens += _calls_tokens(calls, counter, framing, call) + framing.output_item
             tokens += framing.output_item if answered else 0
         else:
             tokens += _calls_tokens(calls, counter, framing, framing.call) + framing.per_choice
@@ -904,8 +938,8 @@ def count_completion(stream: RebuiltStream, model: str | None, *, tools_offered:
             tokens += framing.answer_with_tools
         if answered:
             tokens += framing.answer_responses if responses else framing.answer_chat
-        if choice.function_call is not None:
-            tokens += counter.text(choice.function_call.name) + counter.text(choice.function_call.arguments)
-    if _is_reasoning_model(model):
+        if choice.function_call is not None:  # legacy functions: the same call as one tool call
+            tokens += _calls_tokens([(choice.function_call.name, choice.function_call.arguments)], counter, framing, framing.call)
+    if is_reasoning_model(model):
         counter.note("reasoning_tokens_not_estimated")
     return counter.result(tokens)

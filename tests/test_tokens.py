@@ -586,3 +586,25 @@ def test_shapes_round_trip_through_json():
     """Requests arrive as parsed JSON: a dumped-and-loaded request counts the same."""
     request = {"messages": COOKBOOK_MESSAGES, "tools": COOKBOOK_TOOLS}
     assert count_chat_prompt(orjson.loads(orjson.dumps(request)), "gpt-4o") == count_chat_prompt(request, "gpt-4o")
+
+
+@pytest.mark.parametrize(
+    "name, model",
+    [
+        ("gpt-4o", "gpt-4o"),
+        ("contoso-gpt-4o-mini-prod", "gpt-4o-mini-prod"),
+        ("gpt4o-eastus", "gpt-4o-eastus"),
+        ("eastus-gpt35-turbo", "gpt-35-turbo"),
+        ("prod_o3-mini", "o3-mini"),
+        ("chat-prod", None),
+        ("gpt-40", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_model_in_a_deployment_name(name, model):
+    from metering.tokens import model_in_name
+
+    assert model_in_name(name) == model
+    if model:
+        assert choose_encoding(model).fallback is False

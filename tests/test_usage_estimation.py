@@ -289,3 +289,40 @@ def test_estimation_never_raises_except_bad_event(request, response, endpoint, s
         return  # invalid provider usage inside the response: the pipeline quarantines it
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens or usage.source == "reported"
     assert usage.source in ("reported", "estimated", "partial", "none")
+
+
+# --- content-filter 400 on an unmapped deployment: the request's model, not the fallback ----
+
+
+@pytest.mark.parametrize(
+    "deployment, requested, expected, note",
+    [
+        ("chat-prod", "gpt-4", CL100K, "model_from_request"),  # OpenAI-style / v1 clients send the model
+        ("chat-prod", "gpt-35-turbo-0125", CL100K, "model_from_request"),
+        ("contoso-gpt35-turbo-prod", None, CL100K, "model_from_deployment_name"),  # squeezed spelling inside the name
+        ("eastus-gpt-4-32k", "chat-prod", CL100K, "model_from_deployment_name"),  # a body "model" naming no model is skipped
+        ("team-a-gpt-4o-mini", None, O200K, "model_from_deployment_name"),
+    ],
+)
+def test_content_filter_rejection_on_unmapped_deployment_uses_the_requests_model(deployment, requested, expected, note):
+    request = CJK_REQUEST | ({"model": requested} if requested else {})
+    e = event(status_code=400, request=request, response=content_filter_error_body(), model=None, deployment=deployment)
+    usage = resolve_usage(e)
+    assert usage.source == "estimated" and "content_filter_rejection" in usage.notes
+    assert usage.prompt_tokens == expected
+    assert note in usage.notes and "encoding_fallback" not in usage.notes
+
+
+def test_content_filter_rejection_with_no_model_anywhere_says_it_used_the_fallback():
+    e = event(status_code=400, request=CJK_REQUEST, response=content_filter_error_body(), model=None, deployment="chat-prod")
+    usage = resolve_usage(e)
+    assert usage.prompt_tokens == O200K
+    assert {"model_from_deployment_name", "encoding_fallback"} <= set(usage.notes)
+
+
+def test_the_mapping_wins_over_the_requests_model():
+    """Azure serves the deployment's model whatever the body says; the operator's mapping is that."""
+    request = CJK_REQUEST | {"model": "gpt-4o"}
+    e = event(status_code=400, request=request, response=content_filter_error_body(), model=None, deployment="chat-prod")
+    usage = resolve_usage(e, model_hint="gpt-4-0613")
+    assert usage.prompt_tokens == CL100K and "model_from_deployment_mapping" in usage.notes
