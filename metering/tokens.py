@@ -502,7 +502,7 @@ _FRAMING_GPT41_MINI = _FRAMING_GPT41._replace(per_choice=1)
 #: answer is framed by channel tokens. Their hidden reasoning is not in the response, and the
 #: reported reasoning_tokens come in steps of 64, so "visible" completions can be up to 63 more.
 _FRAMING_GPT5 = _FRAMING_GPT4O._replace(
-    reply_priming=2, tools_alone=87, tools_per_function=3, call=13, answer_with_tools=0, answer_chat=9, answer_responses=5,
+    reply_priming=2, tools_alone=87, tools_with_system=81, tools_per_function=3, call=13, answer_with_tools=0, answer_chat=9, answer_responses=5,
     responses_tools=(_FRAMING_GPT4O.tools_alone, _FRAMING_GPT4O.tools_with_system, _FRAMING_GPT4O.tools_per_function),
     responses_call=9,
 )
