@@ -5,10 +5,14 @@ its encoding is needed (sha256-checked by tiktoken); nothing ever downloads, bec
 App usually runs without outbound internet. ``tiktoken.get_encoding``/``encoding_for_model`` are
 never called: they fetch from the network.
 
-Counts follow OpenAI's cookbook "How to count tokens with tiktoken": 3 tokens per chat message,
-1 per ``name``, 3 to prime the reply, and its ``num_tokens_for_tools`` rules for tool definitions.
-They are estimates, used only when the provider did not report usage; every caveat is returned as
-a note (e.g. ``image_tokens_defaulted``) so reports can say how good a number is.
+Counts start from OpenAI's cookbook "How to count tokens with tiktoken" (3 tokens per chat
+message, 1 per ``name``, 3 to prime the reply) and add what real recordings with provider-reported
+usage showed (tests/data/recordings, fitted on its calibration split only; README "Estimate
+accuracy"): tool definitions rendered as the TypeScript namespace the model is shown, tool calls
+as ``to=functions.NAME`` + arguments (several as one ``multi_tool_use.parallel`` call), and the
+framing constants of each model family (``_Framing``). They are estimates, used only when the
+provider did not report usage; every caveat is returned as a note (e.g. ``image_tokens_defaulted``,
+``reasoning_tokens_not_estimated``) so reports can say how good a number is.
 """
 
 from __future__ import annotations
@@ -768,7 +772,8 @@ def _response_format_note(request: dict[str, Any], counter: _Counter) -> None:
 
 
 def count_chat_prompt(request: dict[str, Any], model: str | None) -> TokenCount:
-    """Prompt tokens of a Chat Completions request: messages (+ reply priming) and tools/functions."""
+    """Prompt tokens of a Chat Completions request: messages (+ the family's reply priming) and
+    tools/functions (``_tools_tokens``)."""
     counter = _Counter(model)
     if not isinstance(request, dict):
         counter.note("unknown_request_shape")
@@ -836,10 +841,11 @@ def _responses_messages(items: list[Any], counter: _Counter) -> list[dict[str, A
 def count_responses_input(request: dict[str, Any], model: str | None) -> TokenCount:
     """Prompt tokens of a Responses API request, counted as a chat conversation.
 
-    ``instructions`` is a system message; a string ``input`` is one user message; input items
-    are messages (role + content), ``function_call`` (name + arguments) and ``function_call_output``
-    (its output), each with the per-message overhead; +3 reply priming; function tools as in chat.
-    Reasoning items and item references (server-side state) cannot be counted and are noted.
+    ``instructions`` is a system message; a string ``input`` is one user message; input items are
+    the messages they stand for (``_responses_messages``), counted as in chat, plus the family's
+    reply priming; function tools as in chat (the gpt-5 family with its Responses framing).
+    Server-side state (``previous_response_id``, a stored ``conversation``, reasoning items, item
+    references) cannot be counted and is noted.
     """
     counter = _Counter(model)
     if not isinstance(request, dict):
