@@ -563,7 +563,10 @@ def _parallel_wrapper(calls: list[tuple[str, str]]) -> str | None:
         except orjson.JSONDecodeError:
             return None
         uses.append({"recipient_name": f"functions.{name}", "parameters": parameters})
-    return orjson.dumps({"tool_uses": uses}).decode()
+    try:
+        return orjson.dumps({"tool_uses": uses}).decode()
+    except TypeError:
+        return None
 
 
 def _calls_tokens(calls: list[tuple[str, str]], counter: _Counter, framing: _Framing, overhead: int) -> int:
@@ -659,19 +662,33 @@ def _function_definition(tool: Any, counter: _Counter) -> dict[str, Any] | None:
     return None
 
 
+_MAX_SCHEMA_DEPTH = 16  # deeper schemas are rendered "object" (and noted): no recursion limit on odd input
+
+
+def _literal(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # e.g. an integer beyond 64 bits
+        return str(value)
+
+
 def _ts_type(schema: Any, indent: int, counter: _Counter) -> str:
     """A JSON-schema type as the TypeScript the model is shown (``string``, ``"a" | "b"``, ``{…}``)."""
     if not isinstance(schema, dict):
         return "any"
+    if indent > 2 * _MAX_SCHEMA_DEPTH:
+        counter.note("tool_schema_approximated")
+        return "object"
     enum = schema.get("enum")
     if isinstance(enum, list) and enum:
-        return " | ".join(orjson.dumps(v).decode() for v in enum)
+        return " | ".join(_literal(v) for v in enum)
     for union in ("anyOf", "oneOf"):
         if isinstance(schema.get(union), list):
-            return " | ".join(_ts_type(s, indent, counter) for s in schema[union])
+            counter.note("tool_schema_approximated")
+            return " | ".join(_ts_type(s, indent + 2, counter) for s in schema[union])
     kind = schema.get("type")
     if isinstance(kind, list):
-        return " | ".join(_ts_type({**schema, "type": k}, indent, counter) for k in kind)
+        return " | ".join(_ts_type({**schema, "type": k}, indent, counter) if isinstance(k, str) else "any" for k in kind)
     if kind == "string":
         return "string"
     if kind in ("number", "integer"):
@@ -685,7 +702,7 @@ def _ts_type(schema: Any, indent: int, counter: _Counter) -> str:
         return "object"
     if kind == "array":
         items = schema.get("items")
-        return f"{_ts_type(items, indent, counter)}[]" if isinstance(items, dict) else "any[]"
+        return f"{_ts_type(items, indent + 2, counter)}[]" if isinstance(items, dict) else "any[]"
     if "$ref" in schema:
         counter.note("tool_schema_approximated")
     return "any"

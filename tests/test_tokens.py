@@ -608,3 +608,59 @@ def test_model_in_a_deployment_name(name, model):
     assert model_in_name(name) == model
     if model:
         assert choose_encoding(model).fallback is False
+
+
+def _function_tool(parameters, description="Look up an order."):
+    return {"type": "function", "function": {"name": "lookup_order", "description": description, "parameters": parameters}}
+
+
+def test_tool_definitions_are_counted_as_the_typescript_namespace_the_model_sees():
+    """gpt-4o, no system message: the namespace text + 10, minus 2 per function (calibration)."""
+    enc = load_encoding("o200k_base")
+    parameters = {
+        "type": "object",
+        "properties": {
+            "order_id": {"type": "string", "description": "The order number."},
+            "status": {"type": "string", "enum": ["open", "shipped"]},
+            "lines": {"type": "array", "items": {"type": "integer"}},
+        },
+        "required": ["order_id"],
+    }
+    rendered = (
+        "namespace functions {\n\n"
+        "// Look up an order.\n"
+        "// Second line.\n"
+        "type lookup_order = (_: {\n"
+        "// The order number.\n"
+        "order_id: string,\n"
+        'status?: "open" | "shipped",\n'
+        "lines?: number[],\n"
+        "}) => any;\n\n"
+        "} // namespace functions"
+    )
+    messages = [{"role": "user", "content": "Where is order 42?"}]
+    without = count_chat_prompt({"messages": messages}, "gpt-4o").tokens
+    count = count_chat_prompt({"messages": messages, "tools": [_function_tool(parameters, "Look up an order.\nSecond line.")]}, "gpt-4o")
+    assert count.tokens == without + len(enc.encode_ordinary(rendered)) + 10 - 2
+    assert count.notes == ()
+
+
+def test_deep_or_odd_tool_schemas_are_approximated_not_fatal():
+    deep = {"type": "string"}
+    for _ in range(600):
+        deep = {"type": "object", "properties": {"inner": deep}}
+    odd = {"type": "object", "properties": {"n": {"enum": [2**70, None]}, "u": {"anyOf": [{"type": "string"}, {"$ref": "#/$defs/x"}]}, "t": {"type": [1, "null"]}}}
+    for parameters in (deep, odd):
+        count = count_chat_prompt({"messages": [{"role": "user", "content": "hi"}], "tools": [_function_tool(parameters)]}, "gpt-4o")
+        assert count.tokens > 0 and "tool_schema_approximated" in count.notes
+
+
+def test_parallel_calls_whose_arguments_are_not_json_are_counted_one_by_one():
+    enc = load_encoding("o200k_base")
+    n = lambda s: len(enc.encode_ordinary(s))  # noqa: E731
+    calls = [
+        {"id": "a", "type": "function", "function": {"name": "f", "arguments": "{not json"}},
+        {"id": "b", "type": "function", "function": {"name": "g", "arguments": "{}"}},
+    ]
+    count = count_chat_prompt({"messages": [{"role": "assistant", "tool_calls": calls}]}, "gpt-4o")
+    assert count.tokens == 3 + n("assistant") + (n(" to=functions.f") + n("{not json") + 1) + (n(" to=functions.g") + n("{}") + 1) + 3
