@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import math
 import re
 import struct
@@ -503,40 +504,50 @@ _FRAMING_GPT41 = _FRAMING_GPT4O._replace(tools_with_system=6)
 _FRAMING_GPT41_MINI = _FRAMING_GPT41._replace(per_choice=1)
 
 #: Reasoning models (harmony format): the prompt is primed with one token less, and the visible
-#: answer is framed by channel tokens. Their hidden reasoning is not in the response, and the
-#: reported reasoning_tokens come in steps of 64, so "visible" completions can be up to 63 more.
+#: answer is framed by channel tokens. Their hidden reasoning is not in the response (and several
+#: of them report reasoning_tokens in steps of 64), so their completion is a lower bound.
 _FRAMING_GPT5 = _FRAMING_GPT4O._replace(
-    reply_priming=2, tools_alone=87, tools_with_system=81, tools_per_function=3, call=13, answer_with_tools=0, answer_chat=9, answer_responses=5,
+    reply_priming=2,
+    tools_alone=87,
+    tools_with_system=81,
+    tools_per_function=3,
+    call=13,
+    answer_with_tools=0,
+    answer_chat=9,
+    answer_responses=5,
     responses_tools=(_FRAMING_GPT4O.tools_alone, _FRAMING_GPT4O.tools_with_system, _FRAMING_GPT4O.tools_per_function),
     responses_call=9,
 )
 _FRAMING_GPT5X = _FRAMING_GPT5._replace(call=7, answer_chat=3, answer_responses=3, responses_tools=(27, 24, -2), responses_call=None)
 _FRAMING_O_SERIES = _FRAMING_GPT4O._replace(reply_priming=2, answer_chat=11)
 
-#: (stem, framing): first match wins; families not listed use their encoding's default
-_FRAMING_BY_FAMILY: tuple[tuple[str, _Framing], ...] = (
-    ("gpt-4.1-mini", _FRAMING_GPT41_MINI),
-    ("gpt-4.1", _FRAMING_GPT41),
-    ("gpt-5-chat", _FRAMING_GPT4O),
-    ("gpt-5.", _FRAMING_GPT5X),
-    ("gpt-5", _FRAMING_GPT5),
-    ("o1", _FRAMING_O_SERIES),
-    ("o3", _FRAMING_O_SERIES),
-    ("o4", _FRAMING_O_SERIES),
-    ("gpt-4", _FRAMING_GPT4_0613),
+#: (stem, encoding, framing): the first stem that starts the model name (then ends it, or is
+#: followed by a separator; "gpt-5." takes any gpt-5.x) for a model of that encoding wins;
+#: other models get their encoding's default (gpt-4o's rules for o200k, gpt-3.5-turbo's else).
+_FRAMING_BY_FAMILY: tuple[tuple[str, str, _Framing], ...] = (
+    ("gpt-4.1-mini", "o200k_base", _FRAMING_GPT41_MINI),
+    ("gpt-4.1", "o200k_base", _FRAMING_GPT41),
+    ("gpt-5-chat", "o200k_base", _FRAMING_GPT4O),  # not a reasoning model
+    ("gpt-5.", "o200k_base", _FRAMING_GPT5X),
+    ("gpt-5", "o200k_base", _FRAMING_GPT5),
+    ("o1", "o200k_base", _FRAMING_O_SERIES),
+    ("o3", "o200k_base", _FRAMING_O_SERIES),
+    ("o4", "o200k_base", _FRAMING_O_SERIES),
+    ("gpt-4", "cl100k_base", _FRAMING_GPT4_0613),
 )
 
 
+@functools.lru_cache(maxsize=512)
 def _framing(model: str | None) -> _Framing:
-    """The framing rules for ``model``'s family (its encoding's default for other families)."""
-    o200k = choose_encoding(model).name == "o200k_base"
+    """The framing rules for ``model``'s family (cached: a process sees a handful of models)."""
+    encoding = choose_encoding(model).name
     if model:
         name = _normalize_model(model)
-        for stem, framing in _FRAMING_BY_FAMILY:
-            if name.startswith(stem) and (stem.endswith(".") or len(name) == len(stem) or name[len(stem)] in _SEPARATORS):
-                if o200k == (framing is not _FRAMING_GPT4_0613):
+        for stem, stem_encoding, framing in _FRAMING_BY_FAMILY:
+            if stem_encoding == encoding and name.startswith(stem):
+                if stem.endswith(".") or len(name) == len(stem) or name[len(stem)] in _SEPARATORS:
                     return framing
-    return _FRAMING_GPT4O if o200k else _FRAMING_CL100K
+    return _FRAMING_GPT4O if encoding == "o200k_base" else _FRAMING_CL100K
 
 
 def _call_tokens(name: Any, arguments: Any, counter: _Counter) -> int:
