@@ -21,7 +21,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from recordings import load_recordings, miss  # noqa: E402
 
-from metering.tokens import is_reasoning_model  # noqa: E402
+from metering.usage.tokens import is_reasoning_model  # noqa: E402
 
 
 def _worst(values: list[int]) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from metering.model import TokenUsage, UsageEvent
-from metering.usage import resolve_usage
+from metering.usage.resolve import resolve_usage
 
 RECORDINGS_DIR = Path(__file__).resolve().parent / "data" / "recordings"
 SPLITS = ("calibration", "heldout")

@@ -2,8 +2,8 @@
 
 Precedence: the provider's reported ``usage`` (attached by the policy, in a JSON body, in the final
 ``include_usage`` chunk of a stream, or in a Responses API ``response.completed``) always wins. Without
-it, tokens are estimated offline with tiktoken (``metering.tokens``) from the captured request and the
-rebuilt response (``metering.sse``), and ``usage_source`` says how complete the estimate is.
+it, tokens are estimated offline with tiktoken (``metering.usage.tokens``) from the captured request and the
+rebuilt response (``metering.usage.sse``), and ``usage_source`` says how complete the estimate is.
 """
 
 from __future__ import annotations

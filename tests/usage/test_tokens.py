@@ -603,7 +603,7 @@ def test_shapes_round_trip_through_json():
     ],
 )
 def test_model_in_a_deployment_name(name, model):
-    from metering.tokens import model_in_name
+    from metering.usage.tokens import model_in_name
 
     assert model_in_name(name) == model
     if model:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import pytest
 
 from recordings import load_recordings, miss, replay
-from metering.tokens import is_reasoning_model
+from metering.usage.tokens import is_reasoning_model
 
 #: The provider's reasoning_tokens are a multiple of 64 for several reasoning models, so up to 63
 #: hidden tokens can be counted as "visible"; an estimate for them may be short by that much.
