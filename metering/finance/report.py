@@ -380,3 +380,22 @@ def export_focus(
         info = {row["subscription"]: row for row in queries.subscription_info(conn)}
         records += focus.ptu_records(by_subscription(allocations), ctx, info)
     return records
+
+
+def ptu_allocation_rows(conn: sa.Connection, month: str, ptu_costs: Sequence[PtuCost]) -> list[dict[str, Any]]:
+    """A month's PTU costs allocated to subscriptions as ``metering report --ptu-costs`` does (whole
+    cents that add up to each monthly cost), as rows of the ``ptu_allocations`` table."""
+    period = Period.month(month)
+    costs = [cost for cost in ptu_costs if cost.month == period.label]
+    dims = ("subscription",)
+    allocations = allocate_ptu(costs, queries.provisioned_tokens(conn, period.since, period.until, dims), dims)
+    return [{
+        "deployment": part["deployment"],
+        "backend_id": part["backend_id"] or None,
+        "subscription_id": None if part["subscription"] == queries.UNMAPPED else part["subscription"],
+        "requests": part["requests"],
+        "tokens": part["tokens"],
+        "allocated_cost": part["ptu_cost"],
+        "monthly_cost": part["monthly_cost"],
+        "currency": part["currency"],
+    } for part in by_subscription(allocations)]

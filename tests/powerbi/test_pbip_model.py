@@ -83,11 +83,14 @@ def test_every_dax_reference_exists():
 
 def test_the_measures_finance_asks_for():
     daily = MODEL.tables["v_usage_daily"].measures
-    for name in ("Cost", "Tokens", "Estimated share", "Unpriced share", "Unpriced requests", "Total charge"):
+    for name in ("Cost", "Tokens", "Estimated share", "Unpriced share", "Unpriced requests"):
         assert name in daily
     monthly = MODEL.tables["v_chargeback_monthly"].measures
-    for name in ("Chargeback cost", "Chargeback total charge", "Chargeback unpriced requests"):
+    for name in ("Chargeback cost", "PTU cost", "Total charge", "Chargeback unpriced requests"):
         assert name in monthly
+    # Total charge: pay-as-you-go cost plus the PTU cost the view carries (migration 0006).
+    assert monthly["Total charge"] == "[Chargeback cost] + [PTU cost]"
+    assert monthly["PTU cost"] == "SUM ( v_chargeback_monthly[ptu_cost] )"
     # Unknown is not zero: the cost is blank where nothing in the context is priced.
     assert "BLANK ()" in daily["Cost"] and "BLANK ()" in monthly["Chargeback cost"]
 
