@@ -93,6 +93,11 @@ ESTIMATED = u.c.usage_source == "estimated"
 # failed request has no usage and costs nothing, so it is not a data-quality problem.
 INCOMPLETE = sa.and_(u.c.usage_source.in_(("partial", "none")), u.c.price_status != "not_billable")
 PROVISIONED = u.c.deployment_type == "provisioned"
+# Priced, but some token kind (or the service tier) had no price of its own in the rate row and was
+# priced by the documented fallback (metering.price.pricing.FALLBACKS).
+FALLBACK_PRICED = u.c.price_fallback.is_not(None)
+TOKEN_KIND_COLUMNS = ("cache_write_tokens", "audio_prompt_tokens", "image_prompt_tokens", "cached_audio_tokens",
+                      "cached_image_tokens", "audio_completion_tokens", "image_completion_tokens")
 
 
 def _period(since: datetime | None, until: datetime | None) -> list[sa.ColumnElement[bool]]:
@@ -152,7 +157,9 @@ def usage_summary(
 
     Data quality per group: ``estimated_*`` (tokens counted with tiktoken, not reported),
     ``incomplete_*`` (billable requests with partial or no usage), ``unpriced_*`` (``no_rate`` or
-    ``no_usage``: their cost is unknown, not zero), ``not_billable_requests``.
+    ``no_usage``: their cost is unknown, not zero), ``not_billable_requests``, ``fallback_priced_*``
+    (a token kind or the service tier priced by the documented fallback rate). Also the token kinds
+    Azure bills apart (``TOKEN_KIND_COLUMNS``).
     """
     columns = dimension_columns(conn.dialect.name)
     unknown = [d for d in dimensions if d not in columns]
@@ -175,6 +182,9 @@ def usage_summary(
         _flag(u.c.price_status == "not_billable").label("not_billable_requests"),
         _flag(PROVISIONED).label("provisioned_requests"),
         _flag(PROVISIONED, u.c.total_tokens).label("provisioned_tokens"),
+        _flag(FALLBACK_PRICED).label("fallback_priced_requests"),
+        _flag(FALLBACK_PRICED, u.c.total_tokens).label("fallback_priced_tokens"),
+        *[_sum(u.c[name]).label(name) for name in TOKEN_KIND_COLUMNS],
         sa.func.max(u.c.currency).label("currency"),
     ]
     costs = {"cost": u.c.total_cost}
@@ -335,6 +345,27 @@ def data_models_without_rate(
         )
         .where(u.c.price_status == "no_rate", *_period(since, until))
         .group_by(model, u.c.deployment_type)
+        .order_by(sa.func.count().desc())
+    )
+    return [dict(row._mapping) for row in conn.execute(query)]
+
+
+def data_fallback_pricing(
+    conn: sa.Connection, since: datetime | None = None, until: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Models in usage (in the period, when given) with token kinds the rate card has no price for,
+    priced by the documented fallback: model, deployment type, the kinds, requests and tokens."""
+    model = sa.func.coalesce(u.c.model, _constant("(unknown)"))
+    query = (
+        sa.select(
+            model.label("model"),
+            u.c.deployment_type,
+            u.c.price_fallback.label("kinds"),
+            sa.func.count().label("requests"),
+            sa.func.coalesce(sa.func.sum(u.c.total_tokens), 0).label("tokens"),
+        )
+        .where(FALLBACK_PRICED, *_period(since, until))
+        .group_by(model, u.c.deployment_type, u.c.price_fallback)
         .order_by(sa.func.count().desc())
     )
     return [dict(row._mapping) for row in conn.execute(query)]

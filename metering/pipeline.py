@@ -26,6 +26,7 @@ from metering.model import (
     PipelineSettings,
     Quarantined,
     RawEvent,
+    TOKEN_KIND_FIELDS,
     TokenUsage,
     UsageEvent,
     UsageRecord,
@@ -56,6 +57,7 @@ TEXT_LIMITS: dict[str, int] = {
     "api": 200, "operation": 200, "gateway_service": 200, "gateway_region": 100, "backend_id": 200,
     "backend_region": 100, "deployment": 200, "model": 200, "api_version": 64, "endpoint": 32,
     "usage_source": 16, "deployment_type": 32, "currency": 3, "price_status": 16, "source_partition": 64,
+    "service_tier": 32, "price_fallback": 200,
 }
 MAX_STATUS = 2**31 - 1  # INTEGER
 MAX_TOKENS = 10**12  # no request has a trillion tokens; also keeps every cost far inside NUMERIC(28, 12)
@@ -79,7 +81,7 @@ def check_record(record: UsageRecord) -> None:
             raise BadEvent("invalid_field", f"{name} contains a NUL character", record.request_id[:200])
     if record.status_code is not None and not -MAX_STATUS <= record.status_code <= MAX_STATUS:
         raise BadEvent("invalid_field", f"status {record.status_code} is out of range", record.request_id)
-    for name in TOKEN_FIELDS:
+    for name in (*TOKEN_FIELDS, *TOKEN_KIND_FIELDS):
         if not 0 <= getattr(record, name) <= MAX_TOKENS:
             raise BadEvent("invalid_usage", f"{name} {getattr(record, name)} is out of range (0 to {MAX_TOKENS:,})",
                            record.request_id)

@@ -254,6 +254,9 @@ def _quality(report: Report, money: Money) -> str:
          "Billable requests with partial or no token counts (e.g. a stream cut off, a truncated capture)."),
         ("Unpriced", "bad", q["unpriced_requests"], q["unpriced_tokens"],
          "No rate for the model (no_rate) or tokens unknown (no_usage): cost unknown, not counted as zero."),
+        ("Fallback-priced", "warn", q["fallback_priced_requests"], q["fallback_priced_tokens"],
+         "A token kind (cache write, audio, image) or service tier without its own price in the card: "
+         "priced at the text or default-tier rate. See `metering rates list`."),
     ]
     tiles = []
     for title, level, requests, tokens, text in items:
@@ -282,6 +285,18 @@ def _quality(report: Report, money: Money) -> str:
             '<div class="dq-detail"><h3>Models without a rate</h3><table class="mini"><thead><tr><th>Model</th>'
             '<th>Deployment type</th><th class="num">Requests</th><th class="num">Tokens</th></tr></thead>'
             f"<tbody>{rows}</tbody></table><p class=\"muted\">Add them to the rate card and run "
+            "<code>metering reprice</code>.</p></div>"
+        )
+    if report.fallback_pricing:
+        rows = "".join(
+            f'<tr><td>{escape(str(r["model"]))}</td><td>{escape(str(r["deployment_type"]))}</td>'
+            f'<td>{escape(str(r["kinds"]))}</td><td class="num">{_int(r["requests"])}</td></tr>'
+            for r in report.fallback_pricing
+        )
+        details.append(
+            '<div class="dq-detail"><h3>Token kinds priced by a fallback rate</h3><table class="mini"><thead><tr>'
+            '<th>Model</th><th>Deployment type</th><th>Kinds</th><th class="num">Requests</th></tr></thead>'
+            f"<tbody>{rows}</tbody></table><p class=\"muted\">Add their prices to the rate card and run "
             "<code>metering reprice</code>.</p></div>"
         )
     if unmapped:

@@ -29,13 +29,16 @@ def _cell(value: Any, column: str) -> str:
 def quality_line(report_or_total: Report | dict[str, Any]) -> str:
     """One sentence of data quality, shown under every table."""
     q = report_or_total.quality if isinstance(report_or_total, Report) else report_or_total
-    if not (q["estimated_requests"] or q["incomplete_requests"] or q["unpriced_requests"]):
+    fallback = q.get("fallback_priced_requests", 0)
+    if not (q["estimated_requests"] or q["incomplete_requests"] or q["unpriced_requests"] or fallback):
         return (f"data quality: all {q['requests']:,} requests priced from usage the provider reported "
                 f"({q['not_billable_requests']:,} not billable)")
+    fallback_text = (f"{fallback:,} priced with a fallback rate for a token kind or tier the card lacks "
+                     f"({q['fallback_priced_tokens']:,} tokens), " if fallback else "")
     return (
         f"data quality: {q['estimated_requests']:,} estimated requests ({q['estimated_tokens']:,} tokens), "
         f"{q['incomplete_requests']:,} billable with partial or no usage ({q['incomplete_tokens']:,} tokens), "
-        f"{q['unpriced_requests']:,} unpriced ({q['unpriced_tokens']:,} tokens), "
+        f"{q['unpriced_requests']:,} unpriced ({q['unpriced_tokens']:,} tokens), {fallback_text}"
         f"{q['not_billable_requests']:,} not billable — see `metering rates list` for models without a rate"
     )
 

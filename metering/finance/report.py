@@ -45,6 +45,16 @@ MEASURE_COLUMNS = (
     "not_billable_requests",
     "provisioned_requests",
     "provisioned_tokens",
+    "fallback_priced_requests",
+    "fallback_priced_tokens",
+    # the token kinds Azure bills apart (parts of prompt, cached and completion tokens)
+    "cache_write_tokens",
+    "audio_prompt_tokens",
+    "image_prompt_tokens",
+    "cached_audio_tokens",
+    "cached_image_tokens",
+    "audio_completion_tokens",
+    "image_completion_tokens",
 )
 PTU_COLUMNS = ("ptu_cost", "total_charge")
 MONEY_COLUMNS = ("cost", "ptu_cost", "total_charge")
@@ -84,6 +94,15 @@ LABELS = {
     "not_billable_requests": "Not billable requests",
     "provisioned_requests": "PTU requests",
     "provisioned_tokens": "PTU tokens",
+    "fallback_priced_requests": "Fallback-priced requests",
+    "fallback_priced_tokens": "Fallback-priced tokens",
+    "cache_write_tokens": "Cache-write tokens",
+    "audio_prompt_tokens": "Audio input tokens",
+    "image_prompt_tokens": "Image input tokens",
+    "cached_audio_tokens": "Cached audio tokens",
+    "cached_image_tokens": "Cached image tokens",
+    "audio_completion_tokens": "Audio output tokens",
+    "image_completion_tokens": "Image output tokens",
 }
 
 
@@ -219,6 +238,8 @@ class Report:
     currency: str
     quality: dict[str, Any]
     models_without_rate: list[dict[str, Any]] = field(default_factory=list)
+    # token kinds (or service tiers) the card has no price for, priced by the fallback (model, kinds, requests)
+    fallback_pricing: list[dict[str, Any]] = field(default_factory=list)
     ptu: list[dict[str, Any]] | None = None  # allocation per PTU cost × subscription
     notes: list[str] = field(default_factory=list)
     # Fixed breakdowns: "subscription" (business unit × subscription) always; "day", "model" for HTML.
@@ -268,7 +289,7 @@ def build_report(
     quality = {key: total[key] for key in (
         "requests", "total_tokens", "estimated_requests", "estimated_tokens", "incomplete_requests",
         "incomplete_tokens", "unpriced_requests", "unpriced_tokens", "not_billable_requests",
-        "provisioned_requests", "provisioned_tokens")}
+        "provisioned_requests", "provisioned_tokens", "fallback_priced_requests", "fallback_priced_tokens")}
     quality["unmapped_subscriptions"] = sorted(s for s in unmapped["subscription"])
     quality["unmapped_cost"] = sum(unmapped["cost"], Decimal(0))
     quality["unmapped_requests"] = int(unmapped["requests"].sum())
@@ -287,6 +308,7 @@ def build_report(
         currency=currency,
         quality=quality,
         models_without_rate=queries.data_models_without_rate(conn, period.since, period.until),
+        fallback_pricing=queries.data_fallback_pricing(conn, period.since, period.until),
         ptu=by_subscription(sub_allocations) if included is not None else None,
         notes=notes,
         charts={"subscription": by_subscription_frame},
