@@ -32,7 +32,7 @@ from metering.model import (
     UsageRecord,
     usage_and_cost_columns,
 )
-from metering.price.pricing import RateCard, price, resolve_deployment
+from metering.price.pricing import RateCard, price, resolve_alias, resolve_deployment
 from metering.decode.redact import redact_payloads
 from metering.decode.signature import verify as verify_signature
 from metering.usage.resolve import resolve_usage
@@ -94,7 +94,7 @@ def build_record(event: UsageEvent, card: RateCard) -> UsageRecord:
     """Usage and price for a decoded event, as the row to store."""
     mapped_model, deployment_type = resolve_deployment(event, card)
     usage = resolve_usage(event, model_hint=mapped_model)
-    model = pricing_model(event, usage, mapped_model)
+    model = resolve_alias(pricing_model(event, usage, mapped_model), mapped_model, card)
     cost = price(event, usage, model, deployment_type, card)
     return UsageRecord(
         request_id=event.request_id,

@@ -118,7 +118,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             f"{rate.effective_from.date().isoformat():<10} {rate.effective_to.date().isoformat() if rate.effective_to else '':<10} "
             f"{rate.currency:<3} {rate.input_per_1m:>10} {'' if rate.cached_input_per_1m is None else rate.cached_input_per_1m:>10} "
             f"{rate.output_per_1m:>10} {'' if rate.min_prompt_tokens is None else f'{rate.min_prompt_tokens:,}':>10} "
-            f"{rate.service_tier or 'default':<8} {others}"
+            f"{rate.service_tier or '':<8} {others}"
         ).rstrip())
     lines.append(f"{len(card)} rate(s)")
     if missing:

@@ -325,6 +325,24 @@ def price_tokens(
     )
 
 
+def is_alias_of(model: str, mapped_model: str) -> bool:
+    """Whether a response's model name is a short name of the mapped model: its ``-``-separated
+    words appear, in order and together, among the mapped model's (Azure answers ``"model": "ada"``
+    for text-embedding-ada-002). ``o3-pro`` is no alias of ``o3``: a different model is never
+    priced as another."""
+    short, full = model.strip().lower().split("-"), mapped_model.strip().lower().split("-")
+    return short != full and any(full[i:i + len(short)] == short for i in range(len(full) - len(short) + 1))
+
+
+def resolve_alias(model: str | None, mapped_model: str | None, card: RateCard) -> str | None:
+    """The model to price: ``model``, unless the card does not know it, the deployments mapping
+    names a card model for the deployment, and ``model`` is a short name of it (``is_alias_of``)."""
+    if (model and mapped_model and card.card_model_for(model) is None
+            and card.card_model_for(mapped_model) is not None and is_alias_of(model, mapped_model)):
+        return mapped_model
+    return model
+
+
 def resolve_deployment(event: UsageEvent, card: RateCard) -> tuple[str | None, str]:
     """The mapped model (if any) and the deployment type (``global`` when unmapped)."""
     return resolve_deployment_of(event.backend_id, event.deployment, card)

@@ -16,6 +16,8 @@ What a stored row can and cannot tell:
   deployment name itself — ingest's last resort — and the ``deployments`` table now maps that
   deployment to a model, the mapped model is used, as ingest would now do. (A model that came from
   an earlier mapping cannot be told apart from a response's model; replay the capture for that.)
+  A stored model the card does not know that is a short name of the mapped model (``ada`` for
+  ``text-embedding-ada-002``) takes the mapped model, as at ingest (``pricing.resolve_alias``).
 * **Tokens** are the stored counts, every kind (cache writes, audio, image); a row whose
   ``usage_source`` is ``none`` stays ``no_usage``.
 * **Service tier** is the stored one (what the response said); the rate of that tier is looked up
@@ -31,7 +33,7 @@ from decimal import Decimal
 from typing import Any
 
 from metering.model import TOKEN_KIND_FIELDS, Cost, TokenUsage
-from metering.price.pricing import RateCard, price_tokens, resolve_deployment_of
+from metering.price.pricing import RateCard, price_tokens, resolve_alias, resolve_deployment_of
 
 REPRICE_BATCH_SIZE = 5000  # stored rows read, repriced and written per transaction
 
@@ -125,7 +127,7 @@ def stored_model(row: StoredUsage, mapped_model: str | None) -> str | None:
 def reprice_row(row: StoredUsage, card: RateCard) -> Repriced:
     """The price of a stored row under ``card``, through the same ``price_tokens`` as ingest."""
     mapped_model, deployment_type = resolve_deployment_of(row.backend_id, row.deployment, card)
-    model = stored_model(row, mapped_model)
+    model = resolve_alias(stored_model(row, mapped_model), mapped_model, card)
     usage = TokenUsage(
         prompt_tokens=row.prompt_tokens,
         cached_tokens=row.cached_tokens,

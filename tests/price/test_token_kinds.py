@@ -218,3 +218,17 @@ def test_resolve_usage_keeps_the_tier_of_an_estimated_stream():
     event = decode_event(encode(v1_event(usage=None, stream=True, capture="full", response=stream)))
     usage = resolve_usage(event)
     assert (usage.source, usage.service_tier) == ("partial", "priority")
+
+
+def test_short_model_names_price_through_the_mapping_but_different_models_do_not():
+    from metering.model import DeploymentMapping
+    from metering.price.pricing import resolve_alias
+
+    card = RateCard(
+        parse_rates_csv(HEADER + "\ntext-embedding-ada-002,global,,2023-01-01,,USD,0.10,,0\no3,global,,2025-04-16,,USD,2,0.5,8\n"),
+        [DeploymentMapping("embeddings", "text-embedding-ada-002", "global"), DeploymentMapping("reasoner", "o3", "global")],
+    )
+    assert resolve_alias("ada", "text-embedding-ada-002", card) == "text-embedding-ada-002"
+    assert resolve_alias("o3-pro", "o3", card) == "o3-pro"  # a different model: no_rate, visible
+    assert resolve_alias("gpt-4o", "text-embedding-ada-002", card) == "gpt-4o"
+    assert resolve_alias("ada", None, card) == "ada"
