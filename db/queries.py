@@ -184,6 +184,7 @@ def usage_summary(
         _flag(PROVISIONED, u.c.total_tokens).label("provisioned_tokens"),
         _flag(FALLBACK_PRICED).label("fallback_priced_requests"),
         _flag(FALLBACK_PRICED, u.c.total_tokens).label("fallback_priced_tokens"),
+        _flag(u.c.service_tier == "priority").label("priority_requests"),
         *[_sum(u.c[name]).label(name) for name in TOKEN_KIND_COLUMNS],
         sa.func.max(u.c.currency).label("currency"),
     ]
@@ -208,9 +209,12 @@ def provisioned_tokens(
     since: datetime | None,
     until: datetime | None,
     dimensions: Sequence[str],
+    all_deployment_types: bool = False,
 ) -> list[dict[str, Any]]:
     """Tokens of provisioned (PTU) requests per month × deployment × backend × subscription and
     the report's ``dimensions``: the shares by which a PTU deployment's monthly cost is allocated.
+    ``all_deployment_types``: the tokens of every request, for fixed costs of other kinds (a
+    fine-tuned deployment's hosting), with ``ptu_provisioned`` telling the PTU rows apart.
 
     Keys: ``ptu_month``, ``ptu_deployment``, ``ptu_backend_id``, ``ptu_subscription`` (the
     subscription id, or ``(unmapped)``), then the dimensions; measures: ``requests``, ``tokens``.
@@ -222,6 +226,8 @@ def provisioned_tokens(
         "ptu_backend_id": u.c.backend_id,
         "ptu_subscription": columns["subscription"],
     }
+    if all_deployment_types:
+        fixed["ptu_deployment_type"] = u.c.deployment_type
     expressions = list(fixed.values()) + [columns[d] for d in dimensions]
     labels = list(fixed) + list(dimensions)
     query = (
@@ -231,10 +237,14 @@ def provisioned_tokens(
             _sum(u.c.total_tokens).label("tokens"),
         )
         .select_from(_source())
-        .where(*_period(since, until), PROVISIONED, u.c.deployment.is_not(None))
+        .where(*_period(since, until), u.c.deployment.is_not(None), *(() if all_deployment_types else (PROVISIONED,)))
         .group_by(*expressions)
     )
-    return [dict(row._mapping) for row in conn.execute(query)]
+    rows = [dict(row._mapping) for row in conn.execute(query)]
+    if all_deployment_types:
+        for row in rows:
+            row["ptu_provisioned"] = row.pop("ptu_deployment_type") == "provisioned"
+    return rows
 
 
 def focus_usage(conn: sa.Connection, since: datetime | None, until: datetime | None) -> list[dict[str, Any]]:

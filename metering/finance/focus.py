@@ -237,8 +237,9 @@ def ptu_records(
             "BillingCurrency": part["currency"],
             "ChargePeriodStart": start,
             "ChargePeriodEnd": end,
-            "ChargeDescription": f"Provisioned throughput {deployment}, {part['month']}: "
-                                 f"{(share * 100).quantize(Decimal('0.1'))}% of the deployment's tokens",
+            "ChargeDescription": (f"Provisioned throughput {deployment}" if part.get("kind", "provisioned") == "provisioned"
+                                  else f"Fixed cost ({part['kind']}) of {deployment}")
+                                 + f", {part['month']}: {(share * 100).quantize(Decimal('0.1'))}% of the deployment's tokens",
             "ChargeFrequency": "Recurring",
             "ConsumedQuantity": Decimal(int(part["tokens"])),
             "ConsumedUnit": "Tokens",
@@ -252,8 +253,10 @@ def ptu_records(
             "ResourceId": resource,
             "ResourceName": deployment,
             "ResourceType": "Azure OpenAI deployment",
-            "SkuId": f"{deployment}/provisioned/capacity",
-            "SkuMeter": "Provisioned Throughput Units",
+            "SkuId": f"{deployment}/provisioned/capacity" if part.get("kind", "provisioned") == "provisioned"
+                     else f"{deployment}/fixed/{part['kind']}",
+            "SkuMeter": "Provisioned Throughput Units" if part.get("kind", "provisioned") == "provisioned"
+                        else f"Fixed monthly cost: {part['kind']}",
             "SkuPriceId": None,
             "SubAccountId": part["subscription"],
             "SubAccountName": info.get("subscription_name") or part["subscription"],

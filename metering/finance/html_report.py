@@ -372,15 +372,16 @@ def _ptu(report: Report, money: Money) -> str:
         width = float(share) * 100
         rows.append(
             f'<tr><td>{escape(part["month"])}</td><td>{escape(part["deployment"])}'
+            + (f' <span class="muted small">({escape(part["kind"])})</span>' if part["kind"] != "provisioned" else "")
             + (f'<div class="muted small">{escape(part["backend_id"])}</div>' if part["backend_id"] else "")
             + f'</td><td>{escape(part["subscription"])}</td><td class="num">{_int(part["tokens"])}</td>'
             f'<td class="num share"><span class="bar"><i style="width:{width:.1f}%"></i></span><span class="pct">{_share(share, 1)}</span></td>'
             f'<td class="num">{money(part["ptu_cost"])}</td></tr>'
         )
     total = sum((p["ptu_cost"] for p in report.ptu), Decimal(0))
-    monthly: dict[tuple[str, str, str], Decimal] = {}
+    monthly: dict[tuple[str, str, str, str], Decimal] = {}
     for p in report.ptu:
-        monthly[(p["month"], p["deployment"], p["backend_id"])] = p["monthly_cost"]
+        monthly[(p["month"], p["deployment"], p["backend_id"], p["kind"])] = p["monthly_cost"]
     config = sum(monthly.values(), Decimal(0))
     return (
         '<section class="card wide"><header><h2>PTU allocation</h2>'

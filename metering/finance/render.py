@@ -43,6 +43,21 @@ def quality_line(report_or_total: Report | dict[str, Any]) -> str:
     )
 
 
+KIND_NAMES = (
+    ("cache_write_tokens", "cache writes"), ("audio_prompt_tokens", "audio in"), ("cached_audio_tokens", "cached audio"),
+    ("audio_completion_tokens", "audio out"), ("image_prompt_tokens", "image in"), ("cached_image_tokens", "cached image"),
+    ("image_completion_tokens", "image out"),
+)
+
+
+def kinds_line(total: dict[str, Any]) -> str:
+    """The tokens of the kinds Azure bills apart (each priced at its own rate), when there are any."""
+    parts = [f"{label} {total.get(name, 0):,}" for name, label in KIND_NAMES if total.get(name, 0)]
+    if total.get("priority_requests", 0):
+        parts.append(f"{total['priority_requests']:,} requests on the priority tier")
+    return ("token kinds billed apart (part of the tokens above, each at its own rate): " + ", ".join(parts)) if parts else ""
+
+
 def render_table(frame: pd.DataFrame, dimensions: tuple[str, ...], title: str,
                  report: Report | None = None) -> str:
     """A fixed-width terminal table with a total line and a data-quality footnote."""
@@ -63,12 +78,16 @@ def render_table(frame: pd.DataFrame, dimensions: tuple[str, ...], title: str,
     out.extend(line(row) for row in body[:-1])
     out.extend([rule, line(body[-1]), ""])
     out.append(quality_line(report if report is not None else total))
+    kinds = kinds_line(total)
+    if kinds:
+        out.append(kinds)
     if report is not None:
         if report.ptu:
             out.append("")
             out.append("PTU allocation (monthly capacity cost split by each subscription's share of the deployment's tokens):")
             for part in report.ptu:
-                out.append(f"  {part['month']}  {part['deployment']:<20} {part['subscription']:<28} "
+                kind = "" if part["kind"] == "provisioned" else f" ({part['kind']})"
+                out.append(f"  {part['month']}  {part['deployment'] + kind:<20} {part['subscription']:<28} "
                            f"{part['tokens']:>12,} tokens  {_percent(part['token_share']):>7}  "
                            f"{money(part['ptu_cost']):>12} {part['currency']}")
         for note in report.notes:

@@ -47,6 +47,7 @@ MEASURE_COLUMNS = (
     "provisioned_tokens",
     "fallback_priced_requests",
     "fallback_priced_tokens",
+    "priority_requests",
     # the token kinds Azure bills apart (parts of prompt, cached and completion tokens)
     "cache_write_tokens",
     "audio_prompt_tokens",
@@ -96,6 +97,7 @@ LABELS = {
     "provisioned_tokens": "PTU tokens",
     "fallback_priced_requests": "Fallback-priced requests",
     "fallback_priced_tokens": "Fallback-priced tokens",
+    "priority_requests": "Priority-tier requests",
     "cache_write_tokens": "Cache-write tokens",
     "audio_prompt_tokens": "Audio input tokens",
     "image_prompt_tokens": "Image input tokens",
@@ -218,7 +220,8 @@ def grouped_frame(
     frame = to_frame(queries.usage_summary(conn, period.since, period.until, dimensions), dimensions)
     if ptu_costs is None:
         return frame, []
-    usage = queries.provisioned_tokens(conn, period.since, period.until, dimensions)
+    usage = queries.provisioned_tokens(conn, period.since, period.until, dimensions,
+                                       all_deployment_types=any(not cost.provisioned for cost in ptu_costs))
     allocations = allocate_ptu(ptu_costs, usage, dimensions)
     return add_ptu(frame, dimensions, allocations), allocations
 
@@ -336,7 +339,9 @@ def export_focus(
     if ptu_costs:
         included, _ = ptu_costs_in(period, ptu_costs)
         dims = ("subscription",)
-        allocations = allocate_ptu(included, queries.provisioned_tokens(conn, period.since, period.until, dims), dims)
+        usage = queries.provisioned_tokens(conn, period.since, period.until, dims,
+                                           all_deployment_types=any(not cost.provisioned for cost in included))
+        allocations = allocate_ptu(included, usage, dims)
         info = {row["subscription"]: row for row in queries.subscription_info(conn)}
         records += focus.ptu_records(by_subscription(allocations), ctx, info)
     return records

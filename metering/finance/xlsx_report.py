@@ -217,9 +217,10 @@ def render_xlsx(report: Report) -> bytes:
     # ---- PTU allocation
     if report.ptu is not None:
         sheet = book.create_sheet("PTU allocation")
-        columns = ["month", "deployment", "backend_id", "subscription", "requests", "tokens", "token_share",
+        columns = ["month", "deployment", "kind", "backend_id", "subscription", "requests", "tokens", "token_share",
                    "ptu_cost", "currency", "monthly_cost"]
-        labels = {"month": "Month", "deployment": "Deployment", "backend_id": "Backend", "subscription": "Subscription",
+        labels = {"month": "Month", "deployment": "Deployment", "kind": "Kind", "backend_id": "Backend",
+                  "subscription": "Subscription",
                   "requests": "Requests", "tokens": "Tokens", "token_share": "Token share", "ptu_cost": "Allocated",
                   "currency": "Currency", "monthly_cost": "Monthly cost"}
         parts = [dict(p) | {"token_share": float(p["token_share"])} for p in report.ptu]
