@@ -96,6 +96,8 @@ PROVISIONED = u.c.deployment_type == "provisioned"
 # Priced, but some token kind (or the service tier) had no price of its own in the rate row and was
 # priced by the documented fallback (metering.price.pricing.FALLBACKS).
 FALLBACK_PRICED = u.c.price_fallback.is_not(None)
+KIND_RATE_COLUMNS = ("cache_write_per_1m", "audio_input_per_1m", "cached_audio_input_per_1m", "audio_output_per_1m",
+                     "image_input_per_1m", "cached_image_input_per_1m", "image_output_per_1m")
 TOKEN_KIND_COLUMNS = ("cache_write_tokens", "audio_prompt_tokens", "image_prompt_tokens", "cached_audio_tokens",
                       "cached_image_tokens", "audio_completion_tokens", "image_completion_tokens")
 
@@ -249,8 +251,9 @@ def provisioned_tokens(
 
 def focus_usage(conn: sa.Connection, since: datetime | None, until: datetime | None) -> list[dict[str, Any]]:
     """Usage for the FOCUS export, per day × subscription × deployment × model × deployment type ×
-    backend region × rate × price status: tokens by kind (input, cached input, output), the same
-    counted by estimation, and exact costs by kind. With the rate's unit prices (per 1M tokens)."""
+    backend region × rate × price status: tokens by kind (input, cached input, output, and the kinds
+    Azure bills apart, ``TOKEN_KIND_COLUMNS``), the same counted by estimation, and exact costs by
+    side. With the rate's unit prices (per 1M tokens), those of the kinds too."""
     columns = dimension_columns(conn.dialect.name)
     keys_by_name: dict[str, sa.ColumnElement[Any]] = {
         "day": columns["day"],
@@ -282,6 +285,7 @@ def focus_usage(conn: sa.Connection, since: datetime | None, until: datetime | N
             _sum(u.c.prompt_tokens - u.c.cached_tokens).label("input_tokens"),
             _sum(u.c.cached_tokens).label("cached_input_tokens"),
             _sum(u.c.completion_tokens).label("output_tokens"),
+            *[_sum(u.c[name]).label(name) for name in TOKEN_KIND_COLUMNS],
             estimated_prompt.label("estimated_input_tokens"),
             _flag(ESTIMATED, u.c.cached_tokens).label("estimated_cached_input_tokens"),
             _flag(ESTIMATED, u.c.completion_tokens).label("estimated_output_tokens"),
@@ -297,9 +301,8 @@ def focus_usage(conn: sa.Connection, since: datetime | None, until: datetime | N
     rate_ids = {row["rate_id"] for row in rows.values() if row["rate_id"] is not None}
     card: dict[int, dict[str, Any]] = {}
     if rate_ids:
-        rate_query = sa.select(r.c.id, r.c.model, r.c.input_per_1m, r.c.cached_input_per_1m, r.c.output_per_1m).where(
-            r.c.id.in_(sorted(rate_ids))
-        )
+        rate_query = sa.select(r.c.id, r.c.model, r.c.input_per_1m, r.c.cached_input_per_1m, r.c.output_per_1m,
+                               *[r.c[name] for name in KIND_RATE_COLUMNS]).where(r.c.id.in_(sorted(rate_ids)))
         card = {row.id: dict(row._mapping) for row in conn.execute(rate_query)}
     for row in rows.values():
         rate = card.get(row["rate_id"]) if row["rate_id"] is not None else None
@@ -308,6 +311,8 @@ def focus_usage(conn: sa.Connection, since: datetime | None, until: datetime | N
         row["cached_input_per_1m"] = (rate["cached_input_per_1m"] if rate["cached_input_per_1m"] is not None
                                       else rate["input_per_1m"]) if rate else None
         row["output_per_1m"] = rate["output_per_1m"] if rate else None
+        for name in KIND_RATE_COLUMNS:
+            row[name] = rate[name] if rate else None
     return sorted(rows.values(), key=lambda row: tuple("" if row[k] is None else str(row[k]) for k in keys_by_name))
 
 

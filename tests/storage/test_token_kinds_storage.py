@@ -124,3 +124,28 @@ def test_rows_stored_before_0005_have_no_kinds_and_keep_their_price(db_url):
     assert (row.cache_write_tokens, row.audio_prompt_tokens, row.image_completion_tokens, row.service_tier) == (0, 0, 0, None)
     assert row.total_cost == Decimal("0.000025")
     engine.dispose()
+
+
+def test_focus_rows_carry_each_kind_at_its_unit_price_and_add_up(engine):
+    from metering.finance.options import Period
+    from metering.finance.report import export_focus
+
+    load(engine)
+    Ingestor(engine).ingest(events())
+    with engine.connect() as conn:
+        records = export_focus(conn, Period.month("2026-10"), "acct", "Contoso")
+        stored = sum((row.total_cost for row in conn.execute(sa.select(usage_records.c.total_cost))), Decimal(0))
+    assert sum((r["BilledCost"] for r in records), Decimal(0)) == stored
+    by = {(r["x_Model"], r["x_TokenKind"]): r for r in records}
+    cache_write = by[("gpt-5.6-2026-07-09", "cache_write")]
+    assert (cache_write["ConsumedQuantity"], cache_write["ListUnitPrice"]) == (Decimal(15_000), Decimal("1.5625"))
+    assert cache_write["BilledCost"] == Decimal(15_000) * Decimal("1.5625") / M
+    inputs = [r for r in records if (r["x_Model"], r["x_TokenKind"]) == ("gpt-5.6-2026-07-09", "input")]
+    assert sorted((r["ConsumedQuantity"], r["ListUnitPrice"]) for r in inputs) == [
+        (Decimal(1_000), Decimal("2.50")), (Decimal(5_000), Decimal("1.25"))]  # priority and default rows
+    audio_out = by[("gpt-4o-audio-preview-2024-12-17", "audio_output")]
+    assert (audio_out["ConsumedQuantity"], audio_out["BilledCost"]) == (Decimal(589), Decimal(589) * 200 / M)
+    assert by[("gpt-4o-audio-preview-2024-12-17", "output")]["ConsumedQuantity"] == Decimal(107)
+    image = {kind: by[("gpt-image-1", kind)]["ConsumedQuantity"] for kind in ("input", "image_input", "image_output")}
+    assert image == {"input": Decimal(48), "image_input": Decimal(1_530), "image_output": Decimal(4_160)}
+    assert ("gpt-image-1", "output") not in by  # no text output tokens, no cost: no row
