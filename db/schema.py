@@ -219,6 +219,20 @@ quarantine = sa.Table(
     sa.Index("ix_quarantine_reason", "reason"),
 )
 
+# Batch API jobs created through the gateway (migration 0005, db/batches.py): the subscription that
+# created a job pays for it; its usage is the usage_records row ``batch:<batch_id>``.
+batch_jobs = sa.Table(
+    "batch_jobs",
+    metadata,
+    sa.Column("batch_id", request_key(), primary_key=True),
+    sa.Column("subscription_id", text(200)),
+    sa.Column("subscription_name", text(400)),
+    sa.Column("product", text(200)),
+    sa.Column("user_id", text(200)),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("request_id", request_key(), nullable=False),
+)
+
 # Token usage from APIM's built-in LLM log (migration 0003, db/llm_usage.py). ``status``: ``pending``
 # (no metering event yet), ``merged`` (applied to the row), ``unneeded`` (the row already had
 # reported usage). ``raw``: the log record as JSON, without prompt and completion messages.

@@ -307,6 +307,11 @@ class BatchOutcome:
     llm_usage: list[LlmUsage] = field(default_factory=list)
     ignored: int = 0
     audit: list[Quarantined] = field(default_factory=list)
+    # Batch API jobs (metering/usage/batches.py): jobs created through the gateway (batch id → the
+    # paying subscription) and the one usage row of each finished job, keyed ``batch:<id>``, whose
+    # subscription storage fills in from the job. Neither is a unit of ``events_read``.
+    batch_jobs: list[Any] = field(default_factory=list)
+    batch_usage: list[UsageRecord] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -328,6 +333,10 @@ class StoreResult:
     merged_tokens: int = 0
     merged_cost: Decimal = Decimal(0)
     inserted_truncated: int = 0  # new rows salvaged from truncated events (part of ``inserted``)
+    # Batch API jobs: finished jobs metered now (new ``batch:<id>`` rows, their tokens and cost are in
+    # ``inserted_tokens``/``inserted_cost``, not in ``inserted``), and jobs' creations recorded now.
+    batches_metered: int = 0
+    batch_jobs_recorded: int = 0
 
 
 @dataclass(frozen=True, slots=True)

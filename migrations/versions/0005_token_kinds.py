@@ -8,6 +8,9 @@
 had no price for, priced by the documented fallback). ``rates`` gains ``service_tier`` (NULL: the
 default tier; part of a rate's key) and a price column per token kind.
 
+``batch_jobs`` keeps the Batch API jobs created through the gateway (batch id → the creating
+subscription), so that a finished job's usage row is charged to the subscription that created it.
+
 The views keep their columns and grain and add the token kinds and ``fallback_priced_requests``
 at the end (``v_usage_daily`` also ``service_tier``, ``v_chargeback_monthly`` also
 ``priority_requests``); their SQL is revision 0004's, extended here.
@@ -23,6 +26,7 @@ import importlib
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mssql
 
 revision = "0005"
 down_revision = "0004"
@@ -54,6 +58,15 @@ PRIORITY = "SUM(CASE WHEN u.service_tier = 'priority' THEN 1 ELSE 0 END)"
 def RateAmount() -> sa.types.TypeEngine:
     """Frozen copy of the rate type: NUMERIC(18, 6), exact text on SQLite."""
     return sa.Numeric(18, 6).with_variant(sa.String(48), "sqlite")
+
+
+def RequestKey() -> sa.types.TypeEngine:
+    """Frozen copy of the request-id type: NVARCHAR(200) with a binary collation on SQL Server."""
+    return sa.Unicode(200).with_variant(mssql.NVARCHAR(200, collation="Latin1_General_100_BIN2"), "mssql")
+
+
+def Timestamp() -> sa.types.TypeEngine:
+    return sa.DateTime().with_variant(mssql.DATETIME2(), "mssql")
 
 
 def _previous():
@@ -113,11 +126,22 @@ def upgrade() -> None:
         op.add_column("rates", sa.Column(name, RateAmount(), nullable=True))
     op.execute(_usage_daily(dialect))
     op.execute(_chargeback_monthly(dialect))
+    op.create_table(
+        "batch_jobs",
+        sa.Column("batch_id", RequestKey(), primary_key=True),
+        sa.Column("subscription_id", sa.Unicode(200)),
+        sa.Column("subscription_name", sa.Unicode(400)),
+        sa.Column("product", sa.Unicode(200)),
+        sa.Column("user_id", sa.Unicode(200)),
+        sa.Column("created_at", Timestamp(), nullable=False),
+        sa.Column("request_id", RequestKey(), nullable=False),
+    )
 
 
 def downgrade() -> None:
-    """Back to revision 0004: its views, without the new columns."""
+    """Back to revision 0004: its views, without the new columns and batch_jobs."""
     dialect = op.get_context().dialect.name
+    op.drop_table("batch_jobs")
     _drop_views()
     with op.batch_alter_table("rates") as batch:
         for name in ("service_tier", *KIND_RATES):
