@@ -102,8 +102,9 @@ def normalize_usage(
     if "input_tokens" in usage or "output_tokens" in usage:
         prompt = _count(usage.get("input_tokens"), "input_tokens")
         completion = _count(usage.get("output_tokens"), "output_tokens")
+        # Realtime and transcription spell the details "input_token_details" / "output_token_details"
         inputs = "input_tokens_details" if isinstance(usage.get("input_tokens_details"), dict) else "input_token_details"
-        outputs = "output_tokens_details"
+        outputs = "output_tokens_details" if isinstance(usage.get("output_tokens_details"), dict) else "output_token_details"
     elif "prompt_tokens" in usage or "completion_tokens" in usage or "total_tokens" in usage:
         prompt = _count(usage.get("prompt_tokens"), "prompt_tokens")
         completion = _count(usage.get("completion_tokens"), "completion_tokens")

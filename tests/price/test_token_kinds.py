@@ -211,6 +211,7 @@ def test_realtime_shape_cached_audio_tokens():
         "output_token_details": {"text_tokens": 60, "audio_tokens": 240},
     })
     assert (usage.audio_prompt_tokens, usage.cached_tokens, usage.cached_audio_tokens) == (800, 640, 512)
+    assert usage.audio_completion_tokens == 240
 
 
 def test_resolve_usage_keeps_the_tier_of_an_estimated_stream():
