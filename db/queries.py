@@ -93,6 +93,13 @@ ESTIMATED = u.c.usage_source == "estimated"
 # failed request has no usage and costs nothing, so it is not a data-quality problem.
 INCOMPLETE = sa.and_(u.c.usage_source.in_(("partial", "none")), u.c.price_status != "not_billable")
 PROVISIONED = u.c.deployment_type == "provisioned"
+# Priced, but some token kind (or the service tier) had no price of its own in the rate row and was
+# priced by the documented fallback (metering.price.pricing.FALLBACKS).
+FALLBACK_PRICED = u.c.price_fallback.is_not(None)
+KIND_RATE_COLUMNS = ("cache_write_per_1m", "audio_input_per_1m", "cached_audio_input_per_1m", "audio_output_per_1m",
+                     "image_input_per_1m", "cached_image_input_per_1m", "image_output_per_1m")
+TOKEN_KIND_COLUMNS = ("cache_write_tokens", "audio_prompt_tokens", "image_prompt_tokens", "cached_audio_tokens",
+                      "cached_image_tokens", "audio_completion_tokens", "image_completion_tokens")
 
 
 def _period(since: datetime | None, until: datetime | None) -> list[sa.ColumnElement[bool]]:
@@ -152,7 +159,9 @@ def usage_summary(
 
     Data quality per group: ``estimated_*`` (tokens counted with tiktoken, not reported),
     ``incomplete_*`` (billable requests with partial or no usage), ``unpriced_*`` (``no_rate`` or
-    ``no_usage``: their cost is unknown, not zero), ``not_billable_requests``.
+    ``no_usage``: their cost is unknown, not zero), ``not_billable_requests``, ``fallback_priced_*``
+    (a token kind or the service tier priced by the documented fallback rate). Also the token kinds
+    Azure bills apart (``TOKEN_KIND_COLUMNS``).
     """
     columns = dimension_columns(conn.dialect.name)
     unknown = [d for d in dimensions if d not in columns]
@@ -175,6 +184,10 @@ def usage_summary(
         _flag(u.c.price_status == "not_billable").label("not_billable_requests"),
         _flag(PROVISIONED).label("provisioned_requests"),
         _flag(PROVISIONED, u.c.total_tokens).label("provisioned_tokens"),
+        _flag(FALLBACK_PRICED).label("fallback_priced_requests"),
+        _flag(FALLBACK_PRICED, u.c.total_tokens).label("fallback_priced_tokens"),
+        _flag(u.c.service_tier == "priority").label("priority_requests"),
+        *[_sum(u.c[name]).label(name) for name in TOKEN_KIND_COLUMNS],
         sa.func.max(u.c.currency).label("currency"),
     ]
     costs = {"cost": u.c.total_cost}
@@ -198,9 +211,12 @@ def provisioned_tokens(
     since: datetime | None,
     until: datetime | None,
     dimensions: Sequence[str],
+    all_deployment_types: bool = False,
 ) -> list[dict[str, Any]]:
     """Tokens of provisioned (PTU) requests per month × deployment × backend × subscription and
     the report's ``dimensions``: the shares by which a PTU deployment's monthly cost is allocated.
+    ``all_deployment_types``: the tokens of every request, for fixed costs of other kinds (a
+    fine-tuned deployment's hosting), with ``ptu_provisioned`` telling the PTU rows apart.
 
     Keys: ``ptu_month``, ``ptu_deployment``, ``ptu_backend_id``, ``ptu_subscription`` (the
     subscription id, or ``(unmapped)``), then the dimensions; measures: ``requests``, ``tokens``.
@@ -212,6 +228,8 @@ def provisioned_tokens(
         "ptu_backend_id": u.c.backend_id,
         "ptu_subscription": columns["subscription"],
     }
+    if all_deployment_types:
+        fixed["ptu_deployment_type"] = u.c.deployment_type
     expressions = list(fixed.values()) + [columns[d] for d in dimensions]
     labels = list(fixed) + list(dimensions)
     query = (
@@ -221,16 +239,21 @@ def provisioned_tokens(
             _sum(u.c.total_tokens).label("tokens"),
         )
         .select_from(_source())
-        .where(*_period(since, until), PROVISIONED, u.c.deployment.is_not(None))
+        .where(*_period(since, until), u.c.deployment.is_not(None), *(() if all_deployment_types else (PROVISIONED,)))
         .group_by(*expressions)
     )
-    return [dict(row._mapping) for row in conn.execute(query)]
+    rows = [dict(row._mapping) for row in conn.execute(query)]
+    if all_deployment_types:
+        for row in rows:
+            row["ptu_provisioned"] = row.pop("ptu_deployment_type") == "provisioned"
+    return rows
 
 
 def focus_usage(conn: sa.Connection, since: datetime | None, until: datetime | None) -> list[dict[str, Any]]:
     """Usage for the FOCUS export, per day × subscription × deployment × model × deployment type ×
-    backend region × rate × price status: tokens by kind (input, cached input, output), the same
-    counted by estimation, and exact costs by kind. With the rate's unit prices (per 1M tokens)."""
+    backend region × rate × price status: tokens by kind (input, cached input, output, and the kinds
+    Azure bills apart, ``TOKEN_KIND_COLUMNS``), the same counted by estimation, and exact costs by
+    side. With the rate's unit prices (per 1M tokens), those of the kinds too."""
     columns = dimension_columns(conn.dialect.name)
     keys_by_name: dict[str, sa.ColumnElement[Any]] = {
         "day": columns["day"],
@@ -262,6 +285,7 @@ def focus_usage(conn: sa.Connection, since: datetime | None, until: datetime | N
             _sum(u.c.prompt_tokens - u.c.cached_tokens).label("input_tokens"),
             _sum(u.c.cached_tokens).label("cached_input_tokens"),
             _sum(u.c.completion_tokens).label("output_tokens"),
+            *[_sum(u.c[name]).label(name) for name in TOKEN_KIND_COLUMNS],
             estimated_prompt.label("estimated_input_tokens"),
             _flag(ESTIMATED, u.c.cached_tokens).label("estimated_cached_input_tokens"),
             _flag(ESTIMATED, u.c.completion_tokens).label("estimated_output_tokens"),
@@ -277,9 +301,8 @@ def focus_usage(conn: sa.Connection, since: datetime | None, until: datetime | N
     rate_ids = {row["rate_id"] for row in rows.values() if row["rate_id"] is not None}
     card: dict[int, dict[str, Any]] = {}
     if rate_ids:
-        rate_query = sa.select(r.c.id, r.c.model, r.c.input_per_1m, r.c.cached_input_per_1m, r.c.output_per_1m).where(
-            r.c.id.in_(sorted(rate_ids))
-        )
+        rate_query = sa.select(r.c.id, r.c.model, r.c.input_per_1m, r.c.cached_input_per_1m, r.c.output_per_1m,
+                               *[r.c[name] for name in KIND_RATE_COLUMNS]).where(r.c.id.in_(sorted(rate_ids)))
         card = {row.id: dict(row._mapping) for row in conn.execute(rate_query)}
     for row in rows.values():
         rate = card.get(row["rate_id"]) if row["rate_id"] is not None else None
@@ -288,6 +311,8 @@ def focus_usage(conn: sa.Connection, since: datetime | None, until: datetime | N
         row["cached_input_per_1m"] = (rate["cached_input_per_1m"] if rate["cached_input_per_1m"] is not None
                                       else rate["input_per_1m"]) if rate else None
         row["output_per_1m"] = rate["output_per_1m"] if rate else None
+        for name in KIND_RATE_COLUMNS:
+            row[name] = rate[name] if rate else None
     return sorted(rows.values(), key=lambda row: tuple("" if row[k] is None else str(row[k]) for k in keys_by_name))
 
 
@@ -335,6 +360,27 @@ def data_models_without_rate(
         )
         .where(u.c.price_status == "no_rate", *_period(since, until))
         .group_by(model, u.c.deployment_type)
+        .order_by(sa.func.count().desc())
+    )
+    return [dict(row._mapping) for row in conn.execute(query)]
+
+
+def data_fallback_pricing(
+    conn: sa.Connection, since: datetime | None = None, until: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Models in usage (in the period, when given) with token kinds the rate card has no price for,
+    priced by the documented fallback: model, deployment type, the kinds, requests and tokens."""
+    model = sa.func.coalesce(u.c.model, _constant("(unknown)"))
+    query = (
+        sa.select(
+            model.label("model"),
+            u.c.deployment_type,
+            u.c.price_fallback.label("kinds"),
+            sa.func.count().label("requests"),
+            sa.func.coalesce(sa.func.sum(u.c.total_tokens), 0).label("tokens"),
+        )
+        .where(FALLBACK_PRICED, *_period(since, until))
+        .group_by(model, u.c.deployment_type, u.c.price_fallback)
         .order_by(sa.func.count().desc())
     )
     return [dict(row._mapping) for row in conn.execute(query)]

@@ -28,7 +28,8 @@ _SELECT = sa.select(*(_u.c[name] for name in STORED_COLUMNS))
 # The price is computed from these columns as read. A concurrent writer may change them between the
 # read and the write (the Function merging APIM LLM-log usage: reported tokens, repriced by itself);
 # the update then matches nothing instead of writing a price computed from the old tokens.
-INPUT_COLUMNS = ("usage_source", "prompt_tokens", "cached_tokens", "completion_tokens", "reasoning_tokens")
+INPUT_COLUMNS = ("usage_source", "prompt_tokens", "cached_tokens", "completion_tokens", "reasoning_tokens",
+                 "audio_prompt_tokens", "cache_write_tokens")
 _UPDATE = (
     _u.update()
     .where(_u.c.id == sa.bindparam("row_id"),

@@ -139,6 +139,18 @@ usage_records = sa.Table(
     sa.Column("source_partition", sa.String(64)),
     sa.Column("source_sequence_number", sa.BigInteger()),
     sa.Column("ingested_at", UtcDateTime(), nullable=False),
+    # Token kinds Azure bills apart (migration 0005): parts of prompt_tokens / cached_tokens /
+    # completion_tokens; service_tier as the response reports it; price_fallback names the kinds
+    # the rate row had no price for (metering.price.pricing.FALLBACKS).
+    sa.Column("cache_write_tokens", sa.BigInteger(), nullable=False),
+    sa.Column("audio_prompt_tokens", sa.BigInteger(), nullable=False),
+    sa.Column("image_prompt_tokens", sa.BigInteger(), nullable=False),
+    sa.Column("cached_audio_tokens", sa.BigInteger(), nullable=False),
+    sa.Column("cached_image_tokens", sa.BigInteger(), nullable=False),
+    sa.Column("audio_completion_tokens", sa.BigInteger(), nullable=False),
+    sa.Column("image_completion_tokens", sa.BigInteger(), nullable=False),
+    sa.Column("service_tier", sa.String(32)),
+    sa.Column("price_fallback", sa.String(200)),
     sa.UniqueConstraint("request_id", name="uq_usage_records_request_id"),
     sa.Index("ix_usage_records_event_time", "event_time"),
     sa.Index("ix_usage_records_subscription_time", "subscription_id", "event_time"),
@@ -159,6 +171,14 @@ rates = sa.Table(
     sa.Column("cached_input_per_1m", rate_amount()),
     sa.Column("output_per_1m", rate_amount(), nullable=False),
     sa.Column("min_prompt_tokens", sa.Integer()),  # long-context tier: applies from this prompt size on
+    sa.Column("service_tier", sa.String(32)),  # NULL: the default tier (migration 0005)
+    sa.Column("cache_write_per_1m", rate_amount()),
+    sa.Column("audio_input_per_1m", rate_amount()),
+    sa.Column("cached_audio_input_per_1m", rate_amount()),
+    sa.Column("audio_output_per_1m", rate_amount()),
+    sa.Column("image_input_per_1m", rate_amount()),
+    sa.Column("cached_image_input_per_1m", rate_amount()),
+    sa.Column("image_output_per_1m", rate_amount()),
     sa.Index("ix_rates_model_type", "model", "deployment_type"),
 )
 
@@ -197,6 +217,20 @@ quarantine = sa.Table(
     sa.Column("resolved_at", UtcDateTime()),
     sa.UniqueConstraint("raw_sha256", name="uq_quarantine_raw_sha256"),
     sa.Index("ix_quarantine_reason", "reason"),
+)
+
+# Batch API jobs created through the gateway (migration 0005, db/batches.py): the subscription that
+# created a job pays for it; its usage is the usage_records row ``batch:<batch_id>``.
+batch_jobs = sa.Table(
+    "batch_jobs",
+    metadata,
+    sa.Column("batch_id", request_key(), primary_key=True),
+    sa.Column("subscription_id", text(200)),
+    sa.Column("subscription_name", text(400)),
+    sa.Column("product", text(200)),
+    sa.Column("user_id", text(200)),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("request_id", request_key(), nullable=False),
 )
 
 # Token usage from APIM's built-in LLM log (migration 0003, db/llm_usage.py). ``status``: ``pending``

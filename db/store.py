@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from db import batches as batch_store
 from db.idempotent import existing_keys_statement, insert_absent, insert_absent_generic
 from db.llm_usage import begin_llm_merge, finish_llm_merge
 from db.schema import quarantine, usage_records
@@ -171,6 +172,7 @@ def store_batch(conn: sa.Connection, outcome: BatchOutcome, now: datetime | None
                 result.inserted_unpriced += 1
             if record.truncated:
                 result.inserted_truncated += 1
+    _store_batch_jobs(conn, outcome, result, now)
     written = _keep_bytes(conn, outcome.quarantined, now, audit=outcome.audit)
     result.quarantined = len(outcome.quarantined)
     new_digests = {item.raw_sha256 or raw_digest(item.raw) for item in outcome.quarantined} & written
@@ -179,6 +181,26 @@ def store_batch(conn: sa.Connection, outcome: BatchOutcome, now: datetime | None
     result.merged, result.pending = llm_counts.merged, llm_counts.pending
     result.merged_tokens, result.merged_cost = llm_counts.changed_tokens, llm_counts.changed_cost
     return result
+
+
+def _store_batch_jobs(conn: sa.Connection, outcome: BatchOutcome, result: StoreResult, now: datetime) -> None:
+    """Batch API jobs (db/batches.py): creators first, then each finished job's one usage row,
+    charged to its creator when known; a row already stored (an earlier retrieve, a redelivery, a
+    replay, or `metering batch import`) is a duplicate, not counted."""
+    result.batch_jobs_recorded = batch_store.record_jobs(conn, outcome.batch_jobs)
+    usage, _ = _dedupe(outcome.batch_usage)
+    if not usage:
+        return
+    usage = batch_store.attribute(conn, usage)
+    inserted = _insert_new_records(conn, [_record_row(r, now) for r in usage])
+    for record in usage:
+        if record.request_id in inserted:
+            result.batches_metered += 1
+            result.inserted_tokens += record.total_tokens
+            if record.total_cost is not None:
+                result.inserted_cost += record.total_cost
+            if record.price_status in ("no_rate", "no_usage"):
+                result.inserted_unpriced += 1
 
 
 def totals(conn: sa.Connection) -> dict[str, Any]:

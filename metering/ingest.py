@@ -47,6 +47,7 @@ class IngestTotals:
     pending: int = 0
     ignored: int = 0
     truncated: int = 0
+    batch_jobs_metered: int = 0  # finished Batch API jobs metered (rows ``batch:<id>``, not units of ``read``)
 
     def _known(self) -> str:
         """Says how many quarantined events were there already, so a re-replay does not read as new."""
@@ -73,6 +74,7 @@ class IngestTotals:
         self.pending += other.pending
         self.ignored += other.ignored
         self.truncated += other.truncated
+        self.batch_jobs_metered += other.batch_jobs_metered
 
     def summary(self) -> str:
         text = (
@@ -82,6 +84,8 @@ class IngestTotals:
         )
         if self.truncated:
             text += f" | truncated rows {self.truncated:,} (bytes kept in quarantine for audit)"
+        if self.batch_jobs_metered:
+            text += f" | batch jobs metered {self.batch_jobs_metered:,}"
         return text
 
 
@@ -128,6 +132,7 @@ def _totals(outcome: BatchOutcome, stored: StoreResult) -> IngestTotals:
         ignored=outcome.ignored,
         batches=1,
         truncated=stored.inserted_truncated,
+        batch_jobs_metered=stored.batches_metered,
     )
 
 

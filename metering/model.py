@@ -69,6 +69,7 @@ class UsageEvent:
     is_streaming: bool = False
     capture: str | None = None
     model: str | None = None
+    service_tier: str | None = None  # ``serviceTier``: the response's tier, when the policy saw it
     endpoint: str = "other"
     usage: dict[str, Any] | None = None
     request: Any = None
@@ -83,7 +84,11 @@ class UsageEvent:
 class TokenUsage:
     """Token counts of one request and where they came from.
 
-    ``prompt_tokens`` includes ``cached_tokens``; ``completion_tokens`` includes ``reasoning_tokens``.
+    ``prompt_tokens`` includes ``cached_tokens``, ``cache_write_tokens``, ``audio_prompt_tokens``
+    and ``image_prompt_tokens``; ``cached_tokens`` includes ``cached_audio_tokens`` and
+    ``cached_image_tokens`` (which are also part of the audio and image prompt tokens);
+    ``completion_tokens`` includes ``reasoning_tokens``, ``audio_completion_tokens`` and
+    ``image_completion_tokens``. Whatever is not audio or image is text.
     """
 
     prompt_tokens: int = 0
@@ -94,6 +99,14 @@ class TokenUsage:
     source: UsageSource = "none"
     model: str | None = None  # model named by the provider's response, when it said one
     notes: tuple[str, ...] = ()  # estimation caveats, e.g. "image_tokens_defaulted"
+    cache_write_tokens: int = 0
+    audio_prompt_tokens: int = 0
+    image_prompt_tokens: int = 0
+    cached_audio_tokens: int = 0
+    cached_image_tokens: int = 0
+    audio_completion_tokens: int = 0
+    image_completion_tokens: int = 0
+    service_tier: str | None = None  # as the response reports it ("default", "priority", "flex", ...)
 
 
 NO_USAGE = TokenUsage()
@@ -118,6 +131,14 @@ class Rate:
     output_per_1m: Decimal
     id: int | None = None
     min_prompt_tokens: int | None = None
+    service_tier: str | None = None  # None: the default tier
+    cache_write_per_1m: Decimal | None = None
+    audio_input_per_1m: Decimal | None = None
+    cached_audio_input_per_1m: Decimal | None = None
+    audio_output_per_1m: Decimal | None = None
+    image_input_per_1m: Decimal | None = None
+    cached_image_input_per_1m: Decimal | None = None
+    image_output_per_1m: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +153,13 @@ class DeploymentMapping:
 
 @dataclass(frozen=True, slots=True)
 class Cost:
-    """The price of one request. Costs are ``None`` when unknown (``no_rate``), never a silent zero."""
+    """The price of one request. Costs are ``None`` when unknown (``no_rate``), never a silent zero.
+
+    ``input_cost`` covers every uncached input kind (text, cache writes, audio, image),
+    ``cached_input_cost`` every cached kind, ``output_cost`` every output kind. ``price_fallback``
+    names the token kinds the rate row had no price for, priced by the documented fallback
+    (``metering.price.pricing.FALLBACKS``), comma-separated; ``None`` when there were none.
+    """
 
     price_status: PriceStatus
     deployment_type: str
@@ -142,6 +169,7 @@ class Cost:
     cached_input_cost: Decimal | None = None
     output_cost: Decimal | None = None
     total_cost: Decimal | None = None
+    price_fallback: str | None = None
 
 
 @dataclass(slots=True)
@@ -183,6 +211,22 @@ class UsageRecord:
     truncated: bool
     source_partition: str | None
     source_sequence_number: int | None
+    cache_write_tokens: int = 0
+    audio_prompt_tokens: int = 0
+    image_prompt_tokens: int = 0
+    cached_audio_tokens: int = 0
+    cached_image_tokens: int = 0
+    audio_completion_tokens: int = 0
+    image_completion_tokens: int = 0
+    service_tier: str | None = None
+    price_fallback: str | None = None
+
+
+# The token kinds Azure bills apart, beyond prompt/cached/completion/reasoning (usage_records columns).
+TOKEN_KIND_FIELDS: tuple[str, ...] = (
+    "cache_write_tokens", "audio_prompt_tokens", "image_prompt_tokens", "cached_audio_tokens",
+    "cached_image_tokens", "audio_completion_tokens", "image_completion_tokens",
+)
 
 
 def usage_and_cost_columns(usage: TokenUsage, cost: Cost) -> dict[str, Any]:
@@ -193,6 +237,8 @@ def usage_and_cost_columns(usage: TokenUsage, cost: Cost) -> dict[str, Any]:
         "completion_tokens": usage.completion_tokens,
         "reasoning_tokens": usage.reasoning_tokens,
         "total_tokens": usage.total_tokens,
+        **{name: getattr(usage, name) for name in TOKEN_KIND_FIELDS},
+        "service_tier": usage.service_tier,
         "usage_source": usage.source,
         "deployment_type": cost.deployment_type,
         "rate_id": cost.rate_id,
@@ -202,6 +248,7 @@ def usage_and_cost_columns(usage: TokenUsage, cost: Cost) -> dict[str, Any]:
         "total_cost": cost.total_cost,
         "currency": cost.currency,
         "price_status": cost.price_status,
+        "price_fallback": cost.price_fallback,
     }
 
 
@@ -260,6 +307,11 @@ class BatchOutcome:
     llm_usage: list[LlmUsage] = field(default_factory=list)
     ignored: int = 0
     audit: list[Quarantined] = field(default_factory=list)
+    # Batch API jobs (metering/usage/batches.py): jobs created through the gateway (batch id → the
+    # paying subscription) and the one usage row of each finished job, keyed ``batch:<id>``, whose
+    # subscription storage fills in from the job. Neither is a unit of ``events_read``.
+    batch_jobs: list[Any] = field(default_factory=list)
+    batch_usage: list[UsageRecord] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -281,6 +333,10 @@ class StoreResult:
     merged_tokens: int = 0
     merged_cost: Decimal = Decimal(0)
     inserted_truncated: int = 0  # new rows salvaged from truncated events (part of ``inserted``)
+    # Batch API jobs: finished jobs metered now (new ``batch:<id>`` rows, their tokens and cost are in
+    # ``inserted_tokens``/``inserted_cost``, not in ``inserted``), and jobs' creations recorded now.
+    batches_metered: int = 0
+    batch_jobs_recorded: int = 0
 
 
 @dataclass(frozen=True, slots=True)

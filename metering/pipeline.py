@@ -21,17 +21,23 @@ from dataclasses import dataclass, replace
 from metering.decode.event import decode_event
 from metering.sources.llm_logs import add_log_records, is_records_envelope
 from metering.model import (
+    NO_USAGE,
     BadEvent,
     BatchOutcome,
+    Cost,
     PipelineSettings,
     Quarantined,
     RawEvent,
+    TOKEN_KIND_FIELDS,
     TokenUsage,
     UsageEvent,
     UsageRecord,
     usage_and_cost_columns,
 )
-from metering.price.pricing import RateCard, price, resolve_deployment
+from metering.price.pricing import ZERO, RateCard, price, price_tokens, resolve_alias, resolve_deployment
+from metering.usage.batches import (
+    BatchJob, BatchUsage, batch_deployment_type, batch_request_id, is_batch_call, read_batch_event,
+)
 from metering.decode.redact import redact_payloads
 from metering.decode.signature import verify as verify_signature
 from metering.usage.resolve import resolve_usage
@@ -56,6 +62,7 @@ TEXT_LIMITS: dict[str, int] = {
     "api": 200, "operation": 200, "gateway_service": 200, "gateway_region": 100, "backend_id": 200,
     "backend_region": 100, "deployment": 200, "model": 200, "api_version": 64, "endpoint": 32,
     "usage_source": 16, "deployment_type": 32, "currency": 3, "price_status": 16, "source_partition": 64,
+    "service_tier": 32, "price_fallback": 200,
 }
 MAX_STATUS = 2**31 - 1  # INTEGER
 MAX_TOKENS = 10**12  # no request has a trillion tokens; also keeps every cost far inside NUMERIC(28, 12)
@@ -79,7 +86,7 @@ def check_record(record: UsageRecord) -> None:
             raise BadEvent("invalid_field", f"{name} contains a NUL character", record.request_id[:200])
     if record.status_code is not None and not -MAX_STATUS <= record.status_code <= MAX_STATUS:
         raise BadEvent("invalid_field", f"status {record.status_code} is out of range", record.request_id)
-    for name in TOKEN_FIELDS:
+    for name in (*TOKEN_FIELDS, *TOKEN_KIND_FIELDS):
         if not 0 <= getattr(record, name) <= MAX_TOKENS:
             raise BadEvent("invalid_usage", f"{name} {getattr(record, name)} is out of range (0 to {MAX_TOKENS:,})",
                            record.request_id)
@@ -89,11 +96,19 @@ def check_record(record: UsageRecord) -> None:
 
 
 def build_record(event: UsageEvent, card: RateCard) -> UsageRecord:
-    """Usage and price for a decoded event, as the row to store."""
+    """Usage and price for a decoded event, as the row to store. A call that manages a Batch API
+    job costs nothing itself (``not_billable``, no tokens): the job is metered once, apart
+    (``build_batch_usage``)."""
     mapped_model, deployment_type = resolve_deployment(event, card)
-    usage = resolve_usage(event, model_hint=mapped_model)
-    model = pricing_model(event, usage, mapped_model)
-    cost = price(event, usage, model, deployment_type, card)
+    if is_batch_call(event):
+        usage = NO_USAGE
+        model = event.model or mapped_model
+        cost = Cost("not_billable", deployment_type, input_cost=ZERO, cached_input_cost=ZERO, output_cost=ZERO,
+                    total_cost=ZERO)
+    else:
+        usage = resolve_usage(event, model_hint=mapped_model)
+        model = resolve_alias(pricing_model(event, usage, mapped_model), mapped_model, card)
+        cost = price(event, usage, model, deployment_type, card)
     return UsageRecord(
         request_id=event.request_id,
         event_time=event.event_time,
@@ -120,6 +135,28 @@ def build_record(event: UsageEvent, card: RateCard) -> UsageRecord:
     )
 
 
+def build_batch_usage(event: UsageEvent | None, batch: BatchUsage, card: RateCard) -> UsageRecord:
+    """The one row of a finished Batch API job (``batch:<id>``), priced at the batch rates of its
+    deployment; its subscription is the creating call's, filled in by storage (db/batches.py).
+    ``event``: the gateway call that showed the finished job (``None``: an imported output file)."""
+    if event is None:
+        event = UsageEvent(request_id=batch_request_id(batch.batch_id), event_time=batch.finished_at)
+    mapping = card.deployment_for(event.backend_id, batch.deployment)
+    mapped_model = mapping.model if mapping else None
+    deployment_type = batch_deployment_type(mapping.deployment_type if mapping else None)
+    model = resolve_alias(batch.usage.model or mapped_model or batch.deployment, mapped_model, card)
+    cost = price_tokens(billable=True, usage=batch.usage, model=model, deployment_type=deployment_type,
+                        region=event.backend_region, at=batch.finished_at, card=card)
+    return UsageRecord(
+        request_id=batch_request_id(batch.batch_id), event_time=batch.finished_at, subscription_id=None,
+        subscription_name=None, product=None, user_id=None, api=event.api, operation="batch",
+        gateway_service=event.gateway_service, gateway_region=event.gateway_region, backend_id=event.backend_id,
+        backend_region=event.backend_region, deployment=batch.deployment, model=model, api_version=event.api_version,
+        endpoint=batch.endpoint, is_streaming=False, status_code=200, **usage_and_cost_columns(batch.usage, cost),
+        truncated=False, source_partition=event.source_partition, source_sequence_number=event.source_sequence_number,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class EventResult:
     """What one message became: a row, a quarantine item saying why not, or both — a row salvaged
@@ -127,6 +164,8 @@ class EventResult:
 
     record: UsageRecord | None = None
     quarantined: Quarantined | None = None
+    batch_job: BatchJob | None = None  # a Batch API job this call created
+    batch_usage: UsageRecord | None = None  # the usage row of a finished job this call showed
 
     @property
     def audit(self) -> bool:
@@ -192,8 +231,14 @@ def process_event(raw: RawEvent, card: RateCard, settings: PipelineSettings = DE
             check_signature(raw, event, settings)
         record = build_record(event, card)
         check_record(record)
+        job = batch_row = None
+        if is_batch_call(event):
+            job, batch = read_batch_event(event)
+            if batch is not None:
+                batch_row = build_batch_usage(event, batch, card)
+                check_record(batch_row)
         if not event.truncated:
-            return EventResult(record=record)
+            return EventResult(record=record, batch_job=job, batch_usage=batch_row)
         detail = (f"event cut at {len(raw.body):,} bytes (APIM's 200 KB limit); stored from its header as a "
                   f"truncated row (usage {record.usage_source}); bytes kept for audit")
         return EventResult(record, _quarantine_item(raw, "truncated", detail, event.request_id, settings))
@@ -250,6 +295,10 @@ def process_batch(
             continue
         outcome.events_read += 1
         result = process_event(raw, card, settings)
+        if result.batch_job is not None:
+            outcome.batch_jobs.append(result.batch_job)
+        if result.batch_usage is not None:
+            outcome.batch_usage.append(result.batch_usage)
         if result.record is not None:
             outcome.records.append(result.record)
             if result.quarantined is not None:

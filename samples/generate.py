@@ -3,7 +3,11 @@
   events/2026-10-gateway.jsonl.gz     a month of gateway traffic from bench/corpus.py
   events/2026-10-special-cases.jsonl  cases worth seeing one by one: redeliveries, the community
                                       format, a content-filter rejection, a request-only stream,
-                                      the Responses API, a model with no rate
+                                      the Responses API, a model with no rate, and one of each token
+                                      kind Azure bills apart: cache writes, the priority tier (also
+                                      on a model whose card has no priority row: a visible fallback),
+                                      audio in and out, image in and out, token-billed transcription,
+                                      an embeddings response that names its model "ada"
 """
 
 from __future__ import annotations
@@ -83,8 +87,59 @@ def special_cases(builder: CorpusBuilder) -> list[bytes]:
             usage=azure_shapes.usage_object(14, 13),
         ),
     }
-    extra = [request_only_stream, content_filtered, responses_api, unknown_model, community]
+    extra = [request_only_stream, content_filtered, responses_api, unknown_model, community, *token_kinds(base)]
     return gateway + [orjson.dumps(e) for e in extra] + [orjson.dumps(content_filtered)]
+
+
+def token_kinds(base: dict) -> list[dict]:
+    """One request of each token kind and service tier that Azure bills apart."""
+    eastus2 = {"id": "aoai-eastus2", "url": "https://aoai-eastus2.openai.azure.com/openai", "region": "East US 2"}
+    swedencentral = {"id": "aoai-swedencentral", "url": "https://aoai-swedencentral.openai.azure.com/openai",
+                     "region": "Sweden Central"}
+    engineering = {"id": "sub-engineering-copilot", "name": "Engineering Copilot"}
+    care = {"id": "sub-customer-care-bot", "name": "Customer Care Bot"}
+    marketing = {"id": "sub-marketing-content", "name": "Marketing Content"}
+
+    def event(number: int, day: int, **fields) -> dict:
+        defaults = {"status": 200, "stream": False, "request": None, "response": None}
+        return dict(base, requestId=f"0c7d5a9e-6b1f-4c8e-9d2a-5e3f1a7b9c{number:02d}",
+                    time=f"2026-10-{day:02d}T10:{number:02d}:00.0000000Z", **{**defaults, **fields})
+
+    return [
+        # gpt-5.6 Responses stream on the priority tier that wrote 6,144 prompt tokens to the cache
+        event(5, 24, subscription=engineering, operation="createResponse", backend=eastus2, deployment="gpt-5.6",
+              stream=True, capture="full", model=None, usage=None,
+              response=azure_shapes.responses_stream(
+                  ["The migration ", "plan is ready."], model="gpt-5.6-2026-07-09", service_tier="priority",
+                  usage=azure_shapes.responses_usage(9_000, 420, cached=2_048, cache_write=6_144, reasoning=256))),
+        # gpt-4.1 chat completion that ran on the priority tier
+        event(6, 24, subscription=care, operation="ChatCompletions_Create", backend=eastus2, deployment="gpt-4.1",
+              capture="full", model=None, usage=None,
+              response=azure_shapes.chat_body("Your refund was issued today.", model="gpt-4.1-2025-04-14",
+                                              usage=azure_shapes.usage_object(1_800, 90), service_tier="priority")),
+        # priority on gpt-5-mini, which the card prices only at the default tier: a flagged fallback
+        event(7, 25, subscription=care, operation="ChatCompletions_Create", backend=eastus2, deployment="gpt-5-mini",
+              capture="full", model=None, usage=None,
+              response=azure_shapes.chat_body("Sure, here is the summary.", model="gpt-5-mini-2025-08-07",
+                                              usage=azure_shapes.usage_object(2_400, 300, reasoning=128),
+                                              service_tier="priority")),
+        # gpt-4o-audio-preview: a spoken answer (the usage of a real Azure call) to a spoken question
+        event(8, 26, subscription=care, operation="ChatCompletions_Create", backend=eastus2, deployment="gpt-4o-audio",
+              capture="usage", model="gpt-4o-audio-preview-2024-12-17",
+              usage=azure_shapes.usage_object(288, 696, audio_prompt=200, audio_completion=589, text_details=True)),
+        # gpt-image-1 edit: text and image input, image output
+        event(9, 27, subscription=marketing, operation="Images_Edit", backend=swedencentral, deployment="gpt-image-1",
+              capture="full", model=None, usage=None, response=azure_shapes.image_body(48, 1_530, 4_160)),
+        # gpt-4o-transcribe: audio input billed by the token
+        event(10, 28, subscription=care, operation="Audio_Transcriptions_Create", backend=swedencentral,
+              deployment="transcribe", capture="full", model=None, usage=None,
+              response=azure_shapes.transcription_body("I would like to change my delivery address.",
+                                                       audio=1_250, prompt_text=0, output=11)),
+        # text-embedding-ada-002, which Azure's response calls "ada": priced through the deployments mapping
+        event(11, 28, subscription=engineering, operation="embeddings_create", backend=swedencentral,
+              deployment="embeddings-ada", capture="usage", model="ada",
+              usage={"prompt_tokens": 5_120, "total_tokens": 5_120}),
+    ]
 
 
 def main() -> None:

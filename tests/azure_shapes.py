@@ -43,18 +43,40 @@ def sse(payloads: Iterable[Any], *, newline: str = "\n", done: bool = True) -> s
     return sep.join(events) + sep
 
 
-def usage_object(prompt: int, completion: int, *, cached: int = 0, reasoning: int = 0) -> dict[str, Any]:
-    """A Chat Completions usage object with the details Azure includes."""
+def usage_object(
+    prompt: int,
+    completion: int,
+    *,
+    cached: int = 0,
+    reasoning: int = 0,
+    cache_write: int | None = None,
+    audio_prompt: int = 0,
+    audio_completion: int = 0,
+    image_prompt: int | None = None,
+    text_details: bool = False,
+) -> dict[str, Any]:
+    """A Chat Completions usage object with the details Azure includes. ``cache_write`` (gpt-5.6 and
+    later) and ``image_prompt`` are added only when given; ``text_details`` adds the ``text_tokens``
+    that gpt-4o-audio-preview responses carry."""
+    completion_details: dict[str, Any] = {
+        "accepted_prediction_tokens": 0,
+        "audio_tokens": audio_completion,
+        "reasoning_tokens": reasoning,
+        "rejected_prediction_tokens": 0,
+    }
+    prompt_details: dict[str, Any] = {"audio_tokens": audio_prompt, "cached_tokens": cached}
+    if cache_write is not None:
+        prompt_details["cache_write_tokens"] = cache_write
+    if image_prompt is not None:
+        prompt_details["image_tokens"] = image_prompt
+    if text_details:
+        completion_details["text_tokens"] = completion - audio_completion
+        prompt_details["text_tokens"] = prompt - audio_prompt - (image_prompt or 0)
     return {
         "completion_tokens": completion,
-        "completion_tokens_details": {
-            "accepted_prediction_tokens": 0,
-            "audio_tokens": 0,
-            "reasoning_tokens": reasoning,
-            "rejected_prediction_tokens": 0,
-        },
+        "completion_tokens_details": completion_details,
         "prompt_tokens": prompt,
-        "prompt_tokens_details": {"audio_tokens": 0, "cached_tokens": cached},
+        "prompt_tokens_details": prompt_details,
         "total_tokens": prompt + completion,
     }
 
@@ -77,8 +99,9 @@ def chat_chunk(
     model: str = "gpt-4o-2024-11-20",
     chunk_id: str = CHAT_ID,
     with_usage_field: bool = False,
+    service_tier: str | None = None,
 ) -> dict[str, Any]:
-    """One ``chat.completion.chunk`` with the given choices."""
+    """One ``chat.completion.chunk`` with the given choices (and ``service_tier`` when given)."""
     chunk: dict[str, Any] = {
         "choices": choices,
         "created": CREATED,
@@ -87,6 +110,8 @@ def chat_chunk(
         "object": "chat.completion.chunk",
         "system_fingerprint": FINGERPRINT,
     }
+    if service_tier is not None:
+        chunk["service_tier"] = service_tier
     if with_usage_field:
         chunk["usage"] = None  # OpenAI/Azure send "usage": null on every chunk when include_usage is on
     return chunk
@@ -141,26 +166,28 @@ def chat_stream_payloads(
     finish_reason: str = "stop",
     usage: dict[str, Any] | None = None,
     prompt_filter: bool = True,
+    service_tier: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The payloads of an Azure chat stream. ``pieces`` is one list of deltas, or one per choice (n > 1)."""
+    """The payloads of an Azure chat stream. ``pieces`` is one list of deltas, or one per choice (n > 1).
+    ``service_tier``: stamped on every model chunk, as the service does when it reports a tier."""
     per_choice: list[Sequence[str]] = (
         [pieces] if not pieces or isinstance(pieces[0], str) else list(pieces)  # type: ignore[list-item]
     )
     with_usage = usage is not None
     payloads: list[dict[str, Any]] = [prompt_filter_chunk()] if prompt_filter else []
     for i in range(len(per_choice)):
-        payloads.append(chat_chunk([role_choice(i)], model=model, with_usage_field=with_usage))
+        payloads.append(chat_chunk([role_choice(i)], model=model, with_usage_field=with_usage, service_tier=service_tier))
     longest = max((len(p) for p in per_choice), default=0)
     for step in range(longest):  # interleave choices, as the service does for n > 1
         for i, choice_pieces in enumerate(per_choice):
             if step < len(choice_pieces):
                 payloads.append(
-                    chat_chunk([content_choice(choice_pieces[step], i)], model=model, with_usage_field=with_usage)
+                    chat_chunk([content_choice(choice_pieces[step], i)], model=model, with_usage_field=with_usage, service_tier=service_tier)
                 )
     for i in range(len(per_choice)):
-        payloads.append(chat_chunk([finish_choice(finish_reason, i)], model=model, with_usage_field=with_usage))
+        payloads.append(chat_chunk([finish_choice(finish_reason, i)], model=model, with_usage_field=with_usage, service_tier=service_tier))
     if usage is not None:
-        payloads.append(chat_chunk([], model=model) | {"usage": usage})
+        payloads.append(chat_chunk([], model=model, service_tier=service_tier) | {"usage": usage})
     return payloads
 
 
@@ -266,8 +293,10 @@ RESP_ID = "resp_67ccd2bed1ec8190b14f964abc0542670bb6a6b452d3795b"
 MSG_ID = "msg_67ccd2bf17f0819081ff3bb2cf6508e60bb6a6b452d3795b"
 
 
-def _response_object(model: str, status: str, output: list[Any], usage: dict[str, Any] | None) -> dict[str, Any]:
-    return {
+def _response_object(
+    model: str, status: str, output: list[Any], usage: dict[str, Any] | None, service_tier: str | None = None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
         "id": RESP_ID,
         "object": "response",
         "created_at": CREATED,
@@ -283,6 +312,9 @@ def _response_object(model: str, status: str, output: list[Any], usage: dict[str
         "tools": [],
         "usage": usage,
     }
+    if service_tier is not None:
+        body["service_tier"] = service_tier
+    return body
 
 
 def responses_stream(
@@ -293,8 +325,11 @@ def responses_stream(
     function_call: tuple[str, str, Sequence[str]] | None = None,
     newline: str = "\n",
     completed: bool = True,
+    status: str = "completed",
+    service_tier: str | None = None,
 ) -> str:
-    """A Responses API stream with ``event:`` lines: created → deltas → done events → response.completed."""
+    """A Responses API stream with ``event:`` lines: created → deltas → done events → response.completed
+    (``status="incomplete"``: ``response.incomplete``, as when ``max_output_tokens`` cut the answer)."""
     text = "".join(pieces)
     events: list[tuple[str, dict[str, Any]]] = []
     seq = 0
@@ -332,24 +367,31 @@ def responses_stream(
         add("response.output_item.done", {"output_index": 1, "item": done_call})
         output.append(done_call)
     if completed:
-        add("response.completed", {"response": _response_object(model, "completed", output, usage)})
+        add(f"response.{status}", {"response": _response_object(model, status, output, usage, service_tier)})
     sep = newline + newline
     return sep.join(f"event: {kind}{newline}data: {dumps(body)}" for kind, body in events) + sep
 
 
-def responses_usage(input_tokens: int, output_tokens: int, *, cached: int = 0, reasoning: int = 0) -> dict[str, Any]:
-    """A Responses API usage object."""
+def responses_usage(
+    input_tokens: int, output_tokens: int, *, cached: int = 0, reasoning: int = 0, cache_write: int | None = None
+) -> dict[str, Any]:
+    """A Responses API usage object (``cache_write_tokens`` only when given: gpt-5.6 and later)."""
+    input_details: dict[str, Any] = {"cached_tokens": cached}
+    if cache_write is not None:
+        input_details["cache_write_tokens"] = cache_write
     return {
         "input_tokens": input_tokens,
-        "input_tokens_details": {"cached_tokens": cached},
+        "input_tokens_details": input_details,
         "output_tokens": output_tokens,
         "output_tokens_details": {"reasoning_tokens": reasoning},
         "total_tokens": input_tokens + output_tokens,
     }
 
 
-def chat_body(text: str, *, model: str = "gpt-4o-2024-11-20", usage: dict[str, Any] | None = None) -> str:
-    """A non-streamed chat completion body (``usage`` omitted when None)."""
+def chat_body(
+    text: str, *, model: str = "gpt-4o-2024-11-20", usage: dict[str, Any] | None = None, service_tier: str | None = None
+) -> str:
+    """A non-streamed chat completion body (``usage`` and ``service_tier`` omitted when None)."""
     body: dict[str, Any] = {
         "choices": [
             {
@@ -369,7 +411,50 @@ def chat_body(text: str, *, model: str = "gpt-4o-2024-11-20", usage: dict[str, A
     }
     if usage is not None:
         body["usage"] = usage
+    if service_tier is not None:
+        body["service_tier"] = service_tier
     return dumps(body)
+
+
+def image_body(input_text: int, input_image: int, output: int, *, output_details: bool = False) -> str:
+    """An images generations/edits body of gpt-image-1: base64 data and token usage by kind (text and
+    image input; output tokens are image tokens — newer models split them in ``output_tokens_details``)."""
+    usage: dict[str, Any] = {
+        "input_tokens": input_text + input_image,
+        "input_tokens_details": {"image_tokens": input_image, "text_tokens": input_text},
+        "output_tokens": output,
+        "total_tokens": input_text + input_image + output,
+    }
+    if output_details:
+        usage["output_tokens_details"] = {"image_tokens": output, "text_tokens": 0}
+    return dumps({
+        "created": CREATED,
+        "background": "opaque",
+        "data": [{"b64_json": "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="}],
+        "output_format": "png",
+        "quality": "medium",
+        "size": "1024x1024",
+        "usage": usage,
+    })
+
+
+def transcription_body(text: str, *, audio: int | None = None, prompt_text: int = 0, output: int = 0,
+                       seconds: float | None = None) -> str:
+    """An audio transcription body: gpt-4o-transcribe reports ``usage`` of ``type: "tokens"``
+    (``input_token_details`` — singular "token" — with audio and text tokens), whisper ``type:
+    "duration"`` (seconds of audio, billed per minute, not per token)."""
+    if seconds is not None:
+        usage: dict[str, Any] = {"type": "duration", "seconds": seconds}
+    else:
+        assert audio is not None
+        usage = {
+            "type": "tokens",
+            "input_tokens": audio + prompt_text,
+            "input_token_details": {"text_tokens": prompt_text, "audio_tokens": audio},
+            "output_tokens": output,
+            "total_tokens": audio + prompt_text + output,
+        }
+    return dumps({"text": text, "usage": usage})
 
 
 def content_filter_error_body() -> str:

@@ -97,29 +97,43 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from db import queries
     from db import rate_card as rate_card_store
+    from metering.price.rate_card import KIND_RATE_COLUMNS
 
     engine = migrated_engine(args)
     with engine.connect() as conn:
         card = rate_card_store.stored_rates(conn)
         missing = queries.data_models_without_rate(conn)
+        fallbacks = queries.data_fallback_pricing(conn)
     mw = max([28, *(len(rate.model) for rate in card)])  # long region and fine-tuned model names keep the columns aligned
     rw = max([12, *(len(rate.region or "") for rate in card)])
     header = (f"{'model':<{mw}} {'type':<15} {'region':<{rw}} {'from':<10} {'to':<10} {'cur':<3} {'input/1M':>10} "
-              f"{'cached/1M':>10} {'output/1M':>10} {'prompt >=':>10}")
+              f"{'cached/1M':>10} {'output/1M':>10} {'prompt >=':>10} {'tier':<8} other prices/1M")
     lines = [header, "-" * len(header)]
-    for rate in sorted(card, key=lambda r: (r.model, r.deployment_type, r.region or "", r.min_prompt_tokens or 0, r.effective_from)):
-        lines.append(
+    for rate in sorted(card, key=lambda r: (r.model, r.deployment_type, r.region or "", r.service_tier or "",
+                                            r.min_prompt_tokens or 0, r.effective_from)):
+        others = " ".join(f"{column.removesuffix('_per_1m')}={getattr(rate, column)}"
+                          for column in KIND_RATE_COLUMNS if getattr(rate, column) is not None)
+        lines.append((
             f"{rate.model:<{mw}} {rate.deployment_type:<15} {rate.region or '*':<{rw}} "
             f"{rate.effective_from.date().isoformat():<10} {rate.effective_to.date().isoformat() if rate.effective_to else '':<10} "
             f"{rate.currency:<3} {rate.input_per_1m:>10} {'' if rate.cached_input_per_1m is None else rate.cached_input_per_1m:>10} "
-            f"{rate.output_per_1m:>10} {'' if rate.min_prompt_tokens is None else f'{rate.min_prompt_tokens:,}':>10}"
-        )
+            f"{rate.output_per_1m:>10} {'' if rate.min_prompt_tokens is None else f'{rate.min_prompt_tokens:,}':>10} "
+            f"{rate.service_tier or '':<8} {others}"
+        ).rstrip())
     lines.append(f"{len(card)} rate(s)")
     if missing:
         lines.append("")
         lines.append("models in the data with no rate (their requests are stored as no_rate, never at $0):")
         for row in missing:
             lines.append(f"  {row['model']:<28} {row['deployment_type']:<15} {row['requests']:>8,} requests {row['tokens']:>12,} tokens")
+    if fallbacks:
+        lines.append("")
+        lines.append("warning: token kinds in the data that the card cannot price (priced by the fallback: cache writes,"
+                     " audio and image at the text rates, a tier without its row at the default tier; add the"
+                     " *_per_1m or service_tier rows and run `metering reprice`):")
+        for row in fallbacks:
+            lines.append(f"  {row['model']:<28} {row['deployment_type']:<15} {row['kinds']:<28} "
+                         f"{row['requests']:>8,} requests {row['tokens']:>12,} tokens")
     out("\n".join(lines) + "\n")
     return 0
 

@@ -277,6 +277,7 @@ def _decode_v1(obj: dict[str, Any]) -> UsageEvent:
             is_streaming=_bool(obj, "stream"),
             capture=capture,
             model=_str(obj, "model"),
+            service_tier=_str(obj, "serviceTier"),
             endpoint=classify_endpoint(operation, url, request, response),
             usage=usage,
             request=request,

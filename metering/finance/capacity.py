@@ -1,9 +1,15 @@
-"""Provisioned throughput (PTU): allocate a deployment's monthly cost to the subscriptions that used it.
+"""Fixed monthly costs of a deployment, allocated to the subscriptions that used it.
 
 A PTU deployment costs the same each month however much it is used; its requests are stored with
 tokens but no per-token cost (``not_billable``). Finance still wants to charge it back, so the
-monthly cost (from a small CSV, ``deployment,backend_id,month,monthly_cost,currency``) is split
-over the subscriptions by their share of the deployment's tokens that month.
+monthly cost (from a small CSV, ``deployment,backend_id,month,monthly_cost,currency[,kind]``) is
+split over the subscriptions by their share of the deployment's tokens that month.
+
+Any other fixed monthly cost of a deployment is allocated the same way: the hosting hours of a
+fine-tuned model's deployment, a support contract, anything finance adds, named by ``kind``
+(``provisioned`` when the column is absent or empty, so PTU cost files without it still work). A
+``provisioned`` cost is shared by the deployment's *provisioned* tokens; any other kind by all of
+the deployment's tokens that month (a fine-tuned deployment is also billed per token).
 
 The split is exact: every part is a whole number of the cost's smallest unit (the cent, or finer
 when the cost has more decimals), the parts add up to the monthly cost exactly, and the remainder
@@ -27,6 +33,9 @@ from typing import Any, TypeVar
 
 UNALLOCATED = "(unallocated)"
 HEADER = ("deployment", "backend_id", "month", "monthly_cost", "currency")
+KIND_HEADER = HEADER + ("kind",)
+PROVISIONED = "provisioned"
+KIND = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,39}$")
 MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 CURRENCY = re.compile(r"^[A-Z]{3}$")
 
@@ -46,11 +55,18 @@ class PtuCost:
     month: str
     monthly_cost: Decimal
     currency: str
+    kind: str = PROVISIONED  # what the fixed cost is: provisioned capacity, fine-tune hosting, …
 
     @property
     def label(self) -> str:
         where = f" on {self.backend_id}" if self.backend_id else ""
-        return f"{self.deployment}{where} {self.month}"
+        what = "" if self.kind == PROVISIONED else f" ({self.kind})"
+        return f"{self.deployment}{where} {self.month}{what}"
+
+    @property
+    def provisioned(self) -> bool:
+        """A PTU cost: shared by the deployment's provisioned tokens only."""
+        return self.kind == PROVISIONED
 
     def matches(self, deployment: str | None, backend_id: str | None, month: str) -> bool:
         return (
@@ -61,7 +77,8 @@ class PtuCost:
 
 
 def parse_ptu_costs_csv(text: str, source: str = "PTU costs") -> list[PtuCost]:
-    """Parse ``deployment,backend_id,month,monthly_cost,currency`` (empty backend_id: any backend).
+    """Parse ``deployment,backend_id,month,monthly_cost,currency[,kind]`` (empty backend_id: any
+    backend; no or empty kind: ``provisioned``).
 
     All problems are collected and raised together, each with its line number."""
     reader = csv.reader(io.StringIO(text))
@@ -71,18 +88,22 @@ def parse_ptu_costs_csv(text: str, source: str = "PTU costs") -> list[PtuCost]:
     if not rows:
         raise PtuCostError(f"{source}: empty file; expected the header {','.join(HEADER)}")
     header = tuple(cell.strip().lower() for cell in rows[0])
-    if header != HEADER:
-        raise PtuCostError(f"{source}: line 1: header must be {','.join(HEADER)} (got {','.join(header)})")
+    if header not in (HEADER, KIND_HEADER):
+        raise PtuCostError(f"{source}: line 1: header must be {','.join(KIND_HEADER)} (kind optional; "
+                           f"got {','.join(header)})")
     costs: list[PtuCost] = []
     errors: list[str] = []
     for number, row in enumerate(rows[1:], start=2):
         if not any(cell.strip() for cell in row):
             continue
-        if len(row) != len(HEADER):
-            errors.append(f"{source}: line {number}: expected {len(HEADER)} fields, got {len(row)}")
+        if len(row) != len(header):
+            errors.append(f"{source}: line {number}: expected {len(header)} fields, got {len(row)}")
             continue
-        deployment, backend_id, month, amount, currency = (cell.strip() for cell in row)
+        deployment, backend_id, month, amount, currency = (cell.strip() for cell in row[:5])
+        kind = (row[5].strip().lower() if len(row) > 5 else "") or PROVISIONED
         problems = []
+        if not KIND.match(kind):
+            problems.append(f"kind {kind!r} is not a short name such as provisioned or fine_tune_hosting")
         if not deployment:
             problems.append("deployment is empty")
         if not MONTH.match(month):
@@ -99,7 +120,7 @@ def parse_ptu_costs_csv(text: str, source: str = "PTU costs") -> list[PtuCost]:
         if problems:
             errors.append(f"{source}: line {number}: " + "; ".join(problems))
             continue
-        costs.append(PtuCost(deployment, backend_id or None, month, cost, currency))
+        costs.append(PtuCost(deployment, backend_id or None, month, cost, currency, kind))
     errors.extend(_overlaps(costs, source))
     if errors:
         raise PtuCostError("\n".join(errors))
@@ -107,15 +128,17 @@ def parse_ptu_costs_csv(text: str, source: str = "PTU costs") -> list[PtuCost]:
 
 
 def _overlaps(costs: Sequence[PtuCost], source: str) -> list[str]:
-    """A deployment's month may be priced once per backend, or once for all backends, not both."""
-    by_key: dict[tuple[str, str], list[PtuCost]] = defaultdict(list)
+    """A deployment's month may be priced once per backend, or once for all backends, not both
+    (per kind of cost: a deployment may have capacity and hosting costs in one month)."""
+    by_key: dict[tuple[str, str, str], list[PtuCost]] = defaultdict(list)
     for cost in costs:
-        by_key[(cost.deployment, cost.month)].append(cost)
+        by_key[(cost.deployment, cost.month, cost.kind)].append(cost)
     errors = []
-    for (deployment, month), items in sorted(by_key.items()):
+    for (deployment, month, kind), items in sorted(by_key.items()):
         backends = [c.backend_id for c in items]
         if len(set(backends)) != len(backends) or (None in backends and len(backends) > 1):
-            errors.append(f"{source}: {deployment} {month} is priced more than once (each backend once, "
+            what = "" if kind == PROVISIONED else f" ({kind})"
+            errors.append(f"{source}: {deployment} {month}{what} is priced more than once (each backend once, "
                           "or one row with an empty backend_id for all of them)")
     return errors
 
@@ -186,7 +209,8 @@ def allocate_ptu(
     allocations: list[Allocation] = []
     for cost in costs:
         rows = [row for row in usage
-                if cost.matches(row["ptu_deployment"], row["ptu_backend_id"], row["ptu_month"])]
+                if cost.matches(row["ptu_deployment"], row["ptu_backend_id"], row["ptu_month"])
+                and (row.get("ptu_provisioned", True) or not cost.provisioned)]
         unit = unit_of(cost.monthly_cost)
         by_subscription: dict[str, int] = defaultdict(int)
         for row in rows:
@@ -211,7 +235,9 @@ def allocate_ptu(
 
 def idle_group(cost: PtuCost, dimensions: Sequence[str]) -> tuple[Any, ...]:
     """The group an unused PTU's cost is charged to: its month and deployment, otherwise ``(unallocated)``."""
-    known = {"month": cost.month, "deployment": cost.deployment, "deployment_type": "provisioned"}
+    known = {"month": cost.month, "deployment": cost.deployment}
+    if cost.provisioned:
+        known["deployment_type"] = "provisioned"
     return tuple(known.get(d, UNALLOCATED) for d in dimensions)
 
 
@@ -223,6 +249,7 @@ def by_subscription(allocations: Iterable[Allocation]) -> list[dict[str, Any]]:
         part = parts.setdefault(key, {
             "month": item.cost.month,
             "deployment": item.cost.deployment,
+            "kind": item.cost.kind,
             "backend_id": item.cost.backend_id or "",
             "subscription": item.subscription,
             "requests": 0,
@@ -241,5 +268,5 @@ def by_subscription(allocations: Iterable[Allocation]) -> list[dict[str, Any]]:
     for (cost, _), part in parts.items():
         part["token_share"] = (Decimal(part["tokens"]) / totals[cost]) if totals[cost] else Decimal(0)
         rows.append(part)
-    return sorted(rows, key=lambda p: (p["month"], p["deployment"], p["backend_id"], p["subscription"]))
+    return sorted(rows, key=lambda p: (p["month"], p["deployment"], p["kind"], p["backend_id"], p["subscription"]))
 

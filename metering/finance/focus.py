@@ -74,6 +74,61 @@ TOKEN_KINDS = (
     ("cached_input", "cached_input_tokens", "cached_input_cost", "cached_input_per_1m", "Cached Input Tokens"),
     ("output", "output_tokens", "output_cost", "output_per_1m", "Output Tokens"),
 )
+# The kinds Azure bills apart, each a FOCUS row of its own: kind, the text kind (side) it is carved
+# out of, its meter name. Their unit price follows metering.price.pricing.FALLBACKS.
+SPECIAL_KINDS = (
+    ("cache_write", "input", "Cache Write Tokens"),
+    ("audio_input", "input", "Audio Input Tokens"),
+    ("image_input", "input", "Image Input Tokens"),
+    ("cached_audio_input", "cached_input", "Cached Audio Input Tokens"),
+    ("cached_image_input", "cached_input", "Cached Image Input Tokens"),
+    ("audio_output", "output", "Audio Output Tokens"),
+    ("image_output", "output", "Image Output Tokens"),
+)
+
+
+def _special_tokens(row: Mapping[str, Any]) -> dict[str, int]:
+    """Tokens of each special kind in a usage group (uncached audio/image input: the audio/image
+    prompt tokens less their cached part)."""
+    def n(key: str) -> int:
+        return int(row.get(key) or 0)
+
+    return {
+        "cache_write": n("cache_write_tokens"),
+        "audio_input": n("audio_prompt_tokens") - n("cached_audio_tokens"),
+        "image_input": n("image_prompt_tokens") - n("cached_image_tokens"),
+        "cached_audio_input": n("cached_audio_tokens"),
+        "cached_image_input": n("cached_image_tokens"),
+        "audio_output": n("audio_completion_tokens"),
+        "image_output": n("image_completion_tokens"),
+    }
+
+
+def _kind_lines(row: Mapping[str, Any]) -> list[tuple[str, int, Decimal, Decimal | None, str, int]]:
+    """(kind, tokens, cost, unit price, meter, estimated tokens) of a usage group, every kind apart.
+    A special kind's cost is its tokens at its unit price (with the pricing fallback); the text kind
+    of its side keeps the rest of the side's stored cost, so the rows add up to the stored costs."""
+    from metering.price.pricing import FALLBACKS
+
+    priced = row["price_status"] == "priced"
+    special = _special_tokens(row)
+    lines = []
+    carved: dict[str, tuple[int, Decimal]] = {}
+    for kind, side, meter in SPECIAL_KINDS:
+        tokens = special[kind]
+        price = next((row.get(name) for name in FALLBACKS[kind] if row.get(name) is not None), None) if priced else None
+        cost = Decimal(tokens) * price / MILLION if price is not None else Decimal(0)
+        before = carved.get(side, (0, Decimal(0)))
+        carved[side] = (before[0] + tokens, before[1] + cost)
+        lines.append((kind, tokens, cost, price, meter, 0))
+    text = []
+    for kind, tokens_key, cost_key, price_key, meter in TOKEN_KINDS:
+        tokens_less, cost_less = carved.get(kind, (0, Decimal(0)))
+        stored = row[cost_key] if row[cost_key] is not None else Decimal(0)
+        price = row.get(price_key) if priced else None
+        text.append((kind, int(row[tokens_key] or 0) - tokens_less, stored - cost_less, price, meter,
+                     int(row.get(f"estimated_{tokens_key}") or 0)))
+    return text + lines
 
 
 @dataclass(frozen=True)
@@ -155,13 +210,9 @@ def usage_records(rows: Iterable[Mapping[str, Any]], ctx: FocusContext) -> list[
         provisioned = row["deployment_type"] == "provisioned"
         model = row["model"] or "(unknown)"
         deployment = row["deployment"] or "(none)"
-        for kind, tokens_key, cost_key, price_key, meter in TOKEN_KINDS:
-            tokens = int(row[tokens_key] or 0)
-            cost = row[cost_key] if row[cost_key] is not None else Decimal(0)
+        for kind, tokens, cost, price, meter, estimated in _kind_lines(row):
             if tokens == 0 and cost == 0:
                 continue
-            price = row.get(price_key) if status == "priced" else None
-            estimated = int(row.get(f"estimated_{tokens_key}") or 0)
             description = f"{model} {meter.lower()}, {row['deployment_type']} deployment {deployment}"
             if provisioned:
                 description += " (provisioned throughput: capacity cost allocated separately)"
@@ -237,8 +288,9 @@ def ptu_records(
             "BillingCurrency": part["currency"],
             "ChargePeriodStart": start,
             "ChargePeriodEnd": end,
-            "ChargeDescription": f"Provisioned throughput {deployment}, {part['month']}: "
-                                 f"{(share * 100).quantize(Decimal('0.1'))}% of the deployment's tokens",
+            "ChargeDescription": (f"Provisioned throughput {deployment}" if part.get("kind", "provisioned") == "provisioned"
+                                  else f"Fixed cost ({part['kind']}) of {deployment}")
+                                 + f", {part['month']}: {(share * 100).quantize(Decimal('0.1'))}% of the deployment's tokens",
             "ChargeFrequency": "Recurring",
             "ConsumedQuantity": Decimal(int(part["tokens"])),
             "ConsumedUnit": "Tokens",
@@ -252,8 +304,10 @@ def ptu_records(
             "ResourceId": resource,
             "ResourceName": deployment,
             "ResourceType": "Azure OpenAI deployment",
-            "SkuId": f"{deployment}/provisioned/capacity",
-            "SkuMeter": "Provisioned Throughput Units",
+            "SkuId": f"{deployment}/provisioned/capacity" if part.get("kind", "provisioned") == "provisioned"
+                     else f"{deployment}/fixed/{part['kind']}",
+            "SkuMeter": "Provisioned Throughput Units" if part.get("kind", "provisioned") == "provisioned"
+                        else f"Fixed monthly cost: {part['kind']}",
             "SkuPriceId": None,
             "SubAccountId": part["subscription"],
             "SubAccountName": info.get("subscription_name") or part["subscription"],

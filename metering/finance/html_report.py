@@ -260,6 +260,9 @@ def _quality(report: Report, money: Money) -> str:
          "Billable requests with partial or no token counts (e.g. a stream cut off, a truncated capture)."),
         ("Unpriced", "bad", q["unpriced_requests"], q["unpriced_tokens"],
          "No rate for the model (no_rate) or tokens unknown (no_usage): cost unknown, not counted as zero."),
+        ("Fallback-priced", "warn", q["fallback_priced_requests"], q["fallback_priced_tokens"],
+         "A token kind (cache write, audio, image) or service tier without its own price in the card: "
+         "priced at the text or default-tier rate. See `metering rates list`."),
     ]
     tiles = []
     for title, level, requests, tokens, text in items:
@@ -288,6 +291,18 @@ def _quality(report: Report, money: Money) -> str:
             '<div class="dq-detail"><h3>Models without a rate</h3><table class="mini"><thead><tr><th>Model</th>'
             '<th>Deployment type</th><th class="num">Requests</th><th class="num">Tokens</th></tr></thead>'
             f"<tbody>{rows}</tbody></table><p class=\"muted\">Add them to the rate card and run "
+            "<code>metering reprice</code>.</p></div>"
+        )
+    if report.fallback_pricing:
+        rows = "".join(
+            f'<tr><td>{escape(str(r["model"]))}</td><td>{escape(str(r["deployment_type"]))}</td>'
+            f'<td>{escape(str(r["kinds"]))}</td><td class="num">{_int(r["requests"])}</td></tr>'
+            for r in report.fallback_pricing
+        )
+        details.append(
+            '<div class="dq-detail"><h3>Token kinds priced by a fallback rate</h3><table class="mini"><thead><tr>'
+            '<th>Model</th><th>Deployment type</th><th>Kinds</th><th class="num">Requests</th></tr></thead>'
+            f"<tbody>{rows}</tbody></table><p class=\"muted\">Add their prices to the rate card and run "
             "<code>metering reprice</code>.</p></div>"
         )
     if unmapped:
@@ -382,15 +397,16 @@ def _ptu(report: Report, money: Money) -> str:
         width = float(share) * 100
         rows.append(
             f'<tr><td>{escape(part["month"])}</td><td>{escape(part["deployment"])}'
+            + (f' <span class="muted small">({escape(part["kind"])})</span>' if part["kind"] != "provisioned" else "")
             + (f'<div class="muted small">{escape(part["backend_id"])}</div>' if part["backend_id"] else "")
             + f'</td><td>{escape(part["subscription"])}</td><td class="num">{_int(part["tokens"])}</td>'
             f'<td class="num share"><span class="bar"><i style="width:{width:.1f}%"></i></span><span class="pct">{_share(share, 1)}</span></td>'
             f'<td class="num">{money(part["ptu_cost"])}</td></tr>'
         )
     total = sum((p["ptu_cost"] for p in report.ptu), Decimal(0))
-    monthly: dict[tuple[str, str, str], Decimal] = {}
+    monthly: dict[tuple[str, str, str, str], Decimal] = {}
     for p in report.ptu:
-        monthly[(p["month"], p["deployment"], p["backend_id"])] = p["monthly_cost"]
+        monthly[(p["month"], p["deployment"], p["backend_id"], p["kind"])] = p["monthly_cost"]
     config = sum(monthly.values(), Decimal(0))
     return (
         '<section class="card wide"><header><h2>PTU allocation</h2>'

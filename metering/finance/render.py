@@ -36,13 +36,16 @@ def _cell(value: Any, column: str) -> str:
 def quality_line(report_or_total: Report | dict[str, Any]) -> str:
     """One sentence of data quality, shown under every table."""
     q = report_or_total.quality if isinstance(report_or_total, Report) else report_or_total
-    if not (q["estimated_requests"] or q["incomplete_requests"] or q["unpriced_requests"]):
+    fallback = q.get("fallback_priced_requests", 0)
+    if not (q["estimated_requests"] or q["incomplete_requests"] or q["unpriced_requests"] or fallback):
         return (f"data quality: all {q['requests']:,} requests priced from usage the provider reported "
                 f"({q['not_billable_requests']:,} not billable)")
+    fallback_text = (f"{fallback:,} priced with a fallback rate for a token kind or tier the card lacks "
+                     f"({q['fallback_priced_tokens']:,} tokens), " if fallback else "")
     return (
         f"data quality: {q['estimated_requests']:,} estimated requests ({q['estimated_tokens']:,} tokens), "
         f"{q['incomplete_requests']:,} billable with partial or no usage ({q['incomplete_tokens']:,} tokens), "
-        f"{q['unpriced_requests']:,} unpriced ({q['unpriced_tokens']:,} tokens), "
+        f"{q['unpriced_requests']:,} unpriced ({q['unpriced_tokens']:,} tokens), {fallback_text}"
         f"{q['not_billable_requests']:,} not billable — see `metering rates list` for models without a rate"
     )
 
@@ -60,6 +63,21 @@ def rounding_row(records: list[dict[str, Any]], total: dict[str, Any], columns: 
         if difference:
             out[column] = difference
     return out
+
+
+KIND_NAMES = (
+    ("cache_write_tokens", "cache writes"), ("audio_prompt_tokens", "audio in"), ("cached_audio_tokens", "cached audio"),
+    ("audio_completion_tokens", "audio out"), ("image_prompt_tokens", "image in"), ("cached_image_tokens", "cached image"),
+    ("image_completion_tokens", "image out"),
+)
+
+
+def kinds_line(total: dict[str, Any]) -> str:
+    """The tokens of the kinds Azure bills apart (each priced at its own rate), when there are any."""
+    parts = [f"{label} {total.get(name, 0):,}" for name, label in KIND_NAMES if total.get(name, 0)]
+    if total.get("priority_requests", 0):
+        parts.append(f"{total['priority_requests']:,} requests on the priority tier")
+    return ("token kinds billed apart (part of the tokens above, each at its own rate): " + ", ".join(parts)) if parts else ""
 
 
 def render_table(frame: pd.DataFrame, dimensions: tuple[str, ...], title: str,
@@ -96,12 +114,16 @@ def render_table(frame: pd.DataFrame, dimensions: tuple[str, ...], title: str,
     if note:
         out.append(f"unpriced: {note}")
     out.append(quality_line(report if report is not None else total))
+    kinds = kinds_line(total)
+    if kinds:
+        out.append(kinds)
     if report is not None:
         if report.ptu:
             out.append("")
             out.append("PTU allocation (monthly capacity cost split by each subscription's share of the deployment's tokens):")
             for part in report.ptu:
-                out.append(f"  {part['month']}  {part['deployment']:<20} {part['subscription']:<28} "
+                kind = "" if part["kind"] == "provisioned" else f" ({part['kind']})"
+                out.append(f"  {part['month']}  {part['deployment'] + kind:<20} {part['subscription']:<28} "
                            f"{part['tokens']:>12,} tokens  {_percent(part['token_share']):>7}  "
                            f"{money(part['ptu_cost']):>12} {part['currency']}")
         for note in report.notes:

@@ -45,6 +45,17 @@ MEASURE_COLUMNS = (
     "not_billable_requests",
     "provisioned_requests",
     "provisioned_tokens",
+    "fallback_priced_requests",
+    "fallback_priced_tokens",
+    "priority_requests",
+    # the token kinds Azure bills apart (parts of prompt, cached and completion tokens)
+    "cache_write_tokens",
+    "audio_prompt_tokens",
+    "image_prompt_tokens",
+    "cached_audio_tokens",
+    "cached_image_tokens",
+    "audio_completion_tokens",
+    "image_completion_tokens",
 )
 COST_STATUS = "cost_status"  # complete | partial | unknown: whether the cost covers every billable request
 PTU_COLUMNS = ("ptu_cost", "total_charge")
@@ -86,6 +97,16 @@ LABELS = {
     "provisioned_requests": "PTU requests",
     "provisioned_tokens": "PTU tokens",
     "cost_status": "Cost status",
+    "fallback_priced_requests": "Fallback-priced requests",
+    "fallback_priced_tokens": "Fallback-priced tokens",
+    "priority_requests": "Priority-tier requests",
+    "cache_write_tokens": "Cache-write tokens",
+    "audio_prompt_tokens": "Audio input tokens",
+    "image_prompt_tokens": "Image input tokens",
+    "cached_audio_tokens": "Cached audio tokens",
+    "cached_image_tokens": "Cached image tokens",
+    "audio_completion_tokens": "Audio output tokens",
+    "image_completion_tokens": "Image output tokens",
 }
 
 
@@ -261,7 +282,8 @@ def grouped_frame(
     frame = to_frame(queries.usage_summary(conn, period.since, period.until, dimensions), dimensions)
     if ptu_costs is None:
         return frame, []
-    usage = queries.provisioned_tokens(conn, period.since, period.until, dimensions)
+    usage = queries.provisioned_tokens(conn, period.since, period.until, dimensions,
+                                       all_deployment_types=any(not cost.provisioned for cost in ptu_costs))
     allocations = allocate_ptu(ptu_costs, usage, dimensions)
     return add_ptu(frame, dimensions, allocations), allocations
 
@@ -281,6 +303,8 @@ class Report:
     currency: str
     quality: dict[str, Any]
     models_without_rate: list[dict[str, Any]] = field(default_factory=list)
+    # token kinds (or service tiers) the card has no price for, priced by the fallback (model, kinds, requests)
+    fallback_pricing: list[dict[str, Any]] = field(default_factory=list)
     ptu: list[dict[str, Any]] | None = None  # allocation per PTU cost × subscription
     notes: list[str] = field(default_factory=list)
     # Fixed breakdowns: "subscription" (business unit × subscription) always; "day", "model" for HTML.
@@ -330,7 +354,7 @@ def build_report(
     quality = {key: total[key] for key in (
         "requests", "total_tokens", "estimated_requests", "estimated_tokens", "incomplete_requests",
         "incomplete_tokens", "unpriced_requests", "unpriced_tokens", "not_billable_requests",
-        "provisioned_requests", "provisioned_tokens")}
+        "provisioned_requests", "provisioned_tokens", "fallback_priced_requests", "fallback_priced_tokens")}
     quality["unmapped_subscriptions"] = sorted(s for s in unmapped["subscription"])
     quality["unmapped_cost"] = sum((known(c) for c in unmapped["cost"]), Decimal(0))
     quality["unmapped_requests"] = int(unmapped["requests"].sum())
@@ -349,6 +373,7 @@ def build_report(
         currency=currency,
         quality=quality,
         models_without_rate=queries.data_models_without_rate(conn, period.since, period.until),
+        fallback_pricing=queries.data_fallback_pricing(conn, period.since, period.until),
         ptu=by_subscription(sub_allocations) if included is not None else None,
         notes=notes,
         charts={"subscription": by_subscription_frame},
@@ -376,7 +401,9 @@ def export_focus(
     if ptu_costs:
         included, _ = ptu_costs_in(period, ptu_costs)
         dims = ("subscription",)
-        allocations = allocate_ptu(included, queries.provisioned_tokens(conn, period.since, period.until, dims), dims)
+        usage = queries.provisioned_tokens(conn, period.since, period.until, dims,
+                                           all_deployment_types=any(not cost.provisioned for cost in included))
+        allocations = allocate_ptu(included, usage, dims)
         info = {row["subscription"]: row for row in queries.subscription_info(conn)}
         records += focus.ptu_records(by_subscription(allocations), ctx, info)
     return records

@@ -186,6 +186,8 @@ def render_xlsx(report: Report) -> bytes:
          "meaning": "Billable requests with partial or no token counts"},
         {"measure": "Unpriced", "requests": q["unpriced_requests"], "tokens": q["unpriced_tokens"],
          "meaning": "No rate for the model (no_rate) or tokens unknown (no_usage): cost unknown, excluded, not zero"},
+        {"measure": "Fallback-priced", "requests": q["fallback_priced_requests"], "tokens": q["fallback_priced_tokens"],
+         "meaning": "A token kind or service tier without its own price in the card, priced at the text or default-tier rate"},
         {"measure": "Not billable", "requests": q["not_billable_requests"], "tokens": None,
          "meaning": "Throttled (429), failed, and PTU requests: no per-token cost"},
         {"measure": "Provisioned (PTU)", "requests": q["provisioned_requests"], "tokens": q["provisioned_tokens"],
@@ -225,9 +227,10 @@ def render_xlsx(report: Report) -> bytes:
     # ---- PTU allocation
     if report.ptu is not None:
         sheet = book.create_sheet("PTU allocation")
-        columns = ["month", "deployment", "backend_id", "subscription", "requests", "tokens", "token_share",
+        columns = ["month", "deployment", "kind", "backend_id", "subscription", "requests", "tokens", "token_share",
                    "ptu_cost", "currency", "monthly_cost"]
-        labels = {"month": "Month", "deployment": "Deployment", "backend_id": "Backend", "subscription": "Subscription",
+        labels = {"month": "Month", "deployment": "Deployment", "kind": "Kind", "backend_id": "Backend",
+                  "subscription": "Subscription",
                   "requests": "Requests", "tokens": "Tokens", "token_share": "Token share", "ptu_cost": "Allocated",
                   "currency": "Currency", "monthly_cost": "Monthly cost"}
         parts = [dict(p) | {"token_share": float(p["token_share"])} for p in report.ptu]

@@ -1,9 +1,28 @@
 """Price stage: tokens × the effective-dated rate card → exact ``Decimal`` costs.
 
-Rules (DESIGN.md "Cost rules"), rates per 1,000,000 tokens:
-  input_cost        = (prompt_tokens − cached_tokens) × input rate
-  cached_input_cost = cached_tokens × cached rate (the input rate where the card has none)
-  output_cost       = completion_tokens × output rate   (reasoning tokens are part of completion)
+Rules (DESIGN.md "Cost rules"), rates per 1,000,000 tokens, each token kind at its own rate:
+  input_cost        = uncached text input × input rate + cache_write_tokens × cache-write rate
+                      + uncached audio input × audio input rate + uncached image input × image input rate
+  cached_input_cost = cached text × cached rate (the input rate where the card has none)
+                      + cached audio × cached audio rate + cached image × cached image rate
+  output_cost       = text output × output rate (reasoning tokens are text output)
+                      + audio output × audio output rate + image output × image output rate
+For a request with text tokens only this is exactly the DESIGN.md rule.
+
+Fallbacks (``FALLBACKS``): a kind with tokens whose rate row has no price for it is priced at the
+price of the kind it specialises — cache writes at the input rate (what Azure charges for cache
+writes on every model before gpt-5.6, and the least a gpt-5.6 cache write costs), audio and image
+input at the input rate, their cached tokens at the audio/image input rate (else the input rate),
+audio and image output at the output rate. Such a request is still ``priced``, and
+``Cost.price_fallback`` names the kinds so priced: ``metering rates list`` and every report's data
+quality show them. Never $0, never silent.
+
+Service tier: a rate row's ``service_tier`` (``None`` = ``default``) prices only requests the
+response says ran on that tier. A ``priority`` request whose model has no ``priority`` row is priced
+at the default tier and flagged (``service_tier`` in ``price_fallback``). Azure downgrades priority
+requests of more than 128,000 prompt tokens to standard processing and bills them at the standard
+rate (learn.microsoft.com/azure/foundry/openai/concepts/priority-processing): those are priced at
+the default tier, not flagged.
 
 A request with no matching rate is ``no_rate`` with unknown (NULL) costs, never $0.
 
@@ -40,6 +59,37 @@ ONE_MILLION = Decimal(1_000_000)
 # One or more version segments after a card model: "-2024-11-20", "-0613", "-preview".
 VERSION_SUFFIX = re.compile(r"(?:-(?:\d{4}-\d{2}-\d{2}|\d{4}|preview))+")
 ZERO = Decimal(0)
+DEFAULT_TIER = "default"
+# Azure: "Long context requests (requests estimated at larger than 128k prompt tokens) will be
+# downgraded to standard processing and you'll be charged at the standard tier rate."
+PRIORITY_STANDARD_ABOVE_PROMPT_TOKENS = 128_000
+# Token kind → the rate fields that price it, first that the row has wins; any but the first is a
+# fallback, named in ``Cost.price_fallback`` by the kind.
+FALLBACKS: dict[str, tuple[str, ...]] = {
+    "cache_write": ("cache_write_per_1m", "input_per_1m"),
+    "audio_input": ("audio_input_per_1m", "input_per_1m"),
+    "cached_audio_input": ("cached_audio_input_per_1m", "audio_input_per_1m", "input_per_1m"),
+    "image_input": ("image_input_per_1m", "input_per_1m"),
+    "cached_image_input": ("cached_image_input_per_1m", "image_input_per_1m", "input_per_1m"),
+    "audio_output": ("audio_output_per_1m", "output_per_1m"),
+    "image_output": ("image_output_per_1m", "output_per_1m"),
+}
+TIER_FALLBACK = "service_tier"
+
+
+def tier_key(tier: str | None) -> str:
+    """Service tiers compare lower-cased; no tier (or ``auto``) is the default tier."""
+    key = tier.strip().lower() if tier and tier.strip() else DEFAULT_TIER
+    return DEFAULT_TIER if key == "auto" else key
+
+
+def billed_tier(tier: str | None, prompt_tokens: int) -> str:
+    """The tier a request is billed at: the response's tier, except that Azure bills a priority
+    request of more than 128,000 prompt tokens at the standard (default) rate."""
+    key = tier_key(tier)
+    if key == "priority" and prompt_tokens > PRIORITY_STANDARD_ABOVE_PROMPT_TOKENS:
+        return DEFAULT_TIER
+    return key
 
 
 def normalize_region(region: str | None) -> str | None:
@@ -117,21 +167,26 @@ class RateCard:
         region: str | None,
         at: datetime,
         prompt_tokens: int = 0,
+        service_tier: str | None = None,
     ) -> Rate | None:
-        """The rate in force at ``at`` for this model, type and prompt size.
+        """The rate in force at ``at`` for this model, type, service tier and prompt size.
 
-        Applicable rows: in force at ``at`` and, for a long-context tier, ``prompt_tokens >=
-        min_prompt_tokens``. A region-specific applicable row wins over an any-region one; within
-        that scope the highest threshold wins (the base tier counts as threshold 0).
+        Applicable rows: of this service tier (``None``: default), in force at ``at`` and, for a
+        long-context tier, ``prompt_tokens >= min_prompt_tokens``. A region-specific applicable row
+        wins over an any-region one; within that scope the highest threshold wins (the base tier
+        counts as threshold 0).
         """
         card_model = self.card_model_for(model)
         if card_model is None:
             return None
         wanted_region = normalize_region(region)
+        wanted_tier = tier_key(service_tier)
         best_regional: Rate | None = None
         best_any: Rate | None = None
         for rate in self._by_model[card_model]:
             if rate.deployment_type != deployment_type:
+                continue
+            if tier_key(rate.service_tier) != wanted_tier:
                 continue
             if not (rate.effective_from <= at and (rate.effective_to is None or at < rate.effective_to)):
                 continue
@@ -151,14 +206,58 @@ def _threshold(rate: Rate) -> int:
     return rate.min_prompt_tokens or 0
 
 
+def _per_token(rate: Rate, kind: str, fallbacks: list[str]) -> Decimal:
+    """The price per 1M tokens of a token kind at this row, by ``FALLBACKS``; notes a fallback."""
+    names = FALLBACKS[kind]
+    for position, name in enumerate(names):
+        value = getattr(rate, name)
+        if value is not None:
+            if position:
+                fallbacks.append(kind)
+            return value
+    raise AssertionError(f"{names[-1]} is required")  # input_per_1m and output_per_1m always are
+
+
 def compute_cost(usage: TokenUsage, rate: Rate) -> tuple[Decimal, Decimal, Decimal]:
     """Exact input, cached-input and output cost of these tokens at this rate."""
-    uncached = usage.prompt_tokens - usage.cached_tokens
-    cached_rate = rate.cached_input_per_1m if rate.cached_input_per_1m is not None else rate.input_per_1m
-    input_cost = Decimal(uncached) * rate.input_per_1m / ONE_MILLION
-    cached_cost = Decimal(usage.cached_tokens) * cached_rate / ONE_MILLION
-    output_cost = Decimal(usage.completion_tokens) * rate.output_per_1m / ONE_MILLION
+    input_cost, cached_cost, output_cost, _ = compute_cost_by_kind(usage, rate)
     return input_cost, cached_cost, output_cost
+
+
+def compute_cost_by_kind(usage: TokenUsage, rate: Rate) -> tuple[Decimal, Decimal, Decimal, list[str]]:
+    """Exact input, cached-input and output cost, each token kind at its own rate (module notes),
+    and the kinds that had tokens but no price of their own in the row (priced by fallback)."""
+    fallbacks: list[str] = []
+
+    def cost(tokens: int, kind: str | None, base: Decimal) -> Decimal:
+        if tokens == 0:
+            return ZERO
+        per_1m = base if kind is None else _per_token(rate, kind, fallbacks)
+        return Decimal(tokens) * per_1m / ONE_MILLION
+
+    cached_text = usage.cached_tokens - usage.cached_audio_tokens - usage.cached_image_tokens
+    uncached_audio = usage.audio_prompt_tokens - usage.cached_audio_tokens
+    uncached_image = usage.image_prompt_tokens - usage.cached_image_tokens
+    uncached_text = usage.prompt_tokens - usage.cached_tokens - usage.cache_write_tokens - uncached_audio - uncached_image
+    text_output = usage.completion_tokens - usage.audio_completion_tokens - usage.image_completion_tokens
+    cached_rate = rate.cached_input_per_1m if rate.cached_input_per_1m is not None else rate.input_per_1m
+    input_cost = (
+        Decimal(uncached_text) * rate.input_per_1m / ONE_MILLION
+        + cost(usage.cache_write_tokens, "cache_write", ZERO)
+        + cost(uncached_audio, "audio_input", ZERO)
+        + cost(uncached_image, "image_input", ZERO)
+    )
+    cached_cost = (
+        Decimal(cached_text) * cached_rate / ONE_MILLION
+        + cost(usage.cached_audio_tokens, "cached_audio_input", ZERO)
+        + cost(usage.cached_image_tokens, "cached_image_input", ZERO)
+    )
+    output_cost = (
+        Decimal(text_output) * rate.output_per_1m / ONE_MILLION
+        + cost(usage.audio_completion_tokens, "audio_output", ZERO)
+        + cost(usage.image_completion_tokens, "image_output", ZERO)
+    )
+    return input_cost, cached_cost, output_cost, fallbacks
 
 
 def price(
@@ -199,13 +298,20 @@ def price_tokens(
         # PTU capacity is paid by the hour, not per token: the report allocates it by token share.
         return Cost("not_billable", deployment_type, input_cost=ZERO, cached_input_cost=ZERO,
                     output_cost=ZERO, total_cost=ZERO)
-    rate = card.find_rate(model, deployment_type, region, at, usage.prompt_tokens)
+    tier = billed_tier(usage.service_tier, usage.prompt_tokens)
+    rate = card.find_rate(model, deployment_type, region, at, usage.prompt_tokens, tier)
+    fallbacks: list[str] = []
+    if rate is None and tier != DEFAULT_TIER:
+        rate = card.find_rate(model, deployment_type, region, at, usage.prompt_tokens, DEFAULT_TIER)
+        if rate is not None:
+            fallbacks.append(TIER_FALLBACK)
     if usage.source == "none":
         return Cost("no_usage", deployment_type, rate_id=rate.id if rate else None,
                     currency=rate.currency if rate else None)
     if rate is None:
         return Cost("no_rate", deployment_type)
-    input_cost, cached_cost, output_cost = compute_cost(usage, rate)
+    input_cost, cached_cost, output_cost, kinds = compute_cost_by_kind(usage, rate)
+    fallbacks.extend(kinds)
     return Cost(
         "priced",
         deployment_type,
@@ -215,7 +321,26 @@ def price_tokens(
         cached_input_cost=cached_cost,
         output_cost=output_cost,
         total_cost=input_cost + cached_cost + output_cost,
+        price_fallback=",".join(sorted(fallbacks)) or None,
     )
+
+
+def is_alias_of(model: str, mapped_model: str) -> bool:
+    """Whether a response's model name is a short name of the mapped model: its ``-``-separated
+    words appear, in order and together, among the mapped model's (Azure answers ``"model": "ada"``
+    for text-embedding-ada-002). ``o3-pro`` is no alias of ``o3``: a different model is never
+    priced as another."""
+    short, full = model.strip().lower().split("-"), mapped_model.strip().lower().split("-")
+    return short != full and any(full[i:i + len(short)] == short for i in range(len(full) - len(short) + 1))
+
+
+def resolve_alias(model: str | None, mapped_model: str | None, card: RateCard) -> str | None:
+    """The model to price: ``model``, unless the card does not know it, the deployments mapping
+    names a card model for the deployment, and ``model`` is a short name of it (``is_alias_of``)."""
+    if (model and mapped_model and card.card_model_for(model) is None
+            and card.card_model_for(mapped_model) is not None and is_alias_of(model, mapped_model)):
+        return mapped_model
+    return model
 
 
 def resolve_deployment(event: UsageEvent, card: RateCard) -> tuple[str | None, str]:

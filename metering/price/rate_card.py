@@ -4,9 +4,11 @@ Every problem is reported with its line number; overlapping validity periods for
 deployment type, region and long-context threshold are rejected, because two prices for one
 request cannot both be right.
 
-The CSV may carry one optional column after the DESIGN.md header, ``min_prompt_tokens``: a row
-with a threshold is a long-context tier that applies only from that prompt size on (see
-``metering.pricing``). A card without the column is a valid card of base tiers.
+The CSV may carry optional columns after the DESIGN.md header, in any order (``ALLOWED_COLUMNS``):
+``min_prompt_tokens`` (a row with a threshold is a long-context tier that applies only from that
+prompt size on), ``service_tier`` (empty = ``default``; part of the rate's key) and the prices of
+the token kinds Azure bills apart (``KIND_RATE_COLUMNS``: cache writes, audio and image input,
+cached and output). See ``metering.price.pricing``. A card without them is a valid card.
 ``metering.price.card_files`` reads rates CSVs and saved Azure Retail Prices API pages together.
 """
 
@@ -21,7 +23,7 @@ from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 
 from metering.model import DEPLOYMENT_TYPES, Rate
-from metering.price.pricing import model_key, normalize_region
+from metering.price.pricing import model_key, normalize_region, tier_key
 
 
 RATES_CSV_COLUMNS = (
@@ -35,8 +37,24 @@ RATES_CSV_COLUMNS = (
     "cached_input_per_1m",
     "output_per_1m",
 )
-OPTIONAL_COLUMNS = ("region", "effective_to", "cached_input_per_1m", "min_prompt_tokens")
 TIER_COLUMN = "min_prompt_tokens"
+SERVICE_TIER_COLUMN = "service_tier"
+# Optional prices of the token kinds Azure bills apart (metering.price.pricing.FALLBACKS says what
+# prices a kind whose column is empty).
+KIND_RATE_COLUMNS = (
+    "cache_write_per_1m",
+    "audio_input_per_1m",
+    "cached_audio_input_per_1m",
+    "audio_output_per_1m",
+    "image_input_per_1m",
+    "cached_image_input_per_1m",
+    "image_output_per_1m",
+)
+# The optional columns a rates CSV may add after RATES_CSV_COLUMNS, in any order (DESIGN.md).
+# ALLOWED_COLUMNS is the one list of every column a rates CSV may name.
+EXTRA_COLUMNS = (TIER_COLUMN, SERVICE_TIER_COLUMN, *KIND_RATE_COLUMNS)
+ALLOWED_COLUMNS = RATES_CSV_COLUMNS + EXTRA_COLUMNS
+OPTIONAL_COLUMNS = ("region", "effective_to", "cached_input_per_1m", *EXTRA_COLUMNS)
 MAX_RATE_DECIMALS = 6  # costs are stored exactly with 12 decimals: rate (6) × tokens / 10^6
 
 
@@ -83,6 +101,21 @@ def parse_threshold(text: str) -> int | None:
     return int(text)
 
 
+def parse_service_tier(text: str) -> str | None:
+    """A rate row's service tier: empty (or ``default``) is the default tier, stored as ``None``."""
+    tier = text.strip().lower()
+    if not tier or tier == "default":
+        return None
+    if len(tier) > 32 or not tier.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"{SERVICE_TIER_COLUMN} {text!r} is not a service tier name (e.g. priority)")
+    return tier
+
+
+def _optional_amount(row: dict[str, str], column: str) -> Decimal | None:
+    text = (row.get(column) or "").strip()
+    return parse_amount(text, column) if text else None
+
+
 def parse_rate_row(row: dict[str, str]) -> Rate:
     """One CSV row → ``Rate``; raises ``ValueError`` naming the bad column."""
     model = (row.get("model") or "").strip()
@@ -113,6 +146,8 @@ def parse_rate_row(row: dict[str, str]) -> Rate:
         cached_input_per_1m=parse_amount(cached_text, "cached_input_per_1m") if cached_text else None,
         output_per_1m=parse_amount(row.get("output_per_1m") or "0", "output_per_1m"),
         min_prompt_tokens=parse_threshold(row.get(TIER_COLUMN) or ""),
+        service_tier=parse_service_tier(row.get(SERVICE_TIER_COLUMN) or ""),
+        **{column: _optional_amount(row, column) for column in KIND_RATE_COLUMNS},
     )
 
 
@@ -138,12 +173,14 @@ def parse_rates_csv(text: str, source: str = "rates CSV") -> list[Rate]:
     return found
 
 
-RateKey = tuple[str, str, str | None, int]
+RateKey = tuple[str, str, str | None, int, str]
 
 
 def rate_key(rate: Rate) -> RateKey:
-    """Rates for the same key must not overlap in time; different tiers are different keys."""
-    return (model_key(rate.model) or "", rate.deployment_type, normalize_region(rate.region), rate.min_prompt_tokens or 0)
+    """Rates for the same key must not overlap in time; different long-context tiers and
+    different service tiers are different keys."""
+    return (model_key(rate.model) or "", rate.deployment_type, normalize_region(rate.region), rate.min_prompt_tokens or 0,
+            tier_key(rate.service_tier))
 
 
 def find_overlaps(card: Sequence[Rate]) -> list[str]:
@@ -152,9 +189,13 @@ def find_overlaps(card: Sequence[Rate]) -> list[str]:
     for rate in card:
         by_key[rate_key(rate)].append(rate)
     problems = []
-    for (model, deployment_type, region, threshold), group in sorted(by_key.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or "", kv[0][3])):
+    for (model, deployment_type, region, threshold, service_tier), group in sorted(
+        by_key.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or "", kv[0][3], kv[0][4])
+    ):
         group.sort(key=lambda r: r.effective_from)
         tier = f" / prompts >= {threshold:,} tokens" if threshold else ""
+        if service_tier != "default":
+            tier += f" / {service_tier} tier"
         for earlier, later in zip(group, group[1:]):
             if earlier.effective_to is None or later.effective_from < earlier.effective_to:
                 problems.append(
@@ -197,12 +238,12 @@ def supersede(stored: Sequence[Rate], incoming: Sequence[Rate]) -> list[Rate]:
 
 
 def rates_to_csv(card: Sequence[Rate]) -> str:
-    """The rates CSV for a card (round-trips through ``parse_rates_csv``). The ``min_prompt_tokens``
-    column is written only when some rate is a long-context tier, so a plain card keeps the DESIGN.md header."""
-    tiers = any(rate.min_prompt_tokens for rate in card)
+    """The rates CSV for a card (round-trips through ``parse_rates_csv``). Optional columns are
+    written only when some rate uses them, so a plain card keeps the DESIGN.md header."""
+    extra = [column for column in EXTRA_COLUMNS if any(getattr(rate, column) is not None for rate in card)]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(RATES_CSV_COLUMNS + ((TIER_COLUMN,) if tiers else ()))
+    writer.writerow(RATES_CSV_COLUMNS + tuple(extra))
     for rate in card:
         row = [
             rate.model,
@@ -215,8 +256,7 @@ def rates_to_csv(card: Sequence[Rate]) -> str:
             "" if rate.cached_input_per_1m is None else rate.cached_input_per_1m,
             rate.output_per_1m,
         ]
-        if tiers:
-            row.append("" if rate.min_prompt_tokens is None else rate.min_prompt_tokens)
+        row.extend("" if getattr(rate, column) is None else getattr(rate, column) for column in extra)
         writer.writerow(row)
     return out.getvalue()
 

@@ -16,7 +16,12 @@ What a stored row can and cannot tell:
   deployment name itself — ingest's last resort — and the ``deployments`` table now maps that
   deployment to a model, the mapped model is used, as ingest would now do. (A model that came from
   an earlier mapping cannot be told apart from a response's model; replay the capture for that.)
-* **Tokens** are the stored counts; a row whose ``usage_source`` is ``none`` stays ``no_usage``.
+  A stored model the card does not know that is a short name of the mapped model (``ada`` for
+  ``text-embedding-ada-002``) takes the mapped model, as at ingest (``pricing.resolve_alias``).
+* **Tokens** are the stored counts, every kind (cache writes, audio, image); a row whose
+  ``usage_source`` is ``none`` stays ``no_usage``.
+* **Service tier** is the stored one (what the response said); the rate of that tier is looked up
+  again, with the same priority long-prompt rule and fallback as ingest.
 """
 
 from __future__ import annotations
@@ -27,8 +32,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from metering.model import Cost, TokenUsage
-from metering.price.pricing import RateCard, price_tokens, resolve_deployment_of
+from metering.model import TOKEN_KIND_FIELDS, Cost, TokenUsage
+from metering.price.pricing import RateCard, price_tokens, resolve_alias, resolve_deployment_of
 
 REPRICE_BATCH_SIZE = 5000  # stored rows read, repriced and written per transaction
 
@@ -58,13 +63,22 @@ class StoredUsage:
     cached_input_cost: Decimal | None
     output_cost: Decimal | None
     total_cost: Decimal | None
+    cache_write_tokens: int = 0
+    audio_prompt_tokens: int = 0
+    image_prompt_tokens: int = 0
+    cached_audio_tokens: int = 0
+    cached_image_tokens: int = 0
+    audio_completion_tokens: int = 0
+    image_completion_tokens: int = 0
+    service_tier: str | None = None
+    price_fallback: str | None = None
 
 
 STORED_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(StoredUsage))
 # What repricing may change in a row.
 PRICE_COLUMNS: tuple[str, ...] = (
     "model", "deployment_type", "price_status", "rate_id", "currency",
-    "input_cost", "cached_input_cost", "output_cost", "total_cost",
+    "input_cost", "cached_input_cost", "output_cost", "total_cost", "price_fallback",
 )
 
 
@@ -88,6 +102,7 @@ class Repriced:
             "cached_input_cost": cost.cached_input_cost,
             "output_cost": cost.output_cost,
             "total_cost": cost.total_cost,
+            "price_fallback": cost.price_fallback,
         }
 
 
@@ -112,7 +127,7 @@ def stored_model(row: StoredUsage, mapped_model: str | None) -> str | None:
 def reprice_row(row: StoredUsage, card: RateCard) -> Repriced:
     """The price of a stored row under ``card``, through the same ``price_tokens`` as ingest."""
     mapped_model, deployment_type = resolve_deployment_of(row.backend_id, row.deployment, card)
-    model = stored_model(row, mapped_model)
+    model = resolve_alias(stored_model(row, mapped_model), mapped_model, card)
     usage = TokenUsage(
         prompt_tokens=row.prompt_tokens,
         cached_tokens=row.cached_tokens,
@@ -120,6 +135,8 @@ def reprice_row(row: StoredUsage, card: RateCard) -> Repriced:
         reasoning_tokens=row.reasoning_tokens,
         total_tokens=row.total_tokens,
         source=row.usage_source,  # type: ignore[arg-type]
+        service_tier=row.service_tier,
+        **{name: getattr(row, name) for name in TOKEN_KIND_FIELDS},
     )
     cost = price_tokens(
         billable=stored_billable(row),

@@ -11,9 +11,12 @@ both). Meter names are free text and inconsistent, for example::
 
 ``parse_meter`` reads one name token by token into a model, a token kind (input, cached input,
 output) and a deployment type (global, data zone, regional, their batch variants, provisioned).
-Anything it cannot read with certainty — priority processing, long-context tiers (their threshold
-is not in the price list), fine-tuning, audio, images, realtime, non-OpenAI models, units other
-than 1K/1M, unknown model versions — is *reported* as unmapped, never guessed.
+Priority-processing meters (``pp``: ``5 pp inp Gl 1M Tokens``) become rows of the ``priority``
+service tier (a tier is part of a rate's key). Anything it cannot read with certainty —
+long-context tiers (their threshold is not in the price list), flex processing, fine-tuning, audio,
+images, realtime and cache-write meters (their text meters and model names do not follow the
+token meters' pattern: price them in a rates CSV with the ``*_per_1m`` columns), non-OpenAI
+models, units other than 1K/1M, unknown model versions — is *reported* as unmapped, never guessed.
 
 ``map_retail_items`` then merges the input, cached-input and output meters of one model, type and
 region into ``Rate`` rows, one per ``effectiveStartDate`` (a meter's price holds from its start
@@ -53,12 +56,12 @@ INPUT_WORDS = {"inp", "input", "inpt", "in"}
 OUTPUT_WORDS = {"outp", "output", "opt", "out", "outpt"}
 CACHED_WORDS = {"cached", "cchd", "ccchd", "cd", "cache"}
 NOISE_WORDS = {"std", "standard", "new", "shortco", "shco", "tokens", "token"}
+PRIORITY_WORDS = {"pp", "priority"}  # priority processing: the "priority" service tier
 # Context sizes in legacy names: the default size is not part of the model name, the large ones are.
 CONTEXT_SIZES_IN_MODEL_NAME = {"16k", "32k"}
 
 # Meters of things this pipeline does not price per token; the reason is shown to the user.
 OUT_OF_SCOPE_WORDS: dict[str, str] = {
-    **dict.fromkeys(("pp",), "priority processing meter (not a standard per-token price)"),
     **dict.fromkeys(("flex", "fl"), "flex processing meter (not a standard per-token price)"),
     **dict.fromkeys(("lc", "longco", "loco", "long", "l"),
                     "long-context tier meter: the price list does not say from which prompt size it applies; "
@@ -125,6 +128,7 @@ class Meter:
     version: str | None  # ISO date of the model version the meter names, if any
     kind: TokenKind
     deployment_type: str
+    service_tier: str | None = None  # "priority" for priority-processing meters; None: the default tier
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +179,7 @@ def parse_meter(meter_name: str, product_name: str = "Azure OpenAI") -> Meter | 
     if legacy_regional:
         words = words[1:]
     localities: set[str] = set()
-    batch = cached = False
+    batch = cached = priority = False
     directions: set[str] = set()
     versions: list[str] = []
     stem: list[str] = []
@@ -192,6 +196,8 @@ def parse_meter(meter_name: str, product_name: str = "Azure OpenAI") -> Meter | 
             localities.add("provisioned")
         elif word in BATCH_WORDS:
             batch = True
+        elif word in PRIORITY_WORDS:
+            priority = True
         elif word in CACHED_WORDS:
             cached = True
         elif word in INPUT_WORDS:
@@ -238,6 +244,8 @@ def parse_meter(meter_name: str, product_name: str = "Azure OpenAI") -> Meter | 
         locality = "regional"
     if locality is None:
         return "no deployment type (global, data zone, regional, provisioned) in the meter name"
+    if priority and (batch or locality not in ("global", "datazone")):
+        return f"priority processing meter for a {'batch' if batch else locality} deployment (no such tier)"
     if batch:
         if locality not in ("global", "datazone"):
             return f"batch meter for a {locality} deployment (no such deployment type)"
@@ -255,7 +263,8 @@ def parse_meter(meter_name: str, product_name: str = "Azure OpenAI") -> Meter | 
             return (f"version code {versions[0]} of {base} is not a known model version "
                     "(add it to KNOWN_VERSIONS in metering/retail_prices.py, or price it in a rates CSV)")
         model = f"{base}-{version}"
-    return Meter(model=model, stem=base, version=version, kind=kind, deployment_type=deployment_type)
+    return Meter(model=model, stem=base, version=version, kind=kind, deployment_type=deployment_type,
+                 service_tier="priority" if priority else None)
 
 
 # --------------------------------------------------------------------------- items → priced meters
@@ -361,11 +370,12 @@ def _classify(item: Mapping[str, Any], default_currency: str | None) -> _Priced 
 
 # --------------------------------------------------------------------------- priced meters → rates
 
-_GroupKey = tuple[str, str, str | None, str]  # model, deployment type, region, currency
+_GroupKey = tuple[str, str, str | None, str, str]  # model, deployment type, region, currency, service tier ("" default)
 
 
 def _timeline(
     model: str, deployment_type: str, region: str | None, currency: str, entries: Sequence[_Priced],
+    service_tier: str | None = None,
 ) -> tuple[list[Rate], str | None]:
     """The rate rows of one model/type/region/currency: one per start date at which the input and
     output prices are known, each kind at its latest price started on or before that date.
@@ -396,7 +406,7 @@ def _timeline(
             continue
         rows.append(Rate(model=model, deployment_type=deployment_type, region=region, effective_from=start,
                          effective_to=None, currency=currency, input_per_1m=input_price,
-                         cached_input_per_1m=cached_price, output_per_1m=output_price))
+                         cached_input_per_1m=cached_price, output_per_1m=output_price, service_tier=service_tier))
     if not rows:
         return [], "no date at which both input and output prices are known"
     closed = [replace(row, effective_to=following.effective_from) for row, following in zip(rows, rows[1:])]
@@ -431,27 +441,29 @@ def map_retail_items(items: Iterable[Mapping[str, Any]], default_currency: str |
             result.unmapped.append(classified)
             continue
         meter = classified.meter
-        groups[(meter.model, meter.deployment_type, classified.region, classified.currency)].append(classified)
+        groups[(meter.model, meter.deployment_type, classified.region, classified.currency,
+                meter.service_tier or "")].append(classified)
 
     def build(key: _GroupKey, entries: list[_Priced]) -> bool:
-        model, deployment_type, region, currency = key
+        model, deployment_type, region, currency, tier = key
         problem = _conflicts(entries)
         rows: list[Rate] = []
         if problem is None:
-            rows, problem = _timeline(model, deployment_type, region, currency, entries)
+            rows, problem = _timeline(model, deployment_type, region, currency, entries, tier or None)
         if problem is not None:
+            where = f"{model} / {deployment_type}" + (f" / {tier} tier" if tier else "")
             for entry in entries:
                 result.unmapped.append(UnmappedMeter(entry.meter_name, entry.product_name, entry.item_region,
-                                                     f"{model} / {deployment_type}: {problem}"))
+                                                     f"{where}: {problem}"))
             return False
         result.rates.extend(rows)
         result.meters_used += len(entries)
         return True
 
-    for key in sorted(groups, key=lambda k: (k[0], k[1], k[2] or "", k[3])):
+    for key in sorted(groups, key=lambda k: (k[0], k[1], k[2] or "", k[3], k[4])):
         build(key, groups[key])
     _add_versionless_rows(groups, result)
-    result.rates.sort(key=lambda r: (r.model, r.deployment_type, r.region or "", r.effective_from))
+    result.rates.sort(key=lambda r: (r.model, r.deployment_type, r.region or "", r.service_tier or "", r.effective_from))
     return result
 
 
@@ -461,14 +473,14 @@ def _add_versionless_rows(groups: Mapping[_GroupKey, list[_Priced]], result: Ret
     model in the price list has the same prices; otherwise a note says why it is missing."""
     plain_keys = {key for key, entries in groups.items() if entries and entries[0].meter.version is None}
     by_stem: dict[_GroupKey, list[_Priced]] = defaultdict(list)
-    for (_, deployment_type, region, currency), entries in groups.items():
+    for (_, deployment_type, region, currency, tier), entries in groups.items():
         for entry in entries:
             if entry.meter.version is not None:
-                by_stem[(entry.meter.stem, deployment_type, region, currency)].append(entry)
-    for key in sorted(by_stem, key=lambda k: (k[0], k[1], k[2] or "", k[3])):
+                by_stem[(entry.meter.stem, deployment_type, region, currency, tier)].append(entry)
+    for key in sorted(by_stem, key=lambda k: (k[0], k[1], k[2] or "", k[3], k[4])):
         if key in plain_keys:
             continue  # the price list has versionless meters for this model: they price it
-        stem, deployment_type, region, currency = key
+        stem, deployment_type, region, currency, tier = key
         entries = by_stem[key]
         prices_by_kind: dict[str, set[Decimal]] = defaultdict(set)
         for entry in entries:
@@ -481,7 +493,7 @@ def _add_versionless_rows(groups: Mapping[_GroupKey, list[_Priced]], result: Ret
                 f"differently; requests that name just {stem!r} stay no_rate unless a rates CSV prices them"
             )
             continue
-        rows, problem = _timeline(stem, deployment_type, region, currency, _earliest_per_kind(entries))
+        rows, problem = _timeline(stem, deployment_type, region, currency, _earliest_per_kind(entries), tier or None)
         if problem is None:
             result.rates.extend(rows)
 

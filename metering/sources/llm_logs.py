@@ -236,7 +236,7 @@ def merge_usage(row: UsageRecord, llm: LlmUsage, card: RateCard) -> UsageRecord 
     """
     if row.usage_source == "reported":
         return None
-    usage = reported_usage(llm)
+    usage = replace(reported_usage(llm), service_tier=row.service_tier)  # the log has no tier; the response had
     model = llm.model or row.model
     cost = price_tokens(
         billable=stored_billable(row),  # as `metering reprice` judges a stored row (a 400 keeps ingest's verdict)

@@ -45,35 +45,98 @@ def _detail(usage: dict[str, Any], details_key: str, name: str) -> int:
     return _count(details.get(name), f"{details_key}.{name}")
 
 
-def normalize_usage(usage: Any, *, source: str = "reported", model: str | None = None) -> TokenUsage | None:
+def _cached_detail(usage: dict[str, Any], details_key: str, name: str) -> int:
+    """``<details_key>.cached_tokens_details.<name>``: cached audio or image tokens (Realtime shape)."""
+    details = usage.get(details_key)
+    if not isinstance(details, dict) or not isinstance(details.get("cached_tokens_details"), dict):
+        return 0
+    return _count(details["cached_tokens_details"].get(name), f"{details_key}.cached_tokens_details.{name}")
+
+
+def _has_detail(usage: dict[str, Any], details_key: str, name: str) -> bool:
+    details = usage.get(details_key)
+    return isinstance(details, dict) and details.get(name) is not None
+
+
+def _service_tier(value: Any) -> str | None:
+    """The service tier a response reports (``default``, ``priority``, ``flex``…), lower-cased."""
+    if isinstance(value, str) and value.strip() and len(value) <= 32:
+        return value.strip().lower()
+    return None
+
+
+def normalize_usage(
+    usage: Any,
+    *,
+    source: str = "reported",
+    model: str | None = None,
+    endpoint: str | None = None,
+    service_tier: str | None = None,
+) -> TokenUsage | None:
     """Map a provider usage object to ``TokenUsage``; ``None`` when it carries no token counts.
 
-    Understands the Chat/Completions/Embeddings shape (``prompt_tokens``, ``completion_tokens``,
-    ``prompt_tokens_details.cached_tokens``, ``completion_tokens_details.reasoning_tokens``) and the
-    Responses/Images shape (``input_tokens``, ``output_tokens`` and their ``*_details``).
+    Shapes (field names as Azure OpenAI returns them):
+
+    - Chat Completions / Completions / Embeddings: ``prompt_tokens``, ``completion_tokens`` and
+      ``prompt_tokens_details.{cached_tokens, cache_write_tokens, audio_tokens, image_tokens}``,
+      ``completion_tokens_details.{reasoning_tokens, audio_tokens, image_tokens}``;
+    - Responses (also ``response.completed`` / ``response.incomplete`` of a stream) and Realtime:
+      ``input_tokens``, ``output_tokens`` and ``input_tokens_details.{cached_tokens,
+      cache_write_tokens, audio_tokens, image_tokens, cached_tokens_details.{audio_tokens,
+      image_tokens}}``, ``output_tokens_details.{reasoning_tokens, audio_tokens, image_tokens}``;
+    - Images (gpt-image-1): ``input_tokens_details.{text_tokens, image_tokens}``; its
+      ``output_tokens`` are image tokens unless ``output_tokens_details`` splits them;
+    - Transcription ``type: "tokens"`` (gpt-4o-transcribe): ``input_token_details.{audio_tokens,
+      text_tokens}``; ``type: "duration"`` (whisper, billed per second of audio, not per token)
+      carries no token counts: ``None``, so the request is ``no_usage`` — visible, never $0.
+
+    Kinds are parts of their side: cached, cache-write, audio and image input tokens are part of
+    the prompt; reasoning, audio and image output tokens part of the completion. Details that
+    add up to more than their side are ``invalid_usage``.
     """
     if not isinstance(usage, dict):
         if usage is None:
             return None
         raise BadEvent("invalid_usage", f"usage is a {type(usage).__name__}, not an object")
+    if usage.get("type") == "duration":
+        return None
     if "input_tokens" in usage or "output_tokens" in usage:
         prompt = _count(usage.get("input_tokens"), "input_tokens")
         completion = _count(usage.get("output_tokens"), "output_tokens")
-        cached = _detail(usage, "input_tokens_details", "cached_tokens")
-        reasoning = _detail(usage, "output_tokens_details", "reasoning_tokens")
+        # Realtime and transcription spell the details "input_token_details" / "output_token_details"
+        inputs = "input_tokens_details" if isinstance(usage.get("input_tokens_details"), dict) else "input_token_details"
+        outputs = "output_tokens_details" if isinstance(usage.get("output_tokens_details"), dict) else "output_token_details"
     elif "prompt_tokens" in usage or "completion_tokens" in usage or "total_tokens" in usage:
         prompt = _count(usage.get("prompt_tokens"), "prompt_tokens")
         completion = _count(usage.get("completion_tokens"), "completion_tokens")
-        cached = _detail(usage, "prompt_tokens_details", "cached_tokens")
-        reasoning = _detail(usage, "completion_tokens_details", "reasoning_tokens")
+        inputs, outputs = "prompt_tokens_details", "completion_tokens_details"
     else:
         return None
+    cached = _detail(usage, inputs, "cached_tokens")
+    cache_write = _detail(usage, inputs, "cache_write_tokens")
+    audio_prompt = _detail(usage, inputs, "audio_tokens")
+    image_prompt = _detail(usage, inputs, "image_tokens")
+    cached_audio = _cached_detail(usage, inputs, "audio_tokens")
+    cached_image = _cached_detail(usage, inputs, "image_tokens")
+    reasoning = _detail(usage, outputs, "reasoning_tokens")
+    audio_completion = _detail(usage, outputs, "audio_tokens")
+    image_completion = _detail(usage, outputs, "image_tokens")
+    if endpoint == "images" and not _has_detail(usage, outputs, "image_tokens") and not _has_detail(usage, outputs, "text_tokens"):
+        image_completion = completion  # gpt-image-1: every output token is an image token
     total = usage.get("total_tokens")
     total_tokens = _count(total, "total_tokens") if total is not None else prompt + completion
     if cached > prompt:
         raise BadEvent("invalid_usage", f"cached_tokens {cached} exceed prompt tokens {prompt}")
     if reasoning > completion:
         raise BadEvent("invalid_usage", f"reasoning_tokens {reasoning} exceed completion tokens {completion}")
+    if cached_audio > min(cached, audio_prompt) or cached_image > min(cached, image_prompt):
+        raise BadEvent("invalid_usage", "cached audio or image tokens exceed the cached or the audio/image tokens")
+    billed_input = cached + cache_write + (audio_prompt - cached_audio) + (image_prompt - cached_image)
+    if billed_input > prompt:
+        raise BadEvent("invalid_usage", f"cached, cache-write, audio and image input tokens ({billed_input}) "
+                                        f"exceed prompt tokens {prompt}")
+    if reasoning + audio_completion + image_completion > completion:
+        raise BadEvent("invalid_usage", f"reasoning, audio and image output tokens exceed completion tokens {completion}")
     return TokenUsage(
         prompt_tokens=prompt,
         cached_tokens=cached,
@@ -82,6 +145,14 @@ def normalize_usage(usage: Any, *, source: str = "reported", model: str | None =
         total_tokens=total_tokens,
         source=source,  # type: ignore[arg-type]
         model=model,
+        cache_write_tokens=cache_write,
+        audio_prompt_tokens=audio_prompt,
+        image_prompt_tokens=image_prompt,
+        cached_audio_tokens=cached_audio,
+        cached_image_tokens=cached_image,
+        audio_completion_tokens=audio_completion,
+        image_completion_tokens=image_completion,
+        service_tier=service_tier,
     )
 
 
@@ -103,12 +174,23 @@ def response_json(event: UsageEvent) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
+def body_service_tier(body: dict[str, Any] | None) -> str | None:
+    """The ``service_tier`` of a response body (Chat Completions top level; Responses' ``response``)."""
+    if body is None:
+        return None
+    tier = _service_tier(body.get("service_tier"))
+    if tier is None and isinstance(body.get("response"), dict):
+        tier = _service_tier(body["response"].get("service_tier"))
+    return tier
+
+
 def reported_usage(event: UsageEvent) -> TokenUsage | None:
     """The provider's own usage for this request, from the event or its non-streaming body."""
     body = response_json(event)
     body_model = body.get("model") if body and isinstance(body.get("model"), str) else None
+    tier = body_service_tier(body) or _service_tier(event.service_tier)
     if event.usage is not None:
-        usage = normalize_usage(event.usage, model=body_model or event.model)
+        usage = normalize_usage(event.usage, model=body_model or event.model, endpoint=event.endpoint, service_tier=tier)
         if usage is not None:
             return usage
     if body is not None:
@@ -117,7 +199,8 @@ def reported_usage(event: UsageEvent) -> TokenUsage | None:
         usage_obj = body.get("usage")
         if usage_obj is None and isinstance(body.get("response"), dict):
             usage_obj = body["response"].get("usage")
-        return normalize_usage(usage_obj, model=body_model or event.model)
+            body_model = body_model or (body["response"].get("model") if isinstance(body["response"].get("model"), str) else None)
+        return normalize_usage(usage_obj, model=body_model or event.model, endpoint=event.endpoint, service_tier=tier)
     return None
 
 
@@ -219,7 +302,8 @@ def resolve_usage(event: UsageEvent, model_hint: str | None = None) -> TokenUsag
     text = event.response
     stream = rebuild_stream(text) if text and looks_like_sse(text) else None
     if stream is not None and stream.usage is not None:
-        usage = normalize_usage(stream.usage, model=stream.model or event.model)
+        usage = normalize_usage(stream.usage, model=stream.model or event.model, endpoint=event.endpoint,
+                                service_tier=stream.service_tier or _service_tier(event.service_tier))
         if usage is not None:
             return usage
 
@@ -291,6 +375,7 @@ def resolve_usage(event: UsageEvent, model_hint: str | None = None) -> TokenUsag
     if prompt is not None:
         notes[:0] = prompt.notes
     source = "estimated" if prompt is not None and completion_whole else "partial"
+    tier = (stream.service_tier if stream is not None else body_service_tier(body)) or _service_tier(event.service_tier)
     return TokenUsage(
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
@@ -298,4 +383,5 @@ def resolve_usage(event: UsageEvent, model_hint: str | None = None) -> TokenUsag
         source=source,
         model=response_model or event.model,
         notes=tuple(dict.fromkeys(notes)),
+        service_tier=tier,
     )

@@ -80,6 +80,7 @@ class RebuiltStream:
     events: int = 0  # data events parsed (JSON payloads and [DONE])
     bad_events: int = 0  # data events whose payload was not a JSON object (the cut-off last one included)
     notes: tuple[str, ...] = ()
+    service_tier: str | None = None  # the tier the response says it ran on (chunks, or the Responses object)
 
     @property
     def text(self) -> str:
@@ -147,7 +148,7 @@ _RESPONSES_TERMINAL = {"response.completed", "response.incomplete", "response.fa
 class _Builder:
     """Folds parsed event payloads into choices; one per stream."""
 
-    __slots__ = ("kind", "id", "model", "choices", "usage", "complete", "events", "bad", "notes", "parts")
+    __slots__ = ("kind", "id", "model", "choices", "usage", "complete", "events", "bad", "notes", "parts", "tier")
 
     def __init__(self) -> None:
         self.kind = "unknown"
@@ -162,6 +163,7 @@ class _Builder:
         # Responses API text parts keyed by (output_index, content_index), so a ".done" event can
         # replace the deltas with the authoritative full text.
         self.parts: dict[tuple[int, int], list[str]] = {}
+        self.tier: str | None = None
 
     def note(self, note: str) -> None:
         if note not in self.notes:
@@ -219,6 +221,9 @@ class _Builder:
         usage = obj.get("usage")
         if usage is not None and type(usage) is dict:
             self.usage = usage
+            self._tier(obj.get("service_tier"))
+        elif self.tier is None:
+            self._tier(obj.get("service_tier"))
         if not choices or type(choices) is not list:
             return
         for choice in choices:
@@ -354,7 +359,14 @@ class _Builder:
                 if isinstance(status, str) and status:
                     self.choice(0).finish = status
 
+    def _tier(self, tier: Any) -> None:
+        if isinstance(tier, str) and tier and len(tier) <= 32:
+            self.tier = tier.lower()
+
     def _response_header(self, response: dict[str, Any]) -> None:
+        tier = response.get("service_tier")
+        if tier is not None:
+            self._tier(tier)
         if self.id is None:
             rid = response.get("id")
             if isinstance(rid, str) and rid:
@@ -392,6 +404,7 @@ class _Builder:
             events=self.events,
             bad_events=self.bad,
             notes=tuple(notes),
+            service_tier=self.tier,
         )
 
 

@@ -4,7 +4,7 @@
 per-user, per-product or per-API showback works in Power BI), and ``provisioned_requests`` /
 ``provisioned_tokens`` (PTU usage per day, as ``v_chargeback_monthly`` has per month). Its grain
 becomes day × subscription × product × user × API × endpoint × deployment × model × deployment
-type × backend region × rate. The new columns come last, so the existing ones keep their order;
+type × backend region × rate × service tier (0005). The new columns come last, so the existing ones keep their order;
 values are as stored (NULL when the gateway sent none), like ``subscription_id`` and ``deployment``.
 
 ``ptu_allocations`` (new) holds a month's provisioned-throughput (PTU) capacity cost as allocated to
@@ -15,7 +15,7 @@ NULL, every count and pay-as-you-go cost 0, so nothing is counted twice), so tha
 charge is ``SUM(total_cost) + SUM(ptu_cost)`` by business unit, cost center and subscription.
 
 Revision ID: 0006
-Revises: 0004 (chained to 0004 so this branch stands alone; re-chain onto 0005 when both are merged)
+Revises: 0005 (the token-kind columns of 0005 stay in both views, after the new ones)
 Create Date: 2026-11-30
 """
 
@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
@@ -38,6 +38,11 @@ UNPRICED = "u.price_status IN ('no_rate', 'no_usage')"
 NOT_BILLABLE = "u.price_status = 'not_billable'"
 PROVISIONED = "u.deployment_type = 'provisioned'"
 UNALLOCATED = "'(unallocated)'"
+
+
+def _token_kinds():
+    """Revision 0005 (frozen): the token kinds Azure bills apart and its view expressions."""
+    return importlib.import_module("migrations.versions.0005_token_kinds")
 
 
 def Text(length: int) -> sa.types.TypeEngine:
@@ -77,6 +82,8 @@ def _tokens(condition: str) -> str:
 
 def _usage_daily(dialect: str) -> str:
     day, month = _day(dialect), _month(dialect)
+    kinds_module = _token_kinds()
+    kinds = ",\n    ".join(f"SUM(u.{name}) AS {name}" for name in kinds_module.TOKEN_KINDS)
     return f"""
 CREATE VIEW v_usage_daily AS
 SELECT
@@ -114,17 +121,23 @@ SELECT
     u.endpoint AS endpoint,
     u.backend_region AS backend_region,
     {_count(PROVISIONED)} AS provisioned_requests,
-    {_tokens(PROVISIONED)} AS provisioned_tokens
+    {_tokens(PROVISIONED)} AS provisioned_tokens,
+    {kinds},
+    {kinds_module.FALLBACK_PRICED} AS fallback_priced_requests,
+    u.service_tier AS service_tier
 FROM usage_records u
 LEFT JOIN subscriptions s ON s.subscription_id = u.subscription_id
 GROUP BY {day}, {month}, u.subscription_id, COALESCE(s.business_unit, {UNMAPPED}), COALESCE(s.cost_center, {UNMAPPED}),
          u.deployment, u.model, u.deployment_type, u.rate_id, u.product, u.user_id, u.api, u.endpoint,
-         u.backend_region
+         u.backend_region, u.service_tier
 """
 
 
 def _chargeback_monthly(dialect: str) -> str:
     month = _month(dialect)
+    kinds_module = _token_kinds()
+    kinds = ",\n    ".join(f"SUM(u.{name}) AS {name}" for name in kinds_module.TOKEN_KINDS)
+    no_kinds = ", ".join(f"0 AS {name}" for name in kinds_module.TOKEN_KINDS)
     allocated_to = f"CASE WHEN a.subscription_id = {UNALLOCATED} THEN {UNALLOCATED} ELSE {UNMAPPED} END"
     return f"""
 CREATE VIEW v_chargeback_monthly AS
@@ -156,7 +169,10 @@ SELECT
     {_count(PROVISIONED)} AS provisioned_requests,
     {_tokens(PROVISIONED)} AS provisioned_tokens,
     NULL AS ptu_deployment,
-    0 AS ptu_cost
+    0 AS ptu_cost,
+    {kinds},
+    {kinds_module.FALLBACK_PRICED} AS fallback_priced_requests,
+    {kinds_module.PRIORITY} AS priority_requests
 FROM usage_records u
 LEFT JOIN subscriptions s ON s.subscription_id = u.subscription_id
 GROUP BY {month}, COALESCE(s.business_unit, {UNMAPPED}), COALESCE(s.cost_center, {UNMAPPED}),
@@ -177,7 +193,8 @@ SELECT
     0 AS estimated_tokens, 0 AS incomplete_requests, 0 AS incomplete_tokens, 0 AS unpriced_tokens,
     0 AS not_billable_requests, 0 AS provisioned_requests, 0 AS provisioned_tokens,
     a.deployment AS ptu_deployment,
-    a.allocated_cost AS ptu_cost
+    a.allocated_cost AS ptu_cost,
+    {no_kinds}, 0 AS fallback_priced_requests, 0 AS priority_requests
 FROM ptu_allocations a
 LEFT JOIN subscriptions s ON s.subscription_id = a.subscription_id
 """
@@ -207,8 +224,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Back to the views of revision 0004 (their SQL lives, frozen, in that migration)."""
-    previous = importlib.import_module("migrations.versions.0004_reporting_views")
+    """Back to the views of revision 0005 (their SQL lives, frozen, in that migration)."""
+    previous = _token_kinds()
     dialect = op.get_context().dialect.name
     op.execute("DROP VIEW v_chargeback_monthly")
     op.execute("DROP VIEW v_usage_daily")

@@ -102,3 +102,35 @@ def test_csv_parses_and_rejects_what_it_cannot_use():
     assert "non-negative" in message and "three-letter" in message and "line 3: expected 5 fields" in message
     with pytest.raises(PtuCostError, match="priced more than once"):
         parse_ptu_costs_csv("deployment,backend_id,month,monthly_cost,currency\nd,,2026-10,1,USD\nd,b,2026-10,1,USD\n")
+
+
+def test_any_fixed_cost_kind_is_allocated_by_all_of_the_deployments_tokens():
+    """A fine-tuned deployment's hosting hours: its requests are priced per token (not provisioned),
+    and its monthly hosting is shared by those tokens; a provisioned cost still counts PTU rows only."""
+    text = ("deployment,backend_id,month,monthly_cost,currency,kind\n"
+            "gpt-4o-ptu,aoai-ptu,2026-10,1000.00,USD,\n"
+            "gpt-4o-ptu,aoai-ptu,2026-10,30.00,USD,Support\n"
+            "ft-claims,,2026-10,1224.00,USD,fine_tune_hosting\n")
+    ptu, support, hosting = parse_ptu_costs_csv(text)
+    assert (ptu.kind, support.kind, hosting.kind) == ("provisioned", "support", "fine_tune_hosting")
+    assert hosting.label == "ft-claims 2026-10 (fine_tune_hosting)"
+    rows = [usage("sub-a", 300) | {"ptu_provisioned": True}, usage("sub-b", 100) | {"ptu_provisioned": False},
+            usage("sub-a", 1) | {"ptu_deployment": "ft-claims", "ptu_backend_id": "aoai-ft", "ptu_provisioned": False},
+            usage("sub-c", 2) | {"ptu_deployment": "ft-claims", "ptu_backend_id": "aoai-ft", "ptu_provisioned": False}]
+    parts = {(p["deployment"], p["kind"], p["subscription"]): p["ptu_cost"]
+             for p in by_subscription(allocate_ptu([ptu, support, hosting], rows, ()))}
+    assert parts == {
+        ("gpt-4o-ptu", "provisioned", "sub-a"): Decimal("1000.00"),  # PTU rows only
+        ("gpt-4o-ptu", "support", "sub-a"): Decimal("22.50"), ("gpt-4o-ptu", "support", "sub-b"): Decimal("7.50"),
+        ("ft-claims", "fine_tune_hosting", "sub-a"): Decimal("408.00"),
+        ("ft-claims", "fine_tune_hosting", "sub-c"): Decimal("816.00"),
+    }
+
+
+def test_kinds_are_keys_of_the_overlap_check_and_must_be_names():
+    header = "deployment,backend_id,month,monthly_cost,currency,kind\n"
+    assert len(parse_ptu_costs_csv(header + "d,,2026-10,1,USD,provisioned\nd,,2026-10,1,USD,hosting\n")) == 2
+    with pytest.raises(PtuCostError, match=r"d 2026-10 \(hosting\) is priced more than once"):
+        parse_ptu_costs_csv(header + "d,,2026-10,1,USD,hosting\nd,b,2026-10,1,USD,hosting\n")
+    with pytest.raises(PtuCostError, match="kind 'fine tune' is not a short name"):
+        parse_ptu_costs_csv(header + "d,,2026-10,1,USD,fine tune\n")

@@ -20,6 +20,7 @@ from db.engine import make_engine
 from db.migrate import upgrade
 from db.queries import DIMENSIONS, UNMAPPED
 from db.schema import usage_records
+from cli_runner import run
 from metering.cli import main
 from metering.finance.capacity import parse_ptu_costs_csv
 from metering.finance.render import render
@@ -345,3 +346,21 @@ def test_dimensions_have_no_bound_parameters(dialect):
     compiler = {"mssql": mssql, "postgresql": postgresql, "sqlite": sqlite}[dialect].dialect()
     for name, expression in dimension_columns(dialect).items():
         assert expression.compile(dialect=compiler).params == {}, name
+
+
+def test_fixed_costs_of_other_kinds_are_shown_by_kind_in_every_format(seeded_sqlite, tmp_path, capsys):
+    """gpt-4.1 (pay-as-you-go, priced per token) also has a monthly hosting cost: it is allocated by
+    the deployment's tokens and shown with its kind next to the PTU cost."""
+    costs = tmp_path / "fixed.csv"
+    costs.write_text(PTU_COSTS.replace("currency\n", "currency,kind\n").replace("USD\n", "USD,\n")
+                     + ",".join(["gpt-4.1", "", MONTH, "60.00", "USD", "fine_tune_hosting"]) + "\n")
+    with seeded_sqlite.connect() as conn:
+        report = build_report(conn, Period.month(MONTH), ("subscription",), parse_ptu_costs_csv(costs.read_text()))
+    assert report.total["ptu_cost"] == Decimal("1060.00")
+    hosting = [p for p in report.ptu if p["kind"] == "fine_tune_hosting"]
+    assert sum((p["ptu_cost"] for p in hosting), Decimal(0)) == Decimal("60.00") and len(hosting) == 4  # the 4 subscriptions that used gpt-4.1
+    url = seeded_sqlite.url.render_as_string(hide_password=False)
+    code, out, _ = run(capsys, "--db", url, "report", "--month", MONTH, "--ptu-costs", str(costs))
+    assert code == 0 and "gpt-4.1 (fine_tune_hosting)" in out
+    code, out, _ = run(capsys, "--db", url, "report", "--month", MONTH, "--ptu-costs", str(costs), "--format", "json")
+    assert {p["kind"] for p in json.loads(out)["ptu_allocation"]} == {"provisioned", "fine_tune_hosting"}

@@ -161,3 +161,50 @@ def test_the_starter_card_is_valid_and_covers_the_common_models():
         assert card.find_rate(model, deployment_type, None, at) is not None, (model, deployment_type)
     assert card.find_rate("gpt-4o-2024-05-13", "global", None, at).input_per_1m == Decimal("5.00")
     assert card.find_rate("gpt-4o-mini-2024-07-18", "global", None, at).input_per_1m == Decimal("0.15")
+
+
+KINDS_HEADER = HEADER.rstrip("\n") + (
+    ",image_output_per_1m,service_tier,cache_write_per_1m,audio_input_per_1m,cached_audio_input_per_1m,"
+    "audio_output_per_1m,image_input_per_1m,cached_image_input_per_1m\n"
+)
+
+
+def test_token_kind_prices_and_service_tier_are_optional_columns_in_any_order():
+    rates = parse_rates_csv(KINDS_HEADER + (
+        "gpt-5.6,global,,2026-07-09,,USD,1.25,0.125,10.00,,,1.5625,,,,,\n"
+        "gpt-5.6,global,,2026-07-09,,USD,2.50,0.25,20.00,,Priority,3.125,,,,,\n"
+        "gpt-realtime,global,,2025-08-28,,USD,4.00,0.40,16.00,,,,32.00,0.40,64.00,5.00,0.50\n"
+        "gpt-image-1,global,,2025-04-15,,USD,5.00,1.25,0,40.00,default,,,,,10.00,2.50\n"
+    ))
+    standard, priority, realtime, image = rates
+    assert (standard.service_tier, standard.cache_write_per_1m) == (None, Decimal("1.5625"))
+    assert (priority.service_tier, priority.cache_write_per_1m) == ("priority", Decimal("3.125"))
+    assert (realtime.audio_input_per_1m, realtime.cached_audio_input_per_1m, realtime.audio_output_per_1m) == (
+        Decimal("32.00"), Decimal("0.40"), Decimal("64.00"))
+    assert (realtime.image_input_per_1m, realtime.cached_image_input_per_1m) == (Decimal("5.00"), Decimal("0.50"))
+    assert (image.service_tier, image.image_output_per_1m, image.audio_input_per_1m) == (None, Decimal("40.00"), None)
+    assert find_overlaps(rates) == []  # a priority row is another key than the default row
+    assert parse_rates_csv(rates_to_csv(rates)) == rates
+
+
+def test_the_same_service_tier_overlapping_is_rejected():
+    rates = parse_rates_csv(KINDS_HEADER + (
+        "gpt-5.6,global,,2026-07-09,,USD,2.50,0.25,20.00,,priority,,,,,,\n"
+        "gpt-5.6,global,,2026-08-01,,USD,2.00,0.20,16.00,,priority,,,,,,\n"
+    ))
+    assert find_overlaps(rates) == [
+        "overlapping rates for gpt-5.6 / global / any region / priority tier: [2026-07-09 → open-ended) and [2026-08-01 → open-ended)"
+    ]
+
+
+def test_bad_token_kind_prices_and_tiers_are_reported_with_their_line():
+    with pytest.raises(RateCardError) as caught:
+        parse_rates_csv(KINDS_HEADER + (
+            "gpt-5.6,global,,2026-07-09,,USD,1.25,0.125,10.00,,,-1,,,,,\n"
+            "gpt-5.6,global,,2026-07-09,,USD,1.25,0.125,10.00,,pri ority,,,,,,\n"
+            "gpt-4o-audio,global,,2026-07-09,,USD,1.25,,10.00,,,,lots,,,,\n"
+        ))
+    assert [p.split(": ", 1)[0] for p in caught.value.problems] == [
+        "rates CSV line 2", "rates CSV line 3", "rates CSV line 4"]
+    assert "cache_write_per_1m" in caught.value.problems[0] and "audio_input_per_1m" in caught.value.problems[2]
+    assert "service_tier" in caught.value.problems[1]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cli_runner import run
-from metering.price.rate_card import RateCardError
+from metering.price.rate_card import RateCardError, find_overlaps
 from metering.sources.retail_fetch import FetchError, combined_page, dumps_page, fetch_pages, retail_prices_url
 from metering.price.retail_prices import Meter, load_pages, map_retail_items, parse_meter, parse_retail_pages, per_million
 
@@ -93,8 +93,7 @@ def test_real_meter_names_are_read(meter, product, model, kind, deployment_type)
 
 
 UNMAPPED = [
-    ("5 pp inp Gl 1M Tokens", "Azure OpenAI GPT5", "priority processing"),
-    ("5 mini pp Opt Gl 1M Tokens", "Azure OpenAI GPT5", "priority processing"),
+    ("5 pp inp Rgnl 1M Tokens", "Azure OpenAI GPT5", "priority processing meter for a regional"),
     ("GPT 5.1 inp Gl L 1M Tokens", "Azure OpenAI GPT5", "long-context"),
     ("gpt-4o-rt-txt-1217 cchd Inp glbl Tokens", "Azure OpenAI", "realtime"),
     ("gpt4o realtimePrvwTxtInp DataZone Tokens", "Azure OpenAI", "realtime"),
@@ -182,7 +181,8 @@ def test_versions_priced_alike_also_get_a_plain_row_versions_priced_differently_
 def test_everything_not_mapped_is_reported_with_a_reason():
     result = pages(PAGE1, PAGE2, SWEDEN)
     reasons = {u.meter_name: u.reason for u in result.unmapped}
-    assert "priority processing" in reasons["5 pp inp Gl 1M Tokens"]
+    # a priority-tier input meter without its output meter cannot make a row
+    assert reasons["5 pp inp Gl 1M Tokens"] == "gpt-5 / global / priority tier: no output meter"
     assert "min_prompt_tokens" in reasons["GPT 5.1 inp Gl L 1M Tokens"]
     assert "not Azure OpenAI" in reasons["R1 Inp glbl Tokens"]
     assert "0999" in reasons["gpt 4o 0999 Inp glbl Tokens"]
@@ -365,3 +365,24 @@ def test_cli_rejects_unusable_price_lists_and_bad_flag_combinations(capsys, db, 
     assert code == 2 and "go with --fetch" in err
     code, _, err = run(capsys, "--db", db, "rates", "import")
     assert code == 2
+
+
+def test_priority_processing_meters_become_priority_tier_rows():
+    assert parse_meter("5 mini pp Opt Gl 1M Tokens", "Azure OpenAI GPT5") == Meter(
+        model="gpt-5-mini", stem="gpt-5-mini", version=None, kind="output", deployment_type="global",
+        service_tier="priority")
+    items = [
+        {"serviceName": "Foundry Models", "productName": "Azure OpenAI GPT5", "meterName": name, "type": "Consumption",
+         "unitOfMeasure": "1M", "retailPrice": price, "currencyCode": "USD", "armRegionName": "eastus",
+         "effectiveStartDate": "2025-10-01T00:00:00Z"}
+        for name, price in (("5 inp Gl 1M Tokens", 1.25), ("5 opt Gl 1M Tokens", 10), ("5 pp inp Gl 1M Tokens", 2.5),
+                            ("5 pp cd inp Gl 1M Tokens", 0.25), ("5 pp opt Gl 1M Tokens", 20))
+    ]
+    result = map_retail_items(items)
+    assert result.unmapped == []
+    rows = {rate.service_tier: rate for rate in result.rates}
+    assert (rows[None].input_per_1m, rows[None].output_per_1m) == (Decimal("1.25"), Decimal("10"))
+    priority = rows["priority"]
+    assert (priority.model, priority.input_per_1m, priority.cached_input_per_1m, priority.output_per_1m) == (
+        "gpt-5", Decimal("2.5"), Decimal("0.25"), Decimal("20"))
+    assert find_overlaps(result.rates) == []

@@ -218,7 +218,9 @@ def test_offline_ddl_types_keys_and_collation():
     for table in ("usage_records", "quarantine", "llm_usage"):
         assert re.search(rf"CREATE TABLE {table} \(\n    id BIGINT NOT NULL IDENTITY, ", ddl)
     assert "id INTEGER NOT NULL IDENTITY" in ddl  # rates, deployments
-    assert ddl.count("request_id NVARCHAR(200) COLLATE Latin1_General_100_BIN2 NOT NULL") == 2  # usage, llm
+    assert ddl.count("request_id NVARCHAR(200) COLLATE Latin1_General_100_BIN2 NOT NULL") == 3  # usage, llm, batch_jobs
+    assert "batch_id NVARCHAR(200) COLLATE Latin1_General_100_BIN2 NOT NULL" in ddl
+    assert "ALTER TABLE usage_records ALTER COLUMN cache_write_tokens BIGINT NOT NULL" in ddl  # no default constraint
     assert "request_id NVARCHAR(200) COLLATE Latin1_General_100_BIN2 NULL" in ddl  # quarantine
     for constraint in ("uq_usage_records_request_id UNIQUE (request_id)", "uq_llm_usage_request_id UNIQUE (request_id)",
                        "uq_quarantine_raw_sha256 UNIQUE (raw_sha256)"):

@@ -1,0 +1,71 @@
+"""``metering batch import FILE... --batch-id ID``: meter a finished Batch API job from its output
+file(s), when the batch object the gateway saw carried no ``usage``. Once: the job's row is
+``batch:<ID>``, whichever of a retrieve or an import comes first; a second import is a duplicate."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime, timezone
+
+from metering.cli.common import UsageError, migrated_engine, out
+
+
+def cmd_batch_import(args: argparse.Namespace) -> int:
+    import sqlalchemy as sa
+
+    from db.rate_card import load_rate_card
+    from db.schema import batch_jobs
+    from db.store import store_batch
+    from decimal import Decimal
+
+    from metering.model import BadEvent, BatchOutcome
+    from metering.pipeline import build_batch_usage, check_record
+    from metering.price.rate_card import parse_date
+    from metering.sources.batch_outputs import BatchOutputError, read_batch_output
+
+    lines: list[bytes] = []
+    for path in args.files:
+        try:
+            with open(path, "rb") as handle:
+                lines.extend(handle.read().splitlines())
+        except OSError as exc:
+            raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    engine = migrated_engine(args)
+    with engine.connect() as conn:
+        card = load_rate_card(conn)
+        created = conn.execute(sa.select(batch_jobs.c.created_at).where(batch_jobs.c.batch_id == args.batch_id)).scalar()
+    try:
+        at = parse_date(args.at, "--at") if args.at else created or datetime.now(timezone.utc)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        output = read_batch_output(lines, args.batch_id, at, ", ".join(args.files), deployment=args.deployment)
+        record = build_batch_usage(None, output.usage, card)
+        check_record(record)
+    except BatchOutputError as exc:
+        raise UsageError(f"batch not imported: {exc}") from None
+    except BadEvent as exc:
+        raise UsageError(f"batch not imported: {exc.detail}") from None
+    with engine.begin() as conn:
+        stored = store_batch(conn, BatchOutcome(batch_usage=[record]))
+    what = (f"batch {args.batch_id}: {output.billed_requests:,} request(s) billed, {output.failed_requests:,} failed "
+            f"(not billed), {record.total_tokens:,} tokens, model {record.model or '(unknown)'}, "
+            f"{record.deployment_type}, {record.price_status}")
+    if record.total_cost is not None:
+        what += f", cost {record.total_cost.quantize(Decimal('0.000001'))} {record.currency}"
+    if stored.batches_metered:
+        out(f"{what}: metered\n")
+    else:
+        out(f"{what}: already metered (from a retrieve or an earlier import), nothing changed\n")
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    batch = commands.add_parser("batch", help="Batch API jobs")
+    actions = batch.add_subparsers(dest="batch_command", required=True, metavar="ACTION")
+    batch_import = actions.add_parser("import", help="meter a finished batch job from its output file(s), once")
+    batch_import.add_argument("files", nargs="+", metavar="FILE", help="the job's output file(s) (JSONL: one response per line)")
+    batch_import.add_argument("--batch-id", required=True, help="the batch id (batch_…), the key that keeps a job metered once")
+    batch_import.add_argument("--deployment", help="the global-batch or datazone-batch deployment the job ran on (for its model and type)")
+    batch_import.add_argument("--at", metavar="DATE", help="when the job finished (default: its creation time if the gateway saw it, else now)")
+    batch_import.set_defaults(handler=cmd_batch_import)
