@@ -139,6 +139,7 @@ usage_records = sa.Table(
     sa.Column("source_partition", sa.String(64)),
     sa.Column("source_sequence_number", sa.BigInteger()),
     sa.Column("ingested_at", UtcDateTime(), nullable=False),
+    sa.Column("event_sha256", sa.String(64)),  # SHA-256 of the event's bytes (migration 0005)
     sa.UniqueConstraint("request_id", name="uq_usage_records_request_id"),
     sa.Index("ix_usage_records_event_time", "event_time"),
     sa.Index("ix_usage_records_subscription_time", "subscription_id", "event_time"),

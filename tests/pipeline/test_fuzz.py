@@ -144,7 +144,7 @@ def test_no_batch_raises_and_every_event_is_counted_once(bodies, which, redelive
     rows_after, internal_errors = stored_counts()
     assert totals.read == pure.events_read
     assert totals.read == (totals.inserted + totals.duplicates + totals.quarantined
-                           + totals.merged + totals.pending + totals.ignored)
+                           + totals.merged + totals.pending + totals.llm_refused + totals.ignored)
     assert totals.quarantined == len(pure.quarantined)
     assert rows_after - rows_before == totals.inserted
     assert internal_errors == 0
@@ -164,7 +164,7 @@ def test_no_batch_raises_on_postgres_either(postgres_url):
     def batch_on_postgres(bodies, which):
         totals = ingestors[which].ingest([RawEvent(b) for b in bodies])
         assert totals.read == (totals.inserted + totals.duplicates + totals.quarantined
-                               + totals.merged + totals.pending + totals.ignored)
+                               + totals.merged + totals.pending + totals.llm_refused + totals.ignored)
 
     try:
         batch_on_postgres()

@@ -30,6 +30,15 @@ CARD = (
 )
 
 
+# A pasted document: a realistic prompt of some hundred tokens, which the LLM log's 1,200 prompt
+# tokens (system framing, tools, the rest of the conversation) must be plausible next to.
+QUARTERLY_REPORT = " ".join(
+    f"Line {n}: Azure OpenAI spend for business unit {n % 7} rose by {n * 3 % 17} percent against budget, "
+    f"driven by gpt-4o chat traffic from the customer-care bot and batch summarisation jobs."
+    for n in range(1, 9)
+)
+
+
 def streamed_request_mode(request_id: str, **overrides) -> dict:
     """A streamed chat completion logged by the metering policy in ``request`` mode: no usage, no
     response, the request attached (so the prompt can be estimated: a ``partial`` row)."""
@@ -40,7 +49,7 @@ def streamed_request_mode(request_id: str, **overrides) -> dict:
         model=None,
         usage=None,
         request={"messages": [{"role": "system", "content": "You are a helpful assistant."},
-                              {"role": "user", "content": "Summarise the quarterly cost report in five bullets."}],
+                              {"role": "user", "content": "Summarise the quarterly cost report in five bullets.\n\n" + QUARTERLY_REPORT}],
                  "stream": True, "max_tokens": 800},
         **overrides,
     )
@@ -51,7 +60,7 @@ def raws(*bodies: bytes) -> list[RawEvent]:
 
 
 def identity(t: IngestTotals) -> bool:
-    return t.read == t.inserted + t.duplicates + t.quarantined + t.merged + t.pending + t.ignored
+    return t.read == t.inserted + t.duplicates + t.quarantined + t.merged + t.pending + t.llm_refused + t.ignored
 
 
 # --------------------------------------------------------------------------- pure
@@ -120,7 +129,7 @@ def stored(engine, request_id: str) -> dict:
 def assert_reported(row: dict) -> None:
     assert row["usage_source"] == "reported"
     assert (row["prompt_tokens"], row["completion_tokens"], row["total_tokens"]) == (1200, 300, 1500)
-    assert row["model"] == "gpt-4o-2024-11-20"
+    assert row["model"] == "gpt-4o"  # the event's (its deployment's): an LLM log never changes the model
     assert row["price_status"] == "priced" and row["currency"] == "USD"
     assert row["total_cost"] == Decimal("0.006")  # 1200 × 2.50 / 1M + 300 × 10.00 / 1M
     assert (row["input_cost"], row["output_cost"]) == (Decimal("0.003"), Decimal("0.003"))
@@ -208,7 +217,7 @@ def test_estimates_and_rows_without_usage_are_completed_too(ingestor, engine):
 
 def test_a_throttled_request_stays_not_billable(ingestor, engine):
     ingestor.ingest(raws(encode(streamed_request_mode("s-9", status=429))))
-    ingestor.ingest(raws(envelope(llm_record("s-9", 0, 0, totalTokens=12))))
+    ingestor.ingest(raws(envelope(llm_record("s-9", 12, 0))))
     row = stored(engine, "s-9")
     assert (row["usage_source"], row["price_status"], row["total_cost"]) == ("reported", "not_billable", Decimal(0))
 
@@ -321,8 +330,8 @@ def test_merge_keeps_the_rows_billability_and_deployment_type():
     assert (rejected.price_status, rejected.total_cost, rejected.total_tokens) == ("not_billable", Decimal(0), 1500)
     ptu = merge_usage(replace(row, deployment_type="provisioned", price_status="not_billable"), usage, card)
     assert (ptu.price_status, ptu.deployment_type, ptu.total_tokens) == ("not_billable", "provisioned", 1500)
-    unknown_model = merge_usage(row, replace(usage, model="mystery-model"), card)
-    assert (unknown_model.model, unknown_model.price_status, unknown_model.total_cost) == ("mystery-model", "no_rate", None)
+    other_model = merge_usage(row, replace(usage, model="gpt-5-pro"), card)  # the log's ModelName chooses no price
+    assert (other_model.model, other_model.price_status, other_model.total_cost) == ("gpt-4o", "priced", Decimal("0.006"))
     assert merge_usage(replace(row, usage_source="reported"), usage, card) is None
 
 
