@@ -16,7 +16,7 @@ from db import store
 from db.llm_usage import SWEEP_WINDOW, begin_llm_merge, finish_llm_merge, _insert_llm_usage
 from db.schema import llm_usage, usage_records
 from events import encode, jsonl, v1_event
-from llm_records import envelope, gateway_record, llm_record
+from llm_records import envelope, gateway_record, llm_record, streamed_request_mode
 from metering.ingest import IngestTotals, Ingestor
 from metering.sources.llm_logs import is_records_envelope, parse_llm_record
 from metering.model import RawEvent
@@ -28,31 +28,6 @@ CARD = (
     "model,deployment_type,region,effective_from,effective_to,currency,input_per_1m,cached_input_per_1m,output_per_1m\n"
     "gpt-4o,global,,2024-01-01,,USD,2.50,1.25,10.00\n"
 )
-
-
-# A pasted document: a realistic prompt of some hundred tokens, which the LLM log's 1,200 prompt
-# tokens (system framing, tools, the rest of the conversation) must be plausible next to.
-QUARTERLY_REPORT = " ".join(
-    f"Line {n}: Azure OpenAI spend for business unit {n % 7} rose by {n * 3 % 17} percent against budget, "
-    f"driven by gpt-4o chat traffic from the customer-care bot and batch summarisation jobs."
-    for n in range(1, 9)
-)
-
-
-def streamed_request_mode(request_id: str, **overrides) -> dict:
-    """A streamed chat completion logged by the metering policy in ``request`` mode: no usage, no
-    response, the request attached (so the prompt can be estimated: a ``partial`` row)."""
-    return v1_event(
-        request_id,
-        stream=True,
-        capture="request",
-        model=None,
-        usage=None,
-        request={"messages": [{"role": "system", "content": "You are a helpful assistant."},
-                              {"role": "user", "content": "Summarise the quarterly cost report in five bullets.\n\n" + QUARTERLY_REPORT}],
-                 "stream": True, "max_tokens": 800},
-        **overrides,
-    )
 
 
 def raws(*bodies: bytes) -> list[RawEvent]:
