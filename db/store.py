@@ -113,7 +113,10 @@ _POSTGRES_UNNEST_INSERT = postgres_unnest_insert()
 def _insert_new_records_postgres(conn: sa.Connection, rows: list[dict[str, Any]]) -> set[str]:
     columns: dict[str, list[Any]] = {}
     for column in _INSERT_COLUMNS:
-        process = column.type.bind_processor(conn.dialect)  # e.g. aware UTC → naive UTC
+        # The dialect's own processor (aware UTC → naive UTC; Decimal stays Decimal). ``bind_processor``
+        # of a TypeDecorator uses the generic impl, which turned costs into floats (1e16 for a cost
+        # at the edge of NUMERIC(28, 12); 16-digit costs lost their last digits).
+        process = column.type._cached_bind_processor(conn.dialect)
         values = [row[column.name] for row in rows]
         columns[column.name] = [process(v) for v in values] if process else values
     return set(conn.execute(_POSTGRES_UNNEST_INSERT, columns).scalars())

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 
 from db import quarantine as quarantine_store
 from db.bounds import misfits
-from db.conflicts import is_write_conflict
+from db.conflicts import is_write_conflict, without_event_data
 from db.llm_usage import MERGED, PENDING, REFUSED, settle_pending
 from db.schema import usage_records
 from db.store import keep_quarantined, record_row, store_batch, utc_now
@@ -220,7 +220,7 @@ class Ingestor:
                     return work(conn)
             except sa.exc.DBAPIError as exc:
                 if attempt >= self.conflict_retries or not is_write_conflict(exc):
-                    raise
+                    raise without_event_data(exc) from None
                 pause = min(2.0, 0.05 * 2**attempt) * (0.5 + random.random())
                 log.warning("write conflict storing a batch (attempt %d): %s; retrying in %.2f s",
                             attempt + 1, type(exc.orig).__name__, pause)
