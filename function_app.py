@@ -131,11 +131,14 @@ def handle_events(events: list[func.EventHubEvent]) -> IngestTotals:
     raws = [to_raw_event(event) for event in events]
     totals = get_ingestor().ingest(raws)
     log.info(
-        "metering batch: read=%d inserted=%d duplicates=%d quarantined=%d truncated=%d"
-        " llm_merged=%d llm_pending=%d llm_ignored=%d tokens=%d",
-        totals.read, totals.inserted, totals.duplicates, totals.quarantined, totals.truncated,
-        totals.merged, totals.pending, totals.ignored, totals.tokens,
+        "metering batch: read=%d inserted=%d duplicates=%d conflicting=%d quarantined=%d truncated=%d"
+        " llm_merged=%d llm_pending=%d llm_refused=%d llm_ignored=%d tokens=%d",
+        totals.read, totals.inserted, totals.duplicates, totals.conflicting, totals.quarantined, totals.truncated,
+        totals.merged, totals.pending, totals.llm_refused, totals.ignored, totals.tokens,
     )
+    if totals.conflicting:
+        log.warning("metering batch: %d event(s) reused a stored request id with different content; kept in "
+                    "quarantine as conflicting_duplicate (the first stored counts)", totals.conflicting)
     return totals
 
 

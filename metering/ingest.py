@@ -94,7 +94,7 @@ class IngestTotals:
 
     def summary(self) -> str:
         text = (
-            f"events read {self.read:,} | rows inserted {self.inserted:,} | duplicates skipped {self.duplicates:,}"
+            f"events read {self.read:,} | rows inserted {self.inserted:,} | duplicates skipped {self.duplicates:,}{self._conflicting()}"
             f" | quarantined {self.quarantined:,}{self._known()}{self.llm_summary()} | tokens {self.tokens:,} | cost {self.cost.quantize(Decimal('0.01'))}"
             f" | unpriced rows {self.unpriced:,}"
         )
