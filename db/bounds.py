@@ -79,25 +79,43 @@ def _problem(column: sa.Column[Any], value: Any) -> str | None:
     return None
 
 
-_BOUNDED: dict[str, list[sa.Column[Any]]] = {}
+_CHECKS: dict[str, list[tuple[str, str, Any, sa.Column[Any]]]] = {}
 
 
-def _bounded_columns(table: sa.Table) -> list[sa.Column[Any]]:
-    """The columns whose type bounds a value (text, integers, decimals), worked out once per table."""
-    columns = _BOUNDED.get(table.name)
-    if columns is None:
-        columns = [c for c in table.columns
-                   if isinstance(c.type, (sa.String, sa.Integer)) or decimal_limit(c) is not None]
-        _BOUNDED[table.name] = columns
-    return columns
+def _checks(table: sa.Table) -> list[tuple[str, str, Any, sa.Column[Any]]]:
+    """Per bounded column (text, integers, decimals) what to check, worked out once per table."""
+    checks = _CHECKS.get(table.name)
+    if checks is None:
+        checks = []
+        for column in table.columns:
+            if isinstance(column.type, sa.String):
+                checks.append((column.name, "text", text_length(column) or 1 << 62, column))
+            elif (limit := integer_range(column)) is not None:
+                checks.append((column.name, "int", limit, column))
+            elif (bound := decimal_limit(column)) is not None:
+                checks.append((column.name, "dec", bound, column))
+        _CHECKS[table.name] = checks
+    return checks
 
 
-def misfits(table: sa.Table, row: dict[str, Any]) -> list[str]:
-    """Why values of ``row`` do not fit ``table``'s columns (empty when all fit)."""
+def misfits(table: sa.Table, row: Any) -> list[str]:
+    """Why values of ``row`` (a mapping of column names, or an object with them as attributes) do
+    not fit ``table``'s columns; empty when all fit. Cheap for the common case (a value that
+    plainly fits costs a comparison or two); the full check runs only for a value that may not."""
+    mapping = isinstance(row, dict)
     problems = []
-    for column in _bounded_columns(table):
-        value = row.get(column.name)
-        if value is not None and (problem := _problem(column, value)) is not None:
+    for name, kind, limit, column in _checks(table):
+        value = row.get(name) if mapping else getattr(row, name, None)
+        if value is None:
+            continue
+        if kind == "text":
+            suspicious = (not isinstance(value, str) or len(value) > limit or "\x00" in value
+                          or (len(value) > limit // 2 and not value.isascii()))
+        elif kind == "int":
+            suspicious = isinstance(value, int) and not -limit - 1 <= value <= limit
+        else:
+            suspicious = isinstance(value, Decimal) and not abs(value) < limit
+        if suspicious and (problem := _problem(column, value)) is not None:
             problems.append(problem)
     return problems
 

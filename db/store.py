@@ -53,7 +53,7 @@ def _dedupe(records: Iterable[UsageRecord]) -> tuple[list[UsageRecord], int, lis
             seen[record.request_id] = record
             continue
         repeats += 1
-        if _differ(first.event_sha256, record.event_sha256):
+        if not (first.truncated or record.truncated) and _differ(first.event_sha256, record.event_sha256):
             conflicts.append(ConflictingDuplicate(record.request_id, first.event_sha256 or "", record.event_sha256 or ""))
     return [seen[key] for key in sorted(seen)], repeats, conflicts
 
@@ -64,17 +64,18 @@ def _differ(kept: str | None, new: str | None) -> bool:
 
 
 def _stored_conflicts(conn: sa.Connection, duplicates: Sequence[UsageRecord]) -> list[ConflictingDuplicate]:
-    """Duplicates of stored rows whose event bytes differ from the stored event's (first wins)."""
-    wanted = {r.request_id: r for r in duplicates if r.event_sha256 is not None}
+    """Duplicates of stored rows whose event bytes differ from the stored event's (first wins). A
+    truncated event and its whole copy differ in bytes but are one event: not a conflict."""
+    wanted = {r.request_id: r for r in duplicates if r.event_sha256 is not None and not r.truncated}
     keys = sorted(wanted)
     conflicts = []
     for start in range(0, len(keys), KEY_CHUNK):
         chunk = keys[start:start + KEY_CHUNK]
-        query = sa.select(usage_records.c.request_id, usage_records.c.event_sha256).where(
+        query = sa.select(usage_records.c.request_id, usage_records.c.event_sha256, usage_records.c.truncated).where(
             usage_records.c.request_id.in_(chunk))
-        for request_id, stored in conn.execute(query):
+        for request_id, stored, truncated in conn.execute(query):
             new = wanted[request_id].event_sha256
-            if _differ(stored, new):
+            if not truncated and _differ(stored, new):
                 conflicts.append(ConflictingDuplicate(request_id, stored, new or ""))
     return conflicts
 

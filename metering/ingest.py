@@ -19,7 +19,7 @@ from db.bounds import misfits
 from db.conflicts import is_write_conflict, without_event_data
 from db.llm_usage import MERGED, PENDING, REFUSED, settle_pending
 from db.schema import usage_records
-from db.store import keep_quarantined, record_row, store_batch, utc_now
+from db.store import keep_quarantined, store_batch, utc_now
 from db.rate_card import load_rate_card
 from metering.model import BatchOutcome, PipelineSettings, RawEvent, StoreResult
 from metering.pipeline import conflict_item, process_batch, unfit_item
@@ -157,7 +157,7 @@ def quarantine_unfit(outcome: BatchOutcome, settings: PipelineSettings, now: dat
     the batch on every redelivery."""
     kept = []
     for record in outcome.records:
-        problems = misfits(usage_records, record_row(record, now))
+        problems = misfits(usage_records, record)  # (ingested_at is ``now``: always fits)
         raw = outcome.sources.get(record.event_sha256 or "")
         if not problems or raw is None:
             kept.append(record)
