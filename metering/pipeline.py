@@ -97,7 +97,14 @@ def check_event_time(when: datetime, now: datetime, settings: PipelineSettings, 
     a year-0001 or year-9999 row would be counted in no real month and break date arithmetic in
     every report. The window is wide (``METERING_MAX_EVENT_AGE_DAYS``, default ten years back, so
     old captures replay) and a day ahead (``METERING_MAX_EVENT_FUTURE_MINUTES``, a fast clock)."""
-    earliest, latest = now - settings.max_event_age, now + settings.max_event_skew
+    try:
+        earliest = now - settings.max_event_age
+    except OverflowError:  # a window wider than the calendar
+        earliest = datetime.min.replace(tzinfo=timezone.utc)
+    try:
+        latest = now + settings.max_event_skew
+    except OverflowError:
+        latest = datetime.max.replace(tzinfo=timezone.utc)
     if not earliest <= when <= latest:
         raise BadEvent(
             "invalid_field",

@@ -56,6 +56,8 @@ def test_the_window_is_configurable_and_checked():
     assert verdict(iso(NOW - timedelta(days=40)), tight).reason == "invalid_field"
     assert verdict(iso(NOW + timedelta(minutes=10)), tight).reason == "invalid_field"
     assert verdict(iso(NOW - timedelta(days=29)), tight) is None
+    wide = settings_from_env({"METERING_MAX_EVENT_AGE_DAYS": "3000000", "METERING_MAX_EVENT_FUTURE_MINUTES": "3000000"})
+    assert verdict("0001-01-01T00:00:00Z", wide) is None  # a window wider than the calendar: no overflow
     for name, bad in (("METERING_MAX_EVENT_AGE_DAYS", "ten years"), ("METERING_MAX_EVENT_FUTURE_MINUTES", "-5"),
                       ("METERING_MAX_EVENT_AGE_DAYS", "99999999999")):
         with pytest.raises(ValueError, match=name):
