@@ -15,6 +15,12 @@ Settings (application settings, or ``local.settings.json`` locally):
                             reference); events must then carry a valid ``signature`` or are quarantined
                             as ``bad_signature``. METERING_SIGNING_SECRET_PREVIOUS is accepted too while
                             rotating; METERING_REQUIRE_SIGNATURE=0 accepts unsigned events (rollout).
+                            A configuration that asks for signatures but cannot verify them (only the
+                            previous key, or METERING_REQUIRE_SIGNATURE=1 with no key) refuses to start.
+  METERING_TRUST_LLM_LOGS   1: LLM-log envelopes reach this hub by a route only the diagnostic setting
+                            can write, so they may fill rows while signatures are on (README)
+  METERING_MAX_EVENT_AGE_DAYS, METERING_MAX_EVENT_FUTURE_MINUTES  the accepted event-time window
+                            (default 3660 days back, 1440 minutes ahead); other times are invalid_field
   METERING_QUARANTINE_REDACT  1: quarantine keeps event bytes without the request/response payloads
 
 Delivery and failure semantics — nothing lost, nothing counted twice:
@@ -60,6 +66,24 @@ from metering.model import RawEvent
 app = func.FunctionApp()
 log = logging.getLogger("metering.function")
 
+
+class ConfigurationError(RuntimeError):
+    """The application settings cannot be honoured (e.g. signatures asked for without a key): the
+    Function refuses to start rather than store events it was told to verify."""
+
+
+def check_settings() -> None:
+    """Read every setting once, at start-up; a bad one raises ``ConfigurationError`` with one line
+    naming it (the host then indexes no function, and no event is consumed or checkpointed)."""
+    try:
+        rate_card_ttl_from_env()
+        settings_from_env()
+    except ValueError as exc:
+        raise ConfigurationError(f"metering Function refuses to start: {exc}") from None
+
+
+check_settings()
+
 # One engine (and connection pool) and one rate-card cache per worker process, reused across
 # invocations; created on first use so that importing this module needs no settings.
 _ingestor: Ingestor | None = None
@@ -72,9 +96,12 @@ def get_ingestor() -> Ingestor:
     if _ingestor is None:
         with _ingestor_lock:
             if _ingestor is None:
+                try:
+                    ttl, settings = rate_card_ttl_from_env(), settings_from_env()
+                except ValueError as exc:
+                    raise ConfigurationError(f"metering Function refuses to start: {exc}") from None
                 engine: Engine = make_engine(os.environ.get("METERING_DATABASE_URL"))
-                ttl = rate_card_ttl_from_env()
-                _ingestor = Ingestor(engine, rate_card_ttl=ttl, settings=settings_from_env())
+                _ingestor = Ingestor(engine, rate_card_ttl=ttl, settings=settings)
     return _ingestor
 
 
@@ -104,11 +131,14 @@ def handle_events(events: list[func.EventHubEvent]) -> IngestTotals:
     raws = [to_raw_event(event) for event in events]
     totals = get_ingestor().ingest(raws)
     log.info(
-        "metering batch: read=%d inserted=%d duplicates=%d quarantined=%d truncated=%d"
-        " llm_merged=%d llm_pending=%d llm_ignored=%d tokens=%d",
-        totals.read, totals.inserted, totals.duplicates, totals.quarantined, totals.truncated,
-        totals.merged, totals.pending, totals.ignored, totals.tokens,
+        "metering batch: read=%d inserted=%d duplicates=%d conflicting=%d quarantined=%d truncated=%d"
+        " llm_merged=%d llm_pending=%d llm_refused=%d llm_ignored=%d tokens=%d",
+        totals.read, totals.inserted, totals.duplicates, totals.conflicting, totals.quarantined, totals.truncated,
+        totals.merged, totals.pending, totals.llm_refused, totals.ignored, totals.tokens,
     )
+    if totals.conflicting:
+        log.warning("metering batch: %d event(s) reused a stored request id with different content; kept in "
+                    "quarantine as conflicting_duplicate (the first stored counts)", totals.conflicting)
     return totals
 
 

@@ -46,3 +46,17 @@ def is_write_conflict(exc: BaseException) -> bool:
         return any(int(n) in MSSQL_CONFLICTS for n in _MSSQL_NUMBER.findall(message))
     # SQLite: the busy timeout (60 s) ran out while another writer held the lock.
     return "database is locked" in message or "database table is locked" in message
+
+
+def without_event_data(exc: sa.exc.DBAPIError) -> sa.exc.DBAPIError:
+    """The same kind of error with only the first line of the server's message and no parameters:
+    servers echo the failing row (PostgreSQL's "DETAIL: Failing row contains (…)", SQL Server's
+    duplicate key value), and a batch's rows hold event data — ids, names, raw bytes with prompts —
+    that must not reach a log or a traceback. Raise it ``from None``."""
+    first_line = str(exc.orig).strip().splitlines()[0][:500] if str(exc.orig).strip() else type(exc.orig).__name__
+    try:
+        orig: BaseException = type(exc.orig)(first_line)
+    except Exception:  # a driver error class that cannot be built from a message
+        orig = RuntimeError(f"{type(exc.orig).__name__}: {first_line}")
+    return type(exc)(exc.statement, None, orig, hide_parameters=True,  # type: ignore[arg-type]
+                     connection_invalidated=exc.connection_invalidated)

@@ -66,7 +66,9 @@ def make_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:
     """An engine for ``url`` (default: ``METERING_DATABASE_URL`` or ``sqlite:///metering.db``)."""
     parsed = odbc_authentication_key(make_url(database_url(url) if not isinstance(url, URL) else url))
     backend = parsed.get_backend_name()
-    options: dict[str, Any] = {}
+    # Statement parameters hold event data (ids, names, raw bytes): never in an error's message or a
+    # traceback, where a poison event would print itself (and its prompt) into the logs.
+    options: dict[str, Any] = {"hide_parameters": True}
     if backend == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)

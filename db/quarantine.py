@@ -14,6 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from db.bounds import fitted
 from db.schema import quarantine
 
 DETAIL_LIMIT = 4000
@@ -158,11 +159,11 @@ def count_unresolved(conn: sa.Connection, reasons: Sequence[str]) -> int:
 
 def mark_resolved(conn: sa.Connection, row: QuarantineRow, when: datetime, note: str) -> None:
     """The event now became a row: keep the bytes, stamp ``resolved_at``, say how in ``detail``."""
-    detail = f"{note} — originally: {row.detail or row.reason}"[:DETAIL_LIMIT]
+    values, _ = fitted(quarantine, {"detail": f"{note} — originally: {row.detail or row.reason}"[:DETAIL_LIMIT]})
     conn.execute(
         quarantine.update()
         .where(quarantine.c.id == row.id, quarantine.c.resolved_at.is_(None))
-        .values(resolved_at=when, detail=detail)
+        .values(resolved_at=when, **values)
     )
 
 
@@ -170,10 +171,11 @@ def mark_still_failing(conn: sa.Connection, row: QuarantineRow, reason: str, det
     """The event still cannot become a row: today's reason and detail replace the old ones."""
     previous = f" (was {row.reason})" if reason != row.reason else ""
     text = f"retried {when.strftime('%Y-%m-%d %H:%M:%SZ')}{previous}: {detail}"[:DETAIL_LIMIT]
+    values, _ = fitted(quarantine, {"reason": reason, "detail": text})  # bounded to the columns (db/bounds.py)
     conn.execute(
         quarantine.update()
         .where(quarantine.c.id == row.id, quarantine.c.resolved_at.is_(None))
-        .values(reason=reason[:64], detail=text)
+        .values(**values)
     )
 
 

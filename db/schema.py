@@ -151,6 +151,7 @@ usage_records = sa.Table(
     sa.Column("image_completion_tokens", sa.BigInteger(), nullable=False),
     sa.Column("service_tier", sa.String(32)),
     sa.Column("price_fallback", sa.String(200)),
+    sa.Column("event_sha256", sa.String(64)),  # SHA-256 of the event's bytes (migration 0007)
     sa.UniqueConstraint("request_id", name="uq_usage_records_request_id"),
     sa.Index("ix_usage_records_event_time", "event_time"),
     sa.Index("ix_usage_records_subscription_time", "subscription_id", "event_time"),

@@ -19,10 +19,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from db import batches as batch_store
-from db.idempotent import existing_keys_statement, insert_absent, insert_absent_generic
+from db.bounds import clip, fitted
+from db.idempotent import KEY_CHUNK, existing_keys_statement, insert_absent, insert_absent_generic
 from db.llm_usage import begin_llm_merge, finish_llm_merge
 from db.schema import quarantine, usage_records
-from metering.model import BatchOutcome, Quarantined, StoreResult, UsageRecord
+from metering.model import BatchOutcome, ConflictingDuplicate, Quarantined, StoreResult, UsageRecord
 
 RECORD_FIELDS = tuple(f.name for f in fields(UsageRecord))
 
@@ -31,22 +32,51 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _record_row(record: UsageRecord, ingested_at: datetime) -> dict[str, Any]:
+def record_row(record: UsageRecord, ingested_at: datetime) -> dict[str, Any]:
+    """The ``usage_records`` row of a record."""
     row = {name: getattr(record, name) for name in RECORD_FIELDS}
     row["ingested_at"] = ingested_at
     return row
 
 
-def _dedupe(records: Iterable[UsageRecord]) -> tuple[list[UsageRecord], int]:
-    """First occurrence of each request id, sorted by id (one lock order for concurrent writers)."""
+
+def _dedupe(records: Iterable[UsageRecord]) -> tuple[list[UsageRecord], int, list[ConflictingDuplicate]]:
+    """First occurrence of each request id, sorted by id (one lock order for concurrent writers),
+    the number of repeats, and the repeats whose bytes differ from the first's."""
     seen: dict[str, UsageRecord] = {}
     repeats = 0
+    conflicts = []
     for record in records:
-        if record.request_id in seen:
-            repeats += 1
-        else:
+        first = seen.get(record.request_id)
+        if first is None:
             seen[record.request_id] = record
-    return [seen[key] for key in sorted(seen)], repeats
+            continue
+        repeats += 1
+        if not (first.truncated or record.truncated) and _differ(first.event_sha256, record.event_sha256):
+            conflicts.append(ConflictingDuplicate(record.request_id, first.event_sha256 or "", record.event_sha256 or ""))
+    return [seen[key] for key in sorted(seen)], repeats, conflicts
+
+
+def _differ(kept: str | None, new: str | None) -> bool:
+    """Two digests of events under one request id disagree (unknown for rows stored before 0005)."""
+    return kept is not None and new is not None and kept != new
+
+
+def _stored_conflicts(conn: sa.Connection, duplicates: Sequence[UsageRecord]) -> list[ConflictingDuplicate]:
+    """Duplicates of stored rows whose event bytes differ from the stored event's (first wins). A
+    truncated event and its whole copy differ in bytes but are one event: not a conflict."""
+    wanted = {r.request_id: r for r in duplicates if r.event_sha256 is not None and not r.truncated}
+    keys = sorted(wanted)
+    conflicts = []
+    for start in range(0, len(keys), KEY_CHUNK):
+        chunk = keys[start:start + KEY_CHUNK]
+        query = sa.select(usage_records.c.request_id, usage_records.c.event_sha256, usage_records.c.truncated).where(
+            usage_records.c.request_id.in_(chunk))
+        for request_id, stored, truncated in conn.execute(query):
+            new = wanted[request_id].event_sha256
+            if not truncated and _differ(stored, new):
+                conflicts.append(ConflictingDuplicate(request_id, stored, new or ""))
+    return conflicts
 
 
 def _insert_new_records(conn: sa.Connection, rows: list[dict[str, Any]]) -> set[str]:
@@ -83,7 +113,10 @@ _POSTGRES_UNNEST_INSERT = postgres_unnest_insert()
 def _insert_new_records_postgres(conn: sa.Connection, rows: list[dict[str, Any]]) -> set[str]:
     columns: dict[str, list[Any]] = {}
     for column in _INSERT_COLUMNS:
-        process = column.type.bind_processor(conn.dialect)  # e.g. aware UTC → naive UTC
+        # The dialect's own processor (aware UTC → naive UTC; Decimal stays Decimal). ``bind_processor``
+        # of a TypeDecorator uses the generic impl, which turned costs into floats (1e16 for a cost
+        # at the edge of NUMERIC(28, 12); 16-digit costs lost their last digits).
+        process = column.type._cached_bind_processor(conn.dialect)
         values = [row[column.name] for row in rows]
         columns[column.name] = [process(v) for v in values] if process else values
     return set(conn.execute(_POSTGRES_UNNEST_INSERT, columns).scalars())
@@ -99,16 +132,16 @@ def _insert_new_records_generic(conn: sa.Connection, rows: list[dict[str, Any]])
     return insert_absent_generic(conn, usage_records, "request_id", rows)
 
 
-def _clip(text: str, limit: int) -> str:
-    """At most ``limit`` UTF-16 code units (SQL Server's NVARCHAR measure) of ``text``."""
-    text = text[:limit]
-    while len(text.encode("utf-16-le", "surrogatepass")) > 2 * limit:
-        text = text[:-1]
-    return text
+_clip = clip  # (db.bounds)
 
 
 def raw_digest(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
+
+
+def keep_quarantined(conn: sa.Connection, items: Sequence[Quarantined], received_at: datetime) -> set[str]:
+    """Keep these items' bytes in ``quarantine`` (once per digest); the digests written now."""
+    return _keep_bytes(conn, items, received_at)
 
 
 def _insert_quarantine(
@@ -134,17 +167,24 @@ def _keep_bytes(
     for position, item in enumerate([*items, *audit]):
         resolved = position >= len(items)
         digest = item.raw_sha256 or raw_digest(item.raw)
-        rows.setdefault(digest, {
+        if digest in rows:
+            continue
+        # Every value bounded to its column (db/bounds.py): a 70-character partition name or a NUL
+        # in an id must not make the database reject the batch on every redelivery.
+        row, notes = fitted(quarantine, {
             "received_at": received_at,
             "reason": item.reason,
-            "detail": item.detail.replace("\x00", "")[:4000],  # PostgreSQL text cannot hold NUL
-            "request_id": _clip(item.request_id.replace("\x00", ""), 200) if item.request_id else None,
+            "detail": item.detail[:4000],
+            "request_id": item.request_id or None,
             "raw": item.raw,
             "raw_sha256": digest,
             "source_partition": item.source_partition,
             "source_sequence_number": item.source_sequence_number,
             "resolved_at": received_at if resolved else None,
         })
+        if notes and any(not note.startswith("detail") for note in notes):
+            row["detail"] = f"{row['detail']} [{', '.join(notes)}]"[:4000]
+        rows[digest] = row
     return insert_absent(conn, quarantine, "raw_sha256", [rows[digest] for digest in sorted(rows)])
 
 
@@ -155,13 +195,14 @@ def store_batch(conn: sa.Connection, outcome: BatchOutcome, now: datetime | None
     Audit copies of truncated events go to ``quarantine`` as resolved and are not counted.
     """
     now = now or utc_now()
-    records, repeats = _dedupe(outcome.records)
+    records, repeats, conflicts = _dedupe(outcome.records)
     # APIM LLM-log usage (db/llm_usage.py): stored first, applied to new rows before they are inserted
     llm = begin_llm_merge(conn, outcome.llm_usage, records, now)
     records = llm.records
-    inserted_ids = _insert_new_records(conn, [_record_row(r, now) for r in records])
+    inserted_ids = _insert_new_records(conn, [record_row(r, now) for r in records])
     llm_counts = finish_llm_merge(conn, llm, inserted_ids)  # ... and to rows stored by earlier batches
     result = StoreResult(duplicates=repeats + len(records) - len(inserted_ids))
+    result.conflicting = conflicts + _stored_conflicts(conn, [r for r in records if r.request_id not in inserted_ids])
     for record in records:
         if record.request_id in inserted_ids:
             result.inserted += 1
@@ -178,7 +219,8 @@ def store_batch(conn: sa.Connection, outcome: BatchOutcome, now: datetime | None
     new_digests = {item.raw_sha256 or raw_digest(item.raw) for item in outcome.quarantined} & written
     result.quarantined_known = result.quarantined - len(new_digests)  # bytes quarantine already held
     result.duplicates += llm_counts.duplicates
-    result.merged, result.pending = llm_counts.merged, llm_counts.pending
+    result.merged, result.pending, result.llm_refused = llm_counts.merged, llm_counts.pending, llm_counts.refused
+    result.pending_ids = llm_counts.pending_ids
     result.merged_tokens, result.merged_cost = llm_counts.changed_tokens, llm_counts.changed_cost
     return result
 
@@ -188,11 +230,11 @@ def _store_batch_jobs(conn: sa.Connection, outcome: BatchOutcome, result: StoreR
     charged to its creator when known; a row already stored (an earlier retrieve, a redelivery, a
     replay, or `metering batch import`) is a duplicate, not counted."""
     result.batch_jobs_recorded = batch_store.record_jobs(conn, outcome.batch_jobs)
-    usage, _ = _dedupe(outcome.batch_usage)
+    usage, _, _ = _dedupe(outcome.batch_usage)
     if not usage:
         return
     usage = batch_store.attribute(conn, usage)
-    inserted = _insert_new_records(conn, [_record_row(r, now) for r in usage])
+    inserted = _insert_new_records(conn, [record_row(r, now) for r in usage])
     for record in usage:
         if record.request_id in inserted:
             result.batches_metered += 1

@@ -8,17 +8,21 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from db import quarantine as quarantine_store
-from db.conflicts import is_write_conflict
-from db.store import store_batch, utc_now
+from db.bounds import misfits
+from db.conflicts import is_write_conflict, without_event_data
+from db.llm_usage import MERGED, PENDING, REFUSED, settle_pending
+from db.schema import usage_records
+from db.store import keep_quarantined, store_batch, utc_now
 from db.rate_card import load_rate_card
 from metering.model import BatchOutcome, PipelineSettings, RawEvent, StoreResult
-from metering.pipeline import process_batch
+from metering.pipeline import conflict_item, process_batch, unfit_item
 from metering.price.pricing import RateCard
 
 log = logging.getLogger(__name__)
@@ -48,6 +52,12 @@ class IngestTotals:
     ignored: int = 0
     truncated: int = 0
     batch_jobs_metered: int = 0  # finished Batch API jobs metered (rows ``batch:<id>``, not units of ``read``)
+    # LLM-log records kept but applied to no row: ``unsigned`` (signatures on, route not trusted) or
+    # ``implausible`` (numbers the row's own event contradicts); a unit of ``read`` like ``pending``.
+    llm_refused: int = 0
+    # Of ``duplicates``: a different event under a stored request id, kept in quarantine as
+    # ``conflicting_duplicate`` (the first stored wins).
+    conflicting: int = 0
 
     def _known(self) -> str:
         """Says how many quarantined events were there already, so a re-replay does not read as new."""
@@ -55,10 +65,16 @@ class IngestTotals:
 
     def llm_summary(self) -> str:
         """The LLM-log part of the summary line; empty when the input had no diagnostic logs."""
-        if not (self.merged or self.pending or self.ignored):
+        if not (self.merged or self.pending or self.ignored or self.llm_refused):
             return ""
-        return (f" | llm usage merged {self.merged:,} | llm usage pending {self.pending:,}"
+        refused = (f" | llm usage refused {self.llm_refused:,} (unsigned or implausible: kept, changed no row)"
+                   if self.llm_refused else "")
+        return (f" | llm usage merged {self.merged:,} | llm usage pending {self.pending:,}{refused}"
                 f" | log records ignored {self.ignored:,}")
+
+    def _conflicting(self) -> str:
+        return (f" ({self.conflicting:,} conflicting: different content, kept in quarantine as conflicting_duplicate)"
+                if self.conflicting else "")
 
     def add(self, other: "IngestTotals") -> None:
         self.read += other.read
@@ -75,10 +91,12 @@ class IngestTotals:
         self.ignored += other.ignored
         self.truncated += other.truncated
         self.batch_jobs_metered += other.batch_jobs_metered
+        self.llm_refused += other.llm_refused
+        self.conflicting += other.conflicting
 
     def summary(self) -> str:
         text = (
-            f"events read {self.read:,} | rows inserted {self.inserted:,} | duplicates skipped {self.duplicates:,}"
+            f"events read {self.read:,} | rows inserted {self.inserted:,} | duplicates skipped {self.duplicates:,}{self._conflicting()}"
             f" | quarantined {self.quarantined:,}{self._known()}{self.llm_summary()} | tokens {self.tokens:,} | cost {self.cost.quantize(Decimal('0.01'))}"
             f" | unpriced rows {self.unpriced:,}"
         )
@@ -133,7 +151,35 @@ def _totals(outcome: BatchOutcome, stored: StoreResult) -> IngestTotals:
         batches=1,
         truncated=stored.inserted_truncated,
         batch_jobs_metered=stored.batches_metered,
+        llm_refused=stored.llm_refused,
+        conflicting=len(stored.conflicting),
     )
+
+
+def quarantine_unfit(outcome: BatchOutcome, settings: PipelineSettings, now: datetime) -> None:
+    """Rows with a value their ``usage_records`` column cannot hold (limits read from db/schema.py by
+    db/bounds.py) become quarantine items before storage: a value the database rejects would fail
+    the batch on every redelivery."""
+    kept = []
+    for record in outcome.records:
+        problems = misfits(usage_records, record)  # (ingested_at is ``now``: always fits)
+        raw = outcome.sources.get(record.event_sha256 or "")
+        if not problems or raw is None:
+            kept.append(record)
+            continue
+        outcome.quarantined.append(unfit_item(raw, record, problems, settings))
+    outcome.records = kept
+
+
+def store_with_conflicts(conn: sa.Connection, outcome: BatchOutcome, settings: PipelineSettings,
+                         now: datetime) -> StoreResult:
+    """``store_batch``, then keep each conflicting duplicate's bytes in quarantine (same transaction)."""
+    stored = store_batch(conn, outcome, now)
+    items = [conflict_item(outcome.sources[c.new_sha256], c, settings)
+             for c in stored.conflicting if c.new_sha256 in outcome.sources]
+    if items:
+        keep_quarantined(conn, items, now)
+    return stored
 
 
 class Ingestor:
@@ -179,7 +225,7 @@ class Ingestor:
                     return work(conn)
             except sa.exc.DBAPIError as exc:
                 if attempt >= self.conflict_retries or not is_write_conflict(exc):
-                    raise
+                    raise without_event_data(exc) from None
                 pause = min(2.0, 0.05 * 2**attempt) * (0.5 + random.random())
                 log.warning("write conflict storing a batch (attempt %d): %s; retrying in %.2f s",
                             attempt + 1, type(exc.orig).__name__, pause)
@@ -187,10 +233,45 @@ class Ingestor:
         raise AssertionError("unreachable")
 
     def ingest(self, raws: Sequence[RawEvent]) -> IngestTotals:
-        """Process and store one batch atomically. Storage errors propagate (nothing half-written)."""
-        outcome = process_batch(raws, self.rate_card(), self.settings)
-        stored = self._in_transaction(lambda conn: store_batch(conn, outcome))
-        return _totals(outcome, stored)
+        """Process and store one batch atomically. Storage errors propagate (nothing half-written).
+
+        After the commit, LLM-log usage waiting for this batch's request ids is settled in a short
+        second transaction (``settle_pending``): a concurrent writer may have committed the other
+        half unseen, and the settle that starts last sees both."""
+        now = utc_now()
+        outcome = process_batch(raws, self.rate_card(), self.settings, now)
+        quarantine_unfit(outcome, self.settings, now)
+        stored = self._in_transaction(lambda conn: store_with_conflicts(conn, outcome, self.settings, now))
+        totals = _totals(outcome, stored)
+        self._settle(outcome, totals, stored.pending_ids)
+        return totals
+
+    def _settle(self, outcome: BatchOutcome, totals: IngestTotals, stored_pending: Sequence[str]) -> None:
+        """Complete LLM-log pairs whose halves were committed concurrently (see ``ingest``)."""
+        if self.engine.dialect.name == "sqlite":
+            return  # writers are serialised (BEGIN IMMEDIATE): the batch's own merge saw every commit
+        ids = sorted({*(r.request_id for r in outcome.records), *(u.request_id for u in outcome.llm_usage)})
+        if not ids:
+            return
+        try:
+            settled = self._in_transaction(lambda conn: settle_pending(conn, ids, utc_now()))
+        except sa.exc.DBAPIError as exc:  # the batch is committed; the next batch's sweep or a replay settles
+            log.warning("could not settle LLM-log usage after a batch (%s); it stays pending until a later "
+                        "batch or a replay of either half completes it", type(exc.orig).__name__)
+            return
+        waiting = set(stored_pending)  # this batch's LLM units, counted pending a moment ago
+        for request_id, status in settled.statuses.items():
+            if request_id not in waiting or status == PENDING:
+                continue
+            totals.pending -= 1
+            if status == MERGED:
+                totals.merged += 1
+            elif status in REFUSED:
+                totals.llm_refused += 1
+            else:
+                totals.duplicates += 1  # the row had reported usage after all (as finish_llm_merge counts it)
+        totals.tokens += settled.changed_tokens
+        totals.cost += settled.changed_cost
 
     def retry_quarantined(
         self,
@@ -224,21 +305,34 @@ class Ingestor:
         ):
             outcome = BatchOutcome()
             results = []
+            started = utc_now()
             for row in page:
-                alone = process_batch([RawEvent(row.raw, row.source_partition, row.source_sequence_number)], card, self.settings)
+                alone = process_batch([RawEvent(row.raw, row.source_partition, row.source_sequence_number)], card,
+                                      self.settings, started)
+                quarantine_unfit(alone, self.settings, started)
                 outcome.events_read += alone.events_read
                 outcome.records.extend(alone.records)
                 outcome.llm_usage.extend(alone.llm_usage)
+                outcome.sources.update(alone.sources)
                 outcome.ignored += alone.ignored
                 results.append((row, alone))
 
+            failing: dict[int, str] = {}  # quarantine row id → today's reason, for rows that still fail
+
             def work(conn: sa.Connection) -> StoreResult:
                 now = utc_now()
-                stored = store_batch(conn, outcome, now)
+                stored = store_with_conflicts(conn, outcome, self.settings, now)
+                conflicting = {c.new_sha256: c for c in stored.conflicting}
+                failing.clear()
                 for row, alone in results:
-                    if alone.quarantined:
-                        reason = alone.quarantined[0].reason
-                        detail = "; ".join(q.detail for q in alone.quarantined)
+                    problems = list(alone.quarantined)
+                    clash = next((conflicting[r.event_sha256] for r in alone.records if r.event_sha256 in conflicting), None)
+                    if clash is not None:  # still a different event under a stored request id
+                        problems.append(conflict_item(RawEvent(row.raw), clash, self.settings))
+                    if problems:
+                        failing[row.id] = problems[0].reason
+                        reason = problems[0].reason
+                        detail = "; ".join(q.detail for q in problems)
                         quarantine_store.mark_still_failing(conn, row, reason, detail, now)
                         continue
                     if alone.records:
@@ -256,9 +350,9 @@ class Ingestor:
             totals.duplicates += stored.duplicates
             totals.tokens += stored.inserted_tokens + stored.merged_tokens
             totals.cost += stored.inserted_cost + stored.merged_cost
-            for _, alone in results:
-                if alone.quarantined:
-                    reason = alone.quarantined[0].reason
+            for row, _ in results:
+                if row.id in failing:
+                    reason = failing[row.id]
                     totals.still_failing[reason] = totals.still_failing.get(reason, 0) + 1
                 else:
                     totals.resolved += 1

@@ -7,11 +7,15 @@ Money is ``Decimal``, time is timezone-aware UTC, tokens are ``int``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
 SCHEMA_V1 = "aoai-usage/1"
+# The event-time window (``PipelineSettings``): ten years back, so that old captures replay; a day
+# ahead, for a gateway whose clock runs fast. Both are settings (metering/settings.py).
+DEFAULT_MAX_EVENT_AGE_DAYS = 3660
+DEFAULT_MAX_EVENT_SKEW_MINUTES = 1440
 
 Endpoint = Literal["chat.completions", "completions", "embeddings", "responses", "images", "audio", "other"]
 UsageSource = Literal["reported", "estimated", "partial", "none"]
@@ -211,6 +215,9 @@ class UsageRecord:
     truncated: bool
     source_partition: str | None
     source_sequence_number: int | None
+    # SHA-256 (hex) of the event's bytes as received: a redelivery has the same, a different event
+    # under the same request id (a conflicting duplicate) does not. ``None`` on rows stored before 0007.
+    event_sha256: str | None = None
     cache_write_tokens: int = 0
     audio_prompt_tokens: int = 0
     image_prompt_tokens: int = 0
@@ -272,6 +279,9 @@ class LlmUsage:
     raw: bytes
     source_partition: str | None = None
     source_sequence_number: int | None = None
+    # False: read while signatures are on, from a route not declared trusted (METERING_TRUST_LLM_LOGS):
+    # kept for audit as ``unsigned`` and never applied to a row.
+    trusted: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +322,9 @@ class BatchOutcome:
     # subscription storage fills in from the job. Neither is a unit of ``events_read``.
     batch_jobs: list[Any] = field(default_factory=list)
     batch_usage: list[UsageRecord] = field(default_factory=list)
+    # The message each record came from, by ``event_sha256``: a conflicting duplicate's bytes are
+    # kept in quarantine (metering/ingest.py).
+    sources: dict[str, RawEvent] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -337,6 +350,20 @@ class StoreResult:
     # ``inserted_tokens``/``inserted_cost``, not in ``inserted``), and jobs' creations recorded now.
     batches_metered: int = 0
     batch_jobs_recorded: int = 0
+    llm_refused: int = 0  # LLM-log records of this batch kept as ``unsigned`` or ``implausible``
+    pending_ids: list[str] = field(default_factory=list)  # request ids of this batch's ``pending`` LLM units
+    # Of ``duplicates``: events whose request id is stored from *different* bytes (first wins).
+    conflicting: list[ConflictingDuplicate] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ConflictingDuplicate:
+    """A second, different event under a request id already stored (or earlier in the batch): the
+    first stays; the second is kept in quarantine as ``conflicting_duplicate``."""
+
+    request_id: str
+    kept_sha256: str
+    new_sha256: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,10 +382,22 @@ class PipelineSettings:
     require_signature: bool = True
     redact_payloads: bool = False
     previous_signing_secret: bytes | None = field(default=None, repr=False)
+    # With signatures on, APIM's LLM-log envelopes (not signed by APIM) change no row unless the
+    # operator declares that they arrive by a route only the diagnostic setting can write (README).
+    trust_llm_logs: bool = False
+    # Event times accepted, relative to the time of ingest: older than ``max_event_age`` or later than
+    # ``max_event_skew`` ahead is ``invalid_field`` (a year-9999 row would break every report).
+    max_event_age: timedelta = timedelta(days=DEFAULT_MAX_EVENT_AGE_DAYS)
+    max_event_skew: timedelta = timedelta(minutes=DEFAULT_MAX_EVENT_SKEW_MINUTES)
 
     @property
     def signing(self) -> bool:
         return bool(self.signing_secret)
+
+    @property
+    def llm_logs_trusted(self) -> bool:
+        """Whether LLM-log usage may fill rows: always without signatures, else only when declared."""
+        return not self.signing or self.trust_llm_logs
 
 
 class BadEvent(Exception):

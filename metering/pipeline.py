@@ -17,6 +17,7 @@ import hashlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 
 from metering.decode.event import decode_event
 from metering.sources.llm_logs import add_log_records, is_records_envelope
@@ -25,6 +26,7 @@ from metering.model import (
     BadEvent,
     BatchOutcome,
     Cost,
+    ConflictingDuplicate,
     PipelineSettings,
     Quarantined,
     RawEvent,
@@ -63,6 +65,7 @@ TEXT_LIMITS: dict[str, int] = {
     "backend_region": 100, "deployment": 200, "model": 200, "api_version": 64, "endpoint": 32,
     "usage_source": 16, "deployment_type": 32, "currency": 3, "price_status": 16, "source_partition": 64,
     "service_tier": 32, "price_fallback": 200,
+    "event_sha256": 64,
 }
 MAX_STATUS = 2**31 - 1  # INTEGER
 MAX_TOKENS = 10**12  # no request has a trillion tokens; also keeps every cost far inside NUMERIC(28, 12)
@@ -93,6 +96,29 @@ def check_record(record: UsageRecord) -> None:
     sequence = record.source_sequence_number
     if sequence is not None and not -MAX_SEQUENCE <= sequence <= MAX_SEQUENCE:
         raise BadEvent("invalid_field", f"source sequence number {sequence} is out of range", record.request_id)
+
+
+def check_event_time(when: datetime, now: datetime, settings: PipelineSettings, request_id: str | None,
+                     what: str = "time") -> None:
+    """Raise ``BadEvent`` (``invalid_field``) for a time outside the accepted window around ``now``:
+    a year-0001 or year-9999 row would be counted in no real month and break date arithmetic in
+    every report. The window is wide (``METERING_MAX_EVENT_AGE_DAYS``, default ten years back, so
+    old captures replay) and a day ahead (``METERING_MAX_EVENT_FUTURE_MINUTES``, a fast clock)."""
+    try:
+        earliest = now - settings.max_event_age
+    except OverflowError:  # a window wider than the calendar
+        earliest = datetime.min.replace(tzinfo=timezone.utc)
+    try:
+        latest = now + settings.max_event_skew
+    except OverflowError:
+        latest = datetime.max.replace(tzinfo=timezone.utc)
+    if not earliest <= when <= latest:
+        raise BadEvent(
+            "invalid_field",
+            f"{what} {when:%Y-%m-%dT%H:%M:%SZ} is outside the accepted window {earliest:%Y-%m-%d} to "
+            f"{latest:%Y-%m-%dT%H:%MZ} (METERING_MAX_EVENT_AGE_DAYS, METERING_MAX_EVENT_FUTURE_MINUTES)",
+            request_id,
+        )
 
 
 def build_record(event: UsageEvent, card: RateCard) -> UsageRecord:
@@ -197,6 +223,21 @@ def _quarantine_item(
     return redacted(item) if settings.redact_payloads else item
 
 
+def conflict_item(raw: RawEvent, conflict: ConflictingDuplicate, settings: PipelineSettings = DEFAULT_SETTINGS) -> Quarantined:
+    """The quarantine item for a second, different event under a stored request id: its bytes and
+    both digests. The first stored event stays counted (first wins); this one is not counted."""
+    detail = (f"request id already stored from an event with SHA-256 {conflict.kept_sha256}; this event "
+              f"(SHA-256 {conflict.new_sha256}) has the same request id but different content and was not "
+              f"counted (the first stored wins): compare the two before trusting either")
+    return _quarantine_item(raw, "conflicting_duplicate", detail, conflict.request_id, settings)
+
+
+def unfit_item(raw: RawEvent, record: UsageRecord, problems: list[str],
+               settings: PipelineSettings = DEFAULT_SETTINGS) -> Quarantined:
+    """The quarantine item for an event whose row has a value its column cannot hold."""
+    return _quarantine_item(raw, "invalid_field", "; ".join(problems), record.request_id, settings)
+
+
 def check_signature(raw: RawEvent, event: UsageEvent, settings: PipelineSettings) -> None:
     """Raise ``BadEvent`` unless the event is signed as ``settings`` require (docs/policies.md)."""
     keys = [k for k in (settings.signing_secret, settings.previous_signing_secret) if k]
@@ -219,8 +260,10 @@ def check_signature(raw: RawEvent, event: UsageEvent, settings: PipelineSettings
     raise BadEvent("bad_signature", why, event.request_id)
 
 
-def process_event(raw: RawEvent, card: RateCard, settings: PipelineSettings = DEFAULT_SETTINGS) -> EventResult:
-    """One message → a row, or a quarantine item that says why not (or, when truncated, both)."""
+def process_event(raw: RawEvent, card: RateCard, settings: PipelineSettings = DEFAULT_SETTINGS,
+                  now: datetime | None = None) -> EventResult:
+    """One message → a row, or a quarantine item that says why not (or, when truncated, both).
+    ``now``: the time of ingest, which the event's time must lie near (default: the clock)."""
     try:
         event = decode_event(
             raw.body,
@@ -229,8 +272,10 @@ def process_event(raw: RawEvent, card: RateCard, settings: PipelineSettings = DE
         )
         if settings.signing:
             check_signature(raw, event, settings)
+        check_event_time(event.event_time, now or datetime.now(timezone.utc), settings, event.request_id)
         record = build_record(event, card)
         check_record(record)
+        record.event_sha256 = hashlib.sha256(raw.body).hexdigest()
         job = batch_row = None
         if is_batch_call(event):
             job, batch = read_batch_event(event)
@@ -250,12 +295,19 @@ def process_event(raw: RawEvent, card: RateCard, settings: PipelineSettings = DE
             raw, "internal_error", f"{type(exc).__name__}: {exc}"[:2000], None, settings))
 
 
-def _quarantine_unstorable_llm_usage(outcome: BatchOutcome, first: int, raw: RawEvent) -> None:
+def _quarantine_unstorable_llm_usage(outcome: BatchOutcome, first: int, raw: RawEvent, now: datetime,
+                                     settings: PipelineSettings) -> None:
     """LLM-log usage that would not fit ``llm_usage`` (tokens beyond ``MAX_TOKENS``, a NUL or an
-    over-long id) is bad input: quarantined like a metering event, never a storage error."""
+    over-long id, a time outside the accepted window) is bad input: quarantined like a metering
+    event, never a storage error. The rest is marked trusted or not (``PipelineSettings.llm_logs_trusted``)."""
     kept = []
     for usage in outcome.llm_usage[first:]:
         problem = None
+        if usage.event_time is not None:
+            try:
+                check_event_time(usage.event_time, now, settings, usage.request_id, "LLM log time")
+            except BadEvent as exc:
+                problem = (exc.reason, exc.detail)
         for name in TOKEN_FIELDS:
             if not 0 <= getattr(usage, name) <= MAX_TOKENS:
                 problem = ("invalid_usage", f"{name} {getattr(usage, name)} is out of range (0 to {MAX_TOKENS:,})")
@@ -264,7 +316,7 @@ def _quarantine_unstorable_llm_usage(outcome: BatchOutcome, first: int, raw: Raw
             if value is not None and (_utf16_length(value) > 200 or "\x00" in value):
                 problem = ("invalid_field", f"LLM log {name} is longer than 200 characters or contains NUL")
         if problem is None:
-            kept.append(usage)
+            kept.append(usage if settings.llm_logs_trusted else replace(usage, trusted=False))
             continue
         outcome.quarantined.append(Quarantined(
             reason=problem[0], detail=problem[1], raw=b'{"records":[' + usage.raw + b"]}",
@@ -275,7 +327,8 @@ def _quarantine_unstorable_llm_usage(outcome: BatchOutcome, first: int, raw: Raw
 
 
 def process_batch(
-    raws: Iterable[RawEvent], card: RateCard, settings: PipelineSettings = DEFAULT_SETTINGS
+    raws: Iterable[RawEvent], card: RateCard, settings: PipelineSettings = DEFAULT_SETTINGS,
+    now: datetime | None = None,
 ) -> BatchOutcome:
     """A batch of messages → rows and quarantine items; ``events_read`` counts every unit read.
 
@@ -285,22 +338,24 @@ def process_batch(
     ``events_read == len(records) + len(quarantined) + len(llm_usage) + ignored``.
     """
     outcome = BatchOutcome()
+    now = now or datetime.now(timezone.utc)
     for raw in raws:
         if is_records_envelope(raw.body):  # APIM diagnostic logs: LLM token usage by request id
             first, first_usage = len(outcome.quarantined), len(outcome.llm_usage)
             add_log_records(outcome, raw)
-            _quarantine_unstorable_llm_usage(outcome, first_usage, raw)
+            _quarantine_unstorable_llm_usage(outcome, first_usage, raw, now, settings)
             if settings.redact_payloads:
                 outcome.quarantined[first:] = [redacted(q) for q in outcome.quarantined[first:]]
             continue
         outcome.events_read += 1
-        result = process_event(raw, card, settings)
+        result = process_event(raw, card, settings, now)
         if result.batch_job is not None:
             outcome.batch_jobs.append(result.batch_job)
         if result.batch_usage is not None:
             outcome.batch_usage.append(result.batch_usage)
         if result.record is not None:
             outcome.records.append(result.record)
+            outcome.sources[result.record.event_sha256 or ""] = raw
             if result.quarantined is not None:
                 outcome.audit.append(result.quarantined)
         elif result.quarantined is not None:

@@ -7,6 +7,8 @@ from typing import Any
 
 import orjson
 
+from events import v1_event
+
 RESOURCE_ID = ("/SUBSCRIPTIONS/00000000-0000-0000-0000-000000000000/RESOURCEGROUPS/RG-AI"
                "/PROVIDERS/MICROSOFT.APIMANAGEMENT/SERVICE/APIM-CONTOSO-AI")
 
@@ -59,3 +61,28 @@ def gateway_record(request_id: str) -> dict[str, Any]:
 
 def envelope(*records: dict[str, Any]) -> bytes:
     return orjson.dumps({"records": list(records)})
+
+
+# A pasted document: a realistic prompt of some hundred tokens, which the LLM log's 1,200 prompt
+# tokens (system framing, tools, the rest of the conversation) must be plausible next to.
+QUARTERLY_REPORT = " ".join(
+    f"Line {n}: Azure OpenAI spend for business unit {n % 7} rose by {n * 3 % 17} percent against budget, "
+    f"driven by gpt-4o chat traffic from the customer-care bot and batch summarisation jobs."
+    for n in range(1, 9)
+)
+
+
+def streamed_request_mode(request_id: str, **overrides) -> dict:
+    """A streamed chat completion logged by the metering policy in ``request`` mode: no usage, no
+    response, the request attached (so the prompt can be estimated: a ``partial`` row)."""
+    return v1_event(
+        request_id,
+        stream=True,
+        capture="request",
+        model=None,
+        usage=None,
+        request={"messages": [{"role": "system", "content": "You are a helpful assistant."},
+                              {"role": "user", "content": "Summarise the quarterly cost report in five bullets.\n\n" + QUARTERLY_REPORT}],
+                 "stream": True, "max_tokens": 800},
+        **overrides,
+    )

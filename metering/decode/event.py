@@ -147,7 +147,10 @@ def parse_time(value: Any, key: str = "time") -> datetime:
             raise BadEvent("invalid_field", f"{key} is not a timestamp: {text!r:.40}") from None
     if moment.tzinfo is None:
         return moment.replace(tzinfo=timezone.utc)  # the gateway writes UTC; a bare time is UTC
-    return moment.astimezone(timezone.utc)
+    try:
+        return moment.astimezone(timezone.utc)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+05:00 is before year 1 in UTC
+        raise BadEvent("invalid_field", f"{key} is out of range in UTC: {text!r:.40}") from None
 
 
 # --------------------------------------------------------------------------- endpoint

@@ -28,6 +28,7 @@ PAYG = Series("Pay-as-you-go", "#4f46e5")
 PTU = Series("PTU capacity (allocated)", "#14b8a6")
 TOP_SUBSCRIPTIONS = 10
 TOP_MODELS = 7
+MAX_FILLED_DAYS = 3660  # beyond ten years, "Cost over time" shows only the days with cost
 NO_SUBSCRIPTION = "(no subscription id)"  # requests the gateway sent without a subscription
 SHORT = {"cost": "Pay-as-you-go", "ptu_cost": "PTU", "total_charge": "Charge", "total_tokens": "Tokens",
          "estimated_requests": "Estimated", "incomplete_requests": "Incomplete", "unpriced_requests": "Unpriced"}
@@ -120,13 +121,11 @@ def _days(frame: pd.DataFrame, report: Report, ptu: bool) -> list[tuple[str, lis
         if (end - start).days <= 400:
             first, last = min(first, start), max(last, end)
     zero = [Decimal(0)] * (2 if ptu else 1)
-    points = []
-    current = first
-    while current <= last:
-        key = current.isoformat()
-        points.append((key, values.get(key, zero)))
-        current += timedelta(days=1)
-    return points
+    if (last - first).days > MAX_FILLED_DAYS:  # e.g. a stray row dated 0001 or 9999: plot the days that have cost
+        return [(key, values[key]) for key in days]
+    # by ordinal: no date arithmetic past date.max (a row stored on 9999-12-31 must not break the page)
+    return [(day.isoformat(), values.get(day.isoformat(), zero))
+            for day in map(date.fromordinal, range(first.toordinal(), last.toordinal() + 1))]
 
 
 def _day_label(points: list[tuple[str, list[Decimal]]]):

@@ -33,7 +33,11 @@ class Period:
         except ValueError:
             raise ValueError(f"--month {text!r} is not YYYY-MM") from None
         days = calendar.monthrange(year, month)[1]
-        return Period(start, start + timedelta(days=days), f"{year:04d}-{month:02d}")
+        try:
+            end = start + timedelta(days=days)
+        except OverflowError:  # 9999-12 ends after the last date a datetime can hold
+            raise ValueError(f"--month {text!r} is out of range (the last month is 9999-11)") from None
+        return Period(start, end, f"{year:04d}-{month:02d}")
 
     @staticmethod
     def between(since: str | None, until: str | None) -> "Period":
@@ -41,7 +45,10 @@ class Period:
         start = _parse_bound(since, "--since") if since else None
         end = _parse_bound(until, "--until") if until else None
         if until and end is not None and len(until.strip()) == 10:
-            end += timedelta(days=1)
+            try:
+                end += timedelta(days=1)
+            except OverflowError:
+                raise ValueError(f"--until {until!r} is out of range (the last date is 9999-12-30)") from None
         if start and end and end <= start:
             raise ValueError("--until must be after --since")
         label = f"{since or 'start'} .. {until or 'now'}"
@@ -68,4 +75,7 @@ def _parse_bound(text: str, flag: str) -> datetime:
         raise ValueError(f"{flag} {text!r} is not a date (YYYY-MM-DD)") from None
     if isinstance(moment, date) and moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+    try:
+        return moment.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError(f"{flag} {text!r} is out of range in UTC") from None

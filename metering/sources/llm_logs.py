@@ -47,6 +47,7 @@ from metering.model import (
 )
 from metering.price.pricing import RateCard, price_tokens
 from metering.price.reprice import stored_billable
+from metering.usage.resolve import check_total
 
 LLM_CATEGORY = "gatewayllmlogs"
 # Prompt and completion text never reach ``llm_usage.raw`` (usage rows carry no payloads either).
@@ -140,6 +141,8 @@ def parse_llm_record(record: dict[str, Any], raw: RawEvent | None = None) -> Llm
             raise BadEvent("invalid_usage", f"cached tokens {cached} exceed prompt tokens {prompt}")
         if reasoning > completion:
             raise BadEvent("invalid_usage", f"reasoning tokens {reasoning} exceed completion tokens {completion}")
+        if total is not None:
+            check_total(prompt, completion, total)
         when = fields.get("time") or fields.get("timegenerated")
         event_time = parse_time(when, "time") if when is not None else (raw.enqueued_time if raw else None)
         return LlmUsage(
@@ -226,25 +229,65 @@ def reported_usage(llm: LlmUsage) -> TokenUsage:
     )
 
 
+# Plausibility of LLM-log usage next to what the row's own event showed (``implausible``).
+# No Azure OpenAI model reads and writes more than ~1.05M tokens in one request (GPT-4.1's context
+# window is 1,047,576 tokens); the ceiling leaves margin above it.
+MAX_REQUEST_TOKENS = 1_100_000
+# Reasoning tokens are hidden from the stream: a reasoning model may spend up to its maximum output
+# (128,000 for the gpt-5 family, 100,000 for o-series) beyond the visible answer.
+MAX_HIDDEN_REASONING_TOKENS = 128_000
+# What a tiktoken estimate of a captured request cannot see exactly (tool-schema formatting, image
+# detail defaults, per-message framing), on top of a factor of two either way.
+ESTIMATE_SLACK = 1_024
+
+
+def implausible(row: UsageRecord, llm: LlmUsage) -> str | None:
+    """Why the LLM log's numbers cannot replace the row's (``None``: they may).
+
+    The row's event is the evidence: a prompt it counted (``estimated``/``partial`` rows count the
+    captured request) is the prompt within a factor of two, give or take ``ESTIMATE_SLACK``; the
+    visible answer it counted is a *lower* bound of the completion, which hidden reasoning may exceed
+    by up to ``MAX_HIDDEN_REASONING_TOKENS`` (a cut stream, ``partial``, bounds it from below only);
+    and nothing exceeds ``MAX_REQUEST_TOKENS``. A row with no usage at all (``none``) is bounded by
+    that ceiling alone. So a forged record can neither inflate a request beyond what it could have
+    cost nor shrink it below what was seen."""
+    if llm.prompt_tokens + llm.completion_tokens > MAX_REQUEST_TOKENS:
+        return f"{llm.prompt_tokens + llm.completion_tokens:,} tokens exceed any model's context ({MAX_REQUEST_TOKENS:,})"
+    counted_prompt, counted_completion = row.prompt_tokens, row.completion_tokens
+    if row.usage_source in ("estimated", "partial") and counted_prompt > 0:
+        low, high = counted_prompt // 2, 2 * counted_prompt + ESTIMATE_SLACK
+        if not low <= llm.prompt_tokens <= high:
+            return f"prompt tokens {llm.prompt_tokens:,} are not within {low:,} to {high:,} (the event counted {counted_prompt:,})"
+    if row.usage_source in ("estimated", "partial") and counted_completion > 0:
+        low = counted_completion // 2
+        high = 2 * counted_completion + ESTIMATE_SLACK + MAX_HIDDEN_REASONING_TOKENS
+        if llm.completion_tokens < low or (row.usage_source == "estimated" and llm.completion_tokens > high):
+            return (f"completion tokens {llm.completion_tokens:,} do not fit the {counted_completion:,} the event's "
+                    f"answer showed (plus hidden reasoning)")
+    return None
+
+
 def merge_usage(row: UsageRecord, llm: LlmUsage, card: RateCard) -> UsageRecord | None:
     """The row with the LLM log's reported tokens, repriced with the same pricing code as ingest and
     ``metering reprice`` (``price_tokens``);
     ``None`` when the row already has reported usage (the provider's own numbers are never replaced).
 
-    The model becomes the LLM log's ``ModelName`` when it names one. The row's deployment type and
-    billability (decided from the full event at ingest: status, content-filter body) are kept.
+    The row keeps its model (the response's, the deployments mapping's or the deployment's: the
+    LLM log's ``ModelName`` is not trusted to choose a price), its deployment type and billability
+    (decided from the full event at ingest: status, content-filter body). Callers check
+    ``implausible`` first.
     """
     if row.usage_source == "reported":
         return None
-    usage = replace(reported_usage(llm), service_tier=row.service_tier)  # the log has no tier; the response had
-    model = llm.model or row.model
+    # the log has no tier (the response had) and its model is not trusted to choose a price
+    usage = replace(reported_usage(llm), model=row.model, service_tier=row.service_tier)
     cost = price_tokens(
         billable=stored_billable(row),  # as `metering reprice` judges a stored row (a 400 keeps ingest's verdict)
         usage=usage,
-        model=model,
+        model=row.model,
         deployment_type=row.deployment_type,
         region=row.backend_region,
         at=row.event_time,
         card=card,
     )
-    return replace(row, model=model, **usage_and_cost_columns(usage, cost))  # usage.source is "reported"
+    return replace(row, **usage_and_cost_columns(usage, cost))  # usage.source is "reported"

@@ -45,6 +45,15 @@ def _detail(usage: dict[str, Any], details_key: str, name: str) -> int:
     return _count(details.get(name), f"{details_key}.{name}")
 
 
+def check_total(prompt: int, completion: int, total: int) -> None:
+    """Raise ``BadEvent`` unless ``total == prompt + completion``: how Azure OpenAI reports every
+    shape (chat, completions, Responses, images; embeddings have no completion tokens, so their
+    total is the prompt). A total that disagrees with its parts is not usage anyone can bill."""
+    if total != prompt + completion:
+        raise BadEvent("invalid_usage", f"total_tokens {total:,} is not prompt + completion tokens "
+                                        f"({prompt:,} + {completion:,})")
+
+
 def _cached_detail(usage: dict[str, Any], details_key: str, name: str) -> int:
     """``<details_key>.cached_tokens_details.<name>``: cached audio or image tokens (Realtime shape)."""
     details = usage.get(details_key)
@@ -125,6 +134,7 @@ def normalize_usage(
         image_completion = completion  # gpt-image-1: every output token is an image token
     total = usage.get("total_tokens")
     total_tokens = _count(total, "total_tokens") if total is not None else prompt + completion
+    check_total(prompt, completion, total_tokens)
     if cached > prompt:
         raise BadEvent("invalid_usage", f"cached_tokens {cached} exceed prompt tokens {prompt}")
     if reasoning > completion:

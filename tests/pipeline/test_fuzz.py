@@ -1,8 +1,9 @@
-"""Property-based fuzzing of a whole batch: mutated, truncated, re-encoded and random events.
+"""Property-based fuzzing of a whole batch: mutated, truncated, re-encoded and random events, and
+event times anywhere in (and past the ends of) the calendar.
 
 Whatever arrives, no exception escapes a batch, every event is accounted for exactly once
 (``read == inserted + duplicates + quarantined``, plus the LLM-log units ``merged + pending +
-ignored`` when diagnostic logs are in the mix), and no event hits an unexpected code path
+refused + ignored`` when diagnostic logs are in the mix), and no event hits an unexpected code path
 (quarantine reason ``internal_error`` would be a bug in the pipeline).
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import orjson
@@ -55,10 +57,24 @@ json_values = st.recursive(
 )
 
 
+# Times at and past the ends of the calendar, in any offset (0001-01-01T00:00:00+05:00 is before
+# year 1 in UTC), and anywhere between: each is a row or an ``invalid_field``, never a crash.
+extreme_times = st.sampled_from([
+    "9999-12-31T23:59:59Z", "9999-12-31T23:59:59.9999999Z", "0001-01-01T00:00:00Z", "0001-01-01T00:00:00+05:00",
+    "9999-12-31T23:00:00-05:00", "1970-01-01T00:00:00Z", "2026-10-15T09:30:00+14:00",
+]) | st.datetimes(timezones=st.timezones() | st.just(None)).map(lambda moment: moment.isoformat())
+
+
 @st.composite
 def mutated(draw) -> bytes:
     body = draw(st.sampled_from(BASES))
-    kind = draw(st.sampled_from(["as_is", "truncate", "bytes", "reencode", "field", "usage", "random", "bom", "llm"]))
+    kind = draw(st.sampled_from(["as_is", "truncate", "bytes", "reencode", "field", "usage", "random", "bom", "llm",
+                                 "time"]))
+    if kind == "time":
+        moment = draw(extreme_times)
+        if draw(st.booleans()):
+            return envelope(llm_record(draw(st.sampled_from(["fuzz-plain", "fuzz-time"])), time=moment))
+        return encode(v1_event(draw(st.sampled_from(["fuzz-plain", "fuzz-time"])), time=moment))
     if kind == "llm":  # an APIM diagnostic-log envelope with odd values in its LLM record
         fields = draw(st.dictionaries(st.sampled_from(["promptTokens", "completionTokens", "totalTokens",
                                                        "promptCachedTokens", "deploymentName", "modelName"]),
@@ -127,6 +143,15 @@ def stored_counts() -> tuple[int, int]:
                 conn.execute(sa.select(sa.func.count()).select_from(quarantine).where(quarantine.c.reason == "internal_error")).scalar())
 
 
+def rows_outside_the_window() -> int:
+    """Rows whose time no report could handle: before the accepted age or past the allowed skew."""
+    now = datetime.now(timezone.utc)
+    earliest, latest = now - PipelineSettings().max_event_age - timedelta(days=1), now + timedelta(days=2)
+    with _engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(usage_records).where(
+            (usage_records.c.event_time < earliest) | (usage_records.c.event_time > latest))).scalar()
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(st.lists(mutated(), min_size=1, max_size=8), st.integers(0, len(SETTINGS) - 1), st.booleans())
 def test_no_batch_raises_and_every_event_is_counted_once(bodies, which, redeliver):
@@ -144,10 +169,11 @@ def test_no_batch_raises_and_every_event_is_counted_once(bodies, which, redelive
     rows_after, internal_errors = stored_counts()
     assert totals.read == pure.events_read
     assert totals.read == (totals.inserted + totals.duplicates + totals.quarantined
-                           + totals.merged + totals.pending + totals.ignored)
+                           + totals.merged + totals.pending + totals.llm_refused + totals.ignored)
     assert totals.quarantined == len(pure.quarantined)
     assert rows_after - rows_before == totals.inserted
     assert internal_errors == 0
+    assert rows_outside_the_window() == 0
 
 
 @pytest.mark.postgres
@@ -164,7 +190,7 @@ def test_no_batch_raises_on_postgres_either(postgres_url):
     def batch_on_postgres(bodies, which):
         totals = ingestors[which].ingest([RawEvent(b) for b in bodies])
         assert totals.read == (totals.inserted + totals.duplicates + totals.quarantined
-                               + totals.merged + totals.pending + totals.ignored)
+                               + totals.merged + totals.pending + totals.llm_refused + totals.ignored)
 
     try:
         batch_on_postgres()

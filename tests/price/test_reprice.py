@@ -297,11 +297,10 @@ def test_reprice_never_writes_a_price_computed_from_tokens_that_changed_meanwhil
     """A Function merging APIM LLM-log usage into a row while `metering reprice` works on the same
     batch: reprice must not overwrite the merged row's price with one computed from its old tokens."""
     import db.reprice as db_reprice
-    from llm_records import envelope, llm_record
+    from llm_records import envelope, llm_record, streamed_request_mode
 
     engine = postgres_engine
-    partial = v1_event("race-1", usage=None, stream=True, capture="request", model=None,
-                       request={"messages": [{"role": "user", "content": "Summarise the quarter."}], "stream": True})
+    partial = streamed_request_mode("race-1")  # a prompt the log's 1,200 tokens are plausible for
     ingest(engine, partial)  # no card yet: partial usage, no_rate
     before = rows(engine)["race-1"]
     assert (before.usage_source, before.price_status) == ("partial", "no_rate")

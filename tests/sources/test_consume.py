@@ -16,7 +16,7 @@ from azure.eventhub._constants import PROP_OFFSET, PROP_SEQ_NUMBER, PROP_TIMESTA
 from db import rate_card as rate_card_store
 from db.schema import llm_usage, quarantine, usage_records
 from events import encode, v1_event
-from llm_records import envelope, llm_record
+from llm_records import envelope, llm_record, streamed_request_mode
 from metering.sources import consume
 from metering.cli import main
 from metering.sources.consume import BatchHandler, ConsumerSettings, Stopped, build_client, split_container_url, to_raw_event
@@ -179,8 +179,7 @@ def test_empty_batches_do_nothing(ingestor):
 def test_llm_log_envelopes_from_the_hub_complete_rows(ingestor, engine):
     checkpoints = RecordingCheckpointStore()
     handler = BatchHandler(ingestor)
-    stream = v1_event("l-1", stream=True, capture="request", model=None, usage=None,
-                      request={"messages": [{"role": "user", "content": "hello there"}], "stream": True})
+    stream = streamed_request_mode("l-1")  # a prompt the log's 1,200 tokens are plausible for
     handler.on_batch(context(checkpoints, "0"), [received(encode(stream), 1)])
     handler.on_batch(context(checkpoints, "1"), [received(envelope(llm_record("l-1")), 9)])
     with engine.connect() as conn:

@@ -16,7 +16,7 @@ from db import store
 from db.llm_usage import SWEEP_WINDOW, begin_llm_merge, finish_llm_merge, _insert_llm_usage
 from db.schema import llm_usage, usage_records
 from events import encode, jsonl, v1_event
-from llm_records import envelope, gateway_record, llm_record
+from llm_records import envelope, gateway_record, llm_record, streamed_request_mode
 from metering.ingest import IngestTotals, Ingestor
 from metering.sources.llm_logs import is_records_envelope, parse_llm_record
 from metering.model import RawEvent
@@ -30,28 +30,12 @@ CARD = (
 )
 
 
-def streamed_request_mode(request_id: str, **overrides) -> dict:
-    """A streamed chat completion logged by the metering policy in ``request`` mode: no usage, no
-    response, the request attached (so the prompt can be estimated: a ``partial`` row)."""
-    return v1_event(
-        request_id,
-        stream=True,
-        capture="request",
-        model=None,
-        usage=None,
-        request={"messages": [{"role": "system", "content": "You are a helpful assistant."},
-                              {"role": "user", "content": "Summarise the quarterly cost report in five bullets."}],
-                 "stream": True, "max_tokens": 800},
-        **overrides,
-    )
-
-
 def raws(*bodies: bytes) -> list[RawEvent]:
     return [RawEvent(body=b, source_partition="0", source_sequence_number=i) for i, b in enumerate(bodies)]
 
 
 def identity(t: IngestTotals) -> bool:
-    return t.read == t.inserted + t.duplicates + t.quarantined + t.merged + t.pending + t.ignored
+    return t.read == t.inserted + t.duplicates + t.quarantined + t.merged + t.pending + t.llm_refused + t.ignored
 
 
 # --------------------------------------------------------------------------- pure
@@ -120,7 +104,7 @@ def stored(engine, request_id: str) -> dict:
 def assert_reported(row: dict) -> None:
     assert row["usage_source"] == "reported"
     assert (row["prompt_tokens"], row["completion_tokens"], row["total_tokens"]) == (1200, 300, 1500)
-    assert row["model"] == "gpt-4o-2024-11-20"
+    assert row["model"] == "gpt-4o"  # the event's (its deployment's): an LLM log never changes the model
     assert row["price_status"] == "priced" and row["currency"] == "USD"
     assert row["total_cost"] == Decimal("0.006")  # 1200 × 2.50 / 1M + 300 × 10.00 / 1M
     assert (row["input_cost"], row["output_cost"]) == (Decimal("0.003"), Decimal("0.003"))
@@ -208,7 +192,7 @@ def test_estimates_and_rows_without_usage_are_completed_too(ingestor, engine):
 
 def test_a_throttled_request_stays_not_billable(ingestor, engine):
     ingestor.ingest(raws(encode(streamed_request_mode("s-9", status=429))))
-    ingestor.ingest(raws(envelope(llm_record("s-9", 0, 0, totalTokens=12))))
+    ingestor.ingest(raws(envelope(llm_record("s-9", 12, 0))))
     row = stored(engine, "s-9")
     assert (row["usage_source"], row["price_status"], row["total_cost"]) == ("reported", "not_billable", Decimal(0))
 
@@ -222,7 +206,7 @@ def test_concurrent_writers_that_miss_each_other_are_completed_by_the_next_batch
         assert finish_llm_merge(conn, merge, set()).pending == 1
     row_only = process_batch(raws(encode(streamed_request_mode("s-10"))), ingestor.rate_card())
     with engine.begin() as conn:  # writer A: the row, inserted without looking at llm_usage (it saw none)
-        store._insert_new_records(conn, [store._record_row(r, store.utc_now()) for r in row_only.records])
+        store._insert_new_records(conn, [store.record_row(r, store.utc_now()) for r in row_only.records])
     assert stored(engine, "s-10")["usage_source"] == "partial"
     unrelated = ingestor.ingest(raws(encode(v1_event("other-request"))))
     assert unrelated.merged == 0 and identity(unrelated)  # not this run's unit, but the row is completed
@@ -235,7 +219,7 @@ def test_pending_records_past_the_sweep_window_wait_for_a_redelivery(ingestor, e
     rows = process_batch(raws(encode(streamed_request_mode("s-11"))), card).records
     with engine.begin() as conn:  # both halves stored long ago, each without seeing the other
         _insert_llm_usage(conn, [{**_row_for(items[0]), "received_at": store.utc_now() - 2 * SWEEP_WINDOW}])
-        store._insert_new_records(conn, [store._record_row(r, store.utc_now()) for r in rows])
+        store._insert_new_records(conn, [store.record_row(r, store.utc_now()) for r in rows])
     ingestor.ingest(raws(encode(v1_event("unrelated"))))
     assert stored(engine, "s-11")["usage_source"] == "partial"
     redelivered = ingestor.ingest(raws(encode(streamed_request_mode("s-11"))))
@@ -321,8 +305,8 @@ def test_merge_keeps_the_rows_billability_and_deployment_type():
     assert (rejected.price_status, rejected.total_cost, rejected.total_tokens) == ("not_billable", Decimal(0), 1500)
     ptu = merge_usage(replace(row, deployment_type="provisioned", price_status="not_billable"), usage, card)
     assert (ptu.price_status, ptu.deployment_type, ptu.total_tokens) == ("not_billable", "provisioned", 1500)
-    unknown_model = merge_usage(row, replace(usage, model="mystery-model"), card)
-    assert (unknown_model.model, unknown_model.price_status, unknown_model.total_cost) == ("mystery-model", "no_rate", None)
+    other_model = merge_usage(row, replace(usage, model="gpt-5-pro"), card)  # the log's ModelName chooses no price
+    assert (other_model.model, other_model.price_status, other_model.total_cost) == ("gpt-4o", "priced", Decimal("0.006"))
     assert merge_usage(replace(row, usage_source="reported"), usage, card) is None
 
 
