@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from metering.finance.options import FORMATS
+from metering.finance.safe_text import spreadsheet_text, terminal_line
 from metering.finance.report import (
     MONEY_COLUMNS, TABLE_COLUMNS, TABLE_PTU_COLUMNS, Report, has_ptu, money, object_series, total_row,
 )
@@ -23,7 +24,7 @@ def _cell(value: Any, column: str) -> str:
         return money(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
-    return "" if value is None or (isinstance(value, float) and value != value) else str(value)
+    return "" if value is None or (isinstance(value, float) and value != value) else terminal_line(str(value))
 
 
 def quality_line(report_or_total: Report | dict[str, Any]) -> str:
@@ -65,11 +66,12 @@ def render_table(frame: pd.DataFrame, dimensions: tuple[str, ...], title: str,
             out.append("")
             out.append("PTU allocation (monthly capacity cost split by each subscription's share of the deployment's tokens):")
             for part in report.ptu:
-                out.append(f"  {part['month']}  {part['deployment']:<20} {part['subscription']:<28} "
+                out.append(f"  {part['month']}  {terminal_line(str(part['deployment'])):<20} "
+                           f"{terminal_line(str(part['subscription'])):<28} "
                            f"{part['tokens']:>12,} tokens  {_percent(part['token_share']):>7}  "
                            f"{money(part['ptu_cost']):>12} {part['currency']}")
         for note in report.notes:
-            out.append(f"note: {note}")
+            out.append(f"note: {terminal_line(note)}")
     return "\n".join(out) + "\n"
 
 
@@ -87,7 +89,12 @@ def to_csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def render_csv(report: Report) -> str:
-    return to_csv_frame(report.frame).to_csv(index=False)
+    """The report's rows as CSV; text a spreadsheet would run as a formula is quoted (``safe_text``)."""
+    frame = to_csv_frame(report.frame)
+    for column in frame.columns:
+        if column not in MONEY_COLUMNS and frame[column].dtype == object:
+            frame[column] = object_series(frame, [spreadsheet_text(v) for v in frame[column]])
+    return frame.to_csv(index=False)
 
 
 def _jsonable(value: Any) -> Any:
