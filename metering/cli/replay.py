@@ -5,25 +5,44 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from metering.cli.common import UsageError, migrated_engine, out, pipeline_settings
 
 DEFAULT_BATCH_SIZE = 500
 
 
+def skipped_line(skipped: list[Path], shown: int = 10) -> str:
+    """One line naming the files of the given folders that replay does not read (first ``shown``)."""
+    from metering.finance.safe_text import terminal_line
+
+    names = ", ".join(terminal_line(str(p)) for p in skipped[:shown])
+    more = f", and {len(skipped) - shown:,} more" if len(skipped) > shown else ""
+    return (f"metering: skipped {len(skipped):,} file(s) not recognised (replay reads .jsonl, .jsonl.gz, .ndjson, "
+            f".avro): {names}{more}")
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from metering.ingest import IngestTotals, Ingestor
+    from metering.sources.bounds import max_event_bytes_from_env
     from metering.sources.files import SourceError, batched, discover, read_events
 
     if args.batch_size <= 0:
         raise UsageError("--batch-size must be a positive number of events")
-    engine = migrated_engine(args)
     try:
-        files = discover(args.paths)
+        max_event_bytes = max_event_bytes_from_env()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    engine = migrated_engine(args)
+    skipped: list[Path] = []
+    try:
+        files = discover(args.paths, skipped)
     except SourceError as exc:
         raise UsageError(str(exc)) from None
+    if skipped:
+        print(skipped_line(skipped), file=sys.stderr)
     if not files:
         raise UsageError("no capture files found (.jsonl, .jsonl.gz, .avro) under " + ", ".join(args.paths))
     ingestor = Ingestor(engine, settings=pipeline_settings(args))
@@ -33,7 +52,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="replay", disable=not show if show is not None else None,
               file=sys.stderr, leave=False) as bar:
         try:
-            for batch in batched(read_events(files, bar.update), args.batch_size):
+            for batch in batched(read_events(files, bar.update, max_event_bytes), args.batch_size):
                 totals.add(ingestor.ingest(batch))
                 bar.set_postfix(events=totals.read, inserted=totals.inserted, refresh=False)
         except SourceError as exc:  # a damaged file: what came before it is stored, and replay is idempotent
