@@ -18,6 +18,10 @@ DEFAULT_DATABASE_URL = "sqlite:///metering.db"
 DATABASE_URL_SETTING = "METERING_DATABASE_URL"
 
 
+class DatabaseFolderMissing(ValueError):
+    """A SQLite URL whose file would be in a folder that does not exist (never created implicitly)."""
+
+
 def database_url(explicit: str | None = None) -> str:
     """The database to use: the explicit URL, else ``METERING_DATABASE_URL``, else local SQLite."""
     return explicit or os.environ.get(DATABASE_URL_SETTING) or DEFAULT_DATABASE_URL
@@ -68,8 +72,11 @@ def make_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:
     backend = parsed.get_backend_name()
     options: dict[str, Any] = {}
     if backend == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
+            folder = Path(parsed.database).expanduser().parent
+            if not folder.is_dir():  # a mistyped path must not create folders and an empty database
+                raise DatabaseFolderMissing(f"the SQLite database's folder {folder} does not exist "
+                                            "(create it first, or check the path in the URL)")
         options["connect_args"] = {"timeout": 60, "check_same_thread": False}
     else:
         options["pool_pre_ping"] = True
