@@ -19,7 +19,7 @@ import fastavro
 import pytest
 import sqlalchemy as sa
 
-from capture_files import CAPTURE_SCHEMA, capture_path, capture_records, write_capture
+from capture_files import CAPTURE_SCHEMA, capture_path, capture_record, capture_records, container, write_capture
 from cli_runner import run
 from db.schema import quarantine, usage_records
 from events import encode, jsonl, v1_event
@@ -111,41 +111,6 @@ def test_replay_of_a_multi_hundred_megabyte_line_stays_far_below_a_gibibyte(tmp_
 
 
 # ---------------------------------------------------------------- hostile Avro
-
-
-def zigzag(n: int) -> bytes:
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def avro_bytes(data: bytes) -> bytes:
-    return zigzag(len(data)) + data
-
-
-SYNC = b"S" * 16
-
-
-def container(schema: dict, blocks: list[tuple[int, int | None, bytes]], codec: str = "null") -> bytes:
-    """An Avro object container written by hand, so that its counts and lengths can lie."""
-    meta = zigzag(2) + avro_bytes(b"avro.schema") + avro_bytes(json.dumps(schema).encode()) \
-        + avro_bytes(b"avro.codec") + avro_bytes(codec.encode()) + zigzag(0)
-    body = b"".join(zigzag(count) + zigzag(len(data) if size is None else size) + data + SYNC
-                    for count, size, data in blocks)
-    return b"Obj\x01" + meta + SYNC + body
-
-
-def capture_record(body: bytes, sequence: int = 1, body_length: int | None = None) -> bytes:
-    """One EventData record in Capture's schema; ``body_length`` lies about Body's length."""
-    return (zigzag(sequence) + avro_bytes(b"1024") + avro_bytes(b"10/15/2026 9:30:05 AM") + zigzag(0) + zigzag(0)
-            + zigzag(1) + zigzag(len(body) if body_length is None else body_length) + body)
 
 
 def hostile(tmp_path: Path, name: str, content: bytes) -> Path:
