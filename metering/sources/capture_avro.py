@@ -51,8 +51,11 @@ class _Cursor:
         return len(self.data) - self.pos
 
     def long(self) -> int:
-        shift = result = 0
         data, pos = self.data, self.pos
+        if pos < len(data) and data[pos] < 0x80:  # most numbers (lengths, counts, branches) are one byte
+            self.pos = pos + 1
+            return (data[pos] >> 1) ^ -(data[pos] & 1)
+        shift = result = 0
         while True:
             if pos >= len(data):
                 raise CaptureFormatError("a number runs past the end of its block")
