@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -17,6 +18,9 @@ from metering.finance.safe_text import spreadsheet_text, terminal_line
 from metering.finance.report import (
     MONEY_COLUMNS, TABLE_COLUMNS, TABLE_PTU_COLUMNS, Report, has_ptu, money, object_series, total_row,
 )
+
+
+_C1 = re.compile("[\x7f-\x9f]")
 
 
 def _cell(value: Any, column: str) -> str:
@@ -125,7 +129,9 @@ def render_json(report: Report) -> str:
     }
     if report.ptu is not None:
         document["ptu_allocation"] = [{k: _jsonable(v) for k, v in part.items()} for part in report.ptu]
-    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    # JSON escapes C0 controls itself; DEL and C1 (a terminal's 8-bit CSI) too, losslessly, as \u00XX.
+    return _C1.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def parquet_table(report: Report) -> Any:

@@ -81,3 +81,22 @@ def test_replay_of_a_folder_names_the_files_it_skips(db, capsys, tmp_path):
     (folder / "sub" / "events.json").unlink()
     code, out, err = run(capsys, "--db", db, "replay", str(folder))
     assert "skipped" not in err
+
+
+def test_report_to_a_terminal_in_any_text_format_shows_control_characters_escaped(db, capsys, tmp_path, monkeypatch):
+    import json
+    import sys
+
+    capture = tmp_path / "c.jsonl"
+    capture.write_bytes(jsonl([v1_event("esc-2", subscription={"id": f"sub{ESCAPES}", "name": "x"})]))
+    assert run(capsys, "--db", db, "replay", str(capture))[0] == 0
+    # JSON escapes every control character itself, losslessly: the document still holds the stored id
+    code, out, _ = run(capsys, "--db", db, "report", "--month", "2026-10", "--by", "subscription", "--format", "json")
+    assert code == 0 and not any(c in out for c in "\x1b\x07\x9b")
+    assert f"sub{ESCAPES}" in {row["subscription"] for row in json.loads(out)["rows"]}
+    # CSV has no escapes: on a terminal it is shown escaped; into a pipe or file it stays as stored
+    code, out, _ = run(capsys, "--db", db, "report", "--month", "2026-10", "--by", "subscription", "--format", "csv")
+    assert f"sub{ESCAPES}" in out
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    code, out, _ = run(capsys, "--db", db, "report", "--month", "2026-10", "--by", "subscription", "--format", "csv")
+    assert code == 0 and not any(c in out for c in "\x1b\x07\x9b") and "sub\\x1b]0;owned" in out
