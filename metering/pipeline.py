@@ -134,6 +134,22 @@ class EventResult:
         return self.record is not None and self.quarantined is not None
 
 
+def oversized_item(raw: RawEvent, settings: PipelineSettings) -> Quarantined:
+    """A message longer than the source's bound, kept as its first bytes and the digest of all of
+    it: never decoded (a prefix could be salvaged into a row of a forged or hostile event)."""
+    item = Quarantined(
+        reason="oversized",
+        detail=(f"message of {raw.oversized_bytes:,} bytes is longer than the replay bound (METERING_MAX_EVENT_BYTES; "
+                f"APIM caps an event at 200 KB): its first {len(raw.body):,} bytes are kept, the rest was not read; "
+                f"SHA-256 {raw.oversized_sha256}"),
+        raw=raw.body,
+        source_partition=raw.source_partition,
+        source_sequence_number=raw.source_sequence_number,
+        raw_sha256=raw.oversized_sha256,
+    )
+    return redacted(item) if settings.redact_payloads else item
+
+
 def redacted(item: Quarantined) -> Quarantined:
     """``item`` with prompt and completion text removed from its bytes (``metering.redact``); it
     keeps the digest of the bytes as received, so that a redelivery is still recognised."""
@@ -154,22 +170,6 @@ def _quarantine_item(
         request_id=request_id,
         source_partition=raw.source_partition,
         source_sequence_number=raw.source_sequence_number,
-    )
-    return redacted(item) if settings.redact_payloads else item
-
-
-def oversized_item(raw: RawEvent, settings: PipelineSettings) -> Quarantined:
-    """A message longer than the source's bound, kept as its first bytes and the digest of all of
-    it: never decoded (a prefix could be salvaged into a row of a forged or hostile event)."""
-    item = Quarantined(
-        reason="oversized",
-        detail=(f"message of {raw.oversized_bytes:,} bytes is longer than the replay bound (METERING_MAX_EVENT_BYTES; "
-                f"APIM caps an event at 200 KB): its first {len(raw.body):,} bytes are kept, the rest was not read; "
-                f"SHA-256 {raw.oversized_sha256}"),
-        raw=raw.body,
-        source_partition=raw.source_partition,
-        source_sequence_number=raw.source_sequence_number,
-        raw_sha256=raw.oversized_sha256,
     )
     return redacted(item) if settings.redact_payloads else item
 

@@ -32,7 +32,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.batch_size <= 0:
         raise UsageError("--batch-size must be a positive number of events")
     try:
-        max_event_bytes = max_event_bytes_from_env()
+        max_event_bytes_from_env()  # the sources read it; a bad value is bad input, said before anything is read
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     engine = migrated_engine(args)
@@ -52,7 +52,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="replay", disable=not show if show is not None else None,
               file=sys.stderr, leave=False) as bar:
         try:
-            for batch in batched(read_events(files, bar.update, max_event_bytes), args.batch_size):
+            for batch in batched(read_events(files, bar.update), args.batch_size):
                 totals.add(ingestor.ingest(batch))
                 bar.set_postfix(events=totals.read, inserted=totals.inserted, refresh=False)
         except SourceError as exc:  # a damaged file: what came before it is stored, and replay is idempotent

@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any, BinaryIO
 
 from metering.model import BadEvent, RawEvent
-from metering.sources.bounds import DEFAULT_MAX_EVENT_BYTES, bounded_lines
+from metering.sources.bounds import bounded_lines, max_event_bytes_from_env
 
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
 AVRO_SUFFIXES = (".avro",)
@@ -73,14 +73,16 @@ def discover(paths: Iterable[str | Path], skipped: list[Path] | None = None) -> 
 
 
 def read_jsonl(
-    path: Path, on_bytes: Callable[[int], None] | None = None, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    path: Path, on_bytes: Callable[[int], None] | None = None, max_event_bytes: int | None = None
 ) -> Iterator[RawEvent]:
     """Each non-blank line of a JSONL file as one raw event (CRLF tolerated). A line longer than
     ``max_event_bytes`` is never held in memory: it becomes an ``oversized`` stand-in (its first
     bytes and digest, metering/sources/bounds.py) and the rest of the file goes on.
 
     ``on_bytes`` receives progress in bytes of the file on disk (compressed bytes for ``.gz``).
+    ``max_event_bytes``: default ``METERING_MAX_EVENT_BYTES`` (1 MiB).
     """
+    bound = max_event_bytes or max_event_bytes_from_env()
     with open(path, "rb") as disk:
         stream: BinaryIO = gzip.GzipFile(fileobj=disk, mode="rb") if path.name.lower().endswith(".gz") else disk  # type: ignore[assignment]
         position = 0
@@ -93,7 +95,7 @@ def read_jsonl(
                 position = now
 
         try:
-            yield from bounded_lines(stream, max_event_bytes, progress if on_bytes is not None else None)
+            yield from bounded_lines(stream, bound, progress if on_bytes is not None else None)
         except (EOFError, OSError, zlib.error) as exc:  # a cut or damaged .gz (gzip.BadGzipFile is an OSError)
             what = "a damaged or cut-short gzip file" if stream is not disk else "could not be read"
             raise SourceError(f"{path}: {what} ({type(exc).__name__}: {exc})") from exc
@@ -121,7 +123,7 @@ def _enqueued_time(value: Any) -> datetime | None:
 
 
 def read_capture(
-    path: Path, on_bytes: Callable[[int], None] | None = None, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    path: Path, on_bytes: Callable[[int], None] | None = None, max_event_bytes: int | None = None
 ) -> Iterator[RawEvent]:
     """Each record of an Event Hubs Capture Avro file as one raw event, streamed block by block.
 
@@ -133,6 +135,7 @@ def read_capture(
     """
     from metering.sources.capture_avro import CaptureFormatError, read_capture_records
 
+    bound = max_event_bytes or max_event_bytes_from_env()
     size = path.stat().st_size
     if size == 0:
         return
@@ -149,7 +152,7 @@ def read_capture(
 
         try:
             for sequence, enqueued, body, oversized, digest in read_capture_records(
-                disk, size, max_event_bytes, progress if on_bytes is not None else None
+                disk, size, bound, progress if on_bytes is not None else None
             ):
                 yield RawEvent(
                     body=body or b"",
@@ -170,17 +173,17 @@ def read_capture(
 
 
 def read_file(
-    path: Path, on_bytes: Callable[[int], None] | None = None, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    path: Path, on_bytes: Callable[[int], None] | None = None, max_event_bytes: int | None = None
 ) -> Iterator[RawEvent]:
     """The events of one capture file, whatever its format; no event longer than ``max_event_bytes``
-    is held in memory (it becomes an ``oversized`` stand-in)."""
+    (default ``METERING_MAX_EVENT_BYTES``, 1 MiB) is held in memory: it becomes an ``oversized`` stand-in."""
     if _is_avro(path):
         return read_capture(path, on_bytes, max_event_bytes)
     return read_jsonl(path, on_bytes, max_event_bytes)
 
 
 def read_events(
-    paths: Iterable[Path], on_bytes: Callable[[int], None] | None = None, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    paths: Iterable[Path], on_bytes: Callable[[int], None] | None = None, max_event_bytes: int | None = None
 ) -> Iterator[RawEvent]:
     """All events of all files, in order."""
     for path in paths:

@@ -74,12 +74,22 @@ def test_replay_quarantines_an_oversized_line_once_and_counts_it(db, tmp_path, c
     assert code == 0 and "skipped 1 oversized row(s)" in out and "resolved 0" in out
 
 
-def test_the_bound_is_configurable(monkeypatch):
+def test_the_bound_is_configurable(monkeypatch, tmp_path, capsys):
     assert max_event_bytes_from_env({}) == DEFAULT_MAX_EVENT_BYTES
     assert max_event_bytes_from_env({"METERING_MAX_EVENT_BYTES": "4096"}) == 4096
     for bad in ("0", "12", "1MB", "-5"):
         with pytest.raises(ValueError, match="METERING_MAX_EVENT_BYTES"):
             max_event_bytes_from_env({"METERING_MAX_EVENT_BYTES": bad})
+    db = f"sqlite:///{tmp_path / 'm.db'}"
+    assert run(capsys, "--db", db, "db", "upgrade")[0] == 0
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(jsonl([v1_event("small"), oversized_line(5000)]))
+    monkeypatch.setenv("METERING_MAX_EVENT_BYTES", "4096")
+    code, out, _ = run(capsys, "--db", db, "replay", str(path))
+    assert code == 0 and "events read 2 | rows inserted 1 | duplicates skipped 0 | quarantined 1" in out
+    monkeypatch.setenv("METERING_MAX_EVENT_BYTES", "1MB")
+    code, _, err = run(capsys, "--db", db, "replay", str(path))
+    assert code == 2 and err.startswith("metering: METERING_MAX_EVENT_BYTES must be a number of bytes")
 
 
 def test_replay_of_a_multi_hundred_megabyte_line_stays_far_below_a_gibibyte(tmp_path):
