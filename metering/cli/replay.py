@@ -22,20 +22,26 @@ def skipped_line(skipped: list[Path], shown: int = 10) -> str:
             f".avro): {names}{more}")
 
 
+def check_event_bound() -> None:
+    """``METERING_MAX_EVENT_BYTES`` is read by the sources; a bad value is bad input, said before reading."""
+    from metering.sources.bounds import max_event_bytes_from_env
+
+    try:
+        max_event_bytes_from_env()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from metering.ingest import IngestTotals, Ingestor
-    from metering.sources.bounds import max_event_bytes_from_env
     from metering.sources.files import SourceError, batched, discover, read_events
 
     if args.batch_size <= 0:
         raise UsageError("--batch-size must be a positive number of events")
-    try:
-        max_event_bytes_from_env()  # the sources read it; a bad value is bad input, said before anything is read
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
     engine = migrated_engine(args)
+    check_event_bound()
     skipped: list[Path] = []
     try:
         files = discover(args.paths, skipped)
