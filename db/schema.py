@@ -224,3 +224,24 @@ llm_usage = sa.Table(
     sa.UniqueConstraint("request_id", name="uq_llm_usage_request_id"),
     sa.Index("ix_llm_usage_status_received", "status", "received_at"),
 )
+
+# Provisioned (PTU) capacity cost allocated to subscriptions for a month (migration 0006,
+# db/ptu_allocations.py, `metering ptu allocate`): one row per monthly cost × subscription, whole
+# cents that add up to the monthly cost. ``subscription_id``: NULL for requests that carried no
+# subscription, ``(unallocated)`` for a deployment nobody used that month.
+ptu_allocations = sa.Table(
+    "ptu_allocations",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("month", sa.String(7), nullable=False),
+    sa.Column("deployment", text(200), nullable=False),
+    sa.Column("backend_id", text(200)),
+    sa.Column("subscription_id", text(200)),
+    sa.Column("requests", sa.BigInteger(), nullable=False),
+    sa.Column("tokens", sa.BigInteger(), nullable=False),
+    sa.Column("allocated_cost", money(), nullable=False),
+    sa.Column("monthly_cost", money(), nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("allocated_at", UtcDateTime(), nullable=False),
+    sa.Index("ix_ptu_allocations_month", "month"),
+)

@@ -21,7 +21,7 @@ import pandas as pd
 from metering.finance import charts
 from metering.finance.charts import Series
 from db.queries import UNMAPPED
-from metering.finance.report import LABELS, Report, has_ptu, total_row
+from metering.finance.report import LABELS, Report, has_ptu, known, request_partition, total_row, unpriced_note
 
 SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥", "INR": "₹"}
 PAYG = Series("Pay-as-you-go", "#4f46e5")
@@ -89,7 +89,7 @@ def _period_heading(report: Report) -> str:
 def _by_business_unit(frame: pd.DataFrame, ptu: bool) -> list[tuple[str, None, list[Decimal]]]:
     sums: dict[str, list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0)])
     for record in frame.to_dict("records"):
-        sums[record["business_unit"]][0] += record["cost"]
+        sums[record["business_unit"]][0] += known(record["cost"])
         if ptu:
             sums[record["business_unit"]][1] += record["ptu_cost"]
     rows = [(name, None, values if ptu else values[:1]) for name, values in sums.items()]
@@ -100,7 +100,7 @@ def _top_subscriptions(frame: pd.DataFrame, ptu: bool) -> tuple[list[tuple[str, 
     """The largest subscriptions, and how many more there are with their total."""
     rows = []
     for record in frame.to_dict("records"):
-        values = [record["cost"], record["ptu_cost"]] if ptu else [record["cost"]]
+        values = [known(record["cost"]), record["ptu_cost"]] if ptu else [known(record["cost"])]
         name = NO_SUBSCRIPTION if record["subscription"] == UNMAPPED else record["subscription"]
         rows.append((name, record["business_unit"], values))
     rows.sort(key=lambda r: (-sum(r[2]), r[0]))
@@ -109,7 +109,7 @@ def _top_subscriptions(frame: pd.DataFrame, ptu: bool) -> tuple[list[tuple[str, 
 
 
 def _days(frame: pd.DataFrame, report: Report, ptu: bool) -> list[tuple[str, list[Decimal]]]:
-    values = {record["day"]: [record["cost"], record["ptu_cost"]] if ptu else [record["cost"]]
+    values = {record["day"]: [known(record["cost"]), record["ptu_cost"]] if ptu else [known(record["cost"])]
               for record in frame.to_dict("records") if re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(record["day"]))}
     if not values:
         return []
@@ -145,9 +145,9 @@ def _day_label(points: list[tuple[str, list[Decimal]]]):
 
 def _model_mix(frame: pd.DataFrame, ptu: bool) -> tuple[list[str], list[Decimal], list[int]]:
     column = "total_charge" if ptu else "cost"
-    records = sorted(frame.to_dict("records"), key=lambda r: (-r[column], -r["total_tokens"], r["model"]))
+    records = sorted(frame.to_dict("records"), key=lambda r: (-known(r[column]), -r["total_tokens"], r["model"]))
     names = [r["model"] for r in records]
-    costs = [r[column] for r in records]
+    costs = [known(r[column]) for r in records]
     tokens = [int(r["total_tokens"]) for r in records]
     if len(records) > TOP_MODELS:
         keep = TOP_MODELS - 1
@@ -223,16 +223,21 @@ def _charts(report: Report, money: Money) -> str:
 def _kpis(report: Report, money: Money) -> str:
     total = report.total
     ptu = has_ptu(report.frame)
-    charge = total["total_charge"] if ptu else total["cost"]
+    charge = known(total["total_charge"] if ptu else total["cost"])
     tokens = total["total_tokens"]
+    payg, provisioned, not_billable = request_partition(total)
+    unpriced = total["unpriced_requests"]
+    plus = f" plus {_int(unpriced)} unpriced request{'' if unpriced == 1 else 's'} (cost unknown)" if unpriced else ""
     # Tokens the charge pays for: priced pay-as-you-go tokens, and PTU tokens only when their cost is in.
     paid_tokens = tokens - total["unpriced_tokens"] - (0 if ptu else total["provisioned_tokens"])
     per_million = (charge / paid_tokens * 1_000_000) if paid_tokens > 0 else Decimal(0)
     cards = [
         ("Total charge" if ptu else "Pay-as-you-go cost", money(charge),
-         f"pay-as-you-go {money(total['cost'])} + PTU {money(total['ptu_cost'])}" if ptu
-         else f"{report.currency}, exact to the cent", "accent"),
-        ("Requests", _int(total["requests"]), f"{_int(total['not_billable_requests'])} not billable (throttled, failed, PTU)", ""),
+         (f"pay-as-you-go {money(known(total['cost']))} + PTU {money(total['ptu_cost'])}" if ptu
+          else f"{report.currency}, exact to the cent") + plus, "accent"),
+        ("Requests", _int(total["requests"]),
+         f"{_int(payg)} billable pay-as-you-go · {_int(provisioned)} PTU · {_int(not_billable)} not billable "
+         "(throttled, failed)", ""),
         ("Tokens", _int(tokens), f"{_int(total['provisioned_tokens'])} on provisioned (PTU) deployments", ""),
         ("Cost per 1M tokens", money(per_million),
          "blended over priced tokens" + (", PTU included" if ptu else ", PTU tokens excluded"), ""),
@@ -246,7 +251,8 @@ def _kpis(report: Report, money: Money) -> str:
 
 def _quality(report: Report, money: Money) -> str:
     q = report.quality
-    billable = q["requests"] - q["not_billable_requests"] + q["provisioned_requests"]
+    payg, provisioned, not_billable = request_partition(q)
+    billable = payg + provisioned
     items = [
         ("Estimated", "warn", q["estimated_requests"], q["estimated_tokens"],
          "No usage in the response: tokens counted offline with tiktoken from the request and stream."),
@@ -290,8 +296,9 @@ def _quality(report: Report, money: Money) -> str:
                                    for s in unmapped)
                        + '</p><p class="muted">Map them with <code>metering subscriptions import</code>.</p></div>')
     clean = billable - q["estimated_requests"] - q["incomplete_requests"] - q["unpriced_requests"]
-    summary = (f"{_int(q['requests'])} requests, {_int(billable)} of them billable (PTU included): "
-               f"{_share(clean, billable)} rest on token counts the provider reported and a known price."
+    summary = (f"{_int(q['requests'])} requests: {_int(payg)} billable pay-as-you-go, {_int(provisioned)} PTU, "
+               f"{_int(not_billable)} not billable (throttled, failed). {_share(clean, billable)} of the "
+               "pay-as-you-go and PTU requests rest on token counts the provider reported and a known price."
                if billable else "No billable requests in this period.")
     return (
         '<section class="card wide quality"><header><h2>Data quality</h2>'
@@ -321,7 +328,7 @@ def _table(report: Report, money: Money) -> str:
         for m in measures:
             value = record[m]
             if m in ("cost", "ptu_cost", "total_charge"):
-                out.append(f'<td class="num">{escape(money(value))}</td>')
+                out.append(_money_cell(value, record["cost_status"] if m != "ptu_cost" else "complete", money))
             elif value or m in ("requests", "total_tokens"):
                 flag = " flag" if m == "unpriced_requests" else ""
                 out.append(f'<td class="num{flag}">{_int(value)}</td>')
@@ -331,9 +338,12 @@ def _table(report: Report, money: Money) -> str:
 
     body = "".join(f"<tr>{dimension_cells(r)}{measure_cells(r)}</tr>" for r in report.frame.to_dict("records"))
     total = total_row(report.frame, dims)
-    data = f' data-cost="{format(total["cost"], "f")}" data-requests="{total["requests"]}" data-tokens="{total["total_tokens"]}"'
+    data = (f' data-cost="{_exact(total["cost"])}" data-cost-status="{total["cost_status"]}"'
+            f' data-requests="{total["requests"]}" data-tokens="{total["total_tokens"]}"')
     if ptu:
-        data += f' data-ptu-cost="{format(total["ptu_cost"], "f")}" data-total-charge="{format(total["total_charge"], "f")}"'
+        data += f' data-ptu-cost="{_exact(total["ptu_cost"])}" data-total-charge="{_exact(total["total_charge"])}"'
+    note = unpriced_note(total)
+    note_html = (f'<p class="sub unpriced">Unpriced: {escape(note)}.</p>' if note else "")
     total_cells = (f'<td colspan="{len(dims)}">Total</td>' if dims else "") + measure_cells(total)
     by = ", ".join(LABELS.get(d, d).lower() for d in dims) or "total"
     return (
@@ -341,8 +351,23 @@ def _table(report: Report, money: Money) -> str:
         f'<p class="sub">{len(report.frame):,} rows · amounts in {escape(report.currency)}, rounded to the cent for display '
         "(totals add the exact amounts)</p></header>"
         f'<div class="table-wrap"><table class="data"><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
-        f'<tfoot><tr class="total"{data}>{total_cells}</tr></tfoot></table></div></section>'
+        f'<tfoot><tr class="total"{data}>{total_cells}</tr></tfoot></table></div>{note_html}</section>'
     )
+
+
+def _exact(value: Decimal | None) -> str:
+    return "" if value is None else format(value, "f")
+
+
+def _money_cell(value: Decimal | None, status: str, money: Money) -> str:
+    """A cost cell: cents, flagged when part of the group is unpriced; empty and flagged when the
+    cost is unknown (never $0.00)."""
+    if value is None:
+        return '<td class="num flag" title="No request priced: cost unknown (no rate or no usage)">unpriced</td>'
+    if status == "partial":
+        return (f'<td class="num">{escape(money(value))} <span class="flag" '
+                'title="Plus unpriced requests whose cost is unknown">+ unpriced</span></td>')
+    return f'<td class="num">{escape(money(value))}</td>'
 
 
 def _ptu(report: Report, money: Money) -> str:
@@ -453,7 +478,9 @@ table.mini th{font-weight:600;color:#6b7280;text-align:left;padding:4px 6px;bord
 table.mini td{padding:4px 6px;border-bottom:1px solid #f3f4f6}
 .muted{color:#6b7280}.small{font-size:11.5px}
 .zero{color:#c4c7cc}
-td.flag{color:#b91c1c;font-weight:650}
+td.flag,span.flag{color:#b91c1c;font-weight:650}
+span.flag{font-size:11px}
+p.unpriced{color:#b91c1c;margin-top:8px}
 td.share{min-width:150px}
 .bar{display:inline-block;width:70px;height:6px;background:#eef0f3;border-radius:3px;margin-right:8px;vertical-align:middle;overflow:hidden}
 .bar i{display:block;height:100%;background:#14b8a6}

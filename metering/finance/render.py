@@ -16,8 +16,13 @@ import pandas as pd
 from metering.finance.options import FORMATS
 from metering.finance.safe_text import spreadsheet_text, terminal_line
 from metering.finance.report import (
-    MONEY_COLUMNS, TABLE_COLUMNS, TABLE_PTU_COLUMNS, Report, has_ptu, money, object_series, total_row,
+    COST_STATUS, MONEY_COLUMNS, TABLE_COLUMNS, TABLE_PTU_COLUMNS, Report, has_ptu, money, object_series, total_row,
+    unpriced_note,
 )
+
+# The table's flag column: why a row's cost is not the whole story (empty when it is).
+FLAGS = {"complete": "", "partial": "partly unpriced", "unknown": "cost unknown"}
+ROUNDING = "(rounding)"
 
 
 _C1 = re.compile("[\x7f-\x9f]")
@@ -25,7 +30,9 @@ _C1 = re.compile("[\x7f-\x9f]")
 
 def _cell(value: Any, column: str) -> str:
     if column in MONEY_COLUMNS:
-        return money(value)
+        return "" if value is None else money(value)
+    if column == COST_STATUS:
+        return FLAGS[value]
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     return "" if value is None or (isinstance(value, float) and value != value) else terminal_line(str(value))
@@ -45,14 +52,38 @@ def quality_line(report_or_total: Report | dict[str, Any]) -> str:
     )
 
 
+def rounding_row(records: list[dict[str, Any]], total: dict[str, Any], columns: list[str]) -> dict[str, Decimal]:
+    """Per money column, what the cents shown on the rows miss of the TOTAL shown (exact sum, rounded):
+    the difference a "(rounding)" line shows so that the rows add up to TOTAL on screen. Only the
+    columns that need one."""
+    out = {}
+    for column in columns:
+        if column not in MONEY_COLUMNS or total.get(column) is None:
+            continue
+        shown = sum((Decimal(money(r[column])) for r in records if r[column] is not None), Decimal(0))
+        difference = Decimal(money(total[column])) - shown
+        if difference:
+            out[column] = difference
+    return out
+
+
 def render_table(frame: pd.DataFrame, dimensions: tuple[str, ...], title: str,
                  report: Report | None = None) -> str:
-    """A fixed-width terminal table with a total line and a data-quality footnote."""
+    """A fixed-width terminal table with a total line and a data-quality footnote. Amounts are rounded
+    to the cent; a "(rounding)" line makes the rows add up to TOTAL (the exact sum, rounded)."""
     columns = list(dimensions) + list(TABLE_PTU_COLUMNS if has_ptu(frame) else TABLE_COLUMNS)
-    header = [c.replace("_", " ") for c in columns]
+    records = frame.to_dict("records")
+    if any(r[COST_STATUS] != "complete" for r in records):
+        columns.append(COST_STATUS)
+    header = [c.replace("_", " ") if c != COST_STATUS else "flag" for c in columns]
     total = total_row(frame, dimensions)
-    body = [[_cell(record[c], c) for c in columns] for record in frame.to_dict("records") + [total]]
-    numeric = {c for c in columns if c not in dimensions and c != "currency"}
+    rounding = rounding_row(records, total, columns) if len(records) > 1 else {}
+    body = [[_cell(record[c], c) for c in columns] for record in records]
+    if rounding:
+        label = [ROUNDING if i == 0 else "" for i in range(len(dimensions))]
+        body.append(label + [f"{rounding[c]:+}" if c in rounding else "" for c in columns[len(dimensions):]])
+    body.append([_cell(total[c], c) for c in columns])
+    numeric = {c for c in columns if c not in dimensions and c not in ("currency", COST_STATUS)}
     widths = [max(len(header[i]), *(len(row[i]) for row in body)) for i in range(len(columns))]
 
     def line(cells: list[str]) -> str:
@@ -64,6 +95,11 @@ def render_table(frame: pd.DataFrame, dimensions: tuple[str, ...], title: str,
     out = [title, "", line(header), rule]
     out.extend(line(row) for row in body[:-1])
     out.extend([rule, line(body[-1]), ""])
+    out.append("amounts rounded to the cent; TOTAL is the exact sum, rounded"
+               + (f"; the {ROUNDING} line is the difference, so that the rows add up to it" if rounding else ""))
+    note = unpriced_note(total)
+    if note:
+        out.append(f"unpriced: {note}")
     out.append(quality_line(report if report is not None else total))
     if report is not None:
         if report.ptu:
@@ -88,7 +124,7 @@ def to_csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy()
     for column in MONEY_COLUMNS:
         if column in out.columns:
-            out[column] = object_series(out, [format(c, "f") for c in out[column]])
+            out[column] = object_series(out, ["" if c is None else format(c, "f") for c in out[column]])
     return out
 
 
@@ -144,17 +180,18 @@ def parquet_table(report: Report) -> Any:
         values = list(frame[column])
         if column in MONEY_COLUMNS:
             kind = pa.decimal128(28, 12)
-            values = [v.quantize(Decimal("1e-12")) for v in values]
+            values = [None if v is None else v.quantize(Decimal("1e-12")) for v in values]
         elif column == "day":
             kind = pa.date32()
             values = [date.fromisoformat(v) if v and v[:1].isdigit() else None for v in values]
-        elif column in report.dimensions or column == "currency":
+        elif column in report.dimensions or column in ("currency", COST_STATUS):
             kind = pa.string()
             values = [v if isinstance(v, str) else None for v in values]
         else:
             kind = pa.int64()
             values = [int(v) for v in values]
-        fields.append(pa.field(column, kind, nullable=column == "currency" or column in report.dimensions))
+        nullable = column in ("currency", "cost", "total_charge") or column in report.dimensions
+        fields.append(pa.field(column, kind, nullable=nullable))
         arrays.append(pa.array(values, type=kind))
     metadata = {
         "title": report.title,

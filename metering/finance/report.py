@@ -46,6 +46,7 @@ MEASURE_COLUMNS = (
     "provisioned_requests",
     "provisioned_tokens",
 )
+COST_STATUS = "cost_status"  # complete | partial | unknown: whether the cost covers every billable request
 PTU_COLUMNS = ("ptu_cost", "total_charge")
 MONEY_COLUMNS = ("cost", "ptu_cost", "total_charge")
 TABLE_COLUMNS = ("requests", "total_tokens", "cost", "currency", "estimated_requests", "unpriced_requests")
@@ -84,6 +85,7 @@ LABELS = {
     "not_billable_requests": "Not billable requests",
     "provisioned_requests": "PTU requests",
     "provisioned_tokens": "PTU tokens",
+    "cost_status": "Cost status",
 }
 
 
@@ -115,11 +117,48 @@ def to_frame(rows: list[dict[str, Any]], dimensions: tuple[str, ...]) -> pd.Data
     for column in MEASURE_COLUMNS:
         if column not in ("cost", "currency"):
             frame[column] = frame[column].map(lambda v: int(v) if v is not None and v == v else 0).astype("int64")
-    frame["cost"] = object_series(frame, [c if isinstance(c, Decimal) else Decimal(0) for c in frame["cost"]])
+    statuses = [cost_status(record) for record in frame.to_dict("records")]
+    frame["cost"] = object_series(frame, [None if status == "unknown" else c if isinstance(c, Decimal) else Decimal(0)
+                                          for c, status in zip(frame["cost"], statuses)])
     frame["currency"] = object_series(frame, [c if isinstance(c, str) else None for c in frame["currency"]])
+    frame[COST_STATUS] = object_series(frame, statuses)
     for dimension in dimensions:
         frame[dimension] = object_series(frame, ["" if v is None else str(v) for v in frame[dimension]])
     return frame
+
+
+def cost_status(counts: dict[str, Any]) -> str:
+    """Whether a group's cost is ``complete`` (every billable request priced), ``partial`` (the cost
+    of its priced requests, some are unpriced) or ``unknown`` (no request priced, some unpriced: the
+    cost is null, never $0). PTU and not-billable requests cost nothing per token: they are known."""
+    unpriced = int(counts.get("unpriced_requests") or 0)
+    if not unpriced:
+        return "complete"
+    priced = int(counts.get("requests") or 0) - unpriced - int(counts.get("not_billable_requests") or 0)
+    return "partial" if priced > 0 else "unknown"
+
+
+def request_partition(counts: dict[str, Any]) -> tuple[int, int, int]:
+    """Requests split without overlap: (billable pay-as-you-go, provisioned (PTU), not billable
+    (throttled, failed)). Every PTU request is ``not_billable`` per token, so it is taken out of
+    that count rather than counted twice."""
+    provisioned = int(counts["provisioned_requests"])
+    not_billable = int(counts["not_billable_requests"]) - provisioned
+    return int(counts["requests"]) - provisioned - not_billable, provisioned, not_billable
+
+
+def known(value: Decimal | None) -> Decimal:
+    """An amount for arithmetic that only adds what is known (charts, sub-totals): None → 0."""
+    return Decimal(0) if value is None else value
+
+
+def add_known(values: Any) -> Decimal | None:
+    """The sum of the known amounts; None when every amount is unknown (and there is at least one)."""
+    values = list(values)
+    amounts = [v for v in values if v is not None]
+    if values and not amounts:
+        return None
+    return sum(amounts, Decimal(0))
 
 
 def object_series(frame: pd.DataFrame, values: list[Any]) -> pd.Series:
@@ -149,8 +188,16 @@ def add_ptu(frame: pd.DataFrame, dimensions: tuple[str, ...], allocations: Seque
             else [()] * len(frame)
     frame = frame.copy()
     frame["ptu_cost"] = object_series(frame, [amounts.get(key, Decimal(0)) for key in keys])
-    frame["total_charge"] = object_series(frame, [c + p for c, p in zip(frame["cost"], frame["ptu_cost"])])
+    frame["total_charge"] = object_series(frame, [charge(c, p) for c, p in zip(frame["cost"], frame["ptu_cost"])])
     return frame
+
+
+def charge(cost: Decimal | None, ptu_cost: Decimal) -> Decimal | None:
+    """Total charge of a group: its known pay-as-you-go cost plus its PTU cost; unknown (None) only
+    when the pay-as-you-go cost is unknown and there is no PTU cost to show."""
+    if cost is None:
+        return ptu_cost if ptu_cost else None
+    return cost + ptu_cost
 
 
 def sort_frame(frame: pd.DataFrame, dimensions: tuple[str, ...]) -> pd.DataFrame:
@@ -170,10 +217,10 @@ def total_row(frame: pd.DataFrame, dimensions: tuple[str, ...]) -> dict[str, Any
     if dimensions:
         total[dimensions[0]] = "TOTAL"
     for column in frame.columns:
-        if column in dimensions:
+        if column in dimensions or column == COST_STATUS:
             continue
         if column in MONEY_COLUMNS:
-            total[column] = sum(frame[column], Decimal(0))
+            total[column] = add_known(frame[column])
         elif column == "currency":
             currencies = sorted({c for c in frame["currency"] if isinstance(c, str)})
             total[column] = "/".join(currencies)
@@ -181,11 +228,26 @@ def total_row(frame: pd.DataFrame, dimensions: tuple[str, ...]) -> dict[str, Any
             total[column] = int(frame[column].sum())
     for column in MEASURE_COLUMNS:
         total.setdefault(column, Decimal(0) if column == "cost" else "" if column == "currency" else 0)
+    total[COST_STATUS] = cost_status(total)
+    if total[COST_STATUS] == "unknown":
+        total["cost"] = None  # every billable request of the period is unpriced
     return total
 
 
 def money(value: Decimal) -> str:
     return str(value.quantize(CENT, rounding=ROUND_HALF_UP))
+
+
+def unpriced_note(total: dict[str, Any]) -> str | None:
+    """What the total cost leaves out: "plus N unpriced requests" (None when nothing is unpriced)."""
+    count = total["unpriced_requests"]
+    if not count:
+        return None
+    what = f"{count:,} unpriced request{'' if count == 1 else 's'}"
+    if total["cost"] is None:
+        return f"the cost is unknown: all {what} (no rate or no usage); it is not $0"
+    return (f"total cost {money(total['cost'])} {total['currency'] or ''}".rstrip()
+            + f" plus {what} whose cost is unknown (no rate or no usage), not counted as $0")
 
 
 def grouped_frame(
@@ -270,7 +332,7 @@ def build_report(
         "incomplete_tokens", "unpriced_requests", "unpriced_tokens", "not_billable_requests",
         "provisioned_requests", "provisioned_tokens")}
     quality["unmapped_subscriptions"] = sorted(s for s in unmapped["subscription"])
-    quality["unmapped_cost"] = sum(unmapped["cost"], Decimal(0))
+    quality["unmapped_cost"] = sum((known(c) for c in unmapped["cost"]), Decimal(0))
     quality["unmapped_requests"] = int(unmapped["requests"].sum())
     if quality["unmapped_subscriptions"]:
         count = len(quality["unmapped_subscriptions"])
@@ -318,3 +380,22 @@ def export_focus(
         info = {row["subscription"]: row for row in queries.subscription_info(conn)}
         records += focus.ptu_records(by_subscription(allocations), ctx, info)
     return records
+
+
+def ptu_allocation_rows(conn: sa.Connection, month: str, ptu_costs: Sequence[PtuCost]) -> list[dict[str, Any]]:
+    """A month's PTU costs allocated to subscriptions as ``metering report --ptu-costs`` does (whole
+    cents that add up to each monthly cost), as rows of the ``ptu_allocations`` table."""
+    period = Period.month(month)
+    costs = [cost for cost in ptu_costs if cost.month == period.label]
+    dims = ("subscription",)
+    allocations = allocate_ptu(costs, queries.provisioned_tokens(conn, period.since, period.until, dims), dims)
+    return [{
+        "deployment": part["deployment"],
+        "backend_id": part["backend_id"] or None,
+        "subscription_id": None if part["subscription"] == queries.UNMAPPED else part["subscription"],
+        "requests": part["requests"],
+        "tokens": part["tokens"],
+        "allocated_cost": part["ptu_cost"],
+        "monthly_cost": part["monthly_cost"],
+        "currency": part["currency"],
+    } for part in by_subscription(allocations)]

@@ -14,7 +14,9 @@ from collections import defaultdict
 from decimal import Decimal
 from typing import Any
 
-from metering.finance.report import LABELS, MONEY_COLUMNS, Report, has_ptu, total_row
+from metering.finance.report import (
+    LABELS, MONEY_COLUMNS, Report, charge, cost_status, has_ptu, known, total_row, unpriced_note,
+)
 from metering.finance.safe_text import neutralise_sheet_cells, sheet_value
 
 MONEY_FORMAT = "#,##0.00##"
@@ -117,6 +119,9 @@ def render_xlsx(report: Report) -> bytes:
             cell.number_format = fmt
         if label in ("Pay-as-you-go cost", "Total charge"):
             summary.cell(row=line, column=1).font = cell.font = bold
+        if label == "Pay-as-you-go cost" and unpriced_note(total):
+            # The cost leaves the unpriced requests out (empty when none is priced): say so beside it.
+            summary.cell(row=line, column=3, value=unpriced_note(total)).font = bad_font
     line += 2
     summary.cell(row=line, column=1, value="Data quality").font = bold
     for label, requests, tokens, font in (
@@ -138,19 +143,24 @@ def render_xlsx(report: Report) -> bytes:
     for record in report.charts.get("subscription", report.frame.iloc[0:0]).to_dict("records"):
         unit = by_unit.setdefault(record["business_unit"], {"business_unit": record["business_unit"], "requests": 0,
                                                             "total_tokens": 0, "cost": Decimal(0),
-                                                            "ptu_cost": Decimal(0), "total_charge": Decimal(0)})
-        unit["requests"] += int(record["requests"])
-        unit["total_tokens"] += int(record["total_tokens"])
+                                                            "ptu_cost": Decimal(0), "total_charge": Decimal(0),
+                                                            "unpriced_requests": 0, "not_billable_requests": 0})
+        for column in ("requests", "total_tokens", "unpriced_requests", "not_billable_requests"):
+            unit[column] += int(record[column])
         for column in ("cost", "ptu_cost", "total_charge"):
             if column in record:
-                unit[column] += record[column]
+                unit[column] += known(record[column])
+    for unit in by_unit.values():
+        if cost_status(unit) == "unknown":  # nothing priced in the unit: its cost is unknown, not $0
+            unit["cost"] = None
+            unit["total_charge"] = charge(None, unit["ptu_cost"])
     if by_unit:
         line += 2
         summary.cell(row=line, column=1, value="By business unit").font = bold
-        columns = ["business_unit", "requests", "total_tokens", "cost"] + (["ptu_cost", "total_charge"] if ptu else [])
-        units = sorted(by_unit.values(), key=lambda u: -u["total_charge" if ptu else "cost"])
-        unit_total = {"business_unit": "Total"} | {c: sum((u[c] for u in units), Decimal(0) if c in MONEY_COLUMNS else 0)
-                                                   for c in columns[1:]}
+        columns = ["business_unit", "requests", "total_tokens", "cost"] + (["ptu_cost", "total_charge"] if ptu else []) \
+            + ["unpriced_requests"]
+        units = sorted(by_unit.values(), key=lambda u: -known(u["total_charge" if ptu else "cost"]))
+        unit_total = {"business_unit": "Total"} | {c: total[c] for c in columns[1:]}
         write_table(summary, line + 1, columns, units, unit_total)
     autosize(summary)
     summary.column_dimensions["A"].width = 46

@@ -2,8 +2,8 @@
 
 Precedence: the provider's reported ``usage`` (attached by the policy, in a JSON body, in the final
 ``include_usage`` chunk of a stream, or in a Responses API ``response.completed``) always wins. Without
-it, tokens are estimated offline with tiktoken (``metering.tokens``) from the captured request and the
-rebuilt response (``metering.sse``), and ``usage_source`` says how complete the estimate is.
+it, tokens are estimated offline with tiktoken (``metering.usage.tokens``) from the captured request and the
+rebuilt response (``metering.usage.sse``), and ``usage_source`` says how complete the estimate is.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from metering.usage.tokens import (
     TokenCount,
     count_chat_prompt,
     count_completion,
+    model_in_name,
     count_completions_prompt,
     count_embeddings_input,
     count_responses_input,
@@ -205,7 +206,12 @@ def resolve_usage(event: UsageEvent, model_hint: str | None = None) -> TokenUsag
     - nothing countable, or a failed request (429, 5xx, other 4xx) with no reported usage → ``NO_USAGE``.
 
     Counting uses the response's model, else ``event.model``, else ``model_hint`` (the deployments
-    table's model), else the deployment name. Only ``BadEvent`` (invalid reported usage) is raised.
+    table's model), else the request body's ``model`` when it names a known model (OpenAI-style and
+    Azure v1 clients send it), else the model the deployment name spells (``contoso-gpt4o-prod`` →
+    gpt-4o, ``model_in_name``), else the deployment name as is (the fallback encoding, noted). So a
+    content-filter 400, whose error body names no model, on an unmapped deployment is still
+    counted with its model's encoding whenever the request or the deployment name says which.
+    Only ``BadEvent`` (invalid reported usage) is raised.
     """
     usage = reported_usage(event)
     if usage is not None:
@@ -239,18 +245,22 @@ def resolve_usage(event: UsageEvent, model_hint: str | None = None) -> TokenUsag
     response_model = response.model if response is not None else None
     if response_model is None and body is not None and isinstance(body.get("model"), str) and body["model"]:
         response_model = body["model"]
-    count_model = response_model or event.model
-    if not count_model and model_hint:
-        count_model = model_hint
-        notes.append("model_from_deployment_mapping")
-    if not count_model and event.deployment:
-        count_model = event.deployment
-        notes.append("model_from_deployment_name")
-
     request = _request_object(event.request)
     if request is None and event.request is not None:
         notes.append("request_unparseable")
     endpoint = _endpoint(event, request, response)
+
+    count_model = response_model or event.model
+    if not count_model and model_hint:
+        count_model = model_hint
+        notes.append("model_from_deployment_mapping")
+    requested = request.get("model") if request is not None else None
+    if not count_model and isinstance(requested, str) and model_in_name(requested):
+        count_model = model_in_name(requested)
+        notes.append("model_from_request")
+    if not count_model and event.deployment:
+        count_model = model_in_name(event.deployment) or event.deployment
+        notes.append("model_from_deployment_name")
 
     prompt: TokenCount | None = None
     if request is not None:
@@ -267,7 +277,8 @@ def resolve_usage(event: UsageEvent, model_hint: str | None = None) -> TokenUsag
     elif endpoint == "embeddings":
         completion_whole = True  # embeddings have no completion
     elif response is not None and response.events + len(response.choices) > 0:
-        completion = count_completion(response, count_model)
+        tools_offered = request is not None and bool(request.get("tools") or request.get("functions"))
+        completion = count_completion(response, count_model, tools_offered=tools_offered)
         completion_tokens = completion.tokens
         notes.extend(completion.notes)
         notes.extend(response.notes)

@@ -5,23 +5,30 @@ its encoding is needed (sha256-checked by tiktoken); nothing ever downloads, bec
 App usually runs without outbound internet. ``tiktoken.get_encoding``/``encoding_for_model`` are
 never called: they fetch from the network.
 
-Counts follow OpenAI's cookbook "How to count tokens with tiktoken": 3 tokens per chat message,
-1 per ``name``, 3 to prime the reply, and its ``num_tokens_for_tools`` rules for tool definitions.
-They are estimates, used only when the provider did not report usage; every caveat is returned as
-a note (e.g. ``image_tokens_defaulted``) so reports can say how good a number is.
+Counts start from OpenAI's cookbook "How to count tokens with tiktoken" (3 tokens per chat
+message, 1 per ``name``, 3 to prime the reply) and add what real recordings with provider-reported
+usage showed (tests/data/recordings, fitted on its calibration split only; README "Estimate
+accuracy"): tool definitions rendered as the TypeScript namespace the model is shown, tool calls
+as ``to=functions.NAME`` + arguments (several as one ``multi_tool_use.parallel`` call), and the
+framing constants of each model family (``_Framing``). They are estimates, used only when the
+provider did not report usage; every caveat is returned as a note (e.g. ``image_tokens_defaulted``,
+``reasoning_tokens_not_estimated``) so reports can say how good a number is.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import math
+import re
 import struct
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import orjson
 import tiktoken
 import tiktoken.load
 from tiktoken_ext.openai_public import ENDOFPROMPT, ENDOFTEXT, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, r50k_pat_str
@@ -47,6 +54,8 @@ __all__ = [
     "count_completions_prompt",
     "count_embeddings_input",
     "count_completion",
+    "is_reasoning_model",
+    "model_in_name",
 ]
 
 # --- vendored encodings --------------------------------------------------------------------
@@ -194,6 +203,28 @@ def choose_encoding(model: str | None) -> EncodingChoice:
     return EncodingChoice(FALLBACK_ENCODING, True)
 
 
+_SQUEEZED_GPT = re.compile(r"gpt(?=\d)")
+
+
+def model_in_name(name: str | None) -> str | None:
+    """The known model a free-text name (an Azure deployment name) spells, or None.
+
+    Deployment names often wrap the model in other words (``contoso-gpt-4o-mini-prod``,
+    ``eastus-o3-mini``) or squeeze it (``gpt4o``, ``gpt35-turbo``). The model is the rest of the
+    name from the first word boundary at which a known model family starts; ``chat-prod`` names
+    none. Used to pick the encoding when nothing better says which model served a request.
+    """
+    if not name:
+        return None
+    text = _SQUEEZED_GPT.sub("gpt-", _normalize_model(name))
+    for start in range(len(text)):
+        if start == 0 or text[start - 1] in _SEPARATORS:
+            candidate = text[start:]
+            if not choose_encoding(candidate).fallback:
+                return candidate
+    return None
+
+
 def encoding_name_for_model(model: str | None) -> str:
     """Name of the encoding for ``model``; unknown or missing models get ``FALLBACK_ENCODING``."""
     return choose_encoding(model).name
@@ -204,7 +235,7 @@ def encoding_for_model(model: str | None) -> tiktoken.Encoding:
     return load_encoding(choose_encoding(model).name)
 
 
-def _is_reasoning_model(model: str | None) -> bool:
+def is_reasoning_model(model: str | None) -> bool:
     """Models whose hidden reasoning tokens are billed as output but never appear in a stream."""
     if not model:
         return False
@@ -411,8 +442,112 @@ def _chat_overheads(model: str | None) -> tuple[int, int]:
     return 3, 1
 
 
-_REPLY_PRIMING = 3  # every reply is primed with <|start|>assistant<|message|>
 _ID_FIELDS = frozenset({"tool_call_id", "id"})  # routing ids: not rendered into the prompt
+
+
+class _Framing(NamedTuple):
+    """How one model family frames a conversation, in tokens beyond the text it carries.
+
+    Derived from real recordings with provider-reported usage (tests/data/recordings/calibration;
+    the README there names their origins) and the cookbook; see README "Estimate accuracy".
+    """
+
+    #: the prompt's last tokens, which start the reply (``<|im_start|>assistant<|im_sep|>``)
+    reply_priming: int
+    #: function tools, rendered as a TypeScript ``namespace functions`` (``_functions_namespace``),
+    #: cost this much more when the conversation has no system/developer message (the namespace
+    #: then opens a system message of its own) …
+    tools_alone: int
+    #: … and this much, plus what a newline adds to that message's text, when it is appended to
+    #: the first system/developer message;
+    tools_with_system: int
+    #: and each function beyond the text of its rendering (the separators between functions)
+    tools_per_function: int
+    #: cl100k models see the namespace after a newline appended to the system text
+    system_newline: bool
+    #: a tool call the model makes: ``to=functions.NAME`` + arguments + this (completion) …
+    call: int
+    #: … and the same call in the conversation's history (prompt)
+    history_call: int
+    #: a tool result is a message from ``functions.NAME``: per-message overhead + this
+    tool_result: int
+    #: a text answer when tools were offered costs this much more (the model chose not to call)
+    answer_with_tools: int
+    #: completion tokens per choice beyond its text and calls (gpt-4.1-mini reports one more)
+    per_choice: int
+    #: a Responses API output message, or its turn of tool calls: one more token (the item's end)
+    output_item: int
+    #: a reasoning model's visible answer is framed by channel tokens (chat / Responses)
+    answer_chat: int
+    answer_responses: int
+    #: tools in a Responses API request, when they cost what they cost for gpt-4o (gpt-5 family:
+    #: its Chat Completions tools preamble is not billed there); None: as in chat
+    responses_tools: tuple[int, int, int] | None = None
+    #: a tool call's framing in a Responses API output, when it differs from chat's; None: ``call``
+    responses_call: int | None = None
+
+
+_FRAMING_CL100K = _Framing(
+    reply_priming=3, tools_alone=9, tools_with_system=5, tools_per_function=0, system_newline=True,
+    call=4, history_call=1, tool_result=1, answer_with_tools=0, per_choice=0,
+    output_item=1, answer_chat=0, answer_responses=0,
+)
+_FRAMING_GPT4O = _Framing(
+    reply_priming=3, tools_alone=10, tools_with_system=7, tools_per_function=-2, system_newline=False,
+    call=4, history_call=1, tool_result=1, answer_with_tools=1, per_choice=0,
+    output_item=1, answer_chat=0, answer_responses=0,
+)
+#: gpt-4 (0613): a call costs 3 tokens less than gpt-3.5-turbo's
+_FRAMING_GPT4_0613 = _FRAMING_CL100K._replace(call=1)
+_FRAMING_GPT41 = _FRAMING_GPT4O._replace(tools_with_system=6)
+#: gpt-4.1-mini reports one completion token more per choice than its text (every recording)
+_FRAMING_GPT41_MINI = _FRAMING_GPT41._replace(per_choice=1)
+
+#: Reasoning models (harmony format): the prompt is primed with one token less, and the visible
+#: answer is framed by channel tokens. Their hidden reasoning is not in the response (and several
+#: of them report reasoning_tokens in steps of 64), so their completion is a lower bound.
+_FRAMING_GPT5 = _FRAMING_GPT4O._replace(
+    reply_priming=2,
+    tools_alone=87,
+    tools_with_system=81,
+    tools_per_function=3,
+    call=13,
+    answer_with_tools=0,
+    answer_chat=9,
+    answer_responses=5,
+    responses_tools=(_FRAMING_GPT4O.tools_alone, _FRAMING_GPT4O.tools_with_system, _FRAMING_GPT4O.tools_per_function),
+    responses_call=9,
+)
+_FRAMING_GPT5X = _FRAMING_GPT5._replace(call=7, answer_chat=3, answer_responses=3, responses_tools=(27, 24, -2), responses_call=None)
+_FRAMING_O_SERIES = _FRAMING_GPT4O._replace(reply_priming=2, answer_chat=11)
+
+#: (stem, encoding, framing): the first stem that starts the model name (then ends it, or is
+#: followed by a separator; "gpt-5." takes any gpt-5.x) for a model of that encoding wins;
+#: other models get their encoding's default (gpt-4o's rules for o200k, gpt-3.5-turbo's else).
+_FRAMING_BY_FAMILY: tuple[tuple[str, str, _Framing], ...] = (
+    ("gpt-4.1-mini", "o200k_base", _FRAMING_GPT41_MINI),
+    ("gpt-4.1", "o200k_base", _FRAMING_GPT41),
+    ("gpt-5-chat", "o200k_base", _FRAMING_GPT4O),  # not a reasoning model
+    ("gpt-5.", "o200k_base", _FRAMING_GPT5X),
+    ("gpt-5", "o200k_base", _FRAMING_GPT5),
+    ("o1", "o200k_base", _FRAMING_O_SERIES),
+    ("o3", "o200k_base", _FRAMING_O_SERIES),
+    ("o4", "o200k_base", _FRAMING_O_SERIES),
+    ("gpt-4", "cl100k_base", _FRAMING_GPT4_0613),
+)
+
+
+@functools.lru_cache(maxsize=512)
+def _framing(model: str | None) -> _Framing:
+    """The framing rules for ``model``'s family (cached: a process sees a handful of models)."""
+    encoding = choose_encoding(model).name
+    if model:
+        name = _normalize_model(model)
+        for stem, stem_encoding, framing in _FRAMING_BY_FAMILY:
+            if stem_encoding == encoding and name.startswith(stem):
+                if stem.endswith(".") or len(name) == len(stem) or name[len(stem)] in _SEPARATORS:
+                    return framing
+    return _FRAMING_GPT4O if encoding == "o200k_base" else _FRAMING_CL100K
 
 
 def _call_tokens(name: Any, arguments: Any, counter: _Counter) -> int:
@@ -425,98 +560,102 @@ def _call_tokens(name: Any, arguments: Any, counter: _Counter) -> int:
     return tokens
 
 
-def _message_tokens(message: Any, counter: _Counter, per_message: int, per_name: int) -> int:
+def _parallel_wrapper(calls: list[tuple[str, str]]) -> str | None:
+    """The ``multi_tool_use.parallel`` call a model makes for several tool calls at once.
+
+    The API splits it into separate ``tool_calls``; the model wrote (and is billed for) one JSON
+    object ``{"tool_uses":[{"recipient_name":"functions.NAME","parameters":{…}},…]}``.
+    ``None`` when an argument string is not JSON (then the calls are counted one by one).
+    """
+    uses = []
+    for name, arguments in calls:
+        try:
+            parameters = orjson.loads(arguments) if arguments else {}
+        except orjson.JSONDecodeError:
+            return None
+        uses.append({"recipient_name": f"functions.{name}", "parameters": parameters})
+    try:
+        return orjson.dumps({"tool_uses": uses}).decode()
+    except TypeError:
+        return None
+
+
+def _calls_tokens(calls: list[tuple[str, str]], counter: _Counter, framing: _Framing, overhead: int) -> int:
+    """Tokens of the tool calls of one assistant turn: one call is ``to=functions.NAME`` plus its
+    arguments; several are one ``multi_tool_use.parallel`` call (``_parallel_wrapper``)."""
+    if not calls:
+        return 0
+    if len(calls) > 1:
+        wrapper = _parallel_wrapper(calls)
+        if wrapper is not None:
+            return counter.text(" to=multi_tool_use.parallel") + counter.text(wrapper) + overhead
+    return sum(counter.text(f" to=functions.{name}") + counter.text(arguments) + overhead for name, arguments in calls)
+
+
+def _history_calls(value: Any, counter: _Counter) -> list[tuple[str, str]]:
+    calls = []
+    for call in value:
+        fn = call.get("function") if isinstance(call, dict) else None
+        if isinstance(fn, dict) and isinstance(fn.get("name"), str):
+            arguments = fn.get("arguments")
+            if not isinstance(arguments, str):
+                counter.note("unknown_tool_call_shape")
+                arguments = ""
+            calls.append((fn["name"], arguments))
+        else:
+            counter.note("unknown_tool_call_shape")
+    return calls
+
+
+def _message_tokens(
+    message: Any, counter: _Counter, per_message: int, per_name: int, framing: _Framing, call_names: dict[str, str]
+) -> int:
     """Tokens of one chat message: the cookbook rule, extended to parts and tool calls.
 
-    Every string field is encoded (as the cookbook does) except routing ids (``tool_call_id``);
-    each ``tool_calls`` entry in assistant history costs ``per_message`` plus its name and
-    arguments, as if the call were a message of its own; ``function_call`` costs name + arguments.
+    Every string field is encoded (as the cookbook does) except routing ids (``tool_call_id``).
+    An assistant turn's ``tool_calls`` are rendered as the model wrote them (``_calls_tokens``);
+    a ``tool`` result is a message from ``functions.NAME`` (the name of the call it answers), not
+    from "tool"; ``function_call`` costs name + arguments.
     """
     if not isinstance(message, dict):
         counter.note("unknown_message_shape")
         return 0
     tokens = per_message
+    calls: list[tuple[str, str]] = []
+    role = message.get("role")
     for key, value in message.items():
         if value is None:
             continue
         if isinstance(value, str):
             if key in _ID_FIELDS:
                 continue
+            if key == "role" and value == "tool" and isinstance(message.get("tool_call_id"), str):
+                name = call_names.get(message["tool_call_id"])
+                if name is not None:
+                    tokens += counter.text(f"functions.{name}") + framing.tool_result
+                    continue
             tokens += counter.text(value)
             if key == "name":
                 tokens += per_name
         elif key == "content":
             tokens += _content_tokens(value, counter)
         elif key == "tool_calls" and isinstance(value, list):
-            for call in value:
-                fn = call.get("function") if isinstance(call, dict) else None
-                if isinstance(fn, dict):
-                    tokens += per_message + _call_tokens(fn.get("name"), fn.get("arguments"), counter)
-                else:
-                    counter.note("unknown_tool_call_shape")
+            calls = _history_calls(value, counter)
+            for call, (name, _) in zip(value, calls):
+                if isinstance(call, dict) and isinstance(call.get("id"), str):
+                    call_names[call["id"]] = name
         elif key == "function_call" and isinstance(value, dict):
             tokens += _call_tokens(value.get("name"), value.get("arguments"), counter)
         elif key == "audio":
             counter.note("audio_not_counted")
         else:
             counter.note("message_field_not_counted")
+    if calls and role == "assistant":
+        tokens += _calls_tokens(calls, counter, framing, framing.history_call)
     return tokens
 
 
 # tool definitions --------------------------------------------------------------------------
-
-
-class _ToolConstants(NamedTuple):
-    func_init: int
-    prop_init: int
-    prop_key: int
-    enum_init: int
-    enum_item: int
-    func_end: int
-
-
-# From the cookbook's num_tokens_for_tools: gpt-4o/gpt-4o-mini (and, by encoding, every o200k
-# model) vs gpt-3.5-turbo/gpt-4 (every other encoding).
-_TOOLS_O200K = _ToolConstants(7, 3, 3, -3, 3, 12)
-_TOOLS_CL100K = _ToolConstants(10, 3, 3, -3, 3, 12)
-
-
-def _strip_period(text: str) -> str:
-    return text[:-1] if text.endswith(".") else text
-
-
-def _type_label(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        return " | ".join(str(v) for v in value)
-    return ""
-
-
-def _properties_tokens(properties: dict[str, Any], c: _ToolConstants, counter: _Counter) -> int:
-    """The cookbook's per-property rule; nested object/array properties use the same rule."""
-    tokens = c.prop_init
-    for key, spec in properties.items():
-        tokens += c.prop_key
-        if not isinstance(spec, dict):
-            tokens += counter.text(f"{key}::")
-            counter.note("tool_schema_approximated")
-            continue
-        enum = spec.get("enum")
-        if isinstance(enum, list):
-            tokens += c.enum_init
-            for item in enum:
-                tokens += c.enum_item + counter.text(item if isinstance(item, str) else str(item))
-        description = spec.get("description")
-        description = _strip_period(description) if isinstance(description, str) else ""
-        tokens += counter.text(f"{key}:{_type_label(spec.get('type'))}:{description}")
-        nested = spec.get("properties")
-        if not nested and isinstance(spec.get("items"), dict):
-            nested = spec["items"].get("properties")
-        if isinstance(nested, dict) and nested:
-            counter.note("tool_schema_approximated")
-            tokens += _properties_tokens(nested, c, counter)
-    return tokens
 
 
 def _function_definition(tool: Any, counter: _Counter) -> dict[str, Any] | None:
@@ -534,28 +673,119 @@ def _function_definition(tool: Any, counter: _Counter) -> dict[str, Any] | None:
     return None
 
 
-def _tools_tokens(tools: Any, counter: _Counter, model: str | None) -> int:
-    """Tool definition tokens per the cookbook's ``num_tokens_for_tools`` (without the messages)."""
+_MAX_SCHEMA_DEPTH = 16  # deeper schemas are rendered "object" (and noted): no recursion limit on odd input
+
+
+def _literal(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # e.g. an integer beyond 64 bits
+        return str(value)
+
+
+def _ts_type(schema: Any, indent: int, counter: _Counter) -> str:
+    """A JSON-schema type as the TypeScript the model is shown (``string``, ``"a" | "b"``, ``{…}``)."""
+    if not isinstance(schema, dict):
+        return "any"
+    if indent > 2 * _MAX_SCHEMA_DEPTH:
+        counter.note("tool_schema_approximated")
+        return "object"
+    enum = schema.get("enum")
+    if isinstance(enum, list) and enum:
+        return " | ".join(_literal(v) for v in enum)
+    for union in ("anyOf", "oneOf"):
+        if isinstance(schema.get(union), list):
+            counter.note("tool_schema_approximated")
+            return " | ".join(_ts_type(s, indent + 2, counter) for s in schema[union])
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        return " | ".join(_ts_type({**schema, "type": k}, indent, counter) if isinstance(k, str) else "any" for k in kind)
+    if kind == "string":
+        return "string"
+    if kind in ("number", "integer"):
+        return "number"
+    if kind in ("boolean", "null"):
+        return kind
+    if kind == "object":
+        if isinstance(schema.get("properties"), dict) and schema["properties"]:
+            counter.note("tool_schema_approximated")
+            return "{\n" + _ts_properties(schema, indent + 2, counter) + "\n" + " " * indent + "}"
+        return "object"
+    if kind == "array":
+        items = schema.get("items")
+        return f"{_ts_type(items, indent + 2, counter)}[]" if isinstance(items, dict) else "any[]"
+    if "$ref" in schema:
+        counter.note("tool_schema_approximated")
+    return "any"
+
+
+def _comment(text: str) -> list[str]:
+    """A description as ``//`` comment lines, one per line of text."""
+    return [f"// {line}" for line in text.split("\n")]
+
+
+def _ts_properties(schema: dict[str, Any], indent: int, counter: _Counter) -> str:
+    required = schema.get("required") if isinstance(schema.get("required"), list) else ()
+    lines = []
+    for name, spec in schema["properties"].items():
+        description = spec.get("description") if isinstance(spec, dict) else None
+        if isinstance(description, str) and description:
+            lines += _comment(description)
+        optional = "" if name in required else "?"
+        lines.append(f"{name}{optional}: {_ts_type(spec, indent, counter)},")
+    return "\n".join(" " * indent + line for line in lines)
+
+
+def _functions_namespace(functions: list[dict[str, Any]], counter: _Counter) -> str:
+    """Function tools as the model sees them: a TypeScript ``namespace functions`` with one
+    ``type NAME = (_: {…}) => any;`` per function, its description and each parameter's as
+    ``//`` comments, optional parameters marked ``?``."""
+    lines = ["namespace functions {", ""]
+    for fn in functions:
+        description = fn.get("description")
+        if isinstance(description, str) and description:
+            lines += _comment(description)
+        name = fn.get("name") if isinstance(fn.get("name"), str) else ""
+        parameters = fn.get("parameters")
+        if isinstance(parameters, dict) and isinstance(parameters.get("properties"), dict) and parameters["properties"]:
+            lines += [f"type {name} = (_: {{", _ts_properties(parameters, 0, counter), "}) => any;"]
+        else:
+            lines.append(f"type {name} = () => any;")
+        lines.append("")
+    lines.append("} // namespace functions")
+    return "\n".join(lines)
+
+
+def _tools_tokens(tools: Any, counter: _Counter, framing: _Framing, system: str | None) -> int:
+    """Prompt tokens of function tool definitions (``_functions_namespace`` plus its framing).
+
+    ``system`` is the text of the conversation's first system/developer message (None when it
+    has none): the namespace follows it after a newline, which may or may not merge with its
+    last token."""
     if not isinstance(tools, list) or not tools:
         return 0
-    c = _TOOLS_O200K if choose_encoding(model).name == "o200k_base" else _TOOLS_CL100K
-    tokens = 0
-    counted = False
-    for tool in tools:
-        fn = _function_definition(tool, counter)
-        if fn is None:
-            continue
-        counted = True
-        tokens += c.func_init
-        name = fn.get("name")
-        description = fn.get("description")
-        description = _strip_period(description) if isinstance(description, str) else ""
-        tokens += counter.text(f"{name if isinstance(name, str) else ''}:{description}")
-        parameters = fn.get("parameters")
-        properties = parameters.get("properties") if isinstance(parameters, dict) else None
-        if isinstance(properties, dict) and properties:
-            tokens += _properties_tokens(properties, c, counter)
-    return tokens + (c.func_end if counted else 0)
+    functions = [fn for fn in (_function_definition(tool, counter) for tool in tools) if fn is not None]
+    if not functions:
+        return 0
+    if system is None:
+        overhead = framing.tools_alone
+    else:
+        overhead = framing.tools_with_system
+        if framing.system_newline:
+            overhead += counter.text(system + "\n") - counter.text(system)
+    return counter.text(_functions_namespace(functions, counter)) + overhead + framing.tools_per_function * len(functions)
+
+
+def _system_text(messages: Any) -> str | None:
+    """The text of the first system/developer message (``""`` when it is not plain text), or None."""
+    if isinstance(messages, list):
+        for message in messages:
+            if isinstance(message, dict) and message.get("role") in ("system", "developer"):
+                content = message.get("content")
+                if isinstance(content, list):
+                    content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+                return content if isinstance(content, str) else ""
+    return None
 
 
 def _response_format_note(request: dict[str, Any], counter: _Counter) -> None:
@@ -570,40 +800,88 @@ def _response_format_note(request: dict[str, Any], counter: _Counter) -> None:
 
 
 def count_chat_prompt(request: dict[str, Any], model: str | None) -> TokenCount:
-    """Prompt tokens of a Chat Completions request: messages (+3 reply priming) and tools/functions."""
+    """Prompt tokens of a Chat Completions request: messages (+ the family's reply priming) and
+    tools/functions (``_tools_tokens``)."""
     counter = _Counter(model)
     if not isinstance(request, dict):
         counter.note("unknown_request_shape")
         return counter.result(0)
     per_message, per_name = _chat_overheads(model)
+    framing = _framing(model)
     messages = request.get("messages")
     tokens = 0
     if isinstance(messages, list):
+        call_names: dict[str, str] = {}
         for message in messages:
-            tokens += _message_tokens(message, counter, per_message, per_name)
-        tokens += _REPLY_PRIMING
+            tokens += _message_tokens(message, counter, per_message, per_name, framing, call_names)
+        tokens += framing.reply_priming
     else:
         counter.note("messages_missing")
-    tokens += _tools_tokens(request.get("tools"), counter, model)
-    tokens += _tools_tokens(request.get("functions"), counter, model)
+    system = _system_text(messages)
+    tokens += _tools_tokens(request.get("tools"), counter, framing, system)
+    tokens += _tools_tokens(request.get("functions"), counter, framing, system)
     _response_format_note(request, counter)
     return counter.result(tokens)
+
+
+def _responses_messages(items: list[Any], counter: _Counter) -> list[dict[str, Any]]:
+    """Responses API input items as the chat messages the model sees.
+
+    Message items keep role and content. ``function_call`` items are the assistant's tool calls:
+    consecutive ones (and ones right after an assistant message) form one assistant turn, so
+    several are one parallel call as in chat. A ``function_call_output`` is the ``tool`` message
+    answering its ``call_id``. Reasoning items and item references (server-side state) cannot be
+    counted and are noted.
+    """
+    messages: list[dict[str, Any]] = []
+    for item in items:
+        if isinstance(item, str):
+            messages.append({"role": "user", "content": item})
+            continue
+        if not isinstance(item, dict):
+            counter.note("unknown_input_item")
+            continue
+        kind = item.get("type")
+        if kind in (None, "message"):
+            message = {"role": item.get("role"), "content": item.get("content")}
+            if isinstance(item.get("name"), str):
+                message["name"] = item["name"]
+            messages.append(message)
+        elif kind == "function_call":
+            call = {"id": item.get("call_id"), "function": {"name": item.get("name"), "arguments": item.get("arguments")}}
+            last = messages[-1] if messages else None
+            if last is not None and last.get("role") == "assistant" and (last.get("tool_calls") or not last.get("content")):
+                last.setdefault("tool_calls", []).append(call)
+            else:
+                messages.append({"role": "assistant", "tool_calls": [call]})
+        elif kind == "function_call_output":
+            output = item.get("output")
+            messages.append({"role": "tool", "tool_call_id": item.get("call_id"), "content": output})
+        elif kind == "reasoning":
+            counter.note("reasoning_input_not_counted")
+        elif kind == "item_reference":
+            counter.note("item_reference_not_counted")
+        else:
+            counter.note("unknown_input_item")
+    return messages
 
 
 def count_responses_input(request: dict[str, Any], model: str | None) -> TokenCount:
     """Prompt tokens of a Responses API request, counted as a chat conversation.
 
-    ``instructions`` is a system message; a string ``input`` is one user message; input items
-    are messages (role + content), ``function_call`` (name + arguments) and ``function_call_output``
-    (its output), each with the per-message overhead; +3 reply priming; function tools as in chat.
-    Reasoning items and item references (server-side state) cannot be counted and are noted.
+    ``instructions`` is a system message; a string ``input`` is one user message; input items are
+    the messages they stand for (``_responses_messages``), counted as in chat, plus the family's
+    reply priming; function tools as in chat (the gpt-5 family with its Responses framing).
+    Server-side state (``previous_response_id``, a stored ``conversation``, reasoning items, item
+    references) cannot be counted and is noted.
     """
     counter = _Counter(model)
     if not isinstance(request, dict):
         counter.note("unknown_request_shape")
         return counter.result(0)
     per_message, per_name = _chat_overheads(model)
-    tokens = _REPLY_PRIMING
+    framing = _framing(model)
+    tokens = framing.reply_priming
     instructions = request.get("instructions")
     if isinstance(instructions, str) and instructions:
         tokens += per_message + counter.text("system") + counter.text(instructions)
@@ -613,34 +891,18 @@ def count_responses_input(request: dict[str, Any], model: str | None) -> TokenCo
     elif not isinstance(items, list):
         items = []
         counter.note("input_missing")
-    for item in items:
-        if isinstance(item, str):
-            tokens += per_message + counter.text("user") + counter.text(item)
-            continue
-        if not isinstance(item, dict):
-            counter.note("unknown_input_item")
-            continue
-        kind = item.get("type")
-        if kind in (None, "message"):
-            role = item.get("role")
-            tokens += per_message + (counter.text(role) if isinstance(role, str) else 0)
-            tokens += _content_tokens(item.get("content"), counter)
-            if isinstance(item.get("name"), str):
-                tokens += counter.text(item["name"]) + per_name
-        elif kind == "function_call":
-            tokens += per_message + _call_tokens(item.get("name"), item.get("arguments"), counter)
-        elif kind == "function_call_output":
-            output = item.get("output")
-            tokens += per_message + (counter.text(output) if isinstance(output, str) else _content_tokens(output, counter))
-        elif kind == "reasoning":
-            counter.note("reasoning_input_not_counted")
-        elif kind == "item_reference":
-            counter.note("item_reference_not_counted")
-        else:
-            counter.note("unknown_input_item")
+    call_names: dict[str, str] = {}
+    for message in _responses_messages(items, counter):
+        tokens += _message_tokens(message, counter, per_message, per_name, framing, call_names)
     if request.get("previous_response_id"):
         counter.note("previous_response_not_counted")
-    tokens += _tools_tokens(request.get("tools"), counter, model)
+    if request.get("conversation"):  # a stored conversation's items are prepended server-side
+        counter.note("conversation_not_counted")
+    system = instructions if isinstance(instructions, str) and instructions else _system_text(items)
+    if framing.responses_tools is not None:
+        alone, with_system, per_function = framing.responses_tools
+        framing = framing._replace(tools_alone=alone, tools_with_system=with_system, tools_per_function=per_function)
+    tokens += _tools_tokens(request.get("tools"), counter, framing, system)
     _response_format_note(request, counter)
     return counter.result(tokens)
 
@@ -681,20 +943,37 @@ def count_embeddings_input(input: Any, model: str | None) -> TokenCount:  # noqa
     return counter.result(_inputs_tokens(input, counter))
 
 
-def count_completion(stream: RebuiltStream, model: str | None) -> TokenCount:
+def count_completion(stream: RebuiltStream, model: str | None, *, tools_offered: bool = False) -> TokenCount:
     """Completion tokens of a rebuilt stream or body: every choice's text, refusal and calls.
 
-    Tool and function calls count their name and arguments only. Hidden reasoning tokens of
-    reasoning models cannot be seen, so the estimate is a lower bound for them (noted).
+    Tool calls are counted as the model wrote them (``_calls_tokens``: one call to
+    ``functions.NAME``, several as one ``multi_tool_use.parallel`` call); the family's framing
+    adds its per-choice and Responses per-item tokens. Hidden reasoning tokens of reasoning
+    models cannot be seen, so the estimate is a lower bound for them (noted).
     """
     counter = _Counter(model)
+    framing = _framing(model)
+    responses = stream.kind == "responses"
     tokens = 0
     for choice in stream.choices:
+        answered = bool(choice.text or choice.refusal)
         tokens += counter.text(choice.text) + counter.text(choice.refusal)
-        for call in choice.tool_calls:
-            tokens += counter.text(call.name) + counter.text(call.arguments)
-        if choice.function_call is not None:
-            tokens += counter.text(choice.function_call.name) + counter.text(choice.function_call.arguments)
-    if _is_reasoning_model(model):
+        calls = [(call.name, call.arguments) for call in choice.tool_calls]
+        if responses:
+            # the calls are written as in chat (one call, or one multi_tool_use.parallel call) and
+            # end like any other output item
+            if calls:
+                call = framing.call if framing.responses_call is None else framing.responses_call
+                tokens += _calls_tokens(calls, counter, framing, call) + framing.output_item
+            tokens += framing.output_item if answered else 0
+        else:
+            tokens += _calls_tokens(calls, counter, framing, framing.call) + framing.per_choice
+        if answered and not calls and tools_offered:
+            tokens += framing.answer_with_tools
+        if answered:
+            tokens += framing.answer_responses if responses else framing.answer_chat
+        if choice.function_call is not None:  # legacy functions: the same call as one tool call
+            tokens += _calls_tokens([(choice.function_call.name, choice.function_call.arguments)], counter, framing, framing.call)
+    if is_reasoning_model(model):
         counter.note("reasoning_tokens_not_estimated")
     return counter.result(tokens)

@@ -167,7 +167,7 @@ def test_the_function_reads_the_redaction_setting(engine, monkeypatch):
     monkeypatch.setenv("METERING_QUARANTINE_REDACT", "1")
     function_app.reset_ingestor()
     try:
-        from test_function import hub_event
+        from hub_events import hub_event
 
         function_app.handle_events([hub_event(encode(full_event("f-bad", status="x")), 1)])
         with engine.connect() as conn:

@@ -150,7 +150,7 @@ def test_the_function_reads_the_secret_from_its_settings(engine, monkeypatch):
     monkeypatch.setenv("METERING_SIGNING_SECRET", KEY.decode())
     function_app.reset_ingestor()
     try:
-        from test_function import hub_event
+        from hub_events import hub_event
 
         totals = function_app.handle_events([hub_event(signed(v1_event("f-1")), 1), hub_event(encode(v1_event("f-2")), 2)])
         assert (totals.inserted, totals.quarantined) == (1, 1)

@@ -83,19 +83,20 @@ def read_back(fmt: str, content, dims) -> dict:
         import pandas as pd
 
         frame = pd.read_csv(io.StringIO(content), dtype=str, keep_default_na=False)
-        costs = [Decimal(c) for c in frame["cost"]]
+        costs = [Decimal(c) for c in frame["cost"] if c]  # empty: unknown (all unpriced), not $0
         total = sum(costs, Decimal(0))
         return {"cost": total, "rows": total, "requests": sum(int(r) for r in frame["requests"]),
                 "tokens": sum(int(t) for t in frame["total_tokens"]), "exact": True}
     if fmt == "json":
         doc = json.loads(content)
-        return {"cost": Decimal(doc["total"]["cost"]), "rows": sum((Decimal(r["cost"]) for r in doc["rows"]), Decimal(0)),
+        return {"cost": Decimal(doc["total"]["cost"]),
+                "rows": sum((Decimal(r["cost"]) for r in doc["rows"] if r["cost"] is not None), Decimal(0)),
                 "requests": doc["total"]["requests"], "tokens": doc["total"]["total_tokens"], "exact": True}
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
         table = pq.read_table(io.BytesIO(content))
-        costs = table.column("cost").to_pylist()
+        costs = [c for c in table.column("cost").to_pylist() if c is not None]
         assert all(isinstance(c, Decimal) for c in costs)
         total = sum(costs, Decimal(0))
         return {"cost": total, "rows": total, "requests": sum(table.column("requests").to_pylist()),
@@ -108,18 +109,18 @@ def read_back(fmt: str, content, dims) -> dict:
         header = list(rows[0])
         cost, requests, tokens = (header.index(LABELS[c]) for c in ("cost", "requests", "total_tokens"))
         body, total = rows[1:-1], rows[-1]
-        assert all(isinstance(r[cost], (int, float)) for r in body + [total])  # numbers, not text
+        assert all(isinstance(r[cost], (int, float)) for r in body + [total] if r[cost] is not None)  # numbers, not text
         summary = {r[0]: r[1] for r in book["Summary"].iter_rows(values_only=True) if r and r[0]}
         assert Decimal(str(summary["Pay-as-you-go cost"])).quantize(Decimal("0.01")) == \
             Decimal(str(total[cost])).quantize(Decimal("0.01"))
-        return {"cost": Decimal(str(total[cost])), "rows": Decimal(str(sum(r[cost] for r in body))),
+        return {"cost": Decimal(str(total[cost])), "rows": Decimal(str(sum(r[cost] for r in body if r[cost] is not None))),
                 "requests": total[requests], "tokens": total[tokens], "exact": False}
     if fmt == "html":
         row = re.search(r'<tr class="total"([^>]*)>(.*?)</tr>', content, re.S)
         attributes = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', row.group(1)))
         cells = re.findall(r"<td[^>]*>(.*?)</td>", row.group(2), re.S)
         first = 1 if dims else 0
-        shown = cells[first + 2]
+        shown = re.sub(r"\s*<span class=\"flag\".*", "", cells[first + 2])  # "+ unpriced": the flag, not money
         assert shown == "$" + money(Decimal(attributes["cost"])), shown  # what people read: the cents
         return {"cost": Decimal(attributes["cost"]), "rows": None, "requests": int(cells[first].replace(",", "")),
                 "tokens": int(cells[first + 1].replace(",", "")), "exact": True}
@@ -131,7 +132,8 @@ def read_back(fmt: str, content, dims) -> dict:
         total = [lines[rules[1] + 1][a:b].strip() for a, b in spans]
         body = [[line[a:b].strip() for a, b in spans] for line in lines[rules[0] + 1:rules[1]]]
         cost = header.index("cost")
-        return {"cost": Decimal(total[cost]), "rows": sum((Decimal(r[cost]) for r in body), Decimal(0)),
+        # Rows (and the "(rounding)" line) as shown; an empty cost is unknown, not zero.
+        return {"cost": Decimal(total[cost]), "rows": sum((Decimal(r[cost]) for r in body if r[cost]), Decimal(0)),
                 "requests": int(total[header.index("requests")].replace(",", "")),
                 "tokens": int(total[header.index("total tokens")].replace(",", "")), "exact": False}
     raise AssertionError(fmt)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 
-import azure.functions as func
 import pytest
 import sqlalchemy as sa
 
@@ -13,6 +11,7 @@ import function_app
 from db import rate_card as rate_card_store
 from db.schema import quarantine, usage_records
 from events import encode, v1_event
+from hub_events import hub_event
 from metering.price.rate_card import parse_rates_csv
 
 CARD = (
@@ -20,15 +19,6 @@ CARD = (
     "gpt-4o,global,,2024-01-01,,USD,2.50,1.25,10.00\n"
 )
 
-
-def hub_event(body: bytes, sequence_number: int) -> func.EventHubEvent:
-    return func.EventHubEvent(
-        body=body,
-        sequence_number=sequence_number,
-        offset=str(sequence_number * 1024),
-        enqueued_time=datetime(2026, 10, 15, 9, 30, tzinfo=timezone.utc),
-        partition_key=None,
-    )
 
 
 @pytest.fixture

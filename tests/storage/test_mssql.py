@@ -174,7 +174,7 @@ def group_by_problems(sql: str) -> list[str]:
                 continue
             for projection in select.expressions:
                 inner = projection.this if isinstance(projection, exp.Alias) else projection
-                if inner.find(exp.AggFunc) or isinstance(inner, (exp.Literal, exp.Placeholder, exp.Star)):
+                if inner.find(exp.AggFunc) or isinstance(inner, (exp.Literal, exp.Null, exp.Placeholder, exp.Star)):
                     continue
                 if inner.sql("tsql") not in grouped:
                     problems.append(f"{inner.sql('tsql')} is neither aggregated nor in GROUP BY")
@@ -190,6 +190,7 @@ def test_the_group_by_check_catches_what_sql_server_rejects():
     assert group_by_problems("SELECT a, count(*) FROM t")
     assert not group_by_problems("SELECT coalesce(m, '(x)') AS m, sum(CASE WHEN a = ? THEN 1 ELSE 0 END) "
                                  "FROM t GROUP BY coalesce(m, '(x)')")
+    assert not group_by_problems("SELECT m, NULL AS n, 0 AS z, count(*) FROM t GROUP BY m")  # constants are fine
     with pytest.raises(sqlglot.errors.ParseError):
         _parse("CREATE TABLE t (id BIGINT NOT NULL IDENTITY, PRIMARY KEY (id)")
 

@@ -149,7 +149,7 @@ def test_the_function_raises_on_storage_faults_and_redelivery_matches(engine, fa
     load_card(engine)
     monkeypatch.setenv("METERING_DATABASE_URL", engine.url.render_as_string(hide_password=False))
     function_app.reset_ingestor()
-    from test_function import hub_event
+    from hub_events import hub_event
 
     try:
         ingestor = function_app.get_ingestor()

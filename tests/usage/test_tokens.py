@@ -407,8 +407,9 @@ def test_odd_content_parts_are_noted_not_fatal():
 
 
 def test_tool_calls_in_history_and_tool_results():
-    """Documented rule: each tool call costs 3 + name + arguments; a tool message is a message
-    whose routing id (tool_call_id) is not rendered."""
+    """Documented rule (fitted on the calibration recordings): an assistant turn with one call is
+    rendered ``assistant to=functions.NAME`` + arguments + 1; the tool result is a message from
+    ``functions.NAME`` (+1), its routing id (tool_call_id) not rendered."""
     enc = load_encoding("o200k_base")
     n = lambda s: len(enc.encode_ordinary(s))  # noqa: E731
     args = '{"location":"Paris, FR","unit":"celsius"}'
@@ -419,8 +420,25 @@ def test_tool_calls_in_history_and_tool_results():
     }
     tool = {"role": "tool", "tool_call_id": "call_7XQ2m3", "content": '{"temperature": 21}'}
     count = count_chat_prompt({"messages": [assistant, tool]}, "gpt-4o")
-    expected = (3 + n("assistant") + 3 + n("get_current_weather") + n(args)) + (3 + n("tool") + n('{"temperature": 21}')) + 3
+    expected = (3 + n("assistant") + n(" to=functions.get_current_weather") + n(args) + 1) + (
+        3 + n("functions.get_current_weather") + 1 + n('{"temperature": 21}')
+    ) + 3
     assert count.tokens == expected and count.notes == ()
+
+
+def test_parallel_calls_in_history_are_one_multi_tool_use_call():
+    enc = load_encoding("o200k_base")
+    n = lambda s: len(enc.encode_ordinary(s))  # noqa: E731
+    calls = [
+        {"id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
+        {"id": "call_b", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}},
+    ]
+    count = count_chat_prompt({"messages": [{"role": "assistant", "tool_calls": calls}]}, "gpt-4o")
+    wrapper = (
+        '{"tool_uses":[{"recipient_name":"functions.get_weather","parameters":{"city":"Paris"}},'
+        '{"recipient_name":"functions.get_weather","parameters":{"city":"Oslo"}}]}'
+    )
+    assert count.tokens == 3 + n("assistant") + n(" to=multi_tool_use.parallel") + n(wrapper) + 1 + 3
 
 
 def test_legacy_function_call_history_counts_name_and_arguments():
@@ -522,9 +540,10 @@ def test_completion_tokens_cover_text_refusal_and_tool_calls():
     refusal = rebuild_stream(sse(refusal_stream_payloads(["I can't", " help."])))
     assert count_completion(refusal, "gpt-4o").tokens == len(enc.encode_ordinary("I can't help."))
     calls = rebuild_stream(sse(tool_call_stream_payloads([("call_1", "get_current_weather", ['{"location":', '"Paris"}'])])))
-    assert count_completion(calls, "gpt-4o").tokens == len(enc.encode_ordinary("get_current_weather")) + len(
+    # one call: " to=functions.NAME" + arguments + 4 (fitted on the calibration recordings)
+    assert count_completion(calls, "gpt-4o").tokens == len(enc.encode_ordinary(" to=functions.get_current_weather")) + len(
         enc.encode_ordinary('{"location":"Paris"}')
-    )
+    ) + 4
     several = rebuild_stream(chat_stream([["one"], ["two"]]))
     assert count_completion(several, "gpt-4o").tokens == 2
 
@@ -567,3 +586,81 @@ def test_shapes_round_trip_through_json():
     """Requests arrive as parsed JSON: a dumped-and-loaded request counts the same."""
     request = {"messages": COOKBOOK_MESSAGES, "tools": COOKBOOK_TOOLS}
     assert count_chat_prompt(orjson.loads(orjson.dumps(request)), "gpt-4o") == count_chat_prompt(request, "gpt-4o")
+
+
+@pytest.mark.parametrize(
+    "name, model",
+    [
+        ("gpt-4o", "gpt-4o"),
+        ("contoso-gpt-4o-mini-prod", "gpt-4o-mini-prod"),
+        ("gpt4o-eastus", "gpt-4o-eastus"),
+        ("eastus-gpt35-turbo", "gpt-35-turbo"),
+        ("prod_o3-mini", "o3-mini"),
+        ("chat-prod", None),
+        ("gpt-40", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_model_in_a_deployment_name(name, model):
+    from metering.usage.tokens import model_in_name
+
+    assert model_in_name(name) == model
+    if model:
+        assert choose_encoding(model).fallback is False
+
+
+def _function_tool(parameters, description="Look up an order."):
+    return {"type": "function", "function": {"name": "lookup_order", "description": description, "parameters": parameters}}
+
+
+def test_tool_definitions_are_counted_as_the_typescript_namespace_the_model_sees():
+    """gpt-4o, no system message: the namespace text + 10, minus 2 per function (calibration)."""
+    enc = load_encoding("o200k_base")
+    parameters = {
+        "type": "object",
+        "properties": {
+            "order_id": {"type": "string", "description": "The order number."},
+            "status": {"type": "string", "enum": ["open", "shipped"]},
+            "lines": {"type": "array", "items": {"type": "integer"}},
+        },
+        "required": ["order_id"],
+    }
+    rendered = (
+        "namespace functions {\n\n"
+        "// Look up an order.\n"
+        "// Second line.\n"
+        "type lookup_order = (_: {\n"
+        "// The order number.\n"
+        "order_id: string,\n"
+        'status?: "open" | "shipped",\n'
+        "lines?: number[],\n"
+        "}) => any;\n\n"
+        "} // namespace functions"
+    )
+    messages = [{"role": "user", "content": "Where is order 42?"}]
+    without = count_chat_prompt({"messages": messages}, "gpt-4o").tokens
+    count = count_chat_prompt({"messages": messages, "tools": [_function_tool(parameters, "Look up an order.\nSecond line.")]}, "gpt-4o")
+    assert count.tokens == without + len(enc.encode_ordinary(rendered)) + 10 - 2
+    assert count.notes == ()
+
+
+def test_deep_or_odd_tool_schemas_are_approximated_not_fatal():
+    deep = {"type": "string"}
+    for _ in range(600):
+        deep = {"type": "object", "properties": {"inner": deep}}
+    odd = {"type": "object", "properties": {"n": {"enum": [2**70, None]}, "u": {"anyOf": [{"type": "string"}, {"$ref": "#/$defs/x"}]}, "t": {"type": [1, "null"]}}}
+    for parameters in (deep, odd):
+        count = count_chat_prompt({"messages": [{"role": "user", "content": "hi"}], "tools": [_function_tool(parameters)]}, "gpt-4o")
+        assert count.tokens > 0 and "tool_schema_approximated" in count.notes
+
+
+def test_parallel_calls_whose_arguments_are_not_json_are_counted_one_by_one():
+    enc = load_encoding("o200k_base")
+    n = lambda s: len(enc.encode_ordinary(s))  # noqa: E731
+    calls = [
+        {"id": "a", "type": "function", "function": {"name": "f", "arguments": "{not json"}},
+        {"id": "b", "type": "function", "function": {"name": "g", "arguments": "{}"}},
+    ]
+    count = count_chat_prompt({"messages": [{"role": "assistant", "tool_calls": calls}]}, "gpt-4o")
+    assert count.tokens == 3 + n("assistant") + (n(" to=functions.f") + n("{not json") + 1) + (n(" to=functions.g") + n("{}") + 1) + 3

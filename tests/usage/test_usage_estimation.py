@@ -123,7 +123,7 @@ def test_tool_call_stream_is_estimated_with_arguments():
     stream = sse(tool_call_stream_payloads([("call_1", "get_current_weather", ['{"location":', ' "Paris"}'])]))
     usage = resolve_usage(event(request=CHAT_REQUEST, response=stream))
     assert usage.source == "estimated"
-    assert usage.completion_tokens == count_text("get_current_weather", "gpt-4o") + count_text('{"location": "Paris"}', "gpt-4o")
+    assert usage.completion_tokens == count_text(" to=functions.get_current_weather", "gpt-4o") + count_text('{"location": "Paris"}', "gpt-4o") + 4
 
 
 def test_responses_stream_without_usage_counts_instructions_and_input():
@@ -132,7 +132,7 @@ def test_responses_stream_without_usage_counts_instructions_and_input():
     usage = resolve_usage(event(endpoint="responses", request=request, response=response))
     assert usage.source == "estimated"
     assert usage.prompt_tokens == count_responses_input(request, "gpt-4.1").tokens
-    assert usage.completion_tokens == count_text("API Management is a gateway.", "gpt-4.1")
+    assert usage.completion_tokens == count_text("API Management is a gateway.", "gpt-4.1") + 1  # the output item's end
 
 
 def test_request_only_capture_is_partial():
@@ -289,3 +289,40 @@ def test_estimation_never_raises_except_bad_event(request, response, endpoint, s
         return  # invalid provider usage inside the response: the pipeline quarantines it
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens or usage.source == "reported"
     assert usage.source in ("reported", "estimated", "partial", "none")
+
+
+# --- content-filter 400 on an unmapped deployment: the request's model, not the fallback ----
+
+
+@pytest.mark.parametrize(
+    "deployment, requested, expected, note",
+    [
+        ("chat-prod", "gpt-4", CL100K, "model_from_request"),  # OpenAI-style / v1 clients send the model
+        ("chat-prod", "gpt-35-turbo-0125", CL100K, "model_from_request"),
+        ("contoso-gpt35-turbo-prod", None, CL100K, "model_from_deployment_name"),  # squeezed spelling inside the name
+        ("eastus-gpt-4-32k", "chat-prod", CL100K, "model_from_deployment_name"),  # a body "model" naming no model is skipped
+        ("team-a-gpt-4o-mini", None, O200K, "model_from_deployment_name"),
+    ],
+)
+def test_content_filter_rejection_on_unmapped_deployment_uses_the_requests_model(deployment, requested, expected, note):
+    request = CJK_REQUEST | ({"model": requested} if requested else {})
+    e = event(status_code=400, request=request, response=content_filter_error_body(), model=None, deployment=deployment)
+    usage = resolve_usage(e)
+    assert usage.source == "estimated" and "content_filter_rejection" in usage.notes
+    assert usage.prompt_tokens == expected
+    assert note in usage.notes and "encoding_fallback" not in usage.notes
+
+
+def test_content_filter_rejection_with_no_model_anywhere_says_it_used_the_fallback():
+    e = event(status_code=400, request=CJK_REQUEST, response=content_filter_error_body(), model=None, deployment="chat-prod")
+    usage = resolve_usage(e)
+    assert usage.prompt_tokens == O200K
+    assert {"model_from_deployment_name", "encoding_fallback"} <= set(usage.notes)
+
+
+def test_the_mapping_wins_over_the_requests_model():
+    """Azure serves the deployment's model whatever the body says; the operator's mapping is that."""
+    request = CJK_REQUEST | {"model": "gpt-4o"}
+    e = event(status_code=400, request=request, response=content_filter_error_body(), model=None, deployment="chat-prod")
+    usage = resolve_usage(e, model_hint="gpt-4-0613")
+    assert usage.prompt_tokens == CL100K and "model_from_deployment_mapping" in usage.notes

@@ -1,0 +1,195 @@
+"""The Power BI semantic model (TMDL) agrees with the database and with its report: every table
+imported from SQL names columns that the view or table has after `metering db upgrade` (and the
+views' columns are all imported), every DAX reference and every visual's field exists in the
+model, relationships go many-to-one onto a unique key (the Month table, not Date[Month]), and the
+source is Azure SQL through the Server and Database parameters."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tmdl import read_model
+
+ROOT = Path(__file__).parents[2] / "powerbi"
+MODEL = read_model(ROOT / "AzureOpenAIChargeback.SemanticModel" / "definition")
+REPORT = ROOT / "AzureOpenAIChargeback.Report" / "definition"
+VIEWS = ("v_usage_daily", "v_chargeback_monthly")
+DIMENSIONS = ("subscriptions", "rates")
+TABLE_REFERENCE = re.compile(r"('(?:[^']|'')+'|\b[A-Za-z_][A-Za-z0-9_]*)\[([^\]]+)\]")
+
+
+def source_object(table) -> str:
+    """The view or table an M partition imports: ``Source{[Schema = "dbo", Item = "NAME"]}[Data]``."""
+    match = re.search(r'Item\s*=\s*"([^"]+)"', table.partition_source)
+    assert match, f"{table.name}: no navigation to a SQL object in its partition"
+    return match.group(1)
+
+
+def imported():
+    return [t for t in MODEL.tables.values() if t.partition_kind == "m"]
+
+
+def test_the_model_has_the_facts_dimensions_and_calendar_tables():
+    assert set(MODEL.tables) == {*VIEWS, *DIMENSIONS, "Date", "Month"}
+    assert sorted(MODEL.referenced_tables) == sorted(MODEL.tables)
+    assert {source_object(t) for t in imported()} == {*VIEWS, *DIMENSIONS}
+    assert all(source_object(t) == t.name for t in imported())
+
+
+def test_sql_source_is_parameterised_by_server_and_database():
+    for name in ("Server", "Database"):
+        assert "IsParameterQuery=true" in MODEL.expressions[name] and 'Type="Text"' in MODEL.expressions[name]
+    for table in imported():
+        assert "Sql.Database(Server, Database)" in table.partition_source, table.name
+
+
+def test_every_imported_column_exists_in_the_database_and_views_are_imported_whole(engine):
+    """After `metering db upgrade` (SQLite, and PostgreSQL when it runs), each imported table's
+    source columns are columns of its view or table; a view's columns are all in the model, so a
+    dimension added to a view must be added to the model too."""
+    inspector = sa.inspect(engine)
+    for table in imported():
+        name = source_object(table)
+        in_database = {c["name"] for c in inspector.get_columns(name)}
+        in_model = {str(props["sourceColumn"]) for props in table.columns.values()}
+        assert in_model <= in_database, (name, sorted(in_model - in_database))
+        assert in_database <= in_model, (name, sorted(in_database - in_model))
+        for typed in re.findall(r'\{"([^"]+)", type [a-z]+\}', table.partition_source):  # the M typing step
+            assert typed in in_database, (name, typed)
+
+
+def _dax(table) -> list[str]:
+    return list(table.measures.values()) + ([table.partition_source] if table.partition_kind == "calculated" else [])
+
+
+def test_every_dax_reference_exists():
+    measures = {m for t in MODEL.tables.values() for m in t.measures}
+    assert len(measures) == sum(len(t.measures) for t in MODEL.tables.values()), "measure names must be unique"
+    for table in MODEL.tables.values():
+        for expression in _dax(table):
+            for quoted, column in TABLE_REFERENCE.findall(expression):
+                referenced = quoted[1:-1].replace("''", "'") if quoted.startswith("'") else quoted
+                assert referenced in MODEL.tables, (table.name, referenced)
+                assert column in MODEL.tables[referenced].columns, (table.name, f"{referenced}[{column}]")
+        for expression in table.measures.values():
+            for name in re.findall(r"(?<![\w'\]])\[([^\]]+)\]", expression):
+                assert name in measures, (table.name, name)
+
+
+def test_the_measures_finance_asks_for():
+    daily = MODEL.tables["v_usage_daily"].measures
+    for name in ("Cost", "Tokens", "Estimated share", "Unpriced share", "Unpriced requests"):
+        assert name in daily
+    monthly = MODEL.tables["v_chargeback_monthly"].measures
+    for name in ("Chargeback cost", "PTU cost", "Total charge", "Chargeback unpriced requests"):
+        assert name in monthly
+    # Total charge: pay-as-you-go cost plus the PTU cost the view carries (migration 0006).
+    assert monthly["Total charge"] == "[Chargeback cost] + [PTU cost]"
+    assert monthly["PTU cost"] == "SUM ( v_chargeback_monthly[ptu_cost] )"
+    # Unknown is not zero: the cost is blank where nothing in the context is priced.
+    assert "BLANK ()" in daily["Cost"] and "BLANK ()" in monthly["Chargeback cost"]
+
+
+def test_relationships_are_many_to_one_onto_unique_keys():
+    for (many_table, many_column), (one_table, one_column) in MODEL.relationships:
+        assert many_column in MODEL.tables[many_table].columns, (many_table, many_column)
+        one = MODEL.tables[one_table].columns[one_column]
+        assert one.get("isKey") is True, f"{one_table}[{one_column}] is the one side but not a key"
+        assert MODEL.tables[many_table].columns[many_column]["dataType"] == one["dataType"]
+    pairs = {(m[0], o[0]) for m, o in MODEL.relationships}
+    assert {("v_usage_daily", "Date"), ("Date", "Month"), ("v_chargeback_monthly", "Month"),
+            ("v_usage_daily", "subscriptions"), ("v_chargeback_monthly", "subscriptions"),
+            ("v_usage_daily", "rates")} == pairs
+    # The documented mistake: Date[Month] repeats once per day, it cannot be the one side.
+    assert ("Date", "Month") not in {o for _, o in MODEL.relationships}
+
+
+def test_date_and_month_tables_are_generated_from_the_data():
+    date, month = MODEL.tables["Date"], MODEL.tables["Month"]
+    assert date.properties.get("dataCategory") == "Time" and date.columns["Date"].get("isKey") is True
+    for table in (date, month):
+        assert table.partition_kind == "calculated"
+        assert "MIN ( v_usage_daily[usage_date] )" in table.partition_source
+        assert "MAX ( v_usage_daily[usage_date] )" in table.partition_source
+        assert 'FORMAT ( [Date], "yyyy-MM" )' in table.partition_source
+    assert month.columns["Month"].get("isKey") is True
+    assert "DISTINCT" in month.partition_source
+
+
+def test_month_keys_in_the_views_match_the_month_table_format(engine):
+    """Month[Month] is FORMAT(date, "yyyy-MM"): the views' month text must be that, and the daily
+    view's usage_month must be its usage_date's month, or the relationships match nothing."""
+    from report_data import seed
+
+    seed(engine)
+    with engine.connect() as conn:
+        months = set(conn.execute(sa.text("SELECT DISTINCT month FROM v_chargeback_monthly")).scalars())
+        daily = conn.execute(sa.text("SELECT DISTINCT usage_date, usage_month FROM v_usage_daily")).all()
+    assert months and all(re.fullmatch(r"\d{4}-\d{2}", m) for m in months)
+    assert all(str(day)[:7] == month for day, month in daily)
+    assert months == {month for _, month in daily}
+
+
+# --------------------------------------------------------------------------- the report's fields
+
+
+def _fields(node):
+    """Every Column / Measure reference ({"Expression": {"SourceRef": {"Entity": …}}, "Property": …})."""
+    if isinstance(node, dict):
+        for kind in ("Column", "Measure"):
+            ref = node.get(kind)
+            if isinstance(ref, dict) and "Property" in ref:
+                yield kind, ref["Expression"]["SourceRef"]["Entity"], ref["Property"]
+        for value in node.values():
+            yield from _fields(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _fields(value)
+
+
+VISUALS = sorted(REPORT.glob("pages/*/visuals/*/visual.json"))
+
+
+@pytest.mark.parametrize("path", VISUALS, ids=lambda p: f"{p.parents[2].name}/{p.parent.name}")
+def test_every_visual_field_exists_in_the_model(path):
+    visual = json.loads(path.read_text(encoding="utf-8"))
+    for kind, entity, prop in _fields(visual):
+        assert entity in MODEL.tables, (entity, prop)
+        table = MODEL.tables[entity]
+        if kind == "Column":
+            assert prop in table.columns, f"{entity}[{prop}] is not a column"
+        else:
+            assert prop in table.measures, f"[{prop}] is not a measure of {entity}"
+    for projections in visual["visual"].get("query", {}).get("queryState", {}).values():
+        for item in projections["projections"]:
+            (kind, entity, prop), = _fields(item["field"])
+            assert item["queryRef"] == f"{entity}.{prop}"
+
+
+def test_the_cross_reference_check_catches_a_missing_field(tmp_path):
+    """The check is real: a visual naming a column the model does not have fails it."""
+    visual = json.loads(VISUALS[0].read_text(encoding="utf-8"))
+    visual["visual"]["query"] = {"queryState": {"Values": {"projections": [{
+        "field": {"Column": {"Expression": {"SourceRef": {"Entity": "v_usage_daily"}}, "Property": "user_email"}},
+        "queryRef": "v_usage_daily.user_email"}]}}}
+    broken = tmp_path / "visual.json"
+    broken.write_text(json.dumps(visual))
+    with pytest.raises(AssertionError, match="user_email"):
+        test_every_visual_field_exists_in_the_model(broken)
+
+
+def test_every_page_shows_data_quality_or_says_what_cost_leaves_out():
+    """An unpriced request is missing from the cost, not free: each page either shows a data-quality
+    measure or says so in its text."""
+    quality = {"Unpriced requests", "Unpriced share", "Estimated share", "Chargeback unpriced requests",
+               "Chargeback estimated share", "Incomplete requests"}
+    for page in sorted(REPORT.glob("pages/*/page.json")):
+        visuals = [json.loads(p.read_text(encoding="utf-8")) for p in page.parent.glob("visuals/*/visual.json")]
+        measures = {prop for v in visuals for kind, _, prop in _fields(v) if kind == "Measure"}
+        text = json.dumps(visuals)
+        assert measures & quality or "unpriced" in text.lower(), page.parent.name

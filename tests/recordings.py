@@ -1,0 +1,153 @@
+"""Real provider recordings (tests/data/recordings/) replayed through the estimator.
+
+Each recording is one request to OpenAI or Azure OpenAI with the provider's own ``usage``, taken
+from a public repository's test cassette (origins in tests/data/recordings/README.md). Replaying
+one means: remove every trace of the provider's usage from the response (the JSON body's
+``usage``, a stream's final ``include_usage`` chunk, ``response.completed``'s usage), feed the
+request and the stripped response through ``resolve_usage`` as an APIM event, and compare the
+estimate with what the provider reported.
+
+Hidden reasoning is never in a response, so the completion is compared with the provider's
+*visible* output (``completion_tokens − reasoning_tokens``); the estimate for a reasoning model
+is a lower bound by exactly the reasoning tokens, and says so in its notes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from metering.model import TokenUsage, UsageEvent
+from metering.usage.resolve import resolve_usage
+
+RECORDINGS_DIR = Path(__file__).resolve().parent / "data" / "recordings"
+SPLITS = ("calibration", "heldout")
+
+
+@dataclass(frozen=True)
+class Recording:
+    """One recorded request with the provider's reported usage."""
+
+    name: str
+    split: str
+    origin: dict[str, Any]
+    provider: str
+    endpoint: str
+    model: str
+    family: str
+    shape: str
+    request: dict[str, Any]
+    response: str
+    usage: dict[str, Any]
+
+    @property
+    def reported_prompt(self) -> int:
+        return int(self.usage.get("input_tokens", self.usage.get("prompt_tokens", 0)) or 0)
+
+    @property
+    def reported_completion(self) -> int:
+        return int(self.usage.get("output_tokens", self.usage.get("completion_tokens", 0)) or 0)
+
+    @property
+    def reported_reasoning(self) -> int:
+        details = self.usage.get("output_tokens_details") or self.usage.get("completion_tokens_details") or {}
+        return int(details.get("reasoning_tokens") or 0)
+
+    @property
+    def reported_visible_completion(self) -> int:
+        """Completion tokens the response shows: the reported ones less hidden reasoning."""
+        return self.reported_completion - self.reported_reasoning
+
+
+def load_recordings(split: str | None = None) -> list[Recording]:
+    """Every recording of ``split`` (``calibration`` or ``heldout``; both when None), by name."""
+    recordings = []
+    for name in SPLITS if split is None else (split,):
+        for path in sorted((RECORDINGS_DIR / name).glob("*.json")):
+            data = orjson.loads(path.read_bytes())
+            recordings.append(
+                Recording(
+                    name=path.stem,
+                    split=name,
+                    origin=data["origin"],
+                    provider=data["provider"],
+                    endpoint=data["endpoint"],
+                    model=data["model"],
+                    family=data["family"],
+                    shape=data["shape"],
+                    request=data["request"],
+                    response=data["response"],
+                    usage=data["usage"],
+                )
+            )
+    return recordings
+
+
+def _without_usage(payload: dict[str, Any]) -> dict[str, Any]:
+    payload = dict(payload)
+    payload.pop("usage", None)
+    if isinstance(payload.get("response"), dict):
+        payload["response"] = {k: v for k, v in payload["response"].items() if k != "usage"}
+    return payload
+
+
+def strip_usage(response: str) -> str:
+    """The response as a capture without usage would carry it (body or SSE text)."""
+    if not response.lstrip().startswith(("data:", "event:")):
+        return orjson.dumps(_without_usage(orjson.loads(response))).decode()
+    blocks = []
+    for block in response.replace("\r\n", "\n").split("\n\n"):
+        lines = []
+        for line in block.split("\n"):
+            data = line[5:].strip() if line.startswith("data:") else ""
+            if data and data != "[DONE]":
+                try:
+                    payload = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    payload = None
+                if isinstance(payload, dict):
+                    if "choices" in payload and not payload["choices"] and payload.get("usage"):
+                        lines = []  # the include_usage chunk: a capture without usage has none
+                        break
+                    line = "data: " + orjson.dumps(_without_usage(payload)).decode()
+            lines.append(line)
+        if lines:
+            blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n\n"
+
+
+def replay(recording: Recording, *, deployment: str = "chat-prod", model_hint: str | None = None) -> TokenUsage:
+    """The estimate for a recording whose usage was stripped, as the pipeline would compute it."""
+    event = UsageEvent(
+        request_id=f"recording-{recording.name}",
+        event_time=datetime(2026, 1, 1, tzinfo=UTC),
+        deployment=deployment,
+        status_code=200,
+        endpoint=recording.endpoint,
+        capture="full",
+        is_streaming=bool(recording.request.get("stream")),
+        request=recording.request,
+        response=strip_usage(recording.response),
+    )
+    return resolve_usage(event, model_hint=model_hint)
+
+
+@dataclass(frozen=True)
+class Miss:
+    """Estimate minus reported, for the prompt and the visible completion."""
+
+    prompt: int
+    completion: int
+
+    @property
+    def exact(self) -> bool:
+        return self.prompt == 0 and self.completion == 0
+
+
+def miss(recording: Recording) -> Miss:
+    usage = replay(recording)
+    return Miss(usage.prompt_tokens - recording.reported_prompt, usage.completion_tokens - recording.reported_visible_completion)

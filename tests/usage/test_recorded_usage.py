@@ -1,0 +1,154 @@
+"""Estimates against real provider-reported usage (tests/data/recordings, origins in its README).
+
+Every calibration recording's estimate must equal what the provider reported, for the prompt and
+for the visible completion, except:
+
+* reasoning models (gpt-5 family, o-series): their hidden reasoning is never in a response, and
+  the reported ``reasoning_tokens`` do not always cover it (they come in steps of 64 for some
+  models, and are sometimes 0 while a reasoning item was produced). The visible completion is
+  then a lower bound, short by less than 64 tokens, never over, and the row says so
+  (``reasoning_tokens_not_estimated``);
+* the recordings in ``KNOWN_MISSES``, each with why and by how much at most.
+
+The held-out recordings were never used to derive the rules; they are measured (the floor below
+only guards against regressions) and bench/bench_accuracy.py prints their table.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from recordings import load_recordings, miss, replay
+from metering.usage.tokens import is_reasoning_model
+
+#: The provider's reasoning_tokens are a multiple of 64 for several reasoning models, so up to 63
+#: hidden tokens can be counted as "visible"; an estimate for them may be short by that much.
+REASONING_SLACK = 63
+
+# Why a calibration recording is not exact (reasons, then the recordings).
+CONVERSATION = "a stored conversation's items are prepended server-side (noted conversation_not_counted)"
+NESTED_SCHEMA = "nested/anyOf/default tool schemas: the TypeScript rendering is approximated (noted tool_schema_approximated)"
+RESPONSES_TOOLS = (
+    "Responses API with function tools: its tools framing is not chat's and varies with strict mode, "
+    "forced tool_choice and function-call history (up to ~210 tokens with history on gpt-4o)"
+)
+CHAT_TOOLS = "chat tools: a few tokens of framing the rules do not model (several tools, strict schemas, titles/defaults)"
+UNEXPLAINED = "no rule explains it; a single recording"
+
+#: name → (max |prompt miss|, max |completion miss|, why). A listed recording that becomes exact
+#: must be removed from the list (the test says so), so it only ever shrinks.
+KNOWN_MISSES: dict[str, tuple[int, int, str]] = {
+    "davinci--completions--67fd190a": (1, 1, UNEXPLAINED),
+    "gpt-3.5--chat-tools--3849fc4e": (0, 1, CHAT_TOOLS),
+    "gpt-3.5--chat-tools-calls--5c5c0b8b": (2, 1, CHAT_TOOLS),
+    "gpt-4.1--responses--0f198850": (32, 0, CONVERSATION),
+    "gpt-4.1--responses--7d0df4db": (3, 1, UNEXPLAINED),
+    "gpt-4.1--responses-tools--572e6b42": (7, 0, RESPONSES_TOOLS),
+    "gpt-4.1--responses-tools--8d175eaa": (35, 0, CONVERSATION),
+    "gpt-4.1--responses-tools--d98f08cb": (7, 0, RESPONSES_TOOLS),
+    "gpt-4.1--responses-tools-calls--14cf39ff": (5, 0, RESPONSES_TOOLS),
+    "gpt-4.1--responses-tools-calls--3c9c1d61": (1, 0, CONVERSATION),
+    "gpt-4.1--responses-tools-calls--ef9d1c2c": (6, 0, RESPONSES_TOOLS),
+    "gpt-4.1-mini--responses--fbaf0952": (1, 4, UNEXPLAINED),
+    "gpt-4.1-nano--chat-tools-calls--5f97b874": (1, 1, CHAT_TOOLS),
+    "gpt-4.1-nano--chat-tools-parallel--9def73c9": (1, 1, CHAT_TOOLS),
+    "gpt-4.1-nano--responses-tools-calls--64940b69": (4, 9, RESPONSES_TOOLS),
+    "gpt-4.1-nano--responses-tools-parallel--0a2a3309": (5, 0, RESPONSES_TOOLS),
+    "gpt-4o--chat--42a9c5db": (1, 0, UNEXPLAINED),
+    "gpt-4o--chat-stream-tools-calls--15b14f6c": (11, 0, NESTED_SCHEMA),
+    "gpt-4o--chat-stream-tools-calls--2c856b99": (14, 0, NESTED_SCHEMA),
+    "gpt-4o--chat-stream-tools-calls--7aad2d38": (11, 0, NESTED_SCHEMA),
+    "gpt-4o--chat-stream-tools-parallel--c3a4fbb5": (13, 0, NESTED_SCHEMA),
+    "gpt-4o--chat-stream-tools-parallel--ef987dab": (16, 0, NESTED_SCHEMA),
+    "gpt-4o--chat-tools--0c1719db": (1, 0, CHAT_TOOLS),
+    "gpt-4o--chat-tools--35c841c7": (1, 0, CHAT_TOOLS),
+    "gpt-4o--chat-tools--aa5f0392": (8, 0, CHAT_TOOLS),
+    "gpt-4o--chat-tools-calls--1cf4a817": (1, 0, CHAT_TOOLS),
+    "gpt-4o--responses--3dce578f": (18, 0, UNEXPLAINED),
+    "gpt-4o--responses-stream-tools--df49b73f": (208, 0, RESPONSES_TOOLS),
+    "gpt-4o--responses-stream-tools-parallel--1a77e492": (8, 16, RESPONSES_TOOLS),
+    "gpt-4o--responses-stream-tools-parallel--b67ca363": (3, 0, RESPONSES_TOOLS),
+    "gpt-4o--responses-stream-tools-parallel--df54f4a0": (210, 0, RESPONSES_TOOLS),
+    "gpt-4o--responses-stream-tools-parallel--fb66a414": (3, 0, RESPONSES_TOOLS),
+    "gpt-4o--responses-tools--2e01f2f0": (195, 0, RESPONSES_TOOLS),
+    "gpt-4o--responses-tools--5b328425": (79, 0, NESTED_SCHEMA),
+    "gpt-4o--responses-tools--5d2ed6de": (8, 0, RESPONSES_TOOLS),
+    "gpt-4o--responses-tools-calls--0f0f8b4b": (78, 0, NESTED_SCHEMA),
+    "gpt-4o--responses-tools-calls--7b0b5372": (2, 0, RESPONSES_TOOLS),
+    "gpt-4o--responses-tools-calls--7efa08eb": (6, 0, RESPONSES_TOOLS),
+    "gpt-4o--responses-tools-calls--8d2858bd": (5, 0, RESPONSES_TOOLS),
+    "gpt-4o--responses-tools-parallel--be451158": (48, 49, RESPONSES_TOOLS),
+    "gpt-4o-mini--chat-tools--66dfef46": (1, 1, CHAT_TOOLS),
+    "gpt-4o-mini--chat-tools-calls--7a773880": (1, 1, CHAT_TOOLS),
+    "gpt-4o-mini--chat-tools-calls--86b0f0eb": (63, 0, CHAT_TOOLS),
+    "gpt-4o-mini--responses-tools-calls--0c60c7ec": (5, 0, RESPONSES_TOOLS),
+    "gpt-4o-mini--responses-tools-calls--f58f03a6": (5, 10, RESPONSES_TOOLS),
+    "gpt-4o-mini--responses-tools-parallel--b8e27985": (28, 0, RESPONSES_TOOLS),
+    "gpt-5--responses--59a7fb0b": (4, 0, UNEXPLAINED),
+    "gpt-5--responses-tools--3651167f": (8, 0, RESPONSES_TOOLS),
+    "gpt-5--responses-tools-calls--7bd122bc": (5, 0, RESPONSES_TOOLS),
+    "gpt-5--responses-tools-calls--a2dabb71": (10, 0, RESPONSES_TOOLS),
+    "gpt-5-mini--chat-tools--14dc3e8c": (6, 0, CHAT_TOOLS),
+    "gpt-5.x--chat-tools--7d7e61f3": (5, 0, CHAT_TOOLS),
+    "gpt-5.x--chat-tools-calls--23658950": (5, 0, CHAT_TOOLS),
+    "gpt-5.x--responses-tools--3544626e": (21, 0, RESPONSES_TOOLS),
+    "gpt-5.x--responses-tools-calls--d3253f3b": (2, 0, RESPONSES_TOOLS),
+    "o-series--chat--27ab2bd6": (8, 0, UNEXPLAINED),
+}
+
+CALIBRATION = load_recordings("calibration")
+HELDOUT = load_recordings("heldout")
+
+
+def _completion_ok(recording, completion_miss: int, bound: int) -> bool:
+    if abs(completion_miss) <= bound:
+        return True
+    return is_reasoning_model(recording.model) and -REASONING_SLACK <= completion_miss <= 0
+
+
+def test_there_are_several_dozen_recordings_of_every_major_shape():
+    shapes = {r.shape for r in CALIBRATION} & {r.shape for r in HELDOUT}
+    assert len(CALIBRATION) >= 150 and len(HELDOUT) >= 60
+    assert {"chat", "chat-stream", "chat-tools-calls", "chat-tools-parallel", "chat-n2", "responses", "responses-tools-calls"} <= shapes
+    assert not {r.name for r in CALIBRATION} & {r.name for r in HELDOUT}
+
+
+@pytest.mark.parametrize("recording", CALIBRATION, ids=lambda r: r.name)
+def test_calibration_recording_is_exact_or_a_known_bounded_miss(recording):
+    result = miss(recording)
+    prompt_bound, completion_bound, why = KNOWN_MISSES.get(recording.name, (0, 0, ""))
+    assert abs(result.prompt) <= prompt_bound, f"prompt off by {result.prompt:+d} (reported {recording.reported_prompt}) {why}"
+    assert _completion_ok(recording, result.completion, completion_bound), (
+        f"completion off by {result.completion:+d} (visible reported {recording.reported_visible_completion}) {why}"
+    )
+    if recording.name in KNOWN_MISSES:
+        reasoning_only = is_reasoning_model(recording.model) and result.prompt == 0 and -REASONING_SLACK <= result.completion <= 0
+        assert not (result.exact or reasoning_only), "now within the rules: remove it from KNOWN_MISSES"
+
+
+def test_known_misses_name_calibration_recordings():
+    assert set(KNOWN_MISSES) <= {r.name for r in CALIBRATION}
+
+
+@pytest.mark.parametrize("recording", [r for r in CALIBRATION + HELDOUT if is_reasoning_model(r.model)], ids=lambda r: r.name)
+def test_reasoning_estimates_say_they_are_a_lower_bound(recording):
+    usage = replay(recording)
+    assert "reasoning_tokens_not_estimated" in usage.notes
+    # the hidden reasoning is billed as completion: the estimate never exceeds the whole completion
+    assert usage.completion_tokens <= recording.reported_completion
+
+
+def test_estimates_are_marked_estimated_not_reported():
+    """Replaying strips the usage: none of these numbers may come from the provider."""
+    for recording in CALIBRATION[:40]:
+        assert replay(recording).source in ("estimated", "partial")
+
+
+#: Held-out recordings exact when the rules were written (bench/bench_accuracy.py shows which).
+#: Measured, not tuned: a drop means a rule change made real traffic worse.
+HELDOUT_EXACT_FLOOR = 41  # of 85; 11 before these rules
+
+
+def test_heldout_accuracy_does_not_regress():
+    exact = sum(1 for recording in HELDOUT if miss(recording).exact)
+    assert exact >= HELDOUT_EXACT_FLOOR, f"{exact} of {len(HELDOUT)} held-out recordings exact"
