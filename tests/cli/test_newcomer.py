@@ -100,3 +100,17 @@ def test_report_to_a_terminal_in_any_text_format_shows_control_characters_escape
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     code, out, _ = run(capsys, "--db", db, "report", "--month", "2026-10", "--by", "subscription", "--format", "csv")
     assert code == 0 and not any(c in out for c in "\x1b\x07\x9b") and "sub\\x1b]0;owned" in out
+
+
+def test_ptu_allocate_prints_ids_escaped(db, capsys, tmp_path):
+    mappings = tmp_path / "deployments.csv"
+    mappings.write_text("backend_id,deployment,model,deployment_type\n,gpt-4o-ptu,gpt-4o,provisioned\n")
+    assert run(capsys, "--db", db, "deployments", "import", str(mappings))[0] == 0
+    capture = tmp_path / "c.jsonl"
+    capture.write_bytes(jsonl([v1_event("ptu-1", deployment="gpt-4o-ptu", subscription={"id": f"sub{ESCAPES}", "name": "x"})]))
+    assert run(capsys, "--db", db, "replay", str(capture))[0] == 0
+    costs = tmp_path / "ptu.csv"
+    costs.write_text("deployment,backend_id,month,monthly_cost,currency\ngpt-4o-ptu,,2026-10,100.00,USD\n")
+    code, out, err = run(capsys, "--db", db, "ptu", "allocate", "--month", "2026-10", "--ptu-costs", str(costs))
+    assert code == 0, err
+    assert "sub\\x1b]0;owned" in out and not any(c in out for c in "\x1b\x07\x9b")
