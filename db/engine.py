@@ -66,17 +66,26 @@ def odbc_authentication_key(url: URL) -> URL:
     return url.difference_update_query(keys).update_query_dict({"authentication": url.query[keys[0]]})
 
 
+def check_sqlite_folder(url: URL) -> None:
+    """Raise ``DatabaseFolderMissing`` when a SQLite file's folder does not exist: a mistyped path
+    must not create folders and an empty database (a new file in an existing folder is fine)."""
+    if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
+        folder = Path(url.database).expanduser().parent
+        if not folder.is_dir():
+            raise DatabaseFolderMissing(f"the SQLite database's folder {folder} does not exist "
+                                        "(create it first, or check the path in the URL)")
+
+
 def make_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:
     """An engine for ``url`` (default: ``METERING_DATABASE_URL`` or ``sqlite:///metering.db``)."""
     parsed = odbc_authentication_key(make_url(database_url(url) if not isinstance(url, URL) else url))
     backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        check_sqlite_folder(parsed)
     options: dict[str, Any] = {}
     if backend == "sqlite":
-        if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
-            folder = Path(parsed.database).expanduser().parent
-            if not folder.is_dir():  # a mistyped path must not create folders and an empty database
-                raise DatabaseFolderMissing(f"the SQLite database's folder {folder} does not exist "
-                                            "(create it first, or check the path in the URL)")
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         options["connect_args"] = {"timeout": 60, "check_same_thread": False}
     else:
         options["pool_pre_ping"] = True
