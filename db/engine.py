@@ -80,10 +80,9 @@ def make_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:
     """An engine for ``url`` (default: ``METERING_DATABASE_URL`` or ``sqlite:///metering.db``)."""
     parsed = odbc_authentication_key(make_url(database_url(url) if not isinstance(url, URL) else url))
     backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        check_sqlite_folder(parsed)
     options: dict[str, Any] = {}
     if backend == "sqlite":
+        check_sqlite_folder(parsed)
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         options["connect_args"] = {"timeout": 60, "check_same_thread": False}
