@@ -18,6 +18,10 @@ DEFAULT_DATABASE_URL = "sqlite:///metering.db"
 DATABASE_URL_SETTING = "METERING_DATABASE_URL"
 
 
+class DatabaseFolderMissing(ValueError):
+    """A SQLite URL whose file would be in a folder that does not exist (never created implicitly)."""
+
+
 def database_url(explicit: str | None = None) -> str:
     """The database to use: the explicit URL, else ``METERING_DATABASE_URL``, else local SQLite."""
     return explicit or os.environ.get(DATABASE_URL_SETTING) or DEFAULT_DATABASE_URL
@@ -62,6 +66,16 @@ def odbc_authentication_key(url: URL) -> URL:
     return url.difference_update_query(keys).update_query_dict({"authentication": url.query[keys[0]]})
 
 
+def check_sqlite_folder(url: URL) -> None:
+    """Raise ``DatabaseFolderMissing`` when a SQLite file's folder does not exist: a mistyped path
+    must not create folders and an empty database (a new file in an existing folder is fine)."""
+    if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
+        folder = Path(url.database).expanduser().parent
+        if not folder.is_dir():
+            raise DatabaseFolderMissing(f"the SQLite database's folder {folder} does not exist "
+                                        "(create it first, or check the path in the URL)")
+
+
 def make_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:
     """An engine for ``url`` (default: ``METERING_DATABASE_URL`` or ``sqlite:///metering.db``)."""
     parsed = odbc_authentication_key(make_url(database_url(url) if not isinstance(url, URL) else url))
@@ -70,6 +84,7 @@ def make_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:
     # traceback, where a poison event would print itself (and its prompt) into the logs.
     options: dict[str, Any] = {"hide_parameters": True}
     if backend == "sqlite":
+        check_sqlite_folder(parsed)
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         options["connect_args"] = {"timeout": 60, "check_same_thread": False}

@@ -107,6 +107,14 @@ class IngestTotals:
         return text
 
 
+# Unresolved quarantine rows that ``retry`` never runs through the pipeline, and why.
+SKIPPED_WHY = {
+    "bad_signature": "signatures are not checked without METERING_SIGNING_SECRET",
+    "oversized": "only the first bytes of each were kept, so it cannot be counted (replay the source "
+                 "with a larger METERING_MAX_EVENT_BYTES if it is genuine)",
+}
+
+
 @dataclass
 class RetryTotals:
     """What ``metering quarantine retry`` did: rows resolved (a new row, or one already stored)
@@ -131,7 +139,7 @@ class RetryTotals:
         if failing:
             text += "\nstill failing by reason: " + ", ".join(f"{r} {n:,}" for r, n in sorted(self.still_failing.items()))
         for reason, count in sorted(self.skipped.items()):
-            text += f"\nskipped {count:,} {reason} row(s): signatures are not checked without METERING_SIGNING_SECRET"
+            text += f"\nskipped {count:,} {reason} row(s): {SKIPPED_WHY.get(reason, 'not retried')}"
         return text
 
 
@@ -293,6 +301,12 @@ class Ingestor:
         """
         totals = RetryTotals()
         exclude: list[str] = []
+        if reasons is None or "oversized" in reasons:  # a prefix only: decoding it could salvage a forged row
+            exclude.append("oversized")
+            with self.engine.connect() as conn:
+                skipped = quarantine_store.count_unresolved(conn, ["oversized"])
+            if skipped:
+                totals.skipped["oversized"] = skipped
         if not self.settings.signing and (reasons is None or "bad_signature" in reasons):
             exclude.append("bad_signature")
             with self.engine.connect() as conn:

@@ -44,6 +44,11 @@ class RawEvent:
     source_partition: str | None = None
     source_sequence_number: int | None = None
     enqueued_time: datetime | None = None
+    # Set when the message was longer than the source's bound (metering/sources/bounds.py): its size
+    # in bytes and the SHA-256 (hex) of all of it; ``body`` then holds only its first bytes, and the
+    # pipeline quarantines it as ``oversized`` without decoding.
+    oversized_bytes: int | None = None
+    oversized_sha256: str | None = None
 
 
 @dataclass(slots=True)

@@ -199,6 +199,22 @@ class EventResult:
         return self.record is not None and self.quarantined is not None
 
 
+def oversized_item(raw: RawEvent, settings: PipelineSettings) -> Quarantined:
+    """A message longer than the source's bound, kept as its first bytes and the digest of all of
+    it: never decoded (a prefix could be salvaged into a row of a forged or hostile event)."""
+    item = Quarantined(
+        reason="oversized",
+        detail=(f"message of {raw.oversized_bytes:,} bytes is longer than the replay bound (METERING_MAX_EVENT_BYTES; "
+                f"APIM caps an event at 200 KB): its first {len(raw.body):,} bytes are kept, the rest was not read; "
+                f"SHA-256 {raw.oversized_sha256}"),
+        raw=raw.body,
+        source_partition=raw.source_partition,
+        source_sequence_number=raw.source_sequence_number,
+        raw_sha256=raw.oversized_sha256,
+    )
+    return redacted(item) if settings.redact_payloads else item
+
+
 def redacted(item: Quarantined) -> Quarantined:
     """``item`` with prompt and completion text removed from its bytes (``metering.redact``); it
     keeps the digest of the bytes as received, so that a redelivery is still recognised."""
@@ -340,6 +356,10 @@ def process_batch(
     outcome = BatchOutcome()
     now = now or datetime.now(timezone.utc)
     for raw in raws:
+        if raw.oversized_bytes is not None:  # only a prefix was read (metering/sources/bounds.py)
+            outcome.events_read += 1
+            outcome.quarantined.append(oversized_item(raw, settings))
+            continue
         if is_records_envelope(raw.body):  # APIM diagnostic logs: LLM token usage by request id
             first, first_usage = len(outcome.quarantined), len(outcome.llm_usage)
             add_log_records(outcome, raw)

@@ -46,9 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FetchFailed as exc:
         print(f"metering: {exc}", file=sys.stderr)
         return 1
-    except sa.exc.OperationalError as exc:
-        print(f"metering: database error: {exc.orig}", file=sys.stderr)
-        return 1
+    except sa.exc.OperationalError as exc:  # unreachable, refused, bad credentials: one line, as for bad input
+        print(f"metering: database error: {' '.join(str(exc.orig).split())}", file=sys.stderr)
+        return 2
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

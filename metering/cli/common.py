@@ -34,16 +34,21 @@ def engine(args: argparse.Namespace) -> Engine:
     (the message never repeats the URL, which may carry a password)."""
     import sqlalchemy as sa
 
-    from db.engine import database_url, make_engine
+    from db.engine import DatabaseFolderMissing, database_url, make_engine
 
     try:
         return make_engine(database_url(args.db))
+    except DatabaseFolderMissing as exc:
+        raise UsageError(f"--db / METERING_DATABASE_URL: {exc}") from None
     except sa.exc.NoSuchModuleError as exc:  # a dialect or driver SQLAlchemy does not know
         raise UsageError(f"--db / METERING_DATABASE_URL: not a usable database URL ({exc}); "
                          "expected e.g. sqlite:///metering.db or postgresql+psycopg://user@host/db") from None
     except sa.exc.ArgumentError:
         raise UsageError("--db / METERING_DATABASE_URL: not a database URL; expected e.g. sqlite:///metering.db, "
                          "postgresql+psycopg://user@host/db or mssql+pyodbc://@server/db?driver=...") from None
+    except ValueError:  # sqlalchemy's URL parser: a port that is not a number
+        raise UsageError("--db / METERING_DATABASE_URL: not a valid database URL (is the port a number?); expected "
+                         "e.g. sqlite:///metering.db or postgresql+psycopg://user@host:5432/db") from None
     except ImportError as exc:  # a known dialect whose driver package is not installed
         extra = {"pyodbc": "mssql", "psycopg": "postgres"}.get(exc.name or "")
         hint = f": pip install 'aoai-metering[{extra}]'" if extra else ""

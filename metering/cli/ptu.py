@@ -17,6 +17,7 @@ def cmd_allocate(args: argparse.Namespace) -> int:
     from db import ptu_allocations
     from metering.finance.options import Period
     from metering.finance.report import money, ptu_allocation_rows
+    from metering.finance.safe_text import terminal_line
 
     try:
         month = Period.month(args.month).label
@@ -35,7 +36,8 @@ def cmd_allocate(args: argparse.Namespace) -> int:
         if not args.dry_run:
             ptu_allocations.replace_month(conn, month, rows, datetime.now(timezone.utc))
     for row in rows:
-        out(f"{month}  {row['deployment']:<20} {row['subscription_id'] or '(no subscription id)':<28} "
+        out(f"{month}  {terminal_line(row['deployment']):<20} "
+            f"{terminal_line(row['subscription_id'] or '(no subscription id)'):<28} "
             f"{row['tokens']:>12,} tokens  {money(row['allocated_cost']):>12} {row['currency']}\n")
     total = sum((row["allocated_cost"] for row in rows), Decimal(0))
     verb = "would store" if args.dry_run else "stored"

@@ -9,11 +9,14 @@ from __future__ import annotations
 import argparse
 import os
 from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
 
 from metering.cli.common import UsageError, migrated_engine, out, pipeline_settings
+from metering.finance.safe_text import terminal_line
 from metering.settings import RETENTION_SETTING
 
-
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 def _when(moment: datetime | None) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if moment else ""
@@ -40,7 +43,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         lines = [header, "-" * len(header)]
         for group in groups:
             lines.append(
-                f"{group.reason:<20} {group.unresolved:>10,}" + (f" {group.resolved:>9,}" if args.all else "")
+                f"{terminal_line(group.reason):<20} {group.unresolved:>10,}" + (f" {group.resolved:>9,}" if args.all else "")
                 + f" {_when(group.oldest):<19}  {_when(group.newest):<19} {group.bytes:>12,}"
             )
         total = sum(g.unresolved for g in groups)
@@ -54,15 +57,16 @@ def cmd_list(args: argparse.Namespace) -> int:
         with engine.connect() as conn:  # a mistyped reason: say which ones there are
             present = [g.reason for g in quarantine_store.summary(conn, include_resolved=args.all) if args.all or g.unresolved]
         hint = f" (reasons with rows: {', '.join(present)})" if present else ""
-        out(f"no {'' if args.all else 'unresolved '}rows with reason {args.reason}{hint}\n")
+        out(f"no {'' if args.all else 'unresolved '}rows with reason {terminal_line(args.reason)}{terminal_line(hint)}\n")
         return 0
     lines = []
     for row in found:
-        source = f" partition {row.source_partition} seq {row.source_sequence_number}" if row.source_partition or row.source_sequence_number is not None else ""
+        source = (f" partition {terminal_line(row.source_partition or '-')} seq {row.source_sequence_number}"
+                  if row.source_partition or row.source_sequence_number is not None else "")
         resolved = f" resolved {_when(row.resolved_at)}" if row.resolved_at else ""
-        lines.append(f"#{row.id} received {_when(row.received_at)} request_id {row.request_id or '-'}{source}"
+        lines.append(f"#{row.id} received {_when(row.received_at)} request_id {terminal_line(row.request_id or '-')}{source}"
                      f" {len(row.raw):,} bytes{resolved}")
-        lines.append(f"    {row.detail or ''}")
+        lines.append(f"    {terminal_line(row.detail or '')}")
         if args.raw:
             lines.append(f"    raw: {row.raw[: args.raw]!r}{' …' if len(row.raw) > args.raw else ''}")
     shown = f"{len(found)} row(s)" + (f" (first {args.limit}; --limit to see more)" if args.limit and len(found) == args.limit else "")
@@ -79,7 +83,36 @@ def cmd_retry(args: argparse.Namespace) -> int:
     ingestor = Ingestor(engine, settings=pipeline_settings(args))
     totals = ingestor.retry_quarantined(reasons=args.reason or None, ids=args.id or None, limit=args.limit)
     out(totals.summary() + "\n")
+    if not totals.retried and (args.id or args.reason):
+        out("".join(f"{line}\n" for line in _why_none_retried(engine, args.id or [], args.reason or [], totals.skipped)))
     return 0
+
+
+def _why_none_retried(engine: Engine, ids: list[int], reasons: list[str], skipped: dict[str, int]) -> list[str]:
+    """Why ``retry --id``/``--reason`` found nothing to retry: no such row, already resolved, skipped,
+    another reason, or a reason with no unresolved rows (and the reasons that have some)."""
+    from db import quarantine as quarantine_store
+
+    with engine.connect() as conn:
+        found = {row.id: row for row in quarantine_store.rows(conn, ids=ids, include_resolved=True)} if ids else {}
+        present = [g.reason for g in quarantine_store.summary(conn) if g.unresolved]
+    lines = []
+    for ident in dict.fromkeys(ids):
+        row = found.get(ident)
+        if row is None:
+            lines.append(f"no quarantine row has id {ident}")
+        elif row.resolved_at is not None:
+            lines.append(f"row #{ident} was already resolved at {_when(row.resolved_at)} UTC")
+        elif reasons and row.reason not in reasons:
+            lines.append(f"row #{ident} has reason {terminal_line(row.reason)}, not {', '.join(map(terminal_line, reasons))}")
+        elif row.reason in skipped:
+            lines.append(f"row #{ident} ({row.reason}) was skipped, as said above")
+    if not ids:
+        hint = f" (reasons with unresolved rows: {', '.join(present)})" if present else " (no unresolved rows at all)"
+        for reason in dict.fromkeys(reasons):
+            if reason not in present:
+                lines.append(f"no unresolved rows with reason {terminal_line(reason)}{hint}")
+    return lines
 
 
 def _date(text: str) -> datetime:

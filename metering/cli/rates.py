@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from metering.price.retail_prices import RetailImport
 
 UNMAPPED_SHOWN_PER_REASON = 25
+CHANGES_SHOWN = 50
 
 
 def _read_rate_files(args: argparse.Namespace) -> tuple[RetailImport, list[str]]:
@@ -62,7 +63,7 @@ def _unmapped_lines(result: RetailImport) -> list[str]:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from db import rate_card as rate_card_store
-    from metering.price.rate_card import find_overlaps, merge_for_import, supersede
+    from metering.price.rate_card import find_overlaps, merge_for_import, rate_changes, supersede
 
     result, sources = _read_rate_files(args)
     incoming = result.rates
@@ -84,11 +85,19 @@ def cmd_import(args: argparse.Namespace) -> int:
                 hint = ("\n(--supersede only ends a stored open-ended rate that starts before the imported one; "
                         "a stored rate that starts later must be ended or replaced by a rates CSV)")
             raise UsageError("rates not imported:\n" + "\n".join(overlaps) + hint)
+        changes = rate_changes(stored, incoming)
         added, replaced = rate_card_store.replace_rates(conn, closed + incoming)
     read_from = f" ({result.items_read:,} price-list item(s), {result.meters_used:,} used)" if result.kind == "retail" else ""
     ended = f", {len(closed)} stored rate(s) ended" if closed else ""
+    unchanged = replaced - len(closed) - len(changes)
+    same = f" ({len(changes)} changed, {unchanged} unchanged)" if replaced - len(closed) else ""
     out(f"imported {len(incoming)} rate(s) from {', '.join(sources)}{read_from}: "
-        f"{added} added, {replaced - len(closed)} replaced{ended}\n")
+        f"{added} added, {replaced - len(closed)} replaced{same}{ended}\n")
+    if changes:
+        shown = changes[:CHANGES_SHOWN]
+        more = [f"  … and {len(changes) - CHANGES_SHOWN:,} more"] if len(changes) > CHANGES_SHOWN else []
+        out("\n".join(["changed rates (per 1M tokens):", *(f"  {line}" for line in shown), *more,
+                       "stored rows keep their old cost until `metering reprice` applies the card to them"]) + "\n")
     if report:
         out("\n".join(report) + "\n")
     return 0
@@ -98,6 +107,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from db import queries
     from db import rate_card as rate_card_store
     from metering.price.rate_card import KIND_RATE_COLUMNS
+    from metering.finance.safe_text import terminal_line
 
     engine = migrated_engine(args)
     with engine.connect() as conn:
@@ -125,14 +135,14 @@ def cmd_list(args: argparse.Namespace) -> int:
         lines.append("")
         lines.append("models in the data with no rate (their requests are stored as no_rate, never at $0):")
         for row in missing:
-            lines.append(f"  {row['model']:<28} {row['deployment_type']:<15} {row['requests']:>8,} requests {row['tokens']:>12,} tokens")
+            lines.append(f"  {terminal_line(str(row['model'])):<28} {row['deployment_type']:<15} {row['requests']:>8,} requests {row['tokens']:>12,} tokens")
     if fallbacks:
         lines.append("")
         lines.append("warning: token kinds in the data that the card cannot price (priced by the fallback: cache writes,"
                      " audio and image at the text rates, a tier without its row at the default tier; add the"
                      " *_per_1m or service_tier rows and run `metering reprice`):")
         for row in fallbacks:
-            lines.append(f"  {row['model']:<28} {row['deployment_type']:<15} {row['kinds']:<28} "
+            lines.append(f"  {terminal_line(str(row['model'])):<28} {row['deployment_type']:<15} {row['kinds']:<28} "
                          f"{row['requests']:>8,} requests {row['tokens']:>12,} tokens")
     out("\n".join(lines) + "\n")
     return 0

@@ -5,10 +5,31 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from metering.cli.common import UsageError, migrated_engine, out, pipeline_settings
 
 DEFAULT_BATCH_SIZE = 500
+
+
+def skipped_line(skipped: list[Path], shown: int = 10) -> str:
+    """One line naming the files of the given folders that replay does not read (first ``shown``)."""
+    from metering.finance.safe_text import terminal_line
+
+    names = ", ".join(terminal_line(str(p)) for p in skipped[:shown])
+    more = f", and {len(skipped) - shown:,} more" if len(skipped) > shown else ""
+    return (f"metering: skipped {len(skipped):,} file(s) not recognised (replay reads .jsonl, .jsonl.gz, .ndjson, "
+            f".avro): {names}{more}")
+
+
+def check_event_bound() -> None:
+    """``METERING_MAX_EVENT_BYTES`` is read by the sources; a bad value is bad input, said before reading."""
+    from metering.sources.bounds import max_event_bytes_from_env
+
+    try:
+        max_event_bytes_from_env()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -20,10 +41,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.batch_size <= 0:
         raise UsageError("--batch-size must be a positive number of events")
     engine = migrated_engine(args)
+    check_event_bound()
+    skipped: list[Path] = []
     try:
-        files = discover(args.paths)
+        files = discover(args.paths, skipped)
     except SourceError as exc:
         raise UsageError(str(exc)) from None
+    if skipped:
+        print(skipped_line(skipped), file=sys.stderr)
     if not files:
         raise UsageError("no capture files found (.jsonl, .jsonl.gz, .avro) under " + ", ".join(args.paths))
     ingestor = Ingestor(engine, settings=pipeline_settings(args))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,7 +57,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         write_file(args.output, content)
         out(f"wrote {len(report.frame)} row(s) to {args.output}\n")
     else:
-        out(content if isinstance(content, str) else content.decode())
+        text = content if isinstance(content, str) else content.decode()
+        if fmt != "table" and sys.stdout.isatty():  # names from events must not drive the terminal
+            from metering.finance.safe_text import terminal_text
+
+            text = terminal_text(text)
+        out(text)
     return 0
 
 

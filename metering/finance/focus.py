@@ -34,6 +34,8 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
+from metering.finance.safe_text import spreadsheet_text
+
 FOCUS_VERSION = "1.2"
 MILLION = Decimal(1_000_000)
 SHARE_QUANTUM = Decimal("0.000001")
@@ -345,11 +347,14 @@ def _text(value: Any) -> str:
         return text
     if isinstance(value, datetime):
         return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if isinstance(value, str):  # names from events: never a live formula in a spreadsheet
+        return spreadsheet_text(value)
     return str(value)
 
 
 def to_csv(records: Sequence[Mapping[str, Any]]) -> str:
-    """FOCUS rows as CSV: exact decimals, ISO 8601 UTC times (``Z``), empty for null."""
+    """FOCUS rows as CSV: exact decimals, ISO 8601 UTC times (``Z``), empty for null, text that a
+    spreadsheet would run as a formula quoted (``safe_text.spreadsheet_text``; Parquet keeps values as stored)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(COLUMNS)

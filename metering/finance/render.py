@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from metering.finance.options import FORMATS
+from metering.finance.safe_text import spreadsheet_text, terminal_line
 from metering.finance.report import (
     COST_STATUS, MONEY_COLUMNS, TABLE_COLUMNS, TABLE_PTU_COLUMNS, Report, has_ptu, money, object_series, total_row,
     unpriced_note,
@@ -23,6 +25,9 @@ FLAGS = {"complete": "", "partial": "partly unpriced", "unknown": "cost unknown"
 ROUNDING = "(rounding)"
 
 
+_C1 = re.compile("[\x7f-\x9f]")
+
+
 def _cell(value: Any, column: str) -> str:
     if column in MONEY_COLUMNS:
         return "" if value is None else money(value)
@@ -30,7 +35,7 @@ def _cell(value: Any, column: str) -> str:
         return FLAGS[value]
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
-    return "" if value is None or (isinstance(value, float) and value != value) else str(value)
+    return "" if value is None or (isinstance(value, float) and value != value) else terminal_line(str(value))
 
 
 def quality_line(report_or_total: Report | dict[str, Any]) -> str:
@@ -123,11 +128,12 @@ def render_table(frame: pd.DataFrame, dimensions: tuple[str, ...], title: str,
             out.append("PTU allocation (monthly capacity cost split by each subscription's share of the deployment's tokens):")
             for part in report.ptu:
                 kind = "" if part["kind"] == "provisioned" else f" ({part['kind']})"
-                out.append(f"  {part['month']}  {part['deployment'] + kind:<20} {part['subscription']:<28} "
+                out.append(f"  {part['month']}  {terminal_line(str(part['deployment'])) + kind:<20} "
+                           f"{terminal_line(str(part['subscription'])):<28} "
                            f"{part['tokens']:>12,} tokens  {_percent(part['token_share']):>7}  "
                            f"{money(part['ptu_cost']):>12} {part['currency']}")
         for note in report.notes:
-            out.append(f"note: {note}")
+            out.append(f"note: {terminal_line(note)}")
     return "\n".join(out) + "\n"
 
 
@@ -145,7 +151,12 @@ def to_csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def render_csv(report: Report) -> str:
-    return to_csv_frame(report.frame).to_csv(index=False)
+    """The report's rows as CSV; text a spreadsheet would run as a formula is quoted (``safe_text``)."""
+    frame = to_csv_frame(report.frame)
+    for column in frame.columns:
+        if column not in MONEY_COLUMNS and frame[column].dtype == object:
+            frame[column] = object_series(frame, [spreadsheet_text(v) for v in frame[column]])
+    return frame.to_csv(index=False)
 
 
 def _jsonable(value: Any) -> Any:
@@ -176,7 +187,9 @@ def render_json(report: Report) -> str:
     }
     if report.ptu is not None:
         document["ptu_allocation"] = [{k: _jsonable(v) for k, v in part.items()} for part in report.ptu]
-    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    # JSON escapes C0 controls itself; DEL and C1 (a terminal's 8-bit CSI) too, losslessly, as \u00XX.
+    return _C1.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def parquet_table(report: Report) -> Any:

@@ -4,6 +4,7 @@ allocation sheet.
 
 Money is written as numbers (not text) with at least two decimals shown; the cell holds the exact
 amount as far as Excel's 15 significant digits go. Exact decimal text is in CSV, JSON and Parquet.
+Text is always a string cell: a name that looks like a formula gets Excel's quote prefix (safe_text).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from metering.finance.report import (
     LABELS, MONEY_COLUMNS, Report, charge, cost_status, has_ptu, known, total_row, unpriced_note,
 )
+from metering.finance.safe_text import neutralise_sheet_cells, sheet_value
 
 MONEY_FORMAT = "#,##0.00##"
 COUNT_FORMAT = "#,##0"
@@ -61,7 +63,7 @@ def render_xlsx(report: Report) -> bytes:
                     value = int(value)
                 if hasattr(value, "item"):
                     value = value.item()
-                cell = sheet.cell(row=row, column=index, value=value)
+                cell = sheet.cell(row=row, column=index, value=sheet_value(value))
                 fmt = number_format(column)
                 if fmt:
                     cell.number_format = fmt
@@ -215,13 +217,13 @@ def render_xlsx(report: Report) -> bytes:
         quality.cell(row=line, column=1, value="Subscriptions without a business unit").font = bold
         for subscription in q["unmapped_subscriptions"]:
             line += 1
-            quality.cell(row=line, column=1, value=subscription)
+            quality.cell(row=line, column=1, value=sheet_value(subscription))
     if report.notes:
         line += 2
         quality.cell(row=line, column=1, value="Notes").font = bold
         for note in report.notes:
             line += 1
-            quality.cell(row=line, column=1, value=note)
+            quality.cell(row=line, column=1, value=sheet_value(note))
     autosize(quality, maximum=90)
 
     # ---- PTU allocation
@@ -239,6 +241,7 @@ def render_xlsx(report: Report) -> bytes:
         sheet.freeze_panes = "A2"
         autosize(sheet)
 
+    neutralise_sheet_cells(book)  # names from events never become live formulas
     buffer = io.BytesIO()
     book.save(buffer)
     return buffer.getvalue()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from metering.price.rate_card import RateCardError, parse_rates_csv
+from metering.price.rate_card import RateCardError, check_price_bounds, parse_rates_csv
 from metering.price.retail_prices import RetailImport, parse_retail_pages
 
 
@@ -38,6 +38,8 @@ def parse_rate_files(files: Sequence[tuple[str, str]]) -> RetailImport:
         except RateCardError as exc:
             problems.extend(exc.problems)
         else:
+            for rate in retail.rates:
+                problems.extend(check_price_bounds(rate, "price list"))
             result.rates.extend(retail.rates)
             result.unmapped, result.notes = retail.unmapped, retail.notes
             result.items_read, result.meters_used, result.kind = retail.items_read, retail.meters_used, "retail"

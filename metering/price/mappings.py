@@ -11,10 +11,16 @@ import csv
 import io
 
 from metering.model import DEFAULT_DEPLOYMENT_TYPE, DEPLOYMENT_TYPES, DeploymentMapping
-from metering.price.rate_card import RateCardError
+from metering.price.rate_card import RateCardError, check_text, unknown_columns
 
 DEPLOYMENTS_CSV_COLUMNS = ("backend_id", "deployment", "model", "deployment_type")
 SUBSCRIPTIONS_CSV_COLUMNS = ("subscription_id", "business_unit", "cost_center", "owner")
+# What the ``deployments`` and ``subscriptions`` columns hold (db/schema.py; a test keeps them in
+# step): a longer value, or a NUL, is bad input with its line number, never a database error.
+TEXT_LIMITS = {
+    "backend_id": 200, "deployment": 200, "model": 200, "deployment_type": 32,
+    "subscription_id": 200, "business_unit": 200, "cost_center": 100, "owner": 200,
+}
 
 
 class MappingFileError(RateCardError):
@@ -27,12 +33,25 @@ def _rows(text: str, required: tuple[str, ...], expected: tuple[str, ...], sourc
     missing = [c for c in required if c not in header]
     if missing:
         raise MappingFileError([f"{source}: missing column(s) {', '.join(missing)}; expected header: {','.join(expected)}"])
+    unknown = unknown_columns(header, expected)
+    if unknown:
+        raise MappingFileError([f"{source}: {unknown}"])
     reader.fieldnames = header
     rows = []
+    problems = []
     for line_number, row in enumerate(reader, start=2):
         cleaned = {k: (v or "").strip() for k, v in row.items() if k}
-        if any(cleaned.values()):
-            rows.append((line_number, cleaned))
+        if not any(cleaned.values()):
+            continue
+        try:
+            for column, value in cleaned.items():
+                check_text(column, value, TEXT_LIMITS[column])
+        except ValueError as exc:
+            problems.append(f"{source} line {line_number}: {exc}")
+            continue
+        rows.append((line_number, cleaned))
+    if problems:
+        raise MappingFileError(problems)
     return rows
 
 

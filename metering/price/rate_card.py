@@ -18,7 +18,7 @@ import csv
 import io
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 
@@ -51,11 +51,19 @@ KIND_RATE_COLUMNS = (
     "image_output_per_1m",
 )
 # The optional columns a rates CSV may add after RATES_CSV_COLUMNS, in any order (DESIGN.md).
-# ALLOWED_COLUMNS is the one list of every column a rates CSV may name.
+# ALLOWED_COLUMNS is the one list of every column a rates CSV may name: any other header is bad
+# input, so that a misspelled optional column (``cached_input_per_1M``) is never silently dropped.
 EXTRA_COLUMNS = (TIER_COLUMN, SERVICE_TIER_COLUMN, *KIND_RATE_COLUMNS)
 ALLOWED_COLUMNS = RATES_CSV_COLUMNS + EXTRA_COLUMNS
 OPTIONAL_COLUMNS = ("region", "effective_to", "cached_input_per_1m", *EXTRA_COLUMNS)
 MAX_RATE_DECIMALS = 6  # costs are stored exactly with 12 decimals: rate (6) × tokens / 10^6
+# The highest price per 1M tokens a card may hold: 100 million in the card's currency, far above any
+# real price in any currency (USD list prices are below 1,000 per 1M). With at most 10^12 tokens per
+# request (metering.pipeline.MAX_TOKENS) a request costs at most 2 × 10^14, well inside the cost
+# columns' NUMERIC(28, 12) (16 integer digits): no price can make a batch fail to store.
+MAX_PRICE_PER_1M = Decimal(100_000_000)
+# What the ``rates`` columns hold (db/schema.py; tests/price/test_import_bounds.py keeps them in step).
+RATE_TEXT_LIMITS = {"model": 200, "region": 100}
 
 
 class RateCardError(ValueError):
@@ -64,6 +72,45 @@ class RateCardError(ValueError):
     def __init__(self, problems: list[str]):
         super().__init__("\n".join(problems))
         self.problems = problems
+
+
+def unknown_columns(header: Sequence[str], known: Sequence[str]) -> str | None:
+    """Why a CSV header is bad input because it names a column the file type does not have (a
+    misspelling of an optional column would otherwise be ignored), or ``None``."""
+    unknown = [name for name in header if name and name not in known]
+    if not unknown:
+        return None
+    return (f"unknown column(s) {', '.join(repr(name[:60]) for name in unknown)}; "
+            f"the columns are {','.join(known)} (names are case-sensitive)")
+
+
+def text_length(value: str) -> int:
+    """Length as SQL Server's NVARCHAR counts it (UTF-16 code units), the strictest of the servers."""
+    return len(value) if value.isascii() else len(value.encode("utf-16-le", "surrogatepass")) // 2
+
+
+def check_text(column: str, value: str, limit: int) -> None:
+    """``ValueError`` when ``value`` does not fit a text column of ``limit`` characters or holds NUL."""
+    if "\x00" in value:
+        raise ValueError(f"{column} contains a NUL character")
+    if text_length(value.strip()) > limit:
+        raise ValueError(f"{column} is longer than {limit} characters")
+
+
+def check_price_bounds(rate: Rate, source: str) -> list[str]:
+    """Problems of a rate from a price list whose prices do not fit the card (``MAX_PRICE_PER_1M``)."""
+    problems = []
+    for column in ("input_per_1m", "cached_input_per_1m", "output_per_1m"):
+        amount = getattr(rate, column)
+        if amount is not None and not 0 <= amount <= MAX_PRICE_PER_1M:
+            problems.append(f"{source}: {rate.model} {rate.deployment_type}: {column} {amount} is outside 0 to "
+                            f"{MAX_PRICE_PER_1M:,} per 1M tokens")
+    for column, limit in RATE_TEXT_LIMITS.items():
+        try:
+            check_text(column, getattr(rate, column) or "", limit)
+        except ValueError as exc:
+            problems.append(f"{source}: {rate.model[:60]!r}: {exc}")
+    return problems
 
 
 def parse_date(text: str, column: str) -> datetime:
@@ -85,6 +132,9 @@ def parse_amount(text: str, column: str) -> Decimal:
         raise ValueError(f"{column} {text!r} is not a number") from None
     if not amount.is_finite() or amount < 0:
         raise ValueError(f"{column} {text!r} must be a non-negative number")
+    if amount > MAX_PRICE_PER_1M:
+        raise ValueError(f"{column} {text!r} is above the largest price a card may hold "
+                         f"({MAX_PRICE_PER_1M:,} per 1M tokens)")
     exponent = amount.normalize().as_tuple().exponent
     if isinstance(exponent, int) and -exponent > MAX_RATE_DECIMALS:
         raise ValueError(f"{column} {text!r} has more than {MAX_RATE_DECIMALS} decimals (prices are per 1M tokens)")
@@ -121,6 +171,8 @@ def parse_rate_row(row: dict[str, str]) -> Rate:
     model = (row.get("model") or "").strip()
     if not model:
         raise ValueError("model is empty")
+    for column, limit in RATE_TEXT_LIMITS.items():
+        check_text(column, row.get(column) or "", limit)
     deployment_type = (row.get("deployment_type") or "").strip().lower()
     if deployment_type not in DEPLOYMENT_TYPES:
         raise ValueError(f"deployment_type {deployment_type!r} is not one of {', '.join(DEPLOYMENT_TYPES)}")
@@ -158,11 +210,17 @@ def parse_rates_csv(text: str, source: str = "rates CSV") -> list[Rate]:
     missing = [c for c in RATES_CSV_COLUMNS if c not in header and c not in OPTIONAL_COLUMNS]
     if missing:
         raise RateCardError([f"{source}: missing column(s) {', '.join(missing)}; expected header: {','.join(RATES_CSV_COLUMNS)}"])
+    unknown = unknown_columns(header, ALLOWED_COLUMNS)
+    if unknown:
+        raise RateCardError([f"{source}: {unknown}"])
     reader.fieldnames = header
     found: list[Rate] = []
     problems: list[str] = []
     for line_number, row in enumerate(reader, start=2):
         if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
+            continue
+        if any((v or "").strip() for v in row.get(None) or ()):  # type: ignore[call-overload]  # fields beyond the header
+            problems.append(f"{source} line {line_number}: more fields than the header's {len(header)} columns")
             continue
         try:
             found.append(parse_rate_row(row))
@@ -214,6 +272,41 @@ def merge_for_import(stored: Sequence[Rate], incoming: Sequence[Rate]) -> list[R
     """The card after an import: incoming rows replace stored rows with the same key and start."""
     replaced = {(rate_key(r), r.effective_from) for r in incoming}
     return [r for r in stored if (rate_key(r), r.effective_from) not in replaced] + list(incoming)
+
+
+def rate_changes(stored: Sequence[Rate], incoming: Sequence[Rate]) -> list[str]:
+    """One line per incoming rate that replaces a stored rate of the same key and start with other
+    values: model, deployment type, region, start, and each changed column as ``old → new``."""
+    by_key = {(rate_key(r), r.effective_from): r for r in stored}
+    key_fields = {"id", "model", "deployment_type", "region", "effective_from", "min_prompt_tokens"}
+    lines = []
+    for rate in incoming:
+        old = by_key.get((rate_key(rate), rate.effective_from))
+        if old is None:
+            continue
+        changed = []
+        for field in fields(Rate):
+            if field.name in key_fields:
+                continue
+            before, after = getattr(old, field.name), getattr(rate, field.name)
+            if before != after:
+                changed.append(f"{field.name} {_shown(before)} → {_shown(after)}")
+        if changed:
+            tier = f" prompts >= {rate.min_prompt_tokens:,}" if rate.min_prompt_tokens else ""
+            lines.append(f"{rate.model} {rate.deployment_type} {rate.region or 'any region'}{tier} from "
+                         f"{_csv_instant(rate.effective_from)}: {', '.join(changed)}")
+    return lines
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return "(none)"
+    if isinstance(value, datetime):
+        return _csv_instant(value)
+    if isinstance(value, Decimal):  # as a price is written: 2.50, 0.075 (not 2.500000 as a server returns it)
+        value = value.normalize()
+        return str(value.quantize(Decimal("0.01")) if value.as_tuple().exponent > -2 else value)  # type: ignore[operator]
+    return str(value)
 
 
 def supersede(stored: Sequence[Rate], incoming: Sequence[Rate]) -> list[Rate]:

@@ -8,7 +8,8 @@ Supported, and folders of them searched recursively in a stable order:
   ``Body``); ``Body`` is the message exactly as it was sent. Capture's default blob layout
   ``{Namespace}/{EventHub}/{PartitionId}/{Year}/{Month}/{Day}/{Hour}/{Minute}/{Second}.avro``
   gives the partition id; ``SequenceNumber`` and ``EnqueuedTimeUtc`` come from the record.
-  Files are read block by block with fastavro (deflate or null codec; Capture writes header-only
+  Files are read block by block with a bounded reader (capture_avro.py: deflate or null codec,
+  the writer schema checked, every length bounded; Capture writes header-only
   files for empty windows, and a blob may be 0 bytes); both yield no events.
 """
 
@@ -23,12 +24,11 @@ from datetime import datetime
 from typing import Any, BinaryIO
 
 from metering.model import BadEvent, RawEvent
+from metering.sources.bounds import bounded_lines, max_event_bytes_from_env
 
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
 AVRO_SUFFIXES = (".avro",)
 SUPPORTED_SUFFIXES = JSONL_SUFFIXES + AVRO_SUFFIXES
-# The fields of Capture's record (``Microsoft.ServiceBus.Messaging.EventData``) that replay needs.
-CAPTURE_FIELDS = ("SequenceNumber", "EnqueuedTimeUtc", "Body")
 # {Year}/{Month}/{Day}/{Hour}/{Minute}/{Second}.avro: the tail of Capture's default blob name.
 _CAPTURE_TIME_PARTS = (re.compile(r"\d{4}"),) + (re.compile(r"\d{1,2}"),) * 4
 _CAPTURE_SECOND = re.compile(r"\d{1,2}\.avro", re.IGNORECASE)
@@ -52,13 +52,17 @@ def supported(path: Path) -> bool:
     return _is_jsonl(path) or _is_avro(path)
 
 
-def discover(paths: Iterable[str | Path]) -> list[Path]:
-    """The capture files named by ``paths`` (files, or folders searched recursively), sorted."""
+def discover(paths: Iterable[str | Path], skipped: list[Path] | None = None) -> list[Path]:
+    """The capture files named by ``paths`` (files, or folders searched recursively), sorted.
+    Files found in a folder that replay cannot read are appended to ``skipped``, to be listed."""
     found: list[Path] = []
     for entry in paths:
         path = Path(entry)
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and supported(p)))
+            files = sorted(p for p in path.rglob("*") if p.is_file())
+            found.extend(p for p in files if supported(p))
+            if skipped is not None:
+                skipped.extend(p for p in files if not supported(p))
         elif path.is_file():
             if not supported(path):
                 raise SourceError(f"{path}: not a supported capture file (expected {', '.join(SUPPORTED_SUFFIXES)})")
@@ -68,24 +72,30 @@ def discover(paths: Iterable[str | Path]) -> list[Path]:
     return found
 
 
-def read_jsonl(path: Path, on_bytes: Callable[[int], None] | None = None) -> Iterator[RawEvent]:
-    """Each non-blank line of a JSONL file as one raw event (CRLF tolerated).
+def read_jsonl(
+    path: Path, on_bytes: Callable[[int], None] | None = None, max_event_bytes: int | None = None
+) -> Iterator[RawEvent]:
+    """Each non-blank line of a JSONL file as one raw event (CRLF tolerated). A line longer than
+    ``max_event_bytes`` is never held in memory: it becomes an ``oversized`` stand-in (its first
+    bytes and digest, metering/sources/bounds.py) and the rest of the file goes on.
 
     ``on_bytes`` receives progress in bytes of the file on disk (compressed bytes for ``.gz``).
+    ``max_event_bytes``: default ``METERING_MAX_EVENT_BYTES`` (1 MiB).
     """
+    bound = max_event_bytes or max_event_bytes_from_env()
     with open(path, "rb") as disk:
         stream: BinaryIO = gzip.GzipFile(fileobj=disk, mode="rb") if path.name.lower().endswith(".gz") else disk  # type: ignore[assignment]
         position = 0
+
+        def progress() -> None:
+            nonlocal position
+            now = disk.tell()
+            if now != position:
+                on_bytes(now - position)  # type: ignore[misc]
+                position = now
+
         try:
-            for line in stream:
-                if on_bytes is not None:
-                    now = disk.tell()
-                    if now != position:
-                        on_bytes(now - position)
-                        position = now
-                body = line.rstrip(b"\r\n")
-                if body.strip():
-                    yield RawEvent(body=body)
+            yield from bounded_lines(stream, bound, progress if on_bytes is not None else None)
         except (EOFError, OSError, zlib.error) as exc:  # a cut or damaged .gz (gzip.BadGzipFile is an OSError)
             what = "a damaged or cut-short gzip file" if stream is not disk else "could not be read"
             raise SourceError(f"{path}: {what} ({type(exc).__name__}: {exc})") from exc
@@ -112,62 +122,72 @@ def _enqueued_time(value: Any) -> datetime | None:
         return None
 
 
-def read_capture(path: Path, on_bytes: Callable[[int], None] | None = None) -> Iterator[RawEvent]:
+def read_capture(
+    path: Path, on_bytes: Callable[[int], None] | None = None, max_event_bytes: int | None = None
+) -> Iterator[RawEvent]:
     """Each record of an Event Hubs Capture Avro file as one raw event, streamed block by block.
 
-    A 0-byte blob and a header-only file (Capture's empty window) yield nothing. A file that is not
-    Capture's Avro, or that is cut short, raises ``SourceError`` naming the file (events before
-    the damage have been yielded; replay is idempotent, so re-running after a fix is safe).
+    A 0-byte blob and a header-only file (Capture's empty window) yield nothing. The writer schema
+    must be Capture's ``EventData`` and every length is bounded (metering/sources/capture_avro.py);
+    a ``Body`` above ``max_event_bytes`` becomes an ``oversized`` stand-in. A file that is not
+    Capture's Avro, or is cut short or hostile, raises ``SourceError`` naming the file in one line
+    (events before the damage have been yielded; replay is idempotent, so re-running is safe).
     """
-    import fastavro
+    from metering.sources.capture_avro import CaptureFormatError, read_capture_records
 
+    bound = max_event_bytes or max_event_bytes_from_env()
     size = path.stat().st_size
     if size == 0:
         return
     partition = capture_partition(path)
     with open(path, "rb") as disk:
         position = 0
+
+        def progress() -> None:
+            nonlocal position
+            now = disk.tell()
+            if now != position:
+                on_bytes(now - position)  # type: ignore[misc]
+                position = now
+
         try:
-            records = fastavro.reader(disk)
-            schema = records.writer_schema
-            names = {f.get("name") for f in schema.get("fields", [])} if isinstance(schema, dict) else set()
-            missing = [name for name in CAPTURE_FIELDS if name not in names]
-            if missing:
-                raise SourceError(f"{path}: an Avro file, but not Event Hubs Capture's EventData records "
-                                  f"(missing {', '.join(missing)})")
-            for record in records:
-                if on_bytes is not None:
-                    now = disk.tell()
-                    if now != position:
-                        on_bytes(now - position)
-                        position = now
-                body = record.get("Body")
-                sequence = record.get("SequenceNumber")
+            for sequence, enqueued, body, oversized, digest in read_capture_records(
+                disk, size, bound, progress if on_bytes is not None else None
+            ):
                 yield RawEvent(
-                    body=bytes(body) if body is not None else b"",
+                    body=body or b"",
                     source_partition=partition,
                     source_sequence_number=sequence if isinstance(sequence, int) else None,
-                    enqueued_time=_enqueued_time(record.get("EnqueuedTimeUtc")),
+                    enqueued_time=_enqueued_time(enqueued),
+                    oversized_bytes=oversized,
+                    oversized_sha256=digest,
                 )
-        except SourceError:
-            raise
-        except (ValueError, EOFError, OSError, StopIteration, TypeError, KeyError, IndexError) as exc:
-            raise SourceError(f"{path}: not a readable Event Hubs Capture Avro file ({type(exc).__name__}: {exc})") from exc
+        except CaptureFormatError as exc:
+            what = ("an Avro file, but " if str(exc).startswith("not Event Hubs Capture's") else
+                    "not a readable Event Hubs Capture Avro file: ")
+            raise SourceError(f"{path}: {what}{exc}") from None
+        except OSError as exc:
+            raise SourceError(f"{path}: not a readable Event Hubs Capture Avro file ({type(exc).__name__}: {exc})") from None
         if on_bytes is not None and size > position:
             on_bytes(size - position)
 
 
-def read_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> Iterator[RawEvent]:
-    """The events of one capture file, whatever its format."""
+def read_file(
+    path: Path, on_bytes: Callable[[int], None] | None = None, max_event_bytes: int | None = None
+) -> Iterator[RawEvent]:
+    """The events of one capture file, whatever its format; no event longer than ``max_event_bytes``
+    (default ``METERING_MAX_EVENT_BYTES``, 1 MiB) is held in memory: it becomes an ``oversized`` stand-in."""
     if _is_avro(path):
-        return read_capture(path, on_bytes)
-    return read_jsonl(path, on_bytes)
+        return read_capture(path, on_bytes, max_event_bytes)
+    return read_jsonl(path, on_bytes, max_event_bytes)
 
 
-def read_events(paths: Iterable[Path], on_bytes: Callable[[int], None] | None = None) -> Iterator[RawEvent]:
+def read_events(
+    paths: Iterable[Path], on_bytes: Callable[[int], None] | None = None, max_event_bytes: int | None = None
+) -> Iterator[RawEvent]:
     """All events of all files, in order."""
     for path in paths:
-        yield from read_file(path, on_bytes)
+        yield from read_file(path, on_bytes, max_event_bytes)
 
 
 def batched(events: Iterable[RawEvent], size: int) -> Iterator[list[RawEvent]]:

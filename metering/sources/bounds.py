@@ -1,0 +1,74 @@
+"""Hard bounds on what one captured message may cost to read, so that no input file can exhaust memory.
+
+APIM cuts a ``log-to-eventhub`` message at 200 KB and Event Hubs refuses events above 1 MB (Standard)
+or 20 MB (Premium/Dedicated), so a real event is far below ``DEFAULT_MAX_EVENT_BYTES``. A longer
+line of a JSONL file (or ``Body`` of a Capture record) is never held whole: it is read in bounded
+chunks, digested, and becomes a ``RawEvent`` carrying only its first ``OVERSIZED_PREFIX_BYTES``,
+which the pipeline quarantines as ``oversized``. ``METERING_MAX_EVENT_BYTES`` changes the bound.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterator, Mapping
+from typing import BinaryIO
+
+from metering.model import RawEvent
+
+DEFAULT_MAX_EVENT_BYTES = 1024 * 1024  # 1 MiB: five times APIM's 200 KB cap
+MAX_EVENT_BYTES_SETTING = "METERING_MAX_EVENT_BYTES"
+OVERSIZED_PREFIX_BYTES = 4096  # what quarantine keeps of an oversized message
+_CHUNK = 1024 * 1024
+
+
+def max_event_bytes_from_env(environ: Mapping[str, str] | None = None) -> int:
+    """``METERING_MAX_EVENT_BYTES`` (default 1 MiB, at least 1 KiB); a bad value is a ``ValueError`` naming it."""
+    environ = os.environ if environ is None else environ
+    value = environ.get(MAX_EVENT_BYTES_SETTING, "").strip()
+    if not value:
+        return DEFAULT_MAX_EVENT_BYTES
+    if not value.isdigit() or not 1024 <= int(value) <= 2**31:
+        raise ValueError(f"{MAX_EVENT_BYTES_SETTING} must be a number of bytes from 1024 to 2147483648, got {value!r:.20}")
+    return int(value)
+
+
+def oversized_event(prefix: bytes, size: int, sha256: str, **source: object) -> RawEvent:
+    """The stand-in for a message too long to read: its first bytes, its size and its digest."""
+    return RawEvent(body=prefix[:OVERSIZED_PREFIX_BYTES], oversized_bytes=size, oversized_sha256=sha256, **source)  # type: ignore[arg-type]
+
+
+def bounded_lines(
+    stream: BinaryIO, max_bytes: int = DEFAULT_MAX_EVENT_BYTES, progress: Callable[[], None] | None = None
+) -> Iterator[RawEvent]:
+    """Each non-blank line of ``stream`` as a raw event (line ending and CR removed); a line longer
+    than ``max_bytes`` is streamed through SHA-256 in 1 MiB chunks and yielded as ``oversized_event``.
+    Memory stays within ``max_bytes`` plus one chunk whatever the input. ``progress`` is called after
+    each read, so that a caller can report bytes consumed."""
+    while True:
+        line = stream.readline(max_bytes + 1)
+        if progress is not None:
+            progress()
+        if not line:
+            return
+        if len(line) <= max_bytes or line.endswith(b"\n"):
+            body = line.rstrip(b"\r\n")
+            if body.strip():
+                yield RawEvent(body=body)
+            continue
+        digest = hashlib.sha256(line)
+        prefix, size = line[:OVERSIZED_PREFIX_BYTES], len(line)
+        del line
+        while True:
+            chunk = stream.readline(_CHUNK)
+            if progress is not None:
+                progress()
+            if not chunk:
+                break
+            ends = chunk.endswith(b"\n")
+            part = chunk[:-1] if ends else chunk
+            digest.update(part)
+            size += len(part)
+            if ends:
+                break
+        yield oversized_event(prefix, size, digest.hexdigest())
