@@ -82,7 +82,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise UsageError(f"no webhook: pass --webhook URL or set {WEBHOOK_SETTING}")
     if not url.startswith(("http://", "https://")):
         raise UsageError("--webhook must be an http(s) URL")
-    result = check(_budget_engine(args), url, now=_now(args) if args.as_of else None)
+    if args.attempts < 1 or args.backoff < 0:
+        raise UsageError("--attempts must be at least 1 and --backoff at least 0")
+    result = check(_budget_engine(args), url, now=_now(args) if args.as_of else None, attempts=args.attempts,
+                   backoff_seconds=args.backoff)
     out(f"{result.new} new alert(s); {result.sent} sent to {describe(url)}; {result.pending} pending\n")
     for error in result.errors:
         out(f"  not delivered (will be sent on the next run): {error}\n")
@@ -103,5 +106,8 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     status.set_defaults(handler=cmd_status)
     chk = actions.add_parser("check", help="post each threshold crossed and each anomaly to a webhook, once")
     chk.add_argument("--webhook", metavar="URL", help=f"webhook URL (default: ${WEBHOOK_SETTING})")
+    chk.add_argument("--attempts", type=int, default=4, metavar="N", help="tries per alert (default 4)")
+    chk.add_argument("--backoff", type=float, default=1.0, metavar="SECONDS",
+                     help="wait before the second try, doubling after (default 1)")
     chk.add_argument("--as-of", metavar="YYYY-MM-DD", help=argparse.SUPPRESS)
     chk.set_defaults(handler=cmd_check)

@@ -155,7 +155,7 @@ def check(engine: sa.Engine, webhook_url: str, now: datetime | None = None, atte
           sleep: Callable[[float], None] = time.sleep) -> CheckResult:
     """Record the alerts due (once each, by key) and post every pending one to the webhook: each
     with ``attempts`` tries, waiting ``backoff_seconds`` × 2^n between them; one that still fails
-    stays pending (sent on the next run), never lost. Delivery is at least once: an alert the webhook
+    stays pending (sent on the next run), never lost, and the run stops posting (the webhook is down). Delivery is at least once: an alert the webhook
     accepted but whose success could not be recorded is sent again."""
     now = now or datetime.now(timezone.utc)
     with engine.connect() as conn:
@@ -189,4 +189,6 @@ def check(engine: sa.Engine, webhook_url: str, now: datetime | None = None, atte
                 budget_db.mark_failed(conn, alert["id"], error, attempts)
                 errors.append(f"{alert['alert_key']}: {error}")
                 log.warning("budget alert %s not delivered after %d attempts: %s", alert["alert_key"], attempts, error)
+        if error is not None:
+            break  # the webhook is down: the rest stay pending for the next run, not hammered now
     return CheckResult(new, sent, len(pending) - sent, errors)
