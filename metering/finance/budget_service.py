@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -114,7 +114,7 @@ def gateway_status(conn: sa.Connection, subscription_id: str, now: datetime) -> 
 
 
 def _money(value: Decimal) -> str:
-    return f"{value.quantize(Decimal('0.01')):,}"
+    return f"{value.quantize(Decimal('0.01'), ROUND_HALF_UP):,}"
 
 
 def due_alerts(review: MonthReview) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 SCOPES = ("business_unit", "cost_center", "subscription")
 ACTIONS = ("alert", "block")
@@ -97,7 +97,7 @@ class BudgetStatus:
 
     @property
     def percent(self) -> Decimal:
-        return (self.spent * 100 / self.budget.amount).quantize(Decimal("0.1"))
+        return (self.spent * 100 / self.budget.amount).quantize(Decimal("0.1"), ROUND_HALF_UP)
 
     def as_dict(self) -> dict[str, object]:
         b = self.budget
@@ -105,12 +105,12 @@ class BudgetStatus:
             "scope": b.scope, "scope_id": b.scope_id, "month": self.month, "as_of": self.as_of.isoformat(),
             "amount": str(b.amount), "currency": b.currency, "action": b.action,
             "alert_at": ",".join(str(t) for t in b.alert_at),
-            "spent": str(self.spent.quantize(CENT)), "fixed_cost": str(self.fixed_cost.quantize(CENT)),
-            "percent": str(self.percent), "forecast": str(self.forecast.quantize(CENT)),
+            "spent": str(self.spent.quantize(CENT, ROUND_HALF_UP)), "fixed_cost": str(self.fixed_cost.quantize(CENT, ROUND_HALF_UP)),
+            "percent": str(self.percent), "forecast": str(self.forecast.quantize(CENT, ROUND_HALF_UP)),
             "crossing_day": self.crossing_day.isoformat() if self.crossing_day else None,
             "status": self.status, "thresholds_crossed": list(self.thresholds_crossed),
-            "estimated_cost": str(self.estimated_cost.quantize(CENT)), "unpriced_requests": self.unpriced_requests,
-            "other_currency_cost": str(self.other_currency_cost.quantize(CENT)),
+            "estimated_cost": str(self.estimated_cost.quantize(CENT, ROUND_HALF_UP)), "unpriced_requests": self.unpriced_requests,
+            "other_currency_cost": str(self.other_currency_cost.quantize(CENT, ROUND_HALF_UP)),
             "forecast_method": self.forecast_method,
         }
 
@@ -146,8 +146,8 @@ class Anomaly:
 
     def as_dict(self) -> dict[str, object]:
         return {"kind": self.kind, "key": self.key, "day": self.day.isoformat(),
-                "spend": str(self.spend.quantize(CENT)), "baseline_median": str(self.median.quantize(CENT)),
-                "baseline_mad": str(self.mad.quantize(CENT)), "threshold": str(self.threshold.quantize(CENT)),
+                "spend": str(self.spend.quantize(CENT, ROUND_HALF_UP)), "baseline_median": str(self.median.quantize(CENT, ROUND_HALF_UP)),
+                "baseline_mad": str(self.mad.quantize(CENT, ROUND_HALF_UP)), "threshold": str(self.threshold.quantize(CENT, ROUND_HALF_UP)),
                 "currency": self.currency}
 
 
@@ -398,7 +398,7 @@ class GatewayAnswer:
 
     def as_dict(self) -> dict[str, object]:
         def money(value: Decimal | None) -> str | None:
-            return None if value is None else str(value.quantize(CENT))
+            return None if value is None else str(value.quantize(CENT, ROUND_HALF_UP))
 
         return {"subscription_id": self.subscription_id, "status": self.status, "spent": money(self.spent),
                 "limit": money(self.limit), "currency": self.currency, "forecast": money(self.forecast),
