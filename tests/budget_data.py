@@ -15,6 +15,7 @@ the cent: each gpt-4o request of 200,000 prompt and 20,000 completion tokens cos
 from __future__ import annotations
 
 from datetime import date, timedelta
+from functools import lru_cache
 from decimal import Decimal
 
 import sqlalchemy as sa
@@ -76,11 +77,16 @@ def events() -> list[dict]:
     return found
 
 
+@lru_cache(maxsize=1)
+def _raw_events() -> tuple[RawEvent, ...]:
+    return tuple(RawEvent(encode(e)) for e in events())
+
+
 def seed(engine: sa.Engine) -> None:
     with engine.begin() as conn:
         rate_card_store.replace_rates(conn, parse_rates_csv(RATES))
         subscription_store.replace_subscriptions(conn, SUBSCRIPTIONS)
-    totals = Ingestor(engine).ingest([RawEvent(encode(e)) for e in events()])
+    totals = Ingestor(engine).ingest(list(_raw_events()))
     assert totals.quarantined == 0
     from datetime import datetime, timezone
 
