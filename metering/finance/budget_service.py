@@ -91,6 +91,13 @@ def review_month(conn: sa.Connection, month: str, now: datetime, rule: AnomalyRu
     return MonthReview(month, as_of, found, anomalies(rows, start.date(), as_of, rule), rule)
 
 
+def period_anomalies(conn: sa.Connection, since: datetime, until: datetime,
+                     rule: AnomalyRule = AnomalyRule()) -> list[Anomaly]:
+    """Spend anomalies on the days of ``since <= t < until`` (the HTML chargeback report)."""
+    rows = _spend_rows(budget_db.daily_spend(conn, since - timedelta(days=rule.window_days), until))
+    return anomalies(rows, since.date(), (until - timedelta(microseconds=1)).date(), rule)
+
+
 def gateway_status(conn: sa.Connection, subscription_id: str, now: datetime) -> GatewayAnswer:
     """The budgets that apply to one subscription, from an indexed read of its scopes' month."""
     month = month_of(now)

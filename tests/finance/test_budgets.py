@@ -162,3 +162,15 @@ def test_a_bad_budgets_file_is_bad_input(db, tmp_path, capsys):
     code, out, err = run(capsys, "--db", db, "budgets", "import", str(bad))
     assert code == 2 and out == ""
     assert err == f"metering: budgets not imported: {bad}: line 2: amount 'lots' is not a number\n"
+
+
+def test_the_html_chargeback_report_lists_the_months_spend_anomalies(sqlite_engine, sqlite_url, tmp_path, capsys):
+    seed(sqlite_engine)
+    out_file = tmp_path / "report.html"
+    code, _, err = run(capsys, "--db", sqlite_url, "report", "--month", MONTH, "--format", "html", "--output", str(out_file))
+    assert code == 0, err
+    html = out_file.read_text()
+    section = html.split('<section id="anomalies"', 1)[1].split("</section>", 1)[0]
+    assert "<h2>Spend anomalies</h2>" in section and "max(3 × median, median + 4 × MAD)" in section
+    assert section.count("<tr><td>2026-11-12</td>") == 2  # sub-care's spike, and gpt-4o's that day
+    assert "<td>sub-care</td>" in section and "<td>42.00</td>" in section
