@@ -133,11 +133,22 @@ def pending_alerts(conn: sa.Connection) -> list[dict[str, Any]]:
     return [dict(row._mapping) for row in conn.execute(query)]
 
 
+def claim(conn: sa.Connection, alert_id: int, now: datetime, until: datetime) -> bool:
+    """Take the lease on a pending alert (until ``until``); False when it was sent meanwhile or
+    another check holds an unexpired lease on it. One conditional UPDATE: atomic on every server."""
+    result = conn.execute(
+        budget_alerts.update()
+        .where(budget_alerts.c.id == alert_id, budget_alerts.c.sent_at.is_(None),
+               sa.or_(budget_alerts.c.claimed_until.is_(None), budget_alerts.c.claimed_until < now))
+        .values(claimed_until=until))
+    return result.rowcount == 1
+
+
 def mark_sent(conn: sa.Connection, alert_id: int, at: datetime, attempts: int) -> None:
     conn.execute(budget_alerts.update().where(budget_alerts.c.id == alert_id)
-                 .values(sent_at=at, attempts=budget_alerts.c.attempts + attempts, last_error=None))
+                 .values(sent_at=at, attempts=budget_alerts.c.attempts + attempts, last_error=None, claimed_until=None))
 
 
 def mark_failed(conn: sa.Connection, alert_id: int, error: str, attempts: int) -> None:
     conn.execute(budget_alerts.update().where(budget_alerts.c.id == alert_id)
-                 .values(attempts=budget_alerts.c.attempts + attempts, last_error=error[:1000]))
+                 .values(attempts=budget_alerts.c.attempts + attempts, last_error=error[:1000], claimed_until=None))

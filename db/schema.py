@@ -276,6 +276,7 @@ budget_alerts = sa.Table(
     sa.Column("sent_at", UtcDateTime()),
     sa.Column("attempts", sa.Integer(), nullable=False),
     sa.Column("last_error", text(1000)),
+    sa.Column("claimed_until", UtcDateTime()),  # lease of the check that is posting it
     sa.UniqueConstraint("alert_key", name="uq_budget_alerts_alert_key"),
     sa.Index("ix_budget_alerts_sent_at", "sent_at"),
 )

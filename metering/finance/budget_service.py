@@ -163,7 +163,8 @@ def check(engine: sa.Engine, webhook_url: str, now: datetime | None = None, atte
     """Record the alerts due (once each, by key) and post every pending one to the webhook: each
     with ``attempts`` tries, waiting ``backoff_seconds`` × 2^n between them; one that still fails
     stays pending (sent on the next run), never lost, and the run stops posting (the webhook is down). Delivery is at least once: an alert the webhook
-    accepted but whose success could not be recorded is sent again."""
+    accepted but whose success could not be recorded is sent again. Each alert is leased
+    (``claimed_until``) while it is posted, so concurrent checks never post it twice."""
     now = now or datetime.now(timezone.utc)
     with engine.connect() as conn:
         review = review_month(conn, month_of(now), now)
@@ -176,8 +177,15 @@ def check(engine: sa.Engine, webhook_url: str, now: datetime | None = None, atte
             new = budget_db.record_alerts(conn, due, now)
     with engine.connect() as conn:
         pending = budget_db.pending_alerts(conn)
-    sent, errors = 0, []
+    sent, errors, skipped = 0, [], 0
+    # the lease outlasts every try of one alert: attempts × timeout plus the backoff waits
+    lease = timedelta(seconds=attempts * timeout_seconds + backoff_seconds * 2 ** attempts + 30)
     for alert in pending:
+        claimed_at = datetime.now(timezone.utc)
+        with engine.begin() as conn:
+            if not budget_db.claim(conn, alert["id"], claimed_at, claimed_at + lease):
+                skipped += 1  # sent by another check meanwhile, or being sent by it now
+                continue
         error = None
         for attempt in range(attempts):
             if attempt:
@@ -198,4 +206,4 @@ def check(engine: sa.Engine, webhook_url: str, now: datetime | None = None, atte
                 log.warning("budget alert %s not delivered after %d attempts: %s", alert["alert_key"], attempts, error)
         if error is not None:
             break  # the webhook is down: the rest stay pending for the next run, not hammered now
-    return CheckResult(new, sent, len(pending) - sent, errors)
+    return CheckResult(new, sent, len(pending) - sent - skipped, errors)

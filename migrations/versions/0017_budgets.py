@@ -5,7 +5,8 @@ and scope id: amount, currency, alert thresholds (``50,80,100``) and action (``a
 ``block``). ``budget_alerts``: every alert ``metering budgets check`` decided to send, keyed by a
 unique ``alert_key`` (budget × month × threshold, or anomaly × day) so that no alert is sent twice;
 ``sent_at`` stays NULL until the webhook accepted it, so an alert the webhook missed is sent on the
-next run. The gateway's per-subscription month spend uses ``ix_usage_records_subscription_time``,
+next run; ``claimed_until`` is a short lease, so that two checks running at once (the timer and a
+person at the command line) never post the same alert twice. The gateway's per-subscription month spend uses ``ix_usage_records_subscription_time``,
 which revision 0001 already creates.
 
 Revision ID: 0017
@@ -68,6 +69,7 @@ def upgrade() -> None:
         sa.Column("sent_at", Timestamp()),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("last_error", Text(1000)),
+        sa.Column("claimed_until", Timestamp()),
         sa.UniqueConstraint("alert_key", name="uq_budget_alerts_alert_key"),
     )
     op.create_index("ix_budget_alerts_sent_at", "budget_alerts", ["sent_at"])

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -34,11 +36,13 @@ class Webhook:
         self.accepted: list[dict] = []
         self.refused = 0
         self.fail_next = 0
+        self.delay = 0.0
         hook = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                time.sleep(hook.delay)
                 if hook.fail_next:
                     hook.fail_next -= 1
                     hook.refused += 1
@@ -122,6 +126,32 @@ def test_an_alert_the_webhook_missed_is_sent_by_the_next_run(budgeted, webhook):
     with budgeted.connect() as conn:
         attempts = conn.execute(sa.select(budget_alerts.c.attempts).order_by(budget_alerts.c.id)).scalars().all()
     assert attempts == [3 + 3] + [1] * 6  # 3 failed in run 1; then 503, 503, 200; the others at the first try
+
+
+def test_two_checks_at_once_post_each_alert_once(budgeted, webhook):
+    """The timer and someone at the command line, at the same moment, against a slow webhook."""
+    webhook.delay = 0.1
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda _: check(budgeted, webhook.url, now=NOW), range(2)))
+    assert sum(r.sent for r in results) == 7 and sum(r.pending for r in results) == 0
+    assert sorted(webhook.keys(), key=str) == sorted(EXPECTED, key=str)  # none twice
+
+
+def test_an_alert_leased_by_a_check_that_died_is_sent_when_the_lease_expires(budgeted, webhook):
+    from db import budgets as budget_db
+
+    webhook.fail_next = 1
+    assert check(budgeted, webhook.url, now=NOW, attempts=1).pending == 7
+    first = None
+    with budgeted.begin() as conn:
+        first = budget_db.pending_alerts(conn)[0]["id"]
+        now = datetime.now(timezone.utc)
+        assert budget_db.claim(conn, first, now, now + timedelta(minutes=5))  # another check is posting it
+    assert check(budgeted, webhook.url, now=NOW).sent == 6
+    with budgeted.begin() as conn:  # that check died: its lease runs out
+        conn.execute(budget_alerts.update().values(claimed_until=datetime.now(timezone.utc) - timedelta(seconds=1)))
+    assert check(budgeted, webhook.url, now=NOW).sent == 1
+    assert sorted(webhook.keys(), key=str) == sorted(EXPECTED, key=str)
 
 
 def test_check_without_a_webhook_is_bad_input(budgeted, sqlite_url, capsys, monkeypatch):

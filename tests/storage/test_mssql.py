@@ -152,6 +152,7 @@ def runtime_sql() -> list[str]:
     budget_db.fixed_costs(rec, "2026-10", ["s"])
     budget_db.record_alerts(rec, [{"alert_key": "k", "kind": "threshold", "month": "2026-10", "payload": "{}"}], T0)
     budget_db.pending_alerts(rec)
+    budget_db.claim(rec, 1, T0, T1)
     budget_db.mark_sent(rec, 1, T0, 1)
     budget_db.mark_failed(rec, 1, "down", 4)
     return rec.sql
