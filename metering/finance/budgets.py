@@ -20,7 +20,7 @@ import io
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
@@ -394,7 +394,6 @@ class GatewayAnswer:
     period: str
     budget: str | None = None
     until: str | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         def money(value: Decimal | None) -> str | None:
