@@ -59,8 +59,24 @@ def subscriptions_in(conn: sa.Connection, scope: str, scope_id: str) -> list[str
     return [row[0] for row in conn.execute(sa.select(s.c.subscription_id).where(column == scope_id).order_by(s.c.subscription_id))]
 
 
+IN_CHUNK = 1000  # subscription ids per statement: SQL Server takes at most 2,100 parameters
+
+
 def daily_spend(conn: sa.Connection, since: datetime, until: datetime,
                 subscription_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """``_daily_spend`` for all subscriptions, or for ``subscription_ids`` a chunk at a time (each
+    group belongs to one subscription, so the chunks' rows never overlap)."""
+    if subscription_ids is None:
+        return _daily_spend(conn, since, until, None)
+    ids = sorted(set(subscription_ids))
+    found: list[dict[str, Any]] = []
+    for start in range(0, len(ids), IN_CHUNK):
+        found += _daily_spend(conn, since, until, ids[start:start + IN_CHUNK])
+    return found
+
+
+def _daily_spend(conn: sa.Connection, since: datetime, until: datetime,
+                 subscription_ids: Sequence[str] | None) -> list[dict[str, Any]]:
     """Spend per day × subscription × business unit × cost center × model × currency, for
     ``since <= event_time < until`` (and only ``subscription_ids`` when given): ``cost`` (priced
     cost), ``estimated_cost`` (its part from estimated token counts), ``requests``,

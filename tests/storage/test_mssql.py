@@ -149,6 +149,7 @@ def runtime_sql() -> list[str]:
     budget_db.subscriptions_in(rec, "business_unit", "b")
     budget_db.daily_spend(rec, T0, T1)
     budget_db.daily_spend(rec, T0, T1, ["s", "t"])
+    budget_db.daily_spend(rec, T0, T1, [f"sub-{n}" for n in range(2500)])  # a business unit of 2,500: chunked
     budget_db.fixed_costs(rec, "2026-10", ["s"])
     budget_db.record_alerts(rec, [{"alert_key": "k", "kind": "threshold", "month": "2026-10", "payload": "{}"}], T0)
     budget_db.pending_alerts(rec)
