@@ -22,6 +22,11 @@ Settings (application settings, or ``local.settings.json`` locally):
   METERING_MAX_EVENT_AGE_DAYS, METERING_MAX_EVENT_FUTURE_MINUTES  the accepted event-time window
                             (default 3660 days back, 1440 minutes ahead); other times are invalid_field
   METERING_QUARANTINE_REDACT  1: quarantine keeps event bytes without the request/response payloads
+  METERING_BUDGET_WEBHOOK_URL  optional: the Teams/Slack/generic webhook the timer function ``budget_check``
+                            posts budget alerts to (ideally a Key Vault reference: the URL is a secret);
+                            unset, the timer does nothing
+  METERING_BUDGET_CHECK_SCHEDULE  NCRONTAB schedule of ``budget_check`` (default ``0 */5 * * * *``, every
+                            five minutes); read when the host indexes the functions
 
 Delivery and failure semantics — nothing lost, nothing counted twice:
 
@@ -51,14 +56,18 @@ Delivery and failure semantics — nothing lost, nothing counted twice:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
+from datetime import datetime, timezone
 
 import azure.functions as func
 from sqlalchemy.engine import Engine
 
 from db.engine import make_engine
+from metering.finance.budget_service import check as check_budgets
+from metering.finance.budget_service import gateway_status
 from metering.ingest import IngestTotals, Ingestor
 from metering.settings import rate_card_ttl_from_env, settings_from_env
 from metering.model import RawEvent
@@ -155,3 +164,60 @@ def handle_events(events: list[func.EventHubEvent]) -> IngestTotals:
 def meter_usage(events: list[func.EventHubEvent]) -> None:
     """Event Hubs trigger (cardinality many): one transaction per batch."""
     handle_events(events)
+
+
+# ---------------------------------------------------------------------------------------- budgets
+#
+# ``GET /api/budget/{subscriptionId}`` (function key) answers the APIM fragment ``aoai-budget``
+# (policy/budget.xml) from SQL: one indexed read of the current month of the subscription (or of
+# its business unit's / cost center's subscriptions). ``budget_check`` posts budget alerts on a
+# schedule, exactly as ``metering budgets check`` does.
+
+BUDGET_CHECK_SCHEDULE = os.environ.get("METERING_BUDGET_CHECK_SCHEDULE") or "0 */5 * * * *"
+
+
+def _json(body: dict[str, object], status: int) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json",
+                             headers={"Cache-Control": "no-store"})
+
+
+def answer_budget(req: func.HttpRequest, now: datetime | None = None) -> func.HttpResponse:
+    """``{"subscription_id", "status": "ok"|"warn"|"blocked", "spent", "limit", "currency",
+    "forecast", "period", "budget", "until"}``; 503 when the database does not answer (the gateway
+    then fails open)."""
+    subscription_id = (req.route_params.get("subscriptionId") or "").strip()
+    if not subscription_id or len(subscription_id) > 200:
+        return _json({"error": "subscriptionId is required (at most 200 characters)"}, 400)
+    try:
+        with get_ingestor().engine.connect() as conn:
+            answer = gateway_status(conn, subscription_id, now or datetime.now(timezone.utc))
+    except Exception:  # the gateway fails open on any non-200; the details go to the log only
+        log.exception("budget status for a subscription failed")
+        return _json({"error": "budget status unavailable"}, 503)
+    return _json(answer.as_dict(), 200)
+
+
+@app.function_name(name="budget_status")
+@app.route(route="budget/{subscriptionId}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def budget_status(req: func.HttpRequest) -> func.HttpResponse:
+    """HTTP trigger for the APIM fragment aoai-budget."""
+    return answer_budget(req)
+
+
+def run_budget_check(now: datetime | None = None) -> None:
+    """Post the budget alerts that are due; does nothing without METERING_BUDGET_WEBHOOK_URL."""
+    url = os.environ.get("METERING_BUDGET_WEBHOOK_URL")
+    if not url:
+        log.info("budget check skipped: METERING_BUDGET_WEBHOOK_URL is not set")
+        return
+    result = check_budgets(get_ingestor().engine, url, now=now)
+    log.info("budget check: new=%d sent=%d pending=%d", result.new, result.sent, result.pending)
+    for error in result.errors:
+        log.warning("budget alert not delivered (pending for the next run): %s", error)
+
+
+@app.function_name(name="budget_check")
+@app.timer_trigger(arg_name="timer", schedule=BUDGET_CHECK_SCHEDULE, run_on_startup=False, use_monitor=True)
+def budget_check(timer: func.TimerRequest) -> None:
+    """Timer trigger: the scheduled ``metering budgets check``."""
+    run_budget_check()

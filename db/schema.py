@@ -280,3 +280,38 @@ ptu_allocations = sa.Table(
     sa.Column("allocated_at", UtcDateTime(), nullable=False),
     sa.Index("ix_ptu_allocations_month", "month"),
 )
+
+# Monthly money budgets (migration 0008, db/budgets.py, `metering budgets import`): one per scope
+# (business_unit, cost_center, subscription) and scope id. ``alert_at``: percentages, "50,80,100".
+budgets = sa.Table(
+    "budgets",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("scope", sa.String(32), nullable=False),
+    sa.Column("scope_id", text(200), nullable=False),
+    sa.Column("amount", money(), nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("alert_at", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.UniqueConstraint("scope", "scope_id", name="uq_budgets_scope"),
+)
+
+# Alerts `metering budgets check` decided to send (migration 0008): unique by ``alert_key`` so none
+# is sent twice; ``sent_at`` NULL while the webhook has not accepted it (sent on the next run).
+budget_alerts = sa.Table(
+    "budget_alerts",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("alert_key", text(400), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("month", sa.String(7), nullable=False),
+    sa.Column("payload", sa.UnicodeText().with_variant(mssql.NVARCHAR("max"), "mssql"), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("sent_at", UtcDateTime()),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("last_error", text(1000)),
+    sa.Column("claimed_until", UtcDateTime()),  # lease of the check that is posting it
+    sa.UniqueConstraint("alert_key", name="uq_budget_alerts_alert_key"),
+    sa.Index("ix_budget_alerts_sent_at", "sent_at"),
+)

@@ -55,7 +55,13 @@ param namedValues object = {
   'aoai-tokens-per-minute': '50000'
   'aoai-token-quota': '20000000'
   'aoai-token-quota-period': 'Monthly'
+  'aoai-budget-url': 'none'
+  'aoai-budget-cache-seconds': '60'
+  'aoai-budget-timeout-seconds': '2'
 }
+
+@description('Versionless Key Vault secret URI of the budget Function\'s function key (named value aoai-budget-function-key); empty while budgets are not enforced (aoai-budget-url "none").')
+param budgetFunctionKeySecretUri string = ''
 
 @description('Subscriptions to create on the product: [{ id: "sub-customer-care-bot", displayName: "Customer care bot" }]. The id is what context.Subscription.Id and the subscriptions CSV use.')
 param subscriptions array = []
@@ -92,6 +98,23 @@ resource hmacKey 'Microsoft.ApiManagement/service/namedValues@2024-06-01-preview
     secret: true
     keyVault: {
       secretIdentifier: hmacKeySecretUri
+    }
+  }
+}
+
+// The budget Function's key for the aoai-budget fragment: Key Vault-backed when a secret URI is given.
+resource budgetFunctionKey 'Microsoft.ApiManagement/service/namedValues@2024-06-01-preview' = {
+  parent: apim
+  name: 'aoai-budget-function-key'
+  properties: empty(budgetFunctionKeySecretUri) ? {
+    displayName: 'aoai-budget-function-key'
+    secret: true
+    value: 'none'
+  } : {
+    displayName: 'aoai-budget-function-key'
+    secret: true
+    keyVault: {
+      secretIdentifier: budgetFunctionKeySecretUri
     }
   }
 }
@@ -149,6 +172,28 @@ resource metering 'Microsoft.ApiManagement/service/policyFragments@2024-06-01-pr
   dependsOn: [plainValues, hmacKey, logger]
 }
 
+resource budget 'Microsoft.ApiManagement/service/policyFragments@2024-06-01-preview' = {
+  parent: apim
+  name: 'aoai-budget'
+  properties: {
+    description: 'Budgets: refuse a blocked subscription with 429, fail open (policy/budget.xml)'
+    format: 'xml'
+    value: loadTextContent('../policy/budget.xml')
+  }
+  dependsOn: [plainValues, budgetFunctionKey]
+}
+
+resource budgetHeader 'Microsoft.ApiManagement/service/policyFragments@2024-06-01-preview' = {
+  parent: apim
+  name: 'aoai-budget-header'
+  properties: {
+    description: 'Budgets: x-budget-status on the response (policy/budget-header.xml)'
+    format: 'xml'
+    value: loadTextContent('../policy/budget-header.xml')
+  }
+  dependsOn: [plainValues]
+}
+
 resource globalPolicy 'Microsoft.ApiManagement/service/policies@2024-06-01-preview' = {
   parent: apim
   name: 'policy'
@@ -166,7 +211,7 @@ resource productPolicy 'Microsoft.ApiManagement/service/products/policies@2024-0
     format: 'xml'
     value: loadTextContent('../policy/product-aoai.xml')
   }
-  dependsOn: [plainValues, globalPolicy]
+  dependsOn: [plainValues, globalPolicy, budget, budgetHeader]
 }
 
 resource apiPolicy 'Microsoft.ApiManagement/service/apis/policies@2024-06-01-preview' = {

@@ -13,10 +13,12 @@ import os
 import sys
 from collections.abc import Sequence
 
-from metering.cli import batch, consume, database, export, mappings, ptu, quarantine, rates, replay, report, reprice
+from metering.cli import (
+    batch, budgets, consume, database, export, mappings, ptu, quarantine, rates, replay, report, reprice,
+)
 from metering.cli.common import FetchFailed, UsageError
 
-COMMAND_GROUPS = (database, replay, consume, rates, mappings, reprice, report, ptu, export, quarantine, batch)
+COMMAND_GROUPS = (database, replay, consume, rates, mappings, reprice, report, ptu, export, quarantine, batch, budgets)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -51,6 +51,11 @@ def cmd_report(args: argparse.Namespace) -> int:
             report = build_report(conn, report_period, dimensions, costs, charts=fmt == "html")
         except MixedCurrencyError as exc:
             raise UsageError(f"report not written: {exc}") from None
+        if fmt == "html" and report_period.since is not None and report_period.until is not None:
+            from metering.finance.budget_service import AnomalyRule, period_anomalies
+
+            found = period_anomalies(conn, report_period.since, report_period.until)
+            report.anomalies = ([a.as_dict() for a in found], AnomalyRule().describe())
     with reports_extra(f"--format {fmt}"):
         content = render(report, fmt)
     if args.output:

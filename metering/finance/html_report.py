@@ -510,6 +510,16 @@ footer.foot{color:#6b7280;font-size:12px;margin-top:8px;line-height:1.6}
 """
 
 
+def _anomalies(report: Report) -> str:
+    """Days whose spend for a subscription or model is far above its own baseline (budgets)."""
+    if report.anomalies is None:
+        return ""
+    from metering.finance.budget_render import anomalies_html
+
+    rows, rule = report.anomalies
+    return anomalies_html(rows, rule).replace('<section id="anomalies">', '<section id="anomalies" class="card wide">', 1)
+
+
 def render_html(report: Report) -> str:
     """The whole report as one HTML document (UTF-8 text)."""
     money = Money(report.currency)
@@ -536,6 +546,6 @@ def render_html(report: Report) -> str:
     )
     body = (
         f'<body><main class="page">{header}{_kpis(report, money)}{_quality(report, money)}'
-        f"{_charts(report, money)}{_table(report, money)}{_ptu(report, money)}{_notes(report)}{footer}</main></body></html>"
+        f"{_charts(report, money)}{_table(report, money)}{_ptu(report, money)}{_anomalies(report)}{_notes(report)}{footer}</main></body></html>"
     )
     return head + body + "\n"

@@ -309,6 +309,8 @@ class Report:
     notes: list[str] = field(default_factory=list)
     # Fixed breakdowns: "subscription" (business unit × subscription) always; "day", "model" for HTML.
     charts: dict[str, pd.DataFrame] = field(default_factory=dict)
+    # Spend anomalies of the period for the HTML report ((rows, rule), metering.finance.budget_service).
+    anomalies: tuple[list[dict[str, Any]], str] | None = None
 
     @property
     def total(self) -> dict[str, Any]:

@@ -77,8 +77,8 @@ def test_bicep_creates_every_named_value_the_policies_use():
     used = {m for p in (ROOT / "policy").glob("*.xml") for m in NAMED_VALUE.findall(p.read_text())}
     block = BICEP.split("param namedValues object = {", 1)[1].split("\n}\n", 1)[0]
     defaults = dict(re.findall(r"'([a-z0-9-]+)': '([^']*)'", block))
-    # two have their own parameters: the tenant (no sensible default) and the Key Vault-backed key
-    assert set(defaults) | {"entra-tenant-id", "aoai-metering-hmac-key"} == used
+    # three have their own parameters: the tenant (no sensible default) and the Key Vault-backed keys
+    assert set(defaults) | {"entra-tenant-id", "aoai-metering-hmac-key", "aoai-budget-function-key"} == used
     assert defaults["aoai-metering-capture"] == "usage"                  # the recommended start
     assert defaults["aoai-metering-inject-include-usage"] == "false"     # until clients are known to cope
     documented = (ROOT / "policy" / "named-values.md").read_text()

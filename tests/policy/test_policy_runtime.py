@@ -13,6 +13,7 @@ turns that into a failure.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
@@ -215,10 +216,10 @@ CHAT_REQUEST = {
 def test_every_policy_expression_compiles_against_the_documented_context(gateway: PolicyRuntime):
     """All of policy/*.xml's expressions (entities decoded, named values in) are in the build."""
     in_files = expressions_in_files()
-    assert len(in_files) == 16
+    assert len(in_files) == 30  # budget.xml uses one cache key expression twice
     assert {e.code for e in compose(documented_named_values()).expressions} == set(in_files)
     for values in PROFILES.values():
-        assert len({e.code for e in compose(values).expressions}) == 16
+        assert len({e.code for e in compose(values).expressions}) == 29
         assert gateway.build(values).is_file()
 
 
@@ -508,3 +509,108 @@ def test_content_chunk_shape_is_compacted_as_documented(gateway: PolicyRuntime, 
     # a stream cut before its end: what was seen is counted, and marked as a lower bound
     row = store([result], SIGNED)["2c8e4a6d-1f3b-4d5e-8a9c-0b2d4f6a8c1a"]
     assert row["usage_source"] == "partial" and row["completion_tokens"] == 1
+
+
+# ---- money budgets: the aoai-budget fragment (product inbound) and aoai-budget-header --------------
+
+BUDGET_URL = "https://func-aoai-metering.azurewebsites.net/api/budget"
+BUDGET_KEY = "q1X9fK2mZ7rT4vB8nL3pW6yD0sH5jC2eA9uG4kM7oR1tE-Vw=="
+BUDGET_VALUES = PROFILES["usage"] | {"aoai-budget-url": BUDGET_URL, "aoai-budget-function-key": BUDGET_KEY,
+                                     "aoai-budget-cache-seconds": "60", "aoai-budget-timeout-seconds": "2"}
+ANSWERED = backend(200, chat_body("Your order ships on Monday.", usage=usage_object(52, 9)))
+
+
+def budget_answer(status: str, spent: str, *, until: str | None = None) -> dict[str, Any]:
+    """What GET /api/budget/{subscriptionId} answers (function_app.answer_budget)."""
+    body = {"subscription_id": SUBSCRIPTION["id"], "status": status, "spent": spent, "limit": "1500.00",
+            "currency": "USD", "forecast": "1720.40", "period": "2026-10", "budget": f"subscription:{SUBSCRIPTION['id']}",
+            "until": until}
+    return {"status": 200, "body": dumps(body)}
+
+
+def budget_scenario(request_id: str, answers: list[dict[str, Any]], *, at: str = "2026-10-21T07:15:30.250Z",
+                    responses: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    found = scenario(request_id, CHAT_REQUEST, [ANSWERED] if responses is None else responses)
+    found["timestamp"] = at
+    found["sendRequest"] = answers
+    return found
+
+
+def run_budget(gateway: PolicyRuntime, *scenarios: dict[str, Any]) -> list[dict[str, Any]]:
+    results = gateway.run(BUDGET_VALUES, list(scenarios))
+    for result in results:
+        assert result["expressionErrors"] == [], result["expressionErrors"]
+    return results
+
+
+def test_budget_ok_and_warn_pass_with_the_status_header(gateway: PolicyRuntime, store):
+    ok, warn = run_budget(gateway, budget_scenario("7c3e9a1b-5f2d-4e8a-9b6c-0d1e2f3a4b51", [budget_answer("ok", "212.40")]),
+                          budget_scenario("7c3e9a1b-5f2d-4e8a-9b6c-0d1e2f3a4b52", [budget_answer("warn", "1260.00")],
+                                          at="2026-10-21T07:17:00Z"))  # after 90 s: the cached "ok" expired
+    assert ok["sent"] == [{"url": f"{BUDGET_URL}/{SUBSCRIPTION['id']}", "method": "GET",
+                           "headers": {"x-functions-key": BUDGET_KEY}, "timeout": 2}]
+    assert ok["response"]["status"] == 200 and ok["response"]["headers"]["x-budget-status"] == "ok"
+    assert len(ok["forwarded"]) == 1 and "x-functions-key" not in ok["forwarded"][0]["headers"]
+    assert {"store": f"aoai-budget:{SUBSCRIPTION['id']}", "seconds": 60} in ok["cache"]
+    assert warn["response"]["status"] == 200 and warn["response"]["headers"]["x-budget-status"] == "warn"
+    assert len(warn["sent"]) == 1
+    rows = store([ok, warn])  # still metered and priced as usual
+    assert {r["price_status"] for r in rows.values()} == {"priced"} and len(rows) == 2
+
+
+def test_a_blocked_subscription_gets_429_with_the_budget_and_until_when(gateway: PolicyRuntime):
+    result = run_budget(gateway, budget_scenario("7c3e9a1b-5f2d-4e8a-9b6c-0d1e2f3a4b53",
+                                                 [budget_answer("blocked", "1503.75", until="2026-11-01T00:00:00Z")]))[0]
+    assert result["forwarded"] == []  # never reaches Azure OpenAI
+    response = result["response"]
+    assert response["status"] == 429 and response["headers"]["x-budget-status"] == "blocked"
+    assert response["headers"]["Content-Type"] == "application/json"
+    assert response["headers"]["Retry-After"] == str(int((datetime(2026, 11, 1, tzinfo=timezone.utc)
+                                                          - datetime(2026, 10, 21, 7, 15, 30, 250000, tzinfo=timezone.utc)).total_seconds()))
+    error = json.loads(response["body"])["error"]
+    assert error["code"] == "BudgetExceeded" and error["budget"] == f"subscription:{SUBSCRIPTION['id']}"
+    assert error["until"] == "2026-11-01T00:00:00Z" and (error["spent"], error["limit"], error["currency"]) == ("1503.75", "1500.00", "USD")
+    assert "is exceeded (1503.75 of 1500.00 USD in 2026-10); requests are refused until 2026-11-01T00:00:00Z" in error["message"]
+
+
+@pytest.mark.parametrize("answer", [{"timeout": True}, {"status": 500, "body": "{\"error\": \"budget status unavailable\"}"},
+                                    {"status": 200, "body": "<html>sign in</html>"}], ids=["timeout", "503", "not-json"])
+def test_when_the_budget_service_does_not_answer_the_gateway_fails_open_and_says_so(gateway: PolicyRuntime, answer):
+    down, soon, later = run_budget(
+        gateway,
+        budget_scenario("7c3e9a1b-5f2d-4e8a-9b6c-0d1e2f3a4b54", [answer]),
+        budget_scenario("7c3e9a1b-5f2d-4e8a-9b6c-0d1e2f3a4b55", [], at="2026-10-21T07:15:50Z"),
+        budget_scenario("7c3e9a1b-5f2d-4e8a-9b6c-0d1e2f3a4b56", [budget_answer("ok", "212.40")], at="2026-10-21T07:16:10Z"))
+    assert down["response"]["status"] == 200 and len(down["forwarded"]) == 1
+    assert down["response"]["headers"]["x-budget-status"] == "unavailable"
+    assert {"store": f"aoai-budget:{SUBSCRIPTION['id']}", "seconds": 30} in down["cache"]  # a short memory of the outage
+    assert soon["sent"] == [] and soon["response"]["headers"]["x-budget-status"] == "unavailable"
+    assert len(later["sent"]) == 1 and later["response"]["headers"]["x-budget-status"] == "ok"  # asked again after 30 s
+
+
+def test_the_answer_is_cached_per_subscription_for_the_configured_time(gateway: PolicyRuntime):
+    blocked = budget_answer("blocked", "1503.75", until="2026-11-01T00:00:00Z")
+    other = budget_scenario("7c3e9a1b-5f2d-4e8a-9b6c-0d1e2f3a4b60", [budget_answer("ok", "10.00")], at="2026-10-21T07:15:40Z")
+    other["subscription"] = {"id": "sub-finance-analytics", "name": "Finance analytics"}
+    first, hit, elsewhere, expired = run_budget(
+        gateway,
+        budget_scenario("7c3e9a1b-5f2d-4e8a-9b6c-0d1e2f3a4b57", [blocked]),
+        budget_scenario("7c3e9a1b-5f2d-4e8a-9b6c-0d1e2f3a4b58", [], at="2026-10-21T07:16:29Z"),  # 59 s later
+        other,
+        budget_scenario("7c3e9a1b-5f2d-4e8a-9b6c-0d1e2f3a4b59", [budget_answer("ok", "0.00")], at="2026-10-21T07:16:31Z"))
+    assert len(first["sent"]) == 1 and first["response"]["status"] == 429
+    assert hit["sent"] == [] and hit["response"]["status"] == 429 and hit["forwarded"] == []   # from the cache
+    assert {"lookup": f"aoai-budget:{SUBSCRIPTION['id']}", "hit": True} in hit["cache"]
+    assert elsewhere["sent"][0]["url"].endswith("/sub-finance-analytics") and elsewhere["response"]["status"] == 200
+    assert len(expired["sent"]) == 1 and expired["response"]["headers"]["x-budget-status"] == "ok"  # 61 s: asked again
+
+
+def test_budget_expressions_use_only_types_and_members_apim_allows(gateway: PolicyRuntime):
+    check = gateway.allow_list_check(BUDGET_VALUES)
+    assert check["violations"] == []
+    assert {"System.Uri::EscapeDataString", "System.Math::Max"} <= set(check["referenced"])
+
+
+def test_with_the_budget_url_none_the_fragment_does_nothing(gateway: PolicyRuntime):
+    result = gateway.run(PROFILES["usage"], [budget_scenario("7c3e9a1b-5f2d-4e8a-9b6c-0d1e2f3a4b61", [])])[0]
+    assert result["sent"] == [] and result["cache"] == [] and "x-budget-status" not in result["response"]["headers"]

@@ -215,8 +215,18 @@ namespace Apim.Emulator
         }
     }
 
+    /// <summary>return-response: the gateway answers now; no later policy (nor outbound) runs.</summary>
+    sealed class ReturnResponse : Exception
+    {
+    }
+
     sealed class Gateway
     {
+        // The internal cache (cache-lookup-value / cache-store-value), shared by the scenarios of one
+        // run as APIM's cache is shared by requests; entries expire by the scenarios' timestamps.
+        static readonly Dictionary<string, Tuple<object, DateTime>> Cache = new Dictionary<string, Tuple<object, DateTime>>();
+        readonly JArray sent = new JArray(), cacheLog = new JArray();
+        readonly Queue<JObject> services = new Queue<JObject>();
         readonly XElement plan;
         readonly JObject scenario;
         readonly Context context = new Context();
@@ -229,6 +239,7 @@ namespace Apim.Emulator
             this.plan = plan;
             this.scenario = scenario;
             foreach (var r in (JArray)scenario["backend"] ?? new JArray()) { backend.Enqueue((JObject)r); }
+            foreach (var r in (JArray)scenario["sendRequest"] ?? new JArray()) { services.Enqueue((JObject)r); }
             var req = (JObject)scenario["request"];
             var request = new Request { Method = (string)req["method"] ?? "POST", IpAddress = (string)req["ip"] ?? "203.0.113.7" };
             request.Original = Url.Parse((string)req["url"]);
@@ -379,6 +390,74 @@ namespace Apim.Emulator
                                            new JProperty("message", message)));
                     return;
                 }
+                case "cache-lookup-value":
+                {
+                    var key = Evaluate(Attr(policy, "key"), policy) as string;
+                    Tuple<object, DateTime> entry;
+                    var hit = Cache.TryGetValue(key, out entry) && entry.Item2 > context.Timestamp;
+                    cacheLog.Add(new JObject(new JProperty("lookup", key), new JProperty("hit", hit)));
+                    if (hit) { context.VariableValues[Attr(policy, "variable-name")] = entry.Item1; }
+                    else if (Attr(policy, "default-value") != null) { context.VariableValues[Attr(policy, "variable-name")] = Evaluate(Attr(policy, "default-value"), policy); }
+                    return;
+                }
+                case "cache-store-value":
+                {
+                    var key = Evaluate(Attr(policy, "key"), policy) as string;
+                    var seconds = Convert.ToInt32(Evaluate(Attr(policy, "duration"), policy));
+                    Cache[key] = Tuple.Create(Evaluate(Attr(policy, "value"), policy), context.Timestamp.AddSeconds(seconds));
+                    cacheLog.Add(new JObject(new JProperty("store", key), new JProperty("seconds", seconds)));
+                    return;
+                }
+                case "send-request":
+                {
+                    // The scenario's "sendRequest" list answers, in order: {"status", "body"} or {"timeout": true}.
+                    var url = Text(policy.Element("set-url"));
+                    var method = policy.Element("set-method") == null ? "GET" : Text(policy.Element("set-method"));
+                    var headers = new JObject(policy.Elements("set-header").Select(h => new JProperty(Attr(h, "name"), string.Join(",", h.Elements("value").Select(Text)))));
+                    var timeout = Convert.ToInt32(Evaluate(Attr(policy, "timeout") ?? "60", policy));
+                    sent.Add(new JObject(new JProperty("url", url), new JProperty("method", method), new JProperty("headers", headers), new JProperty("timeout", timeout)));
+                    var variable = Attr(policy, "response-variable-name");
+                    var answer = services.Count > 0 ? services.Dequeue() : new JObject(new JProperty("timeout", true));
+                    if (answer["timeout"] != null && (bool)answer["timeout"])
+                    {
+                        if (!string.Equals(Attr(policy, "ignore-error"), "true", StringComparison.OrdinalIgnoreCase))
+                        {
+                            throw new PolicyError(name, "Timeout", 500, "send-request timed out after " + timeout + " s");
+                        }
+                        context.VariableValues[variable] = null;  // ignore-error: the variable is null
+                        return;
+                    }
+                    var response = new Response { StatusCode = (int)answer["status"], StatusReason = "" };
+                    foreach (var h in (JObject)answer["headers"] ?? new JObject()) { response.HeaderValues[h.Key] = new[] { (string)h.Value }; }
+                    var body = answer["body"];
+                    response.ResponseBody = body == null || body.Type == JTokenType.Null ? null : new Body((string)body);
+                    context.VariableValues[variable] = response;
+                    return;
+                }
+                case "return-response":
+                {
+                    var response = new Response { StatusCode = 200, StatusReason = "OK" };
+                    foreach (var child in policy.Elements())
+                    {
+                        switch (child.Name.LocalName)
+                        {
+                            case "set-status":
+                                response.StatusCode = int.Parse(Attr(child, "code"));
+                                response.StatusReason = Attr(child, "reason") ?? "";
+                                break;
+                            case "set-header":
+                                response.HeaderValues[Attr(child, "name")] = child.Elements("value").Select(Text).ToArray();
+                                break;
+                            case "set-body":
+                                response.ResponseBody = new Body(Text(child));
+                                break;
+                            default:
+                                throw new NotSupportedException("the emulator does not implement <" + child.Name.LocalName + "> in return-response");
+                        }
+                    }
+                    context.Resp = response;
+                    throw new ReturnResponse();
+                }
                 default:
                     throw new NotSupportedException("the emulator does not implement the policy <" + name + ">");
             }
@@ -415,6 +494,10 @@ namespace Apim.Emulator
                     ExecuteAll(plan.Element(name));
                 }
             }
+            catch (ReturnResponse)
+            {
+                // the response is final: no further section runs
+            }
             catch (PolicyError error)
             {
                 context.Error = new LastError
@@ -439,6 +522,8 @@ namespace Apim.Emulator
                 new JProperty("events", events),
                 new JProperty("forwarded", forwarded),
                 new JProperty("waits", waits),
+                new JProperty("sent", sent),
+                new JProperty("cache", cacheLog),
                 new JProperty("expressionErrors", expressionErrors),
                 new JProperty("lastError", context.Error == null ? null : new JObject(
                     new JProperty("source", context.Error.Source), new JProperty("reason", context.Error.Reason), new JProperty("section", context.Error.Section))),

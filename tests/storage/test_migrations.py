@@ -12,7 +12,7 @@ from db.migrate import alembic_config, head_revision, offline_sql, upgrade
 from db.schema import metadata, quarantine, usage_records
 from db.store import existing_request_ids_statement
 
-TABLES = {"usage_records", "rates", "deployments", "subscriptions", "quarantine", "batch_jobs"}
+TABLES = {"usage_records", "rates", "deployments", "subscriptions", "quarantine", "batch_jobs", "budgets", "budget_alerts"}
 VIEWS = {"v_usage_daily", "v_chargeback_monthly"}
 
 
@@ -62,6 +62,8 @@ def test_offline_sql_for_azure_sql():
     assert "CONSTRAINT uq_usage_records_request_id UNIQUE (request_id)" in ddl
     assert "CREATE VIEW v_chargeback_monthly" in ddl and "CONVERT(CHAR(7), u.event_time, 126)" in ddl
     assert "CREATE VIEW v_usage_daily" in ddl and "CAST(u.event_time AS DATE)" in ddl
+    assert "CONSTRAINT uq_budgets_scope UNIQUE (scope, scope_id)" in ddl and "amount NUMERIC(28, 12) NOT NULL" in ddl
+    assert "CONSTRAINT uq_budget_alerts_alert_key UNIQUE (alert_key)" in ddl and "payload NVARCHAR(max) NOT NULL" in ddl
 
 
 def test_offline_sql_for_postgresql_and_sqlite():

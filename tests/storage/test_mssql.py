@@ -25,6 +25,7 @@ from alembic import command
 from sqlalchemy.dialects.mssql import pyodbc as mssql_pyodbc
 from sqlalchemy.schema import CreateTable
 
+from db import budgets as budget_db
 from db import rate_card as rate_card_store
 from db import subscriptions as subscription_store
 from db import quarantine as quarantine_db
@@ -140,6 +141,21 @@ def runtime_sql() -> list[str]:
     reprice_db.reprice(rec, T0, T1, card=RateCard([], []))
     rec.execute(reprice_db._SELECT.order_by(usage_records.c.id).limit(5000).where(usage_records.c.id > 7))
     rec.execute(reprice_db._UPDATE, [{"row_id": 1, **{f"new_{k}": None for k in reprice_db.PRICE_COLUMNS}}])
+    budget_db.replace_budgets(rec, [{"scope": "subscription", "scope_id": "s", "amount": Decimal("100"), "currency": "USD",
+                                     "alert_at": "50,80,100", "action": "block"}], T0)
+    budget_db.all_budgets(rec)
+    budget_db.subscription_scopes(rec, "s")
+    budget_db.budgets_for(rec, "s", "b", "c")
+    budget_db.subscriptions_in(rec, "business_unit", "b")
+    budget_db.daily_spend(rec, T0, T1)
+    budget_db.daily_spend(rec, T0, T1, ["s", "t"])
+    budget_db.daily_spend(rec, T0, T1, [f"sub-{n}" for n in range(2500)])  # a business unit of 2,500: chunked
+    budget_db.fixed_costs(rec, "2026-10", ["s"])
+    budget_db.record_alerts(rec, [{"alert_key": "k", "kind": "threshold", "month": "2026-10", "payload": "{}"}], T0)
+    budget_db.pending_alerts(rec)
+    budget_db.claim(rec, 1, T0, T1)
+    budget_db.mark_sent(rec, 1, T0, 1)
+    budget_db.mark_failed(rec, 1, "down", 4)
     return rec.sql
 
 
@@ -215,7 +231,7 @@ def test_offline_ddl_parses_as_t_sql_batch_by_batch(which):
 
 def test_offline_ddl_types_keys_and_collation():
     ddl = offline_sql("mssql+pyodbc://")
-    for table in ("usage_records", "quarantine", "llm_usage"):
+    for table in ("usage_records", "quarantine", "llm_usage", "budget_alerts"):
         assert re.search(rf"CREATE TABLE {table} \(\n    id BIGINT NOT NULL IDENTITY, ", ddl)
     assert "id INTEGER NOT NULL IDENTITY" in ddl  # rates, deployments
     assert ddl.count("request_id NVARCHAR(200) COLLATE Latin1_General_100_BIN2 NOT NULL") == 3  # usage, llm, batch_jobs
@@ -243,6 +259,15 @@ def test_models_compile_to_the_migrations_ddl_on_sql_server():
 
 
 # --------------------------------------------------------------------------- run-time statements
+
+
+def test_budget_spend_of_a_subscription_is_an_index_range_and_grouped_without_parameters(runtime_sql):
+    """The gateway's question (one subscription's month) seeks ix_usage_records_subscription_time:
+    an IN list on subscription_id and a range on event_time, grouped by constants only."""
+    spend = [sql for sql in runtime_sql if "AS unpriced_requests" in sql and "usage_records.subscription_id IN (?, ?)" in sql]
+    assert len(spend) == 1
+    assert "usage_records.event_time >= ? AND usage_records.event_time < ?" in spend[0]
+    assert group_by_problems(spend[0]) == []
 
 
 def test_every_run_time_statement_parses_as_t_sql(runtime_sql):
