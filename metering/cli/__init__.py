@@ -13,10 +13,12 @@ import os
 import sys
 from collections.abc import Sequence
 
-from metering.cli import consume, database, export, mappings, ptu, quarantine, rates, replay, report, reprice
+from metering.cli import (backends, bill, consume, database, export, mappings, ptu, quarantine, rates, reconcile, replay,
+                          report, reprice)
 from metering.cli.common import FetchFailed, UsageError
 
-COMMAND_GROUPS = (database, replay, consume, rates, mappings, reprice, report, ptu, export, quarantine)
+COMMAND_GROUPS = (database, replay, consume, rates, mappings, backends, bill, reconcile, reprice, report, ptu, export,
+                  quarantine)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -226,6 +226,8 @@ def test_offline_ddl_types_keys_and_collation():
     assert "is_streaming BIT NOT NULL" in ddl and "truncated BIT NOT NULL" in ddl
     assert "input_per_1m NUMERIC(18, 6) NOT NULL" in ddl and "output_cost NUMERIC(28, 12) NULL" in ddl
     assert "raw NVARCHAR(max) NULL" in ddl  # llm_usage
+    assert "CONSTRAINT uq_bill_lines_day_resource_meter UNIQUE (day, resource_id, meter_name)" in ddl
+    assert "resource_id NVARCHAR(400) NOT NULL" in ddl and "day DATE NOT NULL" in ddl  # backends, bill_lines
     assert "ALTER TABLE rates ADD min_prompt_tokens INTEGER NULL;" in ddl
     assert " DATETIME " not in ddl and "TIMESTAMP" not in ddl  # DATETIME2 only: DATETIME keeps 1/300 s
     assert "DEFAULT" not in ddl  # no default constraints: DROP COLUMN needs no constraint name
