@@ -33,9 +33,9 @@ def load_backends(conn: sa.Connection) -> dict[str, Backend]:
 
 
 def metered_backends(conn: sa.Connection, since: datetime | None, until: datetime | None) -> list[str]:
-    """The backend ids of the period's metered rows (NULL as ``(unmapped)``)."""
-    query = sa.select(u.c.backend_id).distinct().where(*_period(since, until))
-    return sorted(row[0] or UNMAPPED for row in conn.execute(query))
+    """The backend ids of the period's metered rows (rows without one are left out)."""
+    query = sa.select(u.c.backend_id).distinct().where(*_period(since, until), u.c.backend_id.is_not(None))
+    return sorted(row[0] for row in conn.execute(query))
 
 
 def store_bill_lines(conn: sa.Connection, lines: Sequence[BillLine], source_file: str,

@@ -9,6 +9,7 @@ import csv
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date, timedelta
 from decimal import Decimal
 
 SUBSCRIPTION = "0f3c2a1b-5d6e-4f70-8a9b-1c2d3e4f5a6b"
@@ -78,7 +79,7 @@ class Charge:
 
 def _focus_row(c: Charge, version: str) -> dict[str, str]:
     seconds = ":00" if version != "1.0" else ""
-    end_day = f"{c.day[:8]}{int(c.day[8:]) + 1:02d}"
+    end_day = (date.fromisoformat(c.day) + timedelta(days=1)).isoformat()
     block = {"1M Tokens": "1000000", "1K Tokens": "1000", "1 Hour": "1"}.get(c.unit, "1")
     consumed = str(Decimal(c.quantity) * Decimal(block))
     name = c.resource.rsplit("/", 1)[-1]
@@ -91,7 +92,7 @@ def _focus_row(c: Charge, version: str) -> dict[str, str]:
         "ConsumedQuantity": consumed, "ConsumedUnit": "Tokens" if "Token" in c.unit else "Hours",
         "ContractedCost": c.cost, "EffectiveCost": c.cost, "InvoiceIssuerName": "Microsoft", "ListCost": c.cost,
         "PricingCategory": "Standard", "PricingQuantity": c.quantity, "PricingUnit": "Tokens" if "Token" in c.unit else "Hours",
-        "ProviderName": "Microsoft", "PublisherName": "Microsoft", "RegionId": "swedencentral", "RegionName": "Sweden Central",
+        "ProviderName": "Microsoft", "PublisherName": "Microsoft", "RegionId": "", "RegionName": "",
         "ResourceId": c.resource, "ResourceName": name, "ResourceType": "Azure OpenAI" if "Cognitive" in c.resource else "Storage account",
         "ServiceCategory": "AI and Machine Learning" if "Cognitive" in c.resource else "Storage",
         "ServiceName": "Azure OpenAI Service" if "Cognitive" in c.resource else "Storage Accounts",
@@ -99,7 +100,7 @@ def _focus_row(c: Charge, version: str) -> dict[str, str]:
         "Tags": '{"env":"prod","owner":"platform \\"AI\\" team"}', "x_PricingBlockSize": block, "x_PricingCurrency": "USD",
         "x_PricingUnitDescription": c.unit, "x_ResourceGroupName": "rg-ai-prod", "x_SkuDescription": c.meter,
         "x_SkuMeterCategory": c.category, "x_SkuMeterId": "3f1a2b4c-0000-4000-8000-00000000aa01", "x_SkuMeterName": c.meter,
-        "x_SkuMeterSubcategory": c.subcategory, "x_SkuRegion": "Sweden Central", "x_SkuServiceFamily": "AI + Machine Learning",
+        "x_SkuMeterSubcategory": c.subcategory, "x_SkuRegion": "", "x_SkuServiceFamily": "AI + Machine Learning",
     }
 
 

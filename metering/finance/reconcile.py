@@ -27,12 +27,12 @@ import decimal
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, time, timezone
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import Any
 
 from metering.finance.bill import CAPACITY, Backend, BillLine
-from metering.price.pricing import VERSION_SUFFIX, model_key
+from metering.price.pricing import VERSION_SUFFIX, RateCard, model_key
 
 CENT = Decimal("0.01")
 MILLION = Decimal(1_000_000)
@@ -106,7 +106,8 @@ class Reconciliation:
 
 def bill_model_for(model: str | None, bill_models: Iterable[str]) -> str | None:
     """The bill's model for a metered model: the same name, or the longest bill model it extends with
-    version segments only (``gpt-4.1-2025-04-14`` is billed on the ``gpt-4.1`` meter)."""
+    version segments only (``gpt-4.1-2025-04-14`` is billed on the ``gpt-4.1`` meter), or — for a
+    versionless name — the only version of it the bill has (``gpt-4o`` → ``gpt-4o-2024-11-20``)."""
     key = model_key(model)
     if key is None:
         return None
@@ -117,6 +118,10 @@ def bill_model_for(model: str | None, bill_models: Iterable[str]) -> str | None:
             return candidate
         if key.startswith(name) and VERSION_SUFFIX.fullmatch(key, len(name)) and (best is None or len(name) > len(best)):
             best = candidate
+    if best is None:  # a versionless name (a deployment mapped to "gpt-4o"): the one version the bill has
+        versions = [c for c in bill_models
+                    if (model_key(c) or "").startswith(key) and VERSION_SUFFIX.fullmatch(model_key(c) or "", len(key))]
+        best = versions[0] if len(versions) == 1 else None
     return best
 
 
@@ -325,15 +330,18 @@ def group_rows(result: Reconciliation, by: Sequence[str]) -> list[dict[str, Any]
 
 def explain_text(row: Mapping[str, Any], billed_price: Decimal | None, card_price: Decimal | None, currency: str) -> str:
     """The named parts of a group's difference that amount to at least half a cent, largest first."""
-    shown = [(name, row[name]) for name in AMOUNTS if abs(row[name]) >= Decimal("0.005")]
+    # Rounding noise in price and unexplained is not worth a word; any other part is, however small.
+    shown = [(name, row[name]) for name in AMOUNTS
+             if abs(row[name]) >= Decimal("0.005") or (row[name] and name not in ("price", "unexplained"))]
     shown.sort(key=lambda item: -abs(item[1]))
     words = []
     for name, amount in shown:
-        text = f"{name} {cents(amount):+} {currency}"
+        text = f"{name} {cents(amount):+} {currency}" if abs(amount) >= Decimal("0.005") else \
+            f"{name} {'+' if amount > 0 else '-'}<0.01 {currency}"
         if name == "price" and billed_price is not None and card_price is not None:
             text += f" (billed {per_1m(billed_price)}/1M, card {per_1m(card_price)}/1M)"
         words.append(text)
-    return "; ".join(words) if words else ("matches" if abs(row["difference"]) < Decimal("0.005") else "")
+    return "; ".join(words) if words else "matches"
 
 
 def totals(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -459,3 +467,34 @@ def apportion_cents(target: Decimal, exact: Mapping[str, Decimal]) -> dict[str, 
         for index in range(-left):
             parts[order[::-1][index % len(order)]] -= CENT
     return {key: value for key, value in sorted(parts.items())}
+
+
+def card_drift_from_bill(lines: Sequence[BillLine], card: RateCard, regions: Mapping[str, str | None]) -> list[dict[str, Any]]:
+    """Per month × model × token kind × deployment type in the imported bill: the bill's effective unit
+    price (cost ÷ tokens, per 1M) next to the card's rate in force then, for the meters where they
+    differ or the card has no row — so a wrong card row is found the first month, not the tenth.
+    ``regions``: resource id → region (from ``backends``), for regional card rows."""
+    sums: dict[tuple[str, str, str, str, str | None], list[Any]] = defaultdict(lambda: [0, Decimal(0), None])
+    for line in lines:
+        if line.token_kind not in TOKEN_KINDS or not line.tokens or line.model is None or line.deployment_type is None:
+            continue
+        key = (line.day.isoformat()[:7], line.model, line.token_kind, line.deployment_type, regions.get(line.resource_id))
+        entry = sums[key]
+        entry[0] += line.tokens
+        entry[1] += line.cost
+        entry[2] = line.day if entry[2] is None else min(entry[2], line.day)
+    drift = []
+    for (month, model, kind, deployment_type, region), (tokens, cost, first_day) in sorted(
+            sums.items(), key=lambda item: (item[0][0], item[0][1], item[0][2], item[0][3], item[0][4] or "")):
+        billed = _CONTEXT.divide(cost * MILLION, Decimal(tokens))
+        at = datetime.combine(first_day, time(12), tzinfo=timezone.utc)
+        rate = card.find_rate(model, deployment_type, region, at)
+        card_price: Decimal | None = None
+        if rate is not None:
+            card_price = {"input": rate.input_per_1m, "output": rate.output_per_1m,
+                          "cached_input": rate.cached_input_per_1m if rate.cached_input_per_1m is not None
+                          else rate.input_per_1m}[kind]
+        if rate is None or prices_differ(billed, card_price):
+            drift.append({"month": month, "model": model, "kind": kind, "deployment_type": deployment_type,
+                          "region": region, "billed_per_1m": billed, "card_per_1m": card_price, "tokens": tokens})
+    return drift
