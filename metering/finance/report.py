@@ -408,8 +408,10 @@ def export_focus(
     billing_account_id: str,
     billing_account_name: str,
     ptu_costs: Sequence[PtuCost] | None = None,
+    true_up: Mapping[str, Decimal] | None = None,
 ) -> list[dict[str, Any]]:
-    """The FOCUS rows of a month: token usage, plus allocated PTU capacity when costs are given."""
+    """The FOCUS rows of a month: token usage, plus allocated PTU capacity when costs are given, plus
+    one Adjustment row per subscription's true-up to the Azure bill when ``true_up`` is given."""
     from metering.finance import focus
 
     currencies = queries.period_currencies(conn, period.since, period.until)
@@ -422,6 +424,9 @@ def export_focus(
         allocations = allocate_ptu(included, queries.provisioned_tokens(conn, period.since, period.until, dims), dims)
         info = {row["subscription"]: row for row in queries.subscription_info(conn)}
         records += focus.ptu_records(by_subscription(allocations), ctx, info)
+    if true_up:
+        info = {row["subscription"]: row for row in queries.subscription_info(conn)}
+        records += focus.true_up_records(true_up, ctx, info)
     return records
 
 

@@ -312,3 +312,21 @@ def test_the_sample_bill_reconciles_with_the_demo_capture(capsys, sqlite_url):
     unmapped = sum(Decimal(row["metered_cost"]) for row in by_resource if row["resource"] == "(unmapped backend)")
     assert unmapped > 0  # a request without a backend id: not reconciled, not trued up
     assert (Decimal(charged) - unmapped).quantize(Decimal("0.01")) == Decimal(total["billed_cost"]).quantize(Decimal("0.01"))
+
+
+def test_focus_export_with_true_up_adds_up_to_the_bill(capsys, db, tmp_path):
+    from metering.finance.focus import MANDATORY, NULLABLE_MANDATORY
+
+    _import_all(capsys, db, tmp_path, focus_csv(CHARGES))
+    output = tmp_path / "focus.csv"
+    code, out, err = run(capsys, "--db", db, "export", "focus", "--month", "2026-10", "--output", str(output), "--true-up")
+    assert code == 0, err
+    import csv
+
+    rows = list(csv.DictReader(output.open(encoding="utf-8")))
+    adjustments = [row for row in rows if row["ChargeCategory"] == "Adjustment"]
+    assert {row["SubAccountId"] for row in adjustments} == {"sub-finance", "sub-care", "sub-legal"}
+    assert sum(Decimal(row["BilledCost"]) for row in adjustments) == Decimal("2.48")
+    assert all(row[column] for row in adjustments for column in MANDATORY if column not in NULLABLE_MANDATORY)
+    total = sum(Decimal(row["BilledCost"]) for row in rows) - Decimal("0.035")  # less the unmapped backend
+    assert total.quantize(Decimal("0.01")) == BILLED
