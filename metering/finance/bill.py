@@ -321,7 +321,7 @@ def parse_bill_export(source: str, data: bytes) -> BillImport:
         if charge not in ("usage", ""):
             result.not_usage += 1
             continue
-        where = f"{source}: {'row' if fmt == 'focus' and data[:4] == b'PAR1' else 'line'} {number}"
+        where = f"{source}: {'row' if data[:4] == b'PAR1' else 'line'} {number}"
         day = _day(fields["day"])
         cost = _decimal(fields["cost"])
         quantity = _decimal(fields["quantity"])
@@ -335,6 +335,10 @@ def parse_bill_export(source: str, data: bytes) -> BillImport:
             problems.append(f"quantity {fields['quantity']!r} is not a number")
         if not re.fullmatch(r"[A-Z]{3}", currency):
             problems.append(f"currency {text['currency']!r} is not a three-letter code")
+        for name, limit in (("resource_id", 400), ("meter_name", 400), ("meter_category", 200),
+                            ("meter_subcategory", 200), ("unit", 100)):
+            if len(str(text.get(name) or "")) > limit:
+                problems.append(f"{name} is longer than {limit} characters")
         if problems:
             errors.append(f"{where}: " + "; ".join(problems))
             continue

@@ -166,7 +166,7 @@ def reconcile(
             continue  # provisioned capacity is billed by the hour; throttled / failed calls are not billed
         backend = backends.get(group["backend_id"] or "")
         if backend is None:
-            unmapped.add(group["backend_id"] or "(none)")
+            unmapped.add(group["backend_id"] or "(no backend id)")
             resource = UNMAPPED_BACKEND
         else:
             resource = backend.resource_id
@@ -360,7 +360,8 @@ def data_quality(result: Reconciliation) -> str:
     unpriced = sum(c.unpriced_quantity for c in result.cells)
     parts = [
         f"{len(result.unmapped_backends)} unmapped backend(s)"
-        + (f" ({', '.join(result.unmapped_backends)}: map them with `metering backends import`)" if result.unmapped_backends else ""),
+        + (f" ({', '.join(result.unmapped_backends)}: map backends with `metering backends import`)"
+           if result.unmapped_backends else ""),
         f"{len(unknown)} unknown meter(s)" + (f" ({', '.join(unknown)})" if unknown else ""),
         f"{unpriced:,} unpriced metered token(s)",
         f"{len(result.resources_without_bill)} metered resource(s) with no bill line"
@@ -402,7 +403,8 @@ def true_up(
     """Per subscription, the whole cents that make the chargeback of the reconciled resources equal
     the bill: each meter's difference (bill − metered cost) is spread over the subscriptions that used
     it by token share (else over the resource's users, else everyone's), capacity charges over the
-    resource's provisioned users; the parts are then rounded to cents by largest remainder so that
+    resource's provisioned users; resources with no bill line in the month (outside the export's
+    scope) and unmapped backends are left as metered; the parts are then rounded to cents by largest remainder so that
     they add up to ``round(bill) − round(metered)`` exactly. ``include_capacity``: False when PTU
     costs are already allocated from a file (the bill's hourly lines are then left out)."""
     usage: dict[tuple[str, MeterKey], dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -426,8 +428,10 @@ def true_up(
         everyone[subscription] += sum(tokens.values())
     differences: dict[tuple[str, MeterKey], Decimal] = defaultdict(Decimal)
     billed_total = metered_total = Decimal(0)
+    unbilled = set(result.resources_without_bill)  # not in the export's scope: nothing to true up to
     for item in result.cells:
-        if item.resource == UNMAPPED_BACKEND or (item.meter.kind == CAPACITY and not include_capacity):
+        if item.resource == UNMAPPED_BACKEND or item.resource in unbilled \
+                or (item.meter.kind == CAPACITY and not include_capacity):
             continue
         differences[(item.resource, item.meter)] += item.difference
         billed_total += item.billed_cost

@@ -330,3 +330,21 @@ def test_focus_export_with_true_up_adds_up_to_the_bill(capsys, db, tmp_path):
     assert all(row[column] for row in adjustments for column in MANDATORY if column not in NULLABLE_MANDATORY)
     total = sum(Decimal(row["BilledCost"]) for row in rows) - Decimal("0.035")  # less the unmapped backend
     assert total.quantize(Decimal("0.01")) == BILLED
+
+
+def test_true_up_leaves_resources_outside_the_export_as_metered(capsys, db, tmp_path):
+    """A resource whose Azure subscription the export does not cover has no bill line: its usage is
+    listed in the data quality, and never trued up to zero."""
+    other = ("/subscriptions/9a8b7c6d-1111-4222-8333-444455556666/resourceGroups/rg-other/providers/"
+             "Microsoft.CognitiveServices/accounts/aoai-eastus2")
+    seed(db)
+    assert run(capsys, "--db", db, "rates", "import", _write(tmp_path, "rates.csv", RATES))[0] == 0
+    backends = BACKENDS + f"aoai-eastus2,{other},eastus2\n"
+    assert run(capsys, "--db", db, "backends", "import", _write(tmp_path, "backends.csv", backends))[0] == 0
+    assert run(capsys, "--db", db, "bill", "import", _write(tmp_path, "bill.csv", focus_csv(CHARGES)))[0] == 0
+    report = _reconcile_json(capsys, db)
+    assert report["data_quality"]["resources_without_bill"] == [other.lower()]
+    code, out, _ = run(capsys, "--db", db, "report", "--month", "2026-10", "--by", "subscription", "--format", "json",
+                       "--true-up")
+    true_ups = {row["subscription"]: Decimal(row["true_up"]) for row in json.loads(out)["rows"]}
+    assert sum(true_ups.values()) == Decimal("2.48")  # as without that resource: its 0.035 stays as metered
