@@ -157,7 +157,9 @@ FOCUS_COLUMNS = {
     "charge": ("chargecategory",),
     "cost": ("billedcost",),
     "quantity": ("pricingquantity",),
-    "unit": ("x_pricingunitdescription", "pricingunit"),
+    "unit": ("x_pricingunitdescription",),
+    "pricing_unit": ("pricingunit",),
+    "block_size": ("x_pricingblocksize",),
     "consumed_quantity": ("consumedquantity",),
     "consumed_unit": ("consumedunit",),
     "meter_name": ("x_skumetername",),
@@ -186,10 +188,10 @@ _UNIT = re.compile(r"^\s*(\d+(?:\.\d+)?)?\s*([km])?\s*(tokens?|hours?|hrs?)?\s*$
 
 
 def unit_block(unit: str | None) -> tuple[int, str] | None:
-    """``1M Tokens`` → (1000000, tokens), ``1K`` → (1000, tokens), ``1 Hour`` / ``100 Hours`` →
-    (n, hours); None for any other unit."""
+    """``1M Tokens`` → (1000000, tokens), ``1K`` → (1000, tokens), ``Tokens`` → (1, tokens),
+    ``1 Hour`` / ``100 Hours`` / ``Hours`` → (n, hours); None for any other unit."""
     match = _UNIT.match(unit or "")
-    if match is None or not (match.group(1) or match.group(2)):
+    if match is None or not (match.group(1) or match.group(2) or match.group(3)):
         return None
     size = Decimal(match.group(1) or "1") * {"k": 1000, "m": 1_000_000, None: 1}[(match.group(2) or "").lower() or None]
     if size != size.to_integral_value():
@@ -241,7 +243,8 @@ def _decimal(value: Any) -> Decimal | None:
 def is_openai_line(fields: Mapping[str, str]) -> bool:
     """An Azure OpenAI / Foundry models line: meter category Cognitive Services or Foundry Models
     (renamed in 2025) with an ``Azure OpenAI…`` subcategory or product, or any Foundry Models meter;
-    a FOCUS file without meter categories is read by its ``ServiceName``."""
+    a file without meter categories keeps every line of a Cognitive Services account or an AI service
+    (a meter that is not a model's then shows as an unknown meter: visible, never silently dropped)."""
     category = (fields.get("meter_category") or "").strip().lower()
     subcategory = (fields.get("meter_subcategory") or "").strip().lower()
     product = (fields.get("product") or "").strip().lower()
@@ -249,9 +252,11 @@ def is_openai_line(fields: Mapping[str, str]) -> bool:
         return True
     if category in ACCEPTED_SERVICES:
         return subcategory.startswith(OPENAI_PRODUCT_PREFIX) or product.startswith(OPENAI_PRODUCT_PREFIX)
-    if not category and not subcategory:
+    if not category and not subcategory:  # no meter category: keep what may be Azure OpenAI, never drop it
         service = (fields.get("service") or "").lower()
-        return "openai" in service or "foundry models" in service
+        resource = str(fields.get("resource_id") or "").lower()
+        return any(word in service for word in ("openai", "foundry", "cognitive", "ai services")) \
+            or "/providers/microsoft.cognitiveservices/accounts/" in resource
     return False
 
 
@@ -347,10 +352,17 @@ def parse_bill_export(source: str, data: bytes) -> BillImport:
         resource = str(text["resource_id"] or "").lower() or NO_RESOURCE
         meter = str(text["meter_name"] or "") or "(no meter name)"
         unit = str(text["unit"] or "") or None
-        if fmt == "focus" and unit_block(unit) is None and text.get("consumed_unit"):
-            consumed = _decimal(fields.get("consumed_quantity"))  # no block size: fall back to consumed units
-            if consumed is not None:
+        if fmt == "focus" and unit_block(unit) is None:
+            # PricingQuantity counts blocks of x_PricingUnitDescription (1M Tokens); without it, the
+            # consumed quantity in base units, else the pricing unit with x_PricingBlockSize.
+            consumed = _decimal(fields.get("consumed_quantity"))
+            block = _decimal(fields.get("block_size"))
+            if consumed is not None and unit_block(str(text.get("consumed_unit") or "")):
                 quantity, unit = consumed, str(text["consumed_unit"])
+            elif block and text.get("pricing_unit"):
+                unit = f"{block.normalize():f} {text['pricing_unit']}"
+            else:
+                unit = str(text.get("pricing_unit") or "") or None
         key = (day, resource, meter)
         entry = sums.get(key)
         if entry is None:

@@ -112,6 +112,26 @@ def test_units_normalise_to_tokens_or_hours():
     assert unit_block("1K") == (1000, "tokens")
     assert unit_block("1 Hour") == (1, "hours") and unit_block("100 Hours") == (100, "hours")
     assert unit_block("10K") == (10_000, "tokens") and unit_block("1 GB") is None
+    assert unit_block("Tokens") == (1, "tokens") and unit_block("1000000 Tokens") == (1_000_000, "tokens")
+
+
+def test_a_focus_file_without_unit_description_or_meter_categories_is_read_by_consumed_tokens():
+    """PricingUnit is just "Tokens" while PricingQuantity counts 1M blocks: without
+    x_PricingUnitDescription the quantity comes from ConsumedQuantity, never 0.55 tokens."""
+    import csv as csv_module
+    import io
+
+    rows = list(csv_module.DictReader(io.StringIO(focus_csv(CHARGES).decode("utf-8-sig"))))
+    dropped = ("x_PricingUnitDescription", "x_SkuMeterCategory", "x_SkuMeterSubcategory")
+    buffer = io.StringIO()
+    writer = csv_module.DictWriter(buffer, [c for c in rows[0] if c not in dropped], quoting=csv_module.QUOTE_ALL)
+    writer.writeheader()
+    writer.writerows({k: v for k, v in row.items() if k not in dropped} for row in rows)
+    result = parse_bill_export("narrow.csv", buffer.getvalue().encode())
+    assert result.other_services == 1 and len(result.lines) == 8  # the storage account is still left out
+    first = next(line for line in result.lines if line.meter_name == "gpt-4o-1120-Inp-glbl")
+    assert (first.tokens, first.token_kind) == (550_000, "input")
+    assert next(line for line in result.lines if line.meter_name == "Provisioned Managed Global").token_kind == "capacity"
 
 
 @pytest.mark.parametrize("variant", ["focus-1.0", "focus-1.0r2", "focus-1.2-preview", "focus-gz", "focus-parquet",
