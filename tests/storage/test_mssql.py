@@ -25,6 +25,7 @@ from alembic import command
 from sqlalchemy.dialects.mssql import pyodbc as mssql_pyodbc
 from sqlalchemy.schema import CreateTable
 
+from db import bill as bill_db
 from db import rate_card as rate_card_store
 from db import subscriptions as subscription_store
 from db import quarantine as quarantine_db
@@ -33,6 +34,7 @@ from db import reprice as reprice_db
 from db import store
 from db.migrate import alembic_config, offline_sql
 from db.schema import metadata, usage_records
+from metering.finance.bill import Backend, BillLine
 from metering.model import RawEvent
 from metering.pipeline import process_batch
 from metering.price.pricing import RateCard
@@ -140,6 +142,15 @@ def runtime_sql() -> list[str]:
     reprice_db.reprice(rec, T0, T1, card=RateCard([], []))
     rec.execute(reprice_db._SELECT.order_by(usage_records.c.id).limit(5000).where(usage_records.c.id > 7))
     rec.execute(reprice_db._UPDATE, [{"row_id": 1, **{f"new_{k}": None for k in reprice_db.PRICE_COLUMNS}}])
+    bill_db.replace_backends(rec, [Backend("aoai-sc", "/subscriptions/x/accounts/aoai-sc", "swedencentral")])
+    bill_db.load_backends(rec)
+    bill_db.metered_backends(rec, T0, T1)
+    bill_db.metered_usage(rec, T0, T1)
+    bill_db.load_bill_lines(rec, T0.date(), T1.date())
+    line = BillLine(T0.date(), "/subscriptions/x/accounts/aoai-sc", "gpt-4o-1120-Inp-glbl", "Foundry Models", "Azure OpenAI",
+                    "gpt-4o-2024-11-20", "input", "global", Decimal("0.5"), "1M Tokens", 500_000, Decimal("1.25"), "USD",
+                    "focus")
+    bill_db.store_bill_lines(rec, [line], "bill.csv", now=T0)
     return rec.sql
 
 
@@ -315,3 +326,11 @@ def test_utc_instants_bind_as_naive_utc_datetime2_and_money_as_decimal():
     assert usage_records.c.total_cost.type.process_bind_param(Decimal("0.000001234567"), DIALECT) == \
         Decimal("0.000001234567")
     assert str(usage_records.c.total_cost.type.dialect_impl(DIALECT).compile(dialect=DIALECT)) == "NUMERIC(28, 12)"
+
+
+def test_reconciliation_sums_money_in_the_grouped_query_and_keys_bill_lines_by_date(runtime_sql):
+    metered = next(sql for sql in runtime_sql if "AS cached_input_tokens" in sql)
+    assert "convert(CHAR(10), usage_records.event_time, 126)" in metered and "GROUP BY" in metered
+    assert "sum(usage_records.input_cost)" in metered
+    assert any(sql.startswith("DELETE FROM bill_lines WHERE bill_lines.resource_id = ?") for sql in runtime_sql)
+    assert any(sql.startswith("INSERT INTO bill_lines (day, resource_id, meter_name") for sql in runtime_sql)
