@@ -20,6 +20,7 @@ DEFAULT_BY = ("resource", "meter")
 
 def month_reconciliation(conn: sa.Connection, month: str) -> tuple[Reconciliation, list, dict]:
     """The month's bill lines and metered usage compared; also the metered groups and backends."""
+    from db import queries
     from db.bill import load_backends, load_bill_lines, metered_usage
     from metering.finance.options import Period
     from metering.finance.reconcile import reconcile
@@ -32,7 +33,13 @@ def month_reconciliation(conn: sa.Connection, month: str) -> tuple[Reconciliatio
     lines = load_bill_lines(conn, period.since.date(), period.until.date() - timedelta(days=1))
     metered = metered_usage(conn, period.since, period.until)
     backends = load_backends(conn)
-    return reconcile(period.label, lines, metered, backends), metered, backends
+    result = reconcile(period.label, lines, metered, backends)
+    card_currencies = queries.period_currencies(conn, period.since, period.until)
+    if lines and any(currency != result.currency for currency in card_currencies):
+        result.notes.append(f"the bill is in {result.currency} and the metered cost in {', '.join(card_currencies)}: "
+                            "the differences include the exchange rate (keep the card in the billing currency)")
+        result.currency_mismatch = True
+    return result, metered, backends
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:

@@ -44,6 +44,8 @@ def bill_true_up(conn: Any, month: str, include_capacity: bool) -> dict[str, Dec
     if not any(cell.billed_cost or cell.billed_quantity for cell in result.cells):
         raise UsageError(f"--true-up: no bill lines for {month}; import the month's Cost Management export with "
                          "`metering bill import` first")
+    if result.currency_mismatch:
+        raise UsageError(f"--true-up: {result.notes[-1]}; no total can add them")
     return true_up(result, metered, backends, include_capacity=include_capacity)
 
 

@@ -99,6 +99,7 @@ class Reconciliation:
     unmapped_backends: list[str]
     resources_without_bill: list[str]
     notes: list[str] = field(default_factory=list)
+    currency_mismatch: bool = False  # the bill's currency is not the card's: no true-up can add them
 
 
 # --------------------------------------------------------------------------- matching

@@ -368,3 +368,12 @@ def test_true_up_leaves_resources_outside_the_export_as_metered(capsys, db, tmp_
                        "--true-up")
     true_ups = {row["subscription"]: Decimal(row["true_up"]) for row in json.loads(out)["rows"]}
     assert sum(true_ups.values()) == Decimal("2.48")  # as without that resource: its 0.035 stays as metered
+
+
+def test_a_bill_in_another_currency_than_the_card_is_never_trued_up(capsys, db, tmp_path):
+    euro = focus_csv(CHARGES).replace(b'"USD"', b'"EUR"')
+    _import_all(capsys, db, tmp_path, euro)
+    code, out, _ = run(capsys, "--db", db, "reconcile", "--month", "2026-10")
+    assert code == 0 and "the bill is in EUR and the metered cost in USD" in out
+    code, _, err = run(capsys, "--db", db, "report", "--month", "2026-10", "--by", "subscription", "--true-up")
+    assert code == 2 and "EUR" in err
