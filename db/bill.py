@@ -4,7 +4,7 @@ day × backend × model × deployment type × subscription."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import Any
@@ -109,8 +109,3 @@ def metered_usage(conn: sa.Connection, since: datetime, until: datetime) -> list
         group["subscription"] = group["subscription"] or UNMAPPED
     return list(groups.values())
 
-
-def stored_days(conn: sa.Connection) -> Iterable[str]:
-    """The months that have bill lines (``YYYY-MM``), for messages."""
-    rows = conn.execute(sa.select(sa.distinct(bill_lines.c.day)))
-    return sorted({str(row[0])[:7] for row in rows})
