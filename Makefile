@@ -23,6 +23,9 @@ demo: install
 	$(BIN)/metering --db $(DB) subscriptions import samples/subscriptions.csv
 	$(BIN)/metering --db $(DB) replay samples/events
 	$(BIN)/metering --db $(DB) report --month $(MONTH) --by business_unit,subscription --ptu-costs samples/ptu_costs.csv
+	$(BIN)/metering --db $(DB) backends import samples/backends.csv
+	$(BIN)/metering --db $(DB) bill import samples/bill-$(MONTH).focus.csv
+	$(BIN)/metering --db $(DB) reconcile --month $(MONTH)
 
 test: install
 	$(BIN)/python -m pytest

@@ -315,3 +315,41 @@ budget_alerts = sa.Table(
     sa.UniqueConstraint("alert_key", name="uq_budget_alerts_alert_key"),
     sa.Index("ix_budget_alerts_sent_at", "sent_at"),
 )
+
+# APIM backend → the Azure OpenAI resource behind it (migration 0009, db/bill.py, `metering backends
+# import`): what ties a metered row to a line of the Azure bill. ``resource_id`` is the ARM id, lower-cased.
+backends = sa.Table(
+    "backends",
+    metadata,
+    sa.Column("backend_id", text(200), primary_key=True),
+    sa.Column("resource_id", text(400), nullable=False),
+    sa.Column("region", text(100)),
+)
+
+# Azure OpenAI lines of imported Azure Cost Management exports (migration 0009, db/bill.py, `metering
+# bill import`): one row per day × resource × meter (lines of one export with the same key are summed),
+# so that re-importing an export, or a newer export of the same days, replaces and never doubles.
+# ``model``, ``token_kind`` (input, cached_input, output, capacity) and ``deployment_type`` are what the
+# meter name says (NULL for a meter the parser cannot read); ``tokens`` is the quantity in tokens.
+bill_lines = sa.Table(
+    "bill_lines",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("day", sa.Date().with_variant(mssql.DATE(), "mssql"), nullable=False),
+    sa.Column("resource_id", text(400), nullable=False),
+    sa.Column("meter_name", text(400), nullable=False),
+    sa.Column("meter_category", text(200)),
+    sa.Column("meter_subcategory", text(200)),
+    sa.Column("model", text(200)),
+    sa.Column("token_kind", sa.String(32)),
+    sa.Column("deployment_type", sa.String(32)),
+    sa.Column("quantity", money(), nullable=False),
+    sa.Column("unit", text(100)),
+    sa.Column("tokens", sa.BigInteger()),
+    sa.Column("cost", money(), nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("source_format", sa.String(32), nullable=False),
+    sa.Column("source_file", text(400)),
+    sa.Column("imported_at", UtcDateTime(), nullable=False),
+    sa.UniqueConstraint("day", "resource_id", "meter_name", name="uq_bill_lines_day_resource_meter"),
+)

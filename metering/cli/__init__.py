@@ -14,11 +14,13 @@ import sys
 from collections.abc import Sequence
 
 from metering.cli import (
-    batch, budgets, consume, database, export, mappings, ptu, quarantine, rates, replay, report, reprice,
+    backends, batch, bill, budgets, consume, database, export, mappings, ptu, quarantine, rates, reconcile, replay,
+    report, reprice,
 )
 from metering.cli.common import FetchFailed, UsageError
 
-COMMAND_GROUPS = (database, replay, consume, rates, mappings, reprice, report, ptu, export, quarantine, batch, budgets)
+COMMAND_GROUPS = (database, replay, consume, rates, mappings, backends, bill, reconcile, reprice, report, ptu, export,
+                  quarantine, batch, budgets)
 
 
 def build_parser() -> argparse.ArgumentParser:

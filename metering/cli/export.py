@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from metering.cli.common import UsageError, migrated_engine, out, period, reports_extra, write_file
-from metering.cli.report import ptu_costs
+from metering.cli.report import bill_true_up, ptu_costs
 
 
 def cmd_focus(args: argparse.Namespace) -> int:
@@ -23,7 +23,8 @@ def cmd_focus(args: argparse.Namespace) -> int:
     costs = ptu_costs(args.ptu_costs) if args.ptu_costs else None
     engine = migrated_engine(args)
     with engine.connect() as conn:
-        records = export_focus(conn, month, args.billing_account_id, args.billing_account_name, costs)
+        amounts = bill_true_up(conn, args.month, costs is None) if args.true_up else None
+        records = export_focus(conn, month, args.billing_account_id, args.billing_account_name, costs, amounts)
     with reports_extra("a .parquet --output"):
         content = focus.to_csv(records) if suffix == ".csv" else focus.to_parquet(records)
     write_file(args.output, content)
@@ -41,4 +42,6 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     parser.add_argument("--ptu-costs", metavar="FILE", help="also export allocated PTU capacity cost (same CSV as report)")
     parser.add_argument("--billing-account-id", default="aoai-metering", help="BillingAccountId (default: aoai-metering)")
     parser.add_argument("--billing-account-name", default="Azure OpenAI via API Management", help="BillingAccountName")
+    parser.add_argument("--true-up", action="store_true",
+                        help="add one Adjustment row per subscription: its true-up to the imported Azure bill")
     parser.set_defaults(handler=cmd_focus)

@@ -4,7 +4,7 @@ Prices pages (saved, or ``--fetch``ed), and what the data has that the card cann
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from metering.cli.common import FetchFailed, UsageError, migrated_engine, out, read_text, write_file
 
@@ -103,6 +103,23 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _card_drift(conn: Any, card: Any) -> list[dict[str, Any]]:
+    """The bill's effective unit prices that differ from the card (none without an imported bill)."""
+    from datetime import date
+
+    import sqlalchemy as sa
+
+    from db.bill import load_backends, load_bill_lines
+    from metering.finance.reconcile import card_drift_from_bill
+    from metering.price.pricing import RateCard
+
+    if not sa.inspect(conn).has_table("bill_lines"):
+        return []
+    lines = load_bill_lines(conn, date(1900, 1, 1), date(9999, 12, 31))
+    regions = {b.resource_id: b.region for b in load_backends(conn).values()}
+    return card_drift_from_bill(lines, RateCard(rates=list(card)), regions)
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from db import queries
     from db import rate_card as rate_card_store
@@ -114,6 +131,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         card = rate_card_store.stored_rates(conn)
         missing = queries.data_models_without_rate(conn)
         fallbacks = queries.data_fallback_pricing(conn)
+        drift = _card_drift(conn, card)
     mw = max([28, *(len(rate.model) for rate in card)])  # long region and fine-tuned model names keep the columns aligned
     rw = max([12, *(len(rate.region or "") for rate in card)])
     header = (f"{'model':<{mw}} {'type':<15} {'region':<{rw}} {'from':<10} {'to':<10} {'cur':<3} {'input/1M':>10} "
@@ -144,6 +162,15 @@ def cmd_list(args: argparse.Namespace) -> int:
         for row in fallbacks:
             lines.append(f"  {terminal_line(str(row['model'])):<28} {row['deployment_type']:<15} {row['kinds']:<28} "
                          f"{row['requests']:>8,} requests {row['tokens']:>12,} tokens")
+    if drift:
+        from metering.finance.reconcile import per_1m
+
+        lines.append("")
+        lines.append("card drift: the imported Azure bill's unit price differs from the card (check these rows):")
+        for row in drift:
+            card_price = f"card {per_1m(row['card_per_1m'])}/1M" if row["card_per_1m"] is not None else "no card row"
+            lines.append(f"  {row['month']}  {terminal_line(str(row['model'])):<28} {row['kind']:<12} {row['deployment_type']:<15} "
+                         f"billed {per_1m(row['billed_per_1m'])}/1M, {card_price} ({row['tokens']:,} tokens)")
     out("\n".join(lines) + "\n")
     return 0
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from metering.cli.common import UsageError, migrated_engine, out, period, read_text, reports_extra, write_file
 from metering.finance.options import BINARY_FORMATS, DEFAULT_DIMENSIONS, DIMENSIONS, FORMATS
+
+TRUE_UP_DIMENSIONS = ("month", "business_unit", "cost_center", "subscription")
 
 if TYPE_CHECKING:
     from metering.finance.capacity import PtuCost
@@ -32,6 +35,21 @@ def ptu_costs(path: str) -> list[PtuCost]:
         raise UsageError(f"--ptu-costs not usable:\n{exc}") from None
 
 
+def bill_true_up(conn: Any, month: str, include_capacity: bool) -> dict[str, Decimal]:
+    """Each subscription's true-up for the month (``metering.finance.reconcile.true_up``); a month
+    without imported bill lines is bad input, not a silent zero."""
+    from metering.cli.reconcile import month_reconciliation
+    from metering.finance.reconcile import true_up
+
+    result, metered, backends = month_reconciliation(conn, month)
+    if not any(cell.billed_cost or cell.billed_quantity for cell in result.cells):
+        raise UsageError(f"--true-up: no bill lines for {month}; import the month's Cost Management export with "
+                         "`metering bill import` first")
+    if result.currency_mismatch:
+        raise UsageError(f"--true-up: {result.notes[-1]}; no total can add them")
+    return true_up(result, metered, backends, include_capacity=include_capacity)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from metering.finance.render import render
     from metering.finance.report import MixedCurrencyError, build_report
@@ -45,10 +63,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     if fmt in BINARY_FORMATS and not args.output:
         raise UsageError(f"--format {fmt} writes a binary file: give --output FILE")
     costs = ptu_costs(args.ptu_costs) if args.ptu_costs else None
+    if args.true_up:
+        if not args.month:
+            raise UsageError("--true-up needs --month: the bill is reconciled per calendar month")
+        if "subscription" not in dimensions or any(d not in TRUE_UP_DIMENSIONS for d in dimensions):
+            raise UsageError("--true-up needs --by with subscription (optionally month, business_unit, cost_center): "
+                             "the true-up is an amount per subscription")
     engine = migrated_engine(args)
     with engine.connect() as conn:
         try:
-            report = build_report(conn, report_period, dimensions, costs, charts=fmt == "html")
+            amounts = bill_true_up(conn, args.month, costs is None) if args.true_up else None
+            report = build_report(conn, report_period, dimensions, costs, charts=fmt == "html", true_up=amounts)
         except MixedCurrencyError as exc:
             raise UsageError(f"report not written: {exc}") from None
         if fmt == "html" and report_period.since is not None and report_period.until is not None:
@@ -81,4 +106,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
                         "default: the --output file's extension, else table")
     report.add_argument("--output", metavar="FILE", help="write to FILE instead of standard output")
     report.add_argument("--ptu-costs", metavar="FILE", help="CSV deployment,backend_id,month,monthly_cost,currency: allocate PTU capacity cost by tokens")
+    report.add_argument("--true-up", action="store_true",
+                        help="add true_up per subscription: the imported Azure bill's difference to the metered cost, "
+                        "spread by token share in whole cents, so total_charge equals the bill (needs --month)")
     report.set_defaults(handler=cmd_report)

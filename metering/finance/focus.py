@@ -330,6 +330,47 @@ def ptu_records(
     return out
 
 
+def true_up_records(
+    amounts: Mapping[str, Decimal],
+    ctx: FocusContext,
+    subscriptions: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """One ``Adjustment`` row per subscription with a true-up (``metering.finance.reconcile.true_up``):
+    its whole-cent share of what the Azure bill charged beyond (or short of) the metered cost, so that
+    the export's BilledCost adds up to the bill."""
+    common = _common(ctx)
+    subscriptions = subscriptions or {}
+    start, end = ctx.billing_period
+    out = []
+    for subscription, amount in sorted(amounts.items()):
+        if not amount:
+            continue
+        info = subscriptions.get(subscription, {})
+        out.append(common | {
+            "BilledCost": amount, "EffectiveCost": amount, "ListCost": amount, "ContractedCost": amount,
+            "BillingCurrency": ctx.currency,
+            "ChargeCategory": "Adjustment",
+            "ChargePeriodStart": start, "ChargePeriodEnd": end,
+            "ChargeDescription": f"True-up to the Azure bill, {ctx.month}: this subscription's share "
+                                 "of each billed meter's difference to the metered cost, by tokens",
+            "ChargeFrequency": "Recurring",
+            "ConsumedQuantity": None, "ConsumedUnit": None,
+            "PricingQuantity": Decimal(1), "PricingUnit": "Months", "PricingCategory": "Other",
+            "ListUnitPrice": None, "ContractedUnitPrice": None, "RegionId": None, "RegionName": None,
+            "ResourceId": None, "ResourceName": None, "ResourceType": None,
+            "SkuId": None, "SkuMeter": None, "SkuPriceId": None,
+            "SubAccountId": subscription,
+            "SubAccountName": info.get("subscription_name") or subscription,
+            "Tags": _tags(info.get("business_unit"), info.get("cost_center")),
+            "x_BusinessUnit": info.get("business_unit") or "(unmapped)",
+            "x_CostCenter": info.get("cost_center") or "(unmapped)",
+            "x_Deployment": None, "x_DeploymentType": None, "x_Model": None, "x_TokenKind": None,
+            "x_Requests": None, "x_EstimatedTokens": None, "x_EstimatedShare": None,
+            "x_PriceStatus": "trued_up", "x_ChargeSource": "bill_true_up", "x_AllocationShare": None,
+        })
+    return out
+
+
 def billed_total(records: Iterable[Mapping[str, Any]]) -> Decimal:
     return sum((record["BilledCost"] for record in records), Decimal(0))
 

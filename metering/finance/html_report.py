@@ -326,6 +326,8 @@ def _table(report: Report, money: Money) -> str:
     ptu = has_ptu(report.frame)
     measures = ["requests", "total_tokens", "cost"] + (["ptu_cost", "total_charge"] if ptu else []) + [
         "estimated_requests", "incomplete_requests", "unpriced_requests"]
+    if "true_up" in report.frame.columns:
+        measures.insert(measures.index("total_charge"), "true_up")
     head = "".join(f"<th>{escape(LABELS.get(d, d))}</th>" for d in dims) + "".join(
         f'<th class="num">{escape(SHORT.get(m, LABELS[m]))}</th>' for m in measures)
 
@@ -341,8 +343,9 @@ def _table(report: Report, money: Money) -> str:
         out = []
         for m in measures:
             value = record[m]
-            if m in ("cost", "ptu_cost", "total_charge"):
-                out.append(_money_cell(value, record["cost_status"] if m != "ptu_cost" else "complete", money))
+            if m in ("cost", "ptu_cost", "true_up", "total_charge"):
+                out.append(_money_cell(value, record["cost_status"] if m not in ("ptu_cost", "true_up") else "complete",
+                                       money))
             elif value or m in ("requests", "total_tokens"):
                 flag = " flag" if m == "unpriced_requests" else ""
                 out.append(f'<td class="num{flag}">{_int(value)}</td>')

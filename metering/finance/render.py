@@ -90,6 +90,8 @@ def render_table(frame: pd.DataFrame, dimensions: tuple[str, ...], title: str,
     """A fixed-width terminal table with a total line and a data-quality footnote. Amounts are rounded
     to the cent; a "(rounding)" line makes the rows add up to TOTAL (the exact sum, rounded)."""
     columns = list(dimensions) + list(TABLE_PTU_COLUMNS if has_ptu(frame) else TABLE_COLUMNS)
+    if "true_up" in frame.columns:
+        columns.insert(columns.index("total_charge"), "true_up")
     records = frame.to_dict("records")
     if any(r[COST_STATUS] != "complete" for r in records):
         columns.append(COST_STATUS)

@@ -13,7 +13,7 @@ self-contained file, see ``metering.finance.html_report``).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
@@ -59,7 +59,7 @@ MEASURE_COLUMNS = (
 )
 COST_STATUS = "cost_status"  # complete | partial | unknown: whether the cost covers every billable request
 PTU_COLUMNS = ("ptu_cost", "total_charge")
-MONEY_COLUMNS = ("cost", "ptu_cost", "total_charge")
+MONEY_COLUMNS = ("cost", "ptu_cost", "true_up", "total_charge")
 TABLE_COLUMNS = ("requests", "total_tokens", "cost", "currency", "estimated_requests", "unpriced_requests")
 TABLE_PTU_COLUMNS = ("requests", "total_tokens", "cost", "ptu_cost", "total_charge", "currency",
                      "estimated_requests", "unpriced_requests")
@@ -85,6 +85,7 @@ LABELS = {
     "reasoning_tokens": "Reasoning tokens",
     "cost": "Pay-as-you-go cost",
     "ptu_cost": "PTU cost",
+    "true_up": "True-up",
     "total_charge": "Total charge",
     "currency": "Currency",
     "estimated_requests": "Estimated requests",
@@ -213,6 +214,42 @@ def add_ptu(frame: pd.DataFrame, dimensions: tuple[str, ...], allocations: Seque
     return frame
 
 
+TRUE_UP_DIMENSIONS = ("month", "business_unit", "cost_center", "subscription")
+
+
+def add_true_up(frame: pd.DataFrame, dimensions: tuple[str, ...], amounts: Mapping[str, Decimal]) -> pd.DataFrame:
+    """Add ``true_up`` (each subscription's whole-cent share of what the bill charged beyond, or short
+    of, the metered cost; ``metering.finance.reconcile.true_up``) and add it to ``total_charge``.
+
+    The grouping must be per subscription (it may add month, business unit or cost center, which a
+    subscription determines), so that each row carries exactly its subscription's true-up. A
+    subscription without metered rows (``(unallocated)``) gets a row of its own."""
+    if "subscription" not in dimensions or any(d not in TRUE_UP_DIMENSIONS for d in dimensions):
+        raise ValueError("--true-up needs --by with subscription, optionally month, business_unit or cost_center")
+    if not has_ptu(frame):
+        frame = add_ptu(frame, dimensions, [])
+    subscriptions = list(frame["subscription"])
+    missing = [s for s, amount in amounts.items() if s not in subscriptions and amount]
+    if missing:
+        extra = to_frame([{**{d: queries.UNMAPPED if d != "subscription" else s for d in dimensions},
+                           "currency": None} for s in missing], dimensions)
+        extra = add_ptu(extra, dimensions, [])
+        frame = sort_frame(pd.concat([frame, extra], ignore_index=True) if len(frame) else extra, dimensions)
+        subscriptions = list(frame["subscription"])
+    frame = frame.copy()
+    seen: set[str] = set()
+    values = []
+    for subscription in subscriptions:  # a subscription on two rows (two months) is trued up once
+        values.append(Decimal(0) if subscription in seen else amounts.get(subscription, Decimal(0)))
+        seen.add(subscription)
+    frame["true_up"] = object_series(frame, values)
+    totals = [charge(c, p) for c, p in zip(frame["cost"], frame["ptu_cost"])]
+    frame["total_charge"] = object_series(frame, [t + u if t is not None else (u or None)
+                                                  for t, u in zip(totals, frame["true_up"])])
+    columns = [c for c in frame.columns if c not in ("true_up", "total_charge")] + ["true_up", "total_charge"]
+    return frame[columns]
+
+
 def charge(cost: Decimal | None, ptu_cost: Decimal) -> Decimal | None:
     """Total charge of a group: its known pay-as-you-go cost plus its PTU cost; unknown (None) only
     when the pay-as-you-go cost is unknown and there is no PTU cost to show."""
@@ -328,6 +365,7 @@ def build_report(
     ptu_costs: Sequence[PtuCost] | None = None,
     charts: bool = False,
     now: datetime | None = None,
+    true_up: Mapping[str, Decimal] | None = None,
 ) -> Report:
     """Query and assemble a report. ``ptu_costs``: the PTU cost config (None: no PTU section);
     ``charts``: also gather the fixed breakdowns the HTML report draws."""
@@ -339,6 +377,11 @@ def build_report(
             notes.append(f"PTU cost of {cost.label} ({money(cost.monthly_cost)} {cost.currency}) is not included: "
                          "the period covers only part of that month; report whole months to allocate it.")
     frame, allocations = grouped_frame(conn, period, dimensions, included)
+    if true_up is not None:
+        frame = add_true_up(frame, dimensions, true_up)
+        notes.append(f"true-up: {money(sum(true_up.values(), Decimal(0)))} spread over subscriptions by their share "
+                     "of each billed meter's tokens, so that the chargeback of the reconciled resources equals the "
+                     "Azure bill to the cent (`metering reconcile` explains it)")
     currencies = queries.period_currencies(conn, period.since, period.until)
     ptu_currencies = sorted({c.currency for c in included or []})
     currency = (currencies or ptu_currencies or ["USD"])[0]
@@ -392,8 +435,10 @@ def export_focus(
     billing_account_id: str,
     billing_account_name: str,
     ptu_costs: Sequence[PtuCost] | None = None,
+    true_up: Mapping[str, Decimal] | None = None,
 ) -> list[dict[str, Any]]:
-    """The FOCUS rows of a month: token usage, plus allocated PTU capacity when costs are given."""
+    """The FOCUS rows of a month: token usage, plus allocated PTU capacity when costs are given, plus
+    one Adjustment row per subscription's true-up to the Azure bill when ``true_up`` is given."""
     from metering.finance import focus
 
     currencies = queries.period_currencies(conn, period.since, period.until)
@@ -408,6 +453,9 @@ def export_focus(
         allocations = allocate_ptu(included, usage, dims)
         info = {row["subscription"]: row for row in queries.subscription_info(conn)}
         records += focus.ptu_records(by_subscription(allocations), ctx, info)
+    if true_up:
+        info = {row["subscription"]: row for row in queries.subscription_info(conn)}
+        records += focus.true_up_records(true_up, ctx, info)
     return records
 
 

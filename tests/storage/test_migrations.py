@@ -12,7 +12,10 @@ from db.migrate import alembic_config, head_revision, offline_sql, upgrade
 from db.schema import metadata, quarantine, usage_records
 from db.store import existing_request_ids_statement
 
-TABLES = {"usage_records", "rates", "deployments", "subscriptions", "quarantine", "batch_jobs", "budgets", "budget_alerts"}
+TABLES = {
+    "usage_records", "rates", "deployments", "subscriptions", "quarantine", "batch_jobs", "budgets", "budget_alerts",
+    "backends", "bill_lines",
+}
 VIEWS = {"v_usage_daily", "v_chargeback_monthly"}
 
 

@@ -26,6 +26,7 @@ from sqlalchemy.dialects.mssql import pyodbc as mssql_pyodbc
 from sqlalchemy.schema import CreateTable
 
 from db import budgets as budget_db
+from db import bill as bill_db
 from db import rate_card as rate_card_store
 from db import subscriptions as subscription_store
 from db import quarantine as quarantine_db
@@ -34,6 +35,7 @@ from db import reprice as reprice_db
 from db import store
 from db.migrate import alembic_config, offline_sql
 from db.schema import metadata, usage_records
+from metering.finance.bill import Backend, BillLine
 from metering.model import RawEvent
 from metering.pipeline import process_batch
 from metering.price.pricing import RateCard
@@ -156,6 +158,15 @@ def runtime_sql() -> list[str]:
     budget_db.claim(rec, 1, T0, T1)
     budget_db.mark_sent(rec, 1, T0, 1)
     budget_db.mark_failed(rec, 1, "down", 4)
+    bill_db.replace_backends(rec, [Backend("aoai-sc", "/subscriptions/x/accounts/aoai-sc", "swedencentral")])
+    bill_db.load_backends(rec)
+    bill_db.metered_backends(rec, T0, T1)
+    bill_db.metered_usage(rec, T0, T1)
+    bill_db.load_bill_lines(rec, T0.date(), T1.date())
+    line = BillLine(T0.date(), "/subscriptions/x/accounts/aoai-sc", "gpt-4o-1120-Inp-glbl", "Foundry Models", "Azure OpenAI",
+                    "gpt-4o-2024-11-20", "input", "global", Decimal("0.5"), "1M Tokens", 500_000, Decimal("1.25"), "USD",
+                    "focus")
+    bill_db.store_bill_lines(rec, [line], "bill.csv", now=T0)
     return rec.sql
 
 
@@ -244,6 +255,8 @@ def test_offline_ddl_types_keys_and_collation():
     assert "is_streaming BIT NOT NULL" in ddl and "truncated BIT NOT NULL" in ddl
     assert "input_per_1m NUMERIC(18, 6) NOT NULL" in ddl and "output_cost NUMERIC(28, 12) NULL" in ddl
     assert "raw NVARCHAR(max) NULL" in ddl  # llm_usage
+    assert "CONSTRAINT uq_bill_lines_day_resource_meter UNIQUE (day, resource_id, meter_name)" in ddl
+    assert "resource_id NVARCHAR(400) NOT NULL" in ddl and "day DATE NOT NULL" in ddl  # backends, bill_lines
     assert "ALTER TABLE rates ADD min_prompt_tokens INTEGER NULL;" in ddl
     assert " DATETIME " not in ddl and "TIMESTAMP" not in ddl  # DATETIME2 only: DATETIME keeps 1/300 s
     assert "DEFAULT" not in ddl  # no default constraints: DROP COLUMN needs no constraint name
@@ -340,3 +353,11 @@ def test_utc_instants_bind_as_naive_utc_datetime2_and_money_as_decimal():
     assert usage_records.c.total_cost.type.process_bind_param(Decimal("0.000001234567"), DIALECT) == \
         Decimal("0.000001234567")
     assert str(usage_records.c.total_cost.type.dialect_impl(DIALECT).compile(dialect=DIALECT)) == "NUMERIC(28, 12)"
+
+
+def test_reconciliation_sums_money_in_the_grouped_query_and_keys_bill_lines_by_date(runtime_sql):
+    metered = next(sql for sql in runtime_sql if "AS cached_input_tokens" in sql)
+    assert "convert(CHAR(10), usage_records.event_time, 126)" in metered and "GROUP BY" in metered
+    assert "sum(usage_records.input_cost)" in metered
+    assert any(sql.startswith("DELETE FROM bill_lines WHERE bill_lines.resource_id = ?") for sql in runtime_sql)
+    assert any(sql.startswith("INSERT INTO bill_lines (day, resource_id, meter_name") for sql in runtime_sql)

@@ -1,0 +1,111 @@
+"""The Azure bill in SQL: ``backends`` (APIM backend → Azure OpenAI resource) and ``bill_lines``
+(imported Cost Management exports), and the metered side of a reconciliation: tokens and cost per
+day × backend × model × deployment type × subscription."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+
+from db.queries import UNMAPPED, _add_exact_costs, _day, _money_sum, _period, _sums_money_exactly
+from db.schema import backends, bill_lines, usage_records
+from metering.finance.bill import Backend, BillLine, coverage
+
+u = usage_records
+
+
+def replace_backends(conn: sa.Connection, rows: Sequence[Backend]) -> int:
+    """Upsert backend → resource mappings (a backend not in the file keeps its mapping)."""
+    for row in rows:
+        conn.execute(backends.delete().where(backends.c.backend_id == row.backend_id))
+        conn.execute(backends.insert().values(backend_id=row.backend_id, resource_id=row.resource_id,
+                                              region=row.region))
+    return len(rows)
+
+
+def load_backends(conn: sa.Connection) -> dict[str, Backend]:
+    rows = conn.execute(sa.select(backends).order_by(backends.c.backend_id))
+    return {row.backend_id: Backend(row.backend_id, row.resource_id, row.region) for row in rows}
+
+
+def metered_backends(conn: sa.Connection, since: datetime | None, until: datetime | None) -> list[str]:
+    """The backend ids of the period's metered rows (rows without one are left out)."""
+    query = sa.select(u.c.backend_id).distinct().where(*_period(since, until), u.c.backend_id.is_not(None))
+    return sorted(row[0] for row in conn.execute(query))
+
+
+def store_bill_lines(conn: sa.Connection, lines: Sequence[BillLine], source_file: str,
+                     now: datetime | None = None) -> tuple[int, int]:
+    """Replace the stored lines of every (resource, day) the import covers with its lines, so that a
+    re-import or a newer overlapping export never doubles. Returns (lines deleted, lines inserted)."""
+    imported_at = now or datetime.now(timezone.utc)
+    by_resource: dict[str, set[date]] = {}
+    for resource, day in coverage(lines):
+        by_resource.setdefault(resource, set()).add(day)
+    deleted = 0
+    for resource, days in sorted(by_resource.items()):
+        result = conn.execute(bill_lines.delete().where(bill_lines.c.resource_id == resource,
+                                                        bill_lines.c.day >= min(days), bill_lines.c.day <= max(days)))
+        deleted += result.rowcount or 0
+    rows = [{
+        "day": line.day, "resource_id": line.resource_id, "meter_name": line.meter_name,
+        "meter_category": line.meter_category, "meter_subcategory": line.meter_subcategory,
+        "model": line.model, "token_kind": line.token_kind, "deployment_type": line.deployment_type,
+        "quantity": line.quantity, "unit": line.unit, "tokens": line.tokens, "cost": line.cost,
+        "currency": line.currency, "source_format": line.source_format, "source_file": source_file[-400:],
+        "imported_at": imported_at,
+    } for line in lines]
+    for start in range(0, len(rows), 500):
+        conn.execute(bill_lines.insert(), rows[start:start + 500])
+    return deleted, len(rows)
+
+
+def load_bill_lines(conn: sa.Connection, first: date, last: date) -> list[BillLine]:
+    """The stored bill lines of the days ``first`` … ``last`` (inclusive)."""
+    query = sa.select(bill_lines).where(bill_lines.c.day >= first, bill_lines.c.day <= last).order_by(
+        bill_lines.c.day, bill_lines.c.resource_id, bill_lines.c.meter_name)
+    return [BillLine(row.day if isinstance(row.day, date) else date.fromisoformat(str(row.day)[:10]),
+                     row.resource_id, row.meter_name, row.meter_category, row.meter_subcategory, row.model,
+                     row.token_kind, row.deployment_type, row.quantity, row.unit, row.tokens, row.cost,
+                     row.currency, row.source_format) for row in conn.execute(query)]
+
+
+METERED_KEYS = ("day", "backend_id", "model", "deployment_type", "subscription", "price_status")
+
+
+def metered_usage(conn: sa.Connection, since: datetime, until: datetime) -> list[dict[str, Any]]:
+    """The period's metered tokens and cost per day × backend × model × deployment type × subscription
+    × price status: uncached input, cached input and output tokens and their exact costs."""
+    dialect = conn.dialect.name
+    keys = [_day(dialect), u.c.backend_id, u.c.model, u.c.deployment_type, u.c.subscription_id, u.c.price_status]
+    tokens = {
+        "input_tokens": sa.func.coalesce(sa.func.sum(u.c.prompt_tokens - u.c.cached_tokens), 0),
+        "cached_input_tokens": sa.func.coalesce(sa.func.sum(u.c.cached_tokens), 0),
+        "output_tokens": sa.func.coalesce(sa.func.sum(u.c.completion_tokens), 0),
+        "requests": sa.func.count(),
+    }
+    costs = {"input_cost": u.c.input_cost, "cached_input_cost": u.c.cached_input_cost, "output_cost": u.c.output_cost}
+    exact = _sums_money_exactly(conn)
+    columns = [*keys, *(value.label(name) for name, value in tokens.items())]
+    if exact:
+        columns += [_money_sum(column).label(name) for name, column in costs.items()]
+    query = sa.select(*columns).select_from(u).where(*_period(since, until)).group_by(*keys)
+    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in conn.execute(query):
+        values = row._mapping
+        group = dict(zip(METERED_KEYS, row[:len(keys)]))
+        group.update({name: int(values[name]) for name in tokens})
+        if exact:
+            group.update({name: Decimal(values[name]) for name in costs})
+        groups[tuple(row[:len(keys)])] = group
+    if not exact:
+        _add_exact_costs(conn, groups, keys, _period(since, until), costs)
+    for group in groups.values():
+        group["day"] = str(group["day"])[:10]
+        group["subscription"] = group["subscription"] or UNMAPPED
+    return list(groups.values())
+
