@@ -184,11 +184,16 @@ class _Builder:
         except _JSONDecodeError:
             self.bad += 1
             return False
+        self.feed_object(obj, event_name)
+        return True
+
+    # One parsed data payload.
+    def feed_object(self, obj: Any, event_name: str | None) -> None:
         self.events += 1
         if type(obj) is not dict:
             self.bad += 1
             self.note("non_object_event")
-            return True
+            return
         choices = obj.get("choices")
         if choices is not None or "object" in obj:
             self._chunk(obj, choices)
@@ -200,7 +205,6 @@ class _Builder:
                 self.note("stream_error_event")
             else:
                 self.note("unknown_event")
-        return True
 
     # Chat Completions / legacy Completions chunk.
     def _chunk(self, obj: dict[str, Any], choices: Any) -> None:
@@ -408,45 +412,157 @@ def rebuild_stream(text: str) -> RebuiltStream:
     builder = _Builder()
     if not text:
         return builder.freeze(False)
-    if text[0] == "\ufeff":
-        text = text[1:]
-    # SSE line ends are CRLF, LF or CR. Normalise to LF with two C-level replaces rather than
-    # str.splitlines(), which would also split on U+2028/U+0085 that JSON may carry unescaped.
-    if "\r" in text:
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _normalise(text)
     last_ok = True
-    feed = builder.feed
+    accs = builder.choices
+    feed_object = builder.feed_object
+    known = False  # id, model and kind are set: the common chunk cannot change them
     # Every "\n\n" is the end of a line followed by an empty line: an event boundary. Most
     # events are one "data: {...}" line, which takes the fast path below.
     for block in text.split("\n\n"):
         if not block:
             continue
-        if block.startswith("data: ") and "\n" not in block:
-            last_ok = feed(block[6:], None)
+        if block[:6] != "data: " or "\n" in block:
+            last_ok = _feed_block(builder, block, last_ok)
+            known = builder.id is not None and builder.model is not None and builder.kind != "unknown"
             continue
-        data: list[str] = []
-        event_name: str | None = None
-        for line in block.split("\n"):
-            if not line:
-                if data:  # a blank line left at a block edge: dispatch
-                    last_ok = feed("\n".join(data), event_name)
-                    data = []
-                event_name = None
-                continue
-            if line[0] == ":":  # comment / keep-alive
-                continue
-            name, colon, value = line.partition(":")
-            if colon and value[:1] == " ":
-                value = value[1:]
-            if name == "data":
-                data.append(value)
-            elif name == "event":
-                event_name = value
-            # "id" and "retry" fields (and unknown ones) do not affect the content.
-        if data:
-            last_ok = feed("\n".join(data), event_name)
-    truncated = not last_ok
-    return builder.freeze(truncated)
+        data = _payload(block)
+        if data == "[DONE]":
+            builder.events += 1
+            builder.complete = True
+            last_ok = True
+            continue
+        try:
+            obj = _loads(data)
+        except _JSONDecodeError:
+            builder.bad += 1
+            last_ok = False
+            continue
+        last_ok = True
+        if known and type(obj) is dict and obj.get("usage") is None:
+            # The common chunk, exactly as _Builder._chunk folds it: one choice whose delta is
+            # {"content": "..."} alone.
+            choices = obj.get("choices")
+            if type(choices) is list and len(choices) == 1:
+                choice = choices[0]
+                if type(choice) is dict:
+                    delta = choice.get("delta")
+                    if type(delta) is dict and len(delta) == 1:
+                        content = delta.get("content")
+                        if type(content) is str:
+                            index = choice.get("index", 0)
+                            if type(index) is not int:
+                                index = 0
+                            acc = accs.get(index)
+                            if acc is None:
+                                acc = accs[index] = _ChoiceAcc(index)
+                            if content:
+                                acc.text.append(content)
+                            finish = choice.get("finish_reason")
+                            if finish and type(finish) is str:
+                                acc.finish = finish
+                            builder.events += 1
+                            continue
+        feed_object(obj, None)
+        known = builder.id is not None and builder.model is not None and builder.kind != "unknown"
+    return builder.freeze(not last_ok)
+
+
+# --- the fast path ----------------------------------------------------------------------------
+#
+# Most captured streams are one-line ``data: {...}`` events in Azure's chunk shape. For those,
+# ``rebuild_stream`` (1) drops the choice's leading ``content_filter_results`` member when it is
+# one of Azure's usual values, before parsing: the builder never reads it, and it is most of what
+# a chunk makes orjson build; (2) folds the common content chunk inline. Everything else goes
+# through ``_Builder.feed``/``feed_object``, so the result is the same RebuiltStream as
+# ``_rebuild_general`` gives for every input (tests/usage/test_sse_fast_path.py).
+#
+# Why dropping the member is exact: the event is one line that starts with the literal
+# ``data: {"choices":[{"content_filter_results":<value>,"delta":``, so the member sits at a known
+# place in the JSON (first member of the first choice, no string open), its value is a fixed
+# literal, and ``"delta":`` follows in both texts: the rest parses identically, and the payload
+# is valid JSON exactly when the shortened one is.
+
+_CF_HEAD = 'data: {"choices":[{"content_filter_results":'
+_SAFE = '{"filtered":false,"severity":"safe"}'
+_UNDETECTED = '{"filtered":false,"detected":false}'
+_CF_VALUES = tuple(
+    value + ',"delta":'
+    for value in (
+        "{}",
+        '{"hate":' + _SAFE + ',"self_harm":' + _SAFE + ',"sexual":' + _SAFE + ',"violence":' + _SAFE + "}",
+        '{"hate":' + _SAFE + ',"protected_material_code":' + _UNDETECTED + ',"protected_material_text":' + _UNDETECTED
+        + ',"self_harm":' + _SAFE + ',"sexual":' + _SAFE + ',"violence":' + _SAFE + "}",
+        '{"hate":' + _SAFE + ',"protected_material_text":' + _UNDETECTED
+        + ',"self_harm":' + _SAFE + ',"sexual":' + _SAFE + ',"violence":' + _SAFE + "}",
+    )
+)
+_CHOICE_HEAD = '{"choices":[{"delta":'
+
+
+def _payload(block: str) -> str:
+    """The data of a one-line ``data: `` event, without a usual ``content_filter_results``."""
+    if block.startswith(_CF_HEAD):
+        at = len(_CF_HEAD)
+        for value in _CF_VALUES:
+            if block.startswith(value, at):
+                return _CHOICE_HEAD + block[at + len(value):]
+    return block[6:]
+
+
+def _rebuild_general(text: str) -> RebuiltStream:
+    """``rebuild_stream`` without the fast path: every event through ``_Builder.feed``. The
+    reference the fast path must equal; not used in production."""
+    builder = _Builder()
+    if not text:
+        return builder.freeze(False)
+    text = _normalise(text)
+    last_ok = True
+    for block in text.split("\n\n"):
+        if not block:
+            continue
+        if block.startswith("data: ") and "\n" not in block:
+            last_ok = builder.feed(block[6:], None)
+            continue
+        last_ok = _feed_block(builder, block, last_ok)
+    return builder.freeze(not last_ok)
+
+
+def _normalise(text: str) -> str:
+    """Without a byte-order mark, with every SSE line end (CRLF, LF or CR) as LF."""
+    if text[0] == "\ufeff":
+        text = text[1:]
+    # Two C-level replaces rather than str.splitlines(), which would also split on U+2028/U+0085
+    # that JSON may carry unescaped.
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
+
+
+def _feed_block(builder: _Builder, block: str, last_ok: bool) -> bool:
+    """An event block of several lines (``event:``, multi-line ``data:``, comments, other fields)."""
+    data: list[str] = []
+    event_name: str | None = None
+    for line in block.split("\n"):
+        if not line:
+            if data:  # a blank line left at a block edge: dispatch
+                last_ok = builder.feed("\n".join(data), event_name)
+                data = []
+            event_name = None
+            continue
+        if line[0] == ":":  # comment / keep-alive
+            continue
+        name, colon, value = line.partition(":")
+        if colon and value[:1] == " ":
+            value = value[1:]
+        if name == "data":
+            data.append(value)
+        elif name == "event":
+            event_name = value
+        # "id" and "retry" fields (and unknown ones) do not affect the content.
+    if data:
+        last_ok = builder.feed("\n".join(data), event_name)
+    return last_ok
 
 
 def rebuild_body(body: dict[str, Any]) -> RebuiltStream:
