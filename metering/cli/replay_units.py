@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import queue as queue_module
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 
 # A worker reports its progress at most every this many bytes read (and after each batch).
 _REPORT_BYTES = 1 << 20
+# A batch also ends once it holds this many bytes of events: 500 streams captured in full mode
+# would otherwise hold ~15 MB of bodies at once, and the heap keeps its high-water mark.
+BATCH_BYTES = 4 << 20
 
 
 def available_cores() -> int:
@@ -81,6 +84,22 @@ def _events_of(paths: Sequence[Path], on_bytes: Callable[[int], None], damaged: 
             damaged.append(str(exc))
 
 
+def batches(events: Iterable[RawEvent], size: int, max_bytes: int = BATCH_BYTES) -> Iterator[list[RawEvent]]:
+    """Consecutive batches of at most ``size`` events, each ending early once it holds
+    ``max_bytes`` of event bodies (a batch always has at least one event)."""
+    batch: list[RawEvent] = []
+    held = 0
+    for event in events:
+        batch.append(event)
+        held += len(event.body)
+        if len(batch) >= size or held >= max_bytes:
+            yield batch
+            batch = []
+            held = 0
+    if batch:
+        yield batch
+
+
 def replay_unit(paths: Sequence[Path], ingestor: Ingestor, batch_size: int,
                 progress: Callable[[int, IngestTotals], None]) -> UnitResult:
     """Store the events of ``paths`` batch by batch; ``progress(bytes, totals)`` after each batch.
@@ -89,7 +108,6 @@ def replay_unit(paths: Sequence[Path], ingestor: Ingestor, batch_size: int,
     complete events and is stored like any other.
     """
     from metering.ingest import IngestTotals
-    from metering.sources.files import batched
 
     totals = IngestTotals()
     damaged: list[str] = []
@@ -99,7 +117,7 @@ def replay_unit(paths: Sequence[Path], ingestor: Ingestor, batch_size: int,
         nonlocal pending
         pending += count
 
-    for batch in batched(_events_of(paths, on_bytes, damaged), batch_size):
+    for batch in batches(_events_of(paths, on_bytes, damaged), batch_size):
         done = ingestor.ingest(batch)
         totals.add(done)
         progress(pending, done)
