@@ -174,3 +174,20 @@ def test_workers_must_be_positive(capsys, tmp_path, db):
     path.write_bytes(jsonl([v1_event("w-1")]))
     code, _, err = run(capsys, "--db", db, "replay", "--workers", "0", str(path))
     assert code == 2 and err.startswith("metering: --workers")
+
+
+def test_a_capture_partition_is_one_unit_in_time_order_and_other_files_are_units_alone(tmp_path):
+    from metering.cli.replay_units import plan_units
+    from metering.sources.files import discover
+
+    root = tmp_path / "capture"
+    late = write_capture(capture_path(root, "0", ENQUEUED.replace(hour=11)), capture_records([encode(v1_event("late"))]))
+    early = write_capture(capture_path(root, "0"), capture_records([encode(v1_event(f"early-{i}")) for i in range(30)]))
+    other = write_capture(capture_path(root, "1"), capture_records([encode(v1_event("p1"))]))
+    export = tmp_path / "export.jsonl"
+    export.write_bytes(jsonl([v1_event(f"x-{i}") for i in range(200)]))
+
+    units = plan_units(discover([str(root), str(export)]))
+
+    assert {tuple(unit) for unit in units} == {(other,), (export,), (early, late)}
+    assert units[0] == [export]  # the largest unit is handed out first
