@@ -416,17 +416,19 @@ def rebuild_stream(text: str) -> RebuiltStream:
     last_ok = True
     accs = builder.choices
     feed_object = builder.feed_object
+    payload = _payload
+    common = 0  # common chunks folded here (events, added to the builder's count at the end)
     known = False  # id, model and kind are set: the common chunk cannot change them
     # Every "\n\n" is the end of a line followed by an empty line: an event boundary. Most
     # events are one "data: {...}" line, which takes the fast path below.
     for block in text.split("\n\n"):
         if not block:
             continue
-        if block[:6] != "data: " or "\n" in block:
+        if not block.startswith("data: ") or "\n" in block:
             last_ok = _feed_block(builder, block, last_ok)
             known = builder.id is not None and builder.model is not None and builder.kind != "unknown"
             continue
-        data = _payload(block)
+        data = payload(block)
         if data == "[DONE]":
             builder.events += 1
             builder.complete = True
@@ -461,10 +463,11 @@ def rebuild_stream(text: str) -> RebuiltStream:
                             finish = choice.get("finish_reason")
                             if finish and type(finish) is str:
                                 acc.finish = finish
-                            builder.events += 1
+                            common += 1
                             continue
         feed_object(obj, None)
         known = builder.id is not None and builder.model is not None and builder.kind != "unknown"
+    builder.events += common
     return builder.freeze(not last_ok)
 
 
@@ -488,9 +491,9 @@ _SAFE = '{"filtered":false,"severity":"safe"}'
 _UNDETECTED = '{"filtered":false,"detected":false}'
 _CF_VALUES = tuple(
     value + ',"delta":'
-    for value in (
-        "{}",
+    for value in (  # the most frequent first: a content chunk's results, then a role or finish chunk's
         '{"hate":' + _SAFE + ',"self_harm":' + _SAFE + ',"sexual":' + _SAFE + ',"violence":' + _SAFE + "}",
+        "{}",
         '{"hate":' + _SAFE + ',"protected_material_code":' + _UNDETECTED + ',"protected_material_text":' + _UNDETECTED
         + ',"self_harm":' + _SAFE + ',"sexual":' + _SAFE + ',"violence":' + _SAFE + "}",
         '{"hate":' + _SAFE + ',"protected_material_text":' + _UNDETECTED
