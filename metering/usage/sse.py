@@ -12,6 +12,7 @@ when the stream included it (which then wins over any estimate).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -412,6 +413,7 @@ def rebuild_stream(text: str) -> RebuiltStream:
     builder = _Builder()
     if not text:
         return builder.freeze(False)
+    original = text
     text = _normalise(text)
     last_ok = True
     accs = builder.choices
@@ -419,6 +421,12 @@ def rebuild_stream(text: str) -> RebuiltStream:
     payload = _payload
     common = 0  # common chunks folded here (events, added to the builder's count at the end)
     known = False  # id, model and kind are set: the common chunk cannot change them
+    tail = ""  # the text after the content of the last common chunk parsed (see _CONTENT_HEAD)
+    templates = 4  # tails worked out at most this often (each costs two parses) per stream
+    tail_text: list[str] = []  # the text of the choice that chunk belongs to
+    head = len(_CONTENT_HEAD)
+    literals: list[str] = []  # content literals of chunks equal to it but for their content...
+    slots: list[tuple[list[str], int]] = []  # ...and where each one's text goes
     # Every "\n\n" is the end of a line followed by an empty line: an event boundary. Most
     # events are one "data: {...}" line, which takes the fast path below.
     for block in text.split("\n\n"):
@@ -429,6 +437,14 @@ def rebuild_stream(text: str) -> RebuiltStream:
             known = builder.id is not None and builder.model is not None and builder.kind != "unknown"
             continue
         data = payload(block)
+        if tail and data.endswith(tail) and data.startswith(_CONTENT_HEAD) and len(data) > head + len(tail):
+            # The same chunk as the last common one but for its content: decoded all at once below.
+            literals.append(data[head : len(data) - len(tail)])
+            slots.append((tail_text, len(tail_text)))
+            tail_text.append("")
+            common += 1
+            last_ok = True
+            continue
         if data == "[DONE]":
             builder.events += 1
             builder.complete = True
@@ -463,10 +479,20 @@ def rebuild_stream(text: str) -> RebuiltStream:
                             finish = choice.get("finish_reason")
                             if finish and type(finish) is str:
                                 acc.finish = finish
+                                tail = ""
+                            elif templates:
+                                templates -= 1
+                                tail, tail_text = _template_tail(data), acc.text
                             common += 1
                             continue
         feed_object(obj, None)
         known = builder.id is not None and builder.model is not None and builder.kind != "unknown"
+    if literals:
+        contents = _decode_literals(literals)
+        if contents is None:  # a "content" that is not exactly one JSON string: the general path
+            return _rebuild_general(original)
+        for (texts, position), content in zip(slots, contents):
+            texts[position] = content
     builder.events += common
     return builder.freeze(not last_ok)
 
@@ -511,6 +537,60 @@ def _payload(block: str) -> str:
             if block.startswith(value, at):
                 return _CHOICE_HEAD + block[at + len(value):]
     return block[6:]
+
+
+# Content chunks of one stream differ only in their content: once one has been parsed, the next
+# whose text is ``_CONTENT_HEAD`` + a literal + the same tail is that chunk with the literal as its
+# content, provided the literal is exactly one JSON string: the parser is in the same state after
+# the literal in both, and two probe parses (two different contents) showed that the content at
+# that place is the one the chunk ends up with (no later duplicate key replaces it). The literals
+# are decoded in one ``orjson.loads`` of ``[l1,true,l2,true,...]``: no literal holds ``true``, so
+# when the result alternates string, True, string, ... with exactly one string per literal, every
+# separator sits at the top level and each literal is exactly one JSON string. Otherwise the whole
+# stream takes the general path.
+
+_CONTENT_HEAD = _CHOICE_HEAD + '{"content":'
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_PROBES = (('"\\u0001probe"', "\u0001probe"), ('"\\u0002probe"', "\u0002probe"))
+
+
+def _template_tail(data: str) -> str:
+    """The text after the content string of a parsed common chunk, when any content put in its
+    place becomes the chunk's content; else "" (no template)."""
+    if not data.startswith(_CONTENT_HEAD):
+        return ""
+    literal = _STRING.match(data, len(_CONTENT_HEAD))  # the chunk parsed: a string here is well formed
+    if literal is None:
+        return ""
+    tail = data[literal.end():]
+    for probe, value in _PROBES:
+        try:
+            obj = _loads(_CONTENT_HEAD + probe + tail)
+        except _JSONDecodeError:
+            return ""
+        choices = obj.get("choices") if type(obj) is dict else None
+        choice = choices[0] if type(choices) is list and len(choices) == 1 else None
+        delta = choice.get("delta") if type(choice) is dict else None
+        if type(delta) is not dict or len(delta) != 1 or delta.get("content") != value:
+            return ""
+    return tail
+
+
+def _decode_literals(literals: list[str]) -> list[str] | None:
+    """Each literal's string, or ``None`` unless every literal is exactly one JSON string."""
+    joined = ",true,".join(literals)
+    if joined.count("true") != len(literals) - 1:
+        return None
+    try:
+        parsed = _loads("[" + joined + "]")
+    except _JSONDecodeError:
+        return None
+    if len(parsed) != 2 * len(literals) - 1:
+        return None
+    marks, strings = parsed[1::2], parsed[0::2]
+    if set(map(type, marks)) - {bool} or not all(marks) or set(map(type, strings)) - {str}:
+        return None
+    return strings
 
 
 def _rebuild_general(text: str) -> RebuiltStream:

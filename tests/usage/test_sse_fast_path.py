@@ -162,3 +162,44 @@ TOKENS = list('data: {}[]",:\n\r01truefalsnuchoiceslt_ré数\\') + [HEAD, "\n\nd
 @given(tokens=st.lists(st.sampled_from(TOKENS), max_size=120))
 def test_arbitrary_text_rebuilds_exactly_as_the_general_path(tokens):
     same("".join(tokens))
+
+
+CHUNK = dumps(chat_chunk([content_choice("x")]))
+
+
+@pytest.mark.parametrize("literal", [
+    '"a","b"',                      # two values where the content should be
+    '"a" ,"content":"b"',           # a second content key after the first
+    '"a"1',                         # a string and a number
+    '"tr"',                         # fine on its own; next to a literal true below
+    '"true"',                       # content that says true
+    '"\\u00e9\\"quoted\\" \\\\"',   # escapes of every kind
+    '"a\\',                          # an escape cut short
+    ' "spaced" ',                   # JSON whitespace around the string
+])
+def test_chunks_that_differ_only_in_their_content_text_rebuild_as_the_general_path(literal):
+    """The fast path reuses a parsed chunk's text after its content for the following chunks."""
+    head = chat_stream(sample_words(3)).removesuffix("data: [DONE]\n\n")
+    chunks = [CHUNK, CHUNK.replace('"content":"x"', '"content":"y"'), CHUNK.replace('"content":"x"', '"content":' + literal)]
+    for order in (chunks, chunks[::-1], chunks + chunks):
+        same(head + "".join(f"data: {c}\n\n" for c in order) + "data: [DONE]\n\n")
+
+
+def test_a_later_duplicate_delta_that_replaces_the_content_is_honoured():
+    """A chunk whose choice repeats "delta" after the content: the last one wins, as in the general path."""
+    head = chat_stream(sample_words(3)).removesuffix("data: [DONE]\n\n")
+    doubled = CHUNK.replace('"index":0', '"index":0,"delta":{"content":"last"}')
+    events = ["data: " + doubled.replace('"content":"x"', '"content":"' + word + '"') for word in "abcdef"]
+    text = head + "\n\n".join(events) + "\n\ndata: [DONE]\n\n"
+    same(text)
+    assert rebuild_stream(text).text.endswith("last" * 6)
+
+
+def test_content_texts_that_only_line_up_when_decoded_together_rebuild_as_the_general_path():
+    """Three bad chunks whose content texts, joined, would read as three strings: each is bad alone."""
+    head = chat_stream(sample_words(3)).removesuffix("data: [DONE]\n\n")
+    literals = ['"x"', '"x",true,"y"', '"p', 'q"']
+    events = ["data: " + CHUNK.replace('"content":"x"', '"content":' + literal) for literal in literals]
+    text = head + "\n\n".join(events) + "\n\ndata: [DONE]\n\n"
+    same(text)
+    assert rebuild_stream(text).bad_events == 3
