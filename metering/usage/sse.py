@@ -502,9 +502,10 @@ def rebuild_stream(text: str) -> RebuiltStream:
 # Most captured streams are one-line ``data: {...}`` events in Azure's chunk shape. For those,
 # ``rebuild_stream`` (1) drops the choice's leading ``content_filter_results`` member when it is
 # one of Azure's usual values, before parsing: the builder never reads it, and it is most of what
-# a chunk makes orjson build; (2) folds the common content chunk inline. Everything else goes
-# through ``_Builder.feed``/``feed_object``, so the result is the same RebuiltStream as
-# ``_rebuild_general`` gives for every input (tests/usage/test_sse_fast_path.py).
+# a chunk makes orjson build; (2) folds the common content chunk inline; (3) does not parse again
+# a content chunk that differs from the last parsed one only in its content (``_template_tail``).
+# Everything else goes through ``_Builder.feed``/``feed_object``, so the result is the same
+# RebuiltStream as ``_rebuild_general`` gives for every input (tests/usage/test_sse_fast_path.py).
 #
 # Why dropping the member is exact: the event is one line that starts with the literal
 # ``data: {"choices":[{"content_filter_results":<value>,"delta":``, so the member sits at a known
