@@ -87,14 +87,14 @@ def test_a_damaged_file_stops_only_itself_and_everything_readable_is_stored(caps
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_damaged_capture_file_stops_only_itself_in_its_partition(capsys, tmp_path, workers):
     root = tmp_path / "capture"
-    first = write_capture(capture_path(root, "0"), capture_records([encode(v1_event(f"p0-{i}")) for i in range(20)]))
+    write_capture(capture_path(root, "0"), capture_records([encode(v1_event(f"p0-{i}")) for i in range(20)]))
     middle = write_capture(capture_path(root, "0", ENQUEUED.replace(minute=31)),
                            capture_records([encode(v1_event(f"p0-m{i}")) for i in range(60)], first_sequence=20),
                            codec="null", sync_interval=256)
     middle.write_bytes(middle.read_bytes()[:-100])  # cut inside its last block
-    last = write_capture(capture_path(root, "0", ENQUEUED.replace(minute=32)),
+    write_capture(capture_path(root, "0", ENQUEUED.replace(minute=32)),
                          capture_records([encode(v1_event(f"p0-l{i}")) for i in range(10)], first_sequence=80))
-    other = write_capture(capture_path(root, "1"), capture_records([encode(v1_event(f"p1-{i}")) for i in range(15)]))
+    write_capture(capture_path(root, "1"), capture_records([encode(v1_event(f"p1-{i}")) for i in range(15)]))
     before_damage = readable_before_damage(middle)
     assert 0 < len(before_damage) < 60
     db = prepared(capsys, f"sqlite:///{tmp_path / 'm.db'}")
@@ -103,7 +103,7 @@ def test_a_damaged_capture_file_stops_only_itself_in_its_partition(capsys, tmp_p
 
     assert code == 2
     assert len(err.splitlines()) == 1 and f"{middle.name}: not a readable Event Hubs Capture Avro file" in err
-    assert str(middle.parent.name) in err and first.exists() and last.exists() and other.exists()
+    assert str(middle) in err  # the whole path: which partition and minute
     kept = 20 + len(before_damage) + 10 + 15
     assert f"replayed 4 file(s): events read {kept} | rows inserted {kept}" in out
     ids = {row[COMPARED.index(usage_records.c.request_id)] for row in stored(db)[0]}

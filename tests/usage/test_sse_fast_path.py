@@ -12,7 +12,6 @@ from azure_shapes import (
     annotation_chunk,
     chat_chunk,
     chat_stream,
-    chat_stream_payloads,
     completions_stream,
     content_choice,
     dumps,
