@@ -85,9 +85,9 @@ def make_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:
     options: dict[str, Any] = {"hide_parameters": True}
     if backend == "sqlite":
         check_sqlite_folder(parsed)
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        options["connect_args"] = {"timeout": 60, "check_same_thread": False}
+        # sqlite3 keeps 128 prepared statements by default; a batch insert's text changes with its
+        # row count, and each such statement is large: a long replay grew by ~40 MB until it was full.
+        options["connect_args"] = {"timeout": 60, "check_same_thread": False, "cached_statements": 16}
     else:
         options["pool_pre_ping"] = True
         options["pool_recycle"] = 1800

@@ -1,5 +1,6 @@
 """``metering replay PATH...``: captured events (JSONL, JSONL.gz, Event Hubs Capture Avro, folders)
-→ the same pipeline as the Function, idempotently, with a progress bar and a summary."""
+→ the same pipeline as the Function, idempotently, with a progress bar and a summary; files (or
+Capture partitions) in parallel worker processes with ``--workers``."""
 
 from __future__ import annotations
 
@@ -35,11 +36,14 @@ def check_event_bound() -> None:
 def cmd_replay(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from metering.cli.replay_units import available_cores, plan_units, replay_parallel, replay_unit
     from metering.ingest import IngestTotals, Ingestor
-    from metering.sources.files import SourceError, batched, discover, read_events
+    from metering.sources.files import SourceError, discover
 
     if args.batch_size <= 0:
         raise UsageError("--batch-size must be a positive number of events")
+    if args.workers is not None and args.workers <= 0:
+        raise UsageError("--workers must be a positive number of processes")
     engine = migrated_engine(args)
     check_event_bound()
     skipped: list[Path] = []
@@ -51,19 +55,44 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(skipped_line(skipped), file=sys.stderr)
     if not files:
         raise UsageError("no capture files found (.jsonl, .jsonl.gz, .avro) under " + ", ".join(args.paths))
-    ingestor = Ingestor(engine, settings=pipeline_settings(args))
+    settings = pipeline_settings(args)
+    units = plan_units(files)
+    workers = min(args.workers or available_cores(), len(units))
+    if engine.url.get_backend_name() == "sqlite" and engine.url.database in (None, "", ":memory:"):
+        workers = 1  # an in-memory database exists only in this process
     totals = IngestTotals()
+    damaged: list[str] = []
     total_bytes = sum(f.stat().st_size for f in files)
     show = None if args.progress == "auto" else args.progress == "on"
     with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="replay", disable=not show if show is not None else None,
               file=sys.stderr, leave=False) as bar:
-        try:
-            for batch in batched(read_events(files, bar.update), args.batch_size):
-                totals.add(ingestor.ingest(batch))
-                bar.set_postfix(events=totals.read, inserted=totals.inserted, refresh=False)
-        except SourceError as exc:  # a damaged file: what came before it is stored, and replay is idempotent
-            raise UsageError(f"{exc}\nstopped there; before it: {totals.summary()}") from None
+        events = inserted = 0
+
+        def progress(count: int, read: int, new: int) -> None:
+            nonlocal events, inserted
+            events += read
+            inserted += new
+            bar.update(count)
+            bar.set_postfix(events=events, inserted=inserted, refresh=False)
+
+        if workers <= 1:
+            ingestor = Ingestor(engine, settings=settings)
+            for unit in units:
+                result = replay_unit(unit, ingestor, args.batch_size, lambda n, done: progress(n, done.read, done.inserted))
+                totals.add(result.totals)
+                damaged.extend(result.damaged)
+        else:
+            url = engine.url.render_as_string(hide_password=False)
+            engine.dispose()
+            for result in replay_parallel(units, url, settings, args.batch_size, workers, progress):
+                totals.add(result.totals)
+                damaged.extend(result.damaged)
     out(f"replayed {len(files)} file(s): {totals.summary()}\n")
+    if damaged:
+        # Everything else is stored; replay is idempotent, so a rerun after fixing the file only adds what is missing.
+        for message in sorted(damaged):
+            print(f"metering: {message}; the events before the damage are stored", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -72,6 +101,8 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     replay.add_argument("paths", nargs="+", metavar="PATH",
                         help="capture files (.jsonl, .jsonl.gz, .avro) or folders of them, e.g. samples/events")
     replay.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help=f"events per transaction (default {DEFAULT_BATCH_SIZE})")
+    replay.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="processes reading files (or Capture partitions) in parallel (default: the cores available; 1: in this process)")
     replay.add_argument("--progress", choices=("auto", "on", "off"), default="auto", help="progress bar on stderr (auto: when a terminal)")
     replay.add_argument("--signing-secret-file", metavar="FILE", help="verify event signatures with this HMAC key (default: $METERING_SIGNING_SECRET)")
     replay.set_defaults(handler=cmd_replay)

@@ -12,6 +12,7 @@ when the stream included it (which then wins over any estimate).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,11 +187,16 @@ class _Builder:
         except _JSONDecodeError:
             self.bad += 1
             return False
+        self.feed_object(obj, event_name)
+        return True
+
+    # One parsed data payload.
+    def feed_object(self, obj: Any, event_name: str | None) -> None:
         self.events += 1
         if type(obj) is not dict:
             self.bad += 1
             self.note("non_object_event")
-            return True
+            return
         choices = obj.get("choices")
         if choices is not None or "object" in obj:
             self._chunk(obj, choices)
@@ -202,7 +208,6 @@ class _Builder:
                 self.note("stream_error_event")
             else:
                 self.note("unknown_event")
-        return True
 
     # Chat Completions / legacy Completions chunk.
     def _chunk(self, obj: dict[str, Any], choices: Any) -> None:
@@ -421,45 +426,240 @@ def rebuild_stream(text: str) -> RebuiltStream:
     builder = _Builder()
     if not text:
         return builder.freeze(False)
-    if text[0] == "\ufeff":
-        text = text[1:]
-    # SSE line ends are CRLF, LF or CR. Normalise to LF with two C-level replaces rather than
-    # str.splitlines(), which would also split on U+2028/U+0085 that JSON may carry unescaped.
-    if "\r" in text:
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    original = text
+    text = _normalise(text)
     last_ok = True
-    feed = builder.feed
+    accs = builder.choices
+    feed_object = builder.feed_object
+    payload = _payload
+    common = 0  # common chunks folded here (events, added to the builder's count at the end)
+    known = False  # id, model and kind are set: the common chunk cannot change them
+    tail = ""  # the text after the content of the last common chunk parsed (see _CONTENT_HEAD)
+    templates = 4  # tails worked out at most this often (each costs two parses) per stream
+    tail_text: list[str] = []  # the text of the choice that chunk belongs to
+    head = len(_CONTENT_HEAD)
+    literals: list[str] = []  # content literals of chunks equal to it but for their content...
+    slots: list[tuple[list[str], int]] = []  # ...and where each one's text goes
     # Every "\n\n" is the end of a line followed by an empty line: an event boundary. Most
     # events are one "data: {...}" line, which takes the fast path below.
     for block in text.split("\n\n"):
         if not block:
             continue
-        if block.startswith("data: ") and "\n" not in block:
-            last_ok = feed(block[6:], None)
+        if not block.startswith("data: ") or "\n" in block:
+            last_ok = _feed_block(builder, block, last_ok)
+            known = builder.id is not None and builder.model is not None and builder.kind != "unknown"
             continue
-        data: list[str] = []
-        event_name: str | None = None
-        for line in block.split("\n"):
-            if not line:
-                if data:  # a blank line left at a block edge: dispatch
-                    last_ok = feed("\n".join(data), event_name)
-                    data = []
-                event_name = None
-                continue
-            if line[0] == ":":  # comment / keep-alive
-                continue
-            name, colon, value = line.partition(":")
-            if colon and value[:1] == " ":
-                value = value[1:]
-            if name == "data":
-                data.append(value)
-            elif name == "event":
-                event_name = value
-            # "id" and "retry" fields (and unknown ones) do not affect the content.
-        if data:
-            last_ok = feed("\n".join(data), event_name)
-    truncated = not last_ok
-    return builder.freeze(truncated)
+        data = payload(block)
+        if tail and data.endswith(tail) and data.startswith(_CONTENT_HEAD) and len(data) > head + len(tail):
+            # The same chunk as the last common one but for its content: decoded all at once below.
+            literals.append(data[head : len(data) - len(tail)])
+            slots.append((tail_text, len(tail_text)))
+            tail_text.append("")
+            common += 1
+            last_ok = True
+            continue
+        if data == "[DONE]":
+            builder.events += 1
+            builder.complete = True
+            last_ok = True
+            continue
+        try:
+            obj = _loads(data)
+        except _JSONDecodeError:
+            builder.bad += 1
+            last_ok = False
+            continue
+        last_ok = True
+        if known and type(obj) is dict and obj.get("usage") is None:
+            # The common chunk, exactly as _Builder._chunk folds it: one choice whose delta is
+            # {"content": "..."} alone.
+            choices = obj.get("choices")
+            if type(choices) is list and len(choices) == 1:
+                choice = choices[0]
+                if type(choice) is dict:
+                    delta = choice.get("delta")
+                    if type(delta) is dict and len(delta) == 1:
+                        content = delta.get("content")
+                        if type(content) is str:
+                            index = choice.get("index", 0)
+                            if type(index) is not int:
+                                index = 0
+                            acc = accs.get(index)
+                            if acc is None:
+                                acc = accs[index] = _ChoiceAcc(index)
+                            if content:
+                                acc.text.append(content)
+                            finish = choice.get("finish_reason")
+                            if finish and type(finish) is str:
+                                acc.finish = finish
+                                tail = ""
+                            elif templates:
+                                templates -= 1
+                                tail, tail_text = _template_tail(data), acc.text
+                            common += 1
+                            continue
+        feed_object(obj, None)
+        known = builder.id is not None and builder.model is not None and builder.kind != "unknown"
+    if literals:
+        contents = _decode_literals(literals)
+        if contents is None:  # a "content" that is not exactly one JSON string: the general path
+            return _rebuild_general(original)
+        for (texts, position), content in zip(slots, contents):
+            texts[position] = content
+    builder.events += common
+    return builder.freeze(not last_ok)
+
+
+# --- the fast path ----------------------------------------------------------------------------
+#
+# Most captured streams are one-line ``data: {...}`` events in Azure's chunk shape. For those,
+# ``rebuild_stream`` (1) drops the choice's leading ``content_filter_results`` member when it is
+# one of Azure's usual values, before parsing: the builder never reads it, and it is most of what
+# a chunk makes orjson build; (2) folds the common content chunk inline; (3) does not parse again
+# a content chunk that differs from the last parsed one only in its content (``_template_tail``).
+# Everything else goes through ``_Builder.feed``/``feed_object``, so the result is the same
+# RebuiltStream as ``_rebuild_general`` gives for every input (tests/usage/test_sse_fast_path.py).
+#
+# Why dropping the member is exact: the event is one line that starts with the literal
+# ``data: {"choices":[{"content_filter_results":<value>,"delta":``, so the member sits at a known
+# place in the JSON (first member of the first choice, no string open), its value is a fixed
+# literal, and ``"delta":`` follows in both texts: the rest parses identically, and the payload
+# is valid JSON exactly when the shortened one is.
+
+_CF_HEAD = 'data: {"choices":[{"content_filter_results":'
+_SAFE = '{"filtered":false,"severity":"safe"}'
+_UNDETECTED = '{"filtered":false,"detected":false}'
+_CF_VALUES = tuple(
+    value + ',"delta":'
+    for value in (  # the most frequent first: a content chunk's results, then a role or finish chunk's
+        '{"hate":' + _SAFE + ',"self_harm":' + _SAFE + ',"sexual":' + _SAFE + ',"violence":' + _SAFE + "}",
+        "{}",
+        '{"hate":' + _SAFE + ',"protected_material_code":' + _UNDETECTED + ',"protected_material_text":' + _UNDETECTED
+        + ',"self_harm":' + _SAFE + ',"sexual":' + _SAFE + ',"violence":' + _SAFE + "}",
+        '{"hate":' + _SAFE + ',"protected_material_text":' + _UNDETECTED
+        + ',"self_harm":' + _SAFE + ',"sexual":' + _SAFE + ',"violence":' + _SAFE + "}",
+    )
+)
+_CHOICE_HEAD = '{"choices":[{"delta":'
+
+
+def _payload(block: str) -> str:
+    """The data of a one-line ``data: `` event, without a usual ``content_filter_results``."""
+    if block.startswith(_CF_HEAD):
+        at = len(_CF_HEAD)
+        for value in _CF_VALUES:
+            if block.startswith(value, at):
+                return _CHOICE_HEAD + block[at + len(value):]
+    return block[6:]
+
+
+# Content chunks of one stream differ only in their content: once one has been parsed, the next
+# whose text is ``_CONTENT_HEAD`` + a literal + the same tail is that chunk with the literal as its
+# content, provided the literal is exactly one JSON string: the parser is in the same state after
+# the literal in both, and two probe parses (two different contents) showed that the content at
+# that place is the one the chunk ends up with (no later duplicate key replaces it). The literals
+# are decoded in one ``orjson.loads`` of ``[l1,true,l2,true,...]``: no literal holds ``true``, so
+# when the result alternates string, True, string, ... with exactly one string per literal, every
+# separator sits at the top level and each literal is exactly one JSON string. Otherwise the whole
+# stream takes the general path.
+
+_CONTENT_HEAD = _CHOICE_HEAD + '{"content":'
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_PROBES = (('"\\u0001probe"', "\u0001probe"), ('"\\u0002probe"', "\u0002probe"))
+
+
+def _template_tail(data: str) -> str:
+    """The text after the content string of a parsed common chunk, when any content put in its
+    place becomes the chunk's content; else "" (no template)."""
+    if not data.startswith(_CONTENT_HEAD):
+        return ""
+    literal = _STRING.match(data, len(_CONTENT_HEAD))  # the chunk parsed: a string here is well formed
+    if literal is None:
+        return ""
+    tail = data[literal.end():]
+    for probe, value in _PROBES:
+        try:
+            obj = _loads(_CONTENT_HEAD + probe + tail)
+        except _JSONDecodeError:
+            return ""
+        choices = obj.get("choices") if type(obj) is dict else None
+        choice = choices[0] if type(choices) is list and len(choices) == 1 else None
+        delta = choice.get("delta") if type(choice) is dict else None
+        if type(delta) is not dict or len(delta) != 1 or delta.get("content") != value:
+            return ""
+    return tail
+
+
+def _decode_literals(literals: list[str]) -> list[str] | None:
+    """Each literal's string, or ``None`` unless every literal is exactly one JSON string."""
+    joined = ",true,".join(literals)
+    if joined.count("true") != len(literals) - 1:
+        return None
+    try:
+        parsed = _loads("[" + joined + "]")
+    except _JSONDecodeError:
+        return None
+    if len(parsed) != 2 * len(literals) - 1:
+        return None
+    marks, strings = parsed[1::2], parsed[0::2]
+    if set(map(type, marks)) - {bool} or not all(marks) or set(map(type, strings)) - {str}:
+        return None
+    return strings
+
+
+def _rebuild_general(text: str) -> RebuiltStream:
+    """``rebuild_stream`` without the fast path: every event through ``_Builder.feed``. The
+    reference the fast path must equal; not used in production."""
+    builder = _Builder()
+    if not text:
+        return builder.freeze(False)
+    text = _normalise(text)
+    last_ok = True
+    for block in text.split("\n\n"):
+        if not block:
+            continue
+        if block.startswith("data: ") and "\n" not in block:
+            last_ok = builder.feed(block[6:], None)
+            continue
+        last_ok = _feed_block(builder, block, last_ok)
+    return builder.freeze(not last_ok)
+
+
+def _normalise(text: str) -> str:
+    """Without a byte-order mark, with every SSE line end (CRLF, LF or CR) as LF."""
+    if text[0] == "\ufeff":
+        text = text[1:]
+    # Two C-level replaces rather than str.splitlines(), which would also split on U+2028/U+0085
+    # that JSON may carry unescaped.
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
+
+
+def _feed_block(builder: _Builder, block: str, last_ok: bool) -> bool:
+    """An event block of several lines (``event:``, multi-line ``data:``, comments, other fields)."""
+    data: list[str] = []
+    event_name: str | None = None
+    for line in block.split("\n"):
+        if not line:
+            if data:  # a blank line left at a block edge: dispatch
+                last_ok = builder.feed("\n".join(data), event_name)
+                data = []
+            event_name = None
+            continue
+        if line[0] == ":":  # comment / keep-alive
+            continue
+        name, colon, value = line.partition(":")
+        if colon and value[:1] == " ":
+            value = value[1:]
+        if name == "data":
+            data.append(value)
+        elif name == "event":
+            event_name = value
+        # "id" and "retry" fields (and unknown ones) do not affect the content.
+    if data:
+        last_ok = builder.feed("\n".join(data), event_name)
+    return last_ok
 
 
 def rebuild_body(body: dict[str, Any]) -> RebuiltStream:

@@ -19,10 +19,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ctypes
 import functools
+import gc
+import hashlib
+import io
 import math
 import re
 import struct
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +35,6 @@ from typing import Any, NamedTuple
 
 import orjson
 import tiktoken
-import tiktoken.load
 from tiktoken_ext.openai_public import ENDOFPROMPT, ENDOFTEXT, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, r50k_pat_str
 
 from metering.usage.sse import RebuiltStream
@@ -106,9 +110,9 @@ _LOAD_LOCK = threading.Lock()
 def load_encoding(name: str) -> tiktoken.Encoding:
     """The named encoding built from its vendored file, loaded once per process (thread-safe).
 
-    ``load_tiktoken_bpe`` verifies the sha256, so a corrupted or swapped file fails loudly.
-    (tiktoken also writes a hash-checked copy to its cache directory, ``TIKTOKEN_CACHE_DIR`` or
-    ``$TMP/data-gym-cache``; when that directory is not writable the file is read directly.)
+    The file's sha256 is checked first (the value tiktoken checks when it downloads it), so a
+    corrupted or swapped file fails loudly. Nothing is written anywhere (tiktoken's own loader
+    would copy the file into its cache directory, which a Function App may not be able to write).
     """
     encoding = _ENCODINGS.get(name)
     if encoding is not None:
@@ -119,23 +123,42 @@ def load_encoding(name: str) -> tiktoken.Encoding:
         encoding = _ENCODINGS.get(name)
         if encoding is None:
             encoding = tiktoken.Encoding(name, mergeable_ranks=_mergeable_ranks(name), **_SPEC[name])
+            # The Rust core keeps its own copy of the ranks: drop the Python one (~30 MB for
+            # o200k_base, only used to pickle an encoding) and give the freed heap back.
+            encoding._mergeable_ranks = {}
+            _release_memory()
             _ENCODINGS[name] = encoding
     return encoding
 
 
+def _read_vendored(path: Path) -> bytes:
+    return path.read_bytes()
+
+
 def _mergeable_ranks(name: str) -> dict[bytes, int]:
-    """BPE ranks from the vendored file via tiktoken's loader, which checks the sha256."""
+    """BPE ranks from the vendored file (``base64-token rank`` per line), its sha256 checked.
+
+    Read line by line into the dict, without the intermediate lists tiktoken's loader makes,
+    to keep the peak memory of loading an encoding low.
+    """
     path = ENCODINGS_DIR / f"{name}.tiktoken"
     expected = ENCODING_SHA256[name]
+    data = _read_vendored(path)
+    if hashlib.sha256(data).hexdigest() != expected:
+        raise ValueError(f"Hash mismatch for vendored encoding {path} (expected {expected})")
+    decode = base64.b64decode
+    return {decode(token): int(rank) for token, rank in (line.split() for line in io.BytesIO(data) if not line.isspace())}
+
+
+def _release_memory() -> None:
+    """Return freed heap to the operating system after a large transient allocation (glibc only)."""
+    gc.collect()
+    if not sys.platform.startswith("linux"):
+        return
     try:
-        return tiktoken.load.load_tiktoken_bpe(str(path), expected_hash=expected)
-    except OSError:
-        # tiktoken failed to write its cache copy (a TIKTOKEN_CACHE_DIR that is read-only, as a
-        # Function App's run-from-package folder is): read and verify the vendored file directly.
-        data = path.read_bytes()
-        if not tiktoken.load.check_hash(data, expected):
-            raise ValueError(f"Hash mismatch for vendored encoding {path} (expected {expected})") from None
-        return {base64.b64decode(token): int(rank) for token, rank in (line.split() for line in data.splitlines() if line)}
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):  # not glibc (musl has no malloc_trim): nothing to do
+        pass
 
 
 # --- model → encoding ----------------------------------------------------------------------

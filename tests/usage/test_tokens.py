@@ -171,18 +171,21 @@ def test_counting_never_touches_the_network(monkeypatch, tmp_path):
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(tokens, "_ENCODINGS", {})
     read = []
-    real_read_file = tiktoken.load.read_file
+    real_read = tokens._read_vendored
 
     def local_only(path):
-        if "://" in path:
-            raise AssertionError(f"tried to download {path}")
-        read.append(path)
-        return real_read_file(path)
+        read.append(str(path))
+        return real_read(path)
+
+    def downloading_loader(*args, **kwargs):
+        raise AssertionError("tiktoken's loader (which downloads and writes a cache copy) was used")
 
     def no_network(*args, **kwargs):
         raise AssertionError("network access")
 
-    monkeypatch.setattr(tiktoken.load, "read_file", local_only)
+    monkeypatch.setattr(tokens, "_read_vendored", local_only)
+    monkeypatch.setattr(tiktoken.load, "read_file", downloading_loader)
+    monkeypatch.setattr(tiktoken.load, "load_tiktoken_bpe", downloading_loader)
     monkeypatch.setattr(socket, "create_connection", no_network)
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setattr(requests, "get", no_network)
@@ -196,6 +199,7 @@ def test_counting_never_touches_the_network(monkeypatch, tmp_path):
     assert count_completions_prompt("Write a tagline for an ice cream shop.", "text-davinci-003").tokens == 10
     assert sorted(tokens._ENCODINGS) == ["cl100k_base", "o200k_base", "p50k_base"]
     assert sorted(read) == sorted(str(ENCODINGS_DIR / f"{n}.tiktoken") for n in ENCODING_SHA256)
+    assert list(tmp_path.iterdir()) == []  # nothing written to the cache directory either
 
 
 def test_a_tampered_encoding_file_is_refused(monkeypatch, tmp_path):
