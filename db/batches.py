@@ -59,3 +59,8 @@ def attribute(conn: sa.Connection, records: Sequence[UsageRecord]) -> list[Usage
         creator = creators.get(record.request_id[len(BATCH_KEY_PREFIX):]) if record.subscription_id is None else None
         out.append(replace(record, **{name: getattr(creator, name) for name in ATTRIBUTED}) if creator else record)
     return out
+
+
+def job_created_at(conn: sa.Connection, batch_id: str) -> Any:
+    """When the gateway saw the job created (``None`` when it did not: created outside APIM)."""
+    return conn.execute(sa.select(batch_jobs.c.created_at).where(batch_jobs.c.batch_id == batch_id)).scalar()

@@ -11,10 +11,9 @@ from metering.cli.common import UsageError, migrated_engine, out
 
 
 def cmd_batch_import(args: argparse.Namespace) -> int:
-    import sqlalchemy as sa
 
     from db.rate_card import load_rate_card
-    from db.schema import batch_jobs
+    from db.batches import job_created_at
     from db.store import store_batch
     from decimal import Decimal
 
@@ -33,7 +32,7 @@ def cmd_batch_import(args: argparse.Namespace) -> int:
     engine = migrated_engine(args)
     with engine.connect() as conn:
         card = load_rate_card(conn)
-        created = conn.execute(sa.select(batch_jobs.c.created_at).where(batch_jobs.c.batch_id == args.batch_id)).scalar()
+        created = job_created_at(conn, args.batch_id)
     try:
         at = parse_date(args.at, "--at") if args.at else created or datetime.now(timezone.utc)
     except ValueError as exc:

@@ -175,3 +175,19 @@ def test_replay_loads_no_pandas(tmp_path):
     )
     assert "metering.ingest" in modules
     assert heavy_in(modules) == set()
+
+
+SQL_BUILDERS = {"select", "insert", "update", "delete", "text", "exec_driver_sql", "union_all"}
+
+
+def test_only_db_builds_sql_statements():
+    """Entry points and stages hand a connection to ``db`` functions; none writes a statement itself."""
+    offenders = set()
+    for name, path in project_modules().items():
+        if name.startswith("db"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr in SQL_BUILDERS and isinstance(node.value, ast.Name) \
+                    and node.value.id in ("sa", "sqlalchemy", "conn", "connection"):
+                offenders.add(f"{name}: {node.value.id}.{node.attr}")
+    assert not offenders, "SQL outside db/:\n" + "\n".join(sorted(offenders))
