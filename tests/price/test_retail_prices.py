@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from cli_runner import run
+from db.engine import make_engine
+from db.rate_card import stored_rates
 from metering.price.rate_card import RateCardError, find_overlaps
 from metering.sources.retail_fetch import FetchError, combined_page, dumps_page, fetch_pages, retail_prices_url
 from metering.price.retail_prices import Meter, load_pages, map_retail_items, parse_meter, parse_retail_pages, per_million
@@ -447,6 +449,23 @@ def test_cli_imports_saved_pages_and_lists_the_unmapped_meters(capsys, db):
     code, out, _ = run(capsys, "--db", db, "rates", "list")
     line = next(l for l in out.splitlines() if l.startswith("gpt-5-mini ") and "datazone" in l)
     assert [Decimal(x) for x in line.split()[-3:]] == [Decimal("0.275"), Decimal("0.0275"), Decimal("2.2")]
+
+
+def test_cli_stores_the_audio_image_prices_of_saved_pages_in_the_kind_columns(capsys, db):
+    code, out, err = run(capsys, "--db", db, "rates", "import", str(MEDIA))
+    assert code == 0, err
+    assert "(42 price-list item(s), 35 used)" in out.splitlines()[0] and "7 meter(s) not mapped" in out
+    engine = make_engine(db)
+    with engine.connect() as conn:
+        card = {(rate.model, rate.deployment_type, rate.region, rate.effective_from.date().isoformat()): rate
+                for rate in stored_rates(conn)}
+    engine.dispose()
+    image = card[("gpt-image-1", "global", None, "2025-06-01")]
+    assert (image.image_input_per_1m, image.cached_image_input_per_1m, image.image_output_per_1m) == (
+        Decimal("10"), Decimal("2.5"), Decimal("40"))
+    realtime = card[("gpt-4o-realtime-preview-2024-12-17", "global", None, "2025-01-01")]
+    assert (realtime.audio_input_per_1m, realtime.cached_audio_input_per_1m, realtime.audio_output_per_1m) == (
+        Decimal("40"), Decimal("2.5"), Decimal("80"))
 
 
 def test_cli_fetch_imports_the_live_list_and_saves_it(capsys, db, monkeypatch, tmp_path):
