@@ -12,8 +12,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from db.queries import UNMAPPED, _add_exact_costs, _day, _money_sum, _period, _sums_money_exactly
+from db.rate_card import stored_rates
 from db.schema import backends, bill_lines, usage_records
 from metering.finance.bill import Backend, BillLine, coverage
+from metering.finance.metered_kinds import TOKEN_SUMS, split_metered
 
 u = usage_records
 
@@ -79,15 +81,15 @@ METERED_KEYS = ("day", "backend_id", "model", "deployment_type", "subscription",
 
 def metered_usage(conn: sa.Connection, since: datetime, until: datetime) -> list[dict[str, Any]]:
     """The period's metered tokens and cost per day × backend × model × deployment type × subscription
-    × price status: uncached input, cached input and output tokens and their exact costs."""
+    × price status, per token kind the bill meters apart (``metering.finance.metered_kinds.KINDS``:
+    ``{kind}_tokens`` and ``{kind}_cost``, exact): the rows are summed per rate row, and each rate row's
+    audio, image and cache-write costs are taken out of the text costs they are stored in."""
     dialect = conn.dialect.name
-    keys = [_day(dialect), u.c.backend_id, u.c.model, u.c.deployment_type, u.c.subscription_id, u.c.price_status]
-    tokens = {
-        "input_tokens": sa.func.coalesce(sa.func.sum(u.c.prompt_tokens - u.c.cached_tokens), 0),
-        "cached_input_tokens": sa.func.coalesce(sa.func.sum(u.c.cached_tokens), 0),
-        "output_tokens": sa.func.coalesce(sa.func.sum(u.c.completion_tokens), 0),
-        "requests": sa.func.count(),
-    }
+    keys = [_day(dialect), u.c.backend_id, u.c.model, u.c.deployment_type, u.c.subscription_id, u.c.price_status,
+            u.c.rate_id]
+    names = (*METERED_KEYS, "rate_id")
+    tokens = {name: sa.func.coalesce(sa.func.sum(getattr(u.c, name)), 0) for name in TOKEN_SUMS}
+    tokens["requests"] = sa.func.count()
     costs = {"input_cost": u.c.input_cost, "cached_input_cost": u.c.cached_input_cost, "output_cost": u.c.output_cost}
     exact = _sums_money_exactly(conn)
     columns = [*keys, *(value.label(name) for name, value in tokens.items())]
@@ -97,15 +99,15 @@ def metered_usage(conn: sa.Connection, since: datetime, until: datetime) -> list
     groups: dict[tuple[Any, ...], dict[str, Any]] = {}
     for row in conn.execute(query):
         values = row._mapping
-        group = dict(zip(METERED_KEYS, row[:len(keys)]))
+        group = dict(zip(names, row[:len(keys)]))
         group.update({name: int(values[name]) for name in tokens})
         if exact:
-            group.update({name: Decimal(values[name]) for name in costs})
+            group.update({name: None if values[name] is None else Decimal(values[name]) for name in costs})
         groups[tuple(row[:len(keys)])] = group
     if not exact:
         _add_exact_costs(conn, groups, keys, _period(since, until), costs)
     for group in groups.values():
         group["day"] = str(group["day"])[:10]
         group["subscription"] = group["subscription"] or UNMAPPED
-    return list(groups.values())
-
+    rates = {rate.id: rate for rate in stored_rates(conn) if rate.id is not None}
+    return split_metered(groups.values(), rates, METERED_KEYS)

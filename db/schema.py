@@ -329,7 +329,8 @@ backends = sa.Table(
 # Azure OpenAI lines of imported Azure Cost Management exports (migration 0009, db/bill.py, `metering
 # bill import`): one row per day × resource × meter (lines of one export with the same key are summed),
 # so that re-importing an export, or a newer export of the same days, replaces and never doubles.
-# ``model``, ``token_kind`` (input, cached_input, output, capacity) and ``deployment_type`` are what the
+# ``model``, ``token_kind`` (input, cached_input, output, cache_write, audio_input, cached_audio_input,
+# audio_output, image_input, cached_image_input, image_output, capacity) and ``deployment_type`` are what the
 # meter name says (NULL for a meter the parser cannot read); ``tokens`` is the quantity in tokens.
 bill_lines = sa.Table(
     "bill_lines",

@@ -10,6 +10,10 @@ The bill charges exactly the metered tokens of every pay-as-you-go meter at the 
 * capacity: the provisioned deployment's hours, per day, 2.50 for the month (samples/ptu_costs.csv);
 * the bill's own storage line, which the import skips.
 
+Audio, image and cache-write tokens are billed on their own meters, named as Azure names them
+(``gpt-4o-aud-1217 Inp glbl``, ``gpt-image-1-output-img-glbl``, ``gpt-4o-transcribe-aud-inp-glbl``,
+``5.6 ShortCo Cd Wr Std Gl``: shapes seen in the Retail Prices API, tests/data/README.md).
+
 Run it after changing the capture: ``python samples/generate_bill.py``.
 """
 
@@ -29,7 +33,9 @@ from bill_exports import STORAGE, SUBSCRIPTION, Charge, focus_csv  # noqa: E402
 
 from db.bill import metered_usage  # noqa: E402
 from db.engine import make_engine  # noqa: E402
+from db.rate_card import stored_rates  # noqa: E402
 from metering.cli import main  # noqa: E402
+from metering.finance.metered_kinds import KINDS, kind_price  # noqa: E402
 from metering.finance.options import Period  # noqa: E402
 from metering.price.retail_prices import KNOWN_VERSIONS, parse_meter  # noqa: E402
 
@@ -52,21 +58,52 @@ def resource(backend: str) -> str:
             f"Microsoft.CognitiveServices/accounts/{backend}")
 
 
-def meter_name(model: str, kind: str, deployment_type: str) -> str | None:
-    """The meter Azure bills a model's token kind on: ``gpt-4o-mini-0718-Inp-DZone`` (a model whose
-    version code is not known here is named without it); checked by reading it back with the Retail
-    Prices meter parser the import uses. ``None`` for a meter that parser does not read (audio, image)."""
+# Meters whose names do not follow the text meters' pattern, by model: kind → name per deployment
+# type word (real shapes; the GPT5 product's meters are read with product "Azure OpenAI GPT5").
+MEDIA_METERS = {
+    "gpt-4o-audio-preview-2024-12-17": ({"input": "gpt-4o-aud-1217-txt Inp {t}", "output": "gpt-4o-aud-1217-txt Outp {t}",
+                                         "audio_input": "gpt-4o-aud-1217 Inp {t}", "audio_output": "gpt-4o-aud-1217 Outp {t}"},
+                                        {"global": "glbl", "datazone": "DZone", "regional": "regnl"}),
+    "gpt-image-1": ({"input": "gpt-image-1-inp-txt-{t}", "cached_input": "gpt-image-1-inp-cached-txt-{t}",
+                     "image_input": "gpt-image-1-inp-img-{t}", "cached_image_input": "gpt-image-1-inp-cached-img-{t}",
+                     "image_output": "gpt-image-1-output-img-{t}"},
+                    {"global": "glbl", "datazone": "dzone", "regional": "rgnl"}),
+    "gpt-4o-transcribe": ({"input": "gpt-4o-transcribe-txt-inp-{t}", "output": "gpt-4o-transcribe-txt-out-{t}",
+                           "audio_input": "gpt-4o-transcribe-aud-inp-{t}"},
+                          {"global": "glbl", "datazone": "dz", "regional": "rgnl"}),
+    "gpt-5.6": ({"input": "5.6 ShortCo Inp Std {t}", "cached_input": "5.6 ShortCo Cd Inp Std {t}",
+                 "cache_write": "5.6 ShortCo Cd Wr Std {t}", "output": "5.6 ShortCo Opt Std {t}"},
+                {"global": "Gl", "datazone": "DZ"}),
+}
+GPT5_PRODUCT = "Azure OpenAI GPT5"
+
+
+def meter_name(model: str, kind: str, deployment_type: str) -> tuple[str, str] | None:
+    """The meter Azure bills a model's token kind on, and its product (the bill's meter subcategory):
+    ``gpt-4o-mini-0718-Inp-DZone`` (a model whose version code is not known here is named without it),
+    or the model's own shape in ``MEDIA_METERS``; checked by reading it back with the Retail Prices meter
+    parser the import uses. ``None`` for a meter that parser does not read."""
     stem, version = model, None
     for (base, code), iso in KNOWN_VERSIONS.items():
         if model == f"{base}-{iso}":
             stem, version = base, code
-    candidates = ["-".join([stem, *([version] if version else []), KIND_WORDS[kind], TYPE_WORDS[deployment_type]])]
-    if version is None and VERSIONED.match(model):
-        candidates.append("-".join([VERSIONED.match(model).group(1), KIND_WORDS[kind], TYPE_WORDS[deployment_type]]))
-    for name in candidates:
-        parsed = parse_meter(name, "Azure OpenAI")
+    candidates: list[tuple[str, str]] = []
+    family = MEDIA_METERS.get(model) or MEDIA_METERS.get(VERSIONED.match(model).group(1) if VERSIONED.match(model) else "")
+    if family is not None:
+        names, types = family
+        if kind in names and deployment_type in types:
+            product = GPT5_PRODUCT if names[kind][0].isdigit() else "Azure OpenAI"
+            candidates.append((names[kind].format(t=types[deployment_type]), product))
+    elif kind in KIND_WORDS:
+        candidates.append(("-".join([stem, *([version] if version else []), KIND_WORDS[kind], TYPE_WORDS[deployment_type]]),
+                           "Azure OpenAI"))
+        if version is None and VERSIONED.match(model):
+            candidates.append(("-".join([VERSIONED.match(model).group(1), KIND_WORDS[kind], TYPE_WORDS[deployment_type]]),
+                               "Azure OpenAI"))
+    for name, product in candidates:
+        parsed = parse_meter(name, product)
         if not isinstance(parsed, str) and parsed.kind == kind and parsed.deployment_type == deployment_type:
-            return name
+            return name, product
     return None
 
 
@@ -80,9 +117,8 @@ def main_() -> None:
         period = Period.month(MONTH)
         with engine.connect() as conn:
             metered = metered_usage(conn, period.since, period.until)
-            card = {(row.model, row.deployment_type): row for row in conn.exec_driver_sql(
-                "SELECT model, deployment_type, input_per_1m, cached_input_per_1m, output_per_1m FROM rates"
-                " WHERE service_tier IS NULL OR service_tier = 'default'")}  # the standard tier's prices
+            card = {(rate.model, rate.deployment_type): rate for rate in stored_rates(conn)
+                    if rate.service_tier in (None, "default")}  # the standard tier's prices
         engine.dispose()
     tokens: dict[tuple[str, str, str, str, str], int] = defaultdict(int)
     metered_cost: dict[tuple[str, str, str, str, str], Decimal] = defaultdict(Decimal)
@@ -91,7 +127,7 @@ def main_() -> None:
                 or group["price_status"] == "not_billable":
             continue
         model = {"gpt-4o": "gpt-4o-2024-11-20", "gpt-4o-mini": "gpt-4o-mini-2024-07-18"}.get(group["model"], group["model"])
-        for kind in KIND_WORDS:
+        for kind in KINDS:
             if group[f"{kind}_tokens"]:
                 key = (group["day"], group["backend_id"], model, kind, group["deployment_type"])
                 tokens[key] += group[f"{kind}_tokens"]
@@ -100,28 +136,25 @@ def main_() -> None:
         tokens[(day, "aoai-westeurope", "gpt-4o-mini-2024-07-18", "input", "datazone")] += count
     charges = []
     for (day, backend, model, kind, deployment_type), count in sorted(tokens.items()):
-        name = meter_name(model, kind, deployment_type)
-        if name is None:  # audio, image, transcription: billed on meters the import keeps as unknown
-            charges.append(Charge(day, f"{model} {kind.replace('_', ' ')} {deployment_type}", str(Decimal(count) / 1_000_000),
-                                  "1M Tokens", str(metered_cost[(day, backend, model, kind, deployment_type)]),
-                                  resource=resource(backend), subcategory="Azure OpenAI"))
-            continue
+        found = meter_name(model, kind, deployment_type)
+        if found is None:
+            raise SystemExit(f"no meter name for {model} {kind} {deployment_type}: add its shape to MEDIA_METERS")
+        name, product = found
         price = PRICES.get((model, kind, deployment_type))
         if price is None:
-            stem = next(m for m in (model, model.rsplit("-", 3)[0]) if (m, deployment_type) in card)
-            rate = card[(stem, deployment_type)]
-            price = Decimal(str({"input": rate.input_per_1m, "output": rate.output_per_1m,
-                                 "cached_input": rate.cached_input_per_1m or rate.input_per_1m}[kind]))
+            stem = next(m for m in (model, VERSIONED.sub(r"\1", model), model.rsplit("-", 3)[0])
+                        if (m, deployment_type) in card)
+            price = kind_price(card[(stem, deployment_type)], kind)
         cost = price * count / 1_000_000
         key = (day, backend, model, kind, deployment_type)
         if (model, kind, deployment_type) not in PRICES and metered_cost[key] > cost:
-            # the meter priced a tier or token kind (priority, cache writes) that this bill's text meter
-            # names cannot: Azure bills it on that meter, at what the card says, so the bill matches
+            # the meter priced a tier (priority) that this bill's standard meter names do not say:
+            # Azure bills it on its priority meter, at what the card says, so the bill matches
             cost = metered_cost[key]
         foundry = model.startswith("Phi")
         charges.append(Charge(day, name, str(Decimal(count) / 1_000_000),
                               "1M Tokens", str(cost), resource=resource(backend),
-                              subcategory="Phi-4" if foundry else "Azure OpenAI"))
+                              subcategory="Phi-4" if foundry else product))
     for day in range(1, 32):  # provisioned throughput: hours, billed per day
         cost = "0.10" if day == 31 else "0.08"
         charges.append(Charge(f"{MONTH}-{day:02d}", "Provisioned Managed Global", "24", "1 Hour", cost,

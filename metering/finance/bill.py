@@ -120,7 +120,7 @@ class BillLine:
     meter_category: str | None
     meter_subcategory: str | None
     model: str | None
-    token_kind: str | None  # input, cached_input, output, capacity; None: a meter we cannot read
+    token_kind: str | None  # a retail_prices.TOKEN_KINDS kind, or capacity; None: a meter we cannot read
     deployment_type: str | None
     quantity: Decimal
     unit: str | None

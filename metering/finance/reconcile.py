@@ -32,6 +32,7 @@ from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import Any
 
 from metering.finance.bill import CAPACITY, Backend, BillLine
+from metering.finance.metered_kinds import KINDS, kind_price
 from metering.price.pricing import VERSION_SUFFIX, RateCard, model_key
 
 CENT = Decimal("0.01")
@@ -41,7 +42,7 @@ UNALLOCATED = "(unallocated)"
 CATEGORIES = ("bypass", "price", "unpriced", "capacity", "unmapped_backend", "day_boundary", "unknown_meter")
 AMOUNTS = CATEGORIES + ("unexplained",)
 GROUPINGS = ("day", "resource", "meter")
-TOKEN_KINDS = ("input", "cached_input", "output")
+TOKEN_KINDS = KINDS  # text, cache-write, audio and image kinds: each is billed on its own meter
 # Unit prices that differ by less than this share are the same price (the export rounds costs).
 PRICE_TOLERANCE = Decimal("0.001")
 _CONTEXT = decimal.Context(prec=50)
@@ -494,11 +495,7 @@ def card_drift_from_bill(lines: Sequence[BillLine], card: RateCard, regions: Map
         billed = _CONTEXT.divide(cost * MILLION, Decimal(tokens))
         at = datetime.combine(first_day, time(12), tzinfo=timezone.utc)
         rate = card.find_rate(model, deployment_type, region, at)
-        card_price: Decimal | None = None
-        if rate is not None:
-            card_price = {"input": rate.input_per_1m, "output": rate.output_per_1m,
-                          "cached_input": rate.cached_input_per_1m if rate.cached_input_per_1m is not None
-                          else rate.input_per_1m}[kind]
+        card_price = kind_price(rate, kind) if rate is not None else None
         if rate is None or prices_differ(billed, card_price):
             drift.append({"month": month, "model": model, "kind": kind, "deployment_type": deployment_type,
                           "region": region, "billed_per_1m": billed, "card_per_1m": card_price, "tokens": tokens})

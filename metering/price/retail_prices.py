@@ -9,18 +9,24 @@ both). Meter names are free text and inconsistent, for example::
     gpt 4o mini0718 BatchOutp DataZone    o3 mini 0131 cached input regnl Tokens
     GPT 5 Mini Inpt DZone 1M Tokens       5.1 cd inp Gl 1M Tokens   (product "Azure OpenAI GPT5")
 
-``parse_meter`` reads one name token by token into a model, a token kind (input, cached input,
-output) and a deployment type (global, data zone, regional, their batch variants, provisioned).
-Priority-processing meters (``pp``: ``5 pp inp Gl 1M Tokens``) become rows of the ``priority``
-service tier (a tier is part of a rate's key). Anything it cannot read with certainty —
-long-context tiers (their threshold is not in the price list), flex processing, fine-tuning, audio,
-images, realtime and cache-write meters (their text meters and model names do not follow the
-token meters' pattern: price them in a rates CSV with the ``*_per_1m`` columns), non-OpenAI
-models, units other than 1K/1M, unknown model versions — is *reported* as unmapped, never guessed.
+``parse_meter`` reads one name token by token into a model, a token kind and a deployment type
+(global, data zone, regional, their batch variants, provisioned). Token kinds: input, cached input,
+output; cache writes (``Cd Wr``); audio input, cached audio input and audio output (``aud``); image
+input, cached image input and image output (``img``). Priority-processing meters (``pp``:
+``5 pp inp Gl 1M Tokens``) become rows of the ``priority`` service tier (a tier is part of a rate's
+key). Audio, image and cache-write meters are read only in the shapes the price list really has
+(``MEDIA_METER_SHAPES`` below lists them with where they were seen). Anything it cannot read with
+certainty — long-context tiers (their threshold is not in the price list), flex processing,
+fine-tuning, the first realtime preview's irregular names, abbreviated media names (``gpt4o mn
+trscb``), per-image and per-hour media meters, non-OpenAI models, units other than 1K/1M, unknown
+model versions — is *reported* as unmapped, never guessed.
 
-``map_retail_items`` then merges the input, cached-input and output meters of one model, type and
-region into ``Rate`` rows, one per ``effectiveStartDate`` (a meter's price holds from its start
-until a later start supersedes it), with every price normalised to per 1,000,000 tokens.
+``map_retail_items`` then merges every token kind's meter of one model, type, region and tier into
+``Rate`` rows (the audio, image and cache-write prices fill the ``*_per_1m`` columns of the same row
+as the model's text prices), one per ``effectiveStartDate`` (a meter's price holds from its start
+until a later start supersedes it), with every price normalised to per 1,000,000 tokens. A model
+with no text output meter whose only output is images or audio (gpt-image-1, gpt-4o-mini-tts) takes
+that output price as its output price: all its output tokens are of that kind.
 
 Regions: global and data-zone deployments are priced the same wherever Azure processes the
 request, so their rows are imported for any region (and two regions that disagree are reported,
@@ -41,8 +47,17 @@ from typing import Any, Literal
 from metering.model import Rate
 from metering.price.rate_card import MAX_RATE_DECIMALS, RateCardError
 
-TokenKind = Literal["input", "cached_input", "output"]
-TOKEN_KINDS: tuple[TokenKind, ...] = ("input", "cached_input", "output")
+TokenKind = Literal["input", "cached_input", "output", "cache_write", "audio_input", "cached_audio_input",
+                    "audio_output", "image_input", "cached_image_input", "image_output"]
+TEXT_KINDS: tuple[TokenKind, ...] = ("input", "cached_input", "output")
+MEDIA_KINDS: tuple[TokenKind, ...] = ("cache_write", "audio_input", "cached_audio_input", "audio_output",
+                                      "image_input", "cached_image_input", "image_output")
+TOKEN_KINDS: tuple[TokenKind, ...] = TEXT_KINDS + MEDIA_KINDS
+# Token kind → the rate card column that prices it.
+KIND_COLUMNS: dict[str, str] = {
+    "input": "input_per_1m", "cached_input": "cached_input_per_1m", "output": "output_per_1m",
+    **{kind: f"{kind}_per_1m" for kind in MEDIA_KINDS},
+}
 ACCEPTED_SERVICES = ("foundry models", "cognitive services")  # renamed from Cognitive Services in 2025
 OPENAI_PRODUCT_PREFIX = "azure openai"
 
@@ -57,6 +72,29 @@ OUTPUT_WORDS = {"outp", "output", "opt", "out", "outpt"}
 CACHED_WORDS = {"cached", "cchd", "ccchd", "cd", "cache"}
 NOISE_WORDS = {"std", "standard", "new", "shortco", "shco", "tokens", "token"}
 PRIORITY_WORDS = {"pp", "priority"}  # priority processing: the "priority" service tier
+WRITE_WORDS = {"wr"}  # "Cd Wr": a cache write
+AUDIO_WORDS = {"aud"}  # the token's modality, or (alone) the gpt-4o audio models
+TEXT_WORDS = {"txt"}
+IMAGE_WORDS = {"img"}
+REALTIME_WORDS = {"rt"}  # gpt-4o(-mini) realtime models
+# Meter stems (words of the model name) of models that take audio tokens under their own name.
+SPEECH_STEM_WORDS = {"transcribe", "tts"}
+
+# The audio, image and cache-write meter shapes read, each seen in saved Azure Retail Prices API
+# items (github.com/guygregory/modelmeters.com, monthly/full/*.ndjson, commit d4a64106f74f, and
+# monthly/full/2026-10-01.ndjson, commit 24f7e48b15e5; tests/data/README.md lists them):
+MEDIA_METER_SHAPES = (
+    "gpt-4o-aud-1217 Inp glbl Tokens",  # audio input of gpt-4o-audio-preview-2024-12-17
+    "gpt-4o-aud-1217-txt Outp DZone Tokens",  # its text output
+    "gpt4omini-aud1217 Outp regnl Tokens",  # gpt-4o-mini-audio-preview-2024-12-17, audio output
+    "gpt-4o-rt-aud-1217 cchd Inp glbl Tokens",  # cached audio of gpt-4o-realtime-preview-2024-12-17
+    "gpt4omini-rt-txt1217 Inp glbl Tokens",  # gpt-4o-mini-realtime-preview-2024-12-17, text input
+    "gpt-4o-transcribe-aud-inp-glbl Tokens",  # gpt-4o-transcribe audio input
+    "gpt-4o-mini-tts-aud-out-dz Tokens",  # gpt-4o-mini-tts audio output
+    "gpt-image-1-inp-cached-img-glbl Tokens",  # gpt-image-1 cached image input
+    "gpt-image-1-output-img-rgnl Tokens",  # gpt-image-1 image output
+    "6.1-sol ShortCo Cd Wr Std Gl 1M Tokens",  # cache write (product "Azure OpenAI GPT6")
+)
 # Context sizes in legacy names: the default size is not part of the model name, the large ones are.
 CONTEXT_SIZES_IN_MODEL_NAME = {"16k", "32k"}
 
@@ -68,14 +106,15 @@ OUT_OF_SCOPE_WORDS: dict[str, str] = {
                     "add it to a rates CSV with min_prompt_tokens"),
     **dict.fromkeys(("ft", "ftuned", "finetuned", "fine", "tuned", "training", "trng", "hosting", "hstng",
                      "grader", "rft", "dev"), "fine-tuning meter (training, hosting or fine-tuned inference)"),
-    **dict.fromkeys(("aud", "audio", "rt", "realtime", "rtime", "txt", "img", "image", "tts", "trscb", "tcrb",
-                     "transcribe", "whisper", "speech", "sora", "dalle"),
-                    "audio, image or realtime meter (this pipeline prices text tokens)"),
+    **dict.fromkeys(("audio", "realtime", "rtime", "image", "trscb", "tcrb", "whisper", "speech", "sora", "dalle"),
+                    "audio, image or realtime meter in a shape this parser does not read (price it in a rates "
+                    "CSV with the *_per_1m columns)"),
 }
+_MEDIA_SHAPE = "audio, image or realtime meter in a shape this parser does not read (price it in a rates CSV " \
+    "with the *_per_1m columns)"
 OUT_OF_SCOPE_SUBSTRINGS = {  # camel-cased joins such as "realtimePrvwTxtInp"
-    "realtime": "audio, image or realtime meter (this pipeline prices text tokens)",
-    "audio": "audio, image or realtime meter (this pipeline prices text tokens)",
-    "transcribe": "audio, image or realtime meter (this pipeline prices text tokens)",
+    "realtime": _MEDIA_SHAPE,
+    "audio": _MEDIA_SHAPE,
     "fine tuned": "fine-tuning meter (training, hosting or fine-tuned inference)",
     "ftuned": "fine-tuning meter (training, hosting or fine-tuned inference)",
 }
@@ -86,6 +125,8 @@ MODEL_ALIASES = {
     "embedding-ada": "text-embedding-ada-002",
     "text-embedding-ada": "text-embedding-ada-002",
     "gpt-4.5": "gpt-4.5-preview",
+    "gpt-4omini": "gpt-4o-mini",  # "gpt4omini-aud1217"
+    "gptimage-1": "gpt-image-1",  # "gpt-image-1-inp-img-glbl" (read as one word, "image" is a modality)
 }
 
 # Model versions named in meters by month and day (``0806``), and the dated model name Azure
@@ -108,6 +149,12 @@ KNOWN_VERSIONS: dict[tuple[str, str], str] = {
     ("gpt-5", "0807"): "2025-08-07",
     ("gpt-5-mini", "0807"): "2025-08-07",
     ("gpt-5-nano", "0807"): "2025-08-07",
+    ("gpt-4o-audio-preview", "1217"): "2024-12-17",
+    ("gpt-4o-audio-preview", "0603"): "2025-06-03",
+    ("gpt-4o-mini-audio-preview", "1217"): "2024-12-17",
+    ("gpt-4o-realtime-preview", "1217"): "2024-12-17",
+    ("gpt-4o-realtime-preview", "0603"): "2025-06-03",
+    ("gpt-4o-mini-realtime-preview", "1217"): "2024-12-17",
 }
 
 _VERSION_CODE = re.compile(r"^\d{4}$")  # month and day of a model version: "0806"
@@ -162,6 +209,7 @@ def _words(name: str) -> list[str]:
     text = re.sub(r"(?i)data\s*zone", " datazone ", text)
     text = re.sub(r"(?i)(?<![\w.])1\s*[km](?![\w.])", " ", text)  # "... Gl 1M Tokens"
     text = re.sub(r"(?i)batch(?=[a-z])", "batch ", text)  # "BatchOutp"
+    text = re.sub(r"(?i)\bgpt-image-", "gptimage-", text)  # "gpt-image-1-...": "image" names the model
     text = re.sub(r"(?i)(?<=[a-z]{3})(?=\d)", " ", text)  # "mini0718", "turbo4K", "gpt4o"
     return [word for word in re.split(r"[\s\-_/,()]+", text.lower()) if word]
 
@@ -179,7 +227,8 @@ def parse_meter(meter_name: str, product_name: str = "Azure OpenAI") -> Meter | 
     if legacy_regional:
         words = words[1:]
     localities: set[str] = set()
-    batch = cached = priority = False
+    batch = cached = priority = write = realtime = False
+    modalities: list[str] = []
     directions: set[str] = set()
     versions: list[str] = []
     stem: list[str] = []
@@ -198,6 +247,16 @@ def parse_meter(meter_name: str, product_name: str = "Azure OpenAI") -> Meter | 
             batch = True
         elif word in PRIORITY_WORDS:
             priority = True
+        elif word in WRITE_WORDS:
+            write = True
+        elif word in AUDIO_WORDS:
+            modalities.append("audio")
+        elif word in TEXT_WORDS:
+            modalities.append("text")
+        elif word in IMAGE_WORDS:
+            modalities.append("image")
+        elif word in REALTIME_WORDS:
+            realtime = True
         elif word in CACHED_WORDS:
             cached = True
         elif word in INPUT_WORDS:
@@ -220,20 +279,31 @@ def parse_meter(meter_name: str, product_name: str = "Azure OpenAI") -> Meter | 
     base = "-".join(stem)
     base = MODEL_ALIASES.get(base, base)
     embedding = "embedding" in base
+    modality, family = _modality(base, modalities, realtime)
+    if modality is None:
+        return family  # the reason
+    base = family
 
     if len(directions) > 1:
         return "both input and output in the meter name"
     direction = next(iter(directions), None)
     if cached and direction == "output":
         return "cached output is not a token kind"
-    if cached:
-        kind: TokenKind = "cached_input"
+    if write:
+        if not cached or direction == "output" or modality != "text":
+            return "a write meter that is not a text cache write (\"Cd Wr\")"
+        kind: TokenKind = "cache_write"
+    elif cached:
+        kind = "cached_input"
     elif direction is not None:
         kind = "input" if direction == "input" else "output"
     elif embedding:
         kind = "input"  # embedding meters bill input tokens only and often say no direction
     else:
         return "no token kind (input, cached input or output) in the meter name"
+    if modality != "text":
+        kind = {"input": f"{modality}_input", "cached_input": f"cached_{modality}_input",
+                "output": f"{modality}_output"}[kind]  # type: ignore[assignment]
 
     if "provisioned" in localities:
         localities = {"provisioned"}  # "PTU Inp Gl": global provisioned is still provisioned
@@ -265,6 +335,42 @@ def parse_meter(meter_name: str, product_name: str = "Azure OpenAI") -> Meter | 
         model = f"{base}-{version}"
     return Meter(model=model, stem=base, version=version, kind=kind, deployment_type=deployment_type,
                  service_tier="priority" if priority else None)
+
+
+# The gpt-4o models whose audio and realtime meters name the family with "aud" / "rt"
+# ("gpt-4o-aud-1217", "gpt4omini-rt-txt1217"); their Azure model names end in "-audio-preview" and
+# "-realtime-preview". Later audio models ("gpt aud 0828", "gpt rt aud 0828") are other models.
+PREVIEW_FAMILY_STEMS = {"gpt-4o", "gpt-4o-mini"}
+
+
+def _modality(base: str, modalities: Sequence[str], realtime: bool) -> tuple[str | None, str]:
+    """The token modality (text, audio, image) and the card model stem of a meter's words, or
+    (None, reason). "aud" is the modality, except that with "txt" beside it (or alone on a gpt-4o
+    stem that is not a speech model) it names the gpt-4o audio family: ``gpt-4o-aud-1217-txt Inp``
+    is text input of gpt-4o-audio-preview, ``gpt-4o-aud-1217 Inp`` its audio input."""
+    kinds = set(modalities)
+    words = set(base.split("-"))
+    speech = bool(words & SPEECH_STEM_WORDS)
+    if len(kinds - {"text"}) > 1:
+        return None, f"several modalities in the meter name ({', '.join(sorted(kinds))})"
+    family = base
+    unknown = (f"audio, image or realtime meter of {base!r}: which model it prices is not known "
+               "(price it in a rates CSV with the *_per_1m columns)")
+    if realtime or ("audio" in kinds and not speech):
+        if speech or base not in PREVIEW_FAMILY_STEMS:
+            return None, unknown
+        family = f"{base}-realtime-preview" if realtime else f"{base}-audio-preview"
+        if not realtime:
+            if "text" not in kinds:
+                return "audio", family  # "gpt-4o-aud-1217 Inp": the audio tokens of the audio model
+            kinds.discard("audio")  # "gpt-4o-aud-1217-txt Inp": the text tokens of the audio model
+    elif kinds and not speech and not base.startswith("gpt-image-"):
+        return None, unknown  # "txt" / "img" on a model not known to bill them apart
+    if "image" in kinds and not base.startswith("gpt-image-"):
+        return None, unknown
+    if len(kinds) > 1:
+        return None, f"several modalities in the meter name ({', '.join(sorted(kinds))})"
+    return (next(iter(kinds)) if kinds else "text"), family
 
 
 # --------------------------------------------------------------------------- items → priced meters
@@ -386,7 +492,11 @@ def _timeline(
     embedding = "embedding" in model
     if "input" not in by_kind:
         return [], "no input meter"
-    if "output" not in by_kind and not embedding:
+    # A model with no text output meter whose only output is images or audio (gpt-image-1,
+    # gpt-4o-mini-tts): every output token is of that kind, so that is its output price.
+    media_outputs = [kind for kind in ("image_output", "audio_output") if kind in by_kind]
+    output_kind = "output" if "output" in by_kind or len(media_outputs) != 1 else media_outputs[0]
+    if output_kind not in by_kind and not embedding:
         return [], "no output meter"
 
     def at(kind: str, moment: datetime) -> Decimal | None:
@@ -396,17 +506,20 @@ def _timeline(
     rows: list[Rate] = []
     for start in sorted({e.start for e in entries}):
         input_price = at("input", start)
-        output_price = at("output", start) if "output" in by_kind else Decimal(0)
+        output_price = at(output_kind, start) if output_kind in by_kind else Decimal(0)
         if input_price is None or output_price is None:
             continue
         cached_price = at("cached_input", start)
-        if rows and (rows[-1].input_per_1m, rows[-1].cached_input_per_1m, rows[-1].output_per_1m) == (
-            input_price, cached_price, output_price
+        kind_prices = {KIND_COLUMNS[kind]: at(kind, start) for kind in MEDIA_KINDS}
+        if rows and (rows[-1].input_per_1m, rows[-1].cached_input_per_1m, rows[-1].output_per_1m,
+                     *(getattr(rows[-1], column) for column in kind_prices)) == (
+            input_price, cached_price, output_price, *kind_prices.values()
         ):
             continue
         rows.append(Rate(model=model, deployment_type=deployment_type, region=region, effective_from=start,
                          effective_to=None, currency=currency, input_per_1m=input_price,
-                         cached_input_per_1m=cached_price, output_per_1m=output_price, service_tier=service_tier))
+                         cached_input_per_1m=cached_price, output_per_1m=output_price, service_tier=service_tier,
+                         **kind_prices))
     if not rows:
         return [], "no date at which both input and output prices are known"
     closed = [replace(row, effective_to=following.effective_from) for row, following in zip(rows, rows[1:])]

@@ -17,6 +17,7 @@ from cli_runner import run
 from db import rate_card as rate_card_store
 from db.engine import make_engine
 from db.schema import bill_lines
+from azure_shapes import usage_object
 from events import encode, v1_event
 from metering.finance.bill import BillError, parse_backends_csv, parse_bill_export, unit_block
 from metering.finance.reconcile import apportion_cents
@@ -68,7 +69,7 @@ CHARGES = [
     Charge("2026-10-07", "gpt-4o-1120-Inp-glbl", "0.4", "1M Tokens", "1.0"),
     Charge("2026-10-07", "gpt-4o-1120-Outp-glbl", "0.02", "1M Tokens", "0.22"),
     Charge("2026-10-07", "Provisioned Managed Global", "2", "1 Hour", "2.00"),
-    Charge("2026-10-07", "gpt-4o-rt-aud-1217 Inp glbl", "0.001", "1M Tokens", "0.04"),
+    Charge("2026-10-07", "gpt4o realtimePrvw audio inp glbl", "0.001", "1M Tokens", "0.04"),
     Charge("2026-10-07", "Hot LRS Write Operations", "3", "10K", "0.0165", category="Storage",
            subcategory="Tiered Block Blob", resource=STORAGE),
 ]
@@ -157,9 +158,9 @@ def test_every_export_variant_reads_to_the_same_lines(variant):
     assert (cached.token_kind, cached.tokens) == ("cached_input", 100_000)
     capacity = by_meter[("2026-10-07", "Provisioned Managed Global")]
     assert (capacity.token_kind, capacity.tokens, capacity.quantity) == ("capacity", None, Decimal(2))
-    unknown = by_meter[("2026-10-07", "gpt-4o-rt-aud-1217 Inp glbl")]
+    unknown = by_meter[("2026-10-07", "gpt4o realtimePrvw audio inp glbl")]
     assert unknown.token_kind is None and unknown.cost == Decimal("0.04")  # kept, never dropped
-    assert "gpt-4o-rt-aud-1217 Inp glbl" in result.unknown_meters
+    assert "gpt4o realtimePrvw audio inp glbl" in result.unknown_meters
 
 
 def test_lines_of_one_key_are_summed_and_other_charges_are_counted_not_kept():
@@ -210,7 +211,7 @@ def _reconcile_json(capsys, db: str, *by: str) -> dict:
 def test_reconcile_explains_every_known_difference_exactly(capsys, db, tmp_path, export):
     data, name = (focus_csv(CHARGES), "focus.csv") if export == "focus" else (focus_parquet(CHARGES), "focus.parquet")
     out = _import_all(capsys, db, tmp_path, data, name)
-    assert "8 bill line(s)" in out and "unknown meter kept as is: gpt-4o-rt-aud-1217 Inp glbl" in out
+    assert "8 bill line(s)" in out and "unknown meter kept as is: gpt4o realtimePrvw audio inp glbl" in out
     report = _reconcile_json(capsys, db)
     total = {k: Decimal(v) for k, v in report["total"].items() if k not in ("billed_quantity", "metered_quantity")}
     assert total["billed_cost"] == BILLED
@@ -304,6 +305,88 @@ def test_rates_list_flags_card_rows_the_bill_contradicts(capsys, db, tmp_path):
     assert "input        global          billed 2.5/1M" not in drift  # input matches the card
 
 
+
+# Audio, image and cache-write tokens are billed on their own meters (real meter names: tests/data/
+# README.md). The card: gpt-4o-audio-preview's text and audio prices, gpt-image-1's text and image
+# prices (its output is images), gpt-5.6-sol's cache write at 1.25 × input.
+KIND_RATES = (
+    "model,deployment_type,region,effective_from,effective_to,currency,input_per_1m,cached_input_per_1m,output_per_1m,"
+    "cache_write_per_1m,audio_input_per_1m,audio_output_per_1m,image_input_per_1m,cached_image_input_per_1m,"
+    "image_output_per_1m\n"
+    "gpt-4o-audio-preview,global,,2024-12-17,,USD,2.50,,10.00,,40.00,80.00,,,\n"
+    "gpt-image-1,global,,2025-04-15,,USD,5.00,1.25,40.00,,,,10.00,2.50,40.00\n"
+    "gpt-5.6-sol,global,,2026-07-09,,USD,4.00,0.40,20.00,5.00,,,,,\n"
+)
+KIND_EVENTS = [
+    # the usage of a real gpt-4o-audio-preview call: 200 of 288 prompt tokens and 589 of 696 output tokens are audio
+    v1_event("k1", time="2026-10-08T10:00:00Z", subscription=_sub("sub-care"), deployment="gpt-4o-audio",
+             model="gpt-4o-audio-preview-2024-12-17",
+             usage=usage_object(288, 696, audio_prompt=200, audio_completion=589, text_details=True)),
+    v1_event("k2", time="2026-10-08T11:00:00Z", subscription=_sub("sub-finance"), deployment="gpt-5.6-sol",
+             model="gpt-5.6-sol-2026-07-09", usage=usage_object(10_000, 500, cached=2_000, cache_write=6_000)),
+    v1_event("k3", time="2026-10-08T12:00:00Z", subscription=_sub("sub-marketing"), deployment="gpt-image-1",
+             model="gpt-image-1", operation="Images_Edit",
+             usage={"input_tokens": 1_578, "output_tokens": 4_160, "total_tokens": 5_738,
+                    "input_tokens_details": {"image_tokens": 1_530, "text_tokens": 48},
+                    "output_tokens_details": {"image_tokens": 4_160, "text_tokens": 0}}),
+]
+GPT5 = "Azure OpenAI GPT5"
+# The bill: every kind at the card's price, except gpt-4o-audio-preview's audio output at 84 (not 80).
+KIND_CHARGES = [
+    Charge("2026-10-08", "gpt-4o-aud-1217-txt Inp glbl", "0.000088", "1M Tokens", "0.00022"),
+    Charge("2026-10-08", "gpt-4o-aud-1217 Inp glbl", "0.0002", "1M Tokens", "0.008"),
+    Charge("2026-10-08", "gpt-4o-aud-1217-txt Outp glbl", "0.000107", "1M Tokens", "0.00107"),
+    Charge("2026-10-08", "gpt-4o-aud-1217 Outp glbl", "0.000589", "1M Tokens", "0.049476"),
+    Charge("2026-10-08", "5.6 sol ShortCo Inp Std Gl", "0.002", "1M Tokens", "0.008", subcategory=GPT5),
+    Charge("2026-10-08", "5.6 sol ShortCo Cd Inp Std Gl", "0.002", "1M Tokens", "0.0008", subcategory=GPT5),
+    Charge("2026-10-08", "5.6 sol ShortCo Cd Wr Std Gl", "0.006", "1M Tokens", "0.03", subcategory=GPT5),
+    Charge("2026-10-08", "5.6 sol ShortCo Opt Std Gl", "0.0005", "1M Tokens", "0.01", subcategory=GPT5),
+    Charge("2026-10-08", "gpt-image-1-inp-txt-glbl", "0.000048", "1M Tokens", "0.00024"),
+    Charge("2026-10-08", "gpt-image-1-inp-img-glbl", "0.00153", "1M Tokens", "0.0153"),
+    Charge("2026-10-08", "gpt-image-1-output-img-glbl", "0.00416", "1M Tokens", "0.1664"),
+]
+
+
+def test_reconcile_compares_audio_image_and_cache_write_meters_kind_by_kind(capsys, db, tmp_path):
+    engine = make_engine(db)
+    with engine.begin() as conn:
+        rate_card_store.replace_rates(conn, parse_rates_csv(KIND_RATES))
+    Ingestor(engine).ingest([RawEvent(encode(e)) for e in KIND_EVENTS])
+    engine.dispose()
+    assert run(capsys, "--db", db, "backends", "import", _write(tmp_path, "backends.csv", BACKENDS))[0] == 0
+    code, out, err = run(capsys, "--db", db, "bill", "import", _write(tmp_path, "kinds.csv", focus_csv(KIND_CHARGES)))
+    assert code == 0 and "unknown meter" not in out, out + err
+    report = _reconcile_json(capsys, db, "meter")
+    rows = {row["meter"]: row for row in report["rows"]}
+    expected = {  # meter: (tokens billed = metered, metered cost)
+        "gpt-4o-audio-preview-2024-12-17 input global": (88, "0.00022"),
+        "gpt-4o-audio-preview-2024-12-17 audio_input global": (200, "0.008"),
+        "gpt-4o-audio-preview-2024-12-17 output global": (107, "0.00107"),
+        "gpt-4o-audio-preview-2024-12-17 audio_output global": (589, "0.04712"),
+        "gpt-5.6-sol input global": (2_000, "0.008"),
+        "gpt-5.6-sol cached_input global": (2_000, "0.0008"),
+        "gpt-5.6-sol cache_write global": (6_000, "0.03"),
+        "gpt-5.6-sol output global": (500, "0.01"),
+        "gpt-image-1 input global": (48, "0.00024"),
+        "gpt-image-1 image_input global": (1_530, "0.0153"),
+        "gpt-image-1 image_output global": (4_160, "0.1664"),
+    }
+    assert set(rows) == set(expected)
+    for meter, (tokens, cost) in expected.items():
+        row = rows[meter]
+        assert (row["billed_quantity"], row["metered_quantity"]) == (tokens, tokens), meter
+        assert Decimal(row["metered_cost"]) == Decimal(cost), meter
+    audio_out = rows["gpt-4o-audio-preview-2024-12-17 audio_output global"]
+    assert Decimal(audio_out["price"]) == Decimal("0.002356")  # 589 tokens × (84 − 80) per 1M
+    assert (audio_out["billed_unit_price"], audio_out["card_unit_price"]) == ("84", "80")
+    assert all(rows[m]["explanation"] == "matches" for m in expected)  # under half a cent is not worth a word
+    total = {k: Decimal(v) for k, v in report["total"].items() if k not in ("billed_quantity", "metered_quantity")}
+    assert (total["unknown_meter"], total["unexplained"], total["bypass"]) == (0, 0, 0)
+    assert total["billed_cost"] - total["metered_cost"] == total["price"] == Decimal("0.002356")
+    assert [(item["model"], item["kind"]) for item in report["card_drift"]] == [
+        ("gpt-4o-audio-preview-2024-12-17", "audio_output")]
+
+
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 
 
@@ -324,10 +407,12 @@ def test_the_sample_bill_reconciles_with_the_demo_capture(capsys, sqlite_url):
     assert "billed 7.6/1M, card 8.0" in rows["gpt-4.1-2025-04-14 output global"]["explanation"]
     assert Decimal(rows["Provisioned Managed Global (capacity)"]["capacity"]) == Decimal("2.50")
     total = report["total"]
-    # audio, image and transcription meters are not read yet (unknown meters, kept by name): their
-    # cost stands as unknown_meter on the bill's side and unexplained on the meter's, and cancels
-    assert Decimal(total["unknown_meter"]) > 0
-    assert (Decimal(total["unexplained"]) + Decimal(total["unknown_meter"])).quantize(Decimal("0.01")) == 0
+    # audio, image, transcription and cache-write tokens are billed on their own meters, each compared
+    # with the metered tokens of its kind: nothing is unknown, nothing unexplained
+    assert Decimal(total["unknown_meter"]) == 0 and Decimal(total["unexplained"]) == 0
+    assert rows["gpt-4o-audio-preview-2024-12-17 audio_output global"]["explanation"] == "matches"
+    assert (rows["gpt-5.6 cache_write global"]["billed_quantity"], rows["gpt-image-1 image_output global"]["billed_quantity"],
+            rows["gpt-4o-transcribe audio_input global"]["metered_quantity"]) == (6_144, 4_160, 1_250)
     code, out, err = run(capsys, "--db", sqlite_url, "report", "--month", "2026-10", "--by", "subscription",
                          "--format", "json", "--true-up")
     assert code == 0, err

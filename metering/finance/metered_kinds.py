@@ -1,0 +1,100 @@
+"""The metered side of a reconciliation by the token kinds Azure bills on separate meters (pure).
+
+A stored row keeps three costs (input, cached input, output) whose token kinds are priced apart
+(``metering.price.pricing``: cache writes, audio and image input and cached input, audio and image
+output each at their own rate, else by ``FALLBACKS``). The bill has one meter per kind, so the metered
+groups are split the same way: each audio, image and cache-write kind's tokens times the price of its
+kind in the row's rate (``rate_id``), and the text kinds keep what is left of their cost. The split is
+exact in ``Decimal`` because the cost of a kind is linear in its tokens. A priced group whose rate row
+is gone keeps its audio, image and cache-write tokens in the text kinds (no split is guessed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from typing import Any
+
+from metering.model import Rate
+from metering.price.pricing import FALLBACKS
+
+MILLION = Decimal(1_000_000)
+TEXT_KINDS = ("input", "cached_input", "output")
+# Kind → (the text cost it is priced inside, how its tokens are counted from the stored token sums).
+MEDIA_KINDS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    "cache_write": ("input", ("cache_write_tokens",), ()),
+    "audio_input": ("input", ("audio_prompt_tokens",), ("cached_audio_tokens",)),
+    "image_input": ("input", ("image_prompt_tokens",), ("cached_image_tokens",)),
+    "cached_audio_input": ("cached_input", ("cached_audio_tokens",), ()),
+    "cached_image_input": ("cached_input", ("cached_image_tokens",), ()),
+    "audio_output": ("output", ("audio_completion_tokens",), ()),
+    "image_output": ("output", ("image_completion_tokens",), ()),
+}
+KINDS = TEXT_KINDS + tuple(MEDIA_KINDS)
+# The stored token sums a metered group carries (``db.bill.metered_usage``).
+TOKEN_SUMS = ("prompt_tokens", "cached_tokens", "completion_tokens", "cache_write_tokens", "audio_prompt_tokens",
+              "cached_audio_tokens", "audio_completion_tokens", "image_prompt_tokens", "cached_image_tokens",
+              "image_completion_tokens")
+
+
+def kind_price(rate: Rate, kind: str) -> Decimal:
+    """The price per 1M tokens of a token kind in a rate row, as pricing charges it (fallbacks included)."""
+    if kind in TEXT_KINDS:
+        if kind == "cached_input" and rate.cached_input_per_1m is None:
+            return rate.input_per_1m
+        return getattr(rate, f"{kind}_per_1m")
+    for name in FALLBACKS[kind]:
+        value = getattr(rate, name)
+        if value is not None:
+            return value
+    raise AssertionError(f"{kind}: the rate row has no input or output price")
+
+
+def split_group(group: Mapping[str, Any], rate: Rate | None) -> dict[str, Any]:
+    """One metered group (raw token sums, three costs) → ``{kind}_tokens`` and ``{kind}_cost`` for
+    every kind. Costs are ``None`` where the group has none (not priced)."""
+    sums = {name: int(group.get(name) or 0) for name in TOKEN_SUMS}
+    tokens = {kind: sum(sums[n] for n in plus) - sum(sums[n] for n in minus)
+              for kind, (_, plus, minus) in MEDIA_KINDS.items()}
+    costs: dict[str, Decimal | None] = {kind: group.get(f"{kind}_cost") for kind in TEXT_KINDS}
+    priced = group.get("price_status") == "priced"
+    if priced and rate is None and any(tokens.values()):
+        tokens = dict.fromkeys(MEDIA_KINDS, 0)  # no rate row to split by: the text kinds keep them
+    text = {
+        "input": sums["prompt_tokens"] - sums["cached_tokens"] - tokens["cache_write"] - tokens["audio_input"]
+        - tokens["image_input"],
+        "cached_input": sums["cached_tokens"] - tokens["cached_audio_input"] - tokens["cached_image_input"],
+        "output": sums["completion_tokens"] - tokens["audio_output"] - tokens["image_output"],
+    }
+    out: dict[str, Any] = {f"{kind}_tokens": count for kind, count in {**text, **tokens}.items()}
+    for kind, (bucket, _, _) in MEDIA_KINDS.items():
+        if priced and rate is not None and costs[bucket] is not None:
+            cost = Decimal(tokens[kind]) * kind_price(rate, kind) / MILLION if tokens[kind] else Decimal(0)
+            costs[bucket] = costs[bucket] - cost  # type: ignore[operator]
+            out[f"{kind}_cost"] = cost
+        else:
+            out[f"{kind}_cost"] = None if costs[bucket] is None else Decimal(0)
+    for kind in TEXT_KINDS:
+        out[f"{kind}_cost"] = costs[kind]
+    return out
+
+
+def split_metered(groups: Iterable[Mapping[str, Any]], rates: Mapping[int, Rate], keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Metered groups of ``keys`` + ``rate_id`` → groups of ``keys`` with tokens and cost per kind
+    (``KINDS``) and ``requests``: each group split by its rate row, then the rate ids merged."""
+    merged: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for group in groups:
+        rate_id = group.get("rate_id")
+        split = split_group(group, rates.get(rate_id) if rate_id is not None else None)
+        key = tuple(group[name] for name in keys)
+        target = merged.get(key)
+        if target is None:
+            merged[key] = {**{name: group[name] for name in keys}, "requests": int(group.get("requests") or 0), **split}
+            continue
+        target["requests"] += int(group.get("requests") or 0)
+        for name, value in split.items():
+            if name.endswith("_tokens"):
+                target[name] += value
+            elif value is not None:
+                target[name] = value if target[name] is None else target[name] + value
+    return list(merged.values())
