@@ -257,6 +257,7 @@ def _common(ctx: FocusContext) -> dict[str, Any]:
         "BillingPeriodEnd": end,
         "ChargeCategory": "Usage",
         "ChargeClass": None,
+        "CommitmentDiscountStatus": None,
         "InvoiceId": ctx.invoice_id,
         "InvoiceIssuerName": ctx.invoice_issuer_name,
         "ProviderName": ctx.provider_name,
