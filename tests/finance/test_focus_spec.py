@@ -155,3 +155,13 @@ def test_csv_decimals_read_as_decimals(seeded):
             if row[column]:
                 assert "." in row[column] and "e" not in row[column].lower(), (column, row[column])
                 Decimal(row[column])
+
+
+def test_the_command_says_what_it_left_out(seeded, tmp_path, capsys):
+    from metering.cli import main
+
+    db = seeded.url.render_as_string(hide_password=False)
+    assert main(["--db", db, "export", "focus", "--month", MONTH, "--output", str(tmp_path / "f.csv")]) == 0
+    err = capsys.readouterr().err
+    assert "unpriced token(s) left out" in err and "mystery-7b" in err
+    assert err.count("\n") == 1  # nothing else: every backend of these events is mapped to its Azure resource
