@@ -250,16 +250,18 @@ def provisioned_tokens(
 
 
 def focus_usage(conn: sa.Connection, since: datetime | None, until: datetime | None) -> list[dict[str, Any]]:
-    """Usage for the FOCUS export, per day × subscription × deployment × model × deployment type ×
+    """Usage for the FOCUS export, per day × subscription × backend × deployment × model × deployment type ×
     backend region × rate × price status: tokens by kind (input, cached input, output, and the kinds
     Azure bills apart, ``TOKEN_KIND_COLUMNS``), the same counted by estimation, and exact costs by
-    side. With the rate's unit prices (per 1M tokens), those of the kinds too."""
+    side. With the rate's unit prices (per 1M tokens), those of the kinds too, and what identifies the
+    rate's SKU price (model, region, service tier, long-context threshold) — never its row id."""
     columns = dimension_columns(conn.dialect.name)
     keys_by_name: dict[str, sa.ColumnElement[Any]] = {
         "day": columns["day"],
         "subscription_id": u.c.subscription_id,
         "business_unit": s.c.business_unit,
         "cost_center": s.c.cost_center,
+        "backend_id": u.c.backend_id,
         "deployment": u.c.deployment,
         "model": u.c.model,
         "deployment_type": u.c.deployment_type,
@@ -301,12 +303,16 @@ def focus_usage(conn: sa.Connection, since: datetime | None, until: datetime | N
     rate_ids = {row["rate_id"] for row in rows.values() if row["rate_id"] is not None}
     card: dict[int, dict[str, Any]] = {}
     if rate_ids:
-        rate_query = sa.select(r.c.id, r.c.model, r.c.input_per_1m, r.c.cached_input_per_1m, r.c.output_per_1m,
+        rate_query = sa.select(r.c.id, r.c.model, r.c.region, r.c.service_tier, r.c.min_prompt_tokens,
+                               r.c.input_per_1m, r.c.cached_input_per_1m, r.c.output_per_1m,
                                *[r.c[name] for name in KIND_RATE_COLUMNS]).where(r.c.id.in_(sorted(rate_ids)))
         card = {row.id: dict(row._mapping) for row in conn.execute(rate_query)}
     for row in rows.values():
         rate = card.get(row["rate_id"]) if row["rate_id"] is not None else None
         row["rate_model"] = rate["model"] if rate else None
+        row["rate_region"] = rate["region"] if rate else None
+        row["rate_service_tier"] = rate["service_tier"] if rate else None
+        row["rate_min_prompt_tokens"] = rate["min_prompt_tokens"] if rate else None
         row["input_per_1m"] = rate["input_per_1m"] if rate else None
         row["cached_input_per_1m"] = (rate["cached_input_per_1m"] if rate["cached_input_per_1m"] is not None
                                       else rate["input_per_1m"]) if rate else None

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from metering.cli.common import UsageError, migrated_engine, out, period, reports_extra, write_file
@@ -22,14 +23,26 @@ def cmd_focus(args: argparse.Namespace) -> int:
         raise UsageError("--billing-account-id must not be empty (FOCUS requires a BillingAccountId on every row)")
     costs = ptu_costs(args.ptu_costs) if args.ptu_costs else None
     engine = migrated_engine(args)
+    left_out: list[focus.LeftOut] = []
     with engine.connect() as conn:
         amounts = bill_true_up(conn, args.month, costs is None) if args.true_up else None
-        records = export_focus(conn, month, args.billing_account_id, args.billing_account_name, costs, amounts)
+        records = export_focus(conn, month, args.billing_account_id, args.billing_account_name, costs, amounts,
+                               left_out, args.provider_name)
     with reports_extra("a .parquet --output"):
         content = focus.to_csv(records) if suffix == ".csv" else focus.to_parquet(records)
     write_file(args.output, content)
     out(f"wrote {len(records)} FOCUS {focus.FOCUS_VERSION} row(s) to {args.output}: "
         f"BilledCost {money(focus.billed_total(records))}\n")
+    if left_out:  # never silently: FOCUS usage rows need a unit price, and $0 would be a lie
+        models = sorted({item.model or "(unknown)" for item in left_out})
+        sys.stderr.write(
+            f"warning: {sum(item.tokens for item in left_out):,} unpriced token(s) left out of the FOCUS rows "
+            f"(no rate for: {', '.join(models)}): add their rates (`metering rates import`), re-price, export again\n")
+    unmapped = sorted({r["x_Backend"] or "(no backend id)" for r in records
+                       if r["ResourceId"] is None and r["x_ChargeSource"] != "bill_true_up"})
+    if unmapped:
+        sys.stderr.write(f"warning: {len(unmapped)} backend(s) without an Azure resource id ({', '.join(unmapped)}): "
+                         "their rows have no ResourceId; map them with `metering backends import`\n")
     return 0
 
 
@@ -42,6 +55,8 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     parser.add_argument("--ptu-costs", metavar="FILE", help="also export allocated PTU capacity cost (same CSV as report)")
     parser.add_argument("--billing-account-id", default="aoai-metering", help="BillingAccountId (default: aoai-metering)")
     parser.add_argument("--billing-account-name", default="Azure OpenAI via API Management", help="BillingAccountName")
+    parser.add_argument("--provider-name", metavar="NAME",
+                        help="ProviderName and InvoiceIssuerName: who issues the chargeback (default: the billing account name)")
     parser.add_argument("--true-up", action="store_true",
                         help="add one Adjustment row per subscription: its true-up to the imported Azure bill")
     parser.set_defaults(handler=cmd_focus)

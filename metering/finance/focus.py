@@ -11,15 +11,20 @@ Every column FOCUS 1.2 marks Mandatory is present (``MANDATORY``), with the cond
 recommended columns this data can fill, and ``x_``-prefixed extras for chargeback: business unit,
 cost center, deployment type, the share of tokens that were estimated, the price status.
 
-Conventions worth knowing:
+Conventions worth knowing (docs/focus.md has the whole story, and the applicability criteria):
 
-* ``BilledCost`` = ``EffectiveCost`` = ``ListCost`` = ``ContractedCost``: the rate card's price is
-  what we charge (put negotiated prices in the card). Their sum is the report's cost.
-* Unpriced usage (``no_rate``, ``no_usage``) is exported with its tokens, zero cost (FOCUS costs
-  cannot be null), null unit prices and ``x_PriceStatus`` saying why — never silently dropped.
-* Provisioned (PTU) token rows carry zero cost (``PricingCategory`` ``Committed``); the capacity
-  cost, when a PTU cost file is given, comes as one row per month × deployment × subscription
-  (``ChargeFrequency`` ``Recurring``, ``x_ChargeSource`` ``ptu_allocation``).
+* ``BilledCost`` = ``EffectiveCost`` = ``ListCost`` = ``ContractedCost`` on usage rows: the rate
+  card's price is what we charge (put negotiated prices in the card). Their sum is the report's cost.
+* ``SkuId`` says what is sold (model, deployment type, service tier, token kind), ``SkuPriceId`` one
+  price of it (plus the price's region, currency and unit price): stable over time, never a row id.
+* Usage without a known unit price (``no_rate``, ``no_usage``) cannot be a FOCUS row (usage rows
+  need a unit price, and $0 would be a lie): it is returned apart (``LeftOut``) and the command says so.
+* Provisioned (PTU) and not-billable tokens are usage rows at unit price 0; the capacity cost, when a
+  PTU cost file is given, is one recurring usage row per month × deployment × subscription priced per
+  month (``x_ChargeSource`` ``ptu_allocation``). No commitment discount is claimed.
+* ``ResourceId`` is the Azure OpenAI resource's ARM id (``metering backends import``), the
+  deployment is in ``x_Deployment``; ``ProviderName``/``InvoiceIssuerName`` are the internal
+  platform issuing the chargeback, ``PublisherName`` Microsoft.
 """
 
 from __future__ import annotations
@@ -48,14 +53,19 @@ MANDATORY = (
     "ChargePeriodStart", "ContractedCost", "EffectiveCost", "InvoiceIssuerName", "ListCost",
     "PricingQuantity", "PricingUnit", "ProviderName", "PublisherName", "ServiceCategory", "ServiceName",
 )
-# Conditional and recommended columns this data fills (present because the condition holds).
+# Conditional and recommended columns this data fills (present because the condition holds). The
+# PricingCurrency* columns repeat the billing-currency values: the rate card prices in the currency it bills.
+# CommitmentDiscountStatus is always null (no commitment discount exists here): ConsumedQuantity's rules read it.
 OPTIONAL = (
-    "ChargeFrequency", "ConsumedQuantity", "ConsumedUnit", "ContractedUnitPrice", "ListUnitPrice",
-    "PricingCategory", "RegionId", "RegionName", "ResourceId", "ResourceName", "ResourceType",
-    "ServiceSubcategory", "SkuId", "SkuMeter", "SkuPriceId", "SubAccountId", "SubAccountName", "Tags",
+    "ChargeFrequency", "CommitmentDiscountStatus", "ConsumedQuantity", "ConsumedUnit", "ContractedUnitPrice",
+    "InvoiceId", "ListUnitPrice",
+    "PricingCategory", "PricingCurrency", "PricingCurrencyContractedUnitPrice", "PricingCurrencyEffectiveCost",
+    "PricingCurrencyListUnitPrice", "RegionId", "RegionName", "ResourceId", "ResourceName", "ResourceType",
+    "ServiceSubcategory", "SkuId", "SkuMeter", "SkuPriceDetails", "SkuPriceId", "SubAccountId", "SubAccountName",
+    "Tags",
 )
 EXTRA = (
-    "x_BusinessUnit", "x_CostCenter", "x_Deployment", "x_DeploymentType", "x_Model", "x_TokenKind",
+    "x_BusinessUnit", "x_CostCenter", "x_Backend", "x_Deployment", "x_DeploymentType", "x_Model", "x_TokenKind",
     "x_Requests", "x_EstimatedTokens", "x_EstimatedShare", "x_PriceStatus", "x_ChargeSource",
     "x_AllocationShare", "x_FocusVersion",
 )
@@ -63,7 +73,8 @@ COLUMNS = tuple(sorted(MANDATORY + OPTIONAL)) + EXTRA
 
 DECIMAL_COLUMNS = frozenset({
     "BilledCost", "ContractedCost", "EffectiveCost", "ListCost", "PricingQuantity", "ConsumedQuantity",
-    "ContractedUnitPrice", "ListUnitPrice", "x_EstimatedShare", "x_AllocationShare",
+    "ContractedUnitPrice", "ListUnitPrice", "PricingCurrencyContractedUnitPrice", "PricingCurrencyEffectiveCost",
+    "PricingCurrencyListUnitPrice", "x_EstimatedShare", "x_AllocationShare",
 })
 DATETIME_COLUMNS = frozenset({"BillingPeriodEnd", "BillingPeriodStart", "ChargePeriodEnd", "ChargePeriodStart"})
 INTEGER_COLUMNS = frozenset({"x_Requests", "x_EstimatedTokens"})
@@ -135,15 +146,20 @@ def _kind_lines(row: Mapping[str, Any]) -> list[tuple[str, int, Decimal, Decimal
 
 @dataclass(frozen=True)
 class FocusContext:
-    """Constants of an export: the billing account and month, the currency of unpriced rows."""
+    """Constants of an export: the billing account and month, the currency of rows without a price,
+    and who is who. This is an internal chargeback: the platform team that runs the gateway provides
+    the service to business units and issues the chargeback statement (``ProviderName``,
+    ``InvoiceIssuerName``, default: the billing account's name); Microsoft publishes it
+    (``PublisherName``). Azure's own FOCUS export names Microsoft as provider and issuer of the same
+    spend — docs/focus.md says how not to count it twice."""
 
     billing_account_id: str
     billing_account_name: str
     month: str  # YYYY-MM
     currency: str = "USD"
-    provider: str = "Microsoft"
+    provider: str | None = None  # None: the billing account's name
     publisher: str = "Microsoft"
-    invoice_issuer: str = "Microsoft"
+    invoice_issuer: str | None = None  # None: the provider
     service_name: str = "Azure OpenAI"
     service_category: str = "AI and Machine Learning"
     service_subcategory: str = "Generative AI"
@@ -151,6 +167,19 @@ class FocusContext:
     @property
     def billing_period(self) -> tuple[datetime, datetime]:
         return month_bounds(self.month)
+
+    @property
+    def provider_name(self) -> str:
+        return self.provider or self.billing_account_name
+
+    @property
+    def invoice_issuer_name(self) -> str:
+        return self.invoice_issuer or self.provider_name
+
+    @property
+    def invoice_id(self) -> str:
+        """The month's chargeback statement of the billing account (a provisional invoice in FOCUS terms)."""
+        return f"{self.billing_account_id}-{self.month}"
 
 
 def month_bounds(month: str) -> tuple[datetime, datetime]:
@@ -182,6 +211,43 @@ def _share(part: int, whole: int) -> Decimal:
     return (Decimal(part) / Decimal(whole)).quantize(SHARE_QUANTUM, rounding=ROUND_HALF_EVEN)
 
 
+def price_text(price: Decimal) -> str:
+    """A unit price as it appears in a SkuPriceId: plain digits, no exponent, no trailing zeros."""
+    text = format(price.normalize(), "f") if price else "0"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def sku_id(model: str, deployment_type: str, kind: str, tier: str | None = None,
+           min_prompt_tokens: int | None = None) -> str:
+    """What the SKU is — the model, how it is deployed, its service tier (and long-context tier), the
+    token kind — stable over time and across accounts; never a rate row id."""
+    parts = [model, deployment_type, tier or "standard"]
+    if min_prompt_tokens:
+        parts.append(f"from{int(min_prompt_tokens)}tokens")
+    return "/".join(parts + [kind])
+
+
+def sku_price_id(sku: str, region: str | None, currency: str, price: Decimal) -> str:
+    """One price of one SKU: the SKU, where the price applies, its currency and unit price. A new rate
+    card row at the same price keeps the id; a new price is a new SKU price, of the same SKU."""
+    return f"{sku}@{region_id(region) or 'any-region'}/{currency}/{price_text(price)}"
+
+
+def _price_details(**properties: Any) -> str:
+    """SkuPriceDetails: provider-defined (``x_``) properties of a SKU price, those that apply."""
+    return json.dumps({f"x_{key}": value for key, value in properties.items() if value is not None},
+                      ensure_ascii=False, sort_keys=True)
+
+
+def _resource(backend_id: str | None, backends: Mapping[str, Any]) -> tuple[str | None, str | None, str | None]:
+    """(ResourceId, ResourceName, region) of an APIM backend: the Azure OpenAI resource's ARM id from
+    ``metering backends import``; all None when the backend is not mapped (the export says so)."""
+    backend = backends.get(backend_id) if backend_id else None
+    if backend is None:
+        return None, None, None
+    return backend.resource_id, backend.resource_id.rstrip("/").rsplit("/", 1)[-1], backend.region
+
+
 def _common(ctx: FocusContext) -> dict[str, Any]:
     start, end = ctx.billing_period
     return {
@@ -191,8 +257,10 @@ def _common(ctx: FocusContext) -> dict[str, Any]:
         "BillingPeriodEnd": end,
         "ChargeCategory": "Usage",
         "ChargeClass": None,
-        "InvoiceIssuerName": ctx.invoice_issuer,
-        "ProviderName": ctx.provider,
+        "CommitmentDiscountStatus": None,
+        "InvoiceId": ctx.invoice_id,
+        "InvoiceIssuerName": ctx.invoice_issuer_name,
+        "ProviderName": ctx.provider_name,
         "PublisherName": ctx.publisher,
         "ServiceName": ctx.service_name,
         "ServiceCategory": ctx.service_category,
@@ -201,31 +269,91 @@ def _common(ctx: FocusContext) -> dict[str, Any]:
     }
 
 
-def usage_records(rows: Iterable[Mapping[str, Any]], ctx: FocusContext) -> list[dict[str, Any]]:
-    """One FOCUS row per usage group and token kind (kinds with no tokens and no cost are left out)."""
+def _priced(record: dict[str, Any]) -> dict[str, Any]:
+    """Fill the PricingCurrency* columns: prices are in the billing currency."""
+    return record | {
+        "PricingCurrency": record["BillingCurrency"],
+        "PricingCurrencyListUnitPrice": record["ListUnitPrice"],
+        "PricingCurrencyContractedUnitPrice": record["ContractedUnitPrice"],
+        "PricingCurrencyEffectiveCost": record["EffectiveCost"],
+    }
+
+
+def _subaccount(subscription: str | None, name: str | None,
+                subscriptions: Mapping[str, Mapping[str, Any]]) -> tuple[str | None, str | None]:
+    """(SubAccountId, SubAccountName): one name per id (the subscription's latest name, else its id)."""
+    if not subscription or subscription == "(unmapped)":
+        return None, None
+    known = subscriptions.get(subscription, {}).get("subscription_name")
+    return subscription, known or name or subscription
+
+
+@dataclass(frozen=True)
+class LeftOut:
+    """Usage a FOCUS row cannot carry: tokens whose unit price is unknown (FOCUS requires a unit price
+    on every usage row, and a guessed $0 would be a lie). ``metering report`` shows them as unpriced."""
+
+    day: str
+    subscription: str | None
+    deployment: str | None
+    model: str | None
+    token_kind: str
+    price_status: str
+    requests: int
+    tokens: int
+
+
+def usage_records(
+    rows: Iterable[Mapping[str, Any]],
+    ctx: FocusContext,
+    subscriptions: Mapping[str, Mapping[str, Any]] | None = None,
+    backends: Mapping[str, Any] | None = None,
+    left_out: list[LeftOut] | None = None,
+) -> list[dict[str, Any]]:
+    """One FOCUS usage row per usage group and token kind with a known unit price (kinds with no
+    tokens and no cost are left out). Provisioned (PTU) and not-billable tokens have a unit price of
+    0: their cost is the capacity, exported apart. Tokens without a price go to ``left_out``.
+    ``subscriptions``: id → name, ``backends``: backend id → ``Backend`` (ARM id, region)."""
     common = _common(ctx)
+    subscriptions = subscriptions or {}
+    backends = backends or {}
     out = []
     for row in rows:
         day = date.fromisoformat(str(row["day"])[:10])
         start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
         status = row["price_status"]
         provisioned = row["deployment_type"] == "provisioned"
+        free = status == "not_billable"
         model = row["model"] or "(unknown)"
         deployment = row["deployment"] or "(none)"
+        currency = row["currency"] or ctx.currency
+        resource_id, resource_name, _ = _resource(row.get("backend_id"), backends)
+        subaccount_id, subaccount_name = _subaccount(row["subscription_id"], row.get("subscription_name"), subscriptions)
         for kind, tokens, cost, price, meter, estimated in _kind_lines(row):
             if tokens == 0 and cost == 0:
                 continue
+            if free:
+                price = Decimal(0)
+            if price is None:
+                if left_out is not None:
+                    left_out.append(LeftOut(day.isoformat(), row["subscription_id"], row["deployment"], row["model"],
+                                            kind, status, int(row["requests"]), tokens))
+                continue
             description = f"{model} {meter.lower()}, {row['deployment_type']} deployment {deployment}"
             if provisioned:
-                description += " (provisioned throughput: capacity cost allocated separately)"
-            elif status != "priced":
-                description += f" (unpriced: {status})"
-            out.append(common | {
+                description += " (provisioned throughput: tokens cost nothing, the capacity is charged apart)"
+            elif free:
+                description += " (not billable: throttled or failed)"
+            sku_model = row.get("rate_model") or model
+            tier = row.get("rate_service_tier")
+            sku = sku_id(sku_model, row["deployment_type"], kind, tier, row.get("rate_min_prompt_tokens"))
+            price_region = row.get("rate_region")
+            out.append(_priced(common | {
                 "BilledCost": cost,
                 "EffectiveCost": cost,
                 "ListCost": cost,
                 "ContractedCost": cost,
-                "BillingCurrency": row["currency"] or ctx.currency,
+                "BillingCurrency": currency,
                 "ChargePeriodStart": start,
                 "ChargePeriodEnd": start + timedelta(days=1),
                 "ChargeDescription": description,
@@ -234,22 +362,29 @@ def usage_records(rows: Iterable[Mapping[str, Any]], ctx: FocusContext) -> list[
                 "ConsumedUnit": "Tokens",
                 "PricingQuantity": Decimal(tokens) / MILLION,
                 "PricingUnit": "1000000 Tokens",
-                "PricingCategory": "Committed" if provisioned else "Standard",
+                "PricingCategory": "Standard",
                 "ListUnitPrice": price,
                 "ContractedUnitPrice": price,
                 "RegionId": region_id(row["backend_region"]),
                 "RegionName": row["backend_region"],
-                "ResourceId": deployment,
-                "ResourceName": deployment,
-                "ResourceType": "Azure OpenAI deployment",
-                "SkuId": f"{row.get('rate_model') or model}/{row['deployment_type']}/{kind}",
+                "ResourceId": resource_id,
+                "ResourceName": resource_name,
+                "ResourceType": "Azure OpenAI resource" if resource_id else None,
+                "SkuId": sku,
                 "SkuMeter": meter,
-                "SkuPriceId": f"rate-{row['rate_id']}" if row["rate_id"] is not None and status == "priced" else None,
-                "SubAccountId": row["subscription_id"] or "(none)",
-                "SubAccountName": row["subscription_name"] or row["subscription_id"] or "(none)",
+                "SkuPriceId": sku_price_id(sku, price_region, currency, price),
+                "SkuPriceDetails": _price_details(Model=sku_model, DeploymentType=row["deployment_type"],
+                                                  ServiceTier=tier or "standard", TokenKind=kind,
+                                                  MinPromptTokens=row.get("rate_min_prompt_tokens"),
+                                                  PriceRegion=region_id(price_region) or "any-region",
+                                                  PricedBy="provisioned capacity" if provisioned else
+                                                  "not billable" if free else "rate card"),
+                "SubAccountId": subaccount_id,
+                "SubAccountName": subaccount_name,
                 "Tags": _tags(row["business_unit"], row["cost_center"]),
                 "x_BusinessUnit": row["business_unit"] or "(unmapped)",
                 "x_CostCenter": row["cost_center"] or "(unmapped)",
+                "x_Backend": row.get("backend_id"),
                 "x_Deployment": deployment,
                 "x_DeploymentType": row["deployment_type"],
                 "x_Model": model,
@@ -260,62 +395,79 @@ def usage_records(rows: Iterable[Mapping[str, Any]], ctx: FocusContext) -> list[
                 "x_PriceStatus": status,
                 "x_ChargeSource": "usage",
                 "x_AllocationShare": None,
-            })
+            }))
     return out
+
+
+def _decimals(amount: Decimal) -> int:
+    exponent = amount.as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else 0
 
 
 def ptu_records(
     parts: Iterable[Mapping[str, Any]],
     ctx: FocusContext,
     subscriptions: Mapping[str, Mapping[str, Any]] | None = None,
+    backends: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """One FOCUS row per PTU cost × subscription (``metering.ptu.by_subscription`` rows): the
-    monthly capacity cost allocated by tokens. ``subscriptions``: id → name, business_unit,
-    cost_center, for the ``x_`` columns."""
+    """One FOCUS row per PTU (or other fixed monthly) cost × subscription (``metering.ptu.by_subscription``
+    rows): a recurring usage charge for the deployment's capacity, its month priced at the monthly
+    cost (``PricingUnit`` ``Months``) and allocated by tokens (``PricingQuantity`` = the subscription's
+    share of the month). ``BilledCost`` is the whole-cent allocation, the amounts of a cost adding up
+    to it; ``ListCost``/``ContractedCost`` = unit price × quantity exactly. No commitment discount
+    exists, so ``PricingCategory`` is ``Standard``; the tokens are on the usage rows, not here.
+    ``subscriptions``: id → name, business_unit, cost_center; ``backends``: id → ``Backend``."""
     common = _common(ctx)
     subscriptions = subscriptions or {}
+    backends = backends or {}
     out = []
     for part in parts:
         start, end = month_bounds(part["month"])
         info = subscriptions.get(part["subscription"], {})
         deployment = part["deployment"]
-        resource = f"{part['backend_id']}/{deployment}" if part["backend_id"] else deployment
-        share = part["token_share"].quantize(QUANTITY_QUANTUM, rounding=ROUND_HALF_EVEN)
+        kind = part.get("kind", "provisioned")
+        monthly = Decimal(part["monthly_cost"])
+        # The quantity keeps as many digits as make unit price × quantity exact in decimal128(28, 12).
+        share = Decimal(part["token_share"]).quantize(Decimal(1).scaleb(-max(0, 12 - _decimals(monthly))),
+                                                      rounding=ROUND_HALF_EVEN)
         amount = part["ptu_cost"]
-        out.append(common | {
+        resource_id, resource_name, region = _resource(part.get("backend_id"), backends)
+        subaccount_id, subaccount_name = _subaccount(part["subscription"], None, subscriptions)
+        sku = f"capacity/{kind}" if kind != "provisioned" else "capacity/provisioned-throughput"
+        out.append(_priced(common | {
             "BilledCost": amount,
             "EffectiveCost": amount,
-            "ListCost": amount,
-            "ContractedCost": amount,
+            "ListCost": monthly * share,
+            "ContractedCost": monthly * share,
             "BillingCurrency": part["currency"],
             "ChargePeriodStart": start,
             "ChargePeriodEnd": end,
-            "ChargeDescription": (f"Provisioned throughput {deployment}" if part.get("kind", "provisioned") == "provisioned"
-                                  else f"Fixed cost ({part['kind']}) of {deployment}")
+            "ChargeDescription": (f"Provisioned throughput {deployment}" if kind == "provisioned"
+                                  else f"Fixed cost ({kind}) of {deployment}")
                                  + f", {part['month']}: {(share * 100).quantize(Decimal('0.1'))}% of the deployment's tokens",
             "ChargeFrequency": "Recurring",
-            "ConsumedQuantity": Decimal(int(part["tokens"])),
-            "ConsumedUnit": "Tokens",
+            "ConsumedQuantity": share,
+            "ConsumedUnit": "Months",
             "PricingQuantity": share,
             "PricingUnit": "Months",
-            "PricingCategory": "Committed",
-            "ListUnitPrice": None,
-            "ContractedUnitPrice": None,
-            "RegionId": None,
-            "RegionName": None,
-            "ResourceId": resource,
-            "ResourceName": deployment,
-            "ResourceType": "Azure OpenAI deployment",
-            "SkuId": f"{deployment}/provisioned/capacity" if part.get("kind", "provisioned") == "provisioned"
-                     else f"{deployment}/fixed/{part['kind']}",
-            "SkuMeter": "Provisioned Throughput Units" if part.get("kind", "provisioned") == "provisioned"
-                        else f"Fixed monthly cost: {part['kind']}",
-            "SkuPriceId": None,
-            "SubAccountId": part["subscription"],
-            "SubAccountName": info.get("subscription_name") or part["subscription"],
+            "PricingCategory": "Standard",
+            "ListUnitPrice": monthly,
+            "ContractedUnitPrice": monthly,
+            "RegionId": region_id(region),
+            "RegionName": region,
+            "ResourceId": resource_id,
+            "ResourceName": resource_name,
+            "ResourceType": "Azure OpenAI resource" if resource_id else None,
+            "SkuId": sku,
+            "SkuMeter": "Provisioned Throughput Units" if kind == "provisioned" else f"Fixed monthly cost: {kind}",
+            "SkuPriceId": sku_price_id(f"{sku}/{deployment}", region, part["currency"], monthly),
+            "SkuPriceDetails": _price_details(CostKind=kind, Deployment=deployment),
+            "SubAccountId": subaccount_id,
+            "SubAccountName": subaccount_name,
             "Tags": _tags(info.get("business_unit"), info.get("cost_center")),
             "x_BusinessUnit": info.get("business_unit") or "(unmapped)",
             "x_CostCenter": info.get("cost_center") or "(unmapped)",
+            "x_Backend": part.get("backend_id") or None,
             "x_Deployment": deployment,
             "x_DeploymentType": "provisioned",
             "x_Model": None,
@@ -326,7 +478,7 @@ def ptu_records(
             "x_PriceStatus": "allocated",
             "x_ChargeSource": "ptu_allocation",
             "x_AllocationShare": share,
-        })
+        }))
     return out
 
 
@@ -346,7 +498,8 @@ def true_up_records(
         if not amount:
             continue
         info = subscriptions.get(subscription, {})
-        out.append(common | {
+        subaccount_id, subaccount_name = _subaccount(subscription, None, subscriptions)
+        out.append(_priced(common | {
             "BilledCost": amount, "EffectiveCost": amount, "ListCost": amount, "ContractedCost": amount,
             "BillingCurrency": ctx.currency,
             "ChargeCategory": "Adjustment",
@@ -358,16 +511,16 @@ def true_up_records(
             "PricingQuantity": Decimal(1), "PricingUnit": "Months", "PricingCategory": "Other",
             "ListUnitPrice": None, "ContractedUnitPrice": None, "RegionId": None, "RegionName": None,
             "ResourceId": None, "ResourceName": None, "ResourceType": None,
-            "SkuId": None, "SkuMeter": None, "SkuPriceId": None,
-            "SubAccountId": subscription,
-            "SubAccountName": info.get("subscription_name") or subscription,
+            "SkuId": None, "SkuMeter": None, "SkuPriceId": None, "SkuPriceDetails": None,
+            "SubAccountId": subaccount_id,
+            "SubAccountName": subaccount_name,
             "Tags": _tags(info.get("business_unit"), info.get("cost_center")),
             "x_BusinessUnit": info.get("business_unit") or "(unmapped)",
             "x_CostCenter": info.get("cost_center") or "(unmapped)",
-            "x_Deployment": None, "x_DeploymentType": None, "x_Model": None, "x_TokenKind": None,
+            "x_Backend": None, "x_Deployment": None, "x_DeploymentType": None, "x_Model": None, "x_TokenKind": None,
             "x_Requests": None, "x_EstimatedTokens": None, "x_EstimatedShare": None,
             "x_PriceStatus": "trued_up", "x_ChargeSource": "bill_true_up", "x_AllocationShare": None,
-        })
+        }))
     return out
 
 
@@ -381,11 +534,11 @@ def billed_total(records: Iterable[Mapping[str, Any]]) -> Decimal:
 def _text(value: Any) -> str:
     if value is None:
         return ""
-    if isinstance(value, Decimal):
+    if isinstance(value, Decimal):  # always with a fraction digit: a reader must infer a decimal, not an integer
         text = format(value, "f")
         if "." in text:
-            text = text.rstrip("0").rstrip(".")
-        return text
+            text = text.rstrip("0")
+        return text + "0" if text.endswith(".") else text if "." in text else text + ".0"
     if isinstance(value, datetime):
         return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     if isinstance(value, str):  # names from events: never a live formula in a spreadsheet
@@ -394,7 +547,7 @@ def _text(value: Any) -> str:
 
 
 def to_csv(records: Sequence[Mapping[str, Any]]) -> str:
-    """FOCUS rows as CSV: exact decimals, ISO 8601 UTC times (``Z``), empty for null, text that a
+    """FOCUS rows as CSV: exact decimals (``1500.0``, never ``1500``), ISO 8601 UTC times (``Z``), empty for null, text that a
     spreadsheet would run as a formula quoted (``safe_text.spreadsheet_text``; Parquet keeps values as stored)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")

@@ -23,6 +23,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from db import queries
+from db.bill import load_backends
 from metering.finance.options import Period
 from metering.finance.capacity import PtuCost, allocate_ptu, by_subscription
 
@@ -436,25 +437,30 @@ def export_focus(
     billing_account_name: str,
     ptu_costs: Sequence[PtuCost] | None = None,
     true_up: Mapping[str, Decimal] | None = None,
+    left_out: list[Any] | None = None,
+    provider: str | None = None,
 ) -> list[dict[str, Any]]:
     """The FOCUS rows of a month: token usage, plus allocated PTU capacity when costs are given, plus
-    one Adjustment row per subscription's true-up to the Azure bill when ``true_up`` is given."""
+    one Adjustment row per subscription's true-up to the Azure bill when ``true_up`` is given. Usage
+    without a unit price is appended to ``left_out`` (``focus.LeftOut``) instead; ``provider``: the
+    ProviderName and InvoiceIssuerName (default: the billing account's name)."""
     from metering.finance import focus
 
     currencies = queries.period_currencies(conn, period.since, period.until)
     ctx = focus.FocusContext(billing_account_id, billing_account_name, period.label,
-                             currency=(currencies or ["USD"])[0])
-    records = focus.usage_records(queries.focus_usage(conn, period.since, period.until), ctx)
+                             currency=(currencies or ["USD"])[0], provider=provider)
+    info = {row["subscription"]: row for row in queries.subscription_info(conn)}
+    backends = load_backends(conn)
+    records = focus.usage_records(queries.focus_usage(conn, period.since, period.until), ctx, info, backends,
+                                  left_out)
     if ptu_costs:
         included, _ = ptu_costs_in(period, ptu_costs)
         dims = ("subscription",)
         usage = queries.provisioned_tokens(conn, period.since, period.until, dims,
                                            all_deployment_types=any(not cost.provisioned for cost in included))
         allocations = allocate_ptu(included, usage, dims)
-        info = {row["subscription"]: row for row in queries.subscription_info(conn)}
-        records += focus.ptu_records(by_subscription(allocations), ctx, info)
+        records += focus.ptu_records(by_subscription(allocations), ctx, info, backends)
     if true_up:
-        info = {row["subscription"]: row for row in queries.subscription_info(conn)}
         records += focus.true_up_records(true_up, ctx, info)
     return records
 

@@ -29,10 +29,10 @@ def seeded(engine):
     return engine
 
 
-def records(engine, ptu: bool = False) -> list[dict]:
+def records(engine, ptu: bool = False, left_out: list | None = None) -> list[dict]:
     with engine.connect() as conn:
         return export_focus(conn, Period.month(MONTH), "acct-1", "Contoso AI platform",
-                            parse_ptu_costs_csv(PTU_COSTS) if ptu else None)
+                            parse_ptu_costs_csv(PTU_COSTS) if ptu else None, left_out=left_out)
 
 
 def parse_time(text: str) -> datetime:
@@ -68,11 +68,14 @@ def check_csv(text: str) -> list[dict]:
 
 def test_csv_has_every_mandatory_column_and_adds_up(seeded):
     expected, _, tokens = db_total(seeded)
-    rows = check_csv(focus.to_csv(records(seeded)))
+    left_out: list = []
+    rows = check_csv(focus.to_csv(records(seeded, left_out=left_out)))
     assert sum(Decimal(r["BilledCost"]) for r in rows) == expected
     for cost in ("EffectiveCost", "ListCost", "ContractedCost"):
         assert sum(Decimal(r[cost]) for r in rows) == expected
-    assert sum(int(r["ConsumedQuantity"]) for r in rows) == tokens
+    # Every token once: on a usage row, or left out for want of a unit price (FOCUS needs one).
+    assert left_out and {item.price_status for item in left_out} <= {"no_rate", "no_usage"}
+    assert sum(Decimal(r["ConsumedQuantity"]) for r in rows) + sum(item.tokens for item in left_out) == tokens
     with seeded.connect() as conn:
         report = build_report(conn, Period.month(MONTH), ("business_unit",))
     assert sum(Decimal(r["BilledCost"]) for r in rows) == report.total["cost"]
@@ -87,7 +90,7 @@ def test_rows_are_token_level(seeded):
         assert row["ChargePeriodEnd"] - row["ChargePeriodStart"] == (datetime(2026, 10, 2) - datetime(2026, 10, 1))
         if row["x_PriceStatus"] == "priced":
             assert row["ListUnitPrice"] * row["PricingQuantity"] == row["ListCost"]  # one unit price per row
-            assert row["SkuPriceId"].startswith("rate-")
+            assert row["SkuPriceId"].startswith(row["SkuId"] + "@")  # a price of the row's SKU, never a rate row id
     grain = Counter((r["ChargePeriodStart"], r["SubAccountId"], r["ResourceId"], r["x_Model"], r["x_DeploymentType"],
                      r["RegionId"], r["SkuPriceId"], r["x_PriceStatus"], r["x_TokenKind"]) for r in rows)
     assert max(grain.values()) == 1
@@ -96,12 +99,17 @@ def test_rows_are_token_level(seeded):
     assert cached and all(r["ListUnitPrice"] == Decimal("2.00") for r in cached)
 
 
-def test_unpriced_and_provisioned_usage_is_exported_with_zero_cost_and_a_reason(seeded):
-    rows = records(seeded)
-    unpriced = [r for r in rows if r["x_PriceStatus"] == "no_rate"]
-    assert unpriced and all(r["BilledCost"] == 0 and r["ListUnitPrice"] is None for r in unpriced)
+def test_unpriced_usage_is_left_out_with_a_reason_and_provisioned_tokens_cost_zero(seeded):
+    # FOCUS 1.2: usage rows need a unit price (ListUnitPrice, ContractedUnitPrice, SkuPriceId not null),
+    # and a made-up $0 would be a lie: unpriced usage comes back apart, for the command to report.
+    left_out: list = []
+    rows = records(seeded, left_out=left_out)
+    assert not [r for r in rows if r["x_PriceStatus"] in ("no_rate", "no_usage")]
+    assert left_out and all(item.tokens > 0 and item.requests > 0 for item in left_out)
     ptu = [r for r in rows if r["x_DeploymentType"] == "provisioned"]
-    assert ptu and all(r["BilledCost"] == 0 and r["PricingCategory"] == "Committed" for r in ptu)
+    # No commitment discount exists: PTU tokens are Standard usage at unit price 0, capacity charged apart.
+    assert ptu and all(r["BilledCost"] == 0 and r["ListUnitPrice"] == 0 and r["PricingCategory"] == "Standard"
+                       for r in ptu)
     estimated = [r for r in rows if r["x_EstimatedShare"]]
     assert estimated and all(Decimal(0) < r["x_EstimatedShare"] <= 1 for r in estimated)
     unmapped = [r for r in rows if r["SubAccountId"] == "sub-lab"]
