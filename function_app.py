@@ -70,7 +70,7 @@ from metering.finance.budget_service import check as check_budgets
 from metering.finance.budget_service import gateway_status
 from metering.ingest import IngestTotals, Ingestor
 from metering.settings import rate_card_ttl_from_env, settings_from_env
-from metering.model import RawEvent
+from metering.model import PipelineSettings, RawEvent
 
 app = func.FunctionApp()
 log = logging.getLogger("metering.function")
@@ -81,12 +81,12 @@ class ConfigurationError(RuntimeError):
     Function refuses to start rather than store events it was told to verify."""
 
 
-def check_settings() -> None:
-    """Read every setting once, at start-up; a bad one raises ``ConfigurationError`` with one line
-    naming it (the host then indexes no function, and no event is consumed or checkpointed)."""
+def check_settings() -> tuple[float, PipelineSettings]:
+    """The rate card's cache time and the pipeline settings; a bad setting raises
+    ``ConfigurationError`` with one line naming it. Called at import, so that the host then indexes
+    no function, and no event is consumed or checkpointed."""
     try:
-        rate_card_ttl_from_env()
-        settings_from_env()
+        return rate_card_ttl_from_env(), settings_from_env()
     except ValueError as exc:
         raise ConfigurationError(f"metering Function refuses to start: {exc}") from None
 
@@ -105,10 +105,7 @@ def get_ingestor() -> Ingestor:
     if _ingestor is None:
         with _ingestor_lock:
             if _ingestor is None:
-                try:
-                    ttl, settings = rate_card_ttl_from_env(), settings_from_env()
-                except ValueError as exc:
-                    raise ConfigurationError(f"metering Function refuses to start: {exc}") from None
+                ttl, settings = check_settings()
                 engine: Engine = make_engine(os.environ.get("METERING_DATABASE_URL"))
                 _ingestor = Ingestor(engine, rate_card_ttl=ttl, settings=settings)
     return _ingestor
