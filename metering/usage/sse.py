@@ -428,6 +428,8 @@ def rebuild_stream(text: str) -> RebuiltStream:
         return builder.freeze(False)
     original = text
     text = _normalise(text)
+    size = len(text)
+    find = text.find
     last_ok = True
     accs = builder.choices
     feed_object = builder.feed_object
@@ -435,14 +437,34 @@ def rebuild_stream(text: str) -> RebuiltStream:
     common = 0  # common chunks folded here (events, added to the builder's count at the end)
     known = False  # id, model and kind are set: the common chunk cannot change them
     tail = ""  # the text after the content of the last common chunk parsed (see _CONTENT_HEAD)
+    raw_head = ""  # ... and that chunk's line up to its content's opening quote (see _next_literals)
+    tail_end = ""  # tail + the blank line that ends the event
     templates = 4  # tails worked out at most this often (each costs two parses) per stream
     tail_text: list[str] = []  # the text of the choice that chunk belongs to
     head = len(_CONTENT_HEAD)
     literals: list[str] = []  # content literals of chunks equal to it but for their content...
-    slots: list[tuple[list[str], int]] = []  # ...and where each one's text goes
-    # Every "\n\n" is the end of a line followed by an empty line: an event boundary. Most
-    # events are one "data: {...}" line, which takes the fast path below.
-    for block in text.split("\n\n"):
+    slots: list[tuple[list[str], int, int]] = []  # ...and where they go: (texts, first position, count)
+    pos = 0
+    # Blocks are cut exactly as ``text.split("\n\n")`` would (every "\n\n" is the end of a line
+    # followed by an empty line: an event boundary), by position, so that a run of chunks equal to
+    # the last parsed one but for their content is read without copying them (_next_literals).
+    while pos < size:
+        if tail:
+            before = len(literals)
+            pos = _next_literals(text, pos, raw_head, tail_end, literals)
+            if len(literals) > before:
+                count = len(literals) - before
+                slots.append((tail_text, len(tail_text), count))
+                tail_text.extend(literals[before:])  # placeholders, replaced once decoded
+                common += count
+                last_ok = True
+                if pos >= size:
+                    break
+        end = find("\n\n", pos)
+        if end < 0:
+            end = size
+        block = text[pos:end]
+        pos = end + 2
         if not block:
             continue
         if not block.startswith("data: ") or "\n" in block:
@@ -453,7 +475,7 @@ def rebuild_stream(text: str) -> RebuiltStream:
         if tail and data.endswith(tail) and data.startswith(_CONTENT_HEAD) and len(data) > head + len(tail):
             # The same chunk as the last common one but for its content: decoded all at once below.
             literals.append(data[head : len(data) - len(tail)])
-            slots.append((tail_text, len(tail_text)))
+            slots.append((tail_text, len(tail_text), 1))
             tail_text.append("")
             common += 1
             last_ok = True
@@ -496,6 +518,10 @@ def rebuild_stream(text: str) -> RebuiltStream:
                             elif templates:
                                 templates -= 1
                                 tail, tail_text = _template_tail(data), acc.text
+                                if tail:
+                                    # The literal starts at the same place in the line as in data.
+                                    raw_head = block[: len(block) - len(data) + head + 1]
+                                    tail_end = tail + "\n\n"
                             common += 1
                             continue
         feed_object(obj, None)
@@ -504,8 +530,10 @@ def rebuild_stream(text: str) -> RebuiltStream:
         contents = _decode_literals(literals)
         if contents is None:  # a "content" that is not exactly one JSON string: the general path
             return _rebuild_general(original)
-        for (texts, position), content in zip(slots, contents):
-            texts[position] = content
+        at = 0
+        for texts, position, count in slots:
+            texts[position : position + count] = contents[at : at + count]
+            at += count
     builder.events += common
     return builder.freeze(not last_ok)
 
@@ -566,6 +594,37 @@ def _payload(block: str) -> str:
 _CONTENT_HEAD = _CHOICE_HEAD + '{"content":'
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 _PROBES = (('"\\u0001probe"', "\u0001probe"), ('"\\u0002probe"', "\u0002probe"))
+
+
+def _next_literals(text: str, pos: int, raw_head: str, tail_end: str, literals: list[str]) -> int:
+    """Append the content literal of each event from ``pos`` on that is ``raw_head`` + a literal +
+    ``tail_end`` (the line of the last parsed common chunk but for its content, and the blank line);
+    return the position after the last such event.
+
+    No copy of the events is made and none is parsed: the literals are checked and decoded together
+    by ``_decode_literals``. Each such event is exactly one ``split("\n\n")`` block: it starts where
+    a block starts, and once its literal is known to be one JSON string (no raw newline) the first
+    "\n\n" after it is the one in ``tail_end`` (neither ``raw_head`` nor the tail holds a newline).
+    """
+    startswith, find, append = text.startswith, text.find, literals.append
+    quote = len(raw_head) - 1  # raw_head ends with the literal's opening quote
+    after = len(tail_end)
+    while startswith(raw_head, pos):
+        start = pos + quote
+        close = find('"', start + 1)
+        if close < 0:
+            break
+        if text[close - 1] == "\\":  # an escaped quote, or an escaped backslash before the closing one
+            literal = _STRING.match(text, start)
+            if literal is None:
+                break
+            close = literal.end() - 1
+        close += 1
+        if not startswith(tail_end, close):
+            break
+        append(text[start:close])
+        pos = close + after
+    return pos
 
 
 def _template_tail(data: str) -> str:

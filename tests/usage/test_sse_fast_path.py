@@ -202,3 +202,40 @@ def test_content_texts_that_only_line_up_when_decoded_together_rebuild_as_the_ge
     text = head + "\n\n".join(events) + "\n\ndata: [DONE]\n\n"
     same(text)
     assert rebuild_stream(text).bad_events == 3
+
+
+RUN_LITERALS = ['"plain"', '"say \\"hi\\""', '"ends in a backslash \\\\"', '"\\\\"', '"\\u00e9\\n"', '"数"',
+                '"\\"},\\"finish_reason\\":null"', '""', '"a\\', '"two"  ', '"x"}', '7']
+
+
+@pytest.mark.parametrize("literal", RUN_LITERALS)
+def test_a_run_of_chunks_equal_but_for_their_content_rebuilds_as_the_general_path(literal):
+    """Runs of such chunks are read by position without parsing (``_next_literals``): every kind of
+    literal, at the start, middle and end of a run, with the stream cut anywhere in the run."""
+    head = chat_stream(sample_words(3)).removesuffix("data: [DONE]\n\n")
+    chunk = CONTENT_CHUNK_AZURE
+    run = [chunk.replace('"content":"x"', '"content":"w%d"' % i) for i in range(6)]
+    odd = chunk.replace('"content":"x"', '"content":' + literal)
+    for events in (run[:3] + [odd] + run[3:], [odd] + run, run + [odd]):
+        text = head + "".join(f"data: {c}\n\n" for c in events) + "data: [DONE]\n\n"
+        same(text)
+        for cut in range(len(head), len(text), 7):
+            same(text[:cut])
+
+
+CONTENT_CHUNK_AZURE = dumps(chat_chunk([{**content_choice("x"), "content_filter_results": CONTENT_FILTER_SAFE}]))
+
+
+def test_a_long_azure_stream_is_not_parsed_chunk_by_chunk(monkeypatch):
+    """The point of the fast path: 1,000 content chunks cost a few parses, and the text is exact."""
+    import metering.usage.sse as sse_module
+
+    words = sample_words(1000)
+    text = chat_stream(words)
+    calls = []
+    real = sse_module._loads
+    monkeypatch.setattr(sse_module, "_loads", lambda data: calls.append(1) or real(data))
+    rebuilt = rebuild_stream(text)
+    assert len(calls) < 20
+    assert rebuilt.text == "".join(words)
+    assert rebuilt == _rebuild_general(text)
