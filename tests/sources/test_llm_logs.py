@@ -206,7 +206,7 @@ def test_concurrent_writers_that_miss_each_other_are_completed_by_the_next_batch
         assert finish_llm_merge(conn, merge, set()).pending == 1
     row_only = process_batch(raws(encode(streamed_request_mode("s-10"))), ingestor.rate_card())
     with engine.begin() as conn:  # writer A: the row, inserted without looking at llm_usage (it saw none)
-        store._insert_new_records(conn, [store.record_row(r, store.utc_now()) for r in row_only.records])
+        store.insert_records(conn, row_only.records, store.utc_now())
     assert stored(engine, "s-10")["usage_source"] == "partial"
     unrelated = ingestor.ingest(raws(encode(v1_event("other-request"))))
     assert unrelated.merged == 0 and identity(unrelated)  # not this run's unit, but the row is completed
@@ -219,7 +219,7 @@ def test_pending_records_past_the_sweep_window_wait_for_a_redelivery(ingestor, e
     rows = process_batch(raws(encode(streamed_request_mode("s-11"))), card).records
     with engine.begin() as conn:  # both halves stored long ago, each without seeing the other
         _insert_llm_usage(conn, [{**_row_for(items[0]), "received_at": store.utc_now() - 2 * SWEEP_WINDOW}])
-        store._insert_new_records(conn, [store.record_row(r, store.utc_now()) for r in rows])
+        store.insert_records(conn, rows, store.utc_now())
     ingestor.ingest(raws(encode(v1_event("unrelated"))))
     assert stored(engine, "s-11")["usage_source"] == "partial"
     redelivered = ingestor.ingest(raws(encode(streamed_request_mode("s-11"))))

@@ -94,7 +94,7 @@ def stored_unseen(engine, ingestor: Ingestor, events: list[bytes], records: list
     with engine.begin() as conn:
         _insert_llm_usage(conn, [{**_llm_row(u, long_ago)} for u in process_batch([RawEvent(b) for b in records], card).llm_usage])
         rows = process_batch([RawEvent(b) for b in events], card).records
-        store._insert_new_records(conn, [store.record_row(r, long_ago) for r in rows])
+        store.insert_records(conn, rows, long_ago)
 
 
 @pytest.mark.parametrize("again", ["llm-half", "events-half"])

@@ -137,3 +137,27 @@ def test_storage_failure_leaves_nothing_half_written(engine):
         ids = conn.execute(sa.select(usage_records.c.request_id)).scalars().all()
         quarantined = conn.execute(sa.select(sa.func.count()).select_from(quarantine)).scalar()
     assert ids == ["existing"] and quarantined == 0
+
+
+def test_a_batch_larger_than_one_statement_is_stored_once_and_exactly(engine):
+    """A replay with --batch-size 2500 goes over SQLite's 32,766 parameters per statement: the rows
+    are written in several statements of one transaction, ids already stored are skipped, and every
+    value reads back as written (exact decimals, aware UTC)."""
+    load_card(engine)
+    ingestor = Ingestor(engine)
+    earlier = ingestor.ingest([raw(v1_event(f"big-{i:04d}")) for i in range(0, 2500, 5)])
+    assert earlier.inserted == 500
+    batch = [raw(v1_event(f"big-{i:04d}", usage={"prompt_tokens": 1000 + i, "completion_tokens": 7, "total_tokens": 1007 + i}))
+             for i in range(2500)]
+    done = ingestor.ingest(batch)
+    assert (done.read, done.inserted, done.duplicates) == (2500, 2000, 500)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(usage_records.c.request_id, usage_records.c.prompt_tokens,
+                                      usage_records.c.input_cost, usage_records.c.event_time)
+                            .order_by(usage_records.c.request_id)).all()
+    assert len(rows) == 2500 and len({r.request_id for r in rows}) == 2500
+    by_id = {r.request_id: r for r in rows}
+    assert by_id["big-0001"].prompt_tokens == 1001  # written by the big batch
+    assert by_id["big-0005"].prompt_tokens != 1005  # stored earlier: first wins
+    assert by_id["big-0001"].input_cost == Decimal(1001) * Decimal("2.50") / Decimal(1_000_000)
+    assert all(r.event_time.tzinfo is not None for r in rows)
