@@ -64,6 +64,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     damaged: list[str] = []
     total_bytes = sum(f.stat().st_size for f in files)
     show = None if args.progress == "auto" else args.progress == "on"
+    tqdm.monitor_interval = 0  # no monitor thread: worker processes are forked (cli/replay_units.py)
     with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="replay", disable=not show if show is not None else None,
               file=sys.stderr, leave=False) as bar:
         events = inserted = 0

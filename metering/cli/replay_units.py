@@ -6,14 +6,18 @@ share its partition, so "first delivery wins" holds as in one process) or one ot
 damaged file stops only itself: every complete event read before the damage is stored with the
 rest, and the damage is reported once the whole replay is done.
 
-Workers are spawned (not forked: an engine's connections must not be shared) and import this
-module by name, so everything they run is a top-level function here.
+On Linux workers are forked: they start at once with this process's imports (SQLAlchemy, the
+pipeline), where a spawned worker spent about a second importing them before its first batch. The
+caller disposes of its engine first, so no connection is shared, and each worker opens its own
+engine. Elsewhere (macOS, Windows) they are spawned, as fork is unsafe or absent there. Either way
+they run top-level functions of this module.
 """
 
 from __future__ import annotations
 
 import os
 import queue as queue_module
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,14 +162,23 @@ def _replay_in_worker(paths: list[Path]) -> UnitResult:
     return result
 
 
+def start_method() -> str:
+    """``fork`` on Linux (no second import of everything), ``spawn`` elsewhere."""
+    return "fork" if sys.platform.startswith("linux") else "spawn"
+
+
 def replay_parallel(units: Sequence[list[Path]], url: str, settings: PipelineSettings, batch_size: int,
                     workers: int, progress: Callable[[int, int, int], None]) -> list[UnitResult]:
-    """Replay ``units`` in ``workers`` spawned processes; ``progress(bytes, events, inserted)``
-    as they report. The first storage error stops the replay and is raised here."""
+    """Replay ``units`` in ``workers`` processes; ``progress(bytes, events, inserted)`` as they
+    report. The first storage error stops the replay and is raised here. The caller holds no
+    database connection and runs no other thread (see the module's docstring)."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context(start_method())
+    # A forked worker would write out whatever this process still holds in its buffers on exit.
+    sys.stdout.flush()
+    sys.stderr.flush()
     reports = context.Queue()
     results: list[UnitResult] = []
 
