@@ -161,3 +161,25 @@ def test_a_batch_larger_than_one_statement_is_stored_once_and_exactly(engine):
     assert by_id["big-0005"].prompt_tokens != 1005  # stored earlier: first wins
     assert by_id["big-0001"].input_cost == Decimal(1001) * Decimal("2.50") / Decimal(1_000_000)
     assert all(r.event_time.tzinfo is not None for r in rows)
+
+
+def test_rows_keep_their_instant_and_exact_costs_whatever_the_offset(engine):
+    """Rows go to PostgreSQL as JSON and to SQLite as VALUES lists: an instant given with an offset
+    is stored as the same instant in UTC, and a cost of 16 integer digits and 12 decimals is exact."""
+    from datetime import datetime, timedelta, timezone
+
+    from db import store
+    from metering.pipeline import process_batch
+
+    load_card(engine)
+    record = process_batch([raw(v1_event("offset-1"))], Ingestor(engine).rate_card()).records[0]
+    record.event_time = datetime(2026, 10, 15, 14, 30, 0, 123456, tzinfo=timezone(timedelta(hours=5)))
+    record.total_cost = Decimal("9999999999999999.123456789012")
+    with engine.begin() as conn:
+        assert store.insert_records(conn, [record], datetime(2026, 10, 16, tzinfo=timezone.utc)) == {"offset-1"}
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(usage_records.c.event_time, usage_records.c.total_cost,
+                                     usage_records.c.ingested_at)).one()
+    assert row.event_time == datetime(2026, 10, 15, 9, 30, 0, 123456, tzinfo=timezone.utc)
+    assert row.total_cost == Decimal("9999999999999999.123456789012")
+    assert row.ingested_at == datetime(2026, 10, 16, tzinfo=timezone.utc)
