@@ -15,6 +15,7 @@ from dataclasses import fields
 from datetime import datetime, timezone
 from decimal import Decimal
 from itertools import chain
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -94,29 +95,29 @@ def insert_records(conn: sa.Connection, records: Sequence[UsageRecord], ingested
     if dialect == "postgresql":
         return _insert_records_postgres(conn, records, ingested_at)
     if dialect == "sqlite":
-        return _insert_records_sqlite(conn, _column_values(conn, records, ingested_at))
+        return _insert_records_sqlite(conn, _row_values(conn, records, ingested_at))
     return insert_absent(conn, usage_records, "request_id", [record_row(r, ingested_at) for r in records])
 
 
 _INSERT_COLUMNS = [c for c in usage_records.columns if c.name != "id"]
 
 
-def _column_values(conn: sa.Connection, records: Sequence[UsageRecord], ingested_at: datetime) -> dict[str, list[Any]]:
-    """Each column's values over ``records``, as the dialect binds them."""
-    columns: dict[str, list[Any]] = {}
-    for column in _INSERT_COLUMNS:
-        # The dialect's own processor (aware UTC → naive UTC; Decimal stays Decimal, or exact text on
-        # SQLite). ``bind_processor`` of a TypeDecorator uses the generic impl, which turned costs
-        # into floats (1e16 for a cost at the edge of NUMERIC(28, 12); 16-digit costs lost digits).
+_RECORD_COLUMNS = [c for c in _INSERT_COLUMNS if c.name != "ingested_at"]
+_RECORD_VALUES = attrgetter(*(c.name for c in _RECORD_COLUMNS))
+
+
+def _row_values(conn: sa.Connection, records: Sequence[UsageRecord], ingested_at: datetime) -> list[tuple[Any, ...]]:
+    """Each record's values in ``_RECORD_COLUMNS`` order, then ``ingested_at``, as the dialect binds them."""
+    columns: list[Any] = list(zip(*map(_RECORD_VALUES, records)))
+    for position, column in enumerate(_RECORD_COLUMNS):
+        # The dialect's own processor (aware UTC → naive UTC text; Decimal → exact text on SQLite).
+        # ``bind_processor`` of a TypeDecorator uses the generic impl, which turned costs into floats.
         process = column.type._cached_bind_processor(conn.dialect)
-        if column.name == "ingested_at":
-            values = [process(ingested_at) if process else ingested_at] * len(records)
-        else:
-            values = [getattr(r, column.name) for r in records]
-            if process:
-                values = [process(v) for v in values]
-        columns[column.name] = values
-    return columns
+        if process:
+            columns[position] = map(process, columns[position])
+    stamp = usage_records.c.ingested_at.type._cached_bind_processor(conn.dialect)(ingested_at)
+    columns.append([stamp] * len(records))
+    return list(zip(*columns))
 
 
 def postgres_json_insert() -> sa.TextClause:
@@ -168,15 +169,14 @@ _SQLITE_MAX_PARAMETERS = 32_766
 @functools.lru_cache(maxsize=8)
 def sqlite_values_insert(rows: int) -> str:
     """``INSERT … VALUES (?, …), … ON CONFLICT DO NOTHING RETURNING request_id`` for ``rows`` rows."""
-    names = ", ".join(c.name for c in _INSERT_COLUMNS)
+    names = ", ".join([*(c.name for c in _RECORD_COLUMNS), "ingested_at"])
     row = "(" + ", ".join("?" * len(_INSERT_COLUMNS)) + ")"
     return (f"INSERT INTO usage_records ({names}) VALUES {', '.join([row] * rows)} "
             "ON CONFLICT (request_id) DO NOTHING RETURNING request_id")
 
 
-def _insert_records_sqlite(conn: sa.Connection, columns: dict[str, list[Any]]) -> set[str]:
-    rows = list(zip(*columns.values()))
-    step = _SQLITE_MAX_PARAMETERS // len(columns)
+def _insert_records_sqlite(conn: sa.Connection, rows: list[tuple[Any, ...]]) -> set[str]:
+    step = _SQLITE_MAX_PARAMETERS // len(_INSERT_COLUMNS)
     inserted: set[str] = set()
     for start in range(0, len(rows), step):
         chunk = rows[start : start + step]
