@@ -15,6 +15,7 @@ they run top-level functions of this module.
 
 from __future__ import annotations
 
+import gc
 import os
 import queue as queue_module
 import sys
@@ -179,6 +180,11 @@ def replay_parallel(units: Sequence[list[Path]], url: str, settings: PipelineSet
     # A forked worker would write out whatever this process still holds in its buffers on exit.
     sys.stdout.flush()
     sys.stderr.flush()
+    forking = context.get_start_method() == "fork"
+    if forking:
+        # What the workers inherit is never collected in them: the collector would otherwise touch
+        # every inherited object's header and copy the pages they share with this process.
+        gc.freeze()
     reports = context.Queue()
     results: list[UnitResult] = []
 
@@ -191,7 +197,9 @@ def replay_parallel(units: Sequence[list[Path]], url: str, settings: PipelineSet
 
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
                              initargs=(url, settings, batch_size, reports)) as pool:
-        pending = {pool.submit(_replay_in_worker, list(unit)) for unit in units}
+        pending = {pool.submit(_replay_in_worker, list(unit)) for unit in units}  # forks every worker
+        if forking:
+            gc.unfreeze()  # only the workers keep their inherited objects frozen
         try:
             while pending:
                 done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
