@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from db.queries import UNMAPPED, _add_exact_costs, _day, _money_sum, _period, _sums_money_exactly
 from db.rate_card import stored_rates
 from db.schema import backends, bill_lines, usage_records
-from metering.finance.bill import Backend, BillLine, coverage
+from metering.finance.bill import Backend, BillLine, coverage, meter_service_tier
 from metering.finance.metered_kinds import TOKEN_SUMS, split_metered
 
 u = usage_records
@@ -73,7 +73,9 @@ def load_bill_lines(conn: sa.Connection, first: date, last: date) -> list[BillLi
     return [BillLine(row.day if isinstance(row.day, date) else date.fromisoformat(str(row.day)[:10]),
                      row.resource_id, row.meter_name, row.meter_category, row.meter_subcategory, row.model,
                      row.token_kind, row.deployment_type, row.quantity, row.unit, row.tokens, row.cost,
-                     row.currency, row.source_format) for row in conn.execute(query)]
+                     row.currency, row.source_format,
+                     meter_service_tier(row.meter_name, row.meter_subcategory) if row.tokens is not None else None)
+            for row in conn.execute(query)]
 
 
 METERED_KEYS = ("day", "backend_id", "model", "deployment_type", "subscription", "price_status")

@@ -6,6 +6,8 @@ The bill charges exactly the metered tokens of every pay-as-you-go meter at the 
 * bypass: 65,000 gpt-4o-mini input tokens on aoai-westeurope (14th and 21st) that a script sent to the
   resource directly, not through APIM;
 * price: gpt-4.1 output is billed at 7.60 per 1M (a negotiated discount), the card says 8.00;
+* priority: the one gpt-4.1 request that ran on the priority tier is billed on its priority meters
+  (``gpt-4.1-0414-Inp-pp-glbl``) at the card's priority prices;
 * unpriced: Phi-4-mini-instruct, which the card has no rate for, billed at Foundry's price;
 * capacity: the provisioned deployment's hours, per day, 2.50 for the month (samples/ptu_costs.csv);
 * the bill's own storage line, which the import skips.
@@ -78,11 +80,12 @@ MEDIA_METERS = {
 GPT5_PRODUCT = "Azure OpenAI GPT5"
 
 
-def meter_name(model: str, kind: str, deployment_type: str) -> tuple[str, str] | None:
+def meter_name(model: str, kind: str, deployment_type: str, tier: str | None = None) -> tuple[str, str] | None:
     """The meter Azure bills a model's token kind on, and its product (the bill's meter subcategory):
     ``gpt-4o-mini-0718-Inp-DZone`` (a model whose version code is not known here is named without it),
-    or the model's own shape in ``MEDIA_METERS``; checked by reading it back with the Retail Prices meter
-    parser the import uses. ``None`` for a meter that parser does not read."""
+    or the model's own shape in ``MEDIA_METERS``; a priority-processing meter says ``pp`` before its
+    deployment type (``gpt-4.1-0414-Outp-pp-glbl``). Checked by reading it back with the Retail Prices
+    meter parser the import uses. ``None`` for a meter that parser does not read."""
     stem, version = model, None
     for (base, code), iso in KNOWN_VERSIONS.items():
         if model == f"{base}-{iso}":
@@ -93,16 +96,21 @@ def meter_name(model: str, kind: str, deployment_type: str) -> tuple[str, str] |
         names, types = family
         if kind in names and deployment_type in types:
             product = GPT5_PRODUCT if names[kind][0].isdigit() else "Azure OpenAI"
-            candidates.append((names[kind].format(t=types[deployment_type]), product))
+            name = names[kind].format(t=types[deployment_type])
+            if tier:  # "5 pp inp Gl" (a real priority meter): pp where the standard meter says Std
+                name = name.replace(" Std ", " pp ") if " Std " in name else name.replace(
+                    types[deployment_type], f"pp-{types[deployment_type]}")
+            candidates.append((name, product))
     elif kind in KIND_WORDS:
-        candidates.append(("-".join([stem, *([version] if version else []), KIND_WORDS[kind], TYPE_WORDS[deployment_type]]),
-                           "Azure OpenAI"))
+        candidates.append(("-".join([stem, *([version] if version else []), KIND_WORDS[kind], *(["pp"] if tier else []),
+                                     TYPE_WORDS[deployment_type]]), "Azure OpenAI"))
         if version is None and VERSIONED.match(model):
             candidates.append(("-".join([VERSIONED.match(model).group(1), KIND_WORDS[kind], TYPE_WORDS[deployment_type]]),
                                "Azure OpenAI"))
     for name, product in candidates:
         parsed = parse_meter(name, product)
-        if not isinstance(parsed, str) and parsed.kind == kind and parsed.deployment_type == deployment_type:
+        if not isinstance(parsed, str) and (parsed.kind, parsed.deployment_type, parsed.service_tier) == (
+                kind, deployment_type, tier):
             return name, product
     return None
 
@@ -117,11 +125,10 @@ def main_() -> None:
         period = Period.month(MONTH)
         with engine.connect() as conn:
             metered = metered_usage(conn, period.since, period.until)
-            card = {(rate.model, rate.deployment_type): rate for rate in stored_rates(conn)
-                    if rate.service_tier in (None, "default")}  # the standard tier's prices
+            card = {(rate.model, rate.deployment_type, None if rate.service_tier in (None, "default") else rate.service_tier): rate
+                    for rate in stored_rates(conn)}
         engine.dispose()
-    tokens: dict[tuple[str, str, str, str, str], int] = defaultdict(int)
-    metered_cost: dict[tuple[str, str, str, str, str], Decimal] = defaultdict(Decimal)
+    tokens: dict[tuple[str, str, str, str, str, str | None], int] = defaultdict(int)
     for group in metered:
         if group["backend_id"] not in REGIONS or group["deployment_type"] == "provisioned" \
                 or group["price_status"] == "not_billable":
@@ -129,28 +136,22 @@ def main_() -> None:
         model = {"gpt-4o": "gpt-4o-2024-11-20", "gpt-4o-mini": "gpt-4o-mini-2024-07-18"}.get(group["model"], group["model"])
         for kind in KINDS:
             if group[f"{kind}_tokens"]:
-                key = (group["day"], group["backend_id"], model, kind, group["deployment_type"])
+                key = (group["day"], group["backend_id"], model, kind, group["deployment_type"], group["service_tier"])
                 tokens[key] += group[f"{kind}_tokens"]
-                metered_cost[key] += Decimal(str(group[f"{kind}_cost"] or 0))
     for day, count in BYPASS:
-        tokens[(day, "aoai-westeurope", "gpt-4o-mini-2024-07-18", "input", "datazone")] += count
+        tokens[(day, "aoai-westeurope", "gpt-4o-mini-2024-07-18", "input", "datazone", None)] += count
     charges = []
-    for (day, backend, model, kind, deployment_type), count in sorted(tokens.items()):
-        found = meter_name(model, kind, deployment_type)
+    for (day, backend, model, kind, deployment_type, tier), count in sorted(tokens.items(), key=lambda i: (*i[0][:5], i[0][5] or "")):
+        found = meter_name(model, kind, deployment_type, tier)
         if found is None:
-            raise SystemExit(f"no meter name for {model} {kind} {deployment_type}: add its shape to MEDIA_METERS")
+            raise SystemExit(f"no meter name for {model} {kind} {deployment_type} {tier or ''}: add its shape to MEDIA_METERS")
         name, product = found
-        price = PRICES.get((model, kind, deployment_type))
-        if price is None:
+        price = PRICES.get((model, kind, deployment_type)) if tier is None else None
+        if price is None:  # the card's price, of the tier the request was billed in
             stem = next(m for m in (model, VERSIONED.sub(r"\1", model), model.rsplit("-", 3)[0])
-                        if (m, deployment_type) in card)
-            price = kind_price(card[(stem, deployment_type)], kind)
+                        if (m, deployment_type, tier) in card)
+            price = kind_price(card[(stem, deployment_type, tier)], kind)
         cost = price * count / 1_000_000
-        key = (day, backend, model, kind, deployment_type)
-        if (model, kind, deployment_type) not in PRICES and metered_cost[key] > cost:
-            # the meter priced a tier (priority) that this bill's standard meter names do not say:
-            # Azure bills it on its priority meter, at what the card says, so the bill matches
-            cost = metered_cost[key]
         foundry = model.startswith("Phi")
         charges.append(Charge(day, name, str(Decimal(count) / 1_000_000),
                               "1M Tokens", str(cost), resource=resource(backend),

@@ -169,8 +169,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         lines.append("card drift: the imported Azure bill's unit price differs from the card (check these rows):")
         for row in drift:
             card_price = f"card {per_1m(row['card_per_1m'])}/1M" if row["card_per_1m"] is not None else "no card row"
+            tier = f" ({row['service_tier']} tier)" if row["service_tier"] else ""
             lines.append(f"  {row['month']}  {terminal_line(str(row['model'])):<28} {row['kind']:<12} {row['deployment_type']:<15} "
-                         f"billed {per_1m(row['billed_per_1m'])}/1M, {card_price} ({row['tokens']:,} tokens)")
+                         f"billed {per_1m(row['billed_per_1m'])}/1M, {card_price} ({row['tokens']:,} tokens){tier}")
     out("\n".join(lines) + "\n")
     return 0
 

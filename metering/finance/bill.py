@@ -128,6 +128,14 @@ class BillLine:
     cost: Decimal
     currency: str
     source_format: str
+    service_tier: str | None = None  # "priority" for a priority-processing meter; None: the default tier
+
+
+def meter_service_tier(meter_name: str, subcategory: str | None) -> str | None:
+    """The service tier a token meter's name bills (``priority`` for ``pp`` meters), else ``None``.
+    Read again from the stored meter name, so lines imported before tiers were read have theirs."""
+    parsed = parse_meter(meter_name, subcategory or "Azure OpenAI")
+    return None if isinstance(parsed, str) else parsed.service_tier
 
 
 @dataclass
@@ -389,7 +397,7 @@ def _line(day: date, resource: str, meter: str, quantity: Decimal, cost: Decimal
     block = unit_block(unit)
     category = str(text.get("meter_category") or "") or None
     subcategory = str(text.get("meter_subcategory") or "") or None
-    model = kind = deployment_type = None
+    model = kind = deployment_type = tier = None
     tokens: int | None = None
     if block is not None and block[1] == "hours":
         kind, deployment_type = CAPACITY, "provisioned"
@@ -402,11 +410,11 @@ def _line(day: date, resource: str, meter: str, quantity: Decimal, cost: Decimal
         if isinstance(parsed, str):
             result.unknown_meters[meter] = parsed
         else:
-            model, kind, deployment_type = parsed.model, parsed.kind, parsed.deployment_type
+            model, kind, deployment_type, tier = parsed.model, parsed.kind, parsed.deployment_type, parsed.service_tier
     else:
         result.unknown_meters[meter] = f"unit of measure {unit!r} is not tokens (1K, 1M) or hours"
     return BillLine(day, resource, meter, category, subcategory, model, kind, deployment_type, quantity, unit,
-                    tokens, cost, currency, fmt)
+                    tokens, cost, currency, fmt, tier)
 
 
 def merge_imports(imports: Sequence[BillImport]) -> list[BillLine]:

@@ -57,6 +57,7 @@ class MeterKey:
     kind: str | None
     deployment_type: str | None
     meter_name: str | None = None  # capacity and unknown meters keep their name
+    service_tier: str | None = None  # "priority": billed on the priority-processing meter; None: default
 
     @property
     def label(self) -> str:
@@ -64,7 +65,7 @@ class MeterKey:
             return f"{self.meter_name} (capacity)"
         if self.kind is None:
             return f"{self.meter_name} (unknown meter)"
-        return f"{self.model} {self.kind} {self.deployment_type}"
+        return f"{self.model} {self.kind} {self.deployment_type}" + (f" {self.service_tier}" if self.service_tier else "")
 
 
 @dataclass
@@ -130,7 +131,7 @@ def bill_model_for(model: str | None, bill_models: Iterable[str]) -> str | None:
 def _meter_of(line: BillLine) -> MeterKey:
     if line.token_kind == CAPACITY or line.token_kind is None:
         return MeterKey(line.model, line.token_kind, line.deployment_type, line.meter_name)
-    return MeterKey(line.model, line.token_kind, line.deployment_type)
+    return MeterKey(line.model, line.token_kind, line.deployment_type, service_tier=line.service_tier)
 
 
 # --------------------------------------------------------------------------- the comparison
@@ -180,7 +181,8 @@ def reconcile(
             cost = group.get(f"{kind}_cost")
             if not tokens and not cost:
                 continue
-            target = cell(group["day"], resource, MeterKey(model, kind, group["deployment_type"]))
+            target = cell(group["day"], resource, MeterKey(model, kind, group["deployment_type"],
+                                                           service_tier=group.get("service_tier")))
             target.metered_quantity += tokens
             if priced:
                 target.priced_quantity += tokens
@@ -379,7 +381,8 @@ def card_drift(result: Reconciliation) -> list[dict[str, Any]]:
         billed, card = result.billed_prices[key], result.card_prices.get(key)
         if prices_differ(billed, card):
             drift.append({"resource": key[0], "model": key[1].model, "kind": key[1].kind,
-                          "deployment_type": key[1].deployment_type, "billed_per_1m": billed, "card_per_1m": card})
+                          "deployment_type": key[1].deployment_type, "service_tier": key[1].service_tier,
+                          "billed_per_1m": billed, "card_per_1m": card})
     return drift
 
 
@@ -425,7 +428,8 @@ def true_up(
             continue
         model = bill_model_for(group["model"], bill_models) or group["model"] or "(unknown)"
         for kind, count in tokens.items():
-            usage[(backend.resource_id, MeterKey(model, kind, group["deployment_type"]))][subscription] += count
+            meter = MeterKey(model, kind, group["deployment_type"], service_tier=group.get("service_tier"))
+            usage[(backend.resource_id, meter)][subscription] += count
         by_resource[backend.resource_id][subscription] += sum(tokens.values())
         everyone[subscription] += sum(tokens.values())
     differences: dict[tuple[str, MeterKey], Decimal] = defaultdict(Decimal)
@@ -480,23 +484,25 @@ def card_drift_from_bill(lines: Sequence[BillLine], card: RateCard, regions: Map
     price (cost ÷ tokens, per 1M) next to the card's rate in force then, for the meters where they
     differ or the card has no row — so a wrong card row is found the first month, not the tenth.
     ``regions``: resource id → region (from ``backends``), for regional card rows."""
-    sums: dict[tuple[str, str, str, str, str | None], list[Any]] = defaultdict(lambda: [0, Decimal(0), None])
+    sums: dict[tuple[str, str, str, str, str | None, str | None], list[Any]] = defaultdict(lambda: [0, Decimal(0), None])
     for line in lines:
         if line.token_kind not in TOKEN_KINDS or not line.tokens or line.model is None or line.deployment_type is None:
             continue
-        key = (line.day.isoformat()[:7], line.model, line.token_kind, line.deployment_type, regions.get(line.resource_id))
+        key = (line.day.isoformat()[:7], line.model, line.token_kind, line.deployment_type, regions.get(line.resource_id),
+               line.service_tier)
         entry = sums[key]
         entry[0] += line.tokens
         entry[1] += line.cost
         entry[2] = line.day if entry[2] is None else min(entry[2], line.day)
     drift = []
-    for (month, model, kind, deployment_type, region), (tokens, cost, first_day) in sorted(
-            sums.items(), key=lambda item: (item[0][0], item[0][1], item[0][2], item[0][3], item[0][4] or "")):
+    for (month, model, kind, deployment_type, region, tier), (tokens, cost, first_day) in sorted(
+            sums.items(), key=lambda item: (item[0][0], item[0][1], item[0][2], item[0][3], item[0][4] or "", item[0][5] or "")):
         billed = _CONTEXT.divide(cost * MILLION, Decimal(tokens))
         at = datetime.combine(first_day, time(12), tzinfo=timezone.utc)
-        rate = card.find_rate(model, deployment_type, region, at)
+        rate = card.find_rate(model, deployment_type, region, at, service_tier=tier)
         card_price = kind_price(rate, kind) if rate is not None else None
         if rate is None or prices_differ(billed, card_price):
             drift.append({"month": month, "model": model, "kind": kind, "deployment_type": deployment_type,
-                          "region": region, "billed_per_1m": billed, "card_per_1m": card_price, "tokens": tokens})
+                          "region": region, "service_tier": tier, "billed_per_1m": billed, "card_per_1m": card_price,
+                          "tokens": tokens})
     return drift

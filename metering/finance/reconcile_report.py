@@ -93,7 +93,8 @@ def _summary_lines(result: Reconciliation, total: dict[str, Any]) -> list[str]:
         lines.append("explained by: " + ", ".join(explained))
     lines.append(data_quality(result))
     for item in card_drift(result):
-        lines.append(f"card drift: {item['model']} {item['kind']} {item['deployment_type']} on {account_name(item['resource'])}: "
+        tier = f" {item['service_tier']}" if item["service_tier"] else ""
+        lines.append(f"card drift: {item['model']} {item['kind']} {item['deployment_type']}{tier} on {account_name(item['resource'])}: "
                      f"billed {per_1m(item['billed_per_1m'])}/1M, card {per_1m(item['card_per_1m'])}/1M — "
                      "check the rates card row")
     return lines + result.notes

@@ -403,15 +403,20 @@ def test_the_sample_bill_reconciles_with_the_demo_capture(capsys, sqlite_url):
     rows = {row["meter"]: row for row in report["rows"]}
     bypass = rows["gpt-4o-mini-2024-07-18 input datazone"]
     assert bypass["billed_quantity"] - bypass["metered_quantity"] == 65_000 and Decimal(bypass["bypass"]) > 0
-    # the card's 8.00, a little above on average: one gpt-4.1 request of the demo ran on the priority tier
-    assert "billed 7.6/1M, card 8.0" in rows["gpt-4.1-2025-04-14 output global"]["explanation"]
+    # the discount is against the card's 8.00 exactly: the one gpt-4.1 request of the demo that ran on
+    # the priority tier is billed on its priority meter and compared there, at the card's priority price
+    assert "billed 7.6/1M, card 8/1M" in rows["gpt-4.1-2025-04-14 output global"]["explanation"]
+    priority = rows["gpt-4.1-2025-04-14 output global priority"]
+    assert priority["explanation"] == "matches" and (priority["billed_quantity"], priority["metered_quantity"]) == (90, 90)
+    assert (priority["billed_unit_price"], priority["card_unit_price"]) == ("14", "14")
+    assert rows["gpt-5.6 cache_write global priority"]["explanation"] == "matches"
     assert Decimal(rows["Provisioned Managed Global (capacity)"]["capacity"]) == Decimal("2.50")
     total = report["total"]
     # audio, image, transcription and cache-write tokens are billed on their own meters, each compared
     # with the metered tokens of its kind: nothing is unknown, nothing unexplained
     assert Decimal(total["unknown_meter"]) == 0 and Decimal(total["unexplained"]) == 0
     assert rows["gpt-4o-audio-preview-2024-12-17 audio_output global"]["explanation"] == "matches"
-    assert (rows["gpt-5.6 cache_write global"]["billed_quantity"], rows["gpt-image-1 image_output global"]["billed_quantity"],
+    assert (rows["gpt-5.6 cache_write global priority"]["billed_quantity"], rows["gpt-image-1 image_output global"]["billed_quantity"],
             rows["gpt-4o-transcribe audio_input global"]["metered_quantity"]) == (6_144, 4_160, 1_250)
     code, out, err = run(capsys, "--db", sqlite_url, "report", "--month", "2026-10", "--by", "subscription",
                          "--format", "json", "--true-up")
@@ -466,3 +471,55 @@ def test_a_bill_in_another_currency_than_the_card_is_never_trued_up(capsys, db, 
     assert code == 0 and "the bill is in EUR and the metered cost in USD" in out
     code, _, err = run(capsys, "--db", db, "report", "--month", "2026-10", "--by", "subscription", "--true-up")
     assert code == 2 and "EUR" in err
+
+
+TIER_RATES = ("model,deployment_type,region,effective_from,effective_to,currency,input_per_1m,cached_input_per_1m,"
+              "output_per_1m,service_tier\n"
+              "gpt-4.1,global,,2025-04-14,,USD,2.00,0.50,8.00,\n"
+              "gpt-4.1,global,,2025-04-14,,USD,3.50,0.875,14.00,priority\n")
+
+
+def test_priority_tokens_are_reconciled_on_the_priority_meters(capsys, db, tmp_path):
+    """Azure bills priority processing on its own meters (``pp``) at its own prices. Metered priority
+    tokens are compared with those lines, standard ones with the standard lines: a discount on the
+    standard output meter shows against the card's 8.00 exactly (not an average of both tiers), the
+    priority meters match, and `rates list` sees no drift on them (it compares them with the
+    card's priority row)."""
+    engine = make_engine(db)
+    from db.migrate import upgrade
+
+    upgrade(engine)
+    with engine.begin() as conn:
+        rate_card_store.replace_rates(conn, parse_rates_csv(TIER_RATES))
+    model = {"deployment": "gpt-4.1", "model": "gpt-4.1-2025-04-14", "backend": SWEDEN}
+    Ingestor(engine).ingest([RawEvent(encode(e)) for e in (
+        v1_event("std-1", time="2026-10-05T10:00:00Z", usage=_usage(1_000_000, 500_000), **model),
+        # (under 128k prompt tokens: a longer priority request is billed at the standard tier)
+        v1_event("pp-1", time="2026-10-05T11:00:00Z", serviceTier="priority", usage=_usage(100_000, 100_000), **model),
+    )])
+    engine.dispose()
+    charges = [
+        Charge("2026-10-05", "gpt-4.1-0414-Inp-glbl", "1", "1M Tokens", "2.00"),
+        Charge("2026-10-05", "gpt-4.1-0414-Outp-glbl", "0.5", "1M Tokens", "3.80"),  # 7.60 per 1M: a discount
+        Charge("2026-10-05", "gpt-4.1-0414-Inp-pp-glbl", "0.1", "1M Tokens", "0.35"),
+        Charge("2026-10-05", "gpt-4.1-0414-Outp-pp-glbl", "0.1", "1M Tokens", "1.40"),
+    ]
+    for args in (["backends", "import", _write(tmp_path, "backends.csv", BACKENDS)],
+                 ["bill", "import", _write(tmp_path, "bill.csv", focus_csv(charges))]):
+        code, _, err = run(capsys, "--db", db, *args)
+        assert code == 0, err
+    report = _reconcile_json(capsys, db, "meter")
+    rows = {row["meter"]: row for row in report["rows"]}
+    output = rows["gpt-4.1-2025-04-14 output global"]
+    assert (output["billed_unit_price"], output["card_unit_price"]) == ("7.6", "8")
+    assert Decimal(output["price"]) == Decimal("-0.20")
+    for meter in ("input global priority", "output global priority", "input global"):
+        assert rows[f"gpt-4.1-2025-04-14 {meter}"]["explanation"] == "matches", meter
+    assert rows["gpt-4.1-2025-04-14 output global priority"]["billed_quantity"] == 100_000
+    total = report["total"]
+    assert Decimal(total["unexplained"]) == 0 and Decimal(total["bypass"]) == 0
+    assert [(item["kind"], item["service_tier"]) for item in report["card_drift"]] == [("output", None)]
+    code, out, err = run(capsys, "--db", db, "rates", "list")
+    assert code == 0, err
+    drift = out[out.index("card drift"):]
+    assert "billed 7.6/1M, card 8/1M" in drift and "priority" not in drift
