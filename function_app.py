@@ -25,6 +25,8 @@ Settings (application settings, or ``local.settings.json`` locally):
   METERING_BUDGET_WEBHOOK_URL  optional: the Teams/Slack/generic webhook the timer function ``budget_check``
                             posts budget alerts to (ideally a Key Vault reference: the URL is a secret);
                             unset, the timer does nothing
+  METERING_BUDGET_WEBHOOK_FORMAT  ``text`` (default: Slack, generic JSON) or ``teams`` (an Adaptive Card
+                            for a Teams Workflows webhook); another value: the timer posts nothing
   METERING_BUDGET_CHECK_SCHEDULE  NCRONTAB schedule of ``budget_check`` (default ``0 */5 * * * *``, every
                             five minutes); read when the host indexes the functions
 
@@ -66,6 +68,7 @@ import azure.functions as func
 from sqlalchemy.engine import Engine
 
 from db.engine import make_engine
+from metering.finance.alert_message import WEBHOOK_FORMATS
 from metering.finance.budget_service import check as check_budgets
 from metering.finance.budget_service import gateway_status
 from metering.ingest import IngestTotals, Ingestor
@@ -207,7 +210,11 @@ def run_budget_check(now: datetime | None = None) -> None:
     if not url:
         log.info("budget check skipped: METERING_BUDGET_WEBHOOK_URL is not set")
         return
-    result = check_budgets(get_ingestor().engine, url, now=now)
+    fmt = (os.environ.get("METERING_BUDGET_WEBHOOK_FORMAT") or "text").strip().lower()
+    if fmt not in WEBHOOK_FORMATS:
+        log.error("budget check skipped: METERING_BUDGET_WEBHOOK_FORMAT=%r is not one of %s", fmt, ", ".join(WEBHOOK_FORMATS))
+        return
+    result = check_budgets(get_ingestor().engine, url, now=now, webhook_format=fmt)
     log.info("budget check: new=%d sent=%d pending=%d", result.new, result.sent, result.pending)
     for error in result.errors:
         log.warning("budget alert not delivered (pending for the next run): %s", error)

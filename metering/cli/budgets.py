@@ -1,4 +1,5 @@
-"""``metering budgets import FILE | status [--month YYYY-MM] | check [--webhook URL]``: monthly money
+"""``metering budgets import FILE | status [--month YYYY-MM] | check [--webhook URL] [--webhook-format
+text|teams]``: monthly money
 budgets per business unit, cost center or subscription; where each stands (spend to date, forecast,
 anomalies); and alerts to a Teams/Slack/generic webhook, each sent once."""
 
@@ -11,6 +12,7 @@ from metering.cli.common import UsageError, migrated_engine, out, read_text, wri
 
 FORMATS = ("table", "csv", "json", "html")
 WEBHOOK_SETTING = "METERING_BUDGET_WEBHOOK_URL"
+FORMAT_SETTING = "METERING_BUDGET_WEBHOOK_FORMAT"
 
 
 def _budget_engine(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -74,6 +76,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from metering.finance.alert_message import WEBHOOK_FORMATS
     from metering.finance.budget_service import check
     from metering.finance.webhook import describe
 
@@ -84,8 +87,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise UsageError("--webhook must be an http(s) URL")
     if args.attempts < 1 or args.backoff < 0:
         raise UsageError("--attempts must be at least 1 and --backoff at least 0")
+    fmt = args.webhook_format or os.environ.get(FORMAT_SETTING, "").strip().lower() or "text"
+    if fmt not in WEBHOOK_FORMATS:
+        raise UsageError(f"{FORMAT_SETTING}={fmt!r} is not one of {', '.join(WEBHOOK_FORMATS)}")
     result = check(_budget_engine(args), url, now=_now(args) if args.as_of else None, attempts=args.attempts,
-                   backoff_seconds=args.backoff)
+                   backoff_seconds=args.backoff, webhook_format=fmt)
     out(f"{result.new} new alert(s); {result.sent} sent to {describe(url)}; {result.pending} pending\n")
     for error in result.errors:
         out(f"  not delivered (will be sent on the next run): {error}\n")
@@ -106,6 +112,9 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     status.set_defaults(handler=cmd_status)
     chk = actions.add_parser("check", help="post each threshold crossed and each anomaly to a webhook, once")
     chk.add_argument("--webhook", metavar="URL", help=f"webhook URL (default: ${WEBHOOK_SETTING})")
+    chk.add_argument("--webhook-format", choices=("text", "teams"),
+                     help=f"message shape: text (Slack, generic) or teams (Adaptive Card for a Teams Workflows "
+                          f"webhook); default ${FORMAT_SETTING}, else text")
     chk.add_argument("--attempts", type=int, default=4, metavar="N", help="tries per alert (default 4)")
     chk.add_argument("--backoff", type=float, default=1.0, metavar="SECONDS",
                      help="wait before the second try, doubling after (default 1)")

@@ -24,11 +24,13 @@ from metering.finance.budgets import (
     BudgetStatus,
     DailySpend,
     GatewayAnswer,
+    alert_months,
     anomalies,
     gateway_answer,
     month_days,
     statuses,
 )
+from metering.finance.alert_message import WEBHOOK_FORMATS, webhook_body
 from metering.finance.webhook import WebhookError, post_json
 
 log = logging.getLogger("metering.budgets")
@@ -80,15 +82,17 @@ class MonthReview:
     statuses: list[BudgetStatus]
     anomalies: list[Anomaly]
     rule: AnomalyRule
+    closed: bool = False  # the month had ended at ``now``: its spend is final, nothing to forecast
 
 
 def review_month(conn: sa.Connection, month: str, now: datetime, rule: AnomalyRule = AnomalyRule()) -> MonthReview:
     """Every budget's status and the month's spend anomalies, as of ``now``."""
     history, start, end = _bounds(month)
     as_of = as_of_day(month, now)
+    closed = now >= end
     rows = _spend_rows(budget_db.daily_spend(conn, history, end))
-    found = statuses(load_budgets(conn), month, as_of, rows, _fixed(budget_db.fixed_costs(conn, month)))
-    return MonthReview(month, as_of, found, anomalies(rows, start.date(), as_of, rule), rule)
+    found = statuses(load_budgets(conn), month, as_of, rows, _fixed(budget_db.fixed_costs(conn, month)), closed)
+    return MonthReview(month, as_of, found, anomalies(rows, start.date(), as_of, rule), rule, closed)
 
 
 def period_anomalies(conn: sa.Connection, since: datetime, until: datetime,
@@ -127,16 +131,20 @@ def _money(value: Decimal) -> str:
 
 
 def due_alerts(review: MonthReview) -> list[dict[str, Any]]:
-    """One alert per threshold crossed per budget this month, and one per anomaly; each with a
-    unique ``alert_key`` and a payload a Teams or Slack incoming webhook accepts (``text``)."""
+    """One alert per threshold crossed per budget in the month, and one per anomaly; each with a
+    unique ``alert_key`` and a payload with ``text`` (Slack, older Teams connectors) and the
+    structured fields (``alert``), from which ``alert_message`` builds other webhook formats."""
     found = []
     for status in review.statuses:
         b = status.budget
         for threshold in status.thresholds_crossed:
+            if review.closed:  # found after the month ended (late spend): no forecast, no block any more
+                outlook = f"; the month has ended; status {status.status}"
+            else:
+                outlook = (f"; forecast {_money(status.forecast)} {b.currency}; status {status.status}"
+                           + ("; the gateway blocks it" if status.status == "exceeded" and b.action == "block" else ""))
             text = (f"Budget {b.scope} {b.scope_id}: {status.percent}% of {_money(b.amount)} {b.currency} spent in "
-                    f"{review.month} (threshold {threshold}%, {_money(status.spent)} {b.currency}); forecast "
-                    f"{_money(status.forecast)} {b.currency}; status {status.status}"
-                    + ("; the gateway blocks it" if status.status == "exceeded" and b.action == "block" else ""))
+                    f"{review.month} (threshold {threshold}%, {_money(status.spent)} {b.currency})" + outlook)
             fields = {"type": "budget_threshold", "threshold": threshold, **status.as_dict()}
             found.append({"alert_key": f"budget|{b.scope}|{b.scope_id}|{review.month}|{threshold}", "kind": "threshold",
                           "month": review.month, "payload": json.dumps({"text": text, "summary": text, "alert": fields})})
@@ -161,16 +169,20 @@ class CheckResult:
 
 def check(engine: sa.Engine, webhook_url: str, now: datetime | None = None, attempts: int = 4,
           backoff_seconds: float = 1.0, timeout_seconds: float = 10.0,
-          sleep: Callable[[float], None] = time.sleep) -> CheckResult:
-    """Record the alerts due (once each, by key) and post every pending one to the webhook: each
+          sleep: Callable[[float], None] = time.sleep, webhook_format: str = "text") -> CheckResult:
+    """Record the alerts due (once each, by key) and post every pending one to the webhook in
+    ``webhook_format`` (``alert_message.WEBHOOK_FORMATS``): each
     with ``attempts`` tries, waiting ``backoff_seconds`` × 2^n between them; one that still fails
     stays pending (sent on the next run), never lost, and the run stops posting (the webhook is down). Delivery is at least once: an alert the webhook
     accepted but whose success could not be recorded is sent again. Each alert is leased
-    (``claimed_until``) while it is posted, so concurrent checks never post it twice."""
+    (``claimed_until``) while it is posted, so concurrent checks never post it twice. The months
+    reviewed are ``budgets.alert_months``: early in a month the previous one too (late spend)."""
+    if webhook_format not in WEBHOOK_FORMATS:
+        raise ValueError(f"webhook format {webhook_format!r} is not one of {', '.join(WEBHOOK_FORMATS)}")
     now = now or datetime.now(timezone.utc)
     with engine.connect() as conn:
-        review = review_month(conn, month_of(now), now)
-    due = due_alerts(review)
+        reviews = [review_month(conn, month, now) for month in alert_months(now.astimezone(timezone.utc).date())]
+    due = list({a["alert_key"]: a for review in reviews for a in due_alerts(review)}.values())
     try:
         with engine.begin() as conn:
             new = budget_db.record_alerts(conn, due, now)
@@ -193,7 +205,7 @@ def check(engine: sa.Engine, webhook_url: str, now: datetime | None = None, atte
             if attempt:
                 sleep(backoff_seconds * 2 ** (attempt - 1))
             try:
-                post_json(webhook_url, alert["payload"].encode(), timeout_seconds)
+                post_json(webhook_url, webhook_body(alert["payload"], webhook_format), timeout_seconds)
                 error = None
                 break
             except WebhookError as exc:

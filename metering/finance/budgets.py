@@ -8,6 +8,11 @@ weekday cost on average over the trailing ``FORECAST_WINDOW_DAYS`` (28) days bef
 so far is used instead. Today counts with what it has spent so far, topped up to its weekday's
 expectation. Allocated fixed costs (PTU) are added to spend and forecast as a lump, not projected.
 
+Late spend (``alert_months``): spend can land in SQL after its month has ended (events delivered
+late, a replay or backfill), so during the first ``LATE_SPEND_DAYS`` (3) days of a month the alert
+check also reviews the previous month, closed: its thresholds and anomalies found then are still
+alerted (each once, by key). Later than that, late spend shows in reports but is not alerted.
+
 Anomaly (``AnomalyRule``): a day whose spend for one subscription or one model is more than
 ``max(3 × median, median + 4 × MAD)`` of the same key's previous 14 days (days without spend count
 as 0; at least 7 days of history needed) and at least 10 currency units.
@@ -30,6 +35,7 @@ COLUMNS = ("scope", "scope_id", "amount", "currency", "alert_at", "action")
 STATUSES = ("ok", "warn", "exceeded")
 FORECAST_WINDOW_DAYS = 28
 FORECAST_MIN_HISTORY_DAYS = 7
+LATE_SPEND_DAYS = 3  # the alert check reviews the previous month too on days 1..3 of a month
 UNMAPPED = "(unmapped)"
 CENT = Decimal("0.01")
 
@@ -234,11 +240,12 @@ def month_days(month: str) -> list[date]:
 
 
 def forecast_month(daily: dict[date, Decimal], month: str, as_of: date, amount: Decimal | None = None,
-                   fixed: Decimal = Decimal(0)) -> Forecast:
+                   fixed: Decimal = Decimal(0), closed: bool = False) -> Forecast:
     """Month-end spend from the daily spend (``daily``; days may reach back before the month for
     history) as of ``as_of`` (a day of the month; its spend so far is included), by the weekday-aware
     run rate described in the module docstring; and the first day the cumulative spend (actual, then
-    forecast) reaches ``amount``."""
+    forecast) reaches ``amount``. A ``closed`` month (it has ended) is its actual spend: its last
+    day is not topped up to an expectation."""
     days = month_days(month)
     history_start = min(daily) if daily else as_of
     window = [as_of - timedelta(days=n) for n in range(1, FORECAST_WINDOW_DAYS + 1)]
@@ -262,8 +269,10 @@ def forecast_month(daily: dict[date, Decimal], month: str, as_of: date, amount: 
 
     total = fixed
     crossing: date | None = None
+    if closed:
+        method = "actual: the month has ended"
     for d in days:
-        if d < as_of:
+        if d < as_of or closed:
             spend = daily.get(d, Decimal(0))
         elif d == as_of:
             spend = max(daily.get(d, Decimal(0)), expected(d))
@@ -286,9 +295,10 @@ def matches(budget: Budget, row: DailySpend) -> bool:
 
 
 def budget_status(budget: Budget, month: str, as_of: date, rows: Iterable[DailySpend],
-                  fixed: Decimal = Decimal(0)) -> BudgetStatus:
+                  fixed: Decimal = Decimal(0), closed: bool = False) -> BudgetStatus:
     """The budget's month as of ``as_of``: ``rows`` may include days before the month (forecast
-    history); ``fixed``: the allocated fixed cost (PTU) of the budget's scope for the month."""
+    history); ``fixed``: the allocated fixed cost (PTU) of the budget's scope for the month;
+    ``closed``: the month has ended (its forecast is its spend)."""
     first = month_days(month)[0]
     daily: dict[date, Decimal] = defaultdict(Decimal)
     spent = estimated = other = Decimal(0)
@@ -306,7 +316,7 @@ def budget_status(budget: Budget, month: str, as_of: date, rows: Iterable[DailyS
             estimated += row.estimated_cost
             unpriced += row.unpriced_requests
     spent += fixed
-    forecast = forecast_month(dict(daily), month, as_of, budget.amount, fixed)
+    forecast = forecast_month(dict(daily), month, as_of, budget.amount, fixed, closed)
     crossed = tuple(t for t in budget.alert_at if spent * 100 >= budget.amount * t)
     return BudgetStatus(budget, month, as_of, spent, fixed, estimated, unpriced, other, forecast.total,
                         forecast.crossing_day, judge(budget, spent, forecast.total), crossed, forecast.method)
@@ -335,14 +345,27 @@ def fixed_costs_for(budget: Budget, fixed_by_subscription: dict[str, tuple[str, 
 
 
 def statuses(budgets: Sequence[Budget], month: str, as_of: date, rows: Sequence[DailySpend],
-             fixed_by_subscription: dict[str, tuple[str, str, Decimal, str]] | None = None) -> list[BudgetStatus]:
+             fixed_by_subscription: dict[str, tuple[str, str, Decimal, str]] | None = None,
+             closed: bool = False) -> list[BudgetStatus]:
     """Every budget's status for the month, worst first."""
     found = []
     for budget in budgets:
         fixed = sum(fixed_costs_for(budget, fixed_by_subscription or {}).values(), Decimal(0))
-        found.append(budget_status(budget, month, as_of, rows, fixed))
+        found.append(budget_status(budget, month, as_of, rows, fixed, closed))
     order = {"exceeded": 0, "warn": 1, "ok": 2}
     return sorted(found, key=lambda s: (order[s.status], -s.spent / s.budget.amount, s.budget.scope, s.budget.scope_id))
+
+
+def previous_month(month: str) -> str:
+    first = month_days(month)[0] - timedelta(days=1)
+    return f"{first.year:04d}-{first.month:02d}"
+
+
+def alert_months(today: date) -> list[str]:
+    """The months the alert check reviews on ``today`` (UTC), oldest first: the current month, and
+    during its first ``LATE_SPEND_DAYS`` days the previous one too, for spend that landed late."""
+    month = f"{today.year:04d}-{today.month:02d}"
+    return [previous_month(month), month] if today.day <= LATE_SPEND_DAYS else [month]
 
 
 # ----------------------------------------------------------------------------------- anomalies

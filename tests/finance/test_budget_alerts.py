@@ -5,20 +5,31 @@ server on 127.0.0.1 stands for the Teams/Slack incoming webhook."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import sqlalchemy as sa
 
-from budget_data import AS_OF, BUDGETS_CSV, seed
+from budget_data import AS_OF, BUDGETS_CSV, RATES, SUBSCRIPTIONS, USAGE, seed
 from cli_runner import run
+from db import budgets as budget_db
+from db import rate_card as rate_card_store
+from db import subscriptions as subscription_store
 from db.schema import budget_alerts
+from events import encode, v1_event
+from metering.finance.alert_message import markdown_literal
 from metering.finance.budget_service import check
+from metering.finance.budgets import alert_months
+from metering.ingest import Ingestor
+from metering.model import RawEvent
+from metering.price.rate_card import parse_rates_csv
 
 NOW = datetime(AS_OF.year, AS_OF.month, AS_OF.day, 18, tzinfo=timezone.utc)
 EXPECTED = {  # (type, scope or kind, id, threshold or day)
@@ -34,6 +45,7 @@ class Webhook:
 
     def __init__(self) -> None:
         self.accepted: list[dict] = []
+        self.bodies: list[bytes] = []
         self.refused = 0
         self.fail_next = 0
         self.delay = 0.0
@@ -50,6 +62,7 @@ class Webhook:
                 else:
                     assert self.headers["Content-Type"].startswith("application/json")
                     hook.accepted.append(json.loads(body))
+                    hook.bodies.append(body)
                     self.send_response(200)
                 self.end_headers()
                 self.wfile.write(b"1")
@@ -167,3 +180,157 @@ def test_an_unreachable_webhook_leaves_alerts_pending_and_exits_1(budgeted, sqli
     code, out, _ = run(capsys, "--db", sqlite_url, "budgets", "check", "--webhook", url, "--as-of", AS_OF.isoformat(),
                        "--attempts", "2", "--backoff", "0")
     assert code == 1 and "7 pending" in out and "will be sent on the next run" in out
+
+
+# ------------------------------------------------------------------ late spend at a month boundary
+
+
+def _care_events(day: date, count: int, hour: int, prefix: str = "") -> list[RawEvent]:
+    """``count`` requests of sub-care on ``day`` (0.70 USD each), a minute apart from ``hour``:00."""
+    return [RawEvent(encode(v1_event(f"care-{prefix}{day.isoformat()}-{n}",
+                                     time=f"{day.isoformat()}T{hour + n // 60:02d}:{n % 60:02d}:00Z",
+                                     subscription={"id": "sub-care", "name": "Care"}, usage=dict(USAGE))))
+            for n in range(count)]
+
+
+@pytest.fixture
+def month_end(sqlite_engine):
+    """sub-care spends 2.10 USD a day (3 requests) from 2026-10-17 to 2026-11-30: November ends at
+    63.00 of its 100 USD budget (50 % crossed). Its budget alerts at 50, 80 and 100 %."""
+    with sqlite_engine.begin() as conn:
+        rate_card_store.replace_rates(conn, parse_rates_csv(RATES))
+        subscription_store.replace_subscriptions(conn, SUBSCRIPTIONS)
+        budget_db.replace_budgets(conn, [{"scope": "subscription", "scope_id": "sub-care", "amount": Decimal("100"),
+                                          "currency": "USD", "alert_at": "50,80,100", "action": "block"}], NOW)
+    events = [e for n in range(45) for e in _care_events(date(2026, 10, 17) + timedelta(days=n), 3, 8)]
+    assert Ingestor(sqlite_engine).ingest(events).quarantined == 0
+    return sqlite_engine
+
+
+def test_spend_that_lands_after_midnight_is_alerted_for_the_month_it_belongs_to_once(month_end, webhook):
+    """The last check of 30 November runs at 23:55; the evening's spike (55 requests, 38.50 USD, from
+    23:00) reaches SQL only after midnight. It is an anomaly of 30 November and takes November past 80
+    and 100 %: the checks of 1 December alert both, once, however often they run."""
+    last_of_day = check(month_end, webhook.url, now=datetime(2026, 11, 30, 23, 55, tzinfo=timezone.utc))
+    assert (last_of_day.new, last_of_day.sent) == (1, 1)  # 63.00 of 100: the 50 % threshold
+    assert Ingestor(month_end).ingest(_care_events(date(2026, 11, 30), 55, 23, "late-")).quarantined == 0
+
+    after_midnight = check(month_end, webhook.url, now=datetime(2026, 12, 1, 0, 5, tzinfo=timezone.utc))
+    assert (after_midnight.new, after_midnight.sent, after_midnight.pending) == (4, 4, 0)
+    for again in (datetime(2026, 12, 1, 0, 10), datetime(2026, 12, 3, 23, 59), datetime(2026, 12, 4, 0, 0)):
+        result = check(month_end, webhook.url, now=again.replace(tzinfo=timezone.utc))
+        assert (result.new, result.sent, result.pending) == (0, 0, 0)
+
+    assert sorted(webhook.keys(), key=str) == sorted([
+        ("budget_threshold", "subscription", "sub-care", 50), ("budget_threshold", "subscription", "sub-care", 80),
+        ("budget_threshold", "subscription", "sub-care", 100), ("spend_anomaly", "subscription", "sub-care", "2026-11-30"),
+        ("spend_anomaly", "model", "gpt-4o-2024-11-20", "2026-11-30")], key=str)  # each exactly once
+    late = next(m for m in webhook.accepted if m["alert"].get("threshold") == 100)
+    assert late["text"] == ("Budget subscription sub-care: 101.5% of 100.00 USD spent in 2026-11 (threshold 100%, "
+                            "101.50 USD); the month has ended; status exceeded")  # no block: December has begun
+    assert late["alert"]["month"] == "2026-11" and late["alert"]["forecast"] == late["alert"]["spent"] == "101.50"
+    spike = next(m for m in webhook.accepted if m["alert"].get("kind") == "subscription")
+    assert "sub-care spent 40.60 USD on 2026-11-30" in spike["text"]
+    with month_end.connect() as conn:
+        months = conn.execute(sa.select(budget_alerts.c.month).order_by(budget_alerts.c.id)).scalars().all()
+    assert months == ["2026-11"] * 5
+
+
+def test_the_previous_month_is_reviewed_on_the_first_three_days_only():
+    assert alert_months(date(2026, 12, 1)) == ["2026-11", "2026-12"]
+    assert alert_months(date(2027, 1, 3)) == ["2026-12", "2027-01"]
+    assert alert_months(date(2026, 12, 4)) == ["2026-12"]
+    assert alert_months(date(2026, 11, 30)) == ["2026-11"]
+
+
+# ------------------------------------------------------------------ Teams Workflows (Adaptive Card)
+
+
+def _cards(webhook: Webhook) -> list[dict]:
+    cards = []
+    for message in webhook.accepted:
+        assert set(message) == {"type", "attachments"} and message["type"] == "message"
+        (attachment,) = message["attachments"]
+        assert attachment["contentType"] == "application/vnd.microsoft.card.adaptive" and attachment["contentUrl"] is None
+        card = attachment["content"]
+        assert card["$schema"] == "http://adaptivecards.io/schemas/adaptive-card.json"
+        assert (card["type"], card["version"]) == ("AdaptiveCard", "1.4")
+        cards.append(card)
+    return cards
+
+
+def _facts(card: dict) -> dict[str, str]:
+    return {f["title"]: f["value"] for block in card["body"] if block["type"] == "FactSet" for f in block["facts"]}
+
+
+def _runs(card: dict) -> list[str]:
+    return [run["text"] for block in card["body"] if block["type"] == "RichTextBlock" for run in block["inlines"]]
+
+
+def test_teams_format_posts_an_adaptive_card_per_alert(budgeted, sqlite_url, webhook, capsys):
+    code, out, err = run(capsys, "--db", sqlite_url, "budgets", "check", "--webhook", webhook.url, "--as-of",
+                         AS_OF.isoformat(), "--webhook-format", "teams")
+    assert code == 0, err
+    cards = _cards(webhook)
+    assert len(cards) == 7
+    care = next(c for c in cards if _runs(c)[0] == "Budget subscription sub-care: 100% threshold crossed in 2026-11")
+    assert [b["type"] for b in care["body"]] == ["RichTextBlock", "RichTextBlock", "FactSet"]
+    assert _runs(care)[1].startswith("Budget subscription sub-care: 108.5% of 100.00 USD spent in 2026-11")
+    assert _facts(care) == {"Month": "2026-11", "Threshold": "100%", "Spent": "108.50 USD (108.5%)",
+                            "Budget": "100 USD", "Forecast": _facts(care)["Forecast"], "Status": "exceeded",
+                            "Action": "block", "Scope": "subscription"}
+    assert re.fullmatch(r"1\d\d\.\d\d USD", _facts(care)["Forecast"])
+    spike = next(c for c in cards if _runs(c)[0] == "Spend anomaly: subscription sub-care on 2026-11-12")
+    assert _facts(spike)["Spend"] == "42.00 USD" and _facts(spike)["Day"] == "2026-11-12"
+
+
+def test_the_webhook_format_setting_is_read_and_checked(budgeted, sqlite_url, webhook, capsys, monkeypatch):
+    monkeypatch.setenv("METERING_BUDGET_WEBHOOK_FORMAT", "adaptive")
+    code, _, err = run(capsys, "--db", sqlite_url, "budgets", "check", "--webhook", webhook.url)
+    assert code == 2 and "METERING_BUDGET_WEBHOOK_FORMAT='adaptive' is not one of text, teams" in err
+    assert webhook.accepted == []
+    monkeypatch.setenv("METERING_BUDGET_WEBHOOK_FORMAT", "Teams")
+    code, _, err = run(capsys, "--db", sqlite_url, "budgets", "check", "--webhook", webhook.url, "--as-of", AS_OF.isoformat())
+    assert code == 0, err
+    assert len(_cards(webhook)) == 7
+
+
+HOSTILE = ('Care"}]}, "x": {"type": "Action.OpenUrl"} **[Approve refund](https://evil.example/pay)** '
+           "{{DATE(2017-02-14T06:00:00Z, SHORT)}}\n- injected <at>all</at> _it_ `code` # head")
+
+
+def test_names_from_data_cannot_inject_card_markup(budgeted, webhook):
+    """A business unit named like Markdown, JSON and card markup arrives as literal text: the card
+    has exactly its three blocks, the name only in TextRuns (not Markdown), never in a Markdown field."""
+    with budgeted.begin() as conn:
+        subscription_store.replace_subscriptions(conn, [{"subscription_id": "sub-care", "business_unit": HOSTILE,
+                                                         "cost_center": "CC-2210", "owner": None}])
+        budget_db.replace_budgets(conn, [{"scope": "business_unit", "scope_id": HOSTILE, "amount": Decimal("100"),
+                                          "currency": "USD", "alert_at": "100", "action": "alert"}], NOW)
+    assert check(budgeted, webhook.url, now=NOW, webhook_format="teams").sent == 8
+    cards = _cards(webhook)
+    hostile = [c for c in cards if HOSTILE.split()[0] in " ".join(_runs(c))]
+    assert len(hostile) == 1
+    card = hostile[0]
+    assert [b["type"] for b in card["body"]] == ["RichTextBlock", "RichTextBlock", "FactSet"]
+    assert all(set(b) <= {"type", "inlines", "facts"} for b in card["body"])
+    assert all(set(r) <= {"type", "text", "weight", "size"} and r["type"] == "TextRun"
+               for b in card["body"] if b["type"] == "RichTextBlock" for r in b["inlines"])
+    one_line = " ".join(HOSTILE.split())
+    assert _runs(card)[0] == f"Budget business_unit {one_line}: 100% threshold crossed in 2026-11"
+    assert one_line in _runs(card)[1]
+    markdown_fields = [text for c in cards for fact in _facts(c).items() for text in fact]
+    markdown_fields += [b["text"] for c in cards for b in c["body"] if b["type"] == "TextBlock"]
+    assert len(markdown_fields) > 8 * 8
+    for text in markdown_fields:
+        assert not any(mark in text for mark in ("[", "**", "{{", "<", "evil.example", "\\")), text
+    assert [body.count(b"evil.example") for body in webhook.bodies].count(2) == 1  # the two runs of one card
+
+
+def test_markdown_literal_escapes_what_teams_would_render():
+    assert markdown_literal("**[Pay](https://evil.example)** {{DATE(2017-02-14T06:00:00Z)}}") == (
+        "\\*\\*\\[Pay\\](https://evil.example)\\*\\* \\{\\{DATE(2017-02-14T06:00:00Z)\\}\\}")
+    assert markdown_literal("- one\n2. two") == "\\- one 2. two"
+    assert markdown_literal("1. first") == "1\\. first"
+    assert markdown_literal("108.50 USD (108.5%)") == "108.50 USD (108.5%)"
+    assert markdown_literal("2026-11-12") == "2026-11-12"

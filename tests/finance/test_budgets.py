@@ -75,6 +75,17 @@ def test_forecast_is_a_weekday_aware_run_rate():
     assert "weekday" in forecast.method
 
 
+def test_a_month_that_has_ended_is_forecast_at_what_it_spent():
+    """Reviewed after it ended (the alert check's late-spend window), November's last day (Mon 30th,
+    a quiet 1.00) is what it spent, not topped up to a Monday's 7.00."""
+    daily = _weekly_series(date(2026, 10, 4), date(2026, 11, 29), D("7.00"), D("1.40"))
+    daily[date(2026, 11, 30)] = D("1.00")
+    spent = sum((v for d, v in daily.items() if d.month == 11), D(0))
+    assert forecast_month(daily, "2026-11", date(2026, 11, 30)).total == spent + 6  # still open: topped up
+    closed = forecast_month(daily, "2026-11", date(2026, 11, 30), amount=D("200"), closed=True)
+    assert (closed.total, closed.crossing_day, closed.method) == (spent, None, "actual: the month has ended")
+
+
 def test_forecast_with_little_history_uses_the_mean_of_the_days_seen():
     daily = {date(2026, 11, 1): D("10"), date(2026, 11, 2): D("20"), date(2026, 11, 3): D("30")}
     forecast = forecast_month(daily, "2026-11", date(2026, 11, 3))

@@ -110,3 +110,12 @@ def test_the_timer_posts_nothing_without_a_webhook_and_records_alerts_with_one(b
     with budgeted_sqlite.connect() as conn:
         pending = conn.execute(sa.select(sa.func.count()).where(budget_alerts.c.sent_at.is_(None))).scalar()
     assert pending == 7  # recorded, none lost: the next run sends them
+
+
+def test_the_timer_posts_nothing_with_an_unknown_webhook_format(budgeted_sqlite, monkeypatch, caplog):
+    monkeypatch.setenv("METERING_BUDGET_WEBHOOK_URL", "http://127.0.0.1:9/closed")
+    monkeypatch.setenv("METERING_BUDGET_WEBHOOK_FORMAT", "adaptivecard")
+    function_app.run_budget_check(now=NOW)
+    with budgeted_sqlite.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(budget_alerts)).scalar() == 0
+    assert "METERING_BUDGET_WEBHOOK_FORMAT='adaptivecard' is not one of text, teams" in caplog.text

@@ -1,0 +1,94 @@
+"""The body a budget alert is posted with, by webhook format. Pure: the stored alert (``{"text",
+"summary", "alert": {...fields...}}``, see ``budget_service.due_alerts``) in, JSON bytes out.
+
+* ``text``: the stored message as it is; Slack incoming webhooks, the retired Office 365
+  connectors and generic receivers read ``text``.
+* ``teams``: an Adaptive Card in the envelope that Teams Workflows ("When a Teams webhook request is
+  received" → "Post card in a chat or channel") expect, documented by Microsoft in "Send Adaptive
+  Cards using an Incoming Webhook":
+  https://learn.microsoft.com/en-us/microsoftteams/platform/webhooks-and-connectors/how-to/add-incoming-webhook
+  (Workflows support Adaptive Cards only) and
+  https://learn.microsoft.com/en-us/microsoftteams/platform/webhooks-and-connectors/how-to/connectors-using
+  (the envelope: ``type`` "message", ``attachments`` [{``contentType``
+  "application/vnd.microsoft.card.adaptive", ``contentUrl`` null, ``content``: the card}]).
+
+Text from data (scope ids, business units, subscription and model names) is never put where Teams
+reads Markdown: Teams renders Markdown in ``TextBlock.text`` and in ``Fact.title``/``Fact.value``
+(msteams-docs, "Text formatting in cards"), so a name like ``[Approve](https://…)`` would become
+a link. Such text goes into ``RichTextBlock`` ``TextRun``s, which Adaptive Cards render literally;
+the FactSet holds only values this program formats (money, percentages, dates, enumerations),
+escaped all the same. orjson encodes the card, so no value can break out of its JSON string.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import orjson
+
+WEBHOOK_FORMATS = ("text", "teams")
+CARD_VERSION = "1.4"
+MAX_TEXT_CHARS = 2000  # per TextRun: a Teams message is at most 28 KB
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]<>#|~])")
+_LIST_START = re.compile(r"^([-+]|\d{1,9}(?=[.)](\s|$)))")  # a list item: "- x", "+ x", "1. x", "2) x"
+
+
+def webhook_body(stored_payload: str, fmt: str) -> bytes:
+    """What is POSTed for one stored alert in webhook format ``fmt`` (one of ``WEBHOOK_FORMATS``)."""
+    if fmt == "text":
+        return stored_payload.encode()
+    if fmt == "teams":
+        return orjson.dumps(teams_message(json.loads(stored_payload)))
+    raise ValueError(f"webhook format {fmt!r} is not one of {', '.join(WEBHOOK_FORMATS)}")
+
+
+def markdown_literal(value: object) -> str:
+    """``value`` as text Markdown shows as it is: one line, markup characters backslash-escaped,
+    no list marker at its start, no ``{{DATE(…)}}`` substitution."""
+    line = _MARKDOWN.sub(r"\\\1", " ".join(str(value).split()))
+    start = _LIST_START.match(line)
+    if start is None:
+        return line
+    return "\\" + line if start.group(1) in "-+" else line[:start.end()] + "\\" + line[start.end():]
+
+
+def _plain(value: object) -> str:
+    """Literal text for a TextRun: one line, bounded."""
+    line = " ".join(str(value).split())
+    return line if len(line) <= MAX_TEXT_CHARS else line[:MAX_TEXT_CHARS - 1] + "…"
+
+
+def _run(text: object, **style: str) -> dict[str, Any]:
+    return {"type": "RichTextBlock", "inlines": [{"type": "TextRun", "text": _plain(text), **style}]}
+
+
+def teams_message(message: dict[str, Any]) -> dict[str, Any]:
+    """The Teams Workflows message (Adaptive Card) for one stored alert."""
+    alert = message.get("alert") or {}
+    if alert.get("type") == "budget_threshold":
+        title = (f"Budget {alert.get('scope')} {alert.get('scope_id')}: {alert.get('threshold')}% threshold "
+                 f"crossed in {alert.get('month')}")
+        facts = [("Month", alert.get("month")), ("Threshold", f"{alert.get('threshold')}%"),
+                 ("Spent", f"{alert.get('spent')} {alert.get('currency')} ({alert.get('percent')}%)"),
+                 ("Budget", f"{alert.get('amount')} {alert.get('currency')}"),
+                 ("Forecast", f"{alert.get('forecast')} {alert.get('currency')}"),
+                 ("Status", alert.get("status")), ("Action", alert.get("action")),
+                 ("Scope", str(alert.get("scope")).replace("_", " "))]
+    elif alert.get("type") == "spend_anomaly":
+        title = f"Spend anomaly: {alert.get('kind')} {alert.get('key')} on {alert.get('day')}"
+        facts = [("Day", alert.get("day")), ("Spend", f"{alert.get('spend')} {alert.get('currency')}"),
+                 ("Threshold", f"{alert.get('threshold')} {alert.get('currency')}"),
+                 ("Baseline median", f"{alert.get('baseline_median')} {alert.get('currency')}"),
+                 ("Kind", alert.get("kind"))]
+    else:
+        title, facts = "Budget alert", []
+    body: list[dict[str, Any]] = [_run(title, weight="Bolder", size="Medium"), _run(message.get("text", ""))]
+    if facts:
+        body.append({"type": "FactSet",
+                     "facts": [{"title": markdown_literal(name), "value": markdown_literal(value)} for name, value in facts]})
+    card = {"$schema": "http://adaptivecards.io/schemas/adaptive-card.json", "type": "AdaptiveCard",
+            "version": CARD_VERSION, "body": body}
+    return {"type": "message", "attachments": [{"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None,
+                             "content": card}]}
