@@ -13,7 +13,7 @@ from metering.cli.common import UsageError, migrated_engine, out
 def cmd_batch_import(args: argparse.Namespace) -> int:
 
     from db.rate_card import load_rate_card
-    from db.batches import job_created_at
+    from db.batches import job_created_at, settle_creators
     from db.store import store_batch
     from decimal import Decimal
 
@@ -51,6 +51,8 @@ def cmd_batch_import(args: argparse.Namespace) -> int:
         raise UsageError(f"batch not imported: {exc.detail}") from None
     with engine.begin() as conn:
         stored = store_batch(conn, BatchOutcome(batch_usage=[record]))
+    with engine.begin() as conn:  # a creation committed meanwhile, unseen by the import (db/batches.py)
+        settle_creators(conn, [args.batch_id])
     what = (f"batch {args.batch_id}: {output.billed_requests:,} request(s) billed, {output.failed_requests:,} failed "
             f"(not billed), {record.total_tokens:,} tokens, model {record.model or '(unknown)'}, "
             f"{record.deployment_type}, {record.price_status}")
