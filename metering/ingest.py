@@ -10,11 +10,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from db import quarantine as quarantine_store
+from db.batches import settle_creators
 from db.bounds import misfits
 from db.conflicts import is_write_conflict, without_event_data
 from db.llm_usage import MERGED, PENDING, REFUSED, settle_pending
@@ -24,8 +26,10 @@ from db.rate_card import load_rate_card
 from metering.model import BatchOutcome, PipelineSettings, RawEvent, StoreResult
 from metering.pipeline import conflict_item, process_batch, unfit_item
 from metering.price.pricing import RateCard
+from metering.usage.batches import BATCH_KEY_PREFIX
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 @dataclass
 class IngestTotals:
@@ -226,7 +230,7 @@ class Ingestor:
             self._card_loaded_at = now
         return self._card
 
-    def _in_transaction(self, work: Callable[[sa.Connection], StoreResult]) -> StoreResult:
+    def _in_transaction(self, work: Callable[[sa.Connection], T]) -> T:
         for attempt in range(self.conflict_retries + 1):
             try:
                 with self.engine.begin() as conn:
@@ -244,15 +248,32 @@ class Ingestor:
         """Process and store one batch atomically. Storage errors propagate (nothing half-written).
 
         After the commit, LLM-log usage waiting for this batch's request ids is settled in a short
-        second transaction (``settle_pending``): a concurrent writer may have committed the other
-        half unseen, and the settle that starts last sees both."""
+        second transaction (``settle_pending``), and so are the creators of this batch's Batch API
+        jobs (``settle_creators``): a concurrent writer may have committed the other half unseen,
+        and the settle that starts last sees both."""
         now = utc_now()
         outcome = process_batch(raws, self.rate_card(), self.settings, now)
         quarantine_unfit(outcome, self.settings, now)
         stored = self._in_transaction(lambda conn: store_with_conflicts(conn, outcome, self.settings, now))
         totals = _totals(outcome, stored)
         self._settle(outcome, totals, stored.pending_ids)
+        self._settle_batch_jobs(outcome)
         return totals
+
+    def _settle_batch_jobs(self, outcome: BatchOutcome) -> None:
+        """Charge this batch's Batch API job rows to creators a concurrent writer committed unseen
+        (db/batches.py), or this batch's creations to rows a concurrent writer stored unseen."""
+        if self.engine.dialect.name == "sqlite":
+            return  # writers are serialised (BEGIN IMMEDIATE): the batch saw every earlier commit
+        ids = sorted({*(job.batch_id for job in outcome.batch_jobs),
+                      *(row.request_id[len(BATCH_KEY_PREFIX):] for row in outcome.batch_usage)})
+        if not ids:
+            return
+        try:
+            self._in_transaction(lambda conn: settle_creators(conn, ids))
+        except sa.exc.DBAPIError as exc:  # the batch is committed; a redelivery or replay of the creation settles
+            log.warning("could not charge Batch API jobs to their creators after a batch (%s); a row without a "
+                        "subscription stays so until the creation is replayed", type(exc.orig).__name__)
 
     def _settle(self, outcome: BatchOutcome, totals: IngestTotals, stored_pending: Sequence[str]) -> None:
         """Complete LLM-log pairs whose halves were committed concurrently (see ``ingest``)."""

@@ -13,20 +13,23 @@ from metering.cli.common import UsageError, migrated_engine, out
 def cmd_batch_import(args: argparse.Namespace) -> int:
 
     from db.rate_card import load_rate_card
-    from db.batches import job_created_at
+    from db.batches import job_created_at, settle_creators
     from db.store import store_batch
     from decimal import Decimal
 
     from metering.model import BadEvent, BatchOutcome
     from metering.pipeline import build_batch_usage, check_record
     from metering.price.rate_card import parse_date
-    from metering.sources.batch_outputs import BatchOutputError, read_batch_output
+    from metering.sources.batch_outputs import BatchOutputError, output_file_lines, read_batch_outputs
+    from metering.sources.bounds import max_event_bytes_from_env
 
-    lines: list[bytes] = []
-    for path in args.files:
+    try:
+        max_line_bytes = max_event_bytes_from_env()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    for path in args.files:  # refuse a missing file before touching the database; lines are read later, streamed
         try:
-            with open(path, "rb") as handle:
-                lines.extend(handle.read().splitlines())
+            open(path, "rb").close()
         except OSError as exc:
             raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
     engine = migrated_engine(args)
@@ -38,7 +41,8 @@ def cmd_batch_import(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     try:
-        output = read_batch_output(lines, args.batch_id, at, ", ".join(args.files), deployment=args.deployment)
+        files = [(path, output_file_lines(path, max_line_bytes)) for path in args.files]
+        output = read_batch_outputs(files, args.batch_id, at, deployment=args.deployment)
         record = build_batch_usage(None, output.usage, card)
         check_record(record)
     except BatchOutputError as exc:
@@ -47,6 +51,8 @@ def cmd_batch_import(args: argparse.Namespace) -> int:
         raise UsageError(f"batch not imported: {exc.detail}") from None
     with engine.begin() as conn:
         stored = store_batch(conn, BatchOutcome(batch_usage=[record]))
+    with engine.begin() as conn:  # a creation committed meanwhile, unseen by the import (db/batches.py)
+        settle_creators(conn, [args.batch_id])
     what = (f"batch {args.batch_id}: {output.billed_requests:,} request(s) billed, {output.failed_requests:,} failed "
             f"(not billed), {record.total_tokens:,} tokens, model {record.model or '(unknown)'}, "
             f"{record.deployment_type}, {record.price_status}")

@@ -1,21 +1,27 @@
-"""Batch API output files → the usage of one finished job (``metering batch import``), pure.
+"""Batch API output files → the usage of one finished job (``metering batch import``).
 
 An output file has one JSON line per request of the job: ``{"id", "custom_id", "response":
 {"status_code", "request_id", "body": {… "model", "usage"}}, "error"}``. The job's usage is the sum
 of the ``response.body.usage`` of its successful (2xx) requests, read with the same rules as a
 single response's usage (``metering.usage.resolve.normalize_usage``); failed requests are not
 billed. Used when the batch object the gateway saw had no ``usage``.
+
+Files are streamed line by line (an output file can hold 100,000 responses), each line bounded by
+``METERING_MAX_EVENT_BYTES`` (metering/sources/bounds.py): a longer line is refused, naming the file
+and line, never read whole.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
 import orjson
 
 from metering.model import TOKEN_KIND_FIELDS, BadEvent, TokenUsage
+from metering.sources.bounds import DEFAULT_MAX_EVENT_BYTES, MAX_EVENT_BYTES_SETTING, LongLine, read_lines
 from metering.usage.batches import BatchUsage
 from metering.usage.resolve import normalize_usage
 
@@ -35,41 +41,67 @@ class BatchOutput:
     failed_requests: int
 
 
-def read_batch_output(lines: list[bytes], batch_id: str, finished_at: datetime, source: str = "output file",
+def output_file_lines(path: str, max_line_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> Iterator[bytes]:
+    """The lines of one output file, streamed; a line longer than ``max_line_bytes`` (or a file that
+    cannot be read) is a ``BatchOutputError`` naming the file and line."""
+    try:
+        with open(path, "rb") as handle:
+            for number, line in enumerate(read_lines(handle, max_line_bytes), start=1):
+                if isinstance(line, LongLine):
+                    raise BatchOutputError(
+                        f"{path} line {number}: {line.size:,} bytes, above the {max_line_bytes:,}-byte bound on "
+                        f"one line ({MAX_EVENT_BYTES_SETTING} raises it)")
+                yield line
+    except OSError as exc:
+        raise BatchOutputError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def read_batch_output(lines: Iterable[bytes], batch_id: str, finished_at: datetime, source: str = "output file",
                       deployment: str | None = None) -> BatchOutput:
-    """Sum a job's output lines into one ``BatchUsage``; raises ``BatchOutputError`` on bad lines."""
+    """Sum a job's output lines (any iterable: a list, or ``output_file_lines`` streaming a file) into
+    one ``BatchUsage``; raises ``BatchOutputError`` on bad lines, naming ``source`` and the line."""
+    return read_batch_outputs([(source, lines)], batch_id, finished_at, deployment=deployment)
+
+
+def read_batch_outputs(files: Iterable[tuple[str, Iterable[bytes]]], batch_id: str, finished_at: datetime,
+                       deployment: str | None = None) -> BatchOutput:
+    """Sum the lines of a job's output files (``(name, lines)`` pairs, lines numbered per file) into one
+    ``BatchUsage``, reading each line once and keeping none; raises ``BatchOutputError`` on bad lines."""
     totals = dict.fromkeys(SUMMED, 0)
     models: Counter[str] = Counter()
     endpoints: Counter[str] = Counter()
     billed = failed = 0
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            item = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            raise BatchOutputError(f"{source} line {number}: not JSON") from None
-        response = item.get("response") if isinstance(item, dict) else None
-        status = response.get("status_code") if isinstance(response, dict) else None
-        body = response.get("body") if isinstance(response, dict) else None
-        if not (isinstance(status, int) and 200 <= status < 300 and isinstance(body, dict)):
-            failed += 1
-            continue
-        try:
-            usage = normalize_usage(body.get("usage"))
-        except BadEvent as exc:
-            raise BatchOutputError(f"{source} line {number}: {exc.detail}") from None
-        if usage is None:
-            raise BatchOutputError(f"{source} line {number}: a successful request without usage")
-        billed += 1
-        for name in SUMMED:
-            totals[name] += getattr(usage, name)
-        if isinstance(body.get("model"), str) and body["model"]:
-            models[body["model"]] += 1
-        if isinstance(body.get("object"), str):
-            endpoints[body["object"]] += 1
+    sources = []
+    for source, lines in files:
+        sources.append(source)
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                item = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                raise BatchOutputError(f"{source} line {number}: not JSON") from None
+            response = item.get("response") if isinstance(item, dict) else None
+            status = response.get("status_code") if isinstance(response, dict) else None
+            body = response.get("body") if isinstance(response, dict) else None
+            if not (isinstance(status, int) and 200 <= status < 300 and isinstance(body, dict)):
+                failed += 1
+                continue
+            try:
+                usage = normalize_usage(body.get("usage"))
+            except BadEvent as exc:
+                raise BatchOutputError(f"{source} line {number}: {exc.detail}") from None
+            if usage is None:
+                raise BatchOutputError(f"{source} line {number}: a successful request without usage")
+            billed += 1
+            for name in SUMMED:
+                totals[name] += getattr(usage, name)
+            if isinstance(body.get("model"), str) and body["model"]:
+                models[body["model"]] += 1
+            if isinstance(body.get("object"), str):
+                endpoints[body["object"]] += 1
     if billed == 0:
-        raise BatchOutputError(f"{source}: no successful request with usage: nothing to meter")
+        raise BatchOutputError(f"{', '.join(sources)}: no successful request with usage: nothing to meter")
     kind = endpoints.most_common(1)[0][0] if endpoints else ""
     endpoint = {"chat.completion": "chat.completions", "response": "responses", "list": "embeddings",
                 "text_completion": "completions"}.get(kind, "other")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from collections.abc import Callable, Iterator, Mapping
 from typing import BinaryIO
 
@@ -38,13 +39,22 @@ def oversized_event(prefix: bytes, size: int, sha256: str, **source: object) -> 
     return RawEvent(body=prefix[:OVERSIZED_PREFIX_BYTES], oversized_bytes=size, oversized_sha256=sha256, **source)  # type: ignore[arg-type]
 
 
-def bounded_lines(
+@dataclass(frozen=True, slots=True)
+class LongLine:
+    """A line longer than the bound, never held whole: its first bytes, its size and its SHA-256."""
+
+    prefix: bytes
+    size: int
+    sha256: str
+
+
+def read_lines(
     stream: BinaryIO, max_bytes: int = DEFAULT_MAX_EVENT_BYTES, progress: Callable[[], None] | None = None
-) -> Iterator[RawEvent]:
-    """Each non-blank line of ``stream`` as a raw event (line ending and CR removed); a line longer
-    than ``max_bytes`` is streamed through SHA-256 in 1 MiB chunks and yielded as ``oversized_event``.
-    Memory stays within ``max_bytes`` plus one chunk whatever the input. ``progress`` is called after
-    each read, so that a caller can report bytes consumed."""
+) -> Iterator[bytes | LongLine]:
+    """Every line of ``stream`` in order, blank ones included (callers can number them), line ending
+    and CR removed; a line longer than ``max_bytes`` is streamed through SHA-256 in 1 MiB chunks and
+    yielded as a ``LongLine``. Memory stays within ``max_bytes`` plus one chunk whatever the input.
+    ``progress`` is called after each read, so that a caller can report bytes consumed."""
     while True:
         line = stream.readline(max_bytes + 1)
         if progress is not None:
@@ -52,9 +62,7 @@ def bounded_lines(
         if not line:
             return
         if len(line) <= max_bytes or line.endswith(b"\n"):
-            body = line.rstrip(b"\r\n")
-            if body.strip():
-                yield RawEvent(body=body)
+            yield line.rstrip(b"\r\n")
             continue
         digest = hashlib.sha256(line)
         prefix, size = line[:OVERSIZED_PREFIX_BYTES], len(line)
@@ -71,4 +79,16 @@ def bounded_lines(
             size += len(part)
             if ends:
                 break
-        yield oversized_event(prefix, size, digest.hexdigest())
+        yield LongLine(prefix, size, digest.hexdigest())
+
+
+def bounded_lines(
+    stream: BinaryIO, max_bytes: int = DEFAULT_MAX_EVENT_BYTES, progress: Callable[[], None] | None = None
+) -> Iterator[RawEvent]:
+    """Each non-blank line of ``stream`` as a raw event; a line longer than ``max_bytes`` becomes an
+    ``oversized_event`` (``read_lines``: memory stays bounded whatever the input)."""
+    for line in read_lines(stream, max_bytes, progress):
+        if isinstance(line, LongLine):
+            yield oversized_event(line.prefix, line.size, line.sha256)
+        elif line.strip():
+            yield RawEvent(body=line)

@@ -14,14 +14,17 @@ from __future__ import annotations
 from decimal import Decimal
 
 import orjson
+import pytest
 import sqlalchemy as sa
 
 from cli_runner import run
 from db import rate_card as rate_card_store
+from db import store
 from db.schema import batch_jobs, usage_records
 from events import encode, v1_event
 from metering.ingest import Ingestor
 from metering.model import RawEvent
+from metering.pipeline import process_batch
 from metering.price.mappings import parse_deployments_csv
 from metering.price.rate_card import parse_rates_csv
 
@@ -154,3 +157,92 @@ def test_batch_import_meters_a_job_without_usage_once(engine, db_url, tmp_path, 
     assert rows(engine)[f"batch:{BATCH_ID}"].total_cost == COST
     code, _, err = run(capsys, "--db", db_url, "batch", "import", str(tmp_path / "missing.jsonl"), "--batch-id", "b")
     assert code == 2 and "cannot read" in err
+
+
+# Two writers that cannot see each other's uncommitted half (two Function instances on two partitions,
+# a replay beside the Function, `metering batch import` beside either): the creation and the finished
+# job's usage row are each committed unseen, and the row must still end charged to its creator.
+
+def commit_first(target, side: sa.Connection) -> None:
+    """Commit ``side`` just before the first transaction of ``target`` (an engine, or ``Engine`` for
+    any) commits: that transaction did its reads and writes without seeing ``side``'s."""
+    done = []
+
+    def before_commit(conn):
+        if not done:
+            done.append(True)
+            side.commit()
+
+    sa.event.listen(target, "commit", before_commit)
+    return before_commit
+
+
+def stored_unseen(engine, ingestor: Ingestor, raws: list[RawEvent]) -> sa.Connection:
+    """``raws`` stored in a transaction left open (committed later by ``commit_first``)."""
+    side = engine.connect()
+    side.begin()
+    store.store_batch(side, process_batch(raws, ingestor.rate_card()))
+    return side
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("racing", ["creation-races-the-retrieve", "retrieve-races-the-creation"])
+def test_a_creation_and_a_retrieve_committed_unseen_still_charge_the_creator(postgres_engine, racing):
+    ingestor = setup(postgres_engine)
+    theirs, mine = ([create()], [retrieve("poll-2")]) if racing.startswith("creation") else ([retrieve("poll-2")], [create()])
+    side = stored_unseen(postgres_engine, ingestor, theirs)
+    commit_first(postgres_engine, side)
+    totals = ingestor.ingest(mine)
+    side.close()
+    assert totals.read == 1
+    assert_metered_once(postgres_engine)
+    again = ingestor.ingest([create(), retrieve("poll-2")])  # a replay changes nothing more
+    assert (again.inserted, again.batch_jobs_metered) == (0, 0)
+    assert_metered_once(postgres_engine)
+
+
+@pytest.mark.postgres
+def test_a_batch_import_beside_a_creation_committed_unseen_charges_the_creator(postgres_engine, postgres_url, tmp_path,
+                                                                                capsys):
+    ingestor = setup(postgres_engine)
+    output = tmp_path / "output.jsonl"
+    body = {"object": "chat.completion", "model": "gpt-4o-2024-08-06",
+            "usage": {"prompt_tokens": 22_000, "completion_tokens": 3_100, "total_tokens": 25_100}}
+    output.write_bytes(orjson.dumps({"custom_id": "task-0", "response": {"status_code": 200, "body": body}}) + b"\n")
+    side = stored_unseen(postgres_engine, ingestor, [create()])
+    hook = commit_first(sa.engine.Engine, side)  # the command's own engine: its first commit stores the row
+    try:
+        code, out, err = run(capsys, "--db", postgres_url, "batch", "import", str(output), "--batch-id", BATCH_ID,
+                             "--deployment", "gpt-4o-batch", "--at", "2026-10-15")
+    finally:
+        sa.event.remove(sa.engine.Engine, "commit", hook)
+        side.close()
+    assert code == 0 and ": metered" in out, err
+    job = rows(postgres_engine)[f"batch:{BATCH_ID}"]
+    assert (job.subscription_id, job.subscription_name, job.total_cost) == ("sub-claims", "Claims Automation", COST)
+
+
+@pytest.mark.parametrize("order", ["creation-first", "retrieve-first", "one-batch"])
+def test_creation_and_usage_in_separate_batches_in_either_order(engine, order):
+    ingestor = setup(engine)
+    if order == "one-batch":
+        ingestor.ingest([retrieve("poll-2"), create()])
+    else:
+        first, second = ([create()], [retrieve("poll-2")]) if order == "creation-first" else ([retrieve("poll-2")], [create()])
+        ingestor.ingest(first)
+        ingestor.ingest(second)
+    assert_metered_once(engine)
+
+
+def test_a_replayed_creation_charges_a_row_left_without_a_subscription(engine):
+    """A row stored with no subscription although the creation is stored (the two committed unseen,
+    and the settle after them failed): replaying the creation — a duplicate — completes it."""
+    ingestor = setup(engine)
+    ingestor.ingest([create()])
+    record = process_batch([retrieve("poll-2")], ingestor.rate_card()).batch_usage[0]
+    with engine.begin() as conn:
+        store.insert_records(conn, [record], store.utc_now())  # as a writer that missed the creation left it
+    assert rows(engine)[f"batch:{BATCH_ID}"].subscription_id is None
+    again = ingestor.ingest([create()])
+    assert (again.duplicates, again.inserted) == (1, 0)
+    assert_metered_once(engine)

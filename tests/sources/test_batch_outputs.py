@@ -1,0 +1,154 @@
+"""`metering batch import` streams a job's output files line by line, each line bounded like a replayed
+event (``METERING_MAX_EVENT_BYTES``): an over-long line is one line of error naming its file and line,
+and a 50,000-line output file (Azure output files hold up to 100,000) is metered in flat memory.
+
+The lines follow Azure OpenAI's batch how-to (output file: ``{"custom_id", "response": {"body",
+"request_id", "status_code"}, "error"}`` with a ``chat.completion`` body and its ``usage``).
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import orjson
+import pytest
+import sqlalchemy as sa
+
+from cli_runner import run
+from db import rate_card as rate_card_store
+from db.engine import make_engine
+from db.migrate import upgrade
+from db.schema import usage_records
+from metering.price.mappings import parse_deployments_csv
+from metering.price.rate_card import parse_rates_csv
+from metering.sources.batch_outputs import BatchOutputError, output_file_lines, read_batch_output
+
+BATCH_ID = "batch_1f0c6a52-8e3b-4a8e-9d7e-2f41c2f9a0d3"
+CARD = (
+    "model,deployment_type,region,effective_from,effective_to,currency,input_per_1m,cached_input_per_1m,output_per_1m\n"
+    "gpt-4o,global-batch,,2024-08-06,,USD,1.25,,5.00\n"
+)
+ANSWER = ("Claim 48213 concerns water damage to a kitchen ceiling after a burst pipe in the flat above; "
+          "the policy covers escape of water, the excess is 250 EUR, and no exclusion applies. ") * 2
+
+
+def output_line(index: int, status: int = 200, padding: int = 0) -> bytes:
+    """One line of an output file: a chat completion of task ``index`` (``padding``: a longer answer)."""
+    prompt, completion = 900 + index % 50, 120 + index % 7
+    body = {"id": f"chatcmpl-{index}", "object": "chat.completion", "created": 1792_050_000, "model": "gpt-4o-2024-08-06",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": ANSWER + "x" * padding}}],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+                      "prompt_tokens_details": {"cached_tokens": 0}}}
+    if status != 200:
+        body = {"error": {"code": "content_filter", "message": "The response was filtered"}}
+    return orjson.dumps({"id": f"batch_req_{index}", "custom_id": f"claim-{index}",
+                         "response": {"status_code": status, "request_id": f"req-{index}", "body": body},
+                         "error": None})
+
+
+def migrated(url: str) -> None:
+    engine = make_engine(url)
+    upgrade(engine)
+    with engine.begin() as conn:
+        rate_card_store.replace_rates(conn, parse_rates_csv(CARD))
+        rate_card_store.replace_deployments(conn, parse_deployments_csv(
+            "backend_id,deployment,model,deployment_type\n,gpt-4o-batch,gpt-4o,global-batch\n"))
+    engine.dispose()
+
+
+def batch_rows(url: str) -> list:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        found = conn.execute(sa.select(usage_records).where(usage_records.c.request_id.like("batch:%"))).all()
+    engine.dispose()
+    return found
+
+
+def test_an_over_long_line_is_refused_naming_its_file_and_line(sqlite_url, tmp_path, capsys, monkeypatch):
+    migrated(sqlite_url)
+    first, second = tmp_path / "output-part1.jsonl", tmp_path / "output-part2.jsonl"
+    first.write_bytes(b"\n".join(output_line(i) for i in range(3)) + b"\n")
+    # line 3 of the second file: an answer of 40 KB, above a 16 KiB bound
+    second.write_bytes(b"\n".join([output_line(3), b"", output_line(4, padding=40_000), output_line(5)]) + b"\n")
+    monkeypatch.setenv("METERING_MAX_EVENT_BYTES", str(16 * 1024))
+    code, out, err = run(capsys, "--db", sqlite_url, "batch", "import", str(first), str(second), "--batch-id", BATCH_ID,
+                         "--deployment", "gpt-4o-batch")
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"{second} line 3: {len(output_line(4, padding=40_000)):,} bytes, above the 16,384-byte bound" in err
+    assert "METERING_MAX_EVENT_BYTES" in err
+    assert batch_rows(sqlite_url) == []  # nothing metered from a file that was not read whole
+    # the bound raised, the same files are metered: 6 requests
+    monkeypatch.setenv("METERING_MAX_EVENT_BYTES", str(64 * 1024))
+    code, out, err = run(capsys, "--db", sqlite_url, "batch", "import", str(first), str(second), "--batch-id", BATCH_ID,
+                         "--deployment", "gpt-4o-batch")
+    assert code == 0, err
+    assert "6 request(s) billed, 0 failed" in out
+    # a bad bound is one line too
+    monkeypatch.setenv("METERING_MAX_EVENT_BYTES", "lots")
+    code, _, err = run(capsys, "--db", sqlite_url, "batch", "import", str(first), "--batch-id", BATCH_ID)
+    assert code == 2 and "METERING_MAX_EVENT_BYTES must be a number of bytes" in err
+
+
+def test_a_line_that_is_not_json_is_named_in_its_own_file(sqlite_url, tmp_path, capsys):
+    migrated(sqlite_url)
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_bytes(b"\n".join(output_line(i) for i in range(4)) + b"\n")
+    second.write_bytes(output_line(4) + b"\n" + output_line(5)[:-40] + b"\n")  # cut short
+    code, _, err = run(capsys, "--db", sqlite_url, "batch", "import", str(first), str(second), "--batch-id", BATCH_ID)
+    assert code == 2 and f"{second} line 2: not JSON" in err
+
+
+def test_read_batch_output_takes_any_iterable_of_lines():
+    lines = (output_line(i, status=200 if i % 10 else 429) for i in range(100))  # a generator, read once
+    output = read_batch_output(lines, BATCH_ID, datetime(2026, 10, 2, tzinfo=timezone.utc), deployment="gpt-4o-batch")
+    billed = [i for i in range(100) if i % 10]
+    assert (output.billed_requests, output.failed_requests) == (90, 10)
+    assert output.usage.usage.prompt_tokens == sum(900 + i % 50 for i in billed)
+    assert output.usage.usage.completion_tokens == sum(120 + i % 7 for i in billed)
+    assert (output.usage.usage.model, output.usage.endpoint) == ("gpt-4o-2024-08-06", "chat.completions")
+
+
+def test_output_file_lines_streams_with_the_bound(tmp_path):
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(b"a" * 2047 + b"\r\n\n" + b"b" * 2048 + b"\n" + b"c" * 2049 + b"\n")
+    lines = output_file_lines(str(path), max_line_bytes=2048)
+    assert next(lines) == b"a" * 2047 and next(lines) == b""  # CRLF removed; blank lines kept, for numbering
+    assert next(lines) == b"b" * 2048  # exactly the bound
+    with pytest.raises(BatchOutputError, match=r"out\.jsonl line 4: 2,049 bytes, above the 2,048-byte bound"):
+        next(lines)
+
+
+def test_a_large_output_file_is_metered_in_flat_memory(sqlite_url, tmp_path, capsys):
+    migrated(sqlite_url)
+    count = 50_000
+    path = tmp_path / "batch_output.jsonl"
+    with open(path, "wb") as handle:
+        for start in range(0, count, 5_000):
+            handle.write(b"".join(output_line(i, status=500 if i % 1000 == 999 else 200) + b"\n"
+                                  for i in range(start, start + 5_000)))
+    size = path.stat().st_size
+    assert size > 20_000_000
+    billed = [i for i in range(count) if i % 1000 != 999]
+    prompt = sum(900 + i % 50 for i in billed)
+    completion = sum(120 + i % 7 for i in billed)
+    # migrated, and its modules imported, before measuring: what is measured is the import itself
+    code, _, err = run(capsys, "--db", sqlite_url, "batch", "import", str(path), "--batch-id", "batch_warm-up")
+    assert code == 0, err
+    tracemalloc.start()
+    try:
+        code, out, err = run(capsys, "--db", sqlite_url, "batch", "import", str(path), "--batch-id", BATCH_ID,
+                             "--deployment", "gpt-4o-batch")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert code == 0, err
+    assert f"{len(billed):,} request(s) billed, {count - len(billed)} failed" in out
+    assert peak < size / 10, f"peak {peak:,} bytes while importing a {size:,}-byte file"
+    (job,) = [row for row in batch_rows(sqlite_url) if row.request_id == f"batch:{BATCH_ID}"]
+    assert (job.prompt_tokens, job.completion_tokens, job.total_tokens) == (prompt, completion, prompt + completion)
+    assert job.total_cost == Decimal(prompt) * Decimal("1.25") / 1_000_000 + Decimal(completion) * 5 / 1_000_000
+    assert (job.model, job.deployment_type) == ("gpt-4o-2024-08-06", "global-batch")
