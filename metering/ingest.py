@@ -348,6 +348,8 @@ class Ingestor:
                 outcome.events_read += alone.events_read
                 outcome.records.extend(alone.records)
                 outcome.llm_usage.extend(alone.llm_usage)
+                outcome.batch_jobs.extend(alone.batch_jobs)  # a Batch API call: its job, or its finished job's row
+                outcome.batch_usage.extend(alone.batch_usage)
                 outcome.sources.update(alone.sources)
                 outcome.ignored += alone.ignored
                 results.append((row, alone))
@@ -380,6 +382,7 @@ class Ingestor:
                 return stored
 
             stored = self._in_transaction(work)
+            self._settle_batch_jobs(outcome)
             totals.retried += len(page)
             totals.inserted += stored.inserted
             totals.duplicates += stored.duplicates

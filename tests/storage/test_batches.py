@@ -246,3 +246,22 @@ def test_a_replayed_creation_charges_a_row_left_without_a_subscription(engine):
     again = ingestor.ingest([create()])
     assert (again.duplicates, again.inserted) == (1, 0)
     assert_metered_once(engine)
+
+
+def test_quarantined_batch_calls_meter_their_job_when_retried(engine):
+    """A creation and a finished retrieve that an older release quarantined (a bug): `quarantine
+    retry` records the job and meters it once, for its creator, as ingesting them would have."""
+    from metering.model import Quarantined
+
+    ingestor = setup(engine)
+    with engine.begin() as conn:
+        store._insert_quarantine(conn, [Quarantined("internal_error", "KeyError: 'id'", create().body),
+                                        Quarantined("internal_error", "KeyError: 'usage'", retrieve("poll-2").body)],
+                                 store.utc_now())
+    retried = ingestor.retry_quarantined()
+    assert (retried.retried, retried.resolved) == (2, 2)
+    assert retried.tokens == 25_100 and retried.cost == COST
+    assert_metered_once(engine)
+    again = ingestor.ingest([create(), retrieve("poll-2")])  # the same calls redelivered: nothing new
+    assert again.batch_jobs_metered == 0
+    assert_metered_once(engine)
