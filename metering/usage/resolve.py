@@ -18,6 +18,7 @@ from metering.usage.tokens import (
     TokenCount,
     count_chat_prompt,
     count_completion,
+    forced_function,
     model_in_name,
     count_completions_prompt,
     count_embeddings_input,
@@ -372,7 +373,8 @@ def resolve_usage(event: UsageEvent, model_hint: str | None = None) -> TokenUsag
         completion_whole = True  # embeddings have no completion
     elif response is not None and response.events + len(response.choices) > 0:
         tools_offered = request is not None and bool(request.get("tools") or request.get("functions"))
-        completion = count_completion(response, count_model, tools_offered=tools_offered)
+        forced = forced_function(request, count_model) if endpoint == "responses" else None
+        completion = count_completion(response, count_model, tools_offered=tools_offered, forced_call=forced)
         completion_tokens = completion.tokens
         notes.extend(completion.notes)
         notes.extend(response.notes)

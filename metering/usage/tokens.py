@@ -58,6 +58,7 @@ __all__ = [
     "count_completions_prompt",
     "count_embeddings_input",
     "count_completion",
+    "forced_function",
     "is_reasoning_model",
     "model_in_name",
 ]
@@ -505,8 +506,9 @@ class _Framing(NamedTuple):
     #: a reasoning model's visible answer is framed by channel tokens (chat / Responses)
     answer_chat: int
     answer_responses: int
-    #: tools in a Responses API request, when they cost what they cost for gpt-4o (gpt-5 family:
-    #: its Chat Completions tools preamble is not billed there); None: as in chat
+    #: (tools_alone, tools_with_system, tools_per_function) of a Responses API request, whose
+    #: tools framing is not chat's (gpt-4o: 6/3 tokens less; gpt-5 family: its Chat Completions
+    #: tools preamble is not billed there); None: as in chat
     responses_tools: tuple[int, int, int] | None = None
     #: a tool call's framing in a Responses API output, when it differs from chat's; None: ``call``
     responses_call: int | None = None
@@ -517,10 +519,12 @@ _FRAMING_CL100K = _Framing(
     call=4, history_call=1, tool_result=1, answer_with_tools=0, per_choice=0,
     output_item=1, answer_chat=0, answer_responses=0,
 )
+#: gpt-4o and gpt-4.1 in the Responses API: the namespace costs 6 (alone) / 5 (after a system
+#: message or instructions) tokens less than in chat, whatever the model (responses_tools).
 _FRAMING_GPT4O = _Framing(
     reply_priming=3, tools_alone=10, tools_with_system=7, tools_per_function=-2, system_newline=False,
     call=4, history_call=1, tool_result=1, answer_with_tools=1, per_choice=0,
-    output_item=1, answer_chat=0, answer_responses=0,
+    output_item=1, answer_chat=0, answer_responses=0, responses_tools=(5, 4, -2),
 )
 #: gpt-4 (0613): a call costs 3 tokens less than gpt-3.5-turbo's
 _FRAMING_GPT4_0613 = _FRAMING_CL100K._replace(call=1)
@@ -540,11 +544,12 @@ _FRAMING_GPT5 = _FRAMING_GPT4O._replace(
     answer_with_tools=0,
     answer_chat=9,
     answer_responses=5,
-    responses_tools=(_FRAMING_GPT4O.tools_alone, _FRAMING_GPT4O.tools_with_system, _FRAMING_GPT4O.tools_per_function),
+    responses_tools=(10, 7, -2),
     responses_call=9,
 )
-_FRAMING_GPT5X = _FRAMING_GPT5._replace(call=7, answer_chat=3, answer_responses=3, responses_tools=(27, 24, -2), responses_call=None)
-_FRAMING_O_SERIES = _FRAMING_GPT4O._replace(reply_priming=2, answer_chat=11)
+_FRAMING_GPT5X = _FRAMING_GPT5._replace(call=7, answer_chat=3, answer_responses=3, responses_tools=(25, 22, 0), responses_call=None)
+#: (no Responses recording with tools: its tools are counted as in chat)
+_FRAMING_O_SERIES = _FRAMING_GPT4O._replace(reply_priming=2, answer_chat=11, responses_tools=None)
 
 #: (stem, encoding, framing): the first stem that starts the model name (then ends it, or is
 #: followed by a separator; "gpt-5." takes any gpt-5.x) for a model of that encoding wins;
@@ -708,23 +713,51 @@ def _literal(value: Any) -> str:
         return str(value)
 
 
-def _ts_type(schema: Any, indent: int, counter: _Counter) -> str:
+class _SchemaStyle(NamedTuple):
+    """How a tool's JSON schema is rendered. Both APIs inline local ``$ref`` definitions
+    (``defs``; ``resolving``: the refs being inlined, so a recursive one stops); the Responses
+    API (``responses``) also shows top-level property titles and defaults as comments."""
+
+    responses: bool = False
+    defs: dict[str, Any] = {}
+    resolving: tuple[str, ...] = ()
+
+
+_CHAT_SCHEMA = _SchemaStyle()
+
+
+def _resolve_ref(schema: dict[str, Any], style: _SchemaStyle) -> tuple[Any, _SchemaStyle] | None:
+    """The local definition a ``$ref`` (``#/$defs/X``, ``#/definitions/X``) names and the style to
+    render it with, or None (not local, unknown, or already being inlined: recursive)."""
+    ref = schema.get("$ref")
+    if not isinstance(ref, str) or ref in style.resolving:
+        return None
+    prefix, _, key = ref.rpartition("/")
+    if prefix not in ("#/$defs", "#/definitions") or key not in style.defs:
+        return None
+    return style.defs[key], style._replace(resolving=(*style.resolving, ref))
+
+
+def _ts_type(schema: Any, indent: int, counter: _Counter, style: _SchemaStyle = _CHAT_SCHEMA) -> str:
     """A JSON-schema type as the TypeScript the model is shown (``string``, ``"a" | "b"``, ``{…}``)."""
     if not isinstance(schema, dict):
         return "any"
     if indent > 2 * _MAX_SCHEMA_DEPTH:
         counter.note("tool_schema_approximated")
         return "object"
+    resolved = _resolve_ref(schema, style)
+    if resolved is not None:
+        return _ts_type(resolved[0], indent, counter, resolved[1])
     enum = schema.get("enum")
     if isinstance(enum, list) and enum:
         return " | ".join(_literal(v) for v in enum)
     for union in ("anyOf", "oneOf"):
         if isinstance(schema.get(union), list):
             counter.note("tool_schema_approximated")
-            return " | ".join(_ts_type(s, indent + 2, counter) for s in schema[union])
+            return " | ".join(_ts_type(s, indent + 2, counter, style) for s in schema[union])
     kind = schema.get("type")
     if isinstance(kind, list):
-        return " | ".join(_ts_type({**schema, "type": k}, indent, counter) if isinstance(k, str) else "any" for k in kind)
+        return " | ".join(_ts_type({**schema, "type": k}, indent, counter, style) if isinstance(k, str) else "any" for k in kind)
     if kind == "string":
         return "string"
     if kind in ("number", "integer"):
@@ -734,11 +767,11 @@ def _ts_type(schema: Any, indent: int, counter: _Counter) -> str:
     if kind == "object":
         if isinstance(schema.get("properties"), dict) and schema["properties"]:
             counter.note("tool_schema_approximated")
-            return "{\n" + _ts_properties(schema, indent + 2, counter) + "\n" + " " * indent + "}"
+            return "{\n" + _ts_properties(schema, indent + 2, counter, style) + "\n" + " " * indent + "}"
         return "object"
     if kind == "array":
         items = schema.get("items")
-        return f"{_ts_type(items, indent + 2, counter)}[]" if isinstance(items, dict) else "any[]"
+        return f"{_ts_type(items, indent + 2, counter, style)}[]" if isinstance(items, dict) else "any[]"
     if "$ref" in schema:
         counter.note("tool_schema_approximated")
     return "any"
@@ -749,22 +782,39 @@ def _comment(text: str) -> list[str]:
     return [f"// {line}" for line in text.split("\n")]
 
 
-def _ts_properties(schema: dict[str, Any], indent: int, counter: _Counter) -> str:
+def _default_comment(spec: dict[str, Any]) -> str:
+    """A Responses property's default, as the trailing comment the model is shown ('' when none)."""
+    if "default" not in spec:
+        return ""
+    default = spec["default"]
+    return f' // default: "{default}"' if isinstance(default, str) else f" // default: {_literal(default)}"
+
+
+def _ts_properties(schema: dict[str, Any], indent: int, counter: _Counter, style: _SchemaStyle = _CHAT_SCHEMA) -> str:
     required = schema.get("required") if isinstance(schema.get("required"), list) else ()
     lines = []
     for name, spec in schema["properties"].items():
-        description = spec.get("description") if isinstance(spec, dict) else None
+        spec_dict = spec if isinstance(spec, dict) else {}
+        # the Responses API shows a top-level property's title as a comment of its own; not a
+        # nested one's (closer on the only recordings with one, a $ref'd object, though ~17 short)
+        title = spec_dict.get("title")
+        if style.responses and indent == 0 and isinstance(title, str) and title:
+            lines += [*_comment(title), "//"]
+        description = spec_dict.get("description")
         if isinstance(description, str) and description:
             lines += _comment(description)
         optional = "" if name in required else "?"
-        lines.append(f"{name}{optional}: {_ts_type(spec, indent, counter)},")
+        default = _default_comment(spec_dict) if style.responses else ""
+        lines.append(f"{name}{optional}: {_ts_type(spec, indent, counter, style)},{default}")
     return "\n".join(" " * indent + line for line in lines)
 
 
-def _functions_namespace(functions: list[dict[str, Any]], counter: _Counter) -> str:
+def _functions_namespace(functions: list[dict[str, Any]], counter: _Counter, *, responses: bool = False) -> str:
     """Function tools as the model sees them: a TypeScript ``namespace functions`` with one
     ``type NAME = (_: {…}) => any;`` per function, its description and each parameter's as
-    ``//`` comments, optional parameters marked ``?``."""
+    ``//`` comments, optional parameters marked ``?``, local ``$ref`` definitions inlined. The
+    Responses API renders schemas its own way (``_SchemaStyle``) and shows the parameters' title
+    as a comment before their ``{``."""
     lines = ["namespace functions {", ""]
     for fn in functions:
         description = fn.get("description")
@@ -773,7 +823,14 @@ def _functions_namespace(functions: list[dict[str, Any]], counter: _Counter) -> 
         name = fn.get("name") if isinstance(fn.get("name"), str) else ""
         parameters = fn.get("parameters")
         if isinstance(parameters, dict) and isinstance(parameters.get("properties"), dict) and parameters["properties"]:
-            lines += [f"type {name} = (_: {{", _ts_properties(parameters, 0, counter), "}) => any;"]
+            defs = parameters.get("$defs", parameters.get("definitions"))
+            style = _SchemaStyle(responses=responses, defs=defs if isinstance(defs, dict) else {})
+            opening = f"type {name} = (_: {{"
+            if responses:
+                title = parameters.get("title")
+                if isinstance(title, str) and title:
+                    opening = "\n".join([f"type {name} = (_: // {title.replace(chr(10), ' ')}", "{"])
+            lines += [opening, _ts_properties(parameters, 0, counter, style), "}) => any;"]
         else:
             lines.append(f"type {name} = () => any;")
         lines.append("")
@@ -781,12 +838,12 @@ def _functions_namespace(functions: list[dict[str, Any]], counter: _Counter) -> 
     return "\n".join(lines)
 
 
-def _tools_tokens(tools: Any, counter: _Counter, framing: _Framing, system: str | None) -> int:
+def _tools_tokens(tools: Any, counter: _Counter, framing: _Framing, system: str | None, *, responses: bool = False) -> int:
     """Prompt tokens of function tool definitions (``_functions_namespace`` plus its framing).
 
     ``system`` is the text of the conversation's first system/developer message (None when it
     has none): the namespace follows it after a newline, which may or may not merge with its
-    last token."""
+    last token. ``responses``: a Responses API request (its own schema rendering)."""
     if not isinstance(tools, list) or not tools:
         return 0
     functions = [fn for fn in (_function_definition(tool, counter) for tool in tools) if fn is not None]
@@ -798,7 +855,8 @@ def _tools_tokens(tools: Any, counter: _Counter, framing: _Framing, system: str 
         overhead = framing.tools_with_system
         if framing.system_newline:
             overhead += counter.text(system + "\n") - counter.text(system)
-    return counter.text(_functions_namespace(functions, counter)) + overhead + framing.tools_per_function * len(functions)
+    namespace = _functions_namespace(functions, counter, responses=responses)
+    return counter.text(namespace) + overhead + framing.tools_per_function * len(functions)
 
 
 def _system_text(messages: Any) -> str | None:
@@ -853,8 +911,9 @@ def _responses_messages(items: list[Any], counter: _Counter) -> list[dict[str, A
     """Responses API input items as the chat messages the model sees.
 
     Message items keep role and content. ``function_call`` items are the assistant's tool calls:
-    consecutive ones (and ones right after an assistant message) form one assistant turn, so
-    several are one parallel call as in chat. A ``function_call_output`` is the ``tool`` message
+    consecutive ones form one assistant turn, so several are one parallel call as in chat; an
+    assistant message item before them stays a message of its own, even when empty (then the
+    recordings bill it 3 tokens: its role is not counted). A ``function_call_output`` is the ``tool`` message
     answering its ``call_id``. Reasoning items and item references (server-side state) cannot be
     counted and are noted.
     """
@@ -875,9 +934,11 @@ def _responses_messages(items: list[Any], counter: _Counter) -> list[dict[str, A
         elif kind == "function_call":
             call = {"id": item.get("call_id"), "function": {"name": item.get("name"), "arguments": item.get("arguments")}}
             last = messages[-1] if messages else None
-            if last is not None and last.get("role") == "assistant" and (last.get("tool_calls") or not last.get("content")):
-                last.setdefault("tool_calls", []).append(call)
+            if last is not None and last.get("role") == "assistant" and "tool_calls" in last:
+                last["tool_calls"].append(call)
             else:
+                if last is not None and last.get("role") == "assistant" and not last.get("content"):
+                    last.pop("role")  # an empty assistant item before calls is billed 3 tokens, not 4
                 messages.append({"role": "assistant", "tool_calls": [call]})
         elif kind == "function_call_output":
             output = item.get("output")
@@ -927,9 +988,34 @@ def count_responses_input(request: dict[str, Any], model: str | None) -> TokenCo
     if framing.responses_tools is not None:
         alone, with_system, per_function = framing.responses_tools
         framing = framing._replace(tools_alone=alone, tools_with_system=with_system, tools_per_function=per_function)
-    tokens += _tools_tokens(request.get("tools"), counter, framing, system)
+    tokens += _tools_tokens(request.get("tools"), counter, framing, system, responses=True)
+    forced = forced_function(request, model)
+    if forced is not None:  # the reply starts with the call's header: it is part of the prompt
+        tokens += counter.text(f" to=functions.{forced}") + framing.call
     _response_format_note(request, counter)
     return counter.result(tokens)
+
+
+def forced_function(request: Any, model: str | None) -> str | None:
+    """The function a Responses API request makes the model call, or None.
+
+    ``tool_choice`` naming a function, or ``"required"`` with a single function tool, leaves the
+    model no choice: the API writes the call's ``to=functions.NAME`` header into the prompt and
+    the model only writes the arguments (recordings of gpt-4o-mini and gpt-4.1-nano show the
+    header's tokens billed as input). Not applied to reasoning models (not measured).
+    """
+    if not isinstance(request, dict) or is_reasoning_model(model):
+        return None
+    tools = request.get("tools")
+    functions = [t for t in tools if isinstance(t, dict) and t.get("type") == "function"] if isinstance(tools, list) else []
+    choice = request.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") == "function" and isinstance(choice.get("name"), str):
+        name = choice["name"]
+    elif choice == "required" and len(functions) == 1 and tools is not None and len(tools) == 1:
+        name = functions[0].get("name")
+    else:
+        return None
+    return name if isinstance(name, str) and any(fn.get("name") == name for fn in functions) else None
 
 
 def _inputs_tokens(value: Any, counter: _Counter) -> int:
@@ -968,13 +1054,17 @@ def count_embeddings_input(input: Any, model: str | None) -> TokenCount:  # noqa
     return counter.result(_inputs_tokens(input, counter))
 
 
-def count_completion(stream: RebuiltStream, model: str | None, *, tools_offered: bool = False) -> TokenCount:
+def count_completion(
+    stream: RebuiltStream, model: str | None, *, tools_offered: bool = False, forced_call: str | None = None
+) -> TokenCount:
     """Completion tokens of a rebuilt stream or body: every choice's text, refusal and calls.
 
     Tool calls are counted as the model wrote them (``_calls_tokens``: one call to
     ``functions.NAME``, several as one ``multi_tool_use.parallel`` call); the family's framing
-    adds its per-choice and Responses per-item tokens. Hidden reasoning tokens of reasoning
-    models cannot be seen, so the estimate is a lower bound for them (noted).
+    adds its per-choice and Responses per-item tokens. A call the request forced
+    (``forced_call``, from ``forced_function``) had its header written into the prompt: only its
+    arguments are the model's. Hidden reasoning tokens of reasoning models cannot be seen, so the
+    estimate is a lower bound for them (noted).
     """
     counter = _Counter(model)
     framing = _framing(model)
@@ -987,7 +1077,9 @@ def count_completion(stream: RebuiltStream, model: str | None, *, tools_offered:
         if responses:
             # the calls are written as in chat (one call, or one multi_tool_use.parallel call) and
             # end like any other output item
-            if calls:
+            if forced_call is not None and len(calls) == 1 and calls[0][0] == forced_call:
+                tokens += counter.text(calls[0][1]) + framing.output_item
+            elif calls:
                 call = framing.call if framing.responses_call is None else framing.responses_call
                 tokens += _calls_tokens(calls, counter, framing, call) + framing.output_item
             tokens += framing.output_item if answered else 0

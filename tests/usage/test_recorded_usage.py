@@ -27,10 +27,17 @@ REASONING_SLACK = 63
 
 # Why a calibration recording is not exact (reasons, then the recordings).
 CONVERSATION = "a stored conversation's items are prepended server-side (noted conversation_not_counted)"
-NESTED_SCHEMA = "nested/anyOf/default tool schemas: the TypeScript rendering is approximated (noted tool_schema_approximated)"
+NESTED_SCHEMA = (
+    "nested/$ref/default tool schemas: the TypeScript rendering is approximated (noted tool_schema_approximated); "
+    "the Responses API's rendering of a $ref'd object's properties is not known (~17 short)"
+)
 RESPONSES_TOOLS = (
-    "Responses API with function tools: its tools framing is not chat's and varies with strict mode, "
-    "forced tool_choice and function-call history (up to ~210 tokens with history on gpt-4o)"
+    "Responses API with function tools: a token or two of function-call history the rules do not model; "
+    "gpt-5 family: forced tool_choice, a system message late in the input and several tools are not modelled"
+)
+LAUNCH_WEEK = (
+    "recorded 2025-03-27, the Responses API's launch week: it billed ~200 tokens more with function tools "
+    "(18 more for a plain request) than it has since; one reports no usage at all (0 tokens)"
 )
 CHAT_TOOLS = "chat tools: a few tokens of framing the rules do not model (several tools, strict schemas, titles/defaults)"
 UNEXPLAINED = "no rule explains it; a single recording"
@@ -43,47 +50,37 @@ KNOWN_MISSES: dict[str, tuple[int, int, str]] = {
     "gpt-3.5--chat-tools-calls--5c5c0b8b": (2, 1, CHAT_TOOLS),
     "gpt-4.1--responses--0f198850": (32, 0, CONVERSATION),
     "gpt-4.1--responses--7d0df4db": (3, 1, UNEXPLAINED),
-    "gpt-4.1--responses-tools--572e6b42": (7, 0, RESPONSES_TOOLS),
-    "gpt-4.1--responses-tools--8d175eaa": (35, 0, CONVERSATION),
-    "gpt-4.1--responses-tools--d98f08cb": (7, 0, RESPONSES_TOOLS),
-    "gpt-4.1--responses-tools-calls--14cf39ff": (5, 0, RESPONSES_TOOLS),
+    "gpt-4.1--responses-tools--572e6b42": (2, 0, RESPONSES_TOOLS),
+    "gpt-4.1--responses-tools--8d175eaa": (37, 0, CONVERSATION),
+    "gpt-4.1--responses-tools--d98f08cb": (1, 0, RESPONSES_TOOLS),
     "gpt-4.1--responses-tools-calls--3c9c1d61": (1, 0, CONVERSATION),
-    "gpt-4.1--responses-tools-calls--ef9d1c2c": (6, 0, RESPONSES_TOOLS),
-    "gpt-4.1-mini--responses--fbaf0952": (1, 4, UNEXPLAINED),
+    "gpt-4.1-mini--responses--fbaf0952": (1, 4, LAUNCH_WEEK),
     "gpt-4.1-nano--chat-tools-calls--5f97b874": (1, 1, CHAT_TOOLS),
     "gpt-4.1-nano--chat-tools-parallel--9def73c9": (1, 1, CHAT_TOOLS),
-    "gpt-4.1-nano--responses-tools-calls--64940b69": (4, 9, RESPONSES_TOOLS),
-    "gpt-4.1-nano--responses-tools-parallel--0a2a3309": (5, 0, RESPONSES_TOOLS),
     "gpt-4o--chat--42a9c5db": (1, 0, UNEXPLAINED),
-    "gpt-4o--chat-stream-tools-calls--15b14f6c": (11, 0, NESTED_SCHEMA),
-    "gpt-4o--chat-stream-tools-calls--2c856b99": (14, 0, NESTED_SCHEMA),
-    "gpt-4o--chat-stream-tools-calls--7aad2d38": (11, 0, NESTED_SCHEMA),
-    "gpt-4o--chat-stream-tools-parallel--c3a4fbb5": (13, 0, NESTED_SCHEMA),
-    "gpt-4o--chat-stream-tools-parallel--ef987dab": (16, 0, NESTED_SCHEMA),
+    "gpt-4o--chat-stream-tools-calls--15b14f6c": (1, 0, NESTED_SCHEMA),
+    "gpt-4o--chat-stream-tools-calls--2c856b99": (2, 0, NESTED_SCHEMA),
+    "gpt-4o--chat-stream-tools-calls--7aad2d38": (1, 0, NESTED_SCHEMA),
+    "gpt-4o--chat-stream-tools-parallel--c3a4fbb5": (1, 0, NESTED_SCHEMA),
+    "gpt-4o--chat-stream-tools-parallel--ef987dab": (4, 0, NESTED_SCHEMA),
     "gpt-4o--chat-tools--0c1719db": (1, 0, CHAT_TOOLS),
     "gpt-4o--chat-tools--35c841c7": (1, 0, CHAT_TOOLS),
     "gpt-4o--chat-tools--aa5f0392": (8, 0, CHAT_TOOLS),
     "gpt-4o--chat-tools-calls--1cf4a817": (1, 0, CHAT_TOOLS),
-    "gpt-4o--responses--3dce578f": (18, 0, UNEXPLAINED),
-    "gpt-4o--responses-stream-tools--df49b73f": (208, 0, RESPONSES_TOOLS),
-    "gpt-4o--responses-stream-tools-parallel--1a77e492": (8, 16, RESPONSES_TOOLS),
-    "gpt-4o--responses-stream-tools-parallel--b67ca363": (3, 0, RESPONSES_TOOLS),
-    "gpt-4o--responses-stream-tools-parallel--df54f4a0": (210, 0, RESPONSES_TOOLS),
-    "gpt-4o--responses-stream-tools-parallel--fb66a414": (3, 0, RESPONSES_TOOLS),
-    "gpt-4o--responses-tools--2e01f2f0": (195, 0, RESPONSES_TOOLS),
-    "gpt-4o--responses-tools--5b328425": (79, 0, NESTED_SCHEMA),
-    "gpt-4o--responses-tools--5d2ed6de": (8, 0, RESPONSES_TOOLS),
-    "gpt-4o--responses-tools-calls--0f0f8b4b": (78, 0, NESTED_SCHEMA),
-    "gpt-4o--responses-tools-calls--7b0b5372": (2, 0, RESPONSES_TOOLS),
-    "gpt-4o--responses-tools-calls--7efa08eb": (6, 0, RESPONSES_TOOLS),
-    "gpt-4o--responses-tools-calls--8d2858bd": (5, 0, RESPONSES_TOOLS),
-    "gpt-4o--responses-tools-parallel--be451158": (48, 49, RESPONSES_TOOLS),
+    "gpt-4o--responses--3dce578f": (18, 0, LAUNCH_WEEK),
+    "gpt-4o--responses-stream-tools--df49b73f": (213, 0, LAUNCH_WEEK),
+    "gpt-4o--responses-stream-tools-parallel--1a77e492": (0, 16, RESPONSES_TOOLS),
+    "gpt-4o--responses-stream-tools-parallel--df54f4a0": (215, 0, LAUNCH_WEEK),
+    "gpt-4o--responses-tools--2e01f2f0": (197, 0, LAUNCH_WEEK),
+    "gpt-4o--responses-tools--5b328425": (18, 0, NESTED_SCHEMA),
+    "gpt-4o--responses-tools--5d2ed6de": (1, 0, RESPONSES_TOOLS),
+    "gpt-4o--responses-tools-calls--0f0f8b4b": (17, 0, NESTED_SCHEMA),
+    "gpt-4o--responses-tools-calls--7efa08eb": (1, 0, RESPONSES_TOOLS),
+    "gpt-4o--responses-tools-parallel--be451158": (43, 49, LAUNCH_WEEK),
     "gpt-4o-mini--chat-tools--66dfef46": (1, 1, CHAT_TOOLS),
     "gpt-4o-mini--chat-tools-calls--7a773880": (1, 1, CHAT_TOOLS),
     "gpt-4o-mini--chat-tools-calls--86b0f0eb": (63, 0, CHAT_TOOLS),
-    "gpt-4o-mini--responses-tools-calls--0c60c7ec": (5, 0, RESPONSES_TOOLS),
-    "gpt-4o-mini--responses-tools-calls--f58f03a6": (5, 10, RESPONSES_TOOLS),
-    "gpt-4o-mini--responses-tools-parallel--b8e27985": (28, 0, RESPONSES_TOOLS),
+    "gpt-4o-mini--responses-tools-parallel--b8e27985": (1, 0, RESPONSES_TOOLS),
     "gpt-5--responses--59a7fb0b": (4, 0, UNEXPLAINED),
     "gpt-5--responses-tools--3651167f": (8, 0, RESPONSES_TOOLS),
     "gpt-5--responses-tools-calls--7bd122bc": (5, 0, RESPONSES_TOOLS),
@@ -91,8 +88,7 @@ KNOWN_MISSES: dict[str, tuple[int, int, str]] = {
     "gpt-5-mini--chat-tools--14dc3e8c": (6, 0, CHAT_TOOLS),
     "gpt-5.x--chat-tools--7d7e61f3": (5, 0, CHAT_TOOLS),
     "gpt-5.x--chat-tools-calls--23658950": (5, 0, CHAT_TOOLS),
-    "gpt-5.x--responses-tools--3544626e": (21, 0, RESPONSES_TOOLS),
-    "gpt-5.x--responses-tools-calls--d3253f3b": (2, 0, RESPONSES_TOOLS),
+    "gpt-5.x--responses-tools--3544626e": (17, 0, RESPONSES_TOOLS),
     "o-series--chat--27ab2bd6": (8, 0, UNEXPLAINED),
 }
 
@@ -146,7 +142,7 @@ def test_estimates_are_marked_estimated_not_reported():
 
 #: Held-out recordings exact when the rules were written (bench/bench_accuracy.py shows which).
 #: Measured, not tuned: a drop means a rule change made real traffic worse.
-HELDOUT_EXACT_FLOOR = 41  # of 85; 11 before these rules
+HELDOUT_EXACT_FLOOR = 43  # of 85; 11 before these rules, 41 before the Responses tools rules
 
 
 def test_heldout_accuracy_does_not_regress():

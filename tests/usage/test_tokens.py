@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from azure_shapes import chat_stream, refusal_stream_payloads, sse, tool_call_stream_payloads
 from metering.usage import tokens
-from metering.usage.sse import rebuild_stream
+from metering.usage.sse import rebuild_body, rebuild_stream
 from metering.usage.tokens import (
     ENCODING_SHA256,
     ENCODINGS_DIR,
@@ -30,6 +30,7 @@ from metering.usage.tokens import (
     count_embeddings_input,
     count_responses_input,
     count_text,
+    forced_function,
     encoding_for_model,
     encoding_name_for_model,
     image_size_from_data_url,
@@ -110,12 +111,13 @@ def test_cookbook_tools(model, expected):
     assert count.tokens == expected
 
 
-def test_legacy_functions_and_responses_flat_tools_count_like_tools():
+def test_legacy_functions_count_like_tools_and_responses_tools_are_framed_cheaper():
     functions = [t["function"] for t in COOKBOOK_TOOLS]
     assert count_chat_prompt({"messages": COOKBOOK_TOOL_MESSAGES, "functions": functions}, "gpt-4").tokens == 105
     flat = [{"type": "function", **t["function"]} for t in COOKBOOK_TOOLS]
     as_responses = count_responses_input({"input": COOKBOOK_TOOL_MESSAGES, "tools": flat}, "gpt-4o")
-    assert as_responses.tokens == 101
+    # the same namespace, framed 3 tokens cheaper after a system message (calibration recordings)
+    assert as_responses.tokens == 101 - 3
 
 
 def test_builtin_tools_are_noted_not_counted():
@@ -668,3 +670,107 @@ def test_parallel_calls_whose_arguments_are_not_json_are_counted_one_by_one():
     ]
     count = count_chat_prompt({"messages": [{"role": "assistant", "tool_calls": calls}]}, "gpt-4o")
     assert count.tokens == 3 + n("assistant") + (n(" to=functions.f") + n("{not json") + 1) + (n(" to=functions.g") + n("{}") + 1) + 3
+
+
+# --- Responses API function tools ------------------------------------------------------------
+
+#: a pydantic-style schema (what pydantic-ai and the openai-agents SDK send): titles everywhere
+TITLED_PARAMETERS = {
+    "properties": {"city": {"title": "City", "type": "string"}},
+    "required": ["city"],
+    "title": "get_weather_args",
+    "type": "object",
+    "additionalProperties": False,
+}
+WEATHER_TOOL = {"type": "function", "name": "get_weather", "description": "Gets the weather for a city.", "parameters": TITLED_PARAMETERS, "strict": True}
+
+
+def test_responses_tools_show_titles_and_are_framed_by_the_responses_constants():
+    """gpt-4.1 (Responses): the parameters' title and each property's title are comments the model
+    is shown (chat shows neither); the namespace costs 4 more after instructions, 5 alone, minus 2
+    per function."""
+    enc = load_encoding("o200k_base")
+    rendered = (
+        "namespace functions {\n\n"
+        "// Gets the weather for a city.\n"
+        "type get_weather = (_: // get_weather_args\n"
+        "{\n"
+        "// City\n"
+        "//\n"
+        "city: string,\n"
+        "}) => any;\n\n"
+        "} // namespace functions"
+    )
+    request = {"instructions": "Use the tool.", "input": "Weather in London?"}
+    without = count_responses_input(request, "gpt-4.1").tokens
+    assert count_responses_input({**request, "tools": [WEATHER_TOOL]}, "gpt-4.1").tokens == without + len(enc.encode_ordinary(rendered)) + 4 - 2
+    alone = {"input": "Weather in London?"}
+    assert count_responses_input({**alone, "tools": [WEATHER_TOOL]}, "gpt-4.1").tokens == (
+        count_responses_input(alone, "gpt-4.1").tokens + len(enc.encode_ordinary(rendered)) + 5 - 2
+    )
+    chat_tool = {"type": "function", "function": {k: v for k, v in WEATHER_TOOL.items() if k != "type"}}
+    untitled = {k: v for k, v in TITLED_PARAMETERS.items() if k != "title"}
+    untitled["properties"] = {"city": {"type": "string"}}
+    untitled_tool = {"type": "function", "function": {**chat_tool["function"], "parameters": untitled}}
+    chat = {"messages": [{"role": "user", "content": "Weather in London?"}]}
+    assert count_chat_prompt({**chat, "tools": [chat_tool]}, "gpt-4.1") == count_chat_prompt({**chat, "tools": [untitled_tool]}, "gpt-4.1")
+
+
+def test_local_refs_are_inlined_and_a_recursive_one_stops():
+    enc = load_encoding("o200k_base")
+    parameters = {
+        "$defs": {"Line": {"type": "object", "properties": {"sku": {"type": "string"}, "qty": {"type": "integer"}}, "required": ["sku", "qty"]}},
+        "type": "object",
+        "properties": {"line": {"$ref": "#/$defs/Line"}},
+        "required": ["line"],
+    }
+    inlined = {**parameters, "properties": {"line": parameters["$defs"]["Line"]}}
+    chat = {"messages": [{"role": "user", "content": "Add a line."}]}
+    with_ref = count_chat_prompt({**chat, "tools": [_function_tool(parameters)]}, "gpt-4o")
+    assert with_ref == count_chat_prompt({**chat, "tools": [_function_tool(inlined)]}, "gpt-4o")
+    any_line = count_chat_prompt({**chat, "tools": [_function_tool({**parameters, "$defs": {}})]}, "gpt-4o")
+    assert with_ref.tokens >= any_line.tokens + len(enc.encode_ordinary("sku: string, qty: number"))  # not "line: any"
+    recursive = {
+        "$defs": {"Node": {"type": "object", "properties": {"child": {"$ref": "#/$defs/Node"}}}},
+        "type": "object",
+        "properties": {"root": {"$ref": "#/$defs/Node"}},
+    }
+    count = count_responses_input({"input": "hi", "tools": [{"type": "function", "name": "walk", "parameters": recursive}]}, "gpt-4o")
+    assert count.tokens > 0 and "tool_schema_approximated" in count.notes
+
+
+def test_a_forced_call_is_written_into_the_prompt_not_the_completion():
+    """tool_choice naming the function (or "required" with one function): the API writes the
+    call's ``to=functions.NAME`` header itself, so it is billed as input (gpt-4o-mini and
+    gpt-4.1-nano recordings); the model only writes the arguments."""
+    enc = load_encoding("o200k_base")
+    header = len(enc.encode_ordinary(" to=functions.get_weather")) + 4
+    request = {"input": "Weather in London?", "tools": [WEATHER_TOOL]}
+    free = count_responses_input({**request, "tool_choice": "auto"}, "gpt-4o-mini").tokens
+    for choice in ({"type": "function", "name": "get_weather"}, "required"):
+        assert forced_function({**request, "tool_choice": choice}, "gpt-4o-mini") == "get_weather"
+        assert count_responses_input({**request, "tool_choice": choice}, "gpt-4o-mini").tokens == free + header
+    other = {"type": "function", "name": "get_time", "parameters": {"type": "object", "properties": {}}}
+    assert forced_function({**request, "tools": [WEATHER_TOOL, other], "tool_choice": "required"}, "gpt-4o-mini") is None
+    assert forced_function({**request, "tool_choice": {"type": "function", "name": "missing"}}, "gpt-4o-mini") is None
+    assert forced_function({**request, "tool_choice": "required"}, "gpt-5") is None  # not measured for reasoning models
+
+    body = {
+        "object": "response",
+        "status": "completed",
+        "output": [{"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": '{"city":"London"}'}],
+    }
+    response = rebuild_body(body)
+    arguments = len(enc.encode_ordinary('{"city":"London"}'))
+    assert count_completion(response, "gpt-4o-mini", tools_offered=True, forced_call="get_weather").tokens == arguments + 1
+    assert count_completion(response, "gpt-4o-mini", tools_offered=True).tokens == header + arguments + 1
+
+
+def test_an_empty_assistant_item_before_calls_is_its_own_message_without_its_role():
+    """Recordings bill an empty assistant message item before function calls 3 tokens (not merged
+    into the calls' turn, and its role not counted)."""
+    call = {"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": "{}"}
+    user = {"role": "user", "content": "Weather?"}
+    plain = count_responses_input({"input": [user, call]}, "gpt-4o").tokens
+    with_empty = count_responses_input({"input": [user, {"role": "assistant", "content": ""}, call]}, "gpt-4o").tokens
+    assert with_empty == plain + 3
