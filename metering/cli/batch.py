@@ -8,6 +8,7 @@ import argparse
 from datetime import datetime, timezone
 
 from metering.cli.common import UsageError, migrated_engine, out
+from metering.sources.bounds import BATCH_OUTPUT_MAX_LINE_BYTES
 
 
 def cmd_batch_import(args: argparse.Namespace) -> int:
@@ -21,12 +22,10 @@ def cmd_batch_import(args: argparse.Namespace) -> int:
     from metering.pipeline import build_batch_usage, check_record
     from metering.price.rate_card import parse_date
     from metering.sources.batch_outputs import BatchOutputError, output_file_lines, read_batch_outputs
-    from metering.sources.bounds import max_event_bytes_from_env
 
-    try:
-        max_line_bytes = max_event_bytes_from_env()
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    if args.max_line_bytes <= 0:
+        raise UsageError("--max-line-bytes must be a positive number of bytes")
+    max_line_bytes = args.max_line_bytes
     for path in args.files:  # refuse a missing file before touching the database; lines are read later, streamed
         try:
             open(path, "rb").close()
@@ -73,4 +72,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     batch_import.add_argument("--batch-id", required=True, help="the batch id (batch_…), the key that keeps a job metered once")
     batch_import.add_argument("--deployment", help="the global-batch or datazone-batch deployment the job ran on (for its model and type)")
     batch_import.add_argument("--at", metavar="DATE", help="when the job finished (default: its creation time if the gateway saw it, else now)")
+    batch_import.add_argument("--max-line-bytes", type=int, default=BATCH_OUTPUT_MAX_LINE_BYTES, metavar="N",
+                              help=f"refuse an output line longer than this (default {BATCH_OUTPUT_MAX_LINE_BYTES:,}: one embeddings "
+                                   "response of 2,048 inputs); lines are read one at a time")
     batch_import.set_defaults(handler=cmd_batch_import)

@@ -6,9 +6,12 @@ of the ``response.body.usage`` of its successful (2xx) requests, read with the s
 single response's usage (``metering.usage.resolve.normalize_usage``); failed requests are not
 billed. Used when the batch object the gateway saw had no ``usage``.
 
-Files are streamed line by line (an output file can hold 100,000 responses), each line bounded by
-``METERING_MAX_EVENT_BYTES`` (metering/sources/bounds.py): a longer line is refused, naming the file
-and line, never read whole.
+Files are streamed line by line (an output file can hold 100,000 responses), each line bounded
+(``BATCH_OUTPUT_MAX_LINE_BYTES``, ``batch import --max-line-bytes``): a longer line is refused, naming the file and
+line, never read whole. The bound is not the event bound (``METERING_MAX_EVENT_BYTES``, 1 MiB): a line
+is one whole response, and an embeddings response of a hundred inputs of 3,072 dimensions is some
+6 MB of numbers (of 2,048 inputs, over 100 MB). These files come from the operator's own storage,
+not from anyone who can send to the hub, so the bound is about memory: one line at a time, parsed.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from datetime import datetime
 import orjson
 
 from metering.model import TOKEN_KIND_FIELDS, BadEvent, TokenUsage
-from metering.sources.bounds import DEFAULT_MAX_EVENT_BYTES, MAX_EVENT_BYTES_SETTING, LongLine, read_lines
+from metering.sources.bounds import BATCH_OUTPUT_MAX_LINE_BYTES, LongLine, read_lines
 from metering.usage.batches import BatchUsage
 from metering.usage.resolve import normalize_usage
 
@@ -41,7 +44,7 @@ class BatchOutput:
     failed_requests: int
 
 
-def output_file_lines(path: str, max_line_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> Iterator[bytes]:
+def output_file_lines(path: str, max_line_bytes: int = BATCH_OUTPUT_MAX_LINE_BYTES) -> Iterator[bytes]:
     """The lines of one output file, streamed; a line longer than ``max_line_bytes`` (or a file that
     cannot be read) is a ``BatchOutputError`` naming the file and line."""
     try:
@@ -50,7 +53,7 @@ def output_file_lines(path: str, max_line_bytes: int = DEFAULT_MAX_EVENT_BYTES) 
                 if isinstance(line, LongLine):
                     raise BatchOutputError(
                         f"{path} line {number}: {line.size:,} bytes, above the {max_line_bytes:,}-byte bound on "
-                        f"one line ({MAX_EVENT_BYTES_SETTING} raises it)")
+                        f"one line (--max-line-bytes raises it)")
                 yield line
     except OSError as exc:
         raise BatchOutputError(f"cannot read {path}: {exc.strerror or exc}") from None

@@ -20,6 +20,9 @@ from metering.model import RawEvent
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024  # 1 MiB: five times APIM's 200 KB cap
 MAX_EVENT_BYTES_SETTING = "METERING_MAX_EVENT_BYTES"
 OVERSIZED_PREFIX_BYTES = 4096  # what quarantine keeps of an oversized message
+# A Batch API output line is one whole response, read from the operator's own storage: 256 MiB holds
+# the largest embeddings response (2,048 inputs of 3,072 dimensions as JSON floats, ~130 MB).
+BATCH_OUTPUT_MAX_LINE_BYTES = 256 << 20
 _CHUNK = 1024 * 1024
 
 

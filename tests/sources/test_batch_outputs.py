@@ -1,6 +1,7 @@
-"""`metering batch import` streams a job's output files line by line, each line bounded like a replayed
-event (``METERING_MAX_EVENT_BYTES``): an over-long line is one line of error naming its file and line,
-and a 50,000-line output file (Azure output files hold up to 100,000) is metered in flat memory.
+"""`metering batch import` streams a job's output files line by line, each line bounded
+(``--max-line-bytes``, default 256 MiB: a line is one whole response, and embeddings responses are
+megabytes): an over-long line is one line of error naming its file and line, and a 50,000-line output
+file (Azure output files hold up to 100,000) is metered in flat memory.
 
 The lines follow Azure OpenAI's batch how-to (output file: ``{"custom_id", "response": {"body",
 "request_id", "status_code"}, "error"}`` with a ``chat.completion`` body and its ``usage``).
@@ -73,24 +74,55 @@ def test_an_over_long_line_is_refused_naming_its_file_and_line(sqlite_url, tmp_p
     first.write_bytes(b"\n".join(output_line(i) for i in range(3)) + b"\n")
     # line 3 of the second file: an answer of 40 KB, above a 16 KiB bound
     second.write_bytes(b"\n".join([output_line(3), b"", output_line(4, padding=40_000), output_line(5)]) + b"\n")
-    monkeypatch.setenv("METERING_MAX_EVENT_BYTES", str(16 * 1024))
     code, out, err = run(capsys, "--db", sqlite_url, "batch", "import", str(first), str(second), "--batch-id", BATCH_ID,
-                         "--deployment", "gpt-4o-batch")
+                         "--deployment", "gpt-4o-batch", "--max-line-bytes", str(16 * 1024))
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and "Traceback" not in err
     assert f"{second} line 3: {len(output_line(4, padding=40_000)):,} bytes, above the 16,384-byte bound" in err
-    assert "METERING_MAX_EVENT_BYTES" in err
+    assert "--max-line-bytes" in err
     assert batch_rows(sqlite_url) == []  # nothing metered from a file that was not read whole
-    # the bound raised, the same files are metered: 6 requests
-    monkeypatch.setenv("METERING_MAX_EVENT_BYTES", str(64 * 1024))
+    # with the default bound the same files are metered: 6 requests (the event bound does not apply)
+    monkeypatch.setenv("METERING_MAX_EVENT_BYTES", str(16 * 1024))
     code, out, err = run(capsys, "--db", sqlite_url, "batch", "import", str(first), str(second), "--batch-id", BATCH_ID,
                          "--deployment", "gpt-4o-batch")
     assert code == 0, err
     assert "6 request(s) billed, 0 failed" in out
     # a bad bound is one line too
-    monkeypatch.setenv("METERING_MAX_EVENT_BYTES", "lots")
-    code, _, err = run(capsys, "--db", sqlite_url, "batch", "import", str(first), "--batch-id", BATCH_ID)
-    assert code == 2 and "METERING_MAX_EVENT_BYTES must be a number of bytes" in err
+    code, _, err = run(capsys, "--db", sqlite_url, "batch", "import", str(first), "--batch-id", BATCH_ID,
+                       "--max-line-bytes", "0")
+    assert code == 2 and "--max-line-bytes must be a positive number of bytes" in err
+
+
+def test_an_embeddings_job_with_megabyte_lines_is_metered(sqlite_url, tmp_path, capsys):
+    """An embeddings response of 300 inputs × 1,536 dimensions is a 3 MB line: above the event bound
+    (1 MiB), a normal line of an embeddings batch. Its usage is metered."""
+    engine = make_engine(sqlite_url)
+    upgrade(engine)
+    with engine.begin() as conn:
+        rate_card_store.replace_rates(conn, parse_rates_csv(
+            "model,deployment_type,region,effective_from,effective_to,currency,input_per_1m,cached_input_per_1m,"
+            "output_per_1m\ntext-embedding-3-small,global-batch,,2024-01-25,,USD,0.01,,0\n"))
+        rate_card_store.replace_deployments(conn, parse_deployments_csv(
+            "backend_id,deployment,model,deployment_type\n,embed-batch,text-embedding-3-small,global-batch\n"))
+    engine.dispose()
+    vector = [round(0.001 * (i % 997) - 0.5, 9) for i in range(1536)]
+    lines = []
+    for request in range(3):
+        body = {"object": "list", "model": "text-embedding-3-small",
+                "data": [{"object": "embedding", "index": i, "embedding": vector} for i in range(300)],
+                "usage": {"prompt_tokens": 24_000 + request, "total_tokens": 24_000 + request}}
+        lines.append(orjson.dumps({"id": f"batch_req_{request}", "custom_id": f"doc-{request}",
+                                   "response": {"status_code": 200, "request_id": f"r{request}", "body": body},
+                                   "error": None}))
+    assert min(map(len, lines)) > 3_000_000  # three times the event bound
+    path = tmp_path / "embeddings-output.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    code, out, err = run(capsys, "--db", sqlite_url, "batch", "import", str(path), "--batch-id", BATCH_ID,
+                         "--deployment", "embed-batch")
+    assert code == 0, err
+    assert "3 request(s) billed" in out and "72,003 tokens" in out
+    [row] = batch_rows(sqlite_url)
+    assert (row.prompt_tokens, row.endpoint, row.total_cost) == (72_003, "embeddings", Decimal(72_003) * Decimal("0.01") / 1_000_000)
 
 
 def test_a_line_that_is_not_json_is_named_in_its_own_file(sqlite_url, tmp_path, capsys):
