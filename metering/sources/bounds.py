@@ -59,18 +59,23 @@ def read_lines(
     yielded as a ``LongLine``. Memory stays within ``max_bytes`` plus one chunk whatever the input.
     ``progress`` is called after each read, so that a caller can report bytes consumed."""
     while True:
-        line = stream.readline(max_bytes + 1)
+        line = stream.readline(max_bytes + 2)  # the bound, and a CRLF line ending
         if progress is not None:
             progress()
         if not line:
             return
-        if len(line) <= max_bytes or line.endswith(b"\n"):
+        ended = line.endswith(b"\n")
+        content = len(line) - (2 if line.endswith(b"\r\n") else 1 if ended else 0)
+        if content <= max_bytes:
             yield line.rstrip(b"\r\n")
             continue
-        digest = hashlib.sha256(line)
-        prefix, size = line[:OVERSIZED_PREFIX_BYTES], len(line)
-        del line
-        while True:
+        # Digested as before the CRLF allowance: the bytes up to the final LF (a CR before it
+        # included), so that an oversized row's digest, its quarantine key, does not change.
+        body = line[:-1] if ended else line
+        digest = hashlib.sha256(body)
+        prefix, size = body[:OVERSIZED_PREFIX_BYTES], len(body)
+        del line, body
+        while not ended:
             chunk = stream.readline(_CHUNK)
             if progress is not None:
                 progress()

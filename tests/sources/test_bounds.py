@@ -204,3 +204,21 @@ def test_replay_reports_a_hostile_avro_in_one_line(db, tmp_path, capsys):
     assert code != 0 and "Traceback" not in err  # (what happens to other files is replay's rule for damaged files)
     (line,) = [x for x in err.splitlines() if "bomb.avro" in x]
     assert line.startswith("metering: ") and "Body must be bytes" in line
+
+
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n"])
+def test_a_line_of_exactly_the_bound_is_read_whatever_its_line_ending(ending):
+    """Windows-written JSONL (CRLF) is read like LF: a line of exactly the bound is a line; one byte
+    more is oversized, with the same digest and size as before CRLF lines were allowed for."""
+    import io
+
+    from metering.sources.bounds import LongLine, read_lines
+
+    bound = 2048
+    exact, over = b"a" * bound, b"b" * (bound + 1)
+    lines = list(read_lines(io.BytesIO(exact + ending + over + ending + b"tail"), bound))
+    assert lines[0] == exact and lines[2] == b"tail"
+    long = lines[1]
+    assert isinstance(long, LongLine)
+    stored = over + ending[:-1]  # the bytes up to the final LF, as digested before
+    assert (long.size, long.sha256, long.prefix) == (len(stored), hashlib.sha256(stored).hexdigest(), stored[:OVERSIZED_PREFIX_BYTES])
