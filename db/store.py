@@ -24,7 +24,7 @@ from sqlalchemy.dialects import postgresql
 
 from db import batches as batch_store
 from db.bounds import clip, fitted
-from db.idempotent import KEY_CHUNK, existing_keys_statement, insert_absent, insert_absent_generic
+from db.idempotent import KEY_CHUNK, existing_keys_statement, insert_absent
 from db.llm_usage import begin_llm_merge, finish_llm_merge
 from db.schema import UtcDateTime, quarantine, usage_records
 from metering.model import BatchOutcome, ConflictingDuplicate, Quarantined, StoreResult, UsageRecord
@@ -95,7 +95,7 @@ def insert_records(conn: sa.Connection, records: Sequence[UsageRecord], ingested
     if dialect == "postgresql":
         return _insert_records_postgres(conn, records, ingested_at)
     if dialect == "sqlite":
-        return _insert_records_sqlite(conn, _row_values(conn, records, ingested_at))
+        return _insert_records_sqlite(conn, records, ingested_at)
     return insert_absent(conn, usage_records, "request_id", [record_row(r, ingested_at) for r in records])
 
 
@@ -115,9 +115,13 @@ def _row_values(conn: sa.Connection, records: Sequence[UsageRecord], ingested_at
         process = column.type._cached_bind_processor(conn.dialect)
         if process:
             columns[position] = map(process, columns[position])
-    stamp = usage_records.c.ingested_at.type._cached_bind_processor(conn.dialect)(ingested_at)
-    columns.append([stamp] * len(records))
+    columns.append([_bound_ingested_at(conn, ingested_at)] * len(records))
     return list(zip(*columns))
+
+
+def _bound_ingested_at(conn: sa.Connection, ingested_at: datetime) -> Any:
+    """``ingested_at`` as the dialect binds it (naive UTC; text on SQLite)."""
+    return usage_records.c.ingested_at.type._cached_bind_processor(conn.dialect)(ingested_at)
 
 
 def postgres_json_insert() -> sa.TextClause:
@@ -158,7 +162,7 @@ def _exact(value: Any) -> str:
 
 def _insert_records_postgres(conn: sa.Connection, records: Sequence[UsageRecord], ingested_at: datetime) -> set[str]:
     rows = orjson.dumps(list(records), default=_exact).decode()
-    stamp = ingested_at.astimezone(timezone.utc).replace(tzinfo=None)
+    stamp = _bound_ingested_at(conn, ingested_at)
     return set(conn.execute(_POSTGRES_JSON_INSERT, {"rows": rows, "ingested_at": stamp}).scalars())
 
 
@@ -175,7 +179,8 @@ def sqlite_values_insert(rows: int) -> str:
             "ON CONFLICT (request_id) DO NOTHING RETURNING request_id")
 
 
-def _insert_records_sqlite(conn: sa.Connection, rows: list[tuple[Any, ...]]) -> set[str]:
+def _insert_records_sqlite(conn: sa.Connection, records: Sequence[UsageRecord], ingested_at: datetime) -> set[str]:
+    rows = _row_values(conn, records, ingested_at)
     step = _SQLITE_MAX_PARAMETERS // len(_INSERT_COLUMNS)
     inserted: set[str] = set()
     for start in range(0, len(rows), step):
@@ -188,11 +193,6 @@ def _insert_records_sqlite(conn: sa.Connection, rows: list[tuple[Any, ...]]) -> 
 def existing_request_ids_statement(dialect_name: str, keys: Sequence[str]) -> sa.Select:
     """Which of these request ids are stored (with UPDLOCK, HOLDLOCK on SQL Server)."""
     return existing_keys_statement(dialect_name, usage_records, "request_id", keys)
-
-
-def insert_rows_generic(conn: sa.Connection, rows: list[dict[str, Any]]) -> set[str]:
-    """SQL Server (and other servers without ON CONFLICT): lock-and-check, then executemany."""
-    return insert_absent_generic(conn, usage_records, "request_id", rows)
 
 
 _clip = clip  # (db.bounds)

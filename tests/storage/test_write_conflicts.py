@@ -11,6 +11,7 @@ from sqlalchemy.dialects import mssql
 
 from db import store
 from db.conflicts import is_write_conflict
+from db.idempotent import insert_absent_generic
 from db.schema import quarantine, usage_records
 from events import encode, v1_event
 from metering.ingest import Ingestor
@@ -161,7 +162,7 @@ def test_mssql_quarantine_insert_checks_under_lock_in_digest_order():
 def test_mssql_usage_insert_skips_ids_stored_by_another_writer():
     conn = Recorder("mssql", {"b"})
     rows = [{"request_id": k} for k in ("a", "b", "c")]
-    inserted = store.insert_rows_generic(conn, rows)  # type: ignore[arg-type]
+    inserted = insert_absent_generic(conn, usage_records, "request_id", rows)  # type: ignore[arg-type]
     assert inserted == {"a", "c"}
     assert "WITH (UPDLOCK, HOLDLOCK)" in conn.sent[0][0]
     assert [r["request_id"] for r in conn.sent[1][1]] == ["a", "c"]  # type: ignore[index]
