@@ -260,33 +260,35 @@ class Ingestor:
         self._settle_batch_jobs(outcome)
         return totals
 
+    def _settle_unseen(self, ids: Sequence[str], work: Callable[[sa.Connection, list[str]], T], failure: str) -> T | None:
+        """``work(conn, ids)`` in a short transaction after a batch's commit, for what a concurrent
+        writer committed unseen; ``None`` on SQLite (writers are serialised: BEGIN IMMEDIATE, so the
+        batch saw every earlier commit), without ids, or when it fails — the batch is committed, so
+        that is logged (``failure``: what waits, and for what), not raised."""
+        if self.engine.dialect.name == "sqlite" or not ids:
+            return None
+        try:
+            return self._in_transaction(lambda conn: work(conn, list(ids)))
+        except sa.exc.DBAPIError as exc:
+            log.warning(failure, type(exc.orig).__name__)
+            return None
+
     def _settle_batch_jobs(self, outcome: BatchOutcome) -> None:
         """Charge this batch's Batch API job rows to creators a concurrent writer committed unseen
         (db/batches.py), or this batch's creations to rows a concurrent writer stored unseen."""
-        if self.engine.dialect.name == "sqlite":
-            return  # writers are serialised (BEGIN IMMEDIATE): the batch saw every earlier commit
         ids = sorted({*(job.batch_id for job in outcome.batch_jobs),
                       *(row.request_id[len(BATCH_KEY_PREFIX):] for row in outcome.batch_usage)})
-        if not ids:
-            return
-        try:
-            self._in_transaction(lambda conn: settle_creators(conn, ids))
-        except sa.exc.DBAPIError as exc:  # the batch is committed; a redelivery or replay of the creation settles
-            log.warning("could not charge Batch API jobs to their creators after a batch (%s); a row without a "
-                        "subscription stays so until the creation is replayed", type(exc.orig).__name__)
+        self._settle_unseen(ids, settle_creators,
+                            "could not charge Batch API jobs to their creators after a batch (%s); a row without a "
+                            "subscription stays so until the creation is replayed")
 
     def _settle(self, outcome: BatchOutcome, totals: IngestTotals, stored_pending: Sequence[str]) -> None:
         """Complete LLM-log pairs whose halves were committed concurrently (see ``ingest``)."""
-        if self.engine.dialect.name == "sqlite":
-            return  # writers are serialised (BEGIN IMMEDIATE): the batch's own merge saw every commit
         ids = sorted({*(r.request_id for r in outcome.records), *(u.request_id for u in outcome.llm_usage)})
-        if not ids:
-            return
-        try:
-            settled = self._in_transaction(lambda conn: settle_pending(conn, ids, utc_now()))
-        except sa.exc.DBAPIError as exc:  # the batch is committed; the next batch's sweep or a replay settles
-            log.warning("could not settle LLM-log usage after a batch (%s); it stays pending until a later "
-                        "batch or a replay of either half completes it", type(exc.orig).__name__)
+        settled = self._settle_unseen(ids, lambda conn, keys: settle_pending(conn, keys, utc_now()),
+                                      "could not settle LLM-log usage after a batch (%s); it stays pending until a "
+                                      "later batch or a replay of either half completes it")
+        if settled is None:
             return
         waiting = set(stored_pending)  # this batch's LLM units, counted pending a moment ago
         for request_id, status in settled.statuses.items():
