@@ -507,8 +507,8 @@ class _Framing(NamedTuple):
     answer_chat: int
     answer_responses: int
     #: (tools_alone, tools_with_system, tools_per_function) of a Responses API request, whose
-    #: tools framing is not chat's (gpt-4o: 6/3 tokens less; gpt-5 family: its Chat Completions
-    #: tools preamble is not billed there); None: as in chat
+    #: tools framing is not chat's (gpt-4o: 5 / 4 against chat's 10 / 7; gpt-5 family: its Chat
+    #: Completions tools preamble is not billed there); None: as in chat
     responses_tools: tuple[int, int, int] | None = None
     #: a tool call's framing in a Responses API output, when it differs from chat's; None: ``call``
     responses_call: int | None = None
@@ -519,8 +519,8 @@ _FRAMING_CL100K = _Framing(
     call=4, history_call=1, tool_result=1, answer_with_tools=0, per_choice=0,
     output_item=1, answer_chat=0, answer_responses=0,
 )
-#: gpt-4o and gpt-4.1 in the Responses API: the namespace costs 6 (alone) / 5 (after a system
-#: message or instructions) tokens less than in chat, whatever the model (responses_tools).
+#: gpt-4o and gpt-4.1 in the Responses API: the tools framing is 5 tokens (alone) / 4 (after a
+#: system message or instructions), against chat's 10 / 7 (responses_tools).
 _FRAMING_GPT4O = _Framing(
     reply_priming=3, tools_alone=10, tools_with_system=7, tools_per_function=-2, system_newline=False,
     call=4, history_call=1, tool_result=1, answer_with_tools=1, per_choice=0,
@@ -1011,7 +1011,7 @@ def forced_function(request: Any, model: str | None) -> str | None:
     choice = request.get("tool_choice")
     if isinstance(choice, dict) and choice.get("type") == "function" and isinstance(choice.get("name"), str):
         name = choice["name"]
-    elif choice == "required" and len(functions) == 1 and tools is not None and len(tools) == 1:
+    elif choice == "required" and len(functions) == 1 == len(tools):  # functions is non-empty: tools is a list
         name = functions[0].get("name")
     else:
         return None
