@@ -68,7 +68,7 @@ import azure.functions as func
 from sqlalchemy.engine import Engine
 
 from db.engine import make_engine
-from metering.finance.alert_message import WEBHOOK_FORMATS
+from metering.finance.alert_message import FORMAT_SETTING, webhook_format
 from metering.finance.budget_service import check as check_budgets
 from metering.finance.budget_service import gateway_status
 from metering.ingest import IngestTotals, Ingestor
@@ -210,9 +210,10 @@ def run_budget_check(now: datetime | None = None) -> None:
     if not url:
         log.info("budget check skipped: METERING_BUDGET_WEBHOOK_URL is not set")
         return
-    fmt = (os.environ.get("METERING_BUDGET_WEBHOOK_FORMAT") or "text").strip().lower()
-    if fmt not in WEBHOOK_FORMATS:
-        log.error("budget check skipped: METERING_BUDGET_WEBHOOK_FORMAT=%r is not one of %s", fmt, ", ".join(WEBHOOK_FORMATS))
+    try:
+        fmt = webhook_format(os.environ.get(FORMAT_SETTING))
+    except ValueError as exc:
+        log.error("budget check skipped: %s", exc)
         return
     result = check_budgets(get_ingestor().engine, url, now=now, webhook_format=fmt)
     log.info("budget check: new=%d sent=%d pending=%d", result.new, result.sent, result.pending)

@@ -8,11 +8,11 @@ from __future__ import annotations
 import argparse
 import os
 
+from metering.finance.alert_message import FORMAT_SETTING, WEBHOOK_FORMATS
 from metering.cli.common import UsageError, migrated_engine, out, read_text, write_file
 
 FORMATS = ("table", "csv", "json", "html")
 WEBHOOK_SETTING = "METERING_BUDGET_WEBHOOK_URL"
-FORMAT_SETTING = "METERING_BUDGET_WEBHOOK_FORMAT"
 
 
 def _budget_engine(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -76,7 +76,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from metering.finance.alert_message import WEBHOOK_FORMATS
+    from metering.finance.alert_message import webhook_format
     from metering.finance.budget_service import check
     from metering.finance.webhook import describe
 
@@ -87,9 +87,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise UsageError("--webhook must be an http(s) URL")
     if args.attempts < 1 or args.backoff < 0:
         raise UsageError("--attempts must be at least 1 and --backoff at least 0")
-    fmt = args.webhook_format or os.environ.get(FORMAT_SETTING, "").strip().lower() or "text"
-    if fmt not in WEBHOOK_FORMATS:
-        raise UsageError(f"{FORMAT_SETTING}={fmt!r} is not one of {', '.join(WEBHOOK_FORMATS)}")
+    try:
+        fmt = args.webhook_format or webhook_format(os.environ.get(FORMAT_SETTING))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     result = check(_budget_engine(args), url, now=_now(args) if args.as_of else None, attempts=args.attempts,
                    backoff_seconds=args.backoff, webhook_format=fmt)
     out(f"{result.new} new alert(s); {result.sent} sent to {describe(url)}; {result.pending} pending\n")
@@ -112,7 +113,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     status.set_defaults(handler=cmd_status)
     chk = actions.add_parser("check", help="post each threshold crossed and each anomaly to a webhook, once")
     chk.add_argument("--webhook", metavar="URL", help=f"webhook URL (default: ${WEBHOOK_SETTING})")
-    chk.add_argument("--webhook-format", choices=("text", "teams"),
+    chk.add_argument("--webhook-format", choices=WEBHOOK_FORMATS,
                      help=f"message shape: text (Slack, generic) or teams (Adaptive Card for a Teams Workflows "
                           f"webhook); default ${FORMAT_SETTING}, else text")
     chk.add_argument("--attempts", type=int, default=4, metavar="N", help="tries per alert (default 4)")

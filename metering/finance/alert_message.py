@@ -29,10 +29,20 @@ from typing import Any
 import orjson
 
 WEBHOOK_FORMATS = ("text", "teams")
+FORMAT_SETTING = "METERING_BUDGET_WEBHOOK_FORMAT"
 CARD_VERSION = "1.4"
 MAX_TEXT_CHARS = 2000  # per TextRun: a Teams message is at most 28 KB
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]<>#|~])")
 _LIST_START = re.compile(r"^([-+]|\d{1,9}(?=[.)](\s|$)))")  # a list item: "- x", "+ x", "1. x", "2) x"
+
+
+def webhook_format(setting: str | None) -> str:
+    """The webhook format ``METERING_BUDGET_WEBHOOK_FORMAT`` names (unset or blank: ``text``; any
+    case); a ``ValueError`` naming the setting for a value that is not a format."""
+    fmt = (setting or "").strip().lower() or "text"
+    if fmt not in WEBHOOK_FORMATS:
+        raise ValueError(f"{FORMAT_SETTING}={fmt!r} is not one of {', '.join(WEBHOOK_FORMATS)}")
+    return fmt
 
 
 def webhook_body(stored_payload: str, fmt: str) -> bytes:
