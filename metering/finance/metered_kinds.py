@@ -79,24 +79,24 @@ def split_group(group: Mapping[str, Any], rate: Rate | None) -> dict[str, Any]:
     return out
 
 
-def billed_tier(rate: Rate | None) -> str | None:
-    """The service tier a group was priced in (its rate row's), as the bill names it: ``None`` for
-    the default tier. A priority request over the long-context limit is priced at the default tier's
-    rate, as Azure bills it, so it counts on the default meter here too."""
+def rate_tier(rate: Rate | None) -> str | None:
+    """The service tier a group was priced in (its rate row's), as bill lines name it: ``None`` for
+    the default tier. Pricing chose the row by ``pricing.billed_tier`` (a priority request over the
+    long-context limit is billed at the default tier), so the group lands on the meter Azure used."""
     tier = tier_key(rate.service_tier) if rate is not None else DEFAULT_TIER
     return None if tier == DEFAULT_TIER else tier
 
 
 def split_metered(groups: Iterable[Mapping[str, Any]], rates: Mapping[int, Rate], keys: tuple[str, ...]) -> list[dict[str, Any]]:
     """Metered groups of ``keys`` + ``rate_id`` → groups of ``keys`` and ``service_tier`` (the
-    billed tier, ``billed_tier``) with tokens and cost per kind (``KINDS``) and ``requests``: each
+    tier of its rate, ``rate_tier``) with tokens and cost per kind (``KINDS``) and ``requests``: each
     group split by its rate row, then the rate ids of one tier merged."""
     merged: dict[tuple[Any, ...], dict[str, Any]] = {}
     for group in groups:
         rate_id = group.get("rate_id")
         rate = rates.get(rate_id) if rate_id is not None else None
         split = split_group(group, rate)
-        tier = billed_tier(rate)
+        tier = rate_tier(rate)
         key = (*(group[name] for name in keys), tier)
         target = merged.get(key)
         if target is None:
