@@ -68,9 +68,9 @@ import azure.functions as func
 from sqlalchemy.engine import Engine
 
 from db.engine import make_engine
-from metering.finance.alert_message import FORMAT_SETTING, webhook_format
-from metering.finance.budget_service import check as check_budgets
-from metering.finance.budget_service import gateway_status
+from metering.finance.budgets.alerts import FORMAT_SETTING, webhook_format
+from metering.finance.budgets.service import check as check_budgets
+from metering.finance.budgets.service import gateway_status
 from metering.ingest import IngestTotals, Ingestor
 from metering.settings import rate_card_ttl_from_env, settings_from_env
 from metering.model import PipelineSettings, RawEvent

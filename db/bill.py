@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from db.queries import UNMAPPED, _add_exact_costs, _day, _money_sum, _period, _sums_money_exactly
 from db.rate_card import stored_rates
 from db.schema import backends, bill_lines, usage_records
-from metering.finance.bill import Backend, BillLine, coverage, meter_service_tier
-from metering.finance.metered_kinds import TOKEN_SUMS, split_metered
+from metering.price.meters import Backend, BillLine, coverage, meter_service_tier
+from metering.price.metered_kinds import TOKEN_SUMS, split_metered
 
 u = usage_records
 
@@ -83,7 +83,7 @@ METERED_KEYS = ("day", "backend_id", "model", "deployment_type", "subscription",
 
 def metered_usage(conn: sa.Connection, since: datetime, until: datetime) -> list[dict[str, Any]]:
     """The period's metered tokens and cost per day × backend × model × deployment type × subscription
-    × price status, per token kind the bill meters apart (``metering.finance.metered_kinds.KINDS``:
+    × price status, per token kind the bill meters apart (``metering.price.metered_kinds.KINDS``:
     ``{kind}_tokens`` and ``{kind}_cost``, exact): the rows are summed per rate row, and each rate row's
     audio, image and cache-write costs are taken out of the text costs they are stored in."""
     dialect = conn.dialect.name

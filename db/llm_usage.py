@@ -27,7 +27,7 @@ batch's ids are looked up whether its halves were new or duplicates.
 
 Who may change a row (README, "Signed events"): LLM-log usage only fills a row without reported
 usage, never changes its model, and must be plausible next to what the row's event showed
-(``metering.sources.llm_logs.implausible``), else it is kept as ``implausible``. With signatures on,
+(``metering.pipeline.llm_logs.implausible``), else it is kept as ``implausible``. With signatures on,
 LLM logs not declared trusted (``METERING_TRUST_LLM_LOGS``) are kept as ``unsigned`` and change no row.
 
 Prices use the same code as ingest (``metering.pricing.price`` through ``merge_usage``) with the
@@ -49,7 +49,7 @@ from db.idempotent import KEY_CHUNK, insert_absent
 from db.rate_card import load_rate_card
 from db.schema import llm_usage, usage_records
 from metering.model import LlmUsage, UsageRecord
-from metering.sources.llm_logs import implausible, merge_usage
+from metering.pipeline.llm_logs import implausible, merge_usage
 from metering.price.pricing import RateCard
 
 PENDING, MERGED, UNNEEDED = "pending", "merged", "unneeded"

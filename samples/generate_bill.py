@@ -37,8 +37,8 @@ from db.bill import metered_usage  # noqa: E402
 from db.engine import make_engine  # noqa: E402
 from db.rate_card import stored_rates  # noqa: E402
 from metering.cli import main  # noqa: E402
-from metering.finance.metered_kinds import KINDS, kind_price  # noqa: E402
-from metering.finance.options import Period  # noqa: E402
+from metering.price.metered_kinds import KINDS, kind_price  # noqa: E402
+from metering.finance.report.options import Period  # noqa: E402
 from metering.price.retail_prices import KNOWN_VERSIONS, parse_meter  # noqa: E402
 
 MONTH = "2026-10"

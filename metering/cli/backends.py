@@ -10,7 +10,7 @@ from metering.cli.common import UsageError, migrated_engine, out, read_text
 
 def cmd_backends_import(args: argparse.Namespace) -> int:
     from db.bill import load_backends, metered_backends, replace_backends
-    from metering.finance.bill import BillError, parse_backends_csv
+    from metering.finance.reconcile.bill import BillError, parse_backends_csv
 
     try:
         rows = parse_backends_csv(read_text(args.file), source=args.file)

@@ -12,7 +12,7 @@ from metering.cli.common import UsageError, migrated_engine, out, reports_extra
 
 def cmd_bill_import(args: argparse.Namespace) -> int:
     from db.bill import store_bill_lines
-    from metering.finance.bill import BillError, parse_bill_export
+    from metering.finance.reconcile.bill import BillError, parse_bill_export
 
     imports = []
     for path in args.files:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from metering.finance.alert_message import FORMAT_SETTING, WEBHOOK_FORMATS
+from metering.finance.budgets.alerts import FORMAT_SETTING, WEBHOOK_FORMATS
 from metering.cli.common import UsageError, migrated_engine, out, read_text, write_file
 
 FORMATS = ("table", "csv", "json", "html")
@@ -28,7 +28,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     from datetime import datetime, timezone
 
     from db.budgets import replace_budgets
-    from metering.finance.budgets import BudgetFileError, parse_budgets_csv
+    from metering.finance.budgets.rules import BudgetFileError, parse_budgets_csv
 
     try:
         found = parse_budgets_csv(read_text(args.file), source=args.file)
@@ -54,9 +54,9 @@ def _now(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from metering.finance.budget_render import render_status
-    from metering.finance.budget_service import month_of, review_month
-    from metering.finance.options import Period
+    from metering.finance.budgets.render import render_status
+    from metering.finance.budgets.service import month_of, review_month
+    from metering.finance.report.options import Period
 
     now = _now(args)
     try:
@@ -76,9 +76,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from metering.finance.alert_message import webhook_format
-    from metering.finance.budget_service import check
-    from metering.finance.webhook import describe
+    from metering.finance.budgets.alerts import webhook_format
+    from metering.finance.budgets.service import check
+    from metering.finance.budgets.webhook import describe
 
     url = args.webhook or os.environ.get(WEBHOOK_SETTING)
     if not url:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from metering.finance.options import Period
+    from metering.finance.report.options import Period
     from metering.model import PipelineSettings
 
 
@@ -130,7 +130,7 @@ def pipeline_settings(args: argparse.Namespace) -> PipelineSettings:
 
 def period(args: argparse.Namespace) -> Period:
     """``--month`` or ``--since``/``--until`` (all time when none is given)."""
-    from metering.finance.options import Period
+    from metering.finance.report.options import Period
 
     try:
         if args.month:

@@ -13,7 +13,7 @@ from metering.cli.report import bill_true_up, ptu_costs
 
 def cmd_focus(args: argparse.Namespace) -> int:
     from metering.finance import focus
-    from metering.finance.report import export_focus, money
+    from metering.finance.report.build import export_focus, money
 
     month = period(argparse.Namespace(month=args.month, since=None, until=None))
     suffix = Path(args.output).suffix.lower()

@@ -15,9 +15,9 @@ def cmd_allocate(args: argparse.Namespace) -> int:
     from decimal import Decimal
 
     from db import ptu_allocations
-    from metering.finance.options import Period
-    from metering.finance.report import money, ptu_allocation_rows
-    from metering.finance.safe_text import terminal_line
+    from metering.finance.report.options import Period
+    from metering.finance.report.build import money, ptu_allocation_rows
+    from metering.safe_text import terminal_line
 
     try:
         month = Period.month(args.month).label

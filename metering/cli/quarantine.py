@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from metering.cli.common import UsageError, migrated_engine, out, pipeline_settings
-from metering.finance.safe_text import terminal_line
+from metering.safe_text import terminal_line
 from metering.settings import RETENTION_SETTING
 
 if TYPE_CHECKING:

@@ -110,7 +110,7 @@ def _card_drift(conn: Any, card: Any) -> list[dict[str, Any]]:
     import sqlalchemy as sa
 
     from db.bill import load_backends, load_bill_lines
-    from metering.finance.reconcile import card_drift_from_bill
+    from metering.finance.reconcile.compare import card_drift_from_bill
     from metering.price.pricing import RateCard
 
     if not sa.inspect(conn).has_table("bill_lines"):
@@ -124,7 +124,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from db import queries
     from db import rate_card as rate_card_store
     from metering.price.rate_card import KIND_RATE_COLUMNS
-    from metering.finance.safe_text import terminal_line
+    from metering.safe_text import terminal_line
 
     engine = migrated_engine(args)
     with engine.connect() as conn:
@@ -163,7 +163,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             lines.append(f"  {terminal_line(str(row['model'])):<28} {row['deployment_type']:<15} {row['kinds']:<28} "
                          f"{row['requests']:>8,} requests {row['tokens']:>12,} tokens")
     if drift:
-        from metering.finance.reconcile import per_1m
+        from metering.finance.reconcile.compare import per_1m
 
         lines.append("")
         lines.append("card drift: the imported Azure bill's unit price differs from the card (check these rows):")

@@ -13,7 +13,7 @@ from metering.cli.common import UsageError, migrated_engine, out, reports_extra,
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
-    from metering.finance.reconcile import Reconciliation
+    from metering.finance.reconcile.compare import Reconciliation
 
 DEFAULT_BY = ("resource", "meter")
 
@@ -22,8 +22,8 @@ def month_reconciliation(conn: sa.Connection, month: str) -> tuple[Reconciliatio
     """The month's bill lines and metered usage compared; also the metered groups and backends."""
     from db import queries
     from db.bill import load_backends, load_bill_lines, metered_usage
-    from metering.finance.options import Period
-    from metering.finance.reconcile import reconcile
+    from metering.finance.report.options import Period
+    from metering.finance.reconcile.compare import reconcile
 
     try:
         period = Period.month(month)
@@ -43,8 +43,8 @@ def month_reconciliation(conn: sa.Connection, month: str) -> tuple[Reconciliatio
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    from metering.finance.reconcile import GROUPINGS
-    from metering.finance.reconcile_report import FORMATS, render
+    from metering.finance.reconcile.compare import GROUPINGS
+    from metering.finance.reconcile.render import FORMATS, render
 
     by = tuple(d.strip() for d in args.by.split(",") if d.strip()) if args.by else DEFAULT_BY
     unknown = [d for d in by if d not in GROUPINGS]

@@ -15,7 +15,7 @@ DEFAULT_BATCH_SIZE = 500
 
 def skipped_line(skipped: list[Path], shown: int = 10) -> str:
     """One line naming the files of the given folders that replay does not read (first ``shown``)."""
-    from metering.finance.safe_text import terminal_line
+    from metering.safe_text import terminal_line
 
     names = ", ".join(terminal_line(str(p)) for p in skipped[:shown])
     more = f", and {len(skipped) - shown:,} more" if len(skipped) > shown else ""

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from metering.cli.common import UsageError, migrated_engine, out, period, read_text, reports_extra, write_file
-from metering.finance.options import BINARY_FORMATS, DEFAULT_DIMENSIONS, DIMENSIONS, FORMATS
+from metering.finance.report.options import BINARY_FORMATS, DEFAULT_DIMENSIONS, DIMENSIONS, FORMATS
 
 TRUE_UP_DIMENSIONS = ("month", "business_unit", "cost_center", "subscription")
 
@@ -36,10 +36,10 @@ def ptu_costs(path: str) -> list[PtuCost]:
 
 
 def bill_true_up(conn: Any, month: str, include_capacity: bool) -> dict[str, Decimal]:
-    """Each subscription's true-up for the month (``metering.finance.reconcile.true_up``); a month
+    """Each subscription's true-up for the month (``metering.finance.reconcile.compare.true_up``); a month
     without imported bill lines is bad input, not a silent zero."""
     from metering.cli.reconcile import month_reconciliation
-    from metering.finance.reconcile import true_up
+    from metering.finance.reconcile.compare import true_up
 
     result, metered, backends = month_reconciliation(conn, month)
     if not any(cell.billed_cost or cell.billed_quantity for cell in result.cells):
@@ -51,8 +51,8 @@ def bill_true_up(conn: Any, month: str, include_capacity: bool) -> dict[str, Dec
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from metering.finance.render import render
-    from metering.finance.report import MixedCurrencyError, build_report
+    from metering.finance.report.render import render
+    from metering.finance.report.build import MixedCurrencyError, build_report
 
     report_period = period(args)
     dimensions = tuple(d.strip() for d in args.by.split(",") if d.strip()) if args.by else DEFAULT_DIMENSIONS
@@ -77,7 +77,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         except MixedCurrencyError as exc:
             raise UsageError(f"report not written: {exc}") from None
         if fmt == "html" and report_period.since is not None and report_period.until is not None:
-            from metering.finance.budget_service import AnomalyRule, period_anomalies
+            from metering.finance.budgets.service import AnomalyRule, period_anomalies
 
             found = period_anomalies(conn, report_period.since, report_period.until)
             report.anomalies = ([a.as_dict() for a in found], AnomalyRule().describe())
@@ -89,7 +89,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     else:
         text = content if isinstance(content, str) else content.decode()
         if fmt != "table" and sys.stdout.isatty():  # names from events must not drive the terminal
-            from metering.finance.safe_text import terminal_text
+            from metering.safe_text import terminal_text
 
             text = terminal_text(text)
         out(text)

@@ -11,7 +11,7 @@ from metering.price.reprice import REPRICE_BATCH_SIZE
 def cmd_reprice(args: argparse.Namespace) -> int:
     """Reprice stored rows with the current card and mappings; only rows whose price changes are written."""
     from db.reprice import reprice
-    from metering.finance.options import Period
+    from metering.finance.report.options import Period
 
     try:
         period = Period.between(args.since, args.until)

@@ -39,7 +39,7 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from metering.finance.safe_text import spreadsheet_text
+from metering.safe_text import spreadsheet_text
 
 FOCUS_VERSION = "1.2"
 MILLION = Decimal(1_000_000)
@@ -487,7 +487,7 @@ def true_up_records(
     ctx: FocusContext,
     subscriptions: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """One ``Adjustment`` row per subscription with a true-up (``metering.finance.reconcile.true_up``):
+    """One ``Adjustment`` row per subscription with a true-up (``metering.finance.reconcile.compare.true_up``):
     its whole-cent share of what the Azure bill charged beyond (or short of) the metered cost, so that
     the export's BilledCost adds up to the bill."""
     common = _common(ctx)

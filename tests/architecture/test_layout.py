@@ -90,37 +90,76 @@ def test_the_cycle_finder_finds_a_planted_cycle():
     assert cycles(graph) == [["a", "b", "c"], ["e"]]
 
 
-# Each stage may import only what lies below it in the flow. ``db`` may use the typed values and
-# the pure price stage (to load a rate card, to reprice); nothing below the entry points imports them.
-ALLOWED = {
-    "metering.model": set(),
-    "metering.decode": {"metering.model", "metering.decode"},
-    "metering.usage": {"metering.model", "metering.decode", "metering.usage"},
-    "metering.price": {"metering.model", "metering.usage", "metering.price"},
-    "metering.pipeline": {"metering.model", "metering.decode", "metering.usage", "metering.price", "metering.sources.llm_logs"},
-    "metering.settings": {"metering.model"},
-}
+# The floors of the flow, top to bottom. A module may import its own room and any room on a lower
+# floor, never one on its own floor or above: entry points → sources, finance → ingest → db → pipeline →
+# price → usage → decode → model. (ingest is storage composed with the pipeline, which the Event Hubs
+# consumer in sources calls; price reads usage's token kinds; usage reads decode's event values.)
+FLOORS: tuple[tuple[str, ...], ...] = (
+    ("metering.cli",),
+    ("metering.sources", "metering.finance"),
+    ("metering.ingest",),
+    ("db",),
+    ("metering.pipeline",),
+    ("metering.price",),
+    ("metering.usage",),
+    ("metering.decode",),
+    ("metering.model", "metering.settings", "metering.safe_text"),
+)
+ROOMS = tuple(room for floor in FLOORS for room in floor)
+FLOOR_OF = {room: level for level, floor in enumerate(FLOORS) for room in floor}
 PURE_STAGES = ("metering.model", "metering.decode", "metering.usage", "metering.price", "metering.pipeline")
+# Rooms on one floor that may use each other: settings reads the model's defaults.
+SAME_FLOOR = {("metering.settings", "metering.model")}
 
 
 def _room(module: str) -> str:
-    for room in sorted(ALLOWED, key=len, reverse=True):
+    for room in sorted(ROOMS, key=len, reverse=True):
         if module == room or module.startswith(room + "."):
             return room
     return module
 
 
-@pytest.mark.parametrize("room", sorted(ALLOWED))
-def test_stages_import_only_what_lies_below_them(room):
-    graph = import_graph()
-    allowed = ALLOWED[room]
-    wrong = {
-        f"{module} → {target}"
-        for module, targets in graph.items() if _room(module) == room
-        for target in targets
-        if _room(target) != room and not any(target == a or target.startswith(a + ".") for a in allowed)
-    }
+def test_every_module_lives_on_a_floor():
+    assert {name for name in project_modules() if _room(name) not in FLOOR_OF and name not in ("metering", "metering.__main__")} == set()
+
+
+def imports_against_the_flow(graph: dict[str, set[str]]) -> set[str]:
+    wrong = set()
+    for module, targets in graph.items():
+        room = _room(module)
+        if room not in FLOOR_OF:
+            continue
+        for target in targets:
+            target_room = _room(target)
+            if target_room == room or target_room not in FLOOR_OF or (room, target_room) in SAME_FLOOR:
+                continue
+            if FLOOR_OF[target_room] <= FLOOR_OF[room]:
+                wrong.add(f"{module} → {target}")
+    return wrong
+
+
+@pytest.mark.parametrize("room", ROOMS)
+def test_rooms_import_only_what_lies_below_them(room):
+    graph = {module: targets for module, targets in import_graph().items() if _room(module) == room}
+    wrong = imports_against_the_flow(graph)
     assert not wrong, "imports against the flow:\n" + "\n".join(sorted(wrong))
+
+
+def test_the_floor_rule_catches_storage_reaching_up():
+    """The rule itself: db importing finance, a stage importing sources or the CLI, fail."""
+    planted = {
+        "db.bill": {"metering.finance.reconcile.bill"},
+        "metering.pipeline": {"metering.sources.files"},
+        "metering.usage.tokens": {"metering.cli.common"},
+        "metering.finance.focus": {"metering.sources.files"},
+        "metering.price.pricing": {"metering.model"},
+    }
+    assert imports_against_the_flow(planted) == {
+        "db.bill → metering.finance.reconcile.bill",
+        "metering.pipeline → metering.sources.files",
+        "metering.usage.tokens → metering.cli.common",
+        "metering.finance.focus → metering.sources.files",
+    }
 
 
 @pytest.mark.parametrize("room", PURE_STAGES)

@@ -19,8 +19,8 @@ from db.engine import make_engine
 from db.schema import bill_lines
 from azure_shapes import usage_object
 from events import encode, v1_event
-from metering.finance.bill import BillError, parse_backends_csv, parse_bill_export, unit_block
-from metering.finance.reconcile import apportion_cents
+from metering.finance.reconcile.bill import BillError, parse_backends_csv, parse_bill_export, unit_block
+from metering.finance.reconcile.compare import apportion_cents
 from metering.ingest import Ingestor
 from metering.model import RawEvent
 from metering.price.rate_card import parse_rates_csv

@@ -24,9 +24,9 @@ from db import rate_card as rate_card_store
 from db import subscriptions as subscription_store
 from db.schema import budget_alerts
 from events import encode, v1_event
-from metering.finance.alert_message import markdown_literal
-from metering.finance.budget_service import check
-from metering.finance.budgets import alert_months
+from metering.finance.budgets.alerts import markdown_literal
+from metering.finance.budgets.service import check
+from metering.finance.budgets.rules import alert_months
 from metering.ingest import Ingestor
 from metering.model import RawEvent
 from metering.price.rate_card import parse_rates_csv

@@ -12,7 +12,7 @@ import pytest
 from budget_data import AS_OF, BUDGETS_CSV, MONTH, SPIKE, seed
 from cli_runner import run
 from db.engine import make_engine
-from metering.finance.budgets import (
+from metering.finance.budgets.rules import (
     AnomalyRule,
     Budget,
     BudgetFileError,

@@ -15,8 +15,8 @@ import pytest
 from metering.finance import focus
 from metering.cli import main
 from metering.finance.capacity import parse_ptu_costs_csv
-from metering.finance.options import Period
-from metering.finance.report import build_report, export_focus
+from metering.finance.report.options import Period
+from metering.finance.report.build import build_report, export_focus
 from report_data import MONTH, PTU_COSTS, db_total, seed
 
 CHARGE_CATEGORIES = {"Usage", "Purchase", "Tax", "Credit", "Adjustment"}

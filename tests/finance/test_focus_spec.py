@@ -19,10 +19,10 @@ from db import rate_card as rate_card_store
 from db import subscriptions as subscription_store
 from events import encode
 from metering.finance import focus
-from metering.finance.bill import parse_backends_csv
+from metering.finance.reconcile.bill import parse_backends_csv
 from metering.finance.capacity import parse_ptu_costs_csv
-from metering.finance.options import Period
-from metering.finance.report import export_focus
+from metering.finance.report.options import Period
+from metering.finance.report.build import export_focus
 from metering.ingest import Ingestor
 from metering.model import RawEvent
 from metering.price.mappings import parse_deployments_csv

@@ -14,10 +14,10 @@ import sqlalchemy as sa
 from db.schema import usage_records
 from events import encode, v1_event
 from metering.finance import focus
-from metering.finance.options import Period
-from metering.finance.render import render
-from metering.finance.report import build_report, export_focus
-from metering.finance.safe_text import formula_like, spreadsheet_text, terminal_text
+from metering.finance.report.options import Period
+from metering.finance.report.render import render
+from metering.finance.report.build import build_report, export_focus
+from metering.safe_text import formula_like, spreadsheet_text, terminal_text
 from metering.ingest import Ingestor
 from metering.model import RawEvent
 from report_data import MONTH, seed

@@ -15,11 +15,11 @@ from xml.etree import ElementTree
 import pytest
 
 from metering.finance.charts import nice_max
-from metering.finance.html_report import Money
+from metering.finance.report.html import Money
 from metering.finance.capacity import parse_ptu_costs_csv
-from metering.finance.render import render
-from metering.finance.options import Period
-from metering.finance.report import build_report
+from metering.finance.report.render import render
+from metering.finance.report.options import Period
+from metering.finance.report.build import build_report
 from report_data import MONTH, PTU_COSTS, seed
 
 CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser", shutil.which("chromium") or "")

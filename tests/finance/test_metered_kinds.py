@@ -7,7 +7,7 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from decimal import Decimal
 
-from metering.finance.metered_kinds import KINDS, split_group, split_metered
+from metering.price.metered_kinds import KINDS, split_group, split_metered
 from metering.model import Rate, TokenUsage
 from metering.price.pricing import compute_cost_by_kind
 

@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from metering.finance.options import Period
-from metering.finance.report import build_report
+from metering.finance.report.options import Period
+from metering.finance.report.build import build_report
 from report_data import MONTH, db_total, seed
 
 

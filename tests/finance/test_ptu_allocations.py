@@ -12,8 +12,8 @@ from cli_runner import run
 from db import ptu_allocations
 from db.engine import make_engine
 from metering.finance.capacity import parse_ptu_costs_csv
-from metering.finance.options import Period
-from metering.finance.report import build_report
+from metering.finance.report.options import Period
+from metering.finance.report.build import build_report
 from report_data import MONTH, PTU_COSTS, db_total, seed
 
 CENT = Decimal("0.01")

@@ -12,9 +12,9 @@ from decimal import Decimal
 import pytest
 
 from metering.finance.capacity import parse_ptu_costs_csv
-from metering.finance.options import FORMATS, Period
-from metering.finance.render import render
-from metering.finance.report import LABELS, build_report, money
+from metering.finance.report.options import FORMATS, Period
+from metering.finance.report.render import render
+from metering.finance.report.build import LABELS, build_report, money
 from report_data import MONTH, PTU_COSTS, seed
 
 UNPRICED_MODEL = "mystery-7b"  # report_data: one request of a model without a rate, in sub-legal

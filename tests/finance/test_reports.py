@@ -23,9 +23,9 @@ from db.schema import usage_records
 from cli_runner import run
 from metering.cli import main
 from metering.finance.capacity import parse_ptu_costs_csv
-from metering.finance.render import render
-from metering.finance.options import DEFAULT_DIMENSIONS, FORMATS, Period
-from metering.finance.report import LABELS, build_report, money
+from metering.finance.report.render import render
+from metering.finance.report.options import DEFAULT_DIMENSIONS, FORMATS, Period
+from metering.finance.report.build import LABELS, build_report, money
 from report_data import MONTH, PTU_COSTS, db_total, seed
 
 GROUPINGS = [(d,) for d in DIMENSIONS] + [

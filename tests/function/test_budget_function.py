@@ -14,7 +14,7 @@ import function_app
 from budget_data import AS_OF, BUDGETS_CSV, seed
 from db import budgets as budget_db
 from db.schema import budget_alerts
-from metering.finance.budgets import parse_budgets_csv
+from metering.finance.budgets.rules import parse_budgets_csv
 
 NOW = datetime(AS_OF.year, AS_OF.month, AS_OF.day, 15, 30, tzinfo=timezone.utc)
 
@@ -105,7 +105,7 @@ def test_the_timer_posts_nothing_without_a_webhook_and_records_alerts_with_one(b
     with budgeted_sqlite.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(budget_alerts)).scalar() == 0
     monkeypatch.setenv("METERING_BUDGET_WEBHOOK_URL", "http://127.0.0.1:9/closed")  # discard port: refused
-    monkeypatch.setattr("metering.finance.budget_service.time.sleep", lambda seconds: None)
+    monkeypatch.setattr("metering.finance.budgets.service.time.sleep", lambda seconds: None)
     function_app.run_budget_check(now=NOW)
     with budgeted_sqlite.connect() as conn:
         pending = conn.execute(sa.select(sa.func.count()).where(budget_alerts.c.sent_at.is_(None))).scalar()

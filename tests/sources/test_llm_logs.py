@@ -18,7 +18,7 @@ from db.schema import llm_usage, usage_records
 from events import encode, jsonl, v1_event
 from llm_records import envelope, gateway_record, llm_record, streamed_request_mode
 from metering.ingest import IngestTotals, Ingestor
-from metering.sources.llm_logs import is_records_envelope, parse_llm_record
+from metering.pipeline.llm_logs import is_records_envelope, parse_llm_record
 from metering.model import RawEvent
 from metering.pipeline import process_batch
 from metering.price.pricing import RateCard
@@ -294,7 +294,7 @@ def test_migration_ddl_for_sql_server():
 def test_merge_keeps_the_rows_billability_and_deployment_type():
     from dataclasses import replace
 
-    from metering.sources.llm_logs import merge_usage
+    from metering.pipeline.llm_logs import merge_usage
 
     card = RateCard(parse_rates_csv(CARD))
     row = process_batch(raws(encode(streamed_request_mode("b-1"))), card).records[0]

@@ -21,7 +21,7 @@ from metering.model import PipelineSettings, RawEvent
 from metering.pipeline import process_batch
 from metering.price.pricing import RateCard
 from metering.price.rate_card import parse_rates_csv
-from metering.sources.llm_logs import MAX_HIDDEN_REASONING_TOKENS, implausible, parse_llm_record
+from metering.pipeline.llm_logs import MAX_HIDDEN_REASONING_TOKENS, implausible, parse_llm_record
 
 KEY = b"0123456789abcdef0123456789abcdef-not-a-real-key"
 CARD = (

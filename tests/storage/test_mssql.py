@@ -35,7 +35,7 @@ from db import reprice as reprice_db
 from db import store
 from db.migrate import alembic_config, offline_sql
 from db.schema import metadata, usage_records
-from metering.finance.bill import Backend, BillLine
+from metering.price.meters import Backend, BillLine
 from metering.model import RawEvent
 from metering.pipeline import process_batch
 from metering.price.pricing import RateCard

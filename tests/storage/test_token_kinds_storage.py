@@ -127,8 +127,8 @@ def test_rows_stored_before_0005_have_no_kinds_and_keep_their_price(db_url):
 
 
 def test_focus_rows_carry_each_kind_at_its_unit_price_and_add_up(engine):
-    from metering.finance.options import Period
-    from metering.finance.report import export_focus
+    from metering.finance.report.options import Period
+    from metering.finance.report.build import export_focus
 
     load(engine)
     Ingestor(engine).ingest(events())

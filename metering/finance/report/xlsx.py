@@ -14,10 +14,10 @@ from collections import defaultdict
 from decimal import Decimal
 from typing import Any
 
-from metering.finance.report import (
+from metering.finance.report.build import (
     LABELS, MONEY_COLUMNS, Report, charge, cost_status, has_ptu, known, total_row, unpriced_note,
 )
-from metering.finance.safe_text import neutralise_sheet_cells, sheet_value
+from metering.safe_text import neutralise_sheet_cells, sheet_value
 
 MONEY_FORMAT = "#,##0.00##"
 COUNT_FORMAT = "#,##0"

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 from metering.decode.event import decode_event
-from metering.sources.llm_logs import add_log_records, is_records_envelope
+from metering.pipeline.llm_logs import add_log_records, is_records_envelope
 from metering.model import (
     NO_USAGE,
     BadEvent,

@@ -21,7 +21,7 @@ import pandas as pd
 from metering.finance import charts
 from metering.finance.charts import Series
 from db.queries import UNMAPPED
-from metering.finance.report import LABELS, Report, has_ptu, known, request_partition, total_row, unpriced_note
+from metering.finance.report.build import LABELS, Report, has_ptu, known, request_partition, total_row, unpriced_note
 
 SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥", "INR": "₹"}
 PAYG = Series("Pay-as-you-go", "#4f46e5")
@@ -517,7 +517,7 @@ def _anomalies(report: Report) -> str:
     """Days whose spend for a subscription or model is far above its own baseline (budgets)."""
     if report.anomalies is None:
         return ""
-    from metering.finance.budget_render import anomalies_html
+    from metering.finance.budgets.render import anomalies_html
 
     rows, rule = report.anomalies
     return anomalies_html(rows, rule).replace('<section id="anomalies">', '<section id="anomalies" class="card wide">', 1)

@@ -9,7 +9,7 @@ from html import escape
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from metering.finance.budget_service import MonthReview
+    from metering.finance.budgets.service import MonthReview
 
 COLUMNS = ("scope", "scope_id", "amount", "currency", "spent", "percent", "forecast", "crossing_day", "status",
            "action", "fixed_cost", "estimated_cost", "unpriced_requests", "other_currency_cost")

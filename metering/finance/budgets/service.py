@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from db import budgets as budget_db
-from metering.finance.budgets import (
+from metering.finance.budgets.rules import (
     FORECAST_WINDOW_DAYS,
     Anomaly,
     AnomalyRule,
@@ -30,8 +30,8 @@ from metering.finance.budgets import (
     month_days,
     statuses,
 )
-from metering.finance.alert_message import WEBHOOK_FORMATS, webhook_body
-from metering.finance.webhook import WebhookError, post_json
+from metering.finance.budgets.alerts import WEBHOOK_FORMATS, webhook_body
+from metering.finance.budgets.webhook import WebhookError, post_json
 
 log = logging.getLogger("metering.budgets")
 

@@ -31,8 +31,8 @@ from datetime import date, datetime, time, timezone
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import Any
 
-from metering.finance.bill import CAPACITY, Backend, BillLine
-from metering.finance.metered_kinds import KINDS, kind_price
+from metering.price.meters import CAPACITY, Backend, BillLine
+from metering.price.metered_kinds import KINDS, kind_price
 from metering.price.pricing import VERSION_SUFFIX, RateCard, model_key
 
 CENT = Decimal("0.01")

@@ -36,6 +36,7 @@ from datetime import date, datetime, timezone
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
+from metering.price.meters import CAPACITY, NO_RESOURCE, Backend, BillLine, coverage
 from metering.price.retail_prices import ACCEPTED_SERVICES, OPENAI_PRODUCT_PREFIX, parse_meter
 
 BACKENDS_HEADER = ("backend_id", "resource_id", "region")
@@ -45,8 +46,6 @@ ARM_ACCOUNT_ID = re.compile(
     r"/resourcegroups/[^/]+/providers/microsoft\.cognitiveservices/accounts/[^/]+$",
     re.IGNORECASE,
 )
-CAPACITY = "capacity"  # token_kind of a meter billed by the hour (provisioned throughput, hosting)
-NO_RESOURCE = "(no resource)"
 
 
 class BillError(ValueError):
@@ -54,15 +53,6 @@ class BillError(ValueError):
 
 
 # --------------------------------------------------------------------------- backends
-
-
-@dataclass(frozen=True)
-class Backend:
-    """An APIM backend and the Azure OpenAI resource (ARM id, lower-cased) behind it."""
-
-    backend_id: str
-    resource_id: str
-    region: str | None
 
 
 def parse_backends_csv(text: str, source: str = "backends CSV") -> list[Backend]:
@@ -108,34 +98,6 @@ def parse_backends_csv(text: str, source: str = "backends CSV") -> list[Backend]
 
 
 # --------------------------------------------------------------------------- exports
-
-
-@dataclass(frozen=True)
-class BillLine:
-    """One day × resource × meter of the bill: the quantity as billed and in tokens, and its cost."""
-
-    day: date
-    resource_id: str
-    meter_name: str
-    meter_category: str | None
-    meter_subcategory: str | None
-    model: str | None
-    token_kind: str | None  # a retail_prices.TOKEN_KINDS kind, or capacity; None: a meter we cannot read
-    deployment_type: str | None
-    quantity: Decimal
-    unit: str | None
-    tokens: int | None
-    cost: Decimal
-    currency: str
-    source_format: str
-    service_tier: str | None = None  # "priority" for a priority-processing meter; None: the default tier
-
-
-def meter_service_tier(meter_name: str, subcategory: str | None) -> str | None:
-    """The service tier a token meter's name bills (``priority`` for ``pp`` meters), else ``None``.
-    Read again from the stored meter name, so lines imported before tiers were read have theirs."""
-    parsed = parse_meter(meter_name, subcategory or "Azure OpenAI")
-    return None if isinstance(parsed, str) else parsed.service_tier
 
 
 @dataclass
@@ -427,19 +389,3 @@ def merge_imports(imports: Sequence[BillImport]) -> list[BillLine]:
         for line in item.lines:
             merged[(line.day, line.resource_id, line.meter_name)] = line
     return [merged[key] for key in sorted(merged)]
-
-
-def coverage(lines: Iterable[BillLine]) -> set[tuple[str, date]]:
-    """The (resource, day) pairs an export covers: each resource from its first to its last day in
-    the file, so a newer export replaces every meter of those days, including meters it no longer has."""
-    spans: dict[str, list[date]] = defaultdict(list)
-    for line in lines:
-        spans[line.resource_id].append(line.day)
-    covered: set[tuple[str, date]] = set()
-    for resource, days in spans.items():
-        first, last = min(days), max(days)
-        current = first
-        while current <= last:
-            covered.add((resource, current))
-            current = date.fromordinal(current.toordinal() + 1)
-    return covered

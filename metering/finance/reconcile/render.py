@@ -13,7 +13,7 @@ from html import escape
 from typing import Any
 
 from metering.finance import charts
-from metering.finance.reconcile import AMOUNTS, Reconciliation, card_drift, cents, data_quality, group_rows, per_1m, totals
+from metering.finance.reconcile.compare import AMOUNTS, Reconciliation, card_drift, cents, data_quality, group_rows, per_1m, totals
 
 FORMATS = ("table", "csv", "json", "html", "xlsx")
 MEASURES = ("billed_quantity", "metered_quantity", "billed_cost", "metered_cost", "difference")

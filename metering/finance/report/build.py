@@ -7,7 +7,7 @@ next to the money, so that nobody reads a total without knowing what it rests on
 JSON), ``decimal128(28, 12)`` (Parquet), or numbers formatted with two decimals (XLSX, HTML).
 
 Formats: ``table`` (terminal), ``csv``, ``json``, ``xlsx``, ``parquet``, ``html`` (one
-self-contained file, see ``metering.finance.html_report``).
+self-contained file, see ``metering.finance.report.html``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from db import queries
 from db.bill import load_backends
-from metering.finance.options import Period
+from metering.finance.report.options import Period
 from metering.finance.capacity import PtuCost, allocate_ptu, by_subscription
 
 CENT = Decimal("0.01")
@@ -220,7 +220,7 @@ TRUE_UP_DIMENSIONS = ("month", "business_unit", "cost_center", "subscription")
 
 def add_true_up(frame: pd.DataFrame, dimensions: tuple[str, ...], amounts: Mapping[str, Decimal]) -> pd.DataFrame:
     """Add ``true_up`` (each subscription's whole-cent share of what the bill charged beyond, or short
-    of, the metered cost; ``metering.finance.reconcile.true_up``) and add it to ``total_charge``.
+    of, the metered cost; ``metering.finance.reconcile.compare.true_up``) and add it to ``total_charge``.
 
     The grouping must be per subscription (it may add month, business unit or cost center, which a
     subscription determines), so that each row carries exactly its subscription's true-up. A
@@ -347,7 +347,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     # Fixed breakdowns: "subscription" (business unit × subscription) always; "day", "model" for HTML.
     charts: dict[str, pd.DataFrame] = field(default_factory=dict)
-    # Spend anomalies of the period for the HTML report ((rows, rule), metering.finance.budget_service).
+    # Spend anomalies of the period for the HTML report ((rows, rule), metering.finance.budgets.service).
     anomalies: tuple[list[dict[str, Any]], str] | None = None
 
     @property

@@ -13,9 +13,9 @@ from typing import Any
 
 import pandas as pd
 
-from metering.finance.options import FORMATS
-from metering.finance.safe_text import spreadsheet_text, terminal_line
-from metering.finance.report import (
+from metering.finance.report.options import FORMATS
+from metering.safe_text import spreadsheet_text, terminal_line
+from metering.finance.report.build import (
     COST_STATUS, MONEY_COLUMNS, TABLE_COLUMNS, TABLE_PTU_COLUMNS, Report, has_ptu, money, object_series, total_row,
     unpriced_note,
 )
@@ -245,11 +245,11 @@ def render(report: Report, fmt: str) -> str | bytes:
     if fmt == "parquet":
         return render_parquet(report)
     if fmt == "xlsx":
-        from metering.finance.xlsx_report import render_xlsx
+        from metering.finance.report.xlsx import render_xlsx
 
         return render_xlsx(report)
     if fmt == "html":
-        from metering.finance.html_report import render_html
+        from metering.finance.report.html import render_html
 
         return render_html(report)
     raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
