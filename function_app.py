@@ -84,10 +84,25 @@ class ConfigurationError(RuntimeError):
     Function refuses to start rather than store events it was told to verify."""
 
 
-def check_settings() -> tuple[float, PipelineSettings]:
+# Set by the Functions host (locally by ``func start`` from local.settings.json, in Azure by the platform):
+# their presence means this module was imported to serve events, not by a test or a script.
+HOST_MARKERS = ("FUNCTIONS_WORKER_RUNTIME", "AzureWebJobsScriptRoot", "WEBSITE_INSTANCE_ID")
+
+
+def under_functions_host() -> bool:
+    return any(os.environ.get(name) for name in HOST_MARKERS)
+
+
+def check_settings(*, serving: bool | None = None) -> tuple[float, PipelineSettings]:
     """The rate card's cache time and the pipeline settings; a bad setting raises
     ``ConfigurationError`` with one line naming it. Called at import, so that the host then indexes
-    no function, and no event is consumed or checkpointed."""
+    no function, and no event is consumed or checkpointed. When serving events (under the host, or
+    when an ingestor is built) ``METERING_DATABASE_URL`` is required: the CLI's local SQLite default
+    would create ``metering.db`` in the app's folder and fail every batch on its missing tables."""
+    serving = under_functions_host() if serving is None else serving
+    if serving and not (os.environ.get("METERING_DATABASE_URL") or "").strip():
+        raise ConfigurationError("metering Function refuses to start: METERING_DATABASE_URL is not set "
+                                 "(the SQLAlchemy URL of the metering database)")
     try:
         return rate_card_ttl_from_env(), settings_from_env()
     except ValueError as exc:
@@ -108,8 +123,8 @@ def get_ingestor() -> Ingestor:
     if _ingestor is None:
         with _ingestor_lock:
             if _ingestor is None:
-                ttl, settings = check_settings()
-                engine: Engine = make_engine(os.environ.get("METERING_DATABASE_URL"))
+                ttl, settings = check_settings(serving=True)
+                engine: Engine = make_engine(os.environ["METERING_DATABASE_URL"])
                 _ingestor = Ingestor(engine, rate_card_ttl=ttl, settings=settings)
     return _ingestor
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
+
+import azure.functions as func
 
 import pytest
 import sqlalchemy as sa
@@ -87,3 +91,36 @@ def test_host_json_batches_and_uses_the_v4_bundle():
     hubs = host["extensions"]["eventHubs"]
     assert hubs["maxEventBatchSize"] >= 100 and hubs["prefetchCount"] >= hubs["maxEventBatchSize"]
     assert host["extensionBundle"]["version"] == "[4.*, 5.0.0)"
+
+
+# ---------------------------------------------------------------- no database URL (issue #26, item 11)
+
+
+def test_the_functions_host_refuses_to_start_without_a_database_url(tmp_path):
+    """Under the host (FUNCTIONS_WORKER_RUNTIME is set) the import fails with one line naming the
+    setting; no metering.db (or -wal, -shm) appears in the app's folder."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("METERING_")} | {
+        "FUNCTIONS_WORKER_RUNTIME": "python", "PYTHONPATH": str(root)}
+    result = subprocess.run([sys.executable, "-c", "import function_app"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("function_app.ConfigurationError: metering Function refuses to start") \
+        and "METERING_DATABASE_URL" in last
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_batch_without_a_database_url_creates_no_database_file(tmp_path, monkeypatch):
+    monkeypatch.delenv("METERING_DATABASE_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    function_app.reset_ingestor()
+    try:
+        with pytest.raises(function_app.ConfigurationError, match="METERING_DATABASE_URL"):
+            function_app.handle_events([func.EventHubEvent(body=b"{}", sequence_number=1)])
+    finally:
+        function_app.reset_ingestor()
+    assert list(tmp_path.iterdir()) == []
