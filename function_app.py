@@ -18,7 +18,7 @@ Settings (application settings, or ``local.settings.json`` locally):
                             A configuration that asks for signatures but cannot verify them (only the
                             previous key, or METERING_REQUIRE_SIGNATURE=1 with no key) refuses to start.
   METERING_TRUST_LLM_LOGS   1: LLM-log envelopes reach this hub by a route only the diagnostic setting
-                            can write, so they may fill rows while signatures are on (README)
+                            can write, so they may fill rows while signatures are on (docs/security.md)
   METERING_MAX_EVENT_AGE_DAYS, METERING_MAX_EVENT_FUTURE_MINUTES  the accepted event-time window
                             (default 3660 days back, 1440 minutes ahead); other times are invalid_field
   METERING_QUARANTINE_REDACT  1: quarantine keeps event bytes without the request/response payloads

@@ -32,7 +32,7 @@ def _worst(values: list[int]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--split", choices=["heldout", "calibration", "all"], default="heldout")
-    parser.add_argument("--markdown", action="store_true", help="print a Markdown table (for the README)")
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table (for docs/estimates.md)")
     args = parser.parse_args()
     recordings = load_recordings(None if args.split == "all" else args.split)
     groups: dict[tuple[str, str], list[tuple[int, int, bool]]] = defaultdict(list)

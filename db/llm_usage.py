@@ -25,7 +25,7 @@ starts last sees both halves committed, so the pair is always completed (commuta
 concurrency, with no lock beyond the row updates). Re-replaying either half completes it too: the
 batch's ids are looked up whether its halves were new or duplicates.
 
-Who may change a row (README, "Signed events"): LLM-log usage only fills a row without reported
+Who may change a row (docs/security.md, "LLM logs"): LLM-log usage only fills a row without reported
 usage, never changes its model, and must be plausible next to what the row's event showed
 (``metering.pipeline.llm_logs.implausible``), else it is kept as ``implausible``. With signatures on,
 LLM logs not declared trusted (``METERING_TRUST_LLM_LOGS``) are kept as ``unsigned`` and change no row.

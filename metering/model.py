@@ -388,7 +388,7 @@ class PipelineSettings:
     redact_payloads: bool = False
     previous_signing_secret: bytes | None = field(default=None, repr=False)
     # With signatures on, APIM's LLM-log envelopes (not signed by APIM) change no row unless the
-    # operator declares that they arrive by a route only the diagnostic setting can write (README).
+    # operator declares that they arrive by a route only the diagnostic setting can write (docs/security.md).
     trust_llm_logs: bool = False
     # Event times accepted, relative to the time of ingest: older than ``max_event_age`` or later than
     # ``max_event_skew`` ahead is ``invalid_field`` (a year-9999 row would break every report).

@@ -1,8 +1,9 @@
-"""docs/deployment.md, README and infra/apim-metering.bicep agree with the code they deploy: every
-setting the Function reads is documented the same way in both places, no connection string is
-offered where local authentication is disabled, the Bicep loads every policy file under the id the
-policies include it by, and it creates every named value the policies use. (The Bicep itself is
-not compiled here: no Bicep CLI in the test environment.)"""
+"""docs/deployment.md, the other pages (README.md, docs/*.md) and infra/apim-metering.bicep agree
+with the code they deploy: every setting the Function reads is in the deployment page's table, a
+settings table on any other page names only settings that table documents, no page offers a
+connection string where local authentication is disabled, the Bicep loads every policy file under
+the id the policies include it by, and it creates every named value the policies use. (The Bicep
+itself is not compiled here: no Bicep CLI in the test environment.)"""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOYMENT = (ROOT / "docs" / "deployment.md").read_text()
-README = (ROOT / "README.md").read_text()
+#: every page a reader may take a setting from: the README and the manuals
+PAGES = {path.relative_to(ROOT).as_posix(): path.read_text()
+         for path in (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))}
 BICEP = (ROOT / "infra" / "apim-metering.bicep").read_text()
 NAMED_VALUE = re.compile(r"\{\{([A-Za-z0-9._-]+)\}\}")
 
@@ -38,24 +41,31 @@ def function_settings() -> set[str]:
     return set(re.findall(r"^\s+((?:METERING|EVENTHUB)_[A-Z_]+)\s", doc, re.MULTILINE))
 
 
-def test_every_function_setting_is_in_the_deployment_page_and_the_readme():
-    deployment, readme = table_settings(DEPLOYMENT), table_settings(README)
+def test_every_function_setting_is_in_the_deployment_page():
     needed = function_settings() - {"EVENTHUB_CONNECTION"} | {
         "EVENTHUB_CONNECTION__fullyQualifiedNamespace", "AzureWebJobsStorage__accountName"}
-    assert needed - deployment == set()
-    assert needed - readme == set()
+    assert needed - table_settings(DEPLOYMENT) == set()
     assert {"METERING_DATABASE_URL", "EVENTHUB_CONSUMER_GROUP", "METERING_SIGNING_SECRET"} <= needed
 
 
-def test_readme_settings_are_the_deployment_pages_settings():
-    expanded = {s.replace("…", "AzureWebJobsStorage") for s in table_settings(README)}
-    assert expanded - table_settings(DEPLOYMENT) == set()
+def test_settings_tables_elsewhere_are_the_deployment_pages_settings():
+    """A settings table on another page (a short form in the README, say) may leave settings out,
+    never name one the deployment page does not document."""
+    deployment = table_settings(DEPLOYMENT)
+    assert len(deployment) >= 15 and "docs/deployment.md" in PAGES
+    for name, page in PAGES.items():
+        expanded = {s.replace("…", "AzureWebJobsStorage") for s in table_settings(page)}
+        assert expanded - deployment == set(), name
+
+
+def test_the_readme_sends_deployers_to_the_deployment_page():
+    assert "](docs/deployment.md)" in PAGES["README.md"]
 
 
 def test_no_connection_string_is_offered_for_event_hubs_or_host_storage():
     """Local authentication is disabled on the namespace and the storage accounts: a connection
-    string cannot work, so neither page may offer one as a setting."""
-    for page in (DEPLOYMENT, README):
+    string cannot work, so no page may offer one as a setting."""
+    for page in PAGES.values():
         settings = table_settings(page)
         assert "EVENTHUB_CONNECTION" not in settings and "AzureWebJobsStorage" not in settings
         assert not re.search(r"EVENTHUB_CONNECTION`?\s*=\s*a connection string", page)

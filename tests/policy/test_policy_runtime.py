@@ -475,7 +475,7 @@ def test_event_over_200_kb_is_cut_and_still_becomes_a_truncated_row(gateway: Pol
     assert len(result["events"][0]["message"].encode()) > EVENT_HUB_LIMIT == len(wire)
     with pytest.raises(orjson.JSONDecodeError):
         orjson.loads(wire)
-    # a cut event lost its signature with its tail: counted once reviewed (README, "Signed events")
+    # a cut event lost its signature with its tail: counted once reviewed (docs/security.md, "Signed events")
     row = store([result], PipelineSettings(signing_secret=HMAC_KEY.encode(), require_signature=False))[request_id]
     assert row["truncated"] and row["usage_source"] == "reported"
     assert (row["prompt_tokens"], row["completion_tokens"]) == (310, 48_000)
