@@ -405,6 +405,13 @@ class PipelineSettings:
         return not self.signing or self.trust_llm_logs
 
 
+# Every reason a quarantine row can carry (docs/security.md); tests/pipeline keeps it in step with the code.
+QUARANTINE_REASONS = (
+    "empty", "not_utf8", "not_json", "not_object", "unknown_schema", "missing_field", "invalid_field",
+    "invalid_usage", "truncated", "bad_signature", "conflicting_duplicate", "oversized", "internal_error",
+)
+
+
 class BadEvent(Exception):
     """Raised inside a stage for input that cannot become a row; the pipeline turns it into a quarantine row."""
 

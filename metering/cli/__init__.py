@@ -23,6 +23,16 @@ COMMAND_GROUPS = (database, replay, consume, rates, mappings, backends, bill, re
                   quarantine, batch, budgets)
 
 
+def _version() -> str:
+    """The installed distribution's version (``pyproject.toml``), or the source tree's when not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("aoai-metering")
+    except PackageNotFoundError:
+        return "0+unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="metering",
@@ -30,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--db", metavar="URL", help="database URL (default: $METERING_DATABASE_URL or sqlite:///metering.db)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    parser.add_argument("--version", action="version", version=f"metering {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in COMMAND_GROUPS:
         group.register(commands)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from metering.cli.common import UsageError, migrated_engine, out, read_text
+from metering.cli.common import migrated_engine, out, read_text, refused
 
 
 def cmd_backends_import(args: argparse.Namespace) -> int:
@@ -15,7 +15,7 @@ def cmd_backends_import(args: argparse.Namespace) -> int:
     try:
         rows = parse_backends_csv(read_text(args.file), source=args.file)
     except BillError as exc:
-        raise UsageError(f"backends not imported:\n{exc}") from None
+        raise refused("backends not imported", exc) from None
     engine = migrated_engine(args)
     with engine.begin() as conn:
         count = replace_backends(conn, rows)

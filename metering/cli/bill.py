@@ -5,9 +5,8 @@ export said about the same days and resources (never doubling)."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from metering.cli.common import UsageError, migrated_engine, out, reports_extra
+from metering.cli.common import input_file, migrated_engine, out, refused, reports_extra
 
 
 def cmd_bill_import(args: argparse.Namespace) -> int:
@@ -16,14 +15,12 @@ def cmd_bill_import(args: argparse.Namespace) -> int:
 
     imports = []
     for path in args.files:
-        file = Path(path)
-        if not file.is_file():
-            raise UsageError(f"{path}: no such file")
+        file = input_file(path)
         try:
             with reports_extra(f"{path} (Parquet)"):
                 imports.append(parse_bill_export(path, file.read_bytes()))
         except BillError as exc:
-            raise UsageError(f"bill not imported:\n{exc}") from None
+            raise refused("bill not imported", exc) from None
     engine = migrated_engine(args)
     with engine.begin() as conn:
         for item in imports:  # in the order given: a later export replaces the days it covers

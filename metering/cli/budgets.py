@@ -9,7 +9,7 @@ import argparse
 import os
 
 from metering.finance.budgets.alerts import FORMAT_SETTING, WEBHOOK_FORMATS
-from metering.cli.common import UsageError, migrated_engine, out, read_text, write_file
+from metering.cli.common import UsageError, migrated_engine, out, output_format, read_text, write_file
 
 FORMATS = ("table", "csv", "json", "html")
 WEBHOOK_SETTING = "METERING_BUDGET_WEBHOOK_URL"
@@ -63,7 +63,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         month = Period.month(args.month).label if args.month else month_of(now)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    fmt = args.format or "table"
+    fmt = output_format(args.output, args.format, FORMATS)
     with _budget_engine(args).connect() as conn:
         review = review_month(conn, month, now)
     text = render_status(review, fmt)

@@ -25,6 +25,14 @@ class UsageError(Exception):
     """Bad input from the user: printed as a one-line message, exit status 2."""
 
 
+def refused(what: str, problems: Exception) -> UsageError:
+    """``what`` refused for ``problems``: one line when there is one problem, else a line per problem."""
+    lines = [line for line in str(problems).splitlines() if line.strip()]
+    if len(lines) == 1:
+        return UsageError(f"{what}: {lines[0]}")
+    return UsageError(f"{what}:\n" + "\n".join(lines))
+
+
 class FetchFailed(Exception):
     """A download that failed for reasons outside the user's input (no internet): exit status 1."""
 
@@ -63,15 +71,48 @@ def migrated_engine(args: argparse.Namespace) -> Engine:
     from db.engine import safe_url
 
     db = engine(args)
+    if db.url.get_backend_name() == "sqlite" and db.url.database not in (None, "", ":memory:") \
+            and "mode=memory" not in str(db.url) and not Path(db.url.database).exists():
+        # Connecting would create an empty file under a mistyped name (sqlite:///metring.db).
+        raise UsageError(f"database {safe_url(db.url)} does not exist: check --db, or create it with "
+                         "`metering db upgrade`")
     if not sa.inspect(db).has_table("usage_records"):
         raise UsageError(f"database {safe_url(db.url)} has no metering tables: run `metering db upgrade` first")
     return db
 
 
-def read_text(path: str) -> str:
+def output_format(output: str | None, explicit: str | None, formats: tuple[str, ...]) -> str:
+    """The format asked for: ``--format``, else the ``--output`` file's extension (report.csv → csv),
+    else ``table`` on the terminal. An extension that names no format is refused (never a text table
+    in a file called .xls), and so is a file name without one."""
+    if explicit:
+        return explicit
+    if not output:
+        return "table"
+    suffix = Path(output).suffix.lower().lstrip(".")
+    suffix = {"htm": "html", "txt": "table"}.get(suffix, suffix)
+    if suffix in formats:
+        return suffix
+    choices = ", ".join(f".{f}" for f in formats if f != "table")
+    if not suffix:
+        raise UsageError(f"--output {output}: no extension to tell the format by; use one of {choices} "
+                         "(or .txt for the table), or give --format")
+    raise UsageError(f"--output {output}: .{suffix} is not a format this command writes; use one of {choices} "
+                     "(or .txt for the table), or give --format")
+
+
+def input_file(path: str) -> Path:
+    """An input file the user named: a folder or a missing path is bad input, each said plainly."""
     file = Path(path)
+    if file.is_dir():
+        raise UsageError(f"{path}: is a folder; give the file inside it")
     if not file.is_file():
         raise UsageError(f"{path}: no such file")
+    return file
+
+
+def read_text(path: str) -> str:
+    file = input_file(path)
     try:
         return file.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
@@ -108,9 +149,7 @@ def out(text: str) -> None:
 
 def read_secret_file(path: str) -> bytes:
     """The signing key from a file: its bytes, without a trailing line ending."""
-    file = Path(path)
-    if not file.is_file():
-        raise UsageError(f"{path}: no such file")
+    file = input_file(path)
     secret = file.read_bytes().rstrip(b"\r\n")
     if not secret:
         raise UsageError(f"{path}: the signing secret file is empty")

@@ -7,7 +7,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from metering.cli.common import UsageError, migrated_engine, out, read_text
+from metering.cli.common import migrated_engine, out, read_text, refused
 
 
 def _import_mappings(args: argparse.Namespace, parse: Callable[..., list[Any]], replace: Callable[..., int], noun: str) -> int:
@@ -18,7 +18,7 @@ def _import_mappings(args: argparse.Namespace, parse: Callable[..., list[Any]], 
     try:
         rows = parse(text, source=args.file)
     except RateCardError as exc:
-        raise UsageError(f"{noun}s not imported:\n{exc}") from None
+        raise refused(f"{noun}s not imported", exc) from None
     engine = migrated_engine(args)
     with engine.begin() as conn:
         count = replace(conn, rows)

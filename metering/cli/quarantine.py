@@ -51,6 +51,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                      "`metering quarantine retry` re-runs them through today's pipeline")
         out("\n".join(lines) + "\n")
         return 0
+    _known_reasons([args.reason])
     with engine.connect() as conn:
         found = quarantine_store.rows(conn, reason=args.reason, include_resolved=args.all, limit=args.limit)
     if not found:
@@ -79,13 +80,38 @@ def cmd_retry(args: argparse.Namespace) -> int:
     from metering.ingest import Ingestor
 
     _positive(args.limit, "--limit")
+    _known_reasons(args.reason or [])
     engine = migrated_engine(args)
+    if args.id:
+        _existing_ids(engine, args.id)
     ingestor = Ingestor(engine, settings=pipeline_settings(args))
     totals = ingestor.retry_quarantined(reasons=args.reason or None, ids=args.id or None, limit=args.limit)
     out(totals.summary() + "\n")
     if not totals.retried and (args.id or args.reason):
         out("".join(f"{line}\n" for line in _why_none_retried(engine, args.id or [], args.reason or [], totals.skipped)))
     return 0
+
+
+def _known_reasons(reasons: list[str]) -> None:
+    """A reason no quarantine row can have is a typo: bad input, with the reasons there are."""
+    from metering.model import QUARANTINE_REASONS
+
+    unknown = [reason for reason in reasons if reason not in QUARANTINE_REASONS]
+    if unknown:
+        raise UsageError(f"--reason {terminal_line(unknown[0])}: not a quarantine reason; one of "
+                         f"{', '.join(QUARANTINE_REASONS)}")
+
+
+def _existing_ids(engine: Engine, ids: list[int]) -> None:
+    """``retry --id`` of rows that do not exist is bad input: nothing is retried."""
+    from db import quarantine as quarantine_store
+
+    with engine.connect() as conn:
+        found = {row.id for row in quarantine_store.rows(conn, ids=ids, include_resolved=True)}
+    missing = [str(ident) for ident in dict.fromkeys(ids) if ident not in found]
+    if missing:
+        raise UsageError(f"--id: no quarantine row has id {', '.join(missing)}; nothing retried "
+                         "(`metering quarantine list --all --reason REASON` shows the ids)")
 
 
 def _why_none_retried(engine: Engine, ids: list[int], reasons: list[str], skipped: dict[str, int]) -> list[str]:

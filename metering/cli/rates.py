@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from metering.cli.common import FetchFailed, UsageError, migrated_engine, out, read_text, write_file
+from metering.cli.common import FetchFailed, UsageError, migrated_engine, out, read_text, refused, write_file
 
 if TYPE_CHECKING:
     from metering.price.retail_prices import RetailImport
@@ -40,7 +40,7 @@ def _read_rate_files(args: argparse.Namespace) -> tuple[RetailImport, list[str]]
     try:
         return parse_rate_files([(path, read_text(path)) for path in args.files]), list(args.files)
     except RateCardError as exc:
-        raise UsageError(f"rates not imported:\n{exc}") from None
+        raise refused("rates not imported", exc) from None
 
 
 def _unmapped_lines(result: RetailImport) -> list[str]:

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import argparse
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from metering.cli.common import UsageError, migrated_engine, out, reports_extra, write_file
+from metering.cli.common import UsageError, migrated_engine, out, output_format, reports_extra, write_file
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -50,10 +49,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     unknown = [d for d in by if d not in GROUPINGS]
     if unknown or not by or len(set(by)) != len(by):
         raise UsageError(f"--by: choose one or more of {', '.join(GROUPINGS)} (got {args.by})")
-    fmt = args.format
-    if fmt is None:
-        suffix = Path(args.output).suffix.lower().lstrip(".") if args.output else ""
-        fmt = suffix if suffix in FORMATS and suffix != "table" else "table"
+    fmt = output_format(args.output, args.format, FORMATS)
     if fmt == "xlsx" and not args.output:
         raise UsageError("--format xlsx writes a binary file: give --output FILE")
     engine = migrated_engine(args)

@@ -6,10 +6,11 @@ from __future__ import annotations
 import argparse
 import sys
 from decimal import Decimal
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from metering.cli.common import UsageError, migrated_engine, out, period, read_text, reports_extra, write_file
+from metering.cli.common import (
+    UsageError, migrated_engine, out, output_format, refused, period, read_text, reports_extra, write_file,
+)
 from metering.finance.report.options import BINARY_FORMATS, DEFAULT_DIMENSIONS, DIMENSIONS, FORMATS
 
 TRUE_UP_DIMENSIONS = ("month", "business_unit", "cost_center", "subscription")
@@ -18,11 +19,9 @@ if TYPE_CHECKING:
     from metering.finance.capacity import PtuCost
 
 
-def _format_from_output(output: str | None) -> str:
+def _format_from_output(output: str | None, explicit: str | None = None) -> str:
     """Without --format, the --output file's extension picks the format (report.csv → csv), else table."""
-    suffix = Path(output).suffix.lower().lstrip(".") if output else ""
-    suffix = "html" if suffix == "htm" else suffix
-    return suffix if suffix in FORMATS and suffix != "table" else "table"
+    return output_format(output, explicit, FORMATS)
 
 
 def ptu_costs(path: str) -> list[PtuCost]:
@@ -32,7 +31,7 @@ def ptu_costs(path: str) -> list[PtuCost]:
     try:
         return parse_ptu_costs_csv(read_text(path), source=path)
     except PtuCostError as exc:
-        raise UsageError(f"--ptu-costs not usable:\n{exc}") from None
+        raise refused("--ptu-costs not usable", exc) from None
 
 
 def bill_true_up(conn: Any, month: str, include_capacity: bool) -> dict[str, Decimal]:
@@ -59,7 +58,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     unknown = [d for d in dimensions if d not in DIMENSIONS]
     if unknown:
         raise UsageError(f"--by: unknown dimension(s) {', '.join(unknown)}; choose from {', '.join(DIMENSIONS)}")
-    fmt = args.format or _format_from_output(args.output)
+    fmt = _format_from_output(args.output, args.format)
     if fmt in BINARY_FORMATS and not args.output:
         raise UsageError(f"--format {fmt} writes a binary file: give --output FILE")
     costs = ptu_costs(args.ptu_costs) if args.ptu_costs else None

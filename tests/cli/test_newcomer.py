@@ -30,9 +30,9 @@ def test_quarantine_list_shows_control_characters_escaped(db, capsys, tmp_path):
     engine.dispose()
     for args in (["quarantine", "list"], ["quarantine", "list", "--reason", "invalid_field", "--raw"],
                  ["quarantine", "list", "--reason", f"x{ESCAPES}"]):
-        code, out, _ = run(capsys, "--db", db, *args)
-        assert code == 0
-        assert not any(c in out for c in "\x1b\x07\x9b"), out
+        code, out, err = run(capsys, "--db", db, *args)
+        assert code == (2 if args[-1].startswith("x") else 0)
+        assert not any(c in out + err for c in "\x1b\x07\x9b"), out + err
     code, out, _ = run(capsys, "--db", db, "quarantine", "list", "--reason", "invalid_field")
     assert "request_id req-\\x1b]0;owned\\x07\\x1b[2J\\x9b" in out and "bad value \\x1b]0;owned" in out
 
@@ -56,10 +56,12 @@ def test_retry_that_finds_nothing_says_why(db, capsys, tmp_path):
     capture = tmp_path / "bad.jsonl"
     capture.write_bytes(jsonl([b"not json", encode(v1_event("fine"))]))
     assert run(capsys, "--db", db, "replay", str(capture))[0] == 0
-    code, out, _ = run(capsys, "--db", db, "quarantine", "retry", "--id", "99999")
-    assert code == 0 and out.startswith("retried 0") and "no quarantine row has id 99999" in out
-    code, out, _ = run(capsys, "--db", db, "quarantine", "retry", "--reason", "bogus")
-    assert "no unresolved rows with reason bogus (reasons with unresolved rows: not_json)" in out
+    code, out, err = run(capsys, "--db", db, "quarantine", "retry", "--id", "99999")
+    assert code == 2 and out == "" and "no quarantine row has id 99999" in err and err.count("\n") == 1
+    code, out, err = run(capsys, "--db", db, "quarantine", "retry", "--reason", "bogus")
+    assert code == 2 and "--reason bogus: not a quarantine reason" in err
+    code, out, _ = run(capsys, "--db", db, "quarantine", "retry", "--reason", "truncated")
+    assert code == 0 and "no unresolved rows with reason truncated (reasons with unresolved rows: not_json)" in out
     code, out, _ = run(capsys, "--db", db, "quarantine", "retry", "--id", "1", "--reason", "truncated")
     assert "row #1 has reason not_json, not truncated" in out
     # a retry that does retry something stays as it was
