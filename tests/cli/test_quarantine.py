@@ -203,5 +203,7 @@ def test_list_of_a_reason_without_rows_names_the_reasons_that_have_some(db, caps
     capture = tmp_path / "bad.jsonl"
     capture.write_bytes(jsonl([b"not json at all", encode(v1_event("fine"))]))
     assert run(capsys, "--db", url, "replay", str(capture))[0] == 0
-    code, out, _ = run(capsys, "--db", url, "quarantine", "list", "--reason", "not-json")
-    assert code == 0 and out == "no unresolved rows with reason not-json (reasons with rows: not_json)\n"
+    code, out, _ = run(capsys, "--db", url, "quarantine", "list", "--reason", "truncated")
+    assert code == 0 and out == "no unresolved rows with reason truncated (reasons with rows: not_json)\n"
+    code, out, err = run(capsys, "--db", url, "quarantine", "list", "--reason", "not-json")
+    assert code == 2 and out == "" and "not a quarantine reason" in err and "not_json" in err
