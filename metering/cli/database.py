@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from metering.cli.common import engine, out
+from metering.cli.common import UsageError, engine, out
 
 
 def cmd_upgrade(args: argparse.Namespace) -> int:
     from db.engine import safe_url
-    from db.migrate import head_revision, upgrade
+    from db.migrate import SchemaMismatch, head_revision, upgrade
 
     db = engine(args)
-    upgrade(db)
+    try:
+        upgrade(db)
+    except SchemaMismatch as exc:
+        raise UsageError(str(exc)) from None
     out(f"database {safe_url(db.url)} is at revision {head_revision()}\n")
     return 0
 
