@@ -36,7 +36,7 @@ def check_event_bound() -> None:
 def cmd_replay(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from metering.cli.replay_units import available_cores, plan_units, replay_parallel, replay_unit
+    from metering.cli.replay_units import WorkerDied, available_cores, plan_units, replay_parallel, replay_unit
     from metering.ingest import IngestTotals, Ingestor
     from metering.sources.files import SourceError, discover
 
@@ -85,7 +85,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
         else:
             url = engine.url.render_as_string(hide_password=False)
             engine.dispose()
-            for result in replay_parallel(units, url, settings, args.batch_size, workers, progress):
+            try:
+                results = replay_parallel(units, url, settings, args.batch_size, workers, progress)
+            except WorkerDied as exc:
+                raise UsageError(str(exc)) from None
+            for result in results:
                 totals.add(result.totals)
                 damaged.extend(result.damaged)
     out(f"replayed {len(files)} file(s): {totals.summary()}\n")

@@ -137,8 +137,30 @@ def replay_unit(paths: Sequence[Path], ingestor: Ingestor, batch_size: int,
 _worker: dict[str, Any] = {}
 
 
-def _start_worker(url: str, settings: PipelineSettings, batch_size: int, reports: Any) -> None:
-    """Pool initializer: this worker's own engine and ``Ingestor``."""
+class WorkerDied(RuntimeError):
+    """A worker process ended without finishing its unit (killed, out of memory): what every worker
+    committed is kept, and a rerun stores only what is missing (replay is idempotent)."""
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to send this worker SIGTERM when the replay process dies (``PR_SET_PDEATHSIG``): a
+    worker whose parent was killed would otherwise finish its unit and then wait on the pool's pipe
+    forever, holding a database connection. If the parent is already gone, leave now."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _start_worker(url: str, settings: PipelineSettings, batch_size: int, reports: Any, parent: int) -> None:
+    """Pool initializer: this worker dies with the replay process, and has its own engine and ``Ingestor``."""
+    _die_with_parent(parent)
     from db.engine import make_engine
     from metering.ingest import Ingestor
 
@@ -195,8 +217,10 @@ def replay_parallel(units: Sequence[list[Path]], url: str, settings: PipelineSet
             except queue_module.Empty:
                 return
 
+    from concurrent.futures.process import BrokenProcessPool
+
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
-                             initargs=(url, settings, batch_size, reports)) as pool:
+                             initargs=(url, settings, batch_size, reports, os.getpid())) as pool:
         pending = {pool.submit(_replay_in_worker, list(unit)) for unit in units}  # forks every worker
         if forking:
             gc.unfreeze()  # only the workers keep their inherited objects frozen
@@ -206,6 +230,11 @@ def replay_parallel(units: Sequence[list[Path]], url: str, settings: PipelineSet
                 drain()
                 for future in done:
                     results.append(future.result())
+        except BrokenProcessPool:
+            for future in pending:
+                future.cancel()
+            raise WorkerDied("a replay worker process died (killed, or out of memory) before finishing its files; "
+                             "every batch committed is kept: run the same replay again to store the rest") from None
         except BaseException:
             for future in pending:
                 future.cancel()

@@ -191,3 +191,85 @@ def test_a_capture_partition_is_one_unit_in_time_order_and_other_files_are_units
 
     assert {tuple(unit) for unit in units} == {(other,), (export,), (early, late)}
     assert units[0] == [export]  # the largest unit is handed out first
+
+
+# ---------------------------------------------------------------- a worker or the parent killed (issue #26, item 10)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = (task / "children").read_text().split()
+        found.extend(int(child) for child in children)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def _replay_process(url: str, files: list[Path]):
+    import subprocess
+
+    return subprocess.Popen([sys.executable, "-m", "metering.cli", "--db", url, "replay", "--progress", "off",
+                             "--workers", "2", *map(str, files)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_workers(process, count: int = 2, seconds: float = 120) -> list[int]:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        workers = _children(process.pid)
+        if len(workers) >= count:
+            return workers
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.005)
+    raise AssertionError("the replay started no workers")
+
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; workers are forked on Linux")
+
+
+@linux_only
+def test_a_killed_worker_is_one_line_exit_2_and_a_rerun_completes(capsys, tmp_path, postgres_url):
+    import os
+    import signal
+
+    files = corpus_files(tmp_path / "corpus", files=4, per_file=3000)
+    killed_url = prepared(capsys, postgres_url)
+    process = _replay_process(killed_url, files)
+    os.kill(_wait_for_workers(process)[0], signal.SIGKILL)
+    out, err = process.communicate(timeout=600)
+    assert process.returncode == 2, (out, err)
+    assert err.startswith("metering: a replay worker process died") and err.count("\n") == 1, err
+    assert run(capsys, "--db", killed_url, "replay", "--progress", "off", "--workers", "2", *map(str, files))[0] == 0
+    after_rerun = stored(killed_url)
+
+    clean_url = prepared(capsys, f"sqlite:///{tmp_path / 'clean.db'}")
+    assert run(capsys, "--db", clean_url, "replay", "--progress", "off", "--workers", "1", *map(str, files))[0] == 0
+    assert after_rerun[0] == stored(clean_url)[0]
+
+
+@linux_only
+def test_workers_exit_when_the_replay_process_is_killed(capsys, tmp_path, postgres_url):
+    import os
+    import signal
+    import time
+
+    files = corpus_files(tmp_path / "corpus", files=4, per_file=3000)
+    url = prepared(capsys, postgres_url)
+    process = _replay_process(url, files)
+    workers = _wait_for_workers(process)
+    time.sleep(0.5)  # let the workers open their connections and start a batch
+    os.kill(process.pid, signal.SIGKILL)
+    process.communicate(timeout=60)
+    deadline = time.monotonic() + 30
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [w for w in workers if _alive(w)], "workers outlived the killed replay"
