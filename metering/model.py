@@ -84,6 +84,7 @@ class UsageEvent:
     request: Any = None
     response: str | None = None
     truncated: bool = False
+    lenient_payload: bool = False  # request payload not strict JSON: header read alone (decode/event.py)
     schema: str = SCHEMA_V1
     source_partition: str | None = None
     source_sequence_number: int | None = None
@@ -408,7 +409,8 @@ class PipelineSettings:
 # Every reason a quarantine row can carry (docs/security.md); tests/pipeline keeps it in step with the code.
 QUARANTINE_REASONS = (
     "empty", "not_utf8", "not_json", "not_object", "unknown_schema", "missing_field", "invalid_field",
-    "invalid_usage", "truncated", "bad_signature", "conflicting_duplicate", "oversized", "internal_error",
+    "invalid_usage", "truncated", "lenient_payload", "bad_signature", "conflicting_duplicate", "oversized",
+    "internal_error",
 )
 
 

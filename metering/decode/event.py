@@ -389,6 +389,25 @@ def decode_object(obj: dict[str, Any]) -> UsageEvent:
 TRUNCATED_REQUIRED = ("requestId", "time", "subscription")
 
 
+def _header_of_lenient_payload(body: bytes) -> dict[str, Any] | None:
+    """The header of a whole ``aoai-usage/1`` event whose ``request`` payload is not strict JSON, when
+    the header carries the provider's usage; else ``None`` (the event stays ``not_json``).
+
+    The policy checks a request body with JSON.NET, which accepts comments, single quotes, trailing
+    commas and ``NaN``, and attaches it raw: the gateway saw valid usage, so it is billed from the
+    header (``request`` and ``response`` are dropped; the signature, a suffix of the bytes, is still
+    verified on the bytes as sent). Without reported usage there is nothing the header can bill, and
+    the bytes stay in quarantine."""
+    if body.startswith(UTF8_BOM):
+        body = body[len(UTF8_BOM) :]
+    if not body.rstrip().endswith(b"}"):
+        return None  # not a whole object (a complete event followed by garbage is malformed, not lenient)
+    members = salvage.members_before(body, "request")
+    if not members or members.get("schema") != SCHEMA_V1 or not isinstance(members.get("usage"), dict):
+        return None
+    return members
+
+
 def _salvage_truncated(body: bytes) -> dict[str, Any] | None:
     """The header of an ``aoai-usage/1`` event cut short (APIM's 200 KB limit), as an object to
     decode, or ``None`` when ``body`` is not a cut JSON object. Raises ``BadEvent("truncated")``
@@ -433,7 +452,7 @@ def decode_event(
     An ``aoai-usage/1`` event cut short (not JSON any more) whose request id, time and subscription
     survived decodes from what survived, with ``truncated = True``.
     """
-    truncated = False
+    truncated = lenient = False
     try:
         obj = parse_json_object(body)
     except BadEvent as exc:
@@ -441,10 +460,15 @@ def decode_event(
             raise
         salvaged = _salvage_truncated(body)
         if salvaged is None:
-            raise
-        obj, truncated = salvaged, True
+            salvaged = _header_of_lenient_payload(body) if exc.reason == "not_json" else None
+            if salvaged is None:
+                raise
+            obj, lenient = salvaged, True
+        else:
+            obj, truncated = salvaged, True
     event = decode_object(obj)
     event.truncated = truncated
+    event.lenient_payload = lenient
     event.source_partition = source_partition
     event.source_sequence_number = source_sequence_number
     return event

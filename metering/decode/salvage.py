@@ -93,6 +93,19 @@ def scan(body: bytes) -> Salvage | None:
 
     ``None`` also for a complete object (parse it instead) and for malformed bytes.
     """
+    return _walk(body, None)
+
+
+def members_before(body: bytes, key: str) -> dict[str, Any] | None:
+    """The top-level members of a JSON object that precede member ``key``, when each of them is strict
+    JSON; ``None`` when something before ``key`` is malformed or ``key`` never comes. What follows ``key``
+    is not read: an event whose ``request`` payload is JSON that JSON.NET accepts but JSON does not
+    (comments, single quotes, trailing commas, ``NaN``) still has a readable header."""
+    found = _walk(body, key)
+    return found.members if found is not None and found.cut_key == key else None
+
+
+def _walk(body: bytes, stop_at: str | None) -> Salvage | None:
     size = len(body)
     pos = _ws(body, 0)
     if body[pos : pos + 1] != b"{":
@@ -113,6 +126,9 @@ def scan(body: bytes) -> Salvage | None:
             if not match.group(1):
                 return salvage  # cut inside a key
             key = orjson.loads(match.group())
+            if key == stop_at:
+                salvage.cut_key, salvage.cut_offset = key, None
+                return salvage
             pos = _ws(body, match.end())
             if pos >= size:
                 salvage.cut_key, salvage.cut_offset = key, None

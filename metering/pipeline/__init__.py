@@ -298,6 +298,11 @@ def process_event(raw: RawEvent, card: RateCard, settings: PipelineSettings = DE
             if batch is not None:
                 batch_row = build_batch_usage(event, batch, card)
                 check_record(batch_row)
+        if event.lenient_payload:
+            detail = ("the request payload is JSON that the gateway's parser (JSON.NET) accepts but JSON does not; "
+                      f"stored from the header with the usage the gateway reported ({record.usage_source}); "
+                      "bytes kept for audit")
+            return EventResult(record, _quarantine_item(raw, "lenient_payload", detail, event.request_id, settings))
         if not event.truncated:
             return EventResult(record=record, batch_job=job, batch_usage=batch_row)
         detail = (f"event cut at {len(raw.body):,} bytes (APIM's 200 KB limit); stored from its header as a "
