@@ -13,6 +13,11 @@ the client's URL), so a report must not let them act:
 * ``terminal_text`` — on a terminal, ESC, BEL and other C0/C1 control characters (and DEL) can
   move the cursor, rewrite earlier lines or set the window title: each is shown as a visible escape
   (``\\x1b``, ``\\u009b``) instead.
+* ``chat_text`` — in a Slack message (and Slack-compatible receivers), ``<!channel>``, ``<@U123>`` and
+  ``<https://x|label>`` are mentions and links: ``&``, ``<`` and ``>`` are escaped as Slack documents
+  ("Escaping text"), so a business unit called ``<!channel>`` is shown, never notifies anyone.
+* ``markdown_literal`` — where Teams reads Markdown (Adaptive Card facts), markup characters are
+  backslash-escaped so ``[Approve](https://…)`` stays text.
 """
 
 from __future__ import annotations
@@ -67,3 +72,23 @@ def terminal_text(value: str) -> str:
 def terminal_line(value: str) -> str:
     """One line for a terminal: control characters, tabs and line breaks all shown escaped."""
     return terminal_text(value).replace("\t", "\\t").replace("\n", "\\n")
+
+
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]<>#|~])")
+_LIST_START = re.compile(r"^([-+]|\d{1,9}(?=[.)](\s|$)))")  # a list item: "- x", "+ x", "1. x", "2) x"
+
+
+def chat_text(value: str) -> str:
+    """Text for a Slack(-compatible) message: one line per line of ``value``, control characters
+    escaped, and ``&``, ``<``, ``>`` as entities so no mention, channel ping or link can be formed."""
+    return terminal_text(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def markdown_literal(value: object) -> str:
+    """``value`` as text Markdown shows as it is: one line, markup characters backslash-escaped,
+    no list marker at its start, no ``{{DATE(…)}}`` substitution."""
+    line = _MARKDOWN.sub(r"\\\1", " ".join(str(value).split()))
+    start = _LIST_START.match(line)
+    if start is None:
+        return line
+    return "\\" + line if start.group(1) in "-+" else line[:start.end()] + "\\" + line[start.end():]

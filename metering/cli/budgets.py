@@ -107,7 +107,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     imp.set_defaults(handler=cmd_import)
     status = actions.add_parser("status", help="spend to date, forecast, status and anomalies of every budget")
     status.add_argument("--month", metavar="YYYY-MM", help="the month (default: the current UTC month)")
-    status.add_argument("--as-of", metavar="YYYY-MM-DD", help=argparse.SUPPRESS)  # tests and what-if
+    status.add_argument("--as-of", metavar="YYYY-MM-DD", help="status as on this day (default: now)")
     status.add_argument("--format", choices=FORMATS, help="output format (default table)")
     status.add_argument("--output", metavar="FILE", help="write to FILE instead of standard output")
     status.set_defaults(handler=cmd_status)
@@ -119,5 +119,6 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     chk.add_argument("--attempts", type=int, default=4, metavar="N", help="tries per alert (default 4)")
     chk.add_argument("--backoff", type=float, default=1.0, metavar="SECONDS",
                      help="wait before the second try, doubling after (default 1)")
-    chk.add_argument("--as-of", metavar="YYYY-MM-DD", help=argparse.SUPPRESS)
+    chk.add_argument("--as-of", metavar="YYYY-MM-DD",
+                     help="check as on this day (a past month's alerts; default: now)")
     chk.set_defaults(handler=cmd_check)

@@ -79,8 +79,9 @@ class Webhook:
         found = []
         for message in self.accepted:
             alert = message["alert"]
-            if alert["type"] == "budget_threshold":
-                found.append((alert["type"], alert["scope"], alert["scope_id"], alert["threshold"]))
+            if alert["type"] == "budget_threshold":  # one message: its threshold and those crossed with it
+                for threshold in (alert["threshold"], *alert.get("also_crossed", ())):
+                    found.append((alert["type"], alert["scope"], alert["scope_id"], threshold))
             else:
                 found.append((alert["type"], alert["kind"], alert["key"], alert["day"]))
         return found
@@ -115,7 +116,7 @@ def test_check_every_five_minutes_sends_each_alert_once(budgeted, sqlite_url, we
     assert (code, out.split(";")[0]) == (0, "0 new alert(s)")
     assert sorted(webhook.keys(), key=str) == sorted(EXPECTED, key=str)  # each exactly once
     care = next(m for m in webhook.accepted if m["alert"].get("scope_id") == "sub-care" and m["alert"]["threshold"] == 100)
-    assert care["text"].startswith("Budget subscription sub-care: 108.5% of 100.00 USD spent in 2026-11")
+    assert care["text"].startswith("Budget subscription sub-care: 108.50 USD spent in 2026-11, 108.5% of its 100.00 USD budget")
     assert "the gateway blocks it" in care["text"]
     assert care["alert"]["spent"] == "108.50" and care["alert"]["status"] == "exceeded"
 
@@ -135,10 +136,12 @@ def test_an_alert_the_webhook_missed_is_sent_by_the_next_run(budgeted, webhook):
     assert (second.new, second.sent, second.pending) == (0, 7, 0)
     assert sorted(webhook.keys(), key=str) == sorted(EXPECTED, key=str)
     third = check(budgeted, webhook.url, now=NOW, sleep=waits.append)
-    assert (third.new, third.sent, third.pending) == (0, 0, 0) and len(webhook.accepted) == 7
+    assert (third.new, third.sent, third.pending) == (0, 0, 0) and len(webhook.accepted) == 4  # 2 budgets, 2 anomalies
     with budgeted.connect() as conn:
         attempts = conn.execute(sa.select(budget_alerts.c.attempts).order_by(budget_alerts.c.id)).scalars().all()
-    assert attempts == [3 + 3] + [1] * 6  # 3 failed in run 1; then 503, 503, 200; the others at the first try
+    # the first message (sub-care's 50, 80 and 100 %, one post): 3 failed in run 1, then 503, 503, 200;
+    # the other messages at the first try
+    assert attempts == [3 + 3] * 3 + [1] * 4
 
 
 def test_two_checks_at_once_post_each_alert_once(budgeted, webhook):
@@ -226,8 +229,9 @@ def test_spend_that_lands_after_midnight_is_alerted_for_the_month_it_belongs_to_
         ("budget_threshold", "subscription", "sub-care", 100), ("spend_anomaly", "subscription", "sub-care", "2026-11-30"),
         ("spend_anomaly", "model", "gpt-4o-2024-11-20", "2026-11-30")], key=str)  # each exactly once
     late = next(m for m in webhook.accepted if m["alert"].get("threshold") == 100)
-    assert late["text"] == ("Budget subscription sub-care: 101.5% of 100.00 USD spent in 2026-11 (threshold 100%, "
-                            "101.50 USD); the month has ended; status exceeded")  # no block: December has begun
+    assert late["text"] == ("Budget subscription sub-care: 101.50 USD spent in 2026-11, 101.5% of its 100.00 USD "
+                            "budget; alert threshold 100% (100.00 USD) crossed; the month has ended; status exceeded; "
+                            "also crossed: 80%")  # no block: December has begun
     assert late["alert"]["month"] == "2026-11" and late["alert"]["forecast"] == late["alert"]["spent"] == "101.50"
     spike = next(m for m in webhook.accepted if m["alert"].get("kind") == "subscription")
     assert "sub-care spent 40.60 USD on 2026-11-30" in spike["text"]
@@ -272,10 +276,10 @@ def test_teams_format_posts_an_adaptive_card_per_alert(budgeted, sqlite_url, web
                          AS_OF.isoformat(), "--webhook-format", "teams")
     assert code == 0, err
     cards = _cards(webhook)
-    assert len(cards) == 7
+    assert len(cards) == 4  # sub-care (50, 80, 100 %), Finance (50, 80 %) and two anomalies
     care = next(c for c in cards if _runs(c)[0] == "Budget subscription sub-care: 100% threshold crossed in 2026-11")
     assert [b["type"] for b in care["body"]] == ["RichTextBlock", "RichTextBlock", "FactSet"]
-    assert _runs(care)[1].startswith("Budget subscription sub-care: 108.5% of 100.00 USD spent in 2026-11")
+    assert _runs(care)[1].startswith("Budget subscription sub-care: 108.50 USD spent in 2026-11, 108.5% of its 100.00 USD budget")
     assert _facts(care) == {"Month": "2026-11", "Threshold": "100%", "Spent": "108.50 USD (108.5%)",
                             "Budget": "100 USD", "Forecast": _facts(care)["Forecast"], "Status": "exceeded",
                             "Action": "block", "Scope": "subscription"}
@@ -292,7 +296,7 @@ def test_the_webhook_format_setting_is_read_and_checked(budgeted, sqlite_url, we
     monkeypatch.setenv("METERING_BUDGET_WEBHOOK_FORMAT", "Teams")
     code, _, err = run(capsys, "--db", sqlite_url, "budgets", "check", "--webhook", webhook.url, "--as-of", AS_OF.isoformat())
     assert code == 0, err
-    assert len(_cards(webhook)) == 7
+    assert len(_cards(webhook)) == 4
 
 
 HOSTILE = ('Care"}]}, "x": {"type": "Action.OpenUrl"} **[Approve refund](https://evil.example/pay)** '
@@ -334,3 +338,139 @@ def test_markdown_literal_escapes_what_teams_would_render():
     assert markdown_literal("1. first") == "1\\. first"
     assert markdown_literal("108.50 USD (108.5%)") == "108.50 USD (108.5%)"
     assert markdown_literal("2026-11-12") == "2026-11-12"
+
+
+
+# ---------------------------------------------------------------- one message per budget; words that say what they mean (#25)
+
+
+def test_thresholds_crossed_in_one_check_are_one_message_naming_the_highest(budgeted, sqlite_url, webhook, capsys):
+    code, _, err = run(capsys, "--db", sqlite_url, "budgets", "check", "--webhook", webhook.url, "--as-of", AS_OF.isoformat())
+    assert code == 0, err
+    thresholds = [m for m in webhook.accepted if m["alert"]["type"] == "budget_threshold"]
+    assert len(thresholds) == 2  # sub-care (50, 80, 100) and Finance (50, 80): two messages, not five
+    care = next(m for m in thresholds if m["alert"]["scope_id"] == "sub-care")
+    assert care["alert"]["threshold"] == 100 and care["alert"]["also_crossed"] == [50, 80]
+    assert "also crossed: 50%, 80%" in care["text"]
+
+
+def test_the_alert_text_names_spend_budget_and_threshold_each_for_what_it_is(budgeted, sqlite_url, webhook, capsys):
+    assert run(capsys, "--db", sqlite_url, "budgets", "check", "--webhook", webhook.url, "--as-of", AS_OF.isoformat())[0] == 0
+    care = next(m for m in webhook.accepted if m["alert"].get("scope_id") == "sub-care")
+    alert = care["alert"]
+    spent, amount = Decimal(alert["spent"]), Decimal(alert["amount"])
+    text = care["text"]
+    assert text.startswith(f"Budget subscription sub-care: {spent:,.2f} {alert['currency']} spent in ")
+    assert f"of its {amount:,.2f} {alert['currency']} budget" in text
+    assert f"alert threshold 100% ({amount:,.2f} {alert['currency']}) crossed" in text
+
+
+def test_names_cannot_mention_or_link_in_slack_nor_drive_the_terminal(sqlite_engine, sqlite_url, tmp_path, webhook, capsys):
+    seed(sqlite_engine)
+    hostile = "<!channel> <https://evil.example/x|Approve budget>"
+    budgets = tmp_path / "budgets.csv"
+    budgets.write_text("scope,scope_id,amount,currency,alert_at,action\n"
+                       f"subscription,sub-care,1,USD,50,alert\nbusiness_unit,\"{hostile}\",1,USD,50,alert\n")
+    assert run(capsys, "--db", sqlite_url, "budgets", "import", str(budgets))[0] == 0
+    with sqlite_engine.begin() as conn:
+        conn.execute(sa.text("UPDATE subscriptions SET business_unit = :bu WHERE subscription_id = 'sub-care'"), {"bu": hostile})
+    assert run(capsys, "--db", sqlite_url, "budgets", "check", "--webhook", webhook.url, "--as-of", AS_OF.isoformat())[0] == 0
+    texts = " ".join(m["text"] for m in webhook.accepted)  # what Slack renders
+    assert "<!channel>" not in texts and "<https://" not in texts and "&lt;!channel&gt;" in texts
+    code, out, _ = run(capsys, "--db", sqlite_url, "budgets", "status", "--month", AS_OF.strftime("%Y-%m"),
+                       "--as-of", AS_OF.isoformat())
+    assert code == 0 and hostile in out  # the terminal shows the name as it is: no control characters in it
+
+
+def test_budgets_status_escapes_control_characters_and_line_breaks(sqlite_engine, sqlite_url, tmp_path, capsys):
+    seed(sqlite_engine)
+    evil = "Fin\x1b]8;;https://evil.example\x07ance\nInjected row"
+    budgets = tmp_path / "budgets.csv"
+    budgets.write_text("scope,scope_id,amount,currency,alert_at,action\n"
+                       f"business_unit,\"{evil}\",1,USD,50,alert\n", encoding="utf-8")
+    code, _, err = run(capsys, "--db", sqlite_url, "budgets", "import", str(budgets))
+    if code != 0:  # refusing such a name at import is as good as escaping it
+        assert code == 2 and err.count("\n") == 1
+        return
+    code, out, _ = run(capsys, "--db", sqlite_url, "budgets", "status", "--month", AS_OF.strftime("%Y-%m"),
+                       "--as-of", AS_OF.isoformat())
+    assert code == 0 and "\x1b" not in out and "\x07" not in out
+    assert not any(line.startswith("Injected row") for line in out.splitlines())
+
+
+# ---------------------------------------------------------------- a webhook that trickles (issue #26, item 3)
+
+
+class Trickler:
+    """A receiver that accepts the connection and sends its answer one byte every ``pace`` seconds."""
+
+    def __init__(self, pace: float = 0.2) -> None:
+        import socket
+
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.posts = 0
+        self.requests: list[bytes] = []
+        self.stop = threading.Event()
+        self.pace = pace
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.posts += 1
+            threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+
+    def _trickle(self, conn) -> None:
+        try:
+            self.requests.append(conn.recv(65536).partition(b"\r\n\r\n")[2])
+            for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 10_000:
+                if self.stop.is_set():
+                    return
+                conn.sendall(bytes([byte]))
+                time.sleep(self.pace)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.listener.close()
+
+
+def test_a_post_has_one_deadline_however_slowly_the_answer_trickles():
+    from metering.finance.budgets.webhook import WebhookError, post_json
+
+    trickler = Trickler(pace=0.05)  # every read gets a byte well within any per-read timeout
+    try:
+        started = time.monotonic()
+        with pytest.raises(WebhookError, match="did not answer within 1 s"):
+            post_json(f"http://127.0.0.1:{trickler.port}/hook", b"{}", timeout=1.0)
+        assert time.monotonic() - started < 3
+    finally:
+        trickler.close()
+
+
+def test_a_second_check_never_posts_what_the_first_is_still_posting(budgeted):
+    """The lease covers every try of a message, each bounded by its deadline: a check started while
+    the first is stuck on a slow receiver posts nothing of what the first holds."""
+    trickler = Trickler(pace=0.05)
+    url = f"http://127.0.0.1:{trickler.port}/hook"
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(check, budgeted, url, now=NOW, attempts=2, backoff_seconds=0, timeout_seconds=0.5)
+            time.sleep(0.3)
+            second = pool.submit(check, budgeted, url, now=NOW, attempts=2, backoff_seconds=0, timeout_seconds=0.5)
+            results = [first.result(timeout=30), second.result(timeout=30)]
+        from collections import Counter
+
+        # each check posts one message, twice (its tries), and gives up: the webhook is down; the
+        # second check took another message, never the one the first was still posting
+        assert sorted(Counter(trickler.requests).values()) == [2, 2]
+        assert all(r.sent == 0 for r in results)
+    finally:
+        trickler.close()

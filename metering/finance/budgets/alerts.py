@@ -1,8 +1,9 @@
 """The body a budget alert is posted with, by webhook format. Pure: the stored alert (``{"text",
 "summary", "alert": {...fields...}}``, see ``budget_service.due_alerts``) in, JSON bytes out.
 
-* ``text``: the stored message as it is; Slack incoming webhooks, the retired Office 365
-  connectors and generic receivers read ``text``.
+* ``text``: the stored message with ``text`` and ``summary`` escaped for Slack (``safe_text.chat_text``:
+  no mention, channel ping or link can be formed from a name); Slack incoming webhooks, the retired
+  Office 365 connectors and generic receivers read ``text``.
 * ``teams``: an Adaptive Card in the envelope that Teams Workflows ("When a Teams webhook request is
   received" → "Post card in a chat or channel") expect, documented by Microsoft in "Send Adaptive
   Cards using an Incoming Webhook":
@@ -23,17 +24,16 @@ escaped all the same. orjson encodes the card, so no value can break out of its 
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
+
+from metering.safe_text import chat_text, markdown_literal
 
 WEBHOOK_FORMATS = ("text", "teams")
 FORMAT_SETTING = "METERING_BUDGET_WEBHOOK_FORMAT"
 CARD_VERSION = "1.4"
 MAX_TEXT_CHARS = 2000  # per TextRun: a Teams message is at most 28 KB
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]<>#|~])")
-_LIST_START = re.compile(r"^([-+]|\d{1,9}(?=[.)](\s|$)))")  # a list item: "- x", "+ x", "1. x", "2) x"
 
 
 def webhook_format(setting: str | None) -> str:
@@ -48,20 +48,14 @@ def webhook_format(setting: str | None) -> str:
 def webhook_body(stored_payload: str, fmt: str) -> bytes:
     """What is POSTed for one stored alert in webhook format ``fmt`` (one of ``WEBHOOK_FORMATS``)."""
     if fmt == "text":
-        return stored_payload.encode()
+        message = json.loads(stored_payload)
+        for field in ("text", "summary"):
+            if isinstance(message.get(field), str):
+                message[field] = chat_text(message[field])
+        return orjson.dumps(message)
     if fmt == "teams":
         return orjson.dumps(teams_message(json.loads(stored_payload)))
     raise ValueError(f"webhook format {fmt!r} is not one of {', '.join(WEBHOOK_FORMATS)}")
-
-
-def markdown_literal(value: object) -> str:
-    """``value`` as text Markdown shows as it is: one line, markup characters backslash-escaped,
-    no list marker at its start, no ``{{DATE(…)}}`` substitution."""
-    line = _MARKDOWN.sub(r"\\\1", " ".join(str(value).split()))
-    start = _LIST_START.match(line)
-    if start is None:
-        return line
-    return "\\" + line if start.group(1) in "-+" else line[:start.end()] + "\\" + line[start.end():]
 
 
 def _plain(value: object) -> str:

@@ -8,6 +8,8 @@ import json
 from html import escape
 from typing import TYPE_CHECKING
 
+from metering.safe_text import spreadsheet_text, terminal_line
+
 if TYPE_CHECKING:
     from metering.finance.budgets.service import MonthReview
 
@@ -30,12 +32,12 @@ def render_status(review: MonthReview, fmt: str) -> str:
         writer = csv.DictWriter(buffer, fieldnames=("month", "as_of", *COLUMNS), extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for row in rows:
-            writer.writerow(row)
+            writer.writerow({key: spreadsheet_text(value) for key, value in row.items()})
         return buffer.getvalue()
     if fmt == "html":
         return html_page(review)
     lines = [f"Budgets — {review.month} — as of {review.as_of.isoformat()}", ""]
-    table = [COLUMNS] + [tuple("" if row[c] is None else str(row[c]) for c in COLUMNS) for row in rows]
+    table = [COLUMNS] + [tuple("" if row[c] is None else terminal_line(str(row[c])) for c in COLUMNS) for row in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(COLUMNS))]
     for n, row in enumerate(table):
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
@@ -47,7 +49,7 @@ def render_status(review: MonthReview, fmt: str) -> str:
               "spent includes allocated fixed (PTU) cost; estimated_cost is the part of spent from estimated "
               "token counts; unpriced_requests have no known cost and are not in spent", ""]
     lines.append(f"anomalies ({review.rule.describe()}):")
-    lines += [f"  {a.day.isoformat()}  {a.kind:<12} {a.key:<30} {a.spend:.2f} {a.currency} "
+    lines += [f"  {a.day.isoformat()}  {a.kind:<12} {terminal_line(a.key):<30} {a.spend:.2f} {terminal_line(a.currency)} "
               f"(baseline median {a.median:.2f}, threshold {a.threshold:.2f})" for a in review.anomalies] or ["  none"]
     return "\n".join(lines) + "\n"
 

@@ -143,8 +143,9 @@ def due_alerts(review: MonthReview) -> list[dict[str, Any]]:
             else:
                 outlook = (f"; forecast {_money(status.forecast)} {b.currency}; status {status.status}"
                            + ("; the gateway blocks it" if status.status == "exceeded" and b.action == "block" else ""))
-            text = (f"Budget {b.scope} {b.scope_id}: {status.percent}% of {_money(b.amount)} {b.currency} spent in "
-                    f"{review.month} (threshold {threshold}%, {_money(status.spent)} {b.currency})" + outlook)
+            text = (f"Budget {b.scope} {b.scope_id}: {_money(status.spent)} {b.currency} spent in {review.month}, "
+                    f"{status.percent}% of its {_money(b.amount)} {b.currency} budget; alert threshold {threshold}% "
+                    f"({_money(b.amount * threshold / 100)} {b.currency}) crossed" + outlook)
             fields = {"type": "budget_threshold", "threshold": threshold, **status.as_dict()}
             found.append({"alert_key": f"budget|{b.scope}|{b.scope_id}|{review.month}|{threshold}", "kind": "threshold",
                           "month": review.month, "payload": json.dumps({"text": text, "summary": text, "alert": fields})})
@@ -192,32 +193,68 @@ def check(engine: sa.Engine, webhook_url: str, now: datetime | None = None, atte
     with engine.connect() as conn:
         pending = budget_db.pending_alerts(conn)
     sent, errors, skipped = 0, [], 0
-    # the lease outlasts every try of one alert: attempts × timeout plus the backoff waits
+    # The lease outlasts every try of one message: each post has one deadline for all of it
+    # (webhook.post_json), so attempts × deadline plus the backoff waits bound the time it is held.
     lease = timedelta(seconds=attempts * timeout_seconds + backoff_seconds * 2 ** attempts + 30)
-    for alert in pending:
+    for group in message_groups(pending):
         claimed_at = datetime.now(timezone.utc)
         with engine.begin() as conn:
-            if not budget_db.claim(conn, alert["id"], claimed_at, claimed_at + lease):
-                skipped += 1  # sent by another check meanwhile, or being sent by it now
-                continue
+            claimed = [alert for alert in group if budget_db.claim(conn, alert["id"], claimed_at, claimed_at + lease)]
+        skipped += len(group) - len(claimed)  # sent by another check meanwhile, or being sent by it now
+        if not claimed:
+            continue
+        payload = grouped_payload(claimed)
         error = None
         for attempt in range(attempts):
             if attempt:
                 sleep(backoff_seconds * 2 ** (attempt - 1))
             try:
-                post_json(webhook_url, webhook_body(alert["payload"], webhook_format), timeout_seconds)
+                post_json(webhook_url, webhook_body(payload, webhook_format), timeout_seconds)
                 error = None
                 break
             except WebhookError as exc:
                 error = str(exc)
         with engine.begin() as conn:
-            if error is None:
-                budget_db.mark_sent(conn, alert["id"], datetime.now(timezone.utc), attempt + 1)
-                sent += 1
-            else:
-                budget_db.mark_failed(conn, alert["id"], error, attempts)
-                errors.append(f"{alert['alert_key']}: {error}")
-                log.warning("budget alert %s not delivered after %d attempts: %s", alert["alert_key"], attempts, error)
+            for alert in claimed:
+                if error is None:
+                    budget_db.mark_sent(conn, alert["id"], datetime.now(timezone.utc), attempt + 1)
+                    sent += 1
+                else:
+                    budget_db.mark_failed(conn, alert["id"], error, attempts)
         if error is not None:
+            keys = ", ".join(alert["alert_key"] for alert in claimed)
+            errors.append(f"{keys}: {error}")
+            log.warning("budget alert %s not delivered after %d attempts: %s", keys, attempts, error)
             break  # the webhook is down: the rest stay pending for the next run, not hammered now
     return CheckResult(new, sent, len(pending) - sent - skipped, errors)
+
+
+def _threshold_of(alert: dict[str, Any]) -> int:
+    return int(alert["alert_key"].rsplit("|", 1)[1])
+
+
+def message_groups(pending: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The pending alerts as messages: the thresholds of one budget and month crossed together are one
+    message (a first check of a month already at 120 % posts once, not 50, 80 and 100 % at once);
+    each anomaly is its own."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for alert in pending:
+        key = alert["alert_key"].rsplit("|", 1)[0] if alert.get("kind") == "threshold" else alert["alert_key"]
+        groups.setdefault(key, []).append(alert)
+    return [sorted(group, key=_threshold_of) if group[0].get("kind") == "threshold" else group
+            for group in groups.values()]
+
+
+def grouped_payload(group: Sequence[dict[str, Any]]) -> str:
+    """The stored payload of a group's message: the highest threshold's, naming the others crossed."""
+    if len(group) == 1:
+        return group[0]["payload"]
+    message = json.loads(group[-1]["payload"])
+    others = [_threshold_of(alert) for alert in group[:-1]]
+    also = ", ".join(f"{t}%" for t in others)
+    for field in ("text", "summary"):
+        if isinstance(message.get(field), str):
+            message[field] += f"; also crossed: {also}"
+    if isinstance(message.get("alert"), dict):
+        message["alert"]["also_crossed"] = others
+    return json.dumps(message)
