@@ -62,7 +62,9 @@ import json
 import logging
 import os
 import threading
+import unicodedata
 from datetime import datetime, timezone
+from typing import Any
 
 import azure.functions as func
 from sqlalchemy.engine import Engine
@@ -130,12 +132,16 @@ def get_ingestor() -> Ingestor:
 
 
 def reset_ingestor() -> None:
-    """Forget the process-wide ingestor (tests, or after changing settings)."""
-    global _ingestor
+    """Forget the process-wide ingestor and the budget endpoint's engine (tests, or after changing settings)."""
+    global _ingestor, _budget_engine
     with _ingestor_lock:
         if _ingestor is not None:
             _ingestor.engine.dispose()
         _ingestor = None
+    with _budget_lock:
+        if _budget_engine is not None:
+            _budget_engine.dispose()
+        _budget_engine = None
 
 
 def to_raw_event(event: func.EventHubEvent) -> RawEvent:
@@ -196,18 +202,62 @@ def _json(body: dict[str, object], status: int) -> func.HttpResponse:
                              headers={"Cache-Control": "no-store"})
 
 
-def answer_budget(req: func.HttpRequest, now: datetime | None = None) -> func.HttpResponse:
+# The gateway waits aoai-budget-timeout-seconds (2 s by default) and then fails open; the endpoint
+# answers within less, whatever the database does: its own small pool with connect, statement and
+# pool-wait timeouts, and the lookup in a bounded set of threads so a hung connection holds none of
+# the host's request threads.
+BUDGET_DEADLINE_SECONDS = 1.5
+_budget_engine: Engine | None = None
+_budget_threads: Any = None
+_budget_lock = threading.Lock()
+
+
+def budget_lookup() -> tuple[Engine, Any]:
+    """The budget endpoint's engine and thread pool, made on first use."""
+    global _budget_engine, _budget_threads
+    if _budget_engine is None:
+        with _budget_lock:
+            if _budget_engine is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                from db.engine import deadline_options
+
+                check_settings(serving=True)
+                url = os.environ["METERING_DATABASE_URL"]
+                _budget_threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="budget")
+                _budget_engine = make_engine(url, pool_size=2, max_overflow=2,
+                                             **deadline_options(url, BUDGET_DEADLINE_SECONDS))
+    return _budget_engine, _budget_threads
+
+
+def _readable_id(value: str) -> bool:
+    """An id a subscription can have: no control characters (NUL), no lone surrogates."""
+    return all(unicodedata.category(ch) not in ("Cc", "Cs") for ch in value)
+
+
+def answer_budget(req: func.HttpRequest, now: datetime | None = None,
+                  deadline: float = BUDGET_DEADLINE_SECONDS) -> func.HttpResponse:
     """``{"subscription_id", "status": "ok"|"warn"|"blocked", "spent", "limit", "currency",
-    "forecast", "period", "budget", "until"}``; 503 when the database does not answer (the gateway
-    then fails open)."""
+    "forecast", "period", "budget", "until"}``; 503 when the database does not answer within
+    ``deadline`` seconds (the gateway then fails open)."""
+    from concurrent.futures import TimeoutError as DeadlinePassed
+
     subscription_id = (req.route_params.get("subscriptionId") or "").strip()
-    if not subscription_id or len(subscription_id) > 200:
-        return _json({"error": "subscriptionId is required (at most 200 characters)"}, 400)
+    if not subscription_id or len(subscription_id) > 200 or not _readable_id(subscription_id):
+        return _json({"error": "subscriptionId is required (at most 200 printable characters)"}, 400)
+
+    def lookup() -> Any:
+        with engine.connect() as conn:
+            return gateway_status(conn, subscription_id, now or datetime.now(timezone.utc))
+
     try:
-        with get_ingestor().engine.connect() as conn:
-            answer = gateway_status(conn, subscription_id, now or datetime.now(timezone.utc))
-    except Exception:  # the gateway fails open on any non-200; the details go to the log only
-        log.exception("budget status for a subscription failed")
+        engine, threads = budget_lookup()
+        answer = threads.submit(lookup).result(timeout=deadline)
+    except DeadlinePassed:
+        log.warning("budget status: the database did not answer within %.1f s", deadline)
+        return _json({"error": "budget status unavailable"}, 503)
+    except Exception as exc:  # the gateway fails open on any non-200; one line in the log, no event data
+        log.warning("budget status unavailable: %s", type(exc).__name__)
         return _json({"error": "budget status unavailable"}, 503)
     return _json(answer.as_dict(), 200)
 

@@ -76,10 +76,31 @@ def check_sqlite_folder(url: URL) -> None:
                                         "(create it first, or check the path in the URL)")
 
 
+def deadline_options(url: str | URL, seconds: float) -> dict[str, Any]:
+    """Engine options that bound every wait of a request-serving engine to about ``seconds``: the
+    connect (including a server that accepts and never answers), a statement, and waiting for a
+    pooled connection. For the budget endpoint, which the gateway waits on only briefly."""
+    parsed = make_url(url) if not isinstance(url, URL) else url
+    backend = parsed.get_backend_name()
+    options: dict[str, Any] = {"pool_timeout": seconds} if backend != "sqlite" else {}
+    whole = max(1, int(seconds + 0.999))
+    if backend == "postgresql":
+        # libpq's connect_timeout covers the whole startup (TCP, TLS, authentication); 2 s is its minimum.
+        options["connect_args"] = {"connect_timeout": max(2, whole),
+                                   "options": f"-c statement_timeout={int(seconds * 1000)}"}
+    elif backend == "mssql":
+        options["connect_args"] = {"timeout": whole}  # pyodbc: the login timeout
+        options["query_timeout_seconds"] = whole
+    elif backend == "sqlite":
+        options["connect_args"] = {"timeout": seconds, "check_same_thread": False, "cached_statements": 16}
+    return options
+
+
 def make_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:
     """An engine for ``url`` (default: ``METERING_DATABASE_URL`` or ``sqlite:///metering.db``)."""
     parsed = odbc_authentication_key(make_url(database_url(url) if not isinstance(url, URL) else url))
     backend = parsed.get_backend_name()
+    query_timeout = kwargs.pop("query_timeout_seconds", None)
     # Statement parameters hold event data (ids, names, raw bytes): never in an error's message or a
     # traceback, where a poison event would print itself (and its prompt) into the logs.
     options: dict[str, Any] = {"hide_parameters": True}
@@ -97,4 +118,8 @@ def make_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:
     engine = sa.create_engine(parsed, **options)
     if backend == "sqlite":
         _sqlite_setup(engine)
+    if query_timeout:
+        @sa.event.listens_for(engine, "connect")
+        def _query_timeout(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.timeout = query_timeout  # pyodbc: seconds a statement may run
     return engine

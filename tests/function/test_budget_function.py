@@ -119,3 +119,54 @@ def test_the_timer_posts_nothing_with_an_unknown_webhook_format(budgeted_sqlite,
     with budgeted_sqlite.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(budget_alerts)).scalar() == 0
     assert "METERING_BUDGET_WEBHOOK_FORMAT='adaptivecard' is not one of text, teams" in caplog.text
+
+
+# ---------------------------------------------------------------- a hung database, hostile ids (issue #26, item 2)
+
+
+class SilentServer:
+    """A listener that accepts every connection and never says a word (a hung database or proxy)."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.held: list = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self.held.append(self.listener.accept()[0])
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.listener.close()
+        for conn in self.held:
+            conn.close()
+
+
+@pytest.mark.postgres
+def test_a_database_that_accepts_and_never_answers_is_503_within_the_deadline(monkeypatch, postgres_server_url):
+    import time
+
+    silent = SilentServer()
+    monkeypatch.setenv("METERING_DATABASE_URL", f"postgresql+psycopg://postgres@127.0.0.1:{silent.port}/test")
+    function_app.reset_ingestor()
+    try:
+        for _ in range(6):  # more than the lookup threads: none stays blocked on the Function's side
+            started = time.monotonic()
+            assert ask("sub-care") == (503, {"error": "budget status unavailable"})
+            assert time.monotonic() - started < 2.0  # the gateway's default aoai-budget-timeout-seconds
+    finally:
+        function_app.reset_ingestor()
+        silent.close()
+
+
+@pytest.mark.parametrize("subscription_id", ["sub\x00care", "sub\ud800care", "sub\x1b[2Jcare"])
+def test_an_id_with_nul_control_or_lone_surrogate_is_400_without_a_traceback(budgeted, subscription_id, caplog):
+    assert ask(subscription_id)[0] == 400
+    assert not [r for r in caplog.records if r.exc_info]
