@@ -93,6 +93,11 @@ def attribute(conn: sa.Connection, records: Sequence[UsageRecord]) -> list[Usage
     return out
 
 
+def job_creator(conn: sa.Connection, batch_id: str) -> str | None:
+    """The subscription the gateway saw create the job (``None``: not seen, or no subscription)."""
+    return conn.execute(sa.select(batch_jobs.c.subscription_id).where(batch_jobs.c.batch_id == batch_id)).scalar()
+
+
 def job_created_at(conn: sa.Connection, batch_id: str) -> Any:
     """When the gateway saw the job created (``None`` when it did not: created outside APIM)."""
     return conn.execute(sa.select(batch_jobs.c.created_at).where(batch_jobs.c.batch_id == batch_id)).scalar()

@@ -16,10 +16,11 @@ not from anyone who can send to the hub, so the bound is about memory: one line 
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 
 import orjson
 
@@ -37,11 +38,24 @@ class BatchOutputError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class BatchOutput:
-    """What an output file says: the job's usage, and how many requests it billed and skipped."""
+    """What an output file says: the job's usage, how many requests it billed and skipped, and the
+    latest ``created`` time of its responses (``None`` when no response carries one)."""
 
     usage: BatchUsage
     billed_requests: int
     failed_requests: int
+    last_created: datetime | None = None
+
+
+# A line above this is read without its vectors: an embeddings response of 2,048 inputs is some 200 MB of
+# numbers that orjson would turn into Python floats (~8.6× the line); only usage, model and status count.
+VECTOR_STRIP_BYTES = 1 << 20
+_VECTORS = re.compile(rb'"embedding"\s*:\s*(?:\[[^\]]*\]|"[^"]*")')
+
+
+def without_vectors(line: bytes) -> bytes:
+    """An output line with every ``embedding`` value (a float list or a base64 string) emptied."""
+    return _VECTORS.sub(b'"embedding":[]', line)
 
 
 def output_file_lines(path: str, max_line_bytes: int = BATCH_OUTPUT_MAX_LINE_BYTES) -> Iterator[bytes]:
@@ -66,20 +80,24 @@ def read_batch_output(lines: Iterable[bytes], batch_id: str, finished_at: dateti
     return read_batch_outputs([(source, lines)], batch_id, finished_at, deployment=deployment)
 
 
-def read_batch_outputs(files: Iterable[tuple[str, Iterable[bytes]]], batch_id: str, finished_at: datetime,
+def read_batch_outputs(files: Iterable[tuple[str, Iterable[bytes]]], batch_id: str, finished_at: datetime | None,
                        deployment: str | None = None) -> BatchOutput:
     """Sum the lines of a job's output files (``(name, lines)`` pairs, lines numbered per file) into one
-    ``BatchUsage``, reading each line once and keeping none; raises ``BatchOutputError`` on bad lines."""
+    ``BatchUsage``, reading each line once and keeping none; raises ``BatchOutputError`` on bad lines.
+    ``finished_at`` ``None``: the job is dated by its latest response's ``created`` time, if any."""
     totals = dict.fromkeys(SUMMED, 0)
     models: Counter[str] = Counter()
     endpoints: Counter[str] = Counter()
     billed = failed = 0
+    last_created: int | None = None
     sources = []
     for source, lines in files:
         sources.append(source)
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
+            if len(line) > VECTOR_STRIP_BYTES:
+                line = without_vectors(line)
             try:
                 item = orjson.loads(line)
             except orjson.JSONDecodeError:
@@ -103,6 +121,9 @@ def read_batch_outputs(files: Iterable[tuple[str, Iterable[bytes]]], batch_id: s
                 models[body["model"]] += 1
             if isinstance(body.get("object"), str):
                 endpoints[body["object"]] += 1
+            created = body.get("created") if isinstance(body.get("created"), int) else body.get("created_at")
+            if isinstance(created, int) and not isinstance(created, bool) and 0 < created < 253402300800:
+                last_created = max(last_created or 0, created)
     if billed == 0:
         raise BatchOutputError(f"{', '.join(sources)}: no successful request with usage: nothing to meter")
     kind = endpoints.most_common(1)[0][0] if endpoints else ""
@@ -110,7 +131,8 @@ def read_batch_outputs(files: Iterable[tuple[str, Iterable[bytes]]], batch_id: s
                 "text_completion": "completions"}.get(kind, "other")
     model = models.most_common(1)[0][0] if models else None
     usage = TokenUsage(source="reported", model=model, **totals)
-    return BatchOutput(BatchUsage(batch_id, usage, endpoint, deployment, finished_at), billed, failed)
+    last = datetime.fromtimestamp(last_created, timezone.utc) if last_created else None
+    return BatchOutput(BatchUsage(batch_id, usage, endpoint, deployment, finished_at or last), billed, failed, last)
 
 
 

@@ -117,8 +117,12 @@ def test_an_embeddings_job_with_megabyte_lines_is_metered(sqlite_url, tmp_path, 
     assert min(map(len, lines)) > 3_000_000  # three times the event bound
     path = tmp_path / "embeddings-output.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
+    # embeddings responses carry no 'created' time: without the job's creation or --at, nothing dates it
     code, out, err = run(capsys, "--db", sqlite_url, "batch", "import", str(path), "--batch-id", BATCH_ID,
                          "--deployment", "embed-batch")
+    assert code == 2 and "give --at DATE" in err and err.count("\n") == 1
+    code, out, err = run(capsys, "--db", sqlite_url, "batch", "import", str(path), "--batch-id", BATCH_ID,
+                         "--deployment", "embed-batch", "--at", "2026-10-20")
     assert code == 0, err
     assert "3 request(s) billed" in out and "72,003 tokens" in out
     [row] = batch_rows(sqlite_url)
@@ -184,3 +188,60 @@ def test_a_large_output_file_is_metered_in_flat_memory(sqlite_url, tmp_path, cap
     assert (job.prompt_tokens, job.completion_tokens, job.total_tokens) == (prompt, completion, prompt + completion)
     assert job.total_cost == Decimal(prompt) * Decimal("1.25") / 1_000_000 + Decimal(completion) * 5 / 1_000_000
     assert (job.model, job.deployment_type) == ("gpt-4o-2024-08-06", "global-batch")
+
+
+
+# ---------------------------------------------------------------- dating, charging and hostile ids (#25, #26 items 4 and 12)
+
+
+def test_a_job_the_gateway_did_not_see_created_is_dated_by_its_responses(sqlite_url, tmp_path, capsys):
+    migrated(sqlite_url)
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(b"\n".join(output_line(i) for i in range(3)) + b"\n")
+    code, _, err = run(capsys, "--db", sqlite_url, "batch", "import", str(path), "--batch-id", BATCH_ID,
+                       "--deployment", "gpt-4o-batch")
+    assert code == 0, err
+    [row] = batch_rows(sqlite_url)
+    moment = row.event_time if row.event_time.tzinfo else row.event_time.replace(tzinfo=timezone.utc)
+    assert moment == datetime.fromtimestamp(1792_050_000, timezone.utc)  # not the day of the import
+    assert row.subscription_id is None
+
+
+def test_subscription_charges_a_job_whose_creation_was_not_seen(sqlite_url, tmp_path, capsys):
+    migrated(sqlite_url)
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(b"\n".join(output_line(i) for i in range(3)) + b"\n")
+    code, _, err = run(capsys, "--db", sqlite_url, "batch", "import", str(path), "--batch-id", BATCH_ID,
+                       "--deployment", "gpt-4o-batch", "--subscription", "sub-claims")
+    assert code == 0, err
+    [row] = batch_rows(sqlite_url)
+    assert row.subscription_id == "sub-claims"
+
+
+@pytest.mark.parametrize("batch_id", ["batch_\x1b]0;owned\x07", "batch one", "x" * 200, "batch_\n2"])
+def test_a_batch_id_with_control_characters_is_refused_escaped(sqlite_url, tmp_path, capsys, batch_id):
+    migrated(sqlite_url)
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(output_line(1) + b"\n")
+    code, out, err = run(capsys, "--db", sqlite_url, "batch", "import", str(path), "--batch-id", batch_id)
+    assert code == 2 and err.count("\n") == 1 and not any(c in err for c in "\x1b\x07")
+    assert batch_rows(sqlite_url) == []
+
+
+def test_a_huge_embeddings_line_is_read_without_materialising_its_vectors(tmp_path):
+    """A 2,048-input embeddings response is a line of hundreds of MB; parsed whole, its floats took
+    8.6 times the line. Read without its vectors, the peak stays near the line itself."""
+    vector = ",".join(f"{0.001 * (i % 997) - 0.5:.9f}" for i in range(3072))
+    data = ",".join(f'{{"object":"embedding","index":{i},"embedding":[{vector}]}}' for i in range(300))
+    line = (b'{"id":"batch_req_1","custom_id":"doc-1","response":{"status_code":200,"request_id":"r1","body":'
+            b'{"object":"list","data":[' + data.encode() + b'],"model":"text-embedding-3-large",'
+            b'"usage":{"prompt_tokens":24000,"total_tokens":24000}}},"error":null}')
+    assert len(line) > 10_000_000
+    tracemalloc.start()
+    try:
+        output = read_batch_output([line], BATCH_ID, datetime(2026, 10, 20, tzinfo=timezone.utc))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert output.usage.usage.prompt_tokens == 24_000 and output.billed_requests == 1
+    assert peak < len(line), f"peak {peak:,} bytes for a {len(line):,}-byte line"

@@ -401,7 +401,10 @@ def build_report(
         "requests", "total_tokens", "estimated_requests", "estimated_tokens", "incomplete_requests",
         "incomplete_tokens", "unpriced_requests", "unpriced_tokens", "not_billable_requests",
         "provisioned_requests", "provisioned_tokens", "fallback_priced_requests", "fallback_priced_tokens")}
-    quality["unmapped_subscriptions"] = sorted(s for s in unmapped["subscription"])
+    # Rows with no subscription at all (a Batch API job whose creation the gateway never saw) are
+    # grouped as (unmapped) too; they are not a subscription, and the note says what they are.
+    unattributed = unmapped[unmapped["subscription"] == queries.UNMAPPED]
+    quality["unmapped_subscriptions"] = sorted(s for s in unmapped["subscription"] if s != queries.UNMAPPED)
     quality["unmapped_cost"] = sum((known(c) for c in unmapped["cost"]), Decimal(0))
     quality["unmapped_requests"] = int(unmapped["requests"].sum())
     if quality["unmapped_subscriptions"]:
@@ -410,6 +413,11 @@ def build_report(
         notes.append(f"{count} subscription{'' if one else 's'} without a business unit "
                      f"({', '.join(quality['unmapped_subscriptions'])}) {'is' if one else 'are'} reported as "
                      f"{queries.UNMAPPED}; map {'it' if one else 'them'} with `metering subscriptions import`.")
+    if len(unattributed) and int(unattributed["requests"].sum()):
+        requests = int(unattributed["requests"].sum())
+        notes.append(f"{requests:,} request{'' if requests == 1 else 's'} with no subscription (Batch API jobs whose "
+                     f"creation the gateway did not see) {'is' if requests == 1 else 'are'} shown as "
+                     f"{queries.UNMAPPED}: charge such a job with `metering batch import --subscription ID`.")
     report = Report(
         title=f"Azure OpenAI chargeback — {period.label}" + (f" — by {', '.join(dimensions)}" if dimensions else ""),
         period=period,
