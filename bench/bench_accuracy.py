@@ -2,7 +2,8 @@
 
 Run: .venv/bin/python bench/bench_accuracy.py [--split heldout|calibration|all] [--markdown]
 
-Replays every recording of tests/data/recordings/<split> with its usage stripped through the
+Replays every recording of <shared folder>/recordings/<split> (METERING_SHARED_DIR, by default
+../shared beside the repository: docs/public-data.md) with its usage stripped through the
 pipeline's usage stage and prints, per model family and request shape, how many estimates equal
 the provider's counts (prompt and visible completion both) and the worst error of each. Reasoning
 models' completions are compared with the visible part (reported completion − reasoning tokens):
@@ -20,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from recordings import load_recordings, miss  # noqa: E402
+from shared_folder import RECORDINGS, missing  # noqa: E402
 
 from metering.usage.tokens import is_reasoning_model  # noqa: E402
 
@@ -34,6 +36,10 @@ def main() -> int:
     parser.add_argument("--split", choices=["heldout", "calibration", "all"], default="heldout")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table (for docs/estimates.md)")
     args = parser.parse_args()
+    reason = missing(RECORDINGS)
+    if reason:
+        print(f"bench_accuracy: skipped: {reason}", file=sys.stderr)
+        return 0
     recordings = load_recordings(None if args.split == "all" else args.split)
     groups: dict[tuple[str, str], list[tuple[int, int, bool]]] = defaultdict(list)
     for recording in recordings:

@@ -14,7 +14,7 @@ The bill charges exactly the metered tokens of every pay-as-you-go meter at the 
 
 Audio, image and cache-write tokens are billed on their own meters, named as Azure names them
 (``gpt-4o-aud-1217 Inp glbl``, ``gpt-image-1-output-img-glbl``, ``gpt-4o-transcribe-aud-inp-glbl``,
-``5.6 ShortCo Cd Wr Std Gl``: shapes seen in the Retail Prices API, tests/data/README.md).
+``5.6 ShortCo Cd Wr Std Gl``: shapes seen in the Retail Prices API, docs/public-data.md).
 
 Run it after changing the capture: ``python samples/generate_bill.py``.
 """

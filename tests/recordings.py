@@ -1,7 +1,8 @@
-"""Real provider recordings (tests/data/recordings/) replayed through the estimator.
+"""Real provider recordings (``recordings/`` of the shared folder) replayed through the estimator.
 
 Each recording is one request to OpenAI or Azure OpenAI with the provider's own ``usage``, taken
-from a public repository's test cassette (origins in tests/data/recordings/README.md). Replaying
+from a public repository's test cassette (origins in tests/data/origins.csv; the files are not in
+the repository: docs/public-data.md). Replaying
 one means: remove every trace of the provider's usage from the response (the JSON body's
 ``usage``, a stream's final ``include_usage`` chunk, ``response.completed``'s usage), feed the
 request and the stripped response through ``resolve_usage`` as an APIM event, and compare the
@@ -16,15 +17,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
 
 from metering.model import TokenUsage, UsageEvent
 from metering.usage.resolve import resolve_usage
+from shared_folder import RECORDINGS, shared_path
 
-RECORDINGS_DIR = Path(__file__).resolve().parent / "data" / "recordings"
+RECORDINGS_DIR = shared_path(RECORDINGS)
 SPLITS = ("calibration", "heldout")
 
 
@@ -64,10 +65,16 @@ class Recording:
 
 
 def load_recordings(split: str | None = None) -> list[Recording]:
-    """Every recording of ``split`` (``calibration`` or ``heldout``; both when None), by name."""
+    """Every recording of ``split`` (``calibration`` or ``heldout``; both when None), by name.
+
+    A split's folder that is not there is an error, never an empty list (callers skip first).
+    """
     recordings = []
     for name in SPLITS if split is None else (split,):
-        for path in sorted((RECORDINGS_DIR / name).glob("*.json")):
+        folder = RECORDINGS_DIR / name
+        if not folder.is_dir():
+            raise FileNotFoundError(f"no recordings at {folder} (docs/public-data.md)")
+        for path in sorted(folder.glob("*.json")):
             data = orjson.loads(path.read_bytes())
             recordings.append(
                 Recording(

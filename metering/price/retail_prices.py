@@ -82,7 +82,7 @@ SPEECH_STEM_WORDS = {"transcribe", "tts"}
 
 # The audio, image and cache-write meter shapes read, each seen in saved Azure Retail Prices API
 # items (github.com/guygregory/modelmeters.com, monthly/full/*.ndjson, commit d4a64106f74f, and
-# monthly/full/2026-10-01.ndjson, commit 24f7e48b15e5; tests/data/README.md lists them):
+# monthly/full/2026-10-01.ndjson, commit 24f7e48b15e5; docs/public-data.md lists them):
 MEDIA_METER_SHAPES = (
     "gpt-4o-aud-1217 Inp glbl Tokens",  # audio input of gpt-4o-audio-preview-2024-12-17
     "gpt-4o-aud-1217-txt Outp DZone Tokens",  # its text output

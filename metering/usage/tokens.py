@@ -7,7 +7,7 @@ never called: they fetch from the network.
 
 Counts start from OpenAI's cookbook "How to count tokens with tiktoken" (3 tokens per chat
 message, 1 per ``name``, 3 to prime the reply) and add what real recordings with provider-reported
-usage showed (tests/data/recordings, fitted on its calibration split only; docs/estimates.md):
+usage showed (docs/public-data.md; fitted on their calibration split only; docs/estimates.md):
 tool definitions rendered as the TypeScript namespace the model is shown, tool calls
 as ``to=functions.NAME`` + arguments (several as one ``multi_tool_use.parallel`` call), and the
 framing constants of each model family (``_Framing``). They are estimates, used only when the
@@ -474,8 +474,9 @@ _ID_FIELDS = frozenset({"tool_call_id", "id"})  # routing ids: not rendered into
 class _Framing(NamedTuple):
     """How one model family frames a conversation, in tokens beyond the text it carries.
 
-    Derived from real recordings with provider-reported usage (tests/data/recordings/calibration;
-    the README there names their origins) and the cookbook; see docs/estimates.md.
+    Derived from real recordings with provider-reported usage (the calibration split of the
+    recordings in docs/public-data.md, origins in tests/data/origins.csv) and the cookbook; see
+    docs/estimates.md.
     """
 
     #: the prompt's last tokens, which start the reply (``<|im_start|>assistant<|im_sep|>``)

@@ -306,8 +306,8 @@ def test_rates_list_flags_card_rows_the_bill_contradicts(capsys, db, tmp_path):
 
 
 
-# Audio, image and cache-write tokens are billed on their own meters (real meter names: tests/data/
-# README.md). The card: gpt-4o-audio-preview's text and audio prices, gpt-image-1's text and image
+# Audio, image and cache-write tokens are billed on their own meters (real meter names:
+# docs/public-data.md). The card: gpt-4o-audio-preview's text and audio prices, gpt-image-1's text and image
 # prices (its output is images), gpt-5.6-sol's cache write at 1.25 × input.
 KIND_RATES = (
     "model,deployment_type,region,effective_from,effective_to,currency,input_per_1m,cached_input_per_1m,output_per_1m,"

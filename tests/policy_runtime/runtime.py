@@ -13,7 +13,9 @@ How it works:
 3. ``run(profile, scenarios)`` feeds JSON scenarios to ``mono gateway.exe run`` and returns what the
    gateway did (events, forwarded requests, response, retry waits, errors).
 4. ``allow_list_check(profile)`` lists every .NET type or member the compiled expressions use
-   that APIM's allow-list (``allowed-types.txt``) does not permit.
+   that APIM's allow-list does not permit. The allow-list is the table of the public
+   policy-expressions article, read from the shared folder (``reference/apim-policy-allowed-types.md``,
+   origin in tests/data/origins.csv) and written as ``allowed-types.txt`` for the emulator.
 
 Without Mono (``mcs`` and ``mono`` on PATH, Newtonsoft.Json from ``libnewtonsoft-json-cil-dev``)
 ``toolchain_problem()`` says why, and the tests skip — or fail when ``METERING_REQUIRE_MONO=1``.
@@ -33,6 +35,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from shared_folder import APIM_ALLOWED_TYPES, shared_path
 
 HERE = Path(__file__).resolve().parent
 POLICY = HERE.parent.parent / "policy"
@@ -285,7 +289,11 @@ class PolicyRuntime:
     def allow_list_check(self, values: dict[str, str], extra: str = "") -> dict[str, list[str]]:
         """``violations``: what APIM would refuse; ``referenced``: every ``Type::member`` the expressions use."""
         exe = self.build(values, extra)
-        result = subprocess.run(["mono", str(exe), "check", str(HERE / "allowed-types.txt")],
+        allowed = self.workdir / "allowed-types.txt"
+        if not allowed.is_file():
+            text = shared_path(APIM_ALLOWED_TYPES).read_text(encoding="utf-8")
+            allowed.write_text("\n".join(allowed_types_lines(text)) + "\n", encoding="utf-8")
+        result = subprocess.run(["mono", str(exe), "check", str(allowed)],
                                 capture_output=True, timeout=120)
         if result.returncode != 0:
             raise AssertionError(f"the allow-list check failed: {result.stderr.decode(errors='replace')}")
@@ -293,6 +301,23 @@ class PolicyRuntime:
 
     def close(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def allowed_types_lines(reference: str) -> list[str]:
+    """The allow-list table (``|Type|members|`` rows of the policy-expressions article) as Gateway.cs
+    reads it: ``Type: member, member``, with ``All`` for every member and ``All, -Load`` for the
+    article's "All, except of: Load"."""
+    lines = []
+    for row in reference.splitlines():
+        cells = [cell.strip() for cell in row.strip().strip("|").split("|")] if row.startswith("|") else []
+        if len(cells) != 2 or not cells[0] or set(cells[0]) <= {"-", ":"} or cells[0] == "Type":
+            continue
+        kind, members = cells
+        members = re.sub(r"^All, except of:\s*", "All, -", members)
+        lines.append(f"{kind}: {members}")
+    if len(lines) < 100:
+        raise ValueError(f"the allow-list table has {len(lines)} rows: not the policy-expressions article's table")
+    return lines
 
 
 def require_mono() -> bool:

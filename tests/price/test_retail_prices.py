@@ -17,12 +17,16 @@ from db.rate_card import stored_rates
 from metering.price.rate_card import RateCardError, find_overlaps
 from metering.sources.retail_fetch import FetchError, combined_page, dumps_page, fetch_pages, retail_prices_url
 from metering.price.retail_prices import Meter, load_pages, map_retail_items, parse_meter, parse_retail_pages, per_million
+from shared_folder import RETAIL_PRICES, needs, shared_path
 
-DATA = Path(__file__).parents[1] / "data"
-PAGE1 = DATA / "retail_prices_eastus_page1.json"
-PAGE2 = DATA / "retail_prices_eastus_page2.json"
-SWEDEN = DATA / "retail_prices_swedencentral.json"
-MEDIA = DATA / "retail_prices_media_kinds.json"  # real audio, image and cache-write items: tests/data/README.md
+# Saved Retail Prices pages, read from the shared folder (origins: tests/data/origins.csv); the tests
+# reading them are marked SAVED_PAGES and skip without it.
+SAVED_PAGES = needs(RETAIL_PRICES)
+PRICES = shared_path(RETAIL_PRICES)
+PAGE1 = PRICES / "retail_prices_eastus_page1.json"
+PAGE2 = PRICES / "retail_prices_eastus_page2.json"
+SWEDEN = PRICES / "retail_prices_swedencentral.json"
+MEDIA = PRICES / "retail_prices_media_kinds.json"  # real audio, image and cache-write items
 UTC = timezone.utc
 
 
@@ -126,7 +130,7 @@ def test_meters_that_cannot_be_read_with_certainty_are_reported_not_guessed(mete
     assert isinstance(parsed, str) and reason in parsed
 
 
-# Audio, image and cache-write meters as the price list spells them (tests/data/README.md says where
+# Audio, image and cache-write meters as the price list spells them (docs/public-data.md says where
 # each was seen): (meterName, productName, model, kind, deployment type, service tier)
 MEDIA_METERS = [
     ("gpt-4o-aud-1217 Inp glbl Tokens", "Azure OpenAI", "gpt-4o-audio-preview-2024-12-17", "audio_input", "global", None),
@@ -175,6 +179,7 @@ def kind_prices(rate):
         "image_output_per_1m") if getattr(rate, name) is not None}
 
 
+@SAVED_PAGES
 def test_a_models_audio_and_image_meters_fill_the_kind_columns_of_its_text_rate_row():
     result = pages(MEDIA)
     rates = rates_by_key(result)
@@ -217,7 +222,7 @@ def test_a_models_audio_and_image_meters_fill_the_kind_columns_of_its_text_rate_
 
 
 def test_cache_write_meters_fill_the_cache_write_column_of_their_tier():
-    # 6-astra's Global meters of 2026-09-01 (tests/data/README.md): standard and priority cache writes
+    # 6-astra's Global meters of 2026-09-01 (docs/public-data.md): standard and priority cache writes
     product = {"productName": "Azure OpenAI GPT6"}
     rows = map_retail_items([
         item(f"6-astra ShortCo {kind} {tier} Gl 1M Tokens", Decimal(price), unit="1M", start="2026-09-01T00:00:00Z",
@@ -250,6 +255,7 @@ def test_other_units_are_not_per_token(unit):
 # --------------------------------------------------------------------------- saved pages → rates
 
 
+@SAVED_PAGES
 def test_mixed_1k_and_1m_pages_import_to_the_same_per_million_rates():
     eastus = rates_by_key(pages(PAGE1))  # gpt-4.1 and gpt-4o meters per 1K
     sweden = rates_by_key(pages(SWEDEN))  # the same global meters per 1M
@@ -263,6 +269,7 @@ def test_mixed_1k_and_1m_pages_import_to_the_same_per_million_rates():
     assert prices(both[("gpt-4o-mini", "datazone", None, "2024-11-01")]) == (Decimal("0.165"), Decimal("0.083"), Decimal("0.66"))
 
 
+@SAVED_PAGES
 def test_input_cached_and_output_meters_merge_into_rows_per_start_date():
     result = rates_by_key(pages(PAGE1, PAGE2))
     # the cached meter started later: before it, cached tokens are billed at the input rate (no cached price)
@@ -273,6 +280,7 @@ def test_input_cached_and_output_meters_merge_into_rows_per_start_date():
     assert first.currency == "USD" and first.min_prompt_tokens is None
 
 
+@SAVED_PAGES
 def test_regions_global_and_data_zone_prices_are_for_any_region_regional_keep_theirs():
     result = rates_by_key(pages(PAGE1, SWEDEN))
     assert ("gpt-4o-2024-08-06", "datazone", None, "2024-11-01") in result
@@ -282,6 +290,7 @@ def test_regions_global_and_data_zone_prices_are_for_any_region_regional_keep_th
     assert prices(result[("text-embedding-3-small", "regional", "eastus", "2024-01-25")]) == (Decimal("0.02"), None, Decimal("0"))
 
 
+@SAVED_PAGES
 def test_versions_priced_alike_also_get_a_plain_row_versions_priced_differently_do_not():
     result = pages(PAGE1, PAGE2)
     keys = rates_by_key(result)
@@ -293,6 +302,7 @@ def test_versions_priced_alike_also_get_a_plain_row_versions_priced_differently_
         (m, t) for m, t, _, _ in keys}
 
 
+@SAVED_PAGES
 def test_everything_not_mapped_is_reported_with_a_reason():
     result = pages(PAGE1, PAGE2, SWEDEN)
     reasons = {u.meter_name: u.reason for u in result.unmapped}
@@ -365,6 +375,7 @@ def test_one_models_meters_on_different_pages_and_files_are_merged():
     assert only_first.rates == [] and "every saved page has a NextPageLink" in only_first.notes[0]
 
 
+@SAVED_PAGES
 def test_saved_pages_in_every_shape():
     page1, page2 = json.loads(PAGE1.read_text()), json.loads(PAGE2.read_text())
     as_array = json.dumps([page1, page2])
@@ -407,6 +418,7 @@ def saved_api() -> FakeApi:
     return FakeApi({"$skip=1000": PAGE2.read_bytes(), "%24filter": PAGE1.read_bytes()})
 
 
+@SAVED_PAGES
 def test_fetch_follows_next_page_links_and_keeps_exact_prices():
     url = retail_prices_url("East US")
     assert "serviceName%20eq%20%27Foundry%20Models%27" in url and "armRegionName%20eq%20%27eastus%27" in url
@@ -436,6 +448,7 @@ def test_fetch_stops_a_next_page_loop():
 # --------------------------------------------------------------------------- the command
 
 
+@SAVED_PAGES
 def test_cli_imports_saved_pages_and_lists_the_unmapped_meters(capsys, db):
     code, out, err = run(capsys, "--db", db, "rates", "import", str(PAGE1), str(PAGE2), str(SWEDEN))
     assert code == 0, err
@@ -451,6 +464,7 @@ def test_cli_imports_saved_pages_and_lists_the_unmapped_meters(capsys, db):
     assert [Decimal(x) for x in line.split()[-3:]] == [Decimal("0.275"), Decimal("0.0275"), Decimal("2.2")]
 
 
+@SAVED_PAGES
 def test_cli_stores_the_audio_image_prices_of_saved_pages_in_the_kind_columns(capsys, db):
     code, out, err = run(capsys, "--db", db, "rates", "import", str(MEDIA))
     assert code == 0, err
@@ -468,6 +482,7 @@ def test_cli_stores_the_audio_image_prices_of_saved_pages_in_the_kind_columns(ca
         Decimal("40"), Decimal("2.5"), Decimal("80"))
 
 
+@SAVED_PAGES
 def test_cli_fetch_imports_the_live_list_and_saves_it(capsys, db, monkeypatch, tmp_path):
     api = saved_api()
     monkeypatch.setattr("urllib.request.urlopen", api)
@@ -492,9 +507,9 @@ def test_cli_rejects_unusable_price_lists_and_bad_flag_combinations(capsys, db, 
     junk.write_text(json.dumps({"Items": [item("R1 Inp glbl Tokens", 0.001, productName="Azure Deepseek Models")]}))
     code, _, err = run(capsys, "--db", db, "rates", "import", str(junk))
     assert code == 2 and "no rate could be read" in err and "not Azure OpenAI" in err
-    code, _, err = run(capsys, "--db", db, "rates", "import", str(PAGE1), "--fetch")
+    code, _, err = run(capsys, "--db", db, "rates", "import", str(junk), "--fetch")
     assert code == 2 and "not both" in err
-    code, _, err = run(capsys, "--db", db, "rates", "import", str(PAGE1), "--region", "eastus")
+    code, _, err = run(capsys, "--db", db, "rates", "import", str(junk), "--region", "eastus")
     assert code == 2 and "go with --fetch" in err
     code, _, err = run(capsys, "--db", db, "rates", "import")
     assert code == 2

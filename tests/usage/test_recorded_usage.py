@@ -1,4 +1,5 @@
-"""Estimates against real provider-reported usage (tests/data/recordings, origins in its README).
+"""Estimates against real provider-reported usage (the shared folder's recordings, origins in
+tests/data/origins.csv; skipped without them).
 
 Every calibration recording's estimate must equal what the provider reported, for the prompt and
 for the visible completion, except:
@@ -18,8 +19,13 @@ from __future__ import annotations
 
 import pytest
 
-from recordings import load_recordings, miss, replay
-from metering.usage.tokens import is_reasoning_model
+from shared_folder import RECORDINGS, missing
+
+if _absent := missing(RECORDINGS):
+    pytest.skip(_absent, allow_module_level=True)
+
+from recordings import load_recordings, miss, replay  # noqa: E402
+from metering.usage.tokens import is_reasoning_model  # noqa: E402
 
 #: The provider's reasoning_tokens are a multiple of 64 for several reasoning models, so up to 63
 #: hidden tokens can be counted as "visible"; an estimate for them may be short by that much.

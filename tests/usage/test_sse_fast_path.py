@@ -28,6 +28,7 @@ from azure_shapes import (
     usage_object,
 )
 from metering.usage.sse import _payload, _rebuild_general, rebuild_stream
+from shared_folder import RECORDINGS, needs
 
 UNDETECTED = {"filtered": False, "detected": False}
 PROTECTED = dict(sorted({**CONTENT_FILTER_SAFE, "protected_material_code": UNDETECTED, "protected_material_text": UNDETECTED}.items()))  # Azure sorts keys
@@ -241,8 +242,9 @@ def test_a_long_azure_stream_is_not_parsed_chunk_by_chunk(monkeypatch):
     assert rebuilt == _rebuild_general(text)
 
 
+@needs(RECORDINGS)
 def test_every_real_recorded_stream_rebuilds_as_the_general_path():
-    """The 270 provider recordings (tests/data/recordings): every streamed response, whole and cut
+    """The 270 provider recordings (the shared folder's): every streamed response, whole and cut
     at a dozen places, rebuilds exactly as the general path — real chunk shapes, not only ours."""
     from recordings import load_recordings
 
