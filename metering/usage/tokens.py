@@ -288,12 +288,14 @@ PromptCount = TokenCount  # the name the issue uses for prompt estimates
 class _Counter:
     """Counts text with one encoding and collects notes (each once, in order)."""
 
-    __slots__ = ("encode", "notes")
+    __slots__ = ("encode", "notes", "schema_budget")
 
     def __init__(self, model: str | None):
         choice = choose_encoding(model)
         self.encode = load_encoding(choice.name).encode_ordinary
         self.notes: list[str] = ["encoding_fallback"] if choice.fallback else []
+        #: what rendering this request's schemas may still spend (set per request, see _SchemaBudget)
+        self.schema_budget = _SchemaBudget(0)
 
     def text(self, value: str) -> int:
         # encode_ordinary: text that looks like "<|endoftext|>" is user text, not a special token.
@@ -706,6 +708,59 @@ def _function_definition(tool: Any, counter: _Counter) -> dict[str, Any] | None:
 _MAX_SCHEMA_DEPTH = 16  # deeper schemas are rendered "object" (and noted): no recursion limit on odd input
 
 
+class _SchemaBudget:
+    """What rendering one request's schemas may spend, so that no schema costs more than its size.
+
+    A caller-controlled schema can be built to make its rendering exponential (``$ref``s forming a
+    DAG, ``anyOf`` of several ``$ref``s per level, definitions that all reference each other,
+    ``type`` lists): each ``$ref`` is expanded at most once per path, and the whole rendering is
+    held to a number of schema nodes, ``$ref`` expansions and characters that grows with the bytes
+    of the schemas themselves. Past it, the rest is rendered ``any`` and the estimate is noted
+    ``schema_budget_approximated``: the estimate is then capped by what the request's size allows,
+    and one event costs milliseconds whatever its schema.
+    """
+
+    __slots__ = ("nodes", "refs", "chars", "exceeded")
+
+    #: every request may spend this much (real tool schemas render in far less) …
+    NODES_FLOOR, REFS_FLOOR, CHARS_FLOOR = 1_000, 100, 8_192
+    #: … plus, per byte of its schemas' JSON, this much (a node is at least ~10 bytes of JSON, and a
+    #: real schema inlines each definition a few times at most)
+    NODES_PER_BYTE, REFS_PER_BYTE, CHARS_PER_BYTE = 0.25, 1 / 32, 4
+
+    def __init__(self, schema_bytes: int):
+        self.nodes = self.NODES_FLOOR + int(schema_bytes * self.NODES_PER_BYTE)
+        self.refs = self.REFS_FLOOR + int(schema_bytes * self.REFS_PER_BYTE)
+        self.chars = self.CHARS_FLOOR + schema_bytes * self.CHARS_PER_BYTE
+        self.exceeded = False
+
+    @classmethod
+    def for_request(cls, request: dict[str, Any]) -> _SchemaBudget:
+        """The budget of a request: from the JSON size of its tools, functions and response format."""
+        size = 0
+        for key in ("tools", "functions", "response_format", "text"):
+            value = request.get(key)
+            if value is not None:
+                try:
+                    size += len(orjson.dumps(value))
+                except TypeError:  # nested beyond orjson's limit or an odd number: its floor only
+                    pass
+        return cls(size)
+
+    def spend(self, counter: _Counter, *, nodes: int = 1, chars: int = 0, refs: int = 0) -> bool:
+        """Take ``nodes``/``chars``/``refs`` from the budget; False (and the note) once it is spent."""
+        if self.exceeded:
+            return False
+        self.nodes -= nodes
+        self.chars -= chars
+        self.refs -= refs
+        if self.nodes < 0 or self.chars < 0 or self.refs < 0:
+            self.exceeded = True
+            counter.note("schema_budget_approximated")
+            return False
+        return True
+
+
 def _literal(value: Any) -> str:
     try:
         return orjson.dumps(value).decode()
@@ -739,25 +794,36 @@ def _resolve_ref(schema: dict[str, Any], style: _SchemaStyle) -> tuple[Any, _Sch
 
 
 def _ts_type(schema: Any, indent: int, counter: _Counter, style: _SchemaStyle = _CHAT_SCHEMA) -> str:
-    """A JSON-schema type as the TypeScript the model is shown (``string``, ``"a" | "b"``, ``{…}``)."""
+    """A JSON-schema type as the TypeScript the model is shown (``string``, ``"a" | "b"``, ``{…}``),
+    within the request's ``_SchemaBudget`` (``any`` past it)."""
     if not isinstance(schema, dict):
         return "any"
-    if indent > 2 * _MAX_SCHEMA_DEPTH:
+    if not counter.schema_budget.spend(counter):
+        return "any"
+    if indent > 2 * _MAX_SCHEMA_DEPTH or len(style.resolving) > _MAX_SCHEMA_DEPTH:
         counter.note("tool_schema_approximated")
         return "object"
     resolved = _resolve_ref(schema, style)
     if resolved is not None:
+        if not counter.schema_budget.spend(counter, nodes=0, refs=1):
+            return "any"
         return _ts_type(resolved[0], indent, counter, resolved[1])
     enum = schema.get("enum")
     if isinstance(enum, list) and enum:
-        return " | ".join(_literal(v) for v in enum)
+        rendered = " | ".join(_literal(v) for v in enum)
+        return rendered if counter.schema_budget.spend(counter, nodes=0, chars=len(rendered)) else "any"
     for union in ("anyOf", "oneOf"):
         if isinstance(schema.get(union), list):
             counter.note("tool_schema_approximated")
             return " | ".join(_ts_type(s, indent + 2, counter, style) for s in schema[union])
     kind = schema.get("type")
     if isinstance(kind, list):
-        return " | ".join(_ts_type({**schema, "type": k}, indent, counter, style) if isinstance(k, str) else "any" for k in kind)
+        return " | ".join(_ts_kind(schema, k, indent, counter, style) if isinstance(k, str) else "any" for k in kind)
+    return _ts_kind(schema, kind, indent, counter, style)
+
+
+def _ts_kind(schema: dict[str, Any], kind: Any, indent: int, counter: _Counter, style: _SchemaStyle) -> str:
+    """The TypeScript of ``schema`` read as the one JSON type ``kind`` (one entry of a type list)."""
     if kind == "string":
         return "string"
     if kind in ("number", "integer"):
@@ -767,6 +833,8 @@ def _ts_type(schema: Any, indent: int, counter: _Counter, style: _SchemaStyle = 
     if kind == "object":
         if isinstance(schema.get("properties"), dict) and schema["properties"]:
             counter.note("tool_schema_approximated")
+            if not counter.schema_budget.spend(counter, chars=indent + 4):
+                return "any"
             return "{\n" + _ts_properties(schema, indent + 2, counter, style) + "\n" + " " * indent + "}"
         return "object"
     if kind == "array":
@@ -794,6 +862,7 @@ def _ts_properties(schema: dict[str, Any], indent: int, counter: _Counter, style
     required = schema.get("required") if isinstance(schema.get("required"), list) else ()
     lines = []
     for name, spec in schema["properties"].items():
+        start = len(lines)
         spec_dict = spec if isinstance(spec, dict) else {}
         # the Responses API shows a top-level property's title as a comment of its own; not a
         # nested one's (closer on the only recordings with one, a $ref'd object, though ~17 short)
@@ -805,6 +874,10 @@ def _ts_properties(schema: dict[str, Any], indent: int, counter: _Counter, style
             lines += _comment(description)
         optional = "" if name in required else "?"
         default = _default_comment(spec_dict) if style.responses else ""
+        own = indent + len(name) + len(default) + sum(len(line) + indent + 1 for line in lines[start:]) + 4
+        if not counter.schema_budget.spend(counter, chars=own):
+            del lines[start:]
+            break
         lines.append(f"{name}{optional}: {_ts_type(spec, indent, counter, style)},{default}")
     return "\n".join(" " * indent + line for line in lines)
 
@@ -889,6 +962,7 @@ def count_chat_prompt(request: dict[str, Any], model: str | None) -> TokenCount:
     if not isinstance(request, dict):
         counter.note("unknown_request_shape")
         return counter.result(0)
+    counter.schema_budget = _SchemaBudget.for_request(request)
     per_message, per_name = _chat_overheads(model)
     framing = _framing(model)
     messages = request.get("messages")
@@ -965,6 +1039,7 @@ def count_responses_input(request: dict[str, Any], model: str | None) -> TokenCo
     if not isinstance(request, dict):
         counter.note("unknown_request_shape")
         return counter.result(0)
+    counter.schema_budget = _SchemaBudget.for_request(request)
     per_message, per_name = _chat_overheads(model)
     framing = _framing(model)
     tokens = framing.reply_priming

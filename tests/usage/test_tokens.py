@@ -16,6 +16,7 @@ import tiktoken.registry
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import schema_bombs
 from azure_shapes import chat_stream, refusal_stream_payloads, sse, tool_call_stream_payloads
 from metering.usage import tokens
 from metering.usage.sse import rebuild_body, rebuild_stream
@@ -659,6 +660,39 @@ def test_deep_or_odd_tool_schemas_are_approximated_not_fatal():
     for parameters in (deep, odd):
         count = count_chat_prompt({"messages": [{"role": "user", "content": "hi"}], "tools": [_function_tool(parameters)]}, "gpt-4o")
         assert count.tokens > 0 and "tool_schema_approximated" in count.notes
+
+
+HOSTILE_SCHEMAS = {
+    "ref_dag": schema_bombs.ref_dag(10, 3),  # 3**10 paths in 1.3 KB: 187,019 tokens before the budget
+    "anyof_refs": schema_bombs.anyof_refs(10, 3),
+    "mutual_refs": schema_bombs.mutual_refs(7),
+    "object_type_lists": schema_bombs.object_type_lists(3, 20),
+    "ref_chain": schema_bombs.ref_chain(5000),  # deeper than Python's recursion limit
+}
+
+
+@pytest.mark.parametrize("responses", [False, True], ids=["chat", "responses"])
+@pytest.mark.parametrize("name", sorted(HOSTILE_SCHEMAS))
+def test_a_hostile_schema_costs_no_more_than_the_request_size_allows(name, responses):
+    """Issue #26: a caller-built schema whose rendering explodes ($ref DAGs, anyOf of $refs, mutually
+    referencing definitions, type lists) is rendered within a budget that grows with its own bytes;
+    past it the estimate says ``schema_budget_approximated`` instead of spending seconds and GiBs."""
+    request = schema_bombs.tool_request(HOSTILE_SCHEMAS[name], responses=responses)
+    count = (count_responses_input if responses else count_chat_prompt)(request, "gpt-4o-mini")
+    size = len(orjson.dumps(request))
+    # the rendering's characters are at most 8 KiB + 4 per byte of schema JSON, and a token is at
+    # least one character
+    assert 0 < count.tokens <= 8_192 + 4 * size
+    if name != "ref_chain":  # a chain is cut by depth (16), within budget
+        assert "schema_budget_approximated" in count.notes
+
+
+def test_a_schema_within_its_budget_renders_whole_and_says_nothing_of_it():
+    """Real schemas (the recordings' largest spend under 3 % of their budget) are never cut."""
+    parameters = schema_bombs.ref_dag(4, 3)  # 27 leaves: a legitimately reused definition
+    count = count_chat_prompt(schema_bombs.tool_request(parameters), "gpt-4o")
+    assert "schema_budget_approximated" not in count.notes
+    assert count.tokens > count_chat_prompt(schema_bombs.tool_request(schema_bombs.ref_dag(3, 3)), "gpt-4o").tokens
 
 
 def test_parallel_calls_whose_arguments_are_not_json_are_counted_one_by_one():
