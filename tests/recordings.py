@@ -14,6 +14,7 @@ is a lower bound by exactly the reasoning tokens, and says so in its notes.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +27,16 @@ from metering.usage.resolve import resolve_usage
 
 RECORDINGS_DIR = Path(__file__).resolve().parent / "data" / "recordings"
 SPLITS = ("calibration", "heldout")
+#: A further folder of recordings (same ``calibration/`` and ``heldout/`` layout and fields), e.g.
+#: cassettes extracted locally from public repositories that are not in the shared set yet;
+#: ``load_recordings(..., extra=True)`` reads it when set.
+EXTRA_RECORDINGS_ENV = "METERING_EXTRA_RECORDINGS"
+
+
+def extra_recordings_dir() -> Path | None:
+    """The folder named by ``METERING_EXTRA_RECORDINGS``, when set and present."""
+    value = os.environ.get(EXTRA_RECORDINGS_ENV)
+    return Path(value) if value and Path(value).is_dir() else None
 
 
 @dataclass(frozen=True)
@@ -63,11 +74,15 @@ class Recording:
         return self.reported_completion - self.reported_reasoning
 
 
-def load_recordings(split: str | None = None) -> list[Recording]:
-    """Every recording of ``split`` (``calibration`` or ``heldout``; both when None), by name."""
+def load_recordings(split: str | None = None, *, extra: bool = False) -> list[Recording]:
+    """Every recording of ``split`` (``calibration`` or ``heldout``; both when None), by name;
+    ``extra``: those of ``METERING_EXTRA_RECORDINGS`` only (none when it is not set)."""
     recordings = []
+    root = extra_recordings_dir() if extra else RECORDINGS_DIR
+    if root is None:
+        return []
     for name in SPLITS if split is None else (split,):
-        for path in sorted((RECORDINGS_DIR / name).glob("*.json")):
+        for path in sorted((root / name).glob("*.json")):
             data = orjson.loads(path.read_bytes())
             recordings.append(
                 Recording(
@@ -120,10 +135,15 @@ def strip_usage(response: str) -> str:
     return "\n\n".join(blocks) + "\n\n"
 
 
+#: where each provider's recordings were served from (the estimate depends on it: AZURE_TERMINATOR_TOKENS)
+BACKEND_URLS = {"azure": "https://contoso.openai.azure.com/openai", "openai": "https://api.openai.com/v1"}
+
+
 def replay(recording: Recording, *, deployment: str = "chat-prod", model_hint: str | None = None) -> TokenUsage:
     """The estimate for a recording whose usage was stripped, as the pipeline would compute it."""
     event = UsageEvent(
         request_id=f"recording-{recording.name}",
+        backend_url=BACKEND_URLS.get(recording.provider),
         event_time=datetime(2026, 1, 1, tzinfo=UTC),
         deployment=deployment,
         status_code=200,
@@ -151,3 +171,32 @@ class Miss:
 def miss(recording: Recording) -> Miss:
     usage = replay(recording)
     return Miss(usage.prompt_tokens - recording.reported_prompt, usage.completion_tokens - recording.reported_visible_completion)
+
+
+#: What an estimate had to count beyond plain messages, most specific first (bench_accuracy.py's
+#: table by cause): the first that applies names the recording's row.
+CAUSES = ("response format", "tool results", "tool-call history", "forced call", "tools offered", "n > 1",
+          "stream", "plain")
+
+
+def cause(recording: Recording) -> str:
+    """The cause a recording's estimate is filed under (``CAUSES``)."""
+    request = recording.request
+    text = request.get("text")
+    response_format = request.get("response_format") or (text.get("format") if isinstance(text, dict) else None)
+    history = request.get("messages") or (request.get("input") if isinstance(request.get("input"), list) else [])
+    history = [item for item in history if isinstance(item, dict)]
+    if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
+        return "response format"
+    if any(item.get("role") in ("tool", "function") or item.get("type") == "function_call_output" for item in history):
+        return "tool results"
+    if any(item.get("tool_calls") or item.get("type") == "function_call" for item in history):
+        return "tool-call history"
+    choice = request.get("tool_choice")
+    if request.get("tools") and (choice == "required" or isinstance(choice, dict)):
+        return "forced call"
+    if request.get("tools") or request.get("functions"):
+        return "tools offered"
+    if isinstance(request.get("n"), int) and request["n"] > 1:
+        return "n > 1"
+    return "stream" if request.get("stream") else "plain"

@@ -9,6 +9,7 @@ rebuilt response (``metering.usage.sse``), and ``usage_source`` says how complet
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -270,6 +271,16 @@ def _prompt_count(endpoint: str, request: dict[str, Any], model: str | None) -> 
     return None
 
 
+def served_by_openai(backend_url: str | None) -> bool:
+    """Whether the backend is OpenAI's own API (api.openai.com), not Azure OpenAI: their completions
+    are billed differently (``AZURE_TERMINATOR_TOKENS``). An unknown backend is Azure's, the
+    backends this pipeline meters."""
+    if not backend_url:
+        return False
+    host = urlsplit(backend_url if "//" in backend_url else f"//{backend_url}").hostname or ""
+    return host == "api.openai.com"
+
+
 def is_billable(event: UsageEvent) -> bool:
     """Whether Azure bills this request: successes (and an unknown status) do; throttled (429),
     failed (5xx) and rejected (other 4xx) requests do not, except a 400 content-filter rejection,
@@ -374,7 +385,8 @@ def resolve_usage(event: UsageEvent, model_hint: str | None = None) -> TokenUsag
     elif response is not None and response.events + len(response.choices) > 0:
         tools_offered = request is not None and bool(request.get("tools") or request.get("functions"))
         forced = forced_function(request, count_model) if endpoint == "responses" else None
-        completion = count_completion(response, count_model, tools_offered=tools_offered, forced_call=forced)
+        completion = count_completion(response, count_model, tools_offered=tools_offered, forced_call=forced,
+                                      azure=not served_by_openai(event.backend_url))
         completion_tokens = completion.tokens
         notes.extend(completion.notes)
         notes.extend(response.notes)

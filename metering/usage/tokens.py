@@ -58,7 +58,10 @@ __all__ = [
     "count_completions_prompt",
     "count_embeddings_input",
     "count_completion",
+    "AZURE_TERMINATOR_TOKENS",
     "forced_function",
+    "RESPONSE_FORMAT_WITH_SYSTEM",
+    "RESPONSE_FORMAT_ALONE",
     "is_reasoning_model",
     "model_in_name",
 ]
@@ -501,7 +504,7 @@ class _Framing(NamedTuple):
     tool_result: int
     #: a text answer when tools were offered costs this much more (the model chose not to call)
     answer_with_tools: int
-    #: completion tokens per choice beyond its text and calls (gpt-4.1-mini reports one more)
+    #: completion tokens per choice beyond its text and calls (before the Azure terminator below)
     per_choice: int
     #: a Responses API output message, or its turn of tool calls: one more token (the item's end)
     output_item: int
@@ -531,8 +534,12 @@ _FRAMING_GPT4O = _Framing(
 #: gpt-4 (0613): a call costs 3 tokens less than gpt-3.5-turbo's
 _FRAMING_GPT4_0613 = _FRAMING_CL100K._replace(call=1)
 _FRAMING_GPT41 = _FRAMING_GPT4O._replace(tools_with_system=6)
-#: gpt-4.1-mini reports one completion token more per choice than its text (every recording)
-_FRAMING_GPT41_MINI = _FRAMING_GPT41._replace(per_choice=1)
+#: Azure OpenAI's Chat Completions bill one completion token per choice beyond what the model wrote
+#: (its terminator): every Azure recording of gpt-4o, gpt-4o-mini and gpt-4.1-mini from 2025 to
+#: March 2026 shows it, streamed or not, once per choice with n > 1, while OpenAI's own backends
+#: stopped billing it by mid-2025 (the same models, same month: exact without it). Not seen in the
+#: Responses API.
+AZURE_TERMINATOR_TOKENS = 1
 
 #: Reasoning models (harmony format): the prompt is primed with one token less, and the visible
 #: answer is framed by channel tokens. Their hidden reasoning is not in the response (and several
@@ -557,7 +564,6 @@ _FRAMING_O_SERIES = _FRAMING_GPT4O._replace(reply_priming=2, answer_chat=11, res
 #: followed by a separator; "gpt-5." takes any gpt-5.x) for a model of that encoding wins;
 #: other models get their encoding's default (gpt-4o's rules for o200k, gpt-3.5-turbo's else).
 _FRAMING_BY_FAMILY: tuple[tuple[str, str, _Framing], ...] = (
-    ("gpt-4.1-mini", "o200k_base", _FRAMING_GPT41_MINI),
     ("gpt-4.1", "o200k_base", _FRAMING_GPT41),
     ("gpt-5-chat", "o200k_base", _FRAMING_GPT4O),  # not a reasoning model
     ("gpt-5.", "o200k_base", _FRAMING_GPT5X),
@@ -944,15 +950,69 @@ def _system_text(messages: Any) -> str | None:
     return None
 
 
-def _response_format_note(request: dict[str, Any], counter: _Counter) -> None:
-    response_format = request.get("response_format")
-    text_format = request.get("text")
-    if (isinstance(response_format, dict) and response_format.get("type") == "json_schema") or (
-        isinstance(text_format, dict)
-        and isinstance(text_format.get("format"), dict)
-        and text_format["format"].get("type") == "json_schema"
-    ):
+#: A ``json_schema`` response format is shown to the model at the end of the system message as
+#: harmony renders it for gpt-oss (github.com/openai/harmony, docs/format.md "Structured output"):
+#: ``# Response Formats`` / ``## NAME`` / the schema as compact JSON. Fitted on 127 gpt-4o, gpt-4o-mini
+#: and gpt-4.1-mini recordings (crewAI, dd-trace-py, elastic cassettes): the schema's ``title``s are
+#: not shown, and the block costs this many tokens beyond its text after a system message …
+RESPONSE_FORMAT_WITH_SYSTEM = 5
+#: … and this many when it opens a system message of its own (its role and framing included).
+RESPONSE_FORMAT_ALONE = 7
+_MAX_FORMAT_DEPTH = 64  # deeper schemas keep their titles (a bound on recursion, not a rule)
+
+
+def _without_titles(schema: Any, depth: int = 0) -> Any:
+    """A JSON schema without its ``title`` keywords (a property named "title" stays)."""
+    if depth > _MAX_FORMAT_DEPTH:
+        return schema
+    if isinstance(schema, dict):
+        shown = {}
+        for key, value in schema.items():
+            if key == "title" and isinstance(value, str):
+                continue
+            if key in ("properties", "$defs", "definitions", "patternProperties") and isinstance(value, dict):
+                shown[key] = {name: _without_titles(spec, depth + 1) for name, spec in value.items()}
+            else:
+                shown[key] = _without_titles(value, depth + 1)
+        return shown
+    if isinstance(schema, list):
+        return [_without_titles(item, depth + 1) for item in schema]
+    return schema
+
+
+def _response_format(request: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``json_schema`` format a request asks for, as ``{name, schema, …}`` (Chat Completions
+    ``response_format.json_schema``, Responses ``text.format``); None for text and ``json_object``,
+    which add nothing to the prompt (recordings: exact without them)."""
+    chat = request.get("response_format")
+    if isinstance(chat, dict) and chat.get("type") == "json_schema" and isinstance(chat.get("json_schema"), dict):
+        return chat["json_schema"]
+    text = request.get("text")
+    if isinstance(text, dict) and isinstance(text.get("format"), dict) and text["format"].get("type") == "json_schema":
+        return text["format"]
+    return None
+
+
+def _response_format_tokens(request: dict[str, Any], counter: _Counter, system: str | None) -> int:
+    """Prompt tokens of a ``json_schema`` response format (``RESPONSE_FORMAT_WITH_SYSTEM``), within
+    the request's schema budget. The rendering is fitted, not known: within a few tokens on the
+    recordings (noted ``response_format_approximated``)."""
+    spec = _response_format(request)
+    if spec is None:
+        return 0
+    name = spec.get("name") if isinstance(spec.get("name"), str) else ""
+    try:
+        schema = orjson.dumps(_without_titles(spec.get("schema"))).decode()
+    except (TypeError, RecursionError):  # nested beyond what JSON encoders allow: not shown whole
         counter.note("response_format_not_counted")
+        return 0
+    if not counter.schema_budget.spend(counter, chars=len(schema)):
+        schema = schema[: max(counter.schema_budget.chars + len(schema), 0)]
+    counter.note("response_format_approximated")
+    block = f"# Response Formats\n\n## {name}\n\n{schema}"
+    if system is None:
+        return counter.text(block) + RESPONSE_FORMAT_ALONE
+    return counter.text(f"{system}\n\n{block}") - counter.text(system) + RESPONSE_FORMAT_WITH_SYSTEM
 
 
 def count_chat_prompt(request: dict[str, Any], model: str | None) -> TokenCount:
@@ -977,7 +1037,7 @@ def count_chat_prompt(request: dict[str, Any], model: str | None) -> TokenCount:
     system = _system_text(messages)
     tokens += _tools_tokens(request.get("tools"), counter, framing, system)
     tokens += _tools_tokens(request.get("functions"), counter, framing, system)
-    _response_format_note(request, counter)
+    tokens += _response_format_tokens(request, counter, system)
     return counter.result(tokens)
 
 
@@ -1067,7 +1127,7 @@ def count_responses_input(request: dict[str, Any], model: str | None) -> TokenCo
     forced = forced_function(request, model)
     if forced is not None:  # the reply starts with the call's header: it is part of the prompt
         tokens += counter.text(f" to=functions.{forced}") + framing.call
-    _response_format_note(request, counter)
+    tokens += _response_format_tokens(request, counter, system)
     return counter.result(tokens)
 
 
@@ -1130,7 +1190,12 @@ def count_embeddings_input(input: Any, model: str | None) -> TokenCount:  # noqa
 
 
 def count_completion(
-    stream: RebuiltStream, model: str | None, *, tools_offered: bool = False, forced_call: str | None = None
+    stream: RebuiltStream,
+    model: str | None,
+    *,
+    tools_offered: bool = False,
+    forced_call: str | None = None,
+    azure: bool = True,
 ) -> TokenCount:
     """Completion tokens of a rebuilt stream or body: every choice's text, refusal and calls.
 
@@ -1138,8 +1203,10 @@ def count_completion(
     ``functions.NAME``, several as one ``multi_tool_use.parallel`` call); the family's framing
     adds its per-choice and Responses per-item tokens. A call the request forced
     (``forced_call``, from ``forced_function``) had its header written into the prompt: only its
-    arguments are the model's. Hidden reasoning tokens of reasoning models cannot be seen, so the
-    estimate is a lower bound for them (noted).
+    arguments are the model's. ``azure``: served by Azure OpenAI (what this pipeline meters; False
+    for api.openai.com), whose Chat Completions bill ``AZURE_TERMINATOR_TOKENS`` per choice. Hidden
+    reasoning tokens of reasoning models cannot be seen, so the estimate is a lower bound for them
+    (noted).
     """
     counter = _Counter(model)
     framing = _framing(model)
@@ -1160,6 +1227,7 @@ def count_completion(
             tokens += framing.output_item if answered else 0
         else:
             tokens += _calls_tokens(calls, counter, framing, framing.call) + framing.per_choice
+            tokens += AZURE_TERMINATOR_TOKENS if azure and stream.kind != "completions" else 0
         if answered and not calls and tools_offered:
             tokens += framing.answer_with_tools
         if answered:

@@ -41,6 +41,10 @@ LAUNCH_WEEK = (
 )
 CHAT_TOOLS = "chat tools: a few tokens of framing the rules do not model (several tools, strict schemas, titles/defaults)"
 UNEXPLAINED = "no rule explains it; a single recording"
+OPENAI_TERMINATOR = (
+    "OpenAI's own backends billed a terminator token per choice until mid-2025, as Azure's still do "
+    "(AZURE_TERMINATOR_TOKENS); the rule follows the recordings since"
+)
 
 #: name → (max |prompt miss|, max |completion miss|, why). A listed recording that becomes exact
 #: must be removed from the list (the test says so), so it only ever shrinks.
@@ -54,6 +58,8 @@ KNOWN_MISSES: dict[str, tuple[int, int, str]] = {
     "gpt-4.1--responses-tools--8d175eaa": (37, 0, CONVERSATION),
     "gpt-4.1--responses-tools--d98f08cb": (1, 0, RESPONSES_TOOLS),
     "gpt-4.1--responses-tools-calls--3c9c1d61": (1, 0, CONVERSATION),
+    "gpt-4.1-mini--chat-tools--aaf466a2": (0, 1, OPENAI_TERMINATOR),
+    "gpt-4.1-mini--chat-tools-calls--0bf2c665": (0, 1, OPENAI_TERMINATOR),
     "gpt-4.1-mini--responses--fbaf0952": (1, 4, LAUNCH_WEEK),
     "gpt-4.1-nano--chat-tools-calls--5f97b874": (1, 1, CHAT_TOOLS),
     "gpt-4.1-nano--chat-tools-parallel--9def73c9": (1, 1, CHAT_TOOLS),
