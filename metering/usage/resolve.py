@@ -19,6 +19,7 @@ from metering.usage.tokens import (
     TokenCount,
     count_chat_prompt,
     count_completion,
+    forced_chat_function,
     forced_function,
     model_in_name,
     count_completions_prompt,
@@ -384,7 +385,7 @@ def resolve_usage(event: UsageEvent, model_hint: str | None = None) -> TokenUsag
         completion_whole = True  # embeddings have no completion
     elif response is not None and response.events + len(response.choices) > 0:
         tools_offered = request is not None and bool(request.get("tools") or request.get("functions"))
-        forced = forced_function(request, count_model) if endpoint == "responses" else None
+        forced = (forced_function if endpoint == "responses" else forced_chat_function)(request, count_model)
         completion = count_completion(response, count_model, tools_offered=tools_offered, forced_call=forced,
                                       azure=not served_by_openai(event.backend_url))
         completion_tokens = completion.tokens

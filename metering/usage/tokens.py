@@ -60,6 +60,7 @@ __all__ = [
     "count_completion",
     "AZURE_TERMINATOR_TOKENS",
     "forced_function",
+    "forced_chat_function",
     "RESPONSE_FORMAT_WITH_SYSTEM",
     "RESPONSE_FORMAT_ALONE",
     "is_reasoning_model",
@@ -291,9 +292,10 @@ PromptCount = TokenCount  # the name the issue uses for prompt estimates
 class _Counter:
     """Counts text with one encoding and collects notes (each once, in order)."""
 
-    __slots__ = ("encode", "notes", "schema_budget")
+    __slots__ = ("encode", "notes", "schema_budget", "model")
 
     def __init__(self, model: str | None):
+        self.model = model
         choice = choose_encoding(model)
         self.encode = load_encoding(choice.name).encode_ordinary
         self.notes: list[str] = ["encoding_fallback"] if choice.fallback else []
@@ -321,28 +323,41 @@ def count_text(text: str, model: str | None) -> int:
 
 _IMAGE_BASE_TOKENS = 85
 _IMAGE_TILE_TOKENS = 170
-#: A high-detail image of unknown size is counted as 1024×1024: 4 tiles → 765 tokens.
-_DEFAULT_IMAGE_TOKENS = 765
+#: (A high-detail image of unknown size is counted as 1024×1024: 4 tiles, 765 tokens on gpt-4o.)
+#: gpt-4o-mini bills an image 33⅓ times gpt-4o's tokens (OpenAI's pricing: 2,833 base, 5,667 per
+#: tile), so that its images cost about what gpt-4o's do; crewAI's gpt-4o-mini recordings of
+#: 2-tile images report exactly 2,833 + 2 × 5,667 for each.
+_MINI_IMAGE_RATES = (2833, 5667)
 
 
-def image_tokens(width: int, height: int, detail: str | None = "high") -> int:
-    """Image input tokens by OpenAI's tile formula (gpt-4o / gpt-4-turbo vision).
+def _image_rates(model: str | None) -> tuple[int, int]:
+    """(base, per tile) image tokens of ``model``: gpt-4o-mini's own, else gpt-4o's."""
+    name = _normalize_model(model) if model else ""
+    if name == "gpt-4o-mini" or name.startswith("gpt-4o-mini-"):
+        return _MINI_IMAGE_RATES
+    return _IMAGE_BASE_TOKENS, _IMAGE_TILE_TOKENS
+
+
+def image_tokens(width: int, height: int, detail: str | None = "high", model: str | None = None) -> int:
+    """Image input tokens by OpenAI's tile formula (gpt-4o / gpt-4-turbo vision; ``model``
+    gpt-4o-mini: its own rates, ``_MINI_IMAGE_RATES``).
 
     ``low`` detail costs 85. Otherwise the image is scaled to fit 2048×2048, then its shortest
     side down to 768, and costs 85 + 170 per 512-px tile (``auto`` is treated as ``high``).
     """
+    base, tile = _image_rates(model)
     if detail == "low":
-        return _IMAGE_BASE_TOKENS
+        return base
     w, h = float(width), float(height)
     if w <= 0 or h <= 0:
-        return _DEFAULT_IMAGE_TOKENS
+        return base + 4 * tile
     if max(w, h) > 2048:
         scale = 2048 / max(w, h)
         w, h = w * scale, h * scale
     if min(w, h) > 768:
         scale = 768 / min(w, h)
         w, h = w * scale, h * scale
-    return _IMAGE_BASE_TOKENS + _IMAGE_TILE_TOKENS * math.ceil(w / 512) * math.ceil(h / 512)
+    return base + tile * math.ceil(w / 512) * math.ceil(h / 512)
 
 
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
@@ -411,7 +426,7 @@ def _image_part_tokens(image: Any, detail: Any, counter: _Counter) -> int:
     else:
         url, width, height = image, None, None
     if detail == "low":
-        return _IMAGE_BASE_TOKENS
+        return _image_rates(counter.model)[0]
     size = None
     if isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0:
         size = (width, height)
@@ -419,8 +434,8 @@ def _image_part_tokens(image: Any, detail: Any, counter: _Counter) -> int:
         size = image_size_from_data_url(url)
     if size is None or size[0] <= 0 or size[1] <= 0:
         counter.note("image_tokens_defaulted")
-        return _DEFAULT_IMAGE_TOKENS
-    return image_tokens(size[0], size[1], "high")
+        return image_tokens(0, 0, "high", counter.model)
+    return image_tokens(size[0], size[1], "high", counter.model)
 
 
 # content and messages ----------------------------------------------------------------------
@@ -540,6 +555,9 @@ _FRAMING_GPT41 = _FRAMING_GPT4O._replace(tools_with_system=6)
 #: stopped billing it by mid-2025 (the same models, same month: exact without it). Not seen in the
 #: Responses API.
 AZURE_TERMINATOR_TOKENS = 1
+#: A Chat Completions call forced by name costs the prompt its header, the call's framing and this
+#: (gpt-4o and gpt-4o-mini recordings; the Responses API's forced header costs no more than a call)
+CHAT_FORCED_CALL = 3
 
 #: Reasoning models (harmony format): the prompt is primed with one token less, and the visible
 #: answer is framed by channel tokens. Their hidden reasoning is not in the response (and several
@@ -1037,6 +1055,9 @@ def count_chat_prompt(request: dict[str, Any], model: str | None) -> TokenCount:
     system = _system_text(messages)
     tokens += _tools_tokens(request.get("tools"), counter, framing, system)
     tokens += _tools_tokens(request.get("functions"), counter, framing, system)
+    forced = forced_chat_function(request, model)
+    if forced is not None:  # the reply starts with the call's header: it is part of the prompt
+        tokens += counter.text(f" to=functions.{forced}") + framing.call + CHAT_FORCED_CALL
     tokens += _response_format_tokens(request, counter, system)
     return counter.result(tokens)
 
@@ -1153,6 +1174,25 @@ def forced_function(request: Any, model: str | None) -> str | None:
     return name if isinstance(name, str) and any(fn.get("name") == name for fn in functions) else None
 
 
+def forced_chat_function(request: Any, model: str | None) -> str | None:
+    """The function a Chat Completions request names in ``tool_choice`` (``{"type": "function",
+    "function": {"name": …}}``), or None.
+
+    As in the Responses API, the call's header is then written into the prompt and the model only
+    writes the arguments (gpt-4o and gpt-4o-mini recordings: the completion is the arguments
+    alone). ``"required"`` is not such a call in chat: the model still writes the header (a
+    single-tool gpt-4o-mini recording is exact without moving it). Not applied to reasoning models.
+    """
+    if not isinstance(request, dict) or is_reasoning_model(model):
+        return None
+    choice = request.get("tool_choice")
+    function = choice.get("function") if isinstance(choice, dict) and choice.get("type") == "function" else None
+    name = function.get("name") if isinstance(function, dict) else None
+    tools = request.get("tools") if isinstance(request.get("tools"), list) else []
+    offered = any(isinstance(t, dict) and isinstance(t.get("function"), dict) and t["function"].get("name") == name for t in tools)
+    return name if isinstance(name, str) and offered else None
+
+
 def _inputs_tokens(value: Any, counter: _Counter) -> int:
     """Tokens of a prompt/input: string, list of strings, token array, or list of token arrays."""
     if isinstance(value, str):
@@ -1225,6 +1265,8 @@ def count_completion(
                 call = framing.call if framing.responses_call is None else framing.responses_call
                 tokens += _calls_tokens(calls, counter, framing, call) + framing.output_item
             tokens += framing.output_item if answered else 0
+        elif forced_call is not None and len(calls) == 1 and calls[0][0] == forced_call:
+            tokens += counter.text(calls[0][1]) + framing.per_choice  # the header was the prompt's
         else:
             tokens += _calls_tokens(calls, counter, framing, framing.call) + framing.per_choice
             tokens += AZURE_TERMINATOR_TOKENS if azure and stream.kind != "completions" else 0

@@ -861,3 +861,29 @@ def test_a_hostile_response_format_is_bounded_too(name):
     request = {"messages": REASON_MESSAGES, "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": HOSTILE_SCHEMAS[name]}}}
     count = count_chat_prompt(request, "gpt-4o-mini")
     assert 0 < count.tokens <= 8_192 + 4 * len(orjson.dumps(request))
+
+
+def test_gpt_4o_mini_images_cost_its_own_rates():
+    """gpt-4o-mini bills 2,833 + 5,667 per tile (crewAI's recordings of 2-tile images: exact)."""
+    assert image_tokens(1024, 512, "high", "gpt-4o-mini-2024-07-18") == 2833 + 2 * 5667
+    assert image_tokens(1024, 512, "low", "gpt-4o-mini") == 2833
+    assert image_tokens(1024, 512, "high", "gpt-4o") == 85 + 2 * 170
+    part = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png", "detail": "low"}}
+    request = {"messages": [{"role": "user", "content": [part]}]}
+    assert count_chat_prompt(request, "gpt-4o-mini").tokens - count_chat_prompt(request, "gpt-4o").tokens == 2833 - 85
+
+
+def test_a_chat_call_forced_by_name_moves_its_header_into_the_prompt():
+    """crewAI's gpt-4o recording: tool_choice names ScoreOutput; the completion is the arguments
+    alone (5 tokens, api.openai.com) and the prompt carries the header (CHAT_FORCED_CALL)."""
+    enc = load_encoding("o200k_base")
+    tool = _function_tool({"type": "object", "properties": {"score": {"type": "integer"}}, "required": ["score"]})
+    tool["function"]["name"] = "ScoreOutput"
+    chat = {"messages": [{"role": "user", "content": "Score it."}], "tools": [tool]}
+    forced = {**chat, "tool_choice": {"type": "function", "function": {"name": "ScoreOutput"}}}
+    assert tokens.forced_chat_function(forced, "gpt-4o") == "ScoreOutput"
+    assert tokens.forced_chat_function({**chat, "tool_choice": "required"}, "gpt-4o") is None
+    assert count_chat_prompt(forced, "gpt-4o").tokens == count_chat_prompt(chat, "gpt-4o").tokens + len(
+        enc.encode_ordinary(" to=functions.ScoreOutput")) + 4 + tokens.CHAT_FORCED_CALL
+    call = rebuild_stream(sse(tool_call_stream_payloads([("call_1", "ScoreOutput", ['{"score":4}'])])))
+    assert count_completion(call, "gpt-4o", forced_call="ScoreOutput", azure=False).tokens == len(enc.encode_ordinary('{"score":4}'))
