@@ -15,6 +15,7 @@ is a lower bound by exactly the reasoning tokens, and says so in its notes.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -135,6 +136,15 @@ def strip_usage(response: str) -> str:
     return "\n\n".join(blocks) + "\n\n"
 
 
+_CREATED = re.compile(r'"created(?:_at)?"\s*:\s*([1-9][0-9]{8,10})')
+
+
+def recorded_at(recording: Recording) -> datetime:
+    """When the provider answered: the response's ``created`` time (2026-01-01 when it has none)."""
+    match = _CREATED.search(recording.response)
+    return datetime.fromtimestamp(int(match.group(1)), UTC) if match else datetime(2026, 1, 1, tzinfo=UTC)
+
+
 #: where each provider's recordings were served from (the estimate depends on it: AZURE_TERMINATOR_TOKENS)
 BACKEND_URLS = {"azure": "https://contoso.openai.azure.com/openai", "openai": "https://api.openai.com/v1"}
 
@@ -144,7 +154,7 @@ def replay(recording: Recording, *, deployment: str = "chat-prod", model_hint: s
     event = UsageEvent(
         request_id=f"recording-{recording.name}",
         backend_url=BACKEND_URLS.get(recording.provider),
-        event_time=datetime(2026, 1, 1, tzinfo=UTC),
+        event_time=recorded_at(recording),
         deployment=deployment,
         status_code=200,
         endpoint=recording.endpoint,

@@ -8,6 +8,7 @@ rebuilt response (``metering.usage.sse``), and ``usage_source`` says how complet
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,6 +17,7 @@ import orjson
 from metering.model import NO_USAGE, BadEvent, TokenUsage, UsageEvent
 from metering.usage.sse import RebuiltStream, rebuild_body, rebuild_stream
 from metering.usage.tokens import (
+    AZURE_TERMINATOR_SINCE,
     TokenCount,
     count_chat_prompt,
     count_completion,
@@ -272,14 +274,16 @@ def _prompt_count(endpoint: str, request: dict[str, Any], model: str | None) -> 
     return None
 
 
-def served_by_openai(backend_url: str | None) -> bool:
-    """Whether the backend is OpenAI's own API (api.openai.com), not Azure OpenAI: their completions
-    are billed differently (``AZURE_TERMINATOR_TOKENS``). An unknown backend is Azure's, the
-    backends this pipeline meters."""
-    if not backend_url:
+def bills_terminator(backend_url: str | None, event_time: datetime | None) -> bool:
+    """Whether the backend bills Azure's per-choice terminator token (``AZURE_TERMINATOR_TOKENS``):
+    Azure OpenAI from ``AZURE_TERMINATOR_SINCE`` on. OpenAI's own API (api.openai.com) does not; an
+    unknown backend is Azure's, the backends this pipeline meters."""
+    if event_time is not None and event_time < AZURE_TERMINATOR_SINCE:
         return False
+    if not backend_url:
+        return True
     host = urlsplit(backend_url if "//" in backend_url else f"//{backend_url}").hostname or ""
-    return host == "api.openai.com"
+    return host != "api.openai.com"
 
 
 def is_billable(event: UsageEvent) -> bool:
@@ -387,7 +391,7 @@ def resolve_usage(event: UsageEvent, model_hint: str | None = None) -> TokenUsag
         tools_offered = request is not None and bool(request.get("tools") or request.get("functions"))
         forced = (forced_function if endpoint == "responses" else forced_chat_function)(request, count_model)
         completion = count_completion(response, count_model, tools_offered=tools_offered, forced_call=forced,
-                                      azure=not served_by_openai(event.backend_url))
+                                      azure=bills_terminator(event.backend_url, event.event_time))
         completion_tokens = completion.tokens
         notes.extend(completion.notes)
         notes.extend(response.notes)

@@ -30,6 +30,7 @@ import struct
 import sys
 import threading
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -59,6 +60,7 @@ __all__ = [
     "count_embeddings_input",
     "count_completion",
     "AZURE_TERMINATOR_TOKENS",
+    "AZURE_TERMINATOR_SINCE",
     "forced_function",
     "forced_chat_function",
     "RESPONSE_FORMAT_WITH_SYSTEM",
@@ -550,11 +552,14 @@ _FRAMING_GPT4O = _Framing(
 _FRAMING_GPT4_0613 = _FRAMING_CL100K._replace(call=1)
 _FRAMING_GPT41 = _FRAMING_GPT4O._replace(tools_with_system=6)
 #: Azure OpenAI's Chat Completions bill one completion token per choice beyond what the model wrote
-#: (its terminator): every Azure recording of gpt-4o, gpt-4o-mini and gpt-4.1-mini from 2025 to
-#: March 2026 shows it, streamed or not, once per choice with n > 1, while OpenAI's own backends
-#: stopped billing it by mid-2025 (the same models, same month: exact without it). Not seen in the
-#: Responses API.
+#: (its terminator): Azure recordings of gpt-4o, gpt-4o-mini, gpt-4.1-mini and gpt-5 models from
+#: November 2025 (issue #29's hidden set) to March 2026 show it, streamed or not, once per choice
+#: with n > 1, while OpenAI's own backends do not bill it (the same models, same months: exact
+#: without it). Azure recordings of April 2024 (gpt-35-turbo) and March 2025 (gpt-4o) are exact
+#: without it, so it applies to events from AZURE_TERMINATOR_SINCE on (the earliest month it was
+#: seen; when between March and November 2025 it started is not known). Not seen in the Responses API.
 AZURE_TERMINATOR_TOKENS = 1
+AZURE_TERMINATOR_SINCE = datetime(2025, 11, 1, tzinfo=UTC)
 #: A Chat Completions call forced by name costs the prompt its header, the call's framing and this
 #: (gpt-4o and gpt-4o-mini recordings; the Responses API's forced header costs no more than a call)
 CHAT_FORCED_CALL = 3
@@ -1243,8 +1248,8 @@ def count_completion(
     ``functions.NAME``, several as one ``multi_tool_use.parallel`` call); the family's framing
     adds its per-choice and Responses per-item tokens. A call the request forced
     (``forced_call``, from ``forced_function``) had its header written into the prompt: only its
-    arguments are the model's. ``azure``: served by Azure OpenAI (what this pipeline meters; False
-    for api.openai.com), whose Chat Completions bill ``AZURE_TERMINATOR_TOKENS`` per choice. Hidden
+    arguments are the model's. ``azure``: served by an Azure OpenAI backend that bills
+    ``AZURE_TERMINATOR_TOKENS`` per Chat Completions choice (``resolve.bills_terminator``). Hidden
     reasoning tokens of reasoning models cannot be seen, so the estimate is a lower bound for them
     (noted).
     """

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -22,6 +22,7 @@ from azure_shapes import (
 )
 from metering.model import NO_USAGE, BadEvent, UsageEvent
 from metering.usage.tokens import (
+    AZURE_TERMINATOR_SINCE,
     AZURE_TERMINATOR_TOKENS,
     count_chat_prompt,
     count_embeddings_input,
@@ -46,7 +47,7 @@ ANSWER_TEXT = "".join(ANSWER)
 def event(**fields) -> UsageEvent:
     defaults = dict(
         request_id="3f0c6f5e-8d2b-4a51-9d4e-0d3c1d2b7a90",
-        event_time=datetime(2025, 3, 1, 12, 0, tzinfo=UTC),
+        event_time=datetime(2026, 3, 1, 12, 0, tzinfo=UTC),  # after AZURE_TERMINATOR_SINCE
         deployment="chat-prod",
         status_code=200,
         endpoint="chat.completions",
@@ -344,3 +345,14 @@ def test_openai_backends_are_billed_without_the_azure_terminator():
     unknown = resolve_usage(event(request=CHAT_REQUEST, response=stream, is_streaming=True))
     assert openai.completion_tokens == count_text(ANSWER_TEXT, "gpt-4o")
     assert azure.completion_tokens == unknown.completion_tokens == openai.completion_tokens + AZURE_TERMINATOR_TOKENS
+
+
+def test_the_azure_terminator_is_billed_from_when_it_was_seen():
+    """Azure recordings of April 2024 and March 2025 are exact without it: events before
+    AZURE_TERMINATOR_SINCE are counted without it."""
+    stream = chat_stream(ANSWER, model="gpt-4o-2024-11-20")
+    before = resolve_usage(event(request=CHAT_REQUEST, response=stream, is_streaming=True,
+                                 event_time=AZURE_TERMINATOR_SINCE - timedelta(seconds=1)))
+    since = resolve_usage(event(request=CHAT_REQUEST, response=stream, is_streaming=True, event_time=AZURE_TERMINATOR_SINCE))
+    assert before.completion_tokens == count_text(ANSWER_TEXT, "gpt-4o")
+    assert since.completion_tokens == before.completion_tokens + AZURE_TERMINATOR_TOKENS
