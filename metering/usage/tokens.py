@@ -755,7 +755,7 @@ class _SchemaBudget:
     NODES_FLOOR, REFS_FLOOR, CHARS_FLOOR = 1_000, 100, 8_192
     #: … plus, per byte of its schemas' JSON, this much (a node is at least ~10 bytes of JSON, and a
     #: real schema inlines each definition a few times at most)
-    NODES_PER_BYTE, REFS_PER_BYTE, CHARS_PER_BYTE = 0.25, 1 / 32, 4
+    NODES_PER_BYTE, REFS_PER_BYTE, CHARS_PER_BYTE = 0.125, 1 / 64, 2
 
     def __init__(self, schema_bytes: int):
         self.nodes = self.NODES_FLOOR + int(schema_bytes * self.NODES_PER_BYTE)
