@@ -178,7 +178,7 @@ def _within(recordings, bound: int) -> int:
 def test_azure_chat_completions_are_exact_with_the_terminator_token():
     """Issue #29's one-token gap: Azure Chat Completions recordings of non-reasoning models have
     their completion exact, with the terminator token from AZURE_TERMINATOR_SINCE and without it
-    before (41 of 46 when the rule was written, 8 before it; the others: a gpt-4o-mini answer of
+    before (41 of 46 when the rule was written, 23 before it; the others: a gpt-4o-mini answer of
     January 2026 billed without it, two gpt-4o-mini answers to tool results with a response format
     4 short, a gpt-35-turbo one of 2024 19 short, a gpt-5.x chat one 6 short)."""
     azure = [r for r in EXTRA_CALIBRATION + EXTRA_HELDOUT + CALIBRATION + HELDOUT
