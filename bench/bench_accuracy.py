@@ -2,8 +2,8 @@
 
 Run: .venv/bin/python bench/bench_accuracy.py [--split heldout|calibration|all] [--by cause|shape] [--markdown]
 
-Replays every recording of tests/data/recordings/<split> (and, when METERING_EXTRA_RECORDINGS names
-a folder of the same layout, of that folder: a second table) with its usage stripped through the
+Replays every recording of tests/data/recordings/<split> (and of the further recordings, when
+../shared/recordings-round3 or the folder METERING_EXTRA_RECORDINGS names is there: a second table) with its usage stripped through the
 pipeline's usage stage and prints, per cause (what the estimate had to count beyond plain messages:
 tests/recordings.py ``cause``) or per model family and request shape, how many estimates equal the
 provider's counts (prompt and visible completion both), how many are within 2 and 3 tokens, and the

@@ -28,16 +28,18 @@ from metering.usage.resolve import resolve_usage
 
 RECORDINGS_DIR = Path(__file__).resolve().parent / "data" / "recordings"
 SPLITS = ("calibration", "heldout")
-#: A further folder of recordings (same ``calibration/`` and ``heldout/`` layout and fields), e.g.
-#: cassettes extracted locally from public repositories that are not in the shared set yet;
-#: ``load_recordings(..., extra=True)`` reads it when set.
+#: A further folder of recordings (same ``calibration/`` and ``heldout/`` layout and fields: issue
+#: #29's, docs/estimates-sources.md), read by ``load_recordings(..., extra=True)``: the folder
+#: ``METERING_EXTRA_RECORDINGS`` names, else ``../shared/recordings-round3`` beside the checkout.
 EXTRA_RECORDINGS_ENV = "METERING_EXTRA_RECORDINGS"
+SHARED_EXTRA_RECORDINGS = Path(__file__).resolve().parents[2] / "shared" / "recordings-round3"
 
 
 def extra_recordings_dir() -> Path | None:
-    """The folder named by ``METERING_EXTRA_RECORDINGS``, when set and present."""
+    """The further recordings' folder, when there is one."""
     value = os.environ.get(EXTRA_RECORDINGS_ENV)
-    return Path(value) if value and Path(value).is_dir() else None
+    folder = Path(value) if value else SHARED_EXTRA_RECORDINGS
+    return folder if folder.is_dir() else None
 
 
 @dataclass(frozen=True)

@@ -156,11 +156,12 @@ def test_heldout_accuracy_does_not_regress():
     assert exact >= HELDOUT_EXACT_FLOOR, f"{exact} of {len(HELDOUT)} held-out recordings exact"
 
 
-# --- further recordings (METERING_EXTRA_RECORDINGS; docs/estimates-sources.md names them) ---------
+# --- further recordings (../shared/recordings-round3 or METERING_EXTRA_RECORDINGS; docs/estimates-sources.md) ---
 
 EXTRA_CALIBRATION = load_recordings("calibration", extra=True)
 EXTRA_HELDOUT = load_recordings("heldout", extra=True)
-needs_extra = pytest.mark.skipif(not EXTRA_CALIBRATION, reason="METERING_EXTRA_RECORDINGS names no folder of recordings")
+needs_extra = pytest.mark.skipif(not EXTRA_CALIBRATION, reason="no further recordings: ../shared/recordings-round3 "
+                                 "is absent and METERING_EXTRA_RECORDINGS names no folder")
 
 
 def _within(recordings, bound: int) -> int:
