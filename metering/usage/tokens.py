@@ -1029,8 +1029,9 @@ def _response_format_tokens(request: dict[str, Any], counter: _Counter, system: 
     except (TypeError, RecursionError):  # nested beyond what JSON encoders allow: not shown whole
         counter.note("response_format_not_counted")
         return 0
-    if not counter.schema_budget.spend(counter, chars=len(schema)):
-        schema = schema[: max(counter.schema_budget.chars + len(schema), 0)]
+    remaining = counter.schema_budget.chars
+    if not counter.schema_budget.spend(counter, nodes=0, chars=len(schema)):
+        schema = schema[: max(remaining, 0)]  # what the budget has left of it
     counter.note("response_format_approximated")
     block = f"# Response Formats\n\n## {name}\n\n{schema}"
     if system is None:
