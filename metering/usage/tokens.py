@@ -1275,7 +1275,9 @@ def count_completion(
             tokens += counter.text(calls[0][1]) + framing.per_choice  # the header was the prompt's
         else:
             tokens += _calls_tokens(calls, counter, framing, framing.call) + framing.per_choice
-            tokens += AZURE_TERMINATOR_TOKENS if azure and stream.kind != "completions" else 0
+            # written when the choice ends: a choice cut short in the capture has not shown it
+            finished = choice.finish_reason is not None
+            tokens += AZURE_TERMINATOR_TOKENS if azure and finished and stream.kind != "completions" else 0
         if answered and not calls and tools_offered:
             tokens += framing.answer_with_tools
         if answered:

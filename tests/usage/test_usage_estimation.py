@@ -161,7 +161,7 @@ def test_truncated_stream_is_partial_with_what_was_seen():
     cut = full[: full.index('"content":" chargeback"') + 5]
     usage = resolve_usage(event(request=CHAT_REQUEST, response=cut, truncated=True))
     assert usage.source == "partial"
-    assert usage.completion_tokens == count_text("Why did the invoice blush? It saw the", "gpt-4o") + AZURE_TERMINATOR_TOKENS
+    assert usage.completion_tokens == count_text("Why did the invoice blush? It saw the", "gpt-4o")  # no end seen: no terminator
     assert "stream_truncated" in usage.notes
 
 
