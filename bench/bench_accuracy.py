@@ -1,13 +1,16 @@
 """Accuracy of the offline token estimates against real provider-reported usage (not a timed test).
 
-Run: .venv/bin/python bench/bench_accuracy.py [--split heldout|calibration|all] [--markdown]
+Run: .venv/bin/python bench/bench_accuracy.py [--split heldout|calibration|all] [--by cause|shape] [--markdown]
 
 Replays every recording of <shared folder>/recordings/<split> (METERING_SHARED_DIR, by default
-../shared beside the repository: docs/public-data.md) with its usage stripped through the
-pipeline's usage stage and prints, per model family and request shape, how many estimates equal
-the provider's counts (prompt and visible completion both) and the worst error of each. Reasoning
-models' completions are compared with the visible part (reported completion − reasoning tokens):
-their hidden reasoning is never in a response, so the estimate is a lower bound ("≤" column).
+../shared beside the repository: docs/public-data.md; and of the further recordings, when
+../shared/recordings-round3 or the folder METERING_EXTRA_RECORDINGS names is there: a second table) with its usage stripped through the
+pipeline's usage stage and prints, per cause (what the estimate had to count beyond plain messages:
+tests/recordings.py ``cause``) or per model family and request shape, how many estimates equal the
+provider's counts (prompt and visible completion both), how many are within 2 and 3 tokens, and the
+worst error of each. Reasoning models' completions are compared with the visible part (reported
+completion − reasoning tokens): their hidden reasoning is never in a response, so the estimate is a
+lower bound ("≤" column), and a short completion of theirs counts as exact here.
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from recordings import load_recordings, miss  # noqa: E402
+from recordings import CAUSES, Recording, cause, extra_recordings_dir, load_recordings, miss  # noqa: E402
 from shared_folder import RECORDINGS, missing  # noqa: E402
 
 from metering.usage.tokens import is_reasoning_model  # noqa: E402
+
+REASONING_SLACK = 63  # as tests/usage/test_recorded_usage.py: reasoning_tokens come in steps of 64
 
 
 def _worst(values: list[int]) -> str:
@@ -31,42 +36,36 @@ def _worst(values: list[int]) -> str:
     return f"{worst:+d}" if worst else "0"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--split", choices=["heldout", "calibration", "all"], default="heldout")
-    parser.add_argument("--markdown", action="store_true", help="print a Markdown table (for docs/estimates.md)")
-    args = parser.parse_args()
-    reason = missing(RECORDINGS)
-    if reason:
-        print(f"bench_accuracy: skipped: {reason}", file=sys.stderr)
-        return 0
-    recordings = load_recordings(None if args.split == "all" else args.split)
-    groups: dict[tuple[str, str], list[tuple[int, int, bool]]] = defaultdict(list)
-    for recording in recordings:
-        result = miss(recording)
-        groups[(recording.family, recording.shape)].append((result.prompt, result.completion, is_reasoning_model(recording.model)))
+def _error(recording: Recording) -> tuple[int, int, bool]:
+    """(prompt error, completion error, reasoning) with a reasoning model's short completion as 0."""
+    result = miss(recording)
+    reasoning = is_reasoning_model(recording.model)
+    completion = result.completion
+    if reasoning and -REASONING_SLACK <= completion <= 0:
+        completion = 0
+    return result.prompt, completion, reasoning
 
-    header = ("family", "shape", "exact", "worst prompt", "worst completion", "completion ≤ reported")
+
+def table(recordings: list[Recording], by: str, title: str, markdown: bool) -> None:
+    groups: dict[tuple[str, ...], list[tuple[int, int, bool]]] = defaultdict(list)
+    for recording in recordings:
+        key = (cause(recording),) if by == "cause" else (recording.family, recording.shape)
+        groups[key].append(_error(recording))
+    header = (*(("cause",) if by == "cause" else ("family", "shape")), "rows", "exact", "±2", "±3",
+              "worst prompt", "worst completion", "completion ≤ reported")
+    order = {name: i for i, name in enumerate(CAUSES)}
     rows = []
-    for (family, shape), results in sorted(groups.items()):
-        exact = sum(1 for p, c, _ in results if p == 0 and c == 0)
+    for key, results in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0])):
+        within = lambda bound: sum(1 for p, c, _ in results if abs(p) <= bound and abs(c) <= bound)  # noqa: E731
         lower_bound = all(c <= 0 for _, c, _ in results)
         reasoning = any(r for _, _, r in results)
-        rows.append(
-            (
-                family,
-                shape,
-                f"{exact}/{len(results)}",
-                _worst([p for p, _, _ in results]),
-                _worst([c for _, c, _ in results]),
-                ("yes" if lower_bound else "no") + (" (reasoning)" if reasoning else ""),
-            )
-        )
-    total = sum(len(r) for r in groups.values())
-    exact_total = sum(1 for r in groups.values() for p, c, _ in r if p == 0 and c == 0)
-    prompt_exact = sum(1 for r in groups.values() for p, _, _ in r if p == 0)
-    completion_exact = sum(1 for r in groups.values() for _, c, _ in r if c == 0)
-    if args.markdown:
+        rows.append((*key, str(len(results)), str(within(0)), str(within(2)), str(within(3)),
+                     _worst([p for p, _, _ in results]), _worst([c for _, c, _ in results]),
+                     ("yes" if lower_bound else "no") + (" (reasoning)" if reasoning else "")))
+    all_results = [r for results in groups.values() for r in results]
+    total = len(all_results)
+    print(f"\n{title}")
+    if markdown:
         print("| " + " | ".join(header) + " |")
         print("|" + "---|" * len(header))
         for row in rows:
@@ -75,10 +74,30 @@ def main() -> int:
         widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
         for row in [header, *rows]:
             print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)))
-    print(
-        f"\n{args.split}: {exact_total}/{total} recordings exact "
-        f"(prompt {prompt_exact}/{total}, completion {completion_exact}/{total})"
-    )
+    if total:
+        exact = sum(1 for p, c, _ in all_results if p == 0 and c == 0)
+        near = sum(1 for p, c, _ in all_results if abs(p) <= 3 and abs(c) <= 3)
+        prompt_exact = sum(1 for p, _, _ in all_results if p == 0)
+        completion_exact = sum(1 for _, c, _ in all_results if c == 0)
+        print(f"{title}: {exact}/{total} recordings exact ({100 * exact / total:.0f} %), {near}/{total} within 3 tokens "
+              f"(prompt exact {prompt_exact}/{total}, completion exact {completion_exact}/{total})")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--split", choices=["heldout", "calibration", "all"], default="heldout")
+    parser.add_argument("--by", choices=["cause", "shape"], default="cause")
+    parser.add_argument("--markdown", action="store_true", help="print Markdown tables (for docs/)")
+    args = parser.parse_args()
+    reason = missing(RECORDINGS)
+    if reason:
+        print(f"bench_accuracy: skipped: {reason}", file=sys.stderr)
+        return 0
+    split = None if args.split == "all" else args.split
+    table(load_recordings(split), args.by, f"{args.split} (shared recordings)", args.markdown)
+    extra = extra_recordings_dir()
+    if extra is not None:
+        table(load_recordings(split, extra=True), args.by, f"{args.split} ({extra})", args.markdown)
     return 0
 
 

@@ -15,7 +15,10 @@ is a lower bound by exactly the reasoning tokens, and says so in its notes.
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +30,18 @@ from shared_folder import RECORDINGS, shared_path
 
 RECORDINGS_DIR = shared_path(RECORDINGS)
 SPLITS = ("calibration", "heldout")
+#: A further folder of recordings (same ``calibration/`` and ``heldout/`` layout and fields: issue
+#: #29's, docs/estimates-sources.md), read by ``load_recordings(..., extra=True)``: the folder
+#: ``METERING_EXTRA_RECORDINGS`` names, else ``../shared/recordings-round3`` beside the checkout.
+EXTRA_RECORDINGS_ENV = "METERING_EXTRA_RECORDINGS"
+SHARED_EXTRA_RECORDINGS = shared_path("recordings-round3")
+
+
+def extra_recordings_dir() -> Path | None:
+    """The further recordings' folder, when there is one."""
+    value = os.environ.get(EXTRA_RECORDINGS_ENV)
+    folder = Path(value) if value else SHARED_EXTRA_RECORDINGS
+    return folder if folder.is_dir() else None
 
 
 @dataclass(frozen=True)
@@ -64,14 +79,19 @@ class Recording:
         return self.reported_completion - self.reported_reasoning
 
 
-def load_recordings(split: str | None = None) -> list[Recording]:
-    """Every recording of ``split`` (``calibration`` or ``heldout``; both when None), by name.
+def load_recordings(split: str | None = None, *, extra: bool = False) -> list[Recording]:
+    """Every recording of ``split`` (``calibration`` or ``heldout``; both when None), by name;
+    ``extra``: those of the further recordings (none when there are none).
 
-    A split's folder that is not there is an error, never an empty list (callers skip first).
+    A split's folder of the shared recordings that is not there is an error, never an empty list
+    (callers skip first).
     """
     recordings = []
+    root = extra_recordings_dir() if extra else RECORDINGS_DIR
+    if root is None:
+        return []
     for name in SPLITS if split is None else (split,):
-        folder = RECORDINGS_DIR / name
+        folder = root / name
         if not folder.is_dir():
             raise FileNotFoundError(f"no recordings at {folder} (docs/public-data.md)")
         for path in sorted(folder.glob("*.json")):
@@ -127,11 +147,25 @@ def strip_usage(response: str) -> str:
     return "\n\n".join(blocks) + "\n\n"
 
 
+_CREATED = re.compile(r'"created(?:_at)?"\s*:\s*([1-9][0-9]{8,10})')
+
+
+def recorded_at(recording: Recording) -> datetime:
+    """When the provider answered: the response's ``created`` time (2026-01-01 when it has none)."""
+    match = _CREATED.search(recording.response)
+    return datetime.fromtimestamp(int(match.group(1)), UTC) if match else datetime(2026, 1, 1, tzinfo=UTC)
+
+
+#: where each provider's recordings were served from (the estimate depends on it: AZURE_TERMINATOR_TOKENS)
+BACKEND_URLS = {"azure": "https://contoso.openai.azure.com/openai", "openai": "https://api.openai.com/v1"}
+
+
 def replay(recording: Recording, *, deployment: str = "chat-prod", model_hint: str | None = None) -> TokenUsage:
     """The estimate for a recording whose usage was stripped, as the pipeline would compute it."""
     event = UsageEvent(
         request_id=f"recording-{recording.name}",
-        event_time=datetime(2026, 1, 1, tzinfo=UTC),
+        backend_url=BACKEND_URLS.get(recording.provider),
+        event_time=recorded_at(recording),
         deployment=deployment,
         status_code=200,
         endpoint=recording.endpoint,
@@ -158,3 +192,32 @@ class Miss:
 def miss(recording: Recording) -> Miss:
     usage = replay(recording)
     return Miss(usage.prompt_tokens - recording.reported_prompt, usage.completion_tokens - recording.reported_visible_completion)
+
+
+#: What an estimate had to count beyond plain messages, most specific first (bench_accuracy.py's
+#: table by cause): the first that applies names the recording's row.
+CAUSES = ("response format", "tool results", "tool-call history", "forced call", "tools offered", "n > 1",
+          "stream", "plain")
+
+
+def cause(recording: Recording) -> str:
+    """The cause a recording's estimate is filed under (``CAUSES``)."""
+    request = recording.request
+    text = request.get("text")
+    response_format = request.get("response_format") or (text.get("format") if isinstance(text, dict) else None)
+    history = request.get("messages") or (request.get("input") if isinstance(request.get("input"), list) else [])
+    history = [item for item in history if isinstance(item, dict)]
+    if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
+        return "response format"
+    if any(item.get("role") in ("tool", "function") or item.get("type") == "function_call_output" for item in history):
+        return "tool results"
+    if any(item.get("tool_calls") or item.get("type") == "function_call" for item in history):
+        return "tool-call history"
+    choice = request.get("tool_choice")
+    if request.get("tools") and (choice == "required" or isinstance(choice, dict)):
+        return "forced call"
+    if request.get("tools") or request.get("functions"):
+        return "tools offered"
+    if isinstance(request.get("n"), int) and request["n"] > 1:
+        return "n > 1"
+    return "stream" if request.get("stream") else "plain"

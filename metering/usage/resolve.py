@@ -8,16 +8,20 @@ rebuilt response (``metering.usage.sse``), and ``usage_source`` says how complet
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
 from metering.model import NO_USAGE, BadEvent, TokenUsage, UsageEvent
 from metering.usage.sse import RebuiltStream, rebuild_body, rebuild_stream
 from metering.usage.tokens import (
+    AZURE_TERMINATOR_SINCE,
     TokenCount,
     count_chat_prompt,
     count_completion,
+    forced_chat_function,
     forced_function,
     model_in_name,
     count_completions_prompt,
@@ -270,6 +274,18 @@ def _prompt_count(endpoint: str, request: dict[str, Any], model: str | None) -> 
     return None
 
 
+def bills_terminator(backend_url: str | None, event_time: datetime | None) -> bool:
+    """Whether the backend bills Azure's per-choice terminator token (``AZURE_TERMINATOR_TOKENS``):
+    Azure OpenAI from ``AZURE_TERMINATOR_SINCE`` on. OpenAI's own API (api.openai.com) does not; an
+    unknown backend is Azure's, the backends this pipeline meters."""
+    if event_time is not None and event_time < AZURE_TERMINATOR_SINCE:
+        return False
+    if not backend_url:
+        return True
+    host = urlsplit(backend_url if "//" in backend_url else f"//{backend_url}").hostname or ""
+    return host != "api.openai.com"
+
+
 def is_billable(event: UsageEvent) -> bool:
     """Whether Azure bills this request: successes (and an unknown status) do; throttled (429),
     failed (5xx) and rejected (other 4xx) requests do not, except a 400 content-filter rejection,
@@ -373,8 +389,9 @@ def resolve_usage(event: UsageEvent, model_hint: str | None = None) -> TokenUsag
         completion_whole = True  # embeddings have no completion
     elif response is not None and response.events + len(response.choices) > 0:
         tools_offered = request is not None and bool(request.get("tools") or request.get("functions"))
-        forced = forced_function(request, count_model) if endpoint == "responses" else None
-        completion = count_completion(response, count_model, tools_offered=tools_offered, forced_call=forced)
+        forced = (forced_function if endpoint == "responses" else forced_chat_function)(request, count_model)
+        completion = count_completion(response, count_model, tools_offered=tools_offered, forced_call=forced,
+                                      azure=bills_terminator(event.backend_url, event.event_time))
         completion_tokens = completion.tokens
         notes.extend(completion.notes)
         notes.extend(response.notes)

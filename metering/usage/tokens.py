@@ -30,6 +30,7 @@ import struct
 import sys
 import threading
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -58,7 +59,12 @@ __all__ = [
     "count_completions_prompt",
     "count_embeddings_input",
     "count_completion",
+    "AZURE_TERMINATOR_TOKENS",
+    "AZURE_TERMINATOR_SINCE",
     "forced_function",
+    "forced_chat_function",
+    "RESPONSE_FORMAT_WITH_SYSTEM",
+    "RESPONSE_FORMAT_ALONE",
     "is_reasoning_model",
     "model_in_name",
 ]
@@ -288,12 +294,15 @@ PromptCount = TokenCount  # the name the issue uses for prompt estimates
 class _Counter:
     """Counts text with one encoding and collects notes (each once, in order)."""
 
-    __slots__ = ("encode", "notes")
+    __slots__ = ("encode", "notes", "schema_budget", "model")
 
     def __init__(self, model: str | None):
+        self.model = model
         choice = choose_encoding(model)
         self.encode = load_encoding(choice.name).encode_ordinary
         self.notes: list[str] = ["encoding_fallback"] if choice.fallback else []
+        #: what rendering this request's schemas may still spend (set per request, see _SchemaBudget)
+        self.schema_budget = _SchemaBudget(0)
 
     def text(self, value: str) -> int:
         # encode_ordinary: text that looks like "<|endoftext|>" is user text, not a special token.
@@ -316,28 +325,41 @@ def count_text(text: str, model: str | None) -> int:
 
 _IMAGE_BASE_TOKENS = 85
 _IMAGE_TILE_TOKENS = 170
-#: A high-detail image of unknown size is counted as 1024×1024: 4 tiles → 765 tokens.
-_DEFAULT_IMAGE_TOKENS = 765
+#: (A high-detail image of unknown size is counted as 1024×1024: 4 tiles, 765 tokens on gpt-4o.)
+#: gpt-4o-mini bills an image 33⅓ times gpt-4o's tokens (OpenAI's pricing: 2,833 base, 5,667 per
+#: tile), so that its images cost about what gpt-4o's do; crewAI's gpt-4o-mini recordings of
+#: 2-tile images report exactly 2,833 + 2 × 5,667 for each.
+_MINI_IMAGE_RATES = (2833, 5667)
 
 
-def image_tokens(width: int, height: int, detail: str | None = "high") -> int:
-    """Image input tokens by OpenAI's tile formula (gpt-4o / gpt-4-turbo vision).
+def _image_rates(model: str | None) -> tuple[int, int]:
+    """(base, per tile) image tokens of ``model``: gpt-4o-mini's own, else gpt-4o's."""
+    name = _normalize_model(model) if model else ""
+    if name == "gpt-4o-mini" or name.startswith("gpt-4o-mini-"):
+        return _MINI_IMAGE_RATES
+    return _IMAGE_BASE_TOKENS, _IMAGE_TILE_TOKENS
+
+
+def image_tokens(width: int, height: int, detail: str | None = "high", model: str | None = None) -> int:
+    """Image input tokens by OpenAI's tile formula (gpt-4o / gpt-4-turbo vision; ``model``
+    gpt-4o-mini: its own rates, ``_MINI_IMAGE_RATES``).
 
     ``low`` detail costs 85. Otherwise the image is scaled to fit 2048×2048, then its shortest
     side down to 768, and costs 85 + 170 per 512-px tile (``auto`` is treated as ``high``).
     """
+    base, tile = _image_rates(model)
     if detail == "low":
-        return _IMAGE_BASE_TOKENS
+        return base
     w, h = float(width), float(height)
     if w <= 0 or h <= 0:
-        return _DEFAULT_IMAGE_TOKENS
+        return base + 4 * tile
     if max(w, h) > 2048:
         scale = 2048 / max(w, h)
         w, h = w * scale, h * scale
     if min(w, h) > 768:
         scale = 768 / min(w, h)
         w, h = w * scale, h * scale
-    return _IMAGE_BASE_TOKENS + _IMAGE_TILE_TOKENS * math.ceil(w / 512) * math.ceil(h / 512)
+    return base + tile * math.ceil(w / 512) * math.ceil(h / 512)
 
 
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
@@ -406,7 +428,7 @@ def _image_part_tokens(image: Any, detail: Any, counter: _Counter) -> int:
     else:
         url, width, height = image, None, None
     if detail == "low":
-        return _IMAGE_BASE_TOKENS
+        return _image_rates(counter.model)[0]
     size = None
     if isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0:
         size = (width, height)
@@ -414,8 +436,8 @@ def _image_part_tokens(image: Any, detail: Any, counter: _Counter) -> int:
         size = image_size_from_data_url(url)
     if size is None or size[0] <= 0 or size[1] <= 0:
         counter.note("image_tokens_defaulted")
-        return _DEFAULT_IMAGE_TOKENS
-    return image_tokens(size[0], size[1], "high")
+        return image_tokens(0, 0, "high", counter.model)
+    return image_tokens(size[0], size[1], "high", counter.model)
 
 
 # content and messages ----------------------------------------------------------------------
@@ -500,7 +522,7 @@ class _Framing(NamedTuple):
     tool_result: int
     #: a text answer when tools were offered costs this much more (the model chose not to call)
     answer_with_tools: int
-    #: completion tokens per choice beyond its text and calls (gpt-4.1-mini reports one more)
+    #: completion tokens per choice beyond its text and calls (before the Azure terminator below)
     per_choice: int
     #: a Responses API output message, or its turn of tool calls: one more token (the item's end)
     output_item: int
@@ -530,8 +552,18 @@ _FRAMING_GPT4O = _Framing(
 #: gpt-4 (0613): a call costs 3 tokens less than gpt-3.5-turbo's
 _FRAMING_GPT4_0613 = _FRAMING_CL100K._replace(call=1)
 _FRAMING_GPT41 = _FRAMING_GPT4O._replace(tools_with_system=6)
-#: gpt-4.1-mini reports one completion token more per choice than its text (every recording)
-_FRAMING_GPT41_MINI = _FRAMING_GPT41._replace(per_choice=1)
+#: Azure OpenAI's Chat Completions bill one completion token per choice beyond what the model wrote
+#: (its terminator): Azure recordings of gpt-4o, gpt-4o-mini, gpt-4.1-mini and gpt-5 models from
+#: November 2025 (issue #29's hidden set) to March 2026 show it, streamed or not, once per choice
+#: with n > 1, while OpenAI's own backends do not bill it (the same models, same months: exact
+#: without it). Azure recordings of April 2024 (gpt-35-turbo) and March 2025 (gpt-4o) are exact
+#: without it, so it applies to events from AZURE_TERMINATOR_SINCE on (the earliest month it was
+#: seen; when between March and November 2025 it started is not known). Not seen in the Responses API.
+AZURE_TERMINATOR_TOKENS = 1
+AZURE_TERMINATOR_SINCE = datetime(2025, 11, 1, tzinfo=UTC)
+#: A Chat Completions call forced by name costs the prompt its header, the call's framing and this
+#: (gpt-4o and gpt-4o-mini recordings; the Responses API's forced header costs no more than a call)
+CHAT_FORCED_CALL = 3
 
 #: Reasoning models (harmony format): the prompt is primed with one token less, and the visible
 #: answer is framed by channel tokens. Their hidden reasoning is not in the response (and several
@@ -556,7 +588,6 @@ _FRAMING_O_SERIES = _FRAMING_GPT4O._replace(reply_priming=2, answer_chat=11, res
 #: followed by a separator; "gpt-5." takes any gpt-5.x) for a model of that encoding wins;
 #: other models get their encoding's default (gpt-4o's rules for o200k, gpt-3.5-turbo's else).
 _FRAMING_BY_FAMILY: tuple[tuple[str, str, _Framing], ...] = (
-    ("gpt-4.1-mini", "o200k_base", _FRAMING_GPT41_MINI),
     ("gpt-4.1", "o200k_base", _FRAMING_GPT41),
     ("gpt-5-chat", "o200k_base", _FRAMING_GPT4O),  # not a reasoning model
     ("gpt-5.", "o200k_base", _FRAMING_GPT5X),
@@ -707,6 +738,59 @@ def _function_definition(tool: Any, counter: _Counter) -> dict[str, Any] | None:
 _MAX_SCHEMA_DEPTH = 16  # deeper schemas are rendered "object" (and noted): no recursion limit on odd input
 
 
+class _SchemaBudget:
+    """What rendering one request's schemas may spend, so that no schema costs more than its size.
+
+    A caller-controlled schema can be built to make its rendering exponential (``$ref``s forming a
+    DAG, ``anyOf`` of several ``$ref``s per level, definitions that all reference each other,
+    ``type`` lists): each ``$ref`` is expanded at most once per path, and the whole rendering is
+    held to a number of schema nodes, ``$ref`` expansions and characters that grows with the bytes
+    of the schemas themselves. Past it, the rest is rendered ``any`` and the estimate is noted
+    ``schema_budget_approximated``: the estimate is then capped by what the request's size allows,
+    and one event costs milliseconds whatever its schema.
+    """
+
+    __slots__ = ("nodes", "refs", "chars", "exceeded")
+
+    #: every request may spend this much (real tool schemas render in far less) …
+    NODES_FLOOR, REFS_FLOOR, CHARS_FLOOR = 1_000, 100, 8_192
+    #: … plus, per byte of its schemas' JSON, this much (a node is at least ~10 bytes of JSON, and a
+    #: real schema inlines each definition a few times at most)
+    NODES_PER_BYTE, REFS_PER_BYTE, CHARS_PER_BYTE = 0.125, 1 / 64, 2
+
+    def __init__(self, schema_bytes: int):
+        self.nodes = self.NODES_FLOOR + int(schema_bytes * self.NODES_PER_BYTE)
+        self.refs = self.REFS_FLOOR + int(schema_bytes * self.REFS_PER_BYTE)
+        self.chars = self.CHARS_FLOOR + schema_bytes * self.CHARS_PER_BYTE
+        self.exceeded = False
+
+    @classmethod
+    def for_request(cls, request: dict[str, Any]) -> _SchemaBudget:
+        """The budget of a request: from the JSON size of its tools, functions and response format."""
+        size = 0
+        for key in ("tools", "functions", "response_format", "text"):
+            value = request.get(key)
+            if value is not None:
+                try:
+                    size += len(orjson.dumps(value))
+                except TypeError:  # nested beyond orjson's limit or an odd number: its floor only
+                    pass
+        return cls(size)
+
+    def spend(self, counter: _Counter, *, nodes: int = 1, chars: int = 0, refs: int = 0) -> bool:
+        """Take ``nodes``/``chars``/``refs`` from the budget; False (and the note) once it is spent."""
+        if self.exceeded:
+            return False
+        self.nodes -= nodes
+        self.chars -= chars
+        self.refs -= refs
+        if self.nodes < 0 or self.chars < 0 or self.refs < 0:
+            self.exceeded = True
+            counter.note("schema_budget_approximated")
+            return False
+        return True
+
+
 def _literal(value: Any) -> str:
     try:
         return orjson.dumps(value).decode()
@@ -740,25 +824,36 @@ def _resolve_ref(schema: dict[str, Any], style: _SchemaStyle) -> tuple[Any, _Sch
 
 
 def _ts_type(schema: Any, indent: int, counter: _Counter, style: _SchemaStyle = _CHAT_SCHEMA) -> str:
-    """A JSON-schema type as the TypeScript the model is shown (``string``, ``"a" | "b"``, ``{…}``)."""
+    """A JSON-schema type as the TypeScript the model is shown (``string``, ``"a" | "b"``, ``{…}``),
+    within the request's ``_SchemaBudget`` (``any`` past it)."""
     if not isinstance(schema, dict):
         return "any"
-    if indent > 2 * _MAX_SCHEMA_DEPTH:
+    if not counter.schema_budget.spend(counter):
+        return "any"
+    if indent > 2 * _MAX_SCHEMA_DEPTH or len(style.resolving) > _MAX_SCHEMA_DEPTH:
         counter.note("tool_schema_approximated")
         return "object"
     resolved = _resolve_ref(schema, style)
     if resolved is not None:
+        if not counter.schema_budget.spend(counter, nodes=0, refs=1):
+            return "any"
         return _ts_type(resolved[0], indent, counter, resolved[1])
     enum = schema.get("enum")
     if isinstance(enum, list) and enum:
-        return " | ".join(_literal(v) for v in enum)
+        rendered = " | ".join(_literal(v) for v in enum)
+        return rendered if counter.schema_budget.spend(counter, nodes=0, chars=len(rendered)) else "any"
     for union in ("anyOf", "oneOf"):
         if isinstance(schema.get(union), list):
             counter.note("tool_schema_approximated")
             return " | ".join(_ts_type(s, indent + 2, counter, style) for s in schema[union])
     kind = schema.get("type")
     if isinstance(kind, list):
-        return " | ".join(_ts_type({**schema, "type": k}, indent, counter, style) if isinstance(k, str) else "any" for k in kind)
+        return " | ".join(_ts_kind(schema, k, indent, counter, style) if isinstance(k, str) else "any" for k in kind)
+    return _ts_kind(schema, kind, indent, counter, style)
+
+
+def _ts_kind(schema: dict[str, Any], kind: Any, indent: int, counter: _Counter, style: _SchemaStyle) -> str:
+    """The TypeScript of ``schema`` read as the one JSON type ``kind`` (one entry of a type list)."""
     if kind == "string":
         return "string"
     if kind in ("number", "integer"):
@@ -768,6 +863,8 @@ def _ts_type(schema: Any, indent: int, counter: _Counter, style: _SchemaStyle = 
     if kind == "object":
         if isinstance(schema.get("properties"), dict) and schema["properties"]:
             counter.note("tool_schema_approximated")
+            if not counter.schema_budget.spend(counter, chars=indent + 4):
+                return "any"
             return "{\n" + _ts_properties(schema, indent + 2, counter, style) + "\n" + " " * indent + "}"
         return "object"
     if kind == "array":
@@ -795,6 +892,7 @@ def _ts_properties(schema: dict[str, Any], indent: int, counter: _Counter, style
     required = schema.get("required") if isinstance(schema.get("required"), list) else ()
     lines = []
     for name, spec in schema["properties"].items():
+        start = len(lines)
         spec_dict = spec if isinstance(spec, dict) else {}
         # the Responses API shows a top-level property's title as a comment of its own; not a
         # nested one's (closer on the only recordings with one, a $ref'd object, though ~17 short)
@@ -806,6 +904,10 @@ def _ts_properties(schema: dict[str, Any], indent: int, counter: _Counter, style
             lines += _comment(description)
         optional = "" if name in required else "?"
         default = _default_comment(spec_dict) if style.responses else ""
+        own = indent + len(name) + len(default) + sum(len(line) + indent + 1 for line in lines[start:]) + 4
+        if not counter.schema_budget.spend(counter, chars=own):
+            del lines[start:]
+            break
         lines.append(f"{name}{optional}: {_ts_type(spec, indent, counter, style)},{default}")
     return "\n".join(" " * indent + line for line in lines)
 
@@ -872,15 +974,70 @@ def _system_text(messages: Any) -> str | None:
     return None
 
 
-def _response_format_note(request: dict[str, Any], counter: _Counter) -> None:
-    response_format = request.get("response_format")
-    text_format = request.get("text")
-    if (isinstance(response_format, dict) and response_format.get("type") == "json_schema") or (
-        isinstance(text_format, dict)
-        and isinstance(text_format.get("format"), dict)
-        and text_format["format"].get("type") == "json_schema"
-    ):
+#: A ``json_schema`` response format is shown to the model at the end of the system message as
+#: harmony renders it for gpt-oss (github.com/openai/harmony, docs/format.md "Structured output"):
+#: ``# Response Formats`` / ``## NAME`` / the schema as compact JSON. Fitted on 127 gpt-4o, gpt-4o-mini
+#: and gpt-4.1-mini recordings (crewAI, dd-trace-py, elastic cassettes): the schema's ``title``s are
+#: not shown, and the block costs this many tokens beyond its text after a system message …
+RESPONSE_FORMAT_WITH_SYSTEM = 5
+#: … and this many when it opens a system message of its own (its role and framing included).
+RESPONSE_FORMAT_ALONE = 7
+_MAX_FORMAT_DEPTH = 64  # deeper schemas keep their titles (a bound on recursion, not a rule)
+
+
+def _without_titles(schema: Any, depth: int = 0) -> Any:
+    """A JSON schema without its ``title`` keywords (a property named "title" stays)."""
+    if depth > _MAX_FORMAT_DEPTH:
+        return schema
+    if isinstance(schema, dict):
+        shown = {}
+        for key, value in schema.items():
+            if key == "title" and isinstance(value, str):
+                continue
+            if key in ("properties", "$defs", "definitions", "patternProperties") and isinstance(value, dict):
+                shown[key] = {name: _without_titles(spec, depth + 1) for name, spec in value.items()}
+            else:
+                shown[key] = _without_titles(value, depth + 1)
+        return shown
+    if isinstance(schema, list):
+        return [_without_titles(item, depth + 1) for item in schema]
+    return schema
+
+
+def _response_format(request: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``json_schema`` format a request asks for, as ``{name, schema, …}`` (Chat Completions
+    ``response_format.json_schema``, Responses ``text.format``); None for text and ``json_object``,
+    which add nothing to the prompt (recordings: exact without them)."""
+    chat = request.get("response_format")
+    if isinstance(chat, dict) and chat.get("type") == "json_schema" and isinstance(chat.get("json_schema"), dict):
+        return chat["json_schema"]
+    text = request.get("text")
+    if isinstance(text, dict) and isinstance(text.get("format"), dict) and text["format"].get("type") == "json_schema":
+        return text["format"]
+    return None
+
+
+def _response_format_tokens(request: dict[str, Any], counter: _Counter, system: str | None) -> int:
+    """Prompt tokens of a ``json_schema`` response format (``RESPONSE_FORMAT_WITH_SYSTEM``), within
+    the request's schema budget. The rendering is fitted, not known: within a few tokens on the
+    recordings (noted ``response_format_approximated``)."""
+    spec = _response_format(request)
+    if spec is None:
+        return 0
+    name = spec.get("name") if isinstance(spec.get("name"), str) else ""
+    try:
+        schema = orjson.dumps(_without_titles(spec.get("schema"))).decode()
+    except (TypeError, RecursionError):  # nested beyond what JSON encoders allow: not shown whole
         counter.note("response_format_not_counted")
+        return 0
+    remaining = counter.schema_budget.chars
+    if not counter.schema_budget.spend(counter, nodes=0, chars=len(schema)):
+        schema = schema[: max(remaining, 0)]  # what the budget has left of it
+    counter.note("response_format_approximated")
+    block = f"# Response Formats\n\n## {name}\n\n{schema}"
+    if system is None:
+        return counter.text(block) + RESPONSE_FORMAT_ALONE
+    return counter.text(f"{system}\n\n{block}") - counter.text(system) + RESPONSE_FORMAT_WITH_SYSTEM
 
 
 def count_chat_prompt(request: dict[str, Any], model: str | None) -> TokenCount:
@@ -890,6 +1047,7 @@ def count_chat_prompt(request: dict[str, Any], model: str | None) -> TokenCount:
     if not isinstance(request, dict):
         counter.note("unknown_request_shape")
         return counter.result(0)
+    counter.schema_budget = _SchemaBudget.for_request(request)
     per_message, per_name = _chat_overheads(model)
     framing = _framing(model)
     messages = request.get("messages")
@@ -904,7 +1062,10 @@ def count_chat_prompt(request: dict[str, Any], model: str | None) -> TokenCount:
     system = _system_text(messages)
     tokens += _tools_tokens(request.get("tools"), counter, framing, system)
     tokens += _tools_tokens(request.get("functions"), counter, framing, system)
-    _response_format_note(request, counter)
+    forced = forced_chat_function(request, model)
+    if forced is not None:  # the reply starts with the call's header: it is part of the prompt
+        tokens += counter.text(f" to=functions.{forced}") + framing.call + CHAT_FORCED_CALL
+    tokens += _response_format_tokens(request, counter, system)
     return counter.result(tokens)
 
 
@@ -966,6 +1127,7 @@ def count_responses_input(request: dict[str, Any], model: str | None) -> TokenCo
     if not isinstance(request, dict):
         counter.note("unknown_request_shape")
         return counter.result(0)
+    counter.schema_budget = _SchemaBudget.for_request(request)
     per_message, per_name = _chat_overheads(model)
     framing = _framing(model)
     tokens = framing.reply_priming
@@ -993,7 +1155,7 @@ def count_responses_input(request: dict[str, Any], model: str | None) -> TokenCo
     forced = forced_function(request, model)
     if forced is not None:  # the reply starts with the call's header: it is part of the prompt
         tokens += counter.text(f" to=functions.{forced}") + framing.call
-    _response_format_note(request, counter)
+    tokens += _response_format_tokens(request, counter, system)
     return counter.result(tokens)
 
 
@@ -1017,6 +1179,25 @@ def forced_function(request: Any, model: str | None) -> str | None:
     else:
         return None
     return name if isinstance(name, str) and any(fn.get("name") == name for fn in functions) else None
+
+
+def forced_chat_function(request: Any, model: str | None) -> str | None:
+    """The function a Chat Completions request names in ``tool_choice`` (``{"type": "function",
+    "function": {"name": …}}``), or None.
+
+    As in the Responses API, the call's header is then written into the prompt and the model only
+    writes the arguments (gpt-4o and gpt-4o-mini recordings: the completion is the arguments
+    alone). ``"required"`` is not such a call in chat: the model still writes the header (a
+    single-tool gpt-4o-mini recording is exact without moving it). Not applied to reasoning models.
+    """
+    if not isinstance(request, dict) or is_reasoning_model(model):
+        return None
+    choice = request.get("tool_choice")
+    function = choice.get("function") if isinstance(choice, dict) and choice.get("type") == "function" else None
+    name = function.get("name") if isinstance(function, dict) else None
+    tools = request.get("tools") if isinstance(request.get("tools"), list) else []
+    offered = any(isinstance(t, dict) and isinstance(t.get("function"), dict) and t["function"].get("name") == name for t in tools)
+    return name if isinstance(name, str) and offered else None
 
 
 def _inputs_tokens(value: Any, counter: _Counter) -> int:
@@ -1056,7 +1237,12 @@ def count_embeddings_input(input: Any, model: str | None) -> TokenCount:  # noqa
 
 
 def count_completion(
-    stream: RebuiltStream, model: str | None, *, tools_offered: bool = False, forced_call: str | None = None
+    stream: RebuiltStream,
+    model: str | None,
+    *,
+    tools_offered: bool = False,
+    forced_call: str | None = None,
+    azure: bool = True,
 ) -> TokenCount:
     """Completion tokens of a rebuilt stream or body: every choice's text, refusal and calls.
 
@@ -1064,8 +1250,10 @@ def count_completion(
     ``functions.NAME``, several as one ``multi_tool_use.parallel`` call); the family's framing
     adds its per-choice and Responses per-item tokens. A call the request forced
     (``forced_call``, from ``forced_function``) had its header written into the prompt: only its
-    arguments are the model's. Hidden reasoning tokens of reasoning models cannot be seen, so the
-    estimate is a lower bound for them (noted).
+    arguments are the model's. ``azure``: served by an Azure OpenAI backend that bills
+    ``AZURE_TERMINATOR_TOKENS`` per Chat Completions choice (``resolve.bills_terminator``). Hidden
+    reasoning tokens of reasoning models cannot be seen, so the estimate is a lower bound for them
+    (noted).
     """
     counter = _Counter(model)
     framing = _framing(model)
@@ -1084,8 +1272,13 @@ def count_completion(
                 call = framing.call if framing.responses_call is None else framing.responses_call
                 tokens += _calls_tokens(calls, counter, framing, call) + framing.output_item
             tokens += framing.output_item if answered else 0
+        elif forced_call is not None and len(calls) == 1 and calls[0][0] == forced_call:
+            tokens += counter.text(calls[0][1]) + framing.per_choice  # the header was the prompt's
         else:
             tokens += _calls_tokens(calls, counter, framing, framing.call) + framing.per_choice
+            # written when the choice ends: a choice cut short in the capture has not shown it
+            finished = choice.finish_reason is not None
+            tokens += AZURE_TERMINATOR_TOKENS if azure and finished and stream.kind != "completions" else 0
         if answered and not calls and tools_offered:
             tokens += framing.answer_with_tools
         if answered:

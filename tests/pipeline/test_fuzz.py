@@ -1,5 +1,5 @@
-"""Property-based fuzzing of a whole batch: mutated, truncated, re-encoded and random events, and
-event times anywhere in (and past the ends of) the calendar.
+"""Property-based fuzzing of a whole batch: mutated, truncated, re-encoded and random events, event
+times anywhere in (and past the ends of) the calendar, and hostile tool schemas (tests/schema_bombs.py).
 
 Whatever arrives, no exception escapes a batch, every event is accounted for exactly once
 (``read == inserted + duplicates + quarantined``, plus the LLM-log units ``merged + pending +
@@ -30,6 +30,8 @@ from metering.model import PipelineSettings, RawEvent
 from metering.pipeline import process_batch
 from metering.price.pricing import RateCard
 from metering.decode.signature import sign
+import schema_bombs
+from schema_bombs import BOMBS, bomb_event
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -46,7 +48,7 @@ BASES: list[bytes] = [_builder.event(i) for i in range(24)] + [
                   "Request": {"messages": [{"role": "user", "content": "hi"}]}, "ResponseString": "data: [DONE]\n\n"}),
     (ROOT / "policy" / "examples" / "chat-stream-full.json").read_bytes().rstrip(b"\n"),
     envelope(llm_record("fuzz-plain", 100, 20), gateway_record("fuzz-plain")),
-]
+] + [bomb_event(f"fuzz-bomb-{name}", build(), responses=responses) for name, build in BOMBS.items() for responses in (False, True)]
 TOP_LEVEL = ["schema", "requestId", "time", "gateway", "subscription", "user", "backend", "deployment", "status",
              "durationMs", "stream", "capture", "model", "usage", "request", "response", "attributes", "signature"]
 
@@ -69,7 +71,13 @@ extreme_times = st.sampled_from([
 def mutated(draw) -> bytes:
     body = draw(st.sampled_from(BASES))
     kind = draw(st.sampled_from(["as_is", "truncate", "bytes", "reencode", "field", "usage", "random", "bom", "llm",
-                                 "time"]))
+                                 "time", "schema"]))
+    if kind == "schema":  # a hostile tool schema of any shape and size (the estimator's budget holds)
+        shape = draw(st.sampled_from([schema_bombs.ref_dag, schema_bombs.anyof_refs, schema_bombs.object_type_lists]))
+        size = (draw(st.integers(1, 24)), draw(st.integers(1, 6)))
+        parameters = draw(st.sampled_from([shape(*size), schema_bombs.mutual_refs(draw(st.integers(1, 20))),
+                                           schema_bombs.ref_chain(draw(st.integers(1, 3000)))]))
+        return bomb_event(draw(st.sampled_from(["fuzz-bomb", "fuzz-plain"])), parameters, responses=draw(st.booleans()))
     if kind == "time":
         moment = draw(extreme_times)
         if draw(st.booleans()):

@@ -16,6 +16,7 @@ import tiktoken.registry
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import schema_bombs
 from azure_shapes import chat_stream, refusal_stream_payloads, sse, tool_call_stream_payloads
 from metering.usage import tokens
 from metering.usage.sse import rebuild_body, rebuild_stream
@@ -540,18 +541,29 @@ def test_embeddings_input_shapes():
 
 
 def test_completion_tokens_cover_text_refusal_and_tool_calls():
+    """As OpenAI's own API bills them (``azure=False``): the text, refusal and calls the model wrote."""
     enc = load_encoding("o200k_base")
     text = rebuild_stream(chat_stream(["The answer", " is 42."]))
-    assert count_completion(text, "gpt-4o").tokens == len(enc.encode_ordinary("The answer is 42."))
+    assert count_completion(text, "gpt-4o", azure=False).tokens == len(enc.encode_ordinary("The answer is 42."))
     refusal = rebuild_stream(sse(refusal_stream_payloads(["I can't", " help."])))
-    assert count_completion(refusal, "gpt-4o").tokens == len(enc.encode_ordinary("I can't help."))
+    assert count_completion(refusal, "gpt-4o", azure=False).tokens == len(enc.encode_ordinary("I can't help."))
     calls = rebuild_stream(sse(tool_call_stream_payloads([("call_1", "get_current_weather", ['{"location":', '"Paris"}'])])))
     # one call: " to=functions.NAME" + arguments + 4 (fitted on the calibration recordings)
-    assert count_completion(calls, "gpt-4o").tokens == len(enc.encode_ordinary(" to=functions.get_current_weather")) + len(
+    assert count_completion(calls, "gpt-4o", azure=False).tokens == len(enc.encode_ordinary(" to=functions.get_current_weather")) + len(
         enc.encode_ordinary('{"location":"Paris"}')
     ) + 4
     several = rebuild_stream(chat_stream([["one"], ["two"]]))
-    assert count_completion(several, "gpt-4o").tokens == 2
+    assert count_completion(several, "gpt-4o", azure=False).tokens == 2
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini-2024-07-18", "gpt-4o-2024-08-06", "gpt-4.1-mini-2025-04-14"])
+def test_azure_bills_one_terminator_token_per_chat_choice(model):
+    """Issue #29's one-token completion gap: Azure's "Hello! How can I assist you today?" (9 tokens
+    of text) is billed 10 (gpt-4o-mini, January 2026), twice for n = 2; OpenAI's API bills 9."""
+    one = rebuild_stream(chat_stream(["Hello! How can I assist you today?"], model=model))
+    assert count_completion(one, model).tokens == 10 == count_completion(one, model, azure=False).tokens + 1
+    two = rebuild_stream(chat_stream([["Hello!"], ["Hi!"]], model=model))
+    assert count_completion(two, model).tokens == count_completion(two, model, azure=False).tokens + 2
 
 
 def test_reasoning_models_note_hidden_reasoning():
@@ -659,6 +671,39 @@ def test_deep_or_odd_tool_schemas_are_approximated_not_fatal():
     for parameters in (deep, odd):
         count = count_chat_prompt({"messages": [{"role": "user", "content": "hi"}], "tools": [_function_tool(parameters)]}, "gpt-4o")
         assert count.tokens > 0 and "tool_schema_approximated" in count.notes
+
+
+HOSTILE_SCHEMAS = {
+    "ref_dag": schema_bombs.ref_dag(10, 3),  # 3**10 paths in 1.3 KB: 187,019 tokens before the budget
+    "anyof_refs": schema_bombs.anyof_refs(10, 3),
+    "mutual_refs": schema_bombs.mutual_refs(7),
+    "object_type_lists": schema_bombs.object_type_lists(3, 20),
+    "ref_chain": schema_bombs.ref_chain(5000),  # deeper than Python's recursion limit
+}
+
+
+@pytest.mark.parametrize("responses", [False, True], ids=["chat", "responses"])
+@pytest.mark.parametrize("name", sorted(HOSTILE_SCHEMAS))
+def test_a_hostile_schema_costs_no_more_than_the_request_size_allows(name, responses):
+    """Issue #26: a caller-built schema whose rendering explodes ($ref DAGs, anyOf of $refs, mutually
+    referencing definitions, type lists) is rendered within a budget that grows with its own bytes;
+    past it the estimate says ``schema_budget_approximated`` instead of spending seconds and GiBs."""
+    request = schema_bombs.tool_request(HOSTILE_SCHEMAS[name], responses=responses)
+    count = (count_responses_input if responses else count_chat_prompt)(request, "gpt-4o-mini")
+    size = len(orjson.dumps(request))
+    # the rendering's characters are at most 8 KiB + 4 per byte of schema JSON, and a token is at
+    # least one character
+    assert 0 < count.tokens <= 8_192 + 4 * size
+    if name != "ref_chain":  # a chain is cut by depth (16), within budget
+        assert "schema_budget_approximated" in count.notes
+
+
+def test_a_schema_within_its_budget_renders_whole_and_says_nothing_of_it():
+    """Real schemas (the recordings' largest spend under 3 % of their budget) are never cut."""
+    parameters = schema_bombs.ref_dag(4, 3)  # 27 leaves: a legitimately reused definition
+    count = count_chat_prompt(schema_bombs.tool_request(parameters), "gpt-4o")
+    assert "schema_budget_approximated" not in count.notes
+    assert count.tokens > count_chat_prompt(schema_bombs.tool_request(schema_bombs.ref_dag(3, 3)), "gpt-4o").tokens
 
 
 def test_parallel_calls_whose_arguments_are_not_json_are_counted_one_by_one():
@@ -774,3 +819,71 @@ def test_an_empty_assistant_item_before_calls_is_its_own_message_without_its_rol
     plain = count_responses_input({"input": [user, call]}, "gpt-4o").tokens
     with_empty = count_responses_input({"input": [user, {"role": "assistant", "content": ""}, call]}, "gpt-4o").tokens
     assert with_empty == plain + 3
+
+
+# --- response formats (issue #29) ------------------------------------------------------------
+
+#: the elastic-otel-python-instrumentations recording's format (gpt-4o-mini, 69 prompt tokens reported)
+REASON_FORMAT = {"type": "json_schema", "json_schema": {"schema": {
+    "properties": {"reason": {"title": "Reason", "type": "string"}}, "required": ["reason"], "title": "Reason",
+    "type": "object", "additionalProperties": False}, "name": "Reason", "strict": True}}
+REASON_MESSAGES = [{"role": "user", "content": "Provide up to 3 words explaining why 2 + 2 equals 4 in JSON format with a 'reason' key."}]
+
+
+def test_a_json_schema_response_format_is_counted_as_harmony_renders_it():
+    """``# Response Formats`` / ``## NAME`` / the schema as compact JSON without its titles, in a
+    system message of its own when the conversation has none (fitted: RESPONSE_FORMAT_ALONE)."""
+    enc = load_encoding("o200k_base")
+    without = count_chat_prompt({"messages": REASON_MESSAGES}, "gpt-4o-mini")
+    count = count_chat_prompt({"messages": REASON_MESSAGES, "response_format": REASON_FORMAT}, "gpt-4o-mini")
+    block = '# Response Formats\n\n## Reason\n\n{"properties":{"reason":{"type":"string"}},"required":["reason"],"type":"object","additionalProperties":false}'
+    assert count.tokens == without.tokens + len(enc.encode_ordinary(block)) + tokens.RESPONSE_FORMAT_ALONE
+    assert abs(count.tokens - 69) <= 2  # what the provider reported
+    assert "response_format_approximated" in count.notes
+    # after a system message, the block follows its text after a blank line
+    system = [{"role": "system", "content": "You are terse."}, *REASON_MESSAGES]
+    with_system = count_chat_prompt({"messages": system, "response_format": REASON_FORMAT}, "gpt-4o-mini")
+    assert with_system.tokens == count_chat_prompt({"messages": system}, "gpt-4o-mini").tokens + len(
+        enc.encode_ordinary("You are terse.\n\n" + block)) - len(enc.encode_ordinary("You are terse.")) + tokens.RESPONSE_FORMAT_WITH_SYSTEM
+
+
+def test_json_object_and_text_formats_add_nothing_and_responses_formats_count_too():
+    plain = count_chat_prompt({"messages": REASON_MESSAGES}, "gpt-4o-mini")
+    for response_format in ({"type": "json_object"}, {"type": "text"}):
+        assert count_chat_prompt({"messages": REASON_MESSAGES, "response_format": response_format}, "gpt-4o-mini") == plain
+    spec = REASON_FORMAT["json_schema"]
+    responses = {"input": REASON_MESSAGES[0]["content"], "text": {"format": {"type": "json_schema", **spec}}}
+    assert count_responses_input(responses, "gpt-4o-mini").tokens > count_responses_input({"input": responses["input"]}, "gpt-4o-mini").tokens
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_SCHEMAS))
+def test_a_hostile_response_format_is_bounded_too(name):
+    request = {"messages": REASON_MESSAGES, "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": HOSTILE_SCHEMAS[name]}}}
+    count = count_chat_prompt(request, "gpt-4o-mini")
+    assert 0 < count.tokens <= 8_192 + 4 * len(orjson.dumps(request))
+
+
+def test_gpt_4o_mini_images_cost_its_own_rates():
+    """gpt-4o-mini bills 2,833 + 5,667 per tile (crewAI's recordings of 2-tile images: exact)."""
+    assert image_tokens(1024, 512, "high", "gpt-4o-mini-2024-07-18") == 2833 + 2 * 5667
+    assert image_tokens(1024, 512, "low", "gpt-4o-mini") == 2833
+    assert image_tokens(1024, 512, "high", "gpt-4o") == 85 + 2 * 170
+    part = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png", "detail": "low"}}
+    request = {"messages": [{"role": "user", "content": [part]}]}
+    assert count_chat_prompt(request, "gpt-4o-mini").tokens - count_chat_prompt(request, "gpt-4o").tokens == 2833 - 85
+
+
+def test_a_chat_call_forced_by_name_moves_its_header_into_the_prompt():
+    """crewAI's gpt-4o recording: tool_choice names ScoreOutput; the completion is the arguments
+    alone (5 tokens, api.openai.com) and the prompt carries the header (CHAT_FORCED_CALL)."""
+    enc = load_encoding("o200k_base")
+    tool = _function_tool({"type": "object", "properties": {"score": {"type": "integer"}}, "required": ["score"]})
+    tool["function"]["name"] = "ScoreOutput"
+    chat = {"messages": [{"role": "user", "content": "Score it."}], "tools": [tool]}
+    forced = {**chat, "tool_choice": {"type": "function", "function": {"name": "ScoreOutput"}}}
+    assert tokens.forced_chat_function(forced, "gpt-4o") == "ScoreOutput"
+    assert tokens.forced_chat_function({**chat, "tool_choice": "required"}, "gpt-4o") is None
+    assert count_chat_prompt(forced, "gpt-4o").tokens == count_chat_prompt(chat, "gpt-4o").tokens + len(
+        enc.encode_ordinary(" to=functions.ScoreOutput")) + 4 + tokens.CHAT_FORCED_CALL
+    call = rebuild_stream(sse(tool_call_stream_payloads([("call_1", "ScoreOutput", ['{"score":4}'])])))
+    assert count_completion(call, "gpt-4o", forced_call="ScoreOutput", azure=False).tokens == len(enc.encode_ordinary('{"score":4}'))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -21,7 +21,14 @@ from azure_shapes import (
     usage_object,
 )
 from metering.model import NO_USAGE, BadEvent, UsageEvent
-from metering.usage.tokens import count_chat_prompt, count_embeddings_input, count_responses_input, count_text
+from metering.usage.tokens import (
+    AZURE_TERMINATOR_SINCE,
+    AZURE_TERMINATOR_TOKENS,
+    count_chat_prompt,
+    count_embeddings_input,
+    count_responses_input,
+    count_text,
+)
 from metering.usage.resolve import resolve_usage
 
 CHAT_REQUEST = {
@@ -40,7 +47,7 @@ ANSWER_TEXT = "".join(ANSWER)
 def event(**fields) -> UsageEvent:
     defaults = dict(
         request_id="3f0c6f5e-8d2b-4a51-9d4e-0d3c1d2b7a90",
-        event_time=datetime(2025, 3, 1, 12, 0, tzinfo=UTC),
+        event_time=datetime(2026, 3, 1, 12, 0, tzinfo=UTC),  # after AZURE_TERMINATOR_SINCE
         deployment="chat-prod",
         status_code=200,
         endpoint="chat.completions",
@@ -94,7 +101,7 @@ def test_stream_without_usage_is_estimated(newline):
     usage = resolve_usage(e)
     assert usage.source == "estimated"
     assert usage.prompt_tokens == count_chat_prompt(CHAT_REQUEST, "gpt-35-turbo").tokens == 33
-    assert usage.completion_tokens == count_text(ANSWER_TEXT, "gpt-35-turbo")
+    assert usage.completion_tokens == count_text(ANSWER_TEXT, "gpt-35-turbo") + AZURE_TERMINATOR_TOKENS
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
     assert usage.cached_tokens == usage.reasoning_tokens == 0
     assert usage.model == "gpt-35-turbo"
@@ -115,7 +122,7 @@ def test_non_streamed_body_without_usage_is_estimated():
     e = event(request=CHAT_REQUEST, response=chat_body(ANSWER_TEXT, model="gpt-4o-2024-11-20"), is_streaming=False)
     usage = resolve_usage(e)
     assert usage.source == "estimated"
-    assert usage.completion_tokens == count_text(ANSWER_TEXT, "gpt-4o")
+    assert usage.completion_tokens == count_text(ANSWER_TEXT, "gpt-4o") + AZURE_TERMINATOR_TOKENS
     assert usage.model == "gpt-4o-2024-11-20"
 
 
@@ -123,7 +130,7 @@ def test_tool_call_stream_is_estimated_with_arguments():
     stream = sse(tool_call_stream_payloads([("call_1", "get_current_weather", ['{"location":', ' "Paris"}'])]))
     usage = resolve_usage(event(request=CHAT_REQUEST, response=stream))
     assert usage.source == "estimated"
-    assert usage.completion_tokens == count_text(" to=functions.get_current_weather", "gpt-4o") + count_text('{"location": "Paris"}', "gpt-4o") + 4
+    assert usage.completion_tokens == count_text(" to=functions.get_current_weather", "gpt-4o") + count_text('{"location": "Paris"}', "gpt-4o") + 4 + AZURE_TERMINATOR_TOKENS
 
 
 def test_responses_stream_without_usage_counts_instructions_and_input():
@@ -154,14 +161,14 @@ def test_truncated_stream_is_partial_with_what_was_seen():
     cut = full[: full.index('"content":" chargeback"') + 5]
     usage = resolve_usage(event(request=CHAT_REQUEST, response=cut, truncated=True))
     assert usage.source == "partial"
-    assert usage.completion_tokens == count_text("Why did the invoice blush? It saw the", "gpt-4o")
+    assert usage.completion_tokens == count_text("Why did the invoice blush? It saw the", "gpt-4o")  # no end seen: no terminator
     assert "stream_truncated" in usage.notes
 
 
 def test_stream_without_request_is_partial():
     usage = resolve_usage(event(capture="usage", request=None, response=chat_stream(ANSWER)))
     assert usage.source == "partial"
-    assert usage.prompt_tokens == 0 and usage.completion_tokens == count_text(ANSWER_TEXT, "gpt-4o")
+    assert usage.prompt_tokens == 0 and usage.completion_tokens == count_text(ANSWER_TEXT, "gpt-4o") + AZURE_TERMINATOR_TOKENS
 
 
 def test_embeddings_request_alone_is_a_whole_estimate():
@@ -326,3 +333,26 @@ def test_the_mapping_wins_over_the_requests_model():
     e = event(status_code=400, request=request, response=content_filter_error_body(), model=None, deployment="chat-prod")
     usage = resolve_usage(e, model_hint="gpt-4-0613")
     assert usage.prompt_tokens == CL100K and "model_from_deployment_mapping" in usage.notes
+
+
+def test_openai_backends_are_billed_without_the_azure_terminator():
+    """The same stream served by api.openai.com (a backend an APIM may front too) is billed its text
+    alone; by Azure OpenAI, or an unknown backend (this pipeline meters Azure), one token more."""
+    stream = chat_stream(ANSWER, model="gpt-4o-2024-11-20")
+    openai = resolve_usage(event(request=CHAT_REQUEST, response=stream, is_streaming=True, backend_url="https://api.openai.com/v1"))
+    azure = resolve_usage(event(request=CHAT_REQUEST, response=stream, is_streaming=True,
+                                backend_url="https://aoai-sc.openai.azure.com/openai"))
+    unknown = resolve_usage(event(request=CHAT_REQUEST, response=stream, is_streaming=True))
+    assert openai.completion_tokens == count_text(ANSWER_TEXT, "gpt-4o")
+    assert azure.completion_tokens == unknown.completion_tokens == openai.completion_tokens + AZURE_TERMINATOR_TOKENS
+
+
+def test_the_azure_terminator_is_billed_from_when_it_was_seen():
+    """Azure recordings of April 2024 and March 2025 are exact without it: events before
+    AZURE_TERMINATOR_SINCE are counted without it."""
+    stream = chat_stream(ANSWER, model="gpt-4o-2024-11-20")
+    before = resolve_usage(event(request=CHAT_REQUEST, response=stream, is_streaming=True,
+                                 event_time=AZURE_TERMINATOR_SINCE - timedelta(seconds=1)))
+    since = resolve_usage(event(request=CHAT_REQUEST, response=stream, is_streaming=True, event_time=AZURE_TERMINATOR_SINCE))
+    assert before.completion_tokens == count_text(ANSWER_TEXT, "gpt-4o")
+    assert since.completion_tokens == before.completion_tokens + AZURE_TERMINATOR_TOKENS
