@@ -10,11 +10,11 @@ Listing follows Capture's default layout
 ``{Namespace}/{EventHub}/{PartitionId}/{Year}/{Month}/{Day}/{Hour}/{Minute}/{Second}.avro``. With
 a time window only the folders that overlap it are listed: a folder's place in the layout is read
 from its own name, year, month and day folders outside the window are never opened, and each day
-inside it is one flat listing. Blobs are streamed in bounded chunks through the same bounded Avro
-reader as local files (sources/capture_avro.py); a blob that cannot be read stops only itself.
+inside it is one flat listing. Blobs are streamed through the same bounded Avro reader as local
+files (sources/capture_avro.py); a blob that cannot be read stops only itself.
 
-The Azure SDK (``azure-storage-blob``, ``azure-identity``) is imported only when a URL is replayed.
-A SAS never appears in a message or a ``repr``.
+Two REST calls over ``http.client`` (``BlobStorage`` says why not the SDK); ``azure-identity`` is
+imported only for a URL without a SAS. A SAS never appears in a message or a ``repr``.
 """
 
 from __future__ import annotations
@@ -28,15 +28,12 @@ from datetime import datetime, timedelta, timezone
 from ipaddress import ip_address
 from pathlib import PurePosixPath
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from metering.model import RawEvent
 
 INSTALL_HINT = "pip install 'aoai-metering[blob]'"
-# One ranged GET at a time holds at most this much of a blob (the SDK's default first GET is 32 MiB).
-CHUNK_BYTES = 4 << 20
-CONNECT_TIMEOUT_SECONDS = 20
-READ_TIMEOUT_SECONDS = 120  # per socket read; the SDK retries a timed-out request
+READ_TIMEOUT_SECONDS = 60  # the deadline of each socket operation (connecting, each read)
 MAX_FOLDER_DEPTH = 12  # folders above the year of Capture's layout (namespace, hub, partition, and more)
 _URL_SCHEMES = ("https://", "http://", "abfss://", "abfs://")
 _YEAR = re.compile(r"\d{4}")
@@ -73,6 +70,7 @@ class CaptureBlob:
     container: BlobContainer
     name: str
     size: int
+    etag: str = ""  # as listed: reading is pinned to it
 
     @property
     def parts(self) -> tuple[str, ...]:
@@ -126,50 +124,236 @@ def _loopback(host: str) -> bool:
         return False
 
 
-# --------------------------------------------------------------------------- the SDK, lazily
+# --------------------------------------------------------------------------- the REST calls
 
-_clients: dict[tuple[int, BlobContainer], Any] = {}
+# Blob's REST API, as the SDK would send it; bearer tokens need 2017-11-09 or later.
+API_VERSION = "2021-08-06"
+STORAGE_SCOPE = "https://storage.azure.com/.default"
+MAX_LIST_BYTES = 32 << 20  # one List Blobs page: 5,000 names of at most 1,024 characters, and their properties
+ATTEMPTS = 4  # a request that fails with a connection error, 408, 429 or 5xx is tried again, backing off
+_RETRIED_STATUS = {408, 429, 500, 502, 503, 504}
 
 
-def _sdk_error() -> type[Exception]:
-    from azure.core.exceptions import AzureError
-
-    return AzureError
+class _Retryable(Exception):
+    """A request that may succeed when tried again (the message says why)."""
 
 
-def container_client(container: BlobContainer, **options: Any) -> Any:
-    """An SDK ``ContainerClient`` (bounded chunks, deadlines); one per process, so a forked worker
-    never shares its parent's connections."""
-    key = (os.getpid(), container)
-    if not options and key in _clients:
-        return _clients[key]
-    try:
-        from azure.storage.blob import ContainerClient
-    except ImportError as exc:
-        raise BlobSourceError(f"replaying from Blob Storage needs azure-storage-blob ({exc.name or exc});"
-                              f" install it with: {INSTALL_HINT}") from None
-    credential = None
-    if not container.sas:
+class BlobStorage:
+    """The two calls replay needs — List Blobs and Get Blob, streamed — over ``http.client``.
+
+    Why not the ``azure-storage-blob`` SDK: importing it costs 17 MiB of resident memory in every
+    replay process (its generated REST models), which alone would take ``metering replay`` past its
+    150 MiB bound (docs/throughput.md). These two calls are small and stable. Auth is the URL's SAS,
+    or a bearer token from ``DefaultAzureCredential`` (``azure-identity``, imported only then).
+    """
+
+    def __init__(self, container: BlobContainer, credential: Any = None) -> None:
+        self.container = container
+        parts = urlsplit(container.account_url)
+        self._secure = parts.scheme == "https"
+        self._host, self._port = parts.hostname or "", parts.port
+        self._base = parts.path.rstrip("/") + "/" + quote(container.container, safe="")
+        self._credential = credential
+        self._token: tuple[str, float] | None = None
+        self._connection: Any = None
+        self.requests: list[str] = []  # what was asked (paths and query, never the SAS): tests read it
+
+    # -- plumbing
+
+    def _connect(self) -> Any:
+        import http.client
+
+        if self._connection is None:
+            kind = http.client.HTTPSConnection if self._secure else http.client.HTTPConnection
+            self._connection = kind(self._host, self._port, timeout=READ_TIMEOUT_SECONDS)
+        return self._connection
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def _headers(self, extra: dict[str, str]) -> dict[str, str]:
+        headers = {"x-ms-version": API_VERSION, "User-Agent": "aoai-metering-replay", **extra}
+        if not self.container.sas:
+            headers["Authorization"] = f"Bearer {self._bearer()}"
+        return headers
+
+    def _bearer(self) -> str:
+        import time
+
+        if self._token is None or self._token[1] - 300 < time.time():
+            if self._credential is None:
+                try:
+                    from azure.identity import DefaultAzureCredential
+                except ImportError:
+                    raise BlobSourceError("a URL without a SAS is read with DefaultAzureCredential, which needs"
+                                          f" azure-identity; install it with: {INSTALL_HINT}") from None
+                self._credential = DefaultAzureCredential()
+            try:
+                token = self._credential.get_token(STORAGE_SCOPE)
+            except Exception as exc:  # azure-identity's ClientAuthenticationError and kin: a one-line reason
+                raise BlobSourceError(f"{self.container.url()}: no token for Blob Storage from"
+                                      f" DefaultAzureCredential ({_reason(exc)})") from None
+            self._token = (token.token, float(token.expires_on))
+        return self._token[0]
+
+    def _target(self, name: str, query: dict[str, str]) -> str:
+        path = self._base + (("/" + quote(name, safe="/")) if name else "")
+        shown = path + ("?" + urlencode(query) if query else "")
+        self.requests.append(shown)
+        pieces = [urlencode(query)] if query else []
+        if self.container.sas:
+            pieces.append(self.container.sas.lstrip("?"))
+        return path + ("?" + "&".join(pieces) if pieces else "")
+
+    def _send(self, what: str, name: str, query: dict[str, str], headers: dict[str, str]) -> Any:
+        """The response to a GET (status 200 or 206), tried again on a transient failure; else ``BlobSourceError``."""
+        import http.client
+        import time
+
+        delay = 0.5
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                connection = self._connect()
+                connection.request("GET", self._target(name, query), headers=self._headers(headers))
+                response = connection.getresponse()
+                if response.status in (200, 206):
+                    return response
+                body = response.read(64 * 1024)
+                reason = _storage_error(response, body)
+                if response.status not in _RETRIED_STATUS:
+                    raise BlobSourceError(f"{what} ({reason})")
+                raise _Retryable(reason)
+            except (OSError, http.client.HTTPException, _Retryable) as exc:
+                self.close()
+                if attempt == ATTEMPTS:
+                    raise BlobSourceError(f"{what} ({_reason(exc)}; tried {ATTEMPTS} times)") from None
+                time.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    # -- the two calls
+
+    def list_page(self, prefix: str, delimiter: str | None, marker: str | None) -> tuple[list[tuple[str, int, str]], list[str], str | None]:
+        """One page of List Blobs: (name, size, ETag) of each blob, the folder prefixes, the next marker."""
+        from xml.etree import ElementTree
+
+        query = {"restype": "container", "comp": "list", "maxresults": "5000"}
+        if prefix:
+            query["prefix"] = prefix
+        if delimiter:
+            query["delimiter"] = delimiter
+        if marker:
+            query["marker"] = marker
+        response = self._send(f"{self.container.url(prefix)}: could not be listed", "", query, {})
+        body = response.read(MAX_LIST_BYTES + 1)
+        if len(body) > MAX_LIST_BYTES:
+            self.close()
+            raise BlobSourceError(f"{self.container.url(prefix)}: a listing page is larger than {MAX_LIST_BYTES >> 20} MiB")
         try:
-            from azure.identity import DefaultAzureCredential
-        except ImportError:
-            raise BlobSourceError("a URL without a SAS is read with DefaultAzureCredential, which needs azure-identity;"
-                                  f" install it with: {INSTALL_HINT}") from None
-        credential = DefaultAzureCredential()
-    url = container.url() + (f"?{container.sas}" if container.sas else "")
-    client = ContainerClient.from_container_url(
-        url, credential=credential, max_single_get_size=CHUNK_BYTES, max_chunk_get_size=CHUNK_BYTES,
-        connection_timeout=CONNECT_TIMEOUT_SECONDS, read_timeout=READ_TIMEOUT_SECONDS, **options)
-    if not options:
-        _clients[key] = client
-    return client
+            root = ElementTree.fromstring(body)
+        except ElementTree.ParseError as exc:
+            raise BlobSourceError(f"{self.container.url(prefix)}: the listing is not XML ({exc})") from None
+        blobs = []
+        for blob in root.iter("Blob"):
+            size = blob.findtext("Properties/Content-Length") or "0"
+            blobs.append((blob.findtext("Name") or "", int(size) if size.isdigit() else 0,
+                          blob.findtext("Properties/Etag") or ""))
+        prefixes = [p.findtext("Name") or "" for p in root.iter("BlobPrefix")]
+        return blobs, prefixes, root.findtext("NextMarker") or None
+
+    def list(self, prefix: str, delimiter: str | None = None) -> Iterator[tuple[str, int, str] | str]:
+        """Every blob (name, size, ETag) and, with a delimiter, every folder (its name, ending in it)."""
+        marker = None
+        while True:
+            blobs, prefixes, marker = self.list_page(prefix, delimiter, marker)
+            yield from blobs
+            yield from prefixes
+            if not marker:
+                return
+
+    def open(self, blob: CaptureBlob) -> _BlobStream:
+        return _BlobStream(self, blob)
+
+
+def _storage_error(response: Any, body: bytes) -> str:
+    """``403 AuthorizationFailure: Server failed to authenticate…``: status, error code, the message's first line."""
+    import re as regex
+
+    code = response.getheader("x-ms-error-code") or ""
+    found = regex.search(rb"<Message>([^<]{0,300})", body)
+    message = found.group(1).decode("utf-8", "replace").splitlines()[0] if found else (response.reason or "")
+    return " ".join(f"{response.status} {code}: {message}".split())
+
+
+class _BlobStream:
+    """``read`` and ``tell`` over one Get Blob response, streamed (what the bounded Avro reader
+    needs); a connection lost mid-blob is resumed from where it stopped, pinned to the listed ETag."""
+
+    def __init__(self, storage: BlobStorage, blob: CaptureBlob) -> None:
+        self._storage, self._blob = storage, blob
+        self._position = 0
+        self._resumes = 0
+        self._response = self._get()
+
+    def _get(self) -> Any:
+        headers = {"x-ms-range": f"bytes={self._position}-"} if self._position else {}
+        if self._blob.etag:
+            headers["If-Match"] = self._blob.etag
+        return self._storage._send(f"{self._blob}: could not be read", self._blob.name, {}, headers)
+
+    def tell(self) -> int:
+        return self._position
+
+    def read(self, size: int = -1) -> bytes:
+        import http.client
+
+        want = self._blob.size - self._position if size < 0 else min(size, self._blob.size - self._position)
+        pieces: list[bytes] = []
+        got = 0
+        while got < want:
+            try:
+                piece = self._response.read(want - got)
+            except (OSError, http.client.HTTPException) as exc:
+                piece, error = b"", exc
+            else:
+                error = None
+            if piece:
+                pieces.append(piece)
+                got += len(piece)
+                self._position += len(piece)
+                continue
+            # The stream ended early or broke: ask again from here, a few times.
+            self._storage.close()
+            self._resumes += 1
+            if self._resumes > ATTEMPTS:
+                why = _reason(error) if error is not None else "the connection ended early"
+                raise BlobSourceError(f"{self._blob}: could not be read ({why}; resumed {ATTEMPTS} times)")
+            self._response = self._get()
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def close(self) -> None:
+        if self._position < self._blob.size:  # not read to the end: the connection cannot be reused
+            self._storage.close()
+
+
+_storages: dict[tuple[int, BlobContainer], BlobStorage] = {}
+
+
+def storage_for(container: BlobContainer) -> BlobStorage:
+    """This process's ``BlobStorage`` for a container (a forked worker never shares its parent's connection)."""
+    key = (os.getpid(), container)
+    if key not in _storages:
+        _storages[key] = BlobStorage(container)
+    return _storages[key]
 
 
 def _reason(exc: BaseException) -> str:
-    """An SDK error in one line, with any URL's query (a SAS) cut out."""
+    """An error in one line, with any URL's query (a SAS) cut out."""
     text = " ".join(str(exc).split())
     text = re.sub(r"\?[^\s'\"]*", "?…", text)
-    return f"{type(exc).__name__}: {text[:300]}"
+    return f"{type(exc).__name__}: {text[:300]}" if not isinstance(exc, (BlobSourceError, _Retryable)) else text[:300]
 
 
 # --------------------------------------------------------------------------- listing
@@ -216,19 +400,19 @@ class Listing:
 
 
 def list_capture(container: BlobContainer, prefix: str, since: datetime | None = None, until: datetime | None = None,
-                 client: Any = None) -> Listing:
+                 storage: BlobStorage | None = None) -> Listing:
     """The Capture blobs under ``prefix``, each partition's in time order. With ``since``/``until``
     (``[since, until)``, the time in the blob's path: when Capture opened its window) only the
     folders overlapping the window are listed. Raises ``BlobSourceError`` when listing fails."""
     from metering.sources.files import capture_time
 
-    client = client or container_client(container)
+    storage = storage or storage_for(container)
     listing = Listing()
     window = since is not None or until is not None
     low = since or datetime.min.replace(tzinfo=timezone.utc)
     high = until or datetime.max.replace(tzinfo=timezone.utc)
 
-    def take(name: str, size: int) -> None:
+    def take(name: str, size: int, etag: str) -> None:
         if not name.lower().endswith(".avro"):
             if size:  # ADLS Gen2 lists its folders as empty blobs
                 listing.skipped.append(name)
@@ -240,39 +424,31 @@ def list_capture(container: BlobContainer, prefix: str, since: datetime | None =
                 return
             if not low <= moment < high:
                 return
-        listing.blobs.append(CaptureBlob(container, name, size))
+        listing.blobs.append(CaptureBlob(container, name, size, etag))
 
     def walk(folder: str, depth: int) -> None:
-        span = folder_span(folder) if window and folder else None
+        span = folder_span(folder) if folder else None
         if span is not None:
             if span[1] <= low or span[0] >= high:
                 return
             if span[1] - span[0] <= timedelta(days=1):  # a day (or less): one flat listing
-                for blob in client.list_blobs(name_starts_with=folder):
-                    take(blob.name, blob.size or 0)
+                for name, size, etag in storage.list(folder):  # type: ignore[misc]
+                    take(name, size, etag)
                 return
-        for item in client.walk_blobs(name_starts_with=folder or None, delimiter="/"):
-            if item.name.endswith("/") and not hasattr(item, "size"):
+        for item in storage.list(folder, delimiter="/"):
+            if isinstance(item, str):
                 if depth >= MAX_FOLDER_DEPTH:
-                    raise BlobSourceError(f"{container.url(item.name)}: folders nest deeper than {MAX_FOLDER_DEPTH} levels")
-                walk(item.name, depth + 1)
+                    raise BlobSourceError(f"{container.url(item)}: folders nest deeper than {MAX_FOLDER_DEPTH} levels")
+                walk(item, depth + 1)
             else:
-                take(item.name, item.size or 0)
+                take(*item)
 
     prefix = prefix.lstrip("/")
-    try:
-        if not window:
-            for blob in client.list_blobs(name_starts_with=prefix or None):
-                take(blob.name, blob.size or 0)
-        elif prefix and not prefix.endswith("/") and prefix.lower().endswith(".avro"):
-            for blob in client.list_blobs(name_starts_with=prefix):
-                take(blob.name, blob.size or 0)
-        else:
-            walk(prefix if not prefix or prefix.endswith("/") else prefix + "/", 0)
-    except BlobSourceError:
-        raise
-    except _sdk_error() as exc:
-        raise BlobSourceError(f"{container.url(prefix)}: could not be listed ({_reason(exc)})") from None
+    if not window or (prefix and prefix.lower().endswith(".avro")):
+        for name, size, etag in storage.list(prefix):  # type: ignore[misc]
+            take(name, size, etag)
+    else:
+        walk(prefix if not prefix or prefix.endswith("/") else prefix + "/", 0)
     listing.blobs.sort(key=_time_order)
     return listing
 
@@ -291,43 +467,6 @@ def _time_order(blob: CaptureBlob) -> tuple[Any, ...]:
 # --------------------------------------------------------------------------- reading
 
 
-class _ChunkStream:
-    """``read`` and ``tell`` over a download's chunks: what the bounded Avro reader needs, holding
-    one chunk (plus what one read asks for) at a time."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buffer = memoryview(b"")
-        self._position = 0
-
-    def tell(self) -> int:
-        return self._position
-
-    def read(self, size: int = -1) -> bytes:
-        if 0 <= size <= len(self._buffer):
-            out = bytes(self._buffer[:size])
-            self._buffer = self._buffer[size:]
-            self._position += size
-            return out
-        pieces = [bytes(self._buffer)]
-        held = len(self._buffer)
-        self._buffer = memoryview(b"")
-        while size < 0 or held < size:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                break
-            if size >= 0 and held + len(chunk) > size:
-                cut = size - held
-                pieces.append(chunk[:cut])
-                self._buffer = memoryview(chunk)[cut:]
-                held = size
-                break
-            pieces.append(chunk)
-            held += len(chunk)
-        self._position += held
-        return b"".join(pieces)
-
-
 def read_blob(blob: CaptureBlob, on_bytes: Callable[[int], None] | None = None,
               max_event_bytes: int | None = None) -> Iterator[RawEvent]:
     """The events of one Capture blob, streamed; a blob that cannot be read or is damaged raises
@@ -338,12 +477,12 @@ def read_blob(blob: CaptureBlob, on_bytes: Callable[[int], None] | None = None,
     if blob.size == 0:
         return
     bound = max_event_bytes or max_event_bytes_from_env()
-    error = _sdk_error()
+    stream = None
     try:
-        downloader = container_client(blob.container).download_blob(blob.name, max_concurrency=1)
-        stream = _ChunkStream(iter(downloader.chunks()))
+        stream = storage_for(blob.container).open(blob)
         yield from capture_events(stream, blob.size, str(blob), capture_partition(PurePosixPath(blob.name)), bound, on_bytes)
-    except error as exc:
-        raise SourceError(f"{blob}: could not be read ({_reason(exc)})") from None
     except BlobSourceError as exc:
         raise SourceError(str(exc)) from None
+    finally:
+        if stream is not None:
+            stream.close()

@@ -11,6 +11,7 @@ import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import sqlalchemy as sa
@@ -189,7 +190,7 @@ def window_tree(root: Path) -> list[Path]:
 
 def test_since_until_replay_only_the_window_and_list_none_of_the_folders_outside_it(
         capsys, tmp_path, azurite, container):
-    from metering.sources.blob import container_client, list_capture, parse_blob_url
+    from metering.sources.blob import BlobStorage, list_capture, parse_blob_url
 
     root = tmp_path / "capture"
     upload(azurite, container, root, window_tree(root))
@@ -205,21 +206,16 @@ def test_since_until_replay_only_the_window_and_list_none_of_the_folders_outside
     assert stored(local) == stored(db)
 
     # What was listed: the folders down to the months, then only the days of the window.
-    prefixes: list[str] = []
-
-    def note(request) -> None:
-        from urllib.parse import parse_qs, urlsplit
-
-        prefixes.extend(parse_qs(urlsplit(request.http_request.url).query).get("prefix", [""]))
-
     container_ref, prefix = parse_blob_url(url)
-    client = container_client(container_ref, raw_request_hook=note)
+    storage = BlobStorage(container_ref)
     since, until = datetime(2026, 10, 1, tzinfo=timezone.utc), datetime(2026, 10, 3, tzinfo=timezone.utc)
-    listing = list_capture(container_ref, prefix, since, until, client=client)
+    listing = list_capture(container_ref, prefix, since, until, storage=storage)
     assert len(listing.blobs) == 16
+    prefixes = [parse_qs(urlsplit(request).query).get("prefix", [""])[0] for request in storage.requests]
     days = sorted(p for p in prefixes if p.count("/") == 6)
     assert days == [f"evhns-contoso-metering/aoai-usage/{p}/2026/10/{d}/" for p in "01" for d in ("01", "02")]
     assert not [p for p in prefixes if "/2026/09/" in p or "/2026/10/03/" in p], prefixes
+    assert all("sig=" not in request for request in storage.requests)
 
 
 def test_a_window_refuses_a_local_file_outside_captures_layout(capsys, tmp_path):
@@ -284,3 +280,110 @@ def test_blob_urls_name_an_account_and_a_container_and_never_show_their_sas():
         with pytest.raises(ValueError, match=reason) as caught:
             parse_blob_url(bad)
         assert "SECRET" not in str(caught.value)
+
+
+class CuttingProxy:
+    """A loopback TCP proxy to Azurite that cuts the first connection serving a blob after ``cut_after``
+    bytes of its response: a connection lost in the middle of a download."""
+
+    def __init__(self, upstream_port: int, cut_after: int) -> None:
+        import socket
+        import threading
+
+        self.upstream_port, self.cut_after = upstream_port, cut_after
+        self.cuts = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            state = {"blob": False, "sent": 0}
+            threading.Thread(target=self._pump, args=(client, upstream, state, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, state, True), daemon=True).start()
+
+    def _pump(self, source, target, state, downstream: bool) -> None:
+        import socket
+
+        try:
+            while data := source.recv(65536):
+                if not downstream and b".avro" in data and b"x-ms-range" not in data.lower():
+                    state["blob"] = True  # a whole-blob GET: the one to cut
+                if downstream and state["blob"] and self.cuts == 0:
+                    room = self.cut_after - state["sent"]
+                    if len(data) >= room:
+                        target.sendall(data[:room])
+                        self.cuts += 1
+                        raise ConnectionResetError
+                    state["sent"] += len(data)
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, target):  # shutdown first: it wakes the other direction's blocked recv
+                try:
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                end.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_connection_lost_in_the_middle_of_a_blob_resumes_where_it_stopped(capsys, tmp_path, azurite, container):
+    root = tmp_path / "capture"
+    path = write_capture(capture_path(root, "0", DAY),
+                         capture_records([encode(v1_event(f"long-{i}")) for i in range(400)]), codec="null")
+    upload(azurite, container, root, [path])
+    assert path.stat().st_size > 200_000
+    proxy = CuttingProxy(azurite.port, cut_after=100_000)
+    try:
+        db = prepared(capsys, f"sqlite:///{tmp_path / 'm.db'}")
+        url = azurite.container_url(container).replace(f":{azurite.port}/", f":{proxy.port}/")
+        code, out, err = run(capsys, "--db", db, "replay", "--workers", "1", url)
+    finally:
+        proxy.close()
+    assert proxy.cuts == 1
+    assert code == 0 and err == ""
+    assert "events read 400 | rows inserted 400" in out
+
+
+def test_a_url_without_a_sas_asks_the_credential_and_a_refusal_is_one_line(tmp_path, azurite, container):
+    from metering.sources.blob import BlobSourceError, BlobStorage, list_capture, parse_blob_url
+
+    class RefusingCredential:
+        def get_token(self, *scopes):
+            assert scopes == ("https://storage.azure.com/.default",)
+            raise RuntimeError("DefaultAzureCredential failed to retrieve a token from the included credentials.\n"
+                               "Attempted credentials:\n\tEnvironmentCredential: not configured")
+
+    container_ref, prefix = parse_blob_url(azurite.container_url(container, sas=False))
+    with pytest.raises(BlobSourceError) as refused:
+        list_capture(container_ref, prefix, storage=BlobStorage(container_ref, credential=RefusingCredential()))
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith(f"{azurite.account_url}/{container}: no token for Blob Storage")
+
+
+def test_a_replay_from_blob_storage_with_a_sas_loads_no_azure_sdk(capsys, tmp_path, azurite, container):
+    """The replay bound (150 MiB) leaves no room for the SDK's 17 MiB: two REST calls, standard library."""
+    root = tmp_path / "capture"
+    upload(azurite, container, root, capture_tree(root, partitions=1, windows=1, per_window=5))
+    db = prepared(capsys, f"sqlite:///{tmp_path / 'm.db'}")
+    probe = ("import contextlib, io, sys\nfrom metering.cli import main\n"
+             "with contextlib.redirect_stdout(io.StringIO()):\n"
+             f"    assert main(['--db', {db!r}, 'replay', '--progress', 'off', {azurite.container_url(container)!r}]) == 0\n"
+             "print('\\n'.join(sorted(sys.modules)))\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    modules = set(done.stdout.split())
+    assert "metering.sources.blob" in modules
+    assert not {m for m in modules if m == "azure" or m.startswith("azure.")}
