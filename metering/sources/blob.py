@@ -156,7 +156,7 @@ class BlobStorage:
         self._credential = credential
         self._token: tuple[str, float] | None = None
         self._connection: Any = None
-        self.requests: list[str] = []  # what was asked (paths and query, never the SAS): tests read it
+        self.listed: list[str] = []  # each List Blobs request (path and query, never the SAS): tests read it
 
     # -- plumbing
 
@@ -200,8 +200,6 @@ class BlobStorage:
 
     def _target(self, name: str, query: dict[str, str]) -> str:
         path = self._base + (("/" + quote(name, safe="/")) if name else "")
-        shown = path + ("?" + urlencode(query) if query else "")
-        self.requests.append(shown)
         pieces = [urlencode(query)] if query else []
         if self.container.sas:
             pieces.append(self.container.sas.lstrip("?"))
@@ -246,6 +244,7 @@ class BlobStorage:
             query["delimiter"] = delimiter
         if marker:
             query["marker"] = marker
+        self.listed.append(f"{self._base}?{urlencode(query)}")
         response = self._send(f"{self.container.url(prefix)}: could not be listed", "", query, {})
         body = response.read(MAX_LIST_BYTES + 1)
         if len(body) > MAX_LIST_BYTES:
@@ -279,10 +278,8 @@ class BlobStorage:
 
 def _storage_error(response: Any, body: bytes) -> str:
     """``403 AuthorizationFailure: Server failed to authenticate…``: status, error code, the message's first line."""
-    import re as regex
-
     code = response.getheader("x-ms-error-code") or ""
-    found = regex.search(rb"<Message>([^<]{0,300})", body)
+    found = re.search(rb"<Message>([^<]{0,300})", body)
     message = found.group(1).decode("utf-8", "replace").splitlines()[0] if found else (response.reason or "")
     return " ".join(f"{response.status} {code}: {message}".split())
 
