@@ -1,6 +1,9 @@
 """Azurite, Microsoft's open-source Azure Storage server, for tests and bench/: its Blob service
 started on a free port of 127.0.0.1 with a throwaway data folder, and stopped afterwards.
 
+Tests take the ``azurite`` and ``container`` fixtures by importing them from here (a conftest.py in
+tests/blob/ would shadow tests/conftest.py for the modules that import it by name).
+
 Found at ``$METERING_AZURITE`` (the ``azurite-blob`` launcher), in ``.azurite/`` (``.ci/run``
 installs it there: ``npm install --prefix .azurite azurite``), or on ``PATH``. Without it (and
 node) the tests skip, unless ``METERING_REQUIRE_AZURITE=1`` (CI, once installed) makes that a failure.
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 import socket
 import subprocess
 import tempfile
@@ -19,6 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # Azurite's well-known development account (documented; not a secret).
@@ -86,10 +92,9 @@ class Azurite:
 @contextmanager
 def running(command: str) -> Iterator[Azurite]:
     """Azurite's Blob service on a free loopback port with a temporary data folder, stopped after."""
-    with tempfile.TemporaryDirectory(prefix="azurite-") as data:
+    with tempfile.TemporaryDirectory(prefix="azurite-") as data, open(Path(data) / "azurite.out", "wb") as log:
         for _ in range(3):  # a free port can be taken between the probe and the bind
             port = _free_port()
-            log = open(Path(data) / "azurite.out", "wb")
             process = subprocess.Popen(
                 [command, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", data, "--silent",
                  "--skipApiVersionCheck", "--loose"],
@@ -101,14 +106,12 @@ def running(command: str) -> Iterator[Azurite]:
                 _stop(process)
                 raise
             _stop(process)
-            log.close()
         else:
             raise RuntimeError(f"Azurite did not start: {(Path(data) / 'azurite.out').read_text(errors='replace')[-500:]}")
         try:
             yield Azurite(port)
         finally:
             _stop(process)
-            log.close()
 
 
 def _wait_ready(process: subprocess.Popen, port: int) -> bool:
@@ -132,3 +135,24 @@ def _stop(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    """A running Azurite for the test session: skipped where it is not installed, unless required."""
+    command = launcher()
+    if command is None:
+        reason = "Azurite not installed here (npm install --prefix .azurite azurite; node on PATH)"
+        if required():
+            pytest.fail(f"METERING_REQUIRE_AZURITE=1 but {reason}")
+        pytest.skip(reason)
+    with running(command) as server:
+        yield server
+
+
+@pytest.fixture
+def container(azurite: Azurite) -> str:
+    """A fresh container of the session's Azurite, named for this test."""
+    name = f"capture-{uuid.uuid4().hex[:12]}"
+    azurite.service().create_container(name)
+    return name

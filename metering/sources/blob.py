@@ -441,11 +441,16 @@ def list_capture(container: BlobContainer, prefix: str, since: datetime | None =
                 take(*item)
 
     prefix = prefix.lstrip("/")
-    if not window or (prefix and prefix.lower().endswith(".avro")):
+    if prefix.lower().endswith(".avro"):  # one file (and any whose name extends it: Capture's never do)
         for name, size, etag in storage.list(prefix):  # type: ignore[misc]
             take(name, size, etag)
     else:
-        walk(prefix if not prefix or prefix.endswith("/") else prefix + "/", 0)
+        folder = prefix if not prefix or prefix.endswith("/") else prefix + "/"  # …/aoai-usage, not …/aoai-usage-test
+        if window:
+            walk(folder, 0)
+        else:
+            for name, size, etag in storage.list(folder):  # type: ignore[misc]
+                take(name, size, etag)
     listing.blobs.sort(key=_time_order)
     return listing
 

@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from capture_files import capture_path, capture_records, write_capture
+from azurite import azurite, container  # noqa: F401  (fixtures)
 from cli_runner import run
 from db.engine import make_engine
 from db.schema import quarantine, usage_records
@@ -127,10 +128,14 @@ def test_an_adls_url_and_a_whole_container_url_read_the_same_blobs(tmp_path, azu
     root = tmp_path / "capture"
     files = capture_tree(root, partitions=2, windows=2, per_window=3)
     upload(azurite, container, root, files)
+    sibling = write_capture(capture_path(root, "0", hub="aoai-usage-test"), capture_records([encode(v1_event("test-hub"))]))
+    upload(azurite, container, root, [sibling])
     whole, prefix = parse_blob_url(azurite.container_url(container))
     assert prefix == ""
-    names = [blob.name for blob in list_capture(whole, prefix).blobs]
-    assert names == sorted(p.relative_to(root).as_posix() for p in files)
+    names = sorted(blob.name for blob in list_capture(whole, prefix).blobs)
+    assert names == sorted(p.relative_to(root).as_posix() for p in [*files, sibling])
+    hub, prefix = parse_blob_url(azurite.container_url(container, "evhns-contoso-metering/aoai-usage"))
+    assert [blob.name for blob in list_capture(hub, prefix).blobs] == sorted(p.relative_to(root).as_posix() for p in files)
     adls, path = parse_blob_url("abfss://capture@stcontoso.dfs.core.windows.net/evhns-contoso-metering/aoai-usage/0")
     assert (adls.account_url, adls.container, path) == ("https://stcontoso.blob.core.windows.net", "capture",
                                                         "evhns-contoso-metering/aoai-usage/0")

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from azure.eventhub import EventData, EventHubConsumerClient
 from azure.eventhub._constants import PROP_OFFSET, PROP_SEQ_NUMBER, PROP_TIMESTAMP
 
+from azurite import azurite, container  # noqa: F401  (fixtures)
 from db import rate_card as rate_card_store
 from db.schema import usage_records
 from events import encode, v1_event
