@@ -296,8 +296,9 @@ class _BlobStream:
 
     def _get(self) -> Any:
         headers = {"x-ms-range": f"bytes={self._position}-"} if self._position else {}
-        if self._blob.etag:
-            headers["If-Match"] = self._blob.etag
+        etag = self._blob.etag
+        if etag:  # List Blobs gives it bare (0x8D…); If-Match takes it quoted
+            headers["If-Match"] = etag if etag.startswith('"') else f'"{etag}"'
         return self._storage._send(f"{self._blob}: could not be read", self._blob.name, {}, headers)
 
     def tell(self) -> int:

@@ -391,3 +391,17 @@ def test_a_replay_from_blob_storage_with_a_sas_loads_no_azure_sdk(capsys, tmp_pa
     modules = set(done.stdout.split())
     assert "metering.sources.blob" in modules
     assert not {m for m in modules if m == "azure" or m.startswith("azure.")}
+
+
+def test_a_blob_rewritten_after_it_was_listed_is_refused_not_mixed(tmp_path, azurite, container):
+    from metering.sources.blob import list_capture, parse_blob_url, read_blob
+    from metering.sources.files import SourceError
+
+    root = tmp_path / "capture"
+    path = write_capture(capture_path(root, "0", DAY), capture_records([encode(v1_event(f"r-{i}")) for i in range(5)]))
+    upload(azurite, container, root, [path])
+    container_ref, prefix = parse_blob_url(azurite.container_url(container))
+    (blob,) = list_capture(container_ref, prefix).blobs
+    upload(azurite, container, root, [path])  # written again (same bytes, a new ETag)
+    with pytest.raises(SourceError, match="could not be read \\(412 ConditionNotMet"):
+        list(read_blob(blob))
