@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from metering.ingest import IngestTotals, Ingestor
     from metering.model import PipelineSettings, RawEvent
+    from metering.sources.blob import CaptureBlob
 
 # A worker reports its progress at most every this many bytes read (and after each batch).
 _REPORT_BYTES = 1 << 20
@@ -46,23 +47,29 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def plan_units(files: Sequence[Path]) -> list[list[Path]]:
-    """Files grouped into units of work: a Capture partition's files together (in their sorted,
-    that is time, order), every other file alone. Units come largest first, so that a pool of
-    workers finishes close together."""
+def plan_units(files: Sequence[Path | CaptureBlob]) -> list[list[Path | CaptureBlob]]:
+    """Files (or Capture blobs) grouped into units of work: a Capture partition's files together
+    (in their listed, that is time, order), every other file alone. Units come largest first, so
+    that a pool of workers finishes close together."""
+    from pathlib import PurePosixPath
+
     from metering.sources.files import capture_partition
 
-    by_key: dict[tuple[str, ...], list[Path]] = {}
+    by_key: dict[tuple[str, ...], list[Path | CaptureBlob]] = {}
     for path in files:
-        partition = capture_partition(path)
-        key = path.parts[:-6] if partition is not None else (str(path),)
+        parts = path.parts
+        partition = capture_partition(PurePosixPath(*parts[-7:]) if len(parts) >= 7 else PurePosixPath(parts[-1]))
+        key = parts[:-6] if partition is not None else (str(path),)
         by_key.setdefault(key, []).append(path)
     units = list(by_key.values())
-    units.sort(key=lambda unit: -sum(_size(p) for p in unit))
+    units.sort(key=lambda unit: -sum(file_size(p) for p in unit))
     return units
 
 
-def _size(path: Path) -> int:
+def file_size(path: Path | CaptureBlob) -> int:
+    """Bytes of a local file (0 when it is gone) or of a listed blob."""
+    if not isinstance(path, Path):
+        return path.size
     try:
         return path.stat().st_size
     except OSError:
@@ -77,14 +84,15 @@ class UnitResult:
     damaged: list[str] = field(default_factory=list)
 
 
-def _events_of(paths: Sequence[Path], on_bytes: Callable[[int], None], damaged: list[str]) -> Iterator[RawEvent]:
+def _events_of(paths: Sequence[Path | CaptureBlob], on_bytes: Callable[[int], None], damaged: list[str]) -> Iterator[RawEvent]:
     """The events of ``paths`` in order; a damaged file ends itself (its message is kept) and
     the next file goes on."""
+    from metering.sources.blob import read_blob
     from metering.sources.files import SourceError, read_file
 
     for path in paths:
         try:
-            yield from read_file(path, on_bytes)
+            yield from read_file(path, on_bytes) if isinstance(path, Path) else read_blob(path, on_bytes)
         except SourceError as exc:
             damaged.append(str(exc))
 
@@ -105,7 +113,7 @@ def batches(events: Iterable[RawEvent], size: int, max_bytes: int = BATCH_BYTES)
         yield batch
 
 
-def replay_unit(paths: Sequence[Path], ingestor: Ingestor, batch_size: int,
+def replay_unit(paths: Sequence[Path | CaptureBlob], ingestor: Ingestor, batch_size: int,
                 progress: Callable[[int, IngestTotals], None]) -> UnitResult:
     """Store the events of ``paths`` batch by batch; ``progress(bytes, totals)`` after each batch.
 
@@ -169,7 +177,7 @@ def _start_worker(url: str, settings: PipelineSettings, batch_size: int, reports
     _worker["reports"] = reports
 
 
-def _replay_in_worker(paths: list[Path]) -> UnitResult:
+def _replay_in_worker(paths: list[Path | CaptureBlob]) -> UnitResult:
     reports = _worker["reports"]
     read = [0]
 
@@ -190,7 +198,7 @@ def start_method() -> str:
     return "fork" if sys.platform.startswith("linux") else "spawn"
 
 
-def replay_parallel(units: Sequence[list[Path]], url: str, settings: PipelineSettings, batch_size: int,
+def replay_parallel(units: Sequence[list[Path | CaptureBlob]], url: str, settings: PipelineSettings, batch_size: int,
                     workers: int, progress: Callable[[int, int, int], None]) -> list[UnitResult]:
     """Replay ``units`` in ``workers`` processes; ``progress(bytes, events, inserted)`` as they
     report. The first storage error stops the replay and is raised here. The caller holds no

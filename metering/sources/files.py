@@ -19,8 +19,8 @@ import gzip
 import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
-from datetime import datetime
+from datetime import datetime, timezone
+from pathlib import Path, PurePath
 from typing import Any, BinaryIO
 
 from metering.model import BadEvent, RawEvent
@@ -101,7 +101,7 @@ def read_jsonl(
             raise SourceError(f"{path}: {what} ({type(exc).__name__}: {exc})") from exc
 
 
-def capture_partition(path: Path) -> str | None:
+def capture_partition(path: PurePath) -> str | None:
     """The partition id in Capture's default layout (``…/{PartitionId}/{Y}/{M}/{D}/{h}/{m}/{s}.avro``),
     or ``None`` when the path does not follow it (a custom archive name format, a renamed file)."""
     parts = path.parts
@@ -110,6 +110,18 @@ def capture_partition(path: Path) -> str | None:
     if not all(pattern.fullmatch(part) for pattern, part in zip(_CAPTURE_TIME_PARTS, parts[-6:-1])):
         return None
     return parts[-7]
+
+
+def capture_time(path: PurePath) -> datetime | None:
+    """When Capture opened the window of a file in its default layout (the time in its path, UTC),
+    or ``None`` when the path does not follow it or names no real instant."""
+    if capture_partition(path) is None:
+        return None
+    try:
+        year, month, day, hour, minute = (int(part) for part in path.parts[-6:-1])
+        return datetime(year, month, day, hour, minute, int(path.parts[-1][:-5]), tzinfo=timezone.utc)
+    except ValueError:
+        return None
 
 
 def _enqueued_time(value: Any) -> datetime | None:
@@ -133,43 +145,52 @@ def read_capture(
     Capture's Avro, or is cut short or hostile, raises ``SourceError`` naming the file in one line
     (events before the damage have been yielded; replay is idempotent, so re-running is safe).
     """
-    from metering.sources.capture_avro import CaptureFormatError, read_capture_records
-
     bound = max_event_bytes or max_event_bytes_from_env()
     size = path.stat().st_size
     if size == 0:
         return
-    partition = capture_partition(path)
     with open(path, "rb") as disk:
-        position = 0
-
-        def progress() -> None:
-            nonlocal position
-            now = disk.tell()
-            if now != position:
-                on_bytes(now - position)  # type: ignore[misc]
-                position = now
-
         try:
-            for sequence, enqueued, body, oversized, digest in read_capture_records(
-                disk, size, bound, progress if on_bytes is not None else None
-            ):
-                yield RawEvent(
-                    body=body or b"",
-                    source_partition=partition,
-                    source_sequence_number=sequence if isinstance(sequence, int) else None,
-                    enqueued_time=_enqueued_time(enqueued),
-                    oversized_bytes=oversized,
-                    oversized_sha256=digest,
-                )
-        except CaptureFormatError as exc:
-            what = ("an Avro file, but " if str(exc).startswith("not Event Hubs Capture's") else
-                    "not a readable Event Hubs Capture Avro file: ")
-            raise SourceError(f"{path}: {what}{exc}") from None
+            yield from capture_events(disk, size, str(path), capture_partition(path), bound, on_bytes)
         except OSError as exc:
             raise SourceError(f"{path}: not a readable Event Hubs Capture Avro file ({type(exc).__name__}: {exc})") from None
-        if on_bytes is not None and size > position:
-            on_bytes(size - position)
+
+
+def capture_events(
+    disk: BinaryIO, size: int, label: str, partition: str | None, max_event_bytes: int,
+    on_bytes: Callable[[int], None] | None = None,
+) -> Iterator[RawEvent]:
+    """The records of an open Capture file of ``size`` bytes (a local file or a blob's stream) as
+    raw events; a breach of the format raises ``SourceError`` that starts with ``label``."""
+    from metering.sources.capture_avro import CaptureFormatError, read_capture_records
+
+    position = 0
+
+    def progress() -> None:
+        nonlocal position
+        now = disk.tell()
+        if now != position:
+            on_bytes(now - position)  # type: ignore[misc]
+            position = now
+
+    try:
+        for sequence, enqueued, body, oversized, digest in read_capture_records(
+            disk, size, max_event_bytes, progress if on_bytes is not None else None
+        ):
+            yield RawEvent(
+                body=body or b"",
+                source_partition=partition,
+                source_sequence_number=sequence if isinstance(sequence, int) else None,
+                enqueued_time=_enqueued_time(enqueued),
+                oversized_bytes=oversized,
+                oversized_sha256=digest,
+            )
+    except CaptureFormatError as exc:
+        what = ("an Avro file, but " if str(exc).startswith("not Event Hubs Capture's") else
+                "not a readable Event Hubs Capture Avro file: ")
+        raise SourceError(f"{label}: {what}{exc}") from None
+    if on_bytes is not None and size > position:
+        on_bytes(size - position)
 
 
 def read_file(
