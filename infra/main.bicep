@@ -49,7 +49,8 @@ param openAiBackendsJson string = '[]'
 @description('Create API Management (true) or use an existing instance (false: apimName and apimResourceGroup).')
 param createApim bool = true
 param apimName string = ''
-param apimResourceGroup string = resourceGroup().name
+@description('Resource group of the APIM instance; empty: this deployment\'s group.')
+param apimResourceGroup string = ''
 
 @allowed(['StandardV2', 'BasicV2', 'PremiumV2'])
 param apimSku string = 'StandardV2'
@@ -104,7 +105,8 @@ var names = {
   apim: empty(apimName) ? 'apim-${environmentName}-${suffix}' : apimName
 }
 var allTags = union(tags, { 'azd-env-name': environmentName, workload: 'aoai-metering' })
-var openAiBackends = json(openAiBackendsJson)
+var openAiBackends = json(empty(openAiBackendsJson) ? '[]' : openAiBackendsJson)
+var apimGroup = empty(apimResourceGroup) ? resourceGroup().name : apimResourceGroup
 
 module monitoring 'modules/monitoring.bicep' = {
   name: 'monitoring'
@@ -135,7 +137,7 @@ resource functionIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023
 
 module apimService 'modules/apim-service.bicep' = {
   name: 'apim-service'
-  scope: resourceGroup(apimResourceGroup)
+  scope: resourceGroup(apimGroup)
   params: {
     create: createApim
     name: names.apim
@@ -245,7 +247,7 @@ module openAiAccess 'modules/openai-access.bicep' = [for b in openAiBackends: {
 
 module backends '../policy/backends.bicep' = if (!empty(openAiBackends)) {
   name: 'apim-backends'
-  scope: resourceGroup(apimResourceGroup)
+  scope: resourceGroup(apimGroup)
   params: {
     apimName: apimService.outputs.name
     openAiBackends: [for (b, i) in openAiBackends: {
@@ -259,7 +261,7 @@ module backends '../policy/backends.bicep' = if (!empty(openAiBackends)) {
 
 module apimMetering 'apim-metering.bicep' = {
   name: 'apim-metering'
-  scope: resourceGroup(apimResourceGroup)
+  scope: resourceGroup(apimGroup)
   params: {
     apimName: apimService.outputs.name
     eventHubNamespaceHost: eventHubs.outputs.namespaceHost
@@ -286,7 +288,7 @@ output METERING_EVENTHUB_NAME string = eventHubs.outputs.hubName
 output METERING_CAPTURE_STORAGE string = eventHubs.outputs.captureStorageName
 output METERING_CAPTURE_CONTAINER string = eventHubs.outputs.captureContainerName
 output METERING_APIM_NAME string = apimService.outputs.name
-output METERING_APIM_RESOURCE_GROUP string = apimResourceGroup
+output METERING_APIM_RESOURCE_GROUP string = apimGroup
 output METERING_APIM_GATEWAY_URL string = apimService.outputs.gatewayUrl
 output METERING_APPINSIGHTS_NAME string = monitoring.outputs.appInsightsName
 output METERING_OPERATORS_GROUP string = operatorsGroupName
