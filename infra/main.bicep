@@ -70,6 +70,13 @@ param enableCapture bool = true
 param signingKey string = ''
 
 @secure()
+@description('While rotating the signing key: the key being replaced (still accepted by the Function); empty keeps the stored one.')
+param previousSigningKey string = ''
+
+@description('Whether the Function accepts the previous signing key (docs/deployment.md, rotating the keys).')
+param acceptPreviousSigningKey bool = !empty(previousSigningKey)
+
+@secure()
 @description('The budget_status function key APIM sends, written to Key Vault when given; empty keeps the stored one.')
 param budgetFunctionKey string = ''
 
@@ -176,6 +183,8 @@ module keyVault 'modules/keyvault.bicep' = {
     location: location
     vaultName: names.vault
     signingKey: signingKey
+    previousSigningKey: previousSigningKey
+    acceptPreviousSigningKey: acceptPreviousSigningKey
     budgetFunctionKey: budgetFunctionKey
     budgetWebhookUrl: budgetWebhookUrl
     useBudgetWebhook: useBudgetWebhook
@@ -220,6 +229,7 @@ module function 'modules/function.bicep' = {
     sqlServerHost: sql.outputs.serverHost
     sqlDatabaseName: sql.outputs.databaseName
     vaultName: keyVault.outputs.vaultName
+    acceptPreviousSigningKey: acceptPreviousSigningKey
     useBudgetWebhook: useBudgetWebhook
     budgetWebhookFormat: budgetWebhookFormat
     appInsightsName: monitoring.outputs.appInsightsName

@@ -18,7 +18,7 @@ cd "$(dirname "$0")/../.."
 # Inputs from the environment win; otherwise the stored value; then the default.
 for name in AZURE_LOCATION AZURE_RESOURCE_GROUP METERING_OPENAI_BACKENDS METERING_CREATE_APIM METERING_APIM_NAME \
             METERING_APIM_RESOURCE_GROUP METERING_PRIVATE_NETWORKING METERING_OPERATORS_GROUP_ID METERING_OPERATORS_GROUP \
-            METERING_FINANCE_READERS_GROUP METERING_BUDGET_WEBHOOK_URL METERING_BUDGET_WEBHOOK_FORMAT METERING_DEPLOYER_TYPE; do
+            METERING_FINANCE_READERS_GROUP METERING_PREVIOUS_SIGNING_KEY METERING_BUDGET_WEBHOOK_URL METERING_BUDGET_WEBHOOK_FORMAT METERING_DEPLOYER_TYPE; do
     eval "value=\${$name:-}"
     if [ -n "$value" ]; then env_set "$name" "$value"; fi
 done
@@ -40,7 +40,7 @@ P_openAiBackendsJson="$(get METERING_OPENAI_BACKENDS '[]')" P_createApim="$(get 
 P_apimName="$(get METERING_APIM_NAME '')" P_apimResourceGroup="$(get METERING_APIM_RESOURCE_GROUP '')" \
 P_privateNetworking="$(get METERING_PRIVATE_NETWORKING false)" P_operatorsGroupId="$(get METERING_OPERATORS_GROUP_ID '')" \
 P_operatorsGroupName="$(get METERING_OPERATORS_GROUP '')" P_financeReportingGroupName="$(get METERING_FINANCE_READERS_GROUP '')" \
-P_signingKey="$(get METERING_SIGNING_KEY '')" P_budgetFunctionKey="$(get METERING_BUDGET_FUNCTION_KEY '')" \
+P_signingKey="$(get METERING_SIGNING_KEY '')" P_previousSigningKey="$(get METERING_PREVIOUS_SIGNING_KEY '')" P_budgetFunctionKey="$(get METERING_BUDGET_FUNCTION_KEY '')" \
 P_budgetWebhookUrl="$(get METERING_BUDGET_WEBHOOK_URL '')" P_budgetWebhookFormat="$(get METERING_BUDGET_WEBHOOK_FORMAT text)" \
 python3 - "$params" <<'PY'
 import json, os, sys

@@ -3,6 +3,7 @@
 //   aoai-metering-hmac-key  the event-signing key: APIM signs, the Function verifies
 //   budget-function-key     the budget_status function key APIM sends (named value aoai-budget-function-key)
 //   budget-webhook-url      optional: where the budget_check timer posts alerts
+//   aoai-metering-hmac-key-previous  while rotating: the key being replaced, still accepted
 // A secret whose parameter is empty is left as it is: a re-run without the values keeps the keys.
 
 param location string
@@ -11,6 +12,13 @@ param vaultName string
 @secure()
 @description('The HMAC key (base64 text, no " or \\); empty keeps the stored one.')
 param signingKey string = ''
+
+@secure()
+@description('While rotating: the key being replaced, written as aoai-metering-hmac-key-previous (METERING_SIGNING_SECRET_PREVIOUS); empty keeps the stored one.')
+param previousSigningKey string = ''
+
+@description('Whether the Function accepts the previous key (the secret exists or is given now): it is granted it.')
+param acceptPreviousSigningKey bool = false
 
 @secure()
 @description('The budget_status function key APIM sends; empty keeps the stored one.')
@@ -71,6 +79,20 @@ resource signingSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!emp
   }
 }
 
+resource previousSigningSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(previousSigningKey)) {
+  // checkov:skip=CKV_AZURE_41: an expired secret would stop the Function or the gateway from reading it; keys are rotated by the documented procedure instead (docs/deployment.md)
+  // checkov:skip=CKV_AZURE_114: contentType is set; checkov reads no property of a conditional resource (= if (...))
+  parent: vault
+  name: 'aoai-metering-hmac-key-previous'
+  properties: {
+    value: previousSigningKey
+    contentType: 'text/plain'
+    attributes: {
+      enabled: true
+    }
+  }
+}
+
 resource functionKeySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(budgetFunctionKey)) {
   // checkov:skip=CKV_AZURE_41: an expired secret would stop the Function or the gateway from reading it; keys are rotated by the documented procedure instead (docs/deployment.md)
   // checkov:skip=CKV_AZURE_114: contentType is set; checkov reads no property of a conditional resource (= if (...))
@@ -105,6 +127,11 @@ resource signingRef 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = {
   name: 'aoai-metering-hmac-key'
 }
 
+resource previousSigningRef 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = {
+  parent: vault
+  name: 'aoai-metering-hmac-key-previous'
+}
+
 resource functionKeyRef 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = {
   parent: vault
   name: 'budget-function-key'
@@ -135,6 +162,17 @@ resource functionReadsSigningKey 'Microsoft.Authorization/roleAssignments@2022-0
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', secretsUser)
   }
   dependsOn: [signingSecret]
+}
+
+resource functionReadsPreviousKey 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (acceptPreviousSigningKey) {
+  scope: previousSigningRef
+  name: guid(vault.id, 'aoai-metering-hmac-key-previous', functionPrincipalId, secretsUser)
+  properties: {
+    principalId: functionPrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', secretsUser)
+  }
+  dependsOn: [previousSigningSecret]
 }
 
 resource apimReadsFunctionKey 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
