@@ -6,6 +6,13 @@
 #  * the deployer's public IP for the SQL firewall, only while the stack is public.
 . "$(dirname "$0")/common.sh"
 
+if [ -n "${AZURE_RESOURCE_GROUP:-}" ] && [ -n "${AZURE_LOCATION:-}" ] && command -v az >/dev/null 2>&1; then
+    if [ "$(az group exists -n "$AZURE_RESOURCE_GROUP" 2>/dev/null)" != "true" ]; then
+        timeout 300 az group create -n "$AZURE_RESOURCE_GROUP" -l "$AZURE_LOCATION" -o none
+        say "created resource group ${AZURE_RESOURCE_GROUP}"
+    fi
+fi
+
 for name in METERING_SIGNING_KEY METERING_BUDGET_FUNCTION_KEY; do
     if [ -z "$(env_get "$name")" ]; then
         # base64 has no " or \ (the key is used inside a C# string in the policy)

@@ -144,7 +144,7 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   }
 }
 
-// Every setting the code reads (tests/infra/test_settings.py keeps this list, function_app.py,
+// Every setting the code reads (tests/policy/test_deployment_docs.py keeps this list, function_app.py,
 // metering/settings.py and docs/deployment.md in step).
 var appSettings = {
   AzureWebJobsStorage__accountName: hostStorage.name
