@@ -106,3 +106,33 @@ def test_checkov_finds_no_failed_check_and_every_skip_has_a_reason(python):
     config = (ROOT / "infra" / ".checkov.yaml").read_text()
     for check in re.findall(r"^\s+- (CKV2?_AZURE_\d+)$", config, re.MULTILINE):
         assert re.search(rf"^# {check} \(", config, re.MULTILINE), f"{check} is skipped without a reason"
+
+
+def test_the_type_check_catches_a_drifted_property(python, types, tmp_path):
+    """The check itself: a misspelled, a read-only and a missing required property are each named."""
+    drifted = tmp_path / "drifted.bicep"
+    drifted.write_text("""param location string
+resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
+  name: 'kv-drifted'
+  location: location
+  properties: {
+    tenantId: subscription().tenantId
+    enableRbacAuthorisation: true
+    hsmPoolResourceId: 'x'
+  }
+}
+resource missing 'Microsoft.KeyVault/vaults@2023-07-01' = {
+  name: 'kv-missing'
+  location: location
+}
+resource unknown 'Microsoft.KeyVault/vaults@2031-01-01' = {
+  name: 'kv-future'
+}
+""")
+    parsed = parse_all(python, [drifted])
+    problems = "\\n".join(check_resources(types, {ROOT / "drifted.bicep": parsed[drifted]}).problems)
+    assert "'enableRbacAuthorisation' is not in the type" in problems
+    assert "'hsmPoolResourceId' is read-only" in problems
+    assert "required property 'sku' is missing" in problems            # in vault.properties
+    assert "required property 'properties' is missing" in problems     # the second vault
+    assert "Microsoft.KeyVault/vaults@2031-01-01" in problems and "not in Microsoft's generated" in problems
