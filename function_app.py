@@ -22,6 +22,8 @@ Settings (application settings, or ``local.settings.json`` locally):
   METERING_MAX_EVENT_AGE_DAYS, METERING_MAX_EVENT_FUTURE_MINUTES  the accepted event-time window
                             (default 3660 days back, 1440 minutes ahead); other times are invalid_field
   METERING_QUARANTINE_REDACT  1: quarantine keeps event bytes without the request/response payloads
+  METERING_MAX_EVENT_BYTES  the longest event body decoded (default 1 MiB, as ``metering replay``); a longer
+                            one is quarantined as ``oversized`` with its first 4 KiB, size and digest
   METERING_BUDGET_WEBHOOK_URL  optional: the Teams/Slack/generic webhook the timer function ``budget_check``
                             posts budget alerts to (ideally a Key Vault reference: the URL is a secret);
                             unset, the timer does nothing
@@ -75,6 +77,7 @@ from metering.finance.budgets.service import check as check_budgets
 from metering.finance.budgets.service import gateway_status
 from metering.ingest import IngestTotals, Ingestor
 from metering.settings import rate_card_ttl_from_env, settings_from_env
+from metering.sources.bounds import bounded_event, max_event_bytes_from_env
 from metering.model import PipelineSettings, RawEvent
 
 app = func.FunctionApp()
@@ -96,8 +99,8 @@ def under_functions_host() -> bool:
 
 
 def check_settings(*, serving: bool | None = None) -> tuple[float, PipelineSettings]:
-    """The rate card's cache time and the pipeline settings; a bad setting raises
-    ``ConfigurationError`` with one line naming it. Called at import, so that the host then indexes
+    """The rate card's cache time and the pipeline settings (``METERING_MAX_EVENT_BYTES`` is checked
+    too); a bad setting raises ``ConfigurationError`` with one line naming it. Called at import, so that the host then indexes
     no function, and no event is consumed or checkpointed. When serving events (under the host, or
     when an ingestor is built) ``METERING_DATABASE_URL`` is required: the CLI's local SQLite default
     would create ``metering.db`` in the app's folder and fail every batch on its missing tables."""
@@ -106,6 +109,7 @@ def check_settings(*, serving: bool | None = None) -> tuple[float, PipelineSetti
         raise ConfigurationError("metering Function refuses to start: METERING_DATABASE_URL is not set "
                                  "(the SQLAlchemy URL of the metering database)")
     try:
+        max_event_bytes_from_env()
         return rate_card_ttl_from_env(), settings_from_env()
     except ValueError as exc:
         raise ConfigurationError(f"metering Function refuses to start: {exc}") from None
@@ -144,22 +148,27 @@ def reset_ingestor() -> None:
         _budget_engine = None
 
 
-def to_raw_event(event: func.EventHubEvent) -> RawEvent:
-    """The trigger's event as the pipeline's ``RawEvent`` (body bytes plus where it came from)."""
+def to_raw_event(event: func.EventHubEvent, max_event_bytes: int | None = None) -> RawEvent:
+    """The trigger's event as the pipeline's ``RawEvent`` (body bytes plus where it came from); a
+    body longer than ``max_event_bytes`` (default ``METERING_MAX_EVENT_BYTES``) becomes the
+    ``oversized`` stand-in, as in ``metering replay``."""
     metadata = event.metadata or {}
     partition = metadata.get("PartitionContext", {}).get("PartitionId") if isinstance(metadata.get("PartitionContext"), dict) else None
-    return RawEvent(
+    raw = RawEvent(
         body=event.get_body() or b"",
         source_partition=str(partition) if partition is not None else None,
         source_sequence_number=event.sequence_number,
         enqueued_time=event.enqueued_time,
     )
+    return bounded_event(raw, max_event_bytes or max_event_bytes_from_env())
 
 
 def handle_events(events: list[func.EventHubEvent]) -> IngestTotals:
     """Process and store one trigger batch. Raises only when storage fails (so the batch retries)."""
-    raws = [to_raw_event(event) for event in events]
-    totals = get_ingestor().ingest(raws)
+    ingestor = get_ingestor()
+    bound = max_event_bytes_from_env()
+    raws = [to_raw_event(event, bound) for event in events]
+    totals = ingestor.ingest(raws)
     log.info(
         "metering batch: read=%d inserted=%d duplicates=%d conflicting=%d quarantined=%d truncated=%d"
         " llm_merged=%d llm_pending=%d llm_refused=%d llm_ignored=%d tokens=%d",

@@ -8,6 +8,9 @@ Function App processes; SQL Server gets ``fast_executemany`` for batch inserts.
 from __future__ import annotations
 
 import os
+import shutil
+import struct
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +69,41 @@ def odbc_authentication_key(url: URL) -> URL:
     return url.difference_update_query(keys).update_query_dict({"authentication": url.query[keys[0]]})
 
 
+AZURE_CLI_AUTHENTICATION = "AzureCli"  # not an ODBC value: this module swaps it for an access token
+SQL_COPT_SS_ACCESS_TOKEN = 1256  # msodbcsql.h: a pre-connect attribute carrying an Entra access token
+
+
+def azure_cli_access_token(timeout: float = 60.0) -> bytes:
+    """The signed-in Azure CLI user's Entra token for Azure SQL, packed as the ODBC driver takes it
+    (little-endian length, then UTF-16-LE). For ``metering db upgrade`` from a deployment hook, a CI
+    runner or a jump host without a browser: the ODBC driver's ActiveDirectoryInteractive works on
+    Windows only, and it has no ActiveDirectoryDefault. The token is never printed or logged."""
+    az = shutil.which("az")
+    if az is None:
+        raise RuntimeError("Authentication=AzureCli needs the Azure CLI (az) on PATH, signed in (az login)")
+    result = subprocess.run([az, "account", "get-access-token", "--resource", "https://database.windows.net/",
+                             "--query", "accessToken", "-o", "tsv"], capture_output=True, text=True, timeout=timeout)
+    token = result.stdout.strip()
+    if result.returncode != 0 or not token:
+        raise RuntimeError("Authentication=AzureCli: az account get-access-token failed (is az logged in?)")
+    raw = token.encode("utf-16-le")
+    return struct.pack("<I", len(raw)) + raw
+
+
+def _azure_cli_setup(engine: Engine) -> None:
+    @sa.event.listens_for(engine, "do_connect")
+    def _with_token(_dialect: Any, _record: Any, cargs: list[Any], cparams: dict[str, Any]) -> None:
+        # SQLAlchemy adds integrated security to a URL without user or Authentication: a token replaces it.
+        cargs[0] = cargs[0].replace(";Trusted_Connection=Yes", "")
+        cparams["attrs_before"] = {SQL_COPT_SS_ACCESS_TOKEN: azure_cli_access_token()}
+
+
+def uses_azure_cli_token(url: URL) -> bool:
+    """``mssql+pyodbc://@server/db?…&Authentication=AzureCli``: connect with the Azure CLI's token."""
+    return (url.get_backend_name() == "mssql" and url.get_driver_name() == "pyodbc"
+            and str(url.query.get("authentication", "")).lower() == AZURE_CLI_AUTHENTICATION.lower())
+
+
 def check_sqlite_folder(url: URL) -> None:
     """Raise ``DatabaseFolderMissing`` when a SQLite file's folder does not exist: a mistyped path
     must not create folders and an empty database (a new file in an existing folder is fine)."""
@@ -99,6 +137,9 @@ def deadline_options(url: str | URL, seconds: float) -> dict[str, Any]:
 def make_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:
     """An engine for ``url`` (default: ``METERING_DATABASE_URL`` or ``sqlite:///metering.db``)."""
     parsed = odbc_authentication_key(make_url(database_url(url) if not isinstance(url, URL) else url))
+    cli_token = uses_azure_cli_token(parsed)
+    if cli_token:
+        parsed = parsed.difference_update_query(["authentication"])
     backend = parsed.get_backend_name()
     query_timeout = kwargs.pop("query_timeout_seconds", None)
     # Statement parameters hold event data (ids, names, raw bytes): never in an error's message or a
@@ -122,4 +163,6 @@ def make_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:
         @sa.event.listens_for(engine, "connect")
         def _query_timeout(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.timeout = query_timeout  # pyodbc: seconds a statement may run
+    if cli_token:
+        _azure_cli_setup(engine)
     return engine

@@ -1,16 +1,17 @@
-// The API Management side of the metering pipeline (docs/deployment.md, step 11): named values,
-// the Event Hubs logger (managed identity), the product with its API, the policy fragments and the
-// global, product and API policies loaded from policy/*.xml, and optionally the subscriptions.
+// The API Management side of the metering pipeline: the Azure OpenAI API (imported from its
+// OpenAPI description), named values, the Event Hubs logger (managed identity), the product with
+// its API, the policy fragments and the global, product and API policies loaded from policy/*.xml,
+// and optionally the subscriptions. infra/main.bicep deploys it (into the APIM's resource group);
+// it can also be deployed alone against an APIM that has the roles below:
 //
-//   az deployment group create -g $RG -f infra/apim-metering.bicep \
-//     -p apimName=$APIM eventHubNamespaceHost=$NS.servicebus.windows.net \
-//        hmacKeySecretUri=https://$KV.vault.azure.net/secrets/aoai-metering-hmac-key \
-//        entraTenantId=$TENANT_ID subscriptions=@subscriptions.json
+//   az deployment group create -g <apim group> -f infra/apim-metering.bicep \
+//     -p apimName=<apim> eventHubNamespaceHost=<ns>.servicebus.windows.net entraTenantId=<tenant> \
+//        hmacKeySecretUri=https://<vault>.vault.azure.net/secrets/aoai-metering-hmac-key
 //
-// Before: policy/backends.bicep is deployed and the API imported (step 10), and the APIM identity
-// has "Azure Event Hubs Data Sender" on the hub and "Key Vault Secrets User" on the secret
-// (step 8). Order inside this file: named values and logger, then fragments, then
-// policies (a policy that names a missing named value, logger or fragment cannot be saved).
+// Before: policy/backends.bicep is deployed, and the APIM identity has "Azure Event Hubs Data
+// Sender" on the hub and "Key Vault Secrets User" on the secrets (main.bicep does all three).
+// Order inside this file: API, named values and logger, then fragments, then policies (a policy
+// that names a missing named value, logger or fragment cannot be saved).
 //
 // The policy files are XML documents with escaped C# (docs/policies.md, "Storage format"), so they
 // are deployed with format 'xml'. Fragment id = 'aoai-' + file stem (tests/test_policy.py).
@@ -24,8 +25,17 @@ param eventHubNamespaceHost string
 @description('The event hub the metering events go to.')
 param eventHubName string = 'aoai-usage'
 
-@description('Id of the imported Azure OpenAI API (az apim api import --api-id).')
+@description('Id of the Azure OpenAI API.')
 param apiName string = 'azure-openai'
+
+@description('URL path of the API on the gateway (openai: SDKs call <gateway>/openai/deployments/...).')
+param apiPath string = 'openai'
+
+@description('OpenAPI description the API is imported from (Azure OpenAI inference, stable).')
+param openApiSpecUrl string = 'https://raw.githubusercontent.com/Azure/azure-rest-api-specs/main/specification/cognitiveservices/data-plane/AzureOpenAI/inference/stable/2024-10-21/inference.json'
+
+@description('Service URL of the API; the policy routes every call to the pool (named value aoai-backend-id) instead.')
+param serviceUrl string = 'https://aoai-pool.invalid/openai'
 
 @description('Product that subscriptions are bought for; its policy is policy/product-aoai.xml.')
 param productName string = 'ai-standard'
@@ -63,6 +73,9 @@ param namedValues object = {
 @description('Versionless Key Vault secret URI of the budget Function\'s function key (named value aoai-budget-function-key); empty while budgets are not enforced (aoai-budget-url "none").')
 param budgetFunctionKeySecretUri string = ''
 
+@description('The budget endpoint, https://<function app>/api/budget (overrides the named value aoai-budget-url); empty keeps namedValues\' value.')
+param budgetUrl string = ''
+
 @description('Subscriptions to create on the product: [{ id: "sub-customer-care-bot", displayName: "Customer care bot" }]. The id is what context.Subscription.Id and the subscriptions CSV use.')
 param subscriptions array = []
 
@@ -70,12 +83,26 @@ resource apim 'Microsoft.ApiManagement/service@2024-06-01-preview' existing = {
   name: apimName
 }
 
-resource api 'Microsoft.ApiManagement/service/apis@2024-06-01-preview' existing = {
+// The subscription key travels in the api-key header, so Azure OpenAI SDKs use an APIM key unchanged.
+resource api 'Microsoft.ApiManagement/service/apis@2024-06-01-preview' = {
   parent: apim
   name: apiName
+  properties: {
+    displayName: 'Azure OpenAI'
+    path: apiPath
+    protocols: ['https']
+    serviceUrl: serviceUrl
+    subscriptionRequired: true
+    subscriptionKeyParameterNames: {
+      header: 'api-key'
+      query: 'api-key'
+    }
+    format: 'openapi+json-link'
+    value: openApiSpecUrl
+  }
 }
 
-resource plainValues 'Microsoft.ApiManagement/service/namedValues@2024-06-01-preview' = [for item in items(union(namedValues, { 'entra-tenant-id': entraTenantId })): {
+resource plainValues 'Microsoft.ApiManagement/service/namedValues@2024-06-01-preview' = [for item in items(union(namedValues, { 'entra-tenant-id': entraTenantId }, empty(budgetUrl) ? {} : { 'aoai-budget-url': budgetUrl })): {
   parent: apim
   name: item.key
   properties: {

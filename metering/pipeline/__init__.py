@@ -204,7 +204,7 @@ def oversized_item(raw: RawEvent, settings: PipelineSettings) -> Quarantined:
     it: never decoded (a prefix could be salvaged into a row of a forged or hostile event)."""
     item = Quarantined(
         reason="oversized",
-        detail=(f"message of {raw.oversized_bytes:,} bytes is longer than the replay bound (METERING_MAX_EVENT_BYTES; "
+        detail=(f"message of {raw.oversized_bytes:,} bytes is longer than the bound (METERING_MAX_EVENT_BYTES; "
                 f"APIM caps an event at 200 KB): its first {len(raw.body):,} bytes are kept, the rest was not read; "
                 f"SHA-256 {raw.oversized_sha256}"),
         raw=raw.body,

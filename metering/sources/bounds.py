@@ -37,6 +37,17 @@ def max_event_bytes_from_env(environ: Mapping[str, str] | None = None) -> int:
     return int(value)
 
 
+def bounded_event(raw: RawEvent, max_bytes: int) -> RawEvent:
+    """``raw`` as it is, or, when its body is longer than ``max_bytes``, the ``oversized_event``
+    stand-in (first bytes, size, digest) that the pipeline quarantines without decoding: the
+    Function and ``metering consume`` get whole bodies from the SDK, and bound what is decoded."""
+    if len(raw.body) <= max_bytes:
+        return raw
+    return oversized_event(raw.body, len(raw.body), hashlib.sha256(raw.body).hexdigest(),
+                           source_partition=raw.source_partition, source_sequence_number=raw.source_sequence_number,
+                           enqueued_time=raw.enqueued_time)
+
+
 def oversized_event(prefix: bytes, size: int, sha256: str, **source: object) -> RawEvent:
     """The stand-in for a message too long to read: its first bytes, its size and its digest."""
     return RawEvent(body=prefix[:OVERSIZED_PREFIX_BYTES], oversized_bytes=size, oversized_sha256=sha256, **source)  # type: ignore[arg-type]

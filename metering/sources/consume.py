@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 
 from metering.ingest import IngestTotals, Ingestor
 from metering.model import RawEvent
+from metering.sources.bounds import bounded_event, max_event_bytes_from_env
 
 log = logging.getLogger("metering.sources.consume")
 
@@ -106,8 +107,11 @@ class BatchHandler:
         max_attempts: int | None = None,
         stop: threading.Event | None = None,
         on_totals: Callable[[str | None, IngestTotals], None] | None = None,
+        max_event_bytes: int | None = None,
     ):
         self.ingestor = ingestor
+        # As in the Function and ``replay``: a longer body is quarantined as ``oversized``, not decoded.
+        self.max_event_bytes = max_event_bytes or max_event_bytes_from_env()
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.max_attempts = max_attempts
@@ -125,7 +129,7 @@ class BatchHandler:
         if not events:  # receive_batch with max_wait_time calls back with empty batches
             return None
         partition = getattr(partition_context, "partition_id", None)
-        raws = [to_raw_event(event, partition) for event in events]
+        raws = [bounded_event(to_raw_event(event, partition), self.max_event_bytes) for event in events]
         attempt = 0
         while True:
             if self.stop.is_set():
@@ -281,6 +285,7 @@ def make_ingestor(database_url: str | None) -> Ingestor:
 
     try:  # a malformed setting is the operator's to fix: a one-line message, not a traceback
         ttl, pipeline_settings = rate_card_ttl_from_env(), settings_from_env()
+        max_event_bytes_from_env()   # read again by the handler; a bad value stops here, in one line
     except ValueError as exc:
         raise ConsumerConfigError(str(exc)) from None
     return Ingestor(make_engine(database_url), rate_card_ttl=ttl, settings=pipeline_settings)

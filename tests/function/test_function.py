@@ -124,3 +124,32 @@ def test_a_batch_without_a_database_url_creates_no_database_file(tmp_path, monke
     finally:
         function_app.reset_ingestor()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_event_longer_than_the_bound_is_quarantined_as_oversized_not_decoded(configured, monkeypatch):
+    """METERING_MAX_EVENT_BYTES bounds the Function as it bounds ``metering replay``: a longer body
+    is kept as its first bytes with its size and digest, and never decoded into a row."""
+    monkeypatch.setenv("METERING_MAX_EVENT_BYTES", "2048")
+    small = encode(v1_event("small"))
+    large = encode(v1_event("large", request={"messages": [{"role": "user", "content": "x" * 6000}]}))
+    assert len(small) <= 2048 < len(large)
+    totals = function_app.handle_events([hub_event(small, 1), hub_event(large, 2)])
+    assert (totals.read, totals.inserted, totals.quarantined) == (2, 1, 1)
+    with configured.connect() as conn:
+        assert conn.execute(sa.select(usage_records.c.request_id)).scalars().all() == ["small"]
+        reason, raw, detail = conn.execute(sa.select(quarantine.c.reason, quarantine.c.raw, quarantine.c.detail)).one()
+    assert reason == "oversized" and raw == large[:4096] and f"{len(large):,} bytes" in detail
+
+
+def test_a_bad_event_bound_stops_the_function_from_starting():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(function_app.__file__).resolve().parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("METERING_")} | {"METERING_MAX_EVENT_BYTES": "1MB"}
+    result = subprocess.run([sys.executable, "-c", "import function_app"], cwd=root, env=env,
+                            capture_output=True, text=True, timeout=120)
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode != 0 and "refuses to start" in last and "METERING_MAX_EVENT_BYTES" in last

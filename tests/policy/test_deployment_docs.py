@@ -1,13 +1,18 @@
-"""docs/deployment.md, the other pages (README.md, docs/*.md) and infra/apim-metering.bicep agree
-with the code they deploy: every setting the Function reads is in the deployment page's table, a
-settings table on any other page names only settings that table documents, no page offers a
-connection string where local authentication is disabled, the Bicep loads every policy file under
-the id the policies include it by, and it creates every named value the policies use. (The Bicep
-itself is not compiled here: no Bicep CLI in the test environment.)"""
+"""docs/deployment.md, the other pages (README.md, docs/*.md) and the Bicep agree with the code they deploy: every setting the
+Function reads (function_app.py and the modules it loads: metering/settings.py, the event bounds,
+the budget alerts, the database URL) is set by infra/modules/function.bicep and documented in the
+deployment page's settings table, with nothing in either that the code does not read; a settings table on any other page names only
+settings the deployment page documents; no
+connection string is offered where local authentication is disabled; the Bicep loads every policy
+file under the id the policies include it by and creates every named value the policies use.
+(Parsing and type-checking the Bicep is tests/infra/test_bicep.py.)"""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -16,7 +21,17 @@ DEPLOYMENT = (ROOT / "docs" / "deployment.md").read_text()
 PAGES = {path.relative_to(ROOT).as_posix(): path.read_text()
          for path in (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))}
 BICEP = (ROOT / "infra" / "apim-metering.bicep").read_text()
+FUNCTION_BICEP = (ROOT / "infra" / "modules" / "function.bicep").read_text()
 NAMED_VALUE = re.compile(r"\{\{([A-Za-z0-9._-]+)\}\}")
+# What the Functions host and its extensions read, next to the code's own settings: identity-based
+# connections (the trigger's EVENTHUB_CONNECTION prefix, host storage) and Application Insights.
+PLATFORM_SETTINGS = {
+    "AzureWebJobsStorage__accountName", "AzureWebJobsStorage__credential", "AzureWebJobsStorage__clientId",
+    "EVENTHUB_CONNECTION__fullyQualifiedNamespace", "EVENTHUB_CONNECTION__credential", "EVENTHUB_CONNECTION__clientId",
+    "APPLICATIONINSIGHTS_CONNECTION_STRING", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+}
+# Read by the code, but never set as a value: a connection's prefix (its __ settings are above).
+PREFIXES = {"EVENTHUB_CONNECTION"}
 
 
 def table_settings(markdown: str) -> set[str]:
@@ -35,41 +50,79 @@ def table_settings(markdown: str) -> set[str]:
     return names
 
 
-def function_settings() -> set[str]:
-    """The settings function_app.py documents (and reads) for the Function App."""
-    doc = (ROOT / "function_app.py").read_text().split('"""')[1]
-    return set(re.findall(r"^\s+((?:METERING|EVENTHUB)_[A-Z_]+)\s", doc, re.MULTILINE))
+def settings_the_function_reads() -> set[str]:
+    """Every METERING_* / EVENTHUB_* name written as a string in a project module that importing
+    function_app loads (in a fresh interpreter without METERING_* settings, as the host would)."""
+    code = r'''
+import json, re, sys
+from pathlib import Path
+root = Path.cwd().resolve()
+import function_app
+names = set()
+for module in list(sys.modules.values()):
+    file = getattr(module, "__file__", None)
+    if file and Path(file).resolve().is_relative_to(root) and ".venv" not in file:
+        text = Path(file).read_text()
+        names |= set(re.findall(r'"%?((?:METERING|EVENTHUB)_[A-Z0-9_]+)%?"', text))
+print(json.dumps(sorted(names)))
+'''
+    env = {k: v for k, v in os.environ.items() if not k.startswith("METERING_")}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    import json
+    return set(json.loads(result.stdout))
 
 
-def test_every_function_setting_is_in_the_deployment_page():
-    needed = function_settings() - {"EVENTHUB_CONNECTION"} | {
-        "EVENTHUB_CONNECTION__fullyQualifiedNamespace", "AzureWebJobsStorage__accountName"}
-    assert needed - table_settings(DEPLOYMENT) == set()
-    assert {"METERING_DATABASE_URL", "EVENTHUB_CONSUMER_GROUP", "METERING_SIGNING_SECRET"} <= needed
+def bicep_app_settings() -> set[str]:
+    block = FUNCTION_BICEP.split("var appSettings = {", 1)[1].split("\n}\n", 1)[0]
+    return set(re.findall(r"^  ([A-Za-z_][A-Za-z0-9_]*): ", block, re.MULTILINE))
+
+
+def test_every_setting_the_function_reads_is_set_by_the_bicep_and_nothing_else():
+    read = settings_the_function_reads()
+    assert {"METERING_DATABASE_URL", "EVENTHUB_CONSUMER_GROUP", "METERING_SIGNING_SECRET", "METERING_MAX_EVENT_BYTES"} <= read
+    assert bicep_app_settings() == (read - PREFIXES) | PLATFORM_SETTINGS
+
+
+def test_the_deployment_page_documents_exactly_the_settings_the_bicep_sets():
+    assert table_settings(DEPLOYMENT) == bicep_app_settings()
 
 
 def test_settings_tables_elsewhere_are_the_deployment_pages_settings():
     """A settings table on another page (a short form in the README, say) may leave settings out,
-    never name one the deployment page does not document."""
+    never name a Function App setting the deployment page does not document. (Tables of the test
+    suite's own variables, METERING_SHARED_DIR and the like, are not the Function's.)"""
     deployment = table_settings(DEPLOYMENT)
+    function = settings_the_function_reads() | PLATFORM_SETTINGS
     assert len(deployment) >= 15 and "docs/deployment.md" in PAGES
     for name, page in PAGES.items():
         expanded = {s.replace("…", "AzureWebJobsStorage") for s in table_settings(page)}
-        assert expanded - deployment == set(), name
+        assert (expanded & function) - deployment == set(), name
 
 
 def test_the_readme_sends_deployers_to_the_deployment_page():
     assert "](docs/deployment.md)" in PAGES["README.md"]
 
 
+def test_the_function_docstring_lists_the_settings_it_reads():
+    doc = (ROOT / "function_app.py").read_text().split('"""')[1]
+    listed = set(re.findall(r"\b((?:METERING|EVENTHUB)_[A-Z_]+)\b", doc))
+    assert (settings_the_function_reads() - {"METERING_QUARANTINE_RETENTION_DAYS"}) - listed == set()
+
+
 def test_no_connection_string_is_offered_for_event_hubs_or_host_storage():
     """Local authentication is disabled on the namespace and the storage accounts: a connection
-    string cannot work, so no page may offer one as a setting."""
+    string cannot work, so no page may offer one as a setting, and the Bicep turns it off."""
     for page in PAGES.values():
         settings = table_settings(page)
         assert "EVENTHUB_CONNECTION" not in settings and "AzureWebJobsStorage" not in settings
         assert not re.search(r"EVENTHUB_CONNECTION`?\s*=\s*a connection string", page)
-    assert "--disable-local-auth true" in DEPLOYMENT and "--allow-shared-key-access false" in DEPLOYMENT
+    modules = ROOT / "infra" / "modules"
+    assert "disableLocalAuth: true" in (modules / "eventhubs.bicep").read_text()
+    storage = (modules / "eventhubs.bicep").read_text() + FUNCTION_BICEP
+    assert storage.count("Microsoft.Storage/storageAccounts@") == storage.count("allowSharedKeyAccess: false") == 2
+    assert "DisableLocalAuth: true" in (modules / "monitoring.bicep").read_text()
+    assert "azureADOnlyAuthentication: true" in (modules / "sql.bicep").read_text()
 
 
 def test_bicep_loads_every_policy_file_with_the_id_the_policies_include():
@@ -96,6 +149,21 @@ def test_bicep_creates_every_named_value_the_policies_use():
         assert f"`{name}`" in documented and '"' not in value and "<" not in value and "&" not in value
 
 
+def test_main_bicep_wires_the_key_vault_backed_named_values_and_the_budget_endpoint():
+    main = (ROOT / "infra" / "main.bicep").read_text()
+    call = main.split("module apimMetering 'apim-metering.bicep'", 1)[1].split("\n}\n", 1)[0]
+    for param in ("hmacKeySecretUri: keyVault.outputs.signingKeySecretUri",
+                  "budgetFunctionKeySecretUri: keyVault.outputs.budgetFunctionKeySecretUri",
+                  "budgetUrl: 'https://${function.outputs.defaultHostName}/api/budget'"):
+        assert param in call
+    vault = (ROOT / "infra" / "modules" / "keyvault.bicep").read_text()
+    assert "name: 'aoai-metering-hmac-key'" in vault and "name: 'budget-function-key'" in vault
+    assert "SecretName='" in FUNCTION_BICEP and "aoai-metering-hmac-key)" in FUNCTION_BICEP
+
+
 def test_files_the_deployment_page_names_exist():
-    for path in set(re.findall(r"\b((?:policy|infra)/[A-Za-z0-9_.-]+\.(?:bicep|xml|json|md))", DEPLOYMENT)):
+    paths = set(re.findall(r"(?<![/\w])((?:policy|infra|samples|tests)/[A-Za-z0-9_./-]+\.(?:bicep|xml|json|md|sh|py|csv|yaml))", DEPLOYMENT))
+    assert "infra/main.bicep" in paths
+    for path in paths:
         assert (ROOT / path).is_file(), path
+    assert "azure.yaml" in DEPLOYMENT and (ROOT / "azure.yaml").is_file()

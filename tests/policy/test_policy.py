@@ -419,6 +419,15 @@ def test_attribute_expressions_have_no_line_comments(path: Path):
 
 
 @pytest.mark.parametrize("path", POLICY_FILES, ids=lambda p: p.name)
+def test_json_formatting_is_named_in_full(path: Path):
+    # System.Xml.XmlNodeType is an allowed type, so the gateway's compiler may import System.Xml,
+    # where an unqualified Formatting is ambiguous with System.Xml.Formatting (CS0104). The runtime
+    # tests compile with `using System.Xml;` too; this one holds where Mono is not installed.
+    text = path.read_text(encoding="utf-8")
+    assert not re.findall(r"(?<![\w.])Formatting\.", text), f"{path.name}: write Newtonsoft.Json.Formatting"
+
+
+@pytest.mark.parametrize("path", POLICY_FILES, ids=lambda p: p.name)
 def test_named_value_references_are_well_formed(path: Path):
     text = path.read_text(encoding="utf-8")
     assert text.count("{{") == len(re.findall(r"\{\{[A-Za-z0-9][A-Za-z0-9._-]*\}\}", text)), (

@@ -47,10 +47,13 @@ NEWTONSOFT_CANDIDATES = [
     *sorted(Path("/usr/lib/mono/gac/Newtonsoft.Json").glob("*/Newtonsoft.Json.dll")),
 ]
 # Namespaces APIM puts in scope for expressions (its documented examples use Regex, Encoding,
-# Convert, JObject, … unqualified).
+# Convert, JObject, … unqualified). System.Xml too: System.Xml.XmlNodeType is on the gateway's list
+# of allowed types, so its compiler may import the namespace, where an unqualified ``Formatting`` is
+# ambiguous (System.Xml.Formatting, Newtonsoft.Json.Formatting: CS0104); with it here, such a
+# policy fails to compile in the suite as it would on the gateway.
 USINGS = [
     "System", "System.Collections.Generic", "System.Linq", "System.Text", "System.Text.RegularExpressions",
-    "System.Xml.Linq", "Newtonsoft.Json", "Newtonsoft.Json.Linq", "Apim.Documented",
+    "System.Xml", "System.Xml.Linq", "Newtonsoft.Json", "Newtonsoft.Json.Linq", "Apim.Documented",
 ]
 # APIM's scopes, outermost first, and the file of each (the API's product is "ai-standard").
 SCOPES = [("global", "global.xml"), ("product", "product-aoai.xml"), ("api", "api-aoai.xml")]

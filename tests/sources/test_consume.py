@@ -170,6 +170,16 @@ def test_a_failed_checkpoint_write_after_storing_is_not_an_error(ingestor, engin
     assert "checkpoint was not written" in caplog.text
 
 
+def test_a_body_longer_than_the_bound_is_quarantined_as_oversized(ingestor, engine, monkeypatch):
+    monkeypatch.setenv("METERING_MAX_EVENT_BYTES", "2048")
+    large = encode(v1_event("large", request={"messages": [{"role": "user", "content": "x" * 6000}]}))
+    handler = BatchHandler(ingestor)
+    handler.on_batch(context(RecordingCheckpointStore()), [received(encode(v1_event("small")), 1), received(large, 2)])
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(usage_records.c.request_id)).scalars().all() == ["small"]
+        assert conn.execute(sa.select(quarantine.c.reason, quarantine.c.raw)).one() == ("oversized", large[:4096])
+
+
 def test_empty_batches_do_nothing(ingestor):
     checkpoints = RecordingCheckpointStore()
     assert BatchHandler(ingestor).on_batch(context(checkpoints), []) is None
@@ -278,7 +288,8 @@ def test_malformed_pipeline_settings_are_a_one_line_error(capsys, engine, monkey
     url = engine.url.render_as_string(hide_password=False)
     args = ["--db", url, "consume", "--eventhub", "aoai-usage", "--namespace", "ns.servicebus.windows.net",
             "--checkpoint-url", "https://st.blob.core.windows.net/ckpt"]
-    for name, value in (("METERING_RATE_CARD_TTL_SECONDS", "one minute"), ("METERING_REQUIRE_SIGNATURE", "maybe")):
+    for name, value in (("METERING_RATE_CARD_TTL_SECONDS", "one minute"), ("METERING_REQUIRE_SIGNATURE", "maybe"),
+                        ("METERING_MAX_EVENT_BYTES", "1MB")):
         with monkeypatch.context() as env:
             env.setenv(name, value)
             assert main(args) == 2
