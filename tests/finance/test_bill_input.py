@@ -250,3 +250,16 @@ def test_reconcile_table_and_html_show_names_escaped(capsys, hostile_db):
     assert "aoai-\\x1b]0;pwned\\x07\\x1b[2j" in table  # (resource ids are stored lower-case)
     code, html, _ = run(capsys, "--db", hostile_db, "reconcile", "--month", "2026-10", "--format", "html")
     assert code == 0 and '=HYPERLINK("' not in html and "=HYPERLINK(&quot;https://evil.example" in html
+
+
+def test_a_bidirectional_override_cannot_reorder_a_terminal_line(capsys, sqlite_url, tmp_path):
+    """U+202E in a meter name would show the amounts after it reversed: it is shown escaped."""
+    from metering.safe_text import terminal_line
+
+    assert terminal_line("aoai-\u202e01.0 DSU") == "aoai-\\u202e01.0 DSU"
+    assert terminal_line("café – ok") == "café – ok"
+    odd = Charge("2026-10-05", "gpt-\u202e4o\u2066-meter", "0.1", "1M Tokens", "0.25")
+    assert run(capsys, "--db", sqlite_url, "db", "upgrade")[0] == 0
+    code, out, err = run(capsys, "--db", sqlite_url, "bill", "import", _write(tmp_path, "bill.csv", focus_csv([odd])))
+    assert code == 0, err
+    assert "\u202e" not in out and "gpt-\\u202e4o\\u2066-meter" in out
