@@ -263,3 +263,14 @@ def test_a_bidirectional_override_cannot_reorder_a_terminal_line(capsys, sqlite_
     code, out, err = run(capsys, "--db", sqlite_url, "bill", "import", _write(tmp_path, "bill.csv", focus_csv([odd])))
     assert code == 0, err
     assert "\u202e" not in out and "gpt-\\u202e4o\\u2066-meter" in out
+
+
+def test_a_genuine_export_in_several_gzip_members_is_read_whole(monkeypatch, capsys, sqlite_url, tmp_path):
+    text = focus_csv([USAGE, OUTPUT])
+    header, first, second = text.split(b"\r\n")[:3]
+    members = gzip.compress(header + b"\r\n" + first + b"\r\n") + gzip.compress(second + b"\r\n")
+    result = parse_bill_export("two-members.csv.gz", members)
+    assert result.rows_read == 2 and sum(line.cost for line in result.lines) == Decimal("3.025")
+    monkeypatch.setenv("METERING_BILL_MAX_ROWS", "1")
+    code, _, err = run(capsys, "--db", sqlite_url, "bill", "import", _write(tmp_path, "b.csv.gz", members))
+    assert code == 2 and "more than 1 rows" in err
