@@ -240,8 +240,10 @@ def test_unmapped_subscriptions_never_vanish(seeded):
 
 def test_unmapped_note_tells_what_to_do(seeded):
     report = report_for(seeded, ("business_unit",))
-    assert report.quality["unmapped_subscriptions"] == [UNMAPPED, "sub-lab"]
-    assert any("metering subscriptions import" in note for note in report.notes)
+    # rows with no subscription at all are not a subscription called (unmapped): they get their own note
+    assert report.quality["unmapped_subscriptions"] == ["sub-lab"]
+    assert any("metering subscriptions import" in note and UNMAPPED + "," not in note for note in report.notes)
+    assert any("with no subscription" in note and "batch import --subscription" in note for note in report.notes)
 
 
 # --------------------------------------------------------------------------- periods
