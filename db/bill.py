@@ -59,7 +59,7 @@ def store_bill_lines(conn: sa.Connection, lines: Sequence[BillLine], source_file
         "model": line.model, "token_kind": line.token_kind, "deployment_type": line.deployment_type,
         "quantity": line.quantity, "unit": line.unit, "tokens": line.tokens, "cost": line.cost,
         "currency": line.currency, "source_format": line.source_format, "source_file": source_file[-400:],
-        "imported_at": imported_at,
+        "imported_at": imported_at, "service_tier": line.service_tier,
     } for line in lines]
     for start in range(0, len(rows), 500):
         conn.execute(bill_lines.insert(), rows[start:start + 500])
