@@ -199,8 +199,9 @@ def compute_true_up(
             continue  # throttled or failed: Azure bills nothing for it
         cost = sum((group.get(f"{kind}_cost") or Decimal(0) for kind in TOKEN_KINDS), Decimal(0))
         if resource is None or resource not in billed_resources:
-            why = (f"backend {group.get('backend_id') or '(none)'} maps to no resource (map it with `metering backends "
-                   "import`)" if resource is None else f"resource {resource} has no line on this bill")
+            why = ("requests without a backend id: no resource to find on the bill" if not group.get("backend_id")
+                   else f"backend {group['backend_id']} maps to no resource (map it with `metering backends import`)"
+                   if resource is None else f"resource {resource} has no line on this bill")
             place = outside[(subscription, resource or UNMAPPED_BACKEND)]
             place[0] += sum(tokens.values())
             place[1] += cost
