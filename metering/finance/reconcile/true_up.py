@@ -32,7 +32,7 @@ from __future__ import annotations
 import decimal
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -346,8 +346,8 @@ def _allocate_meter(difference: Decimal, bill_cost: Decimal, bill_tokens: int, u
         part = parts[subscription]
         part.adjustment += amount
         part.reasons.append(f"{_money(amount)} {currency} by token share ({int(weight):,} of {int(total):,}) of the "
-                            f"meter's {'remaining ' if rest != difference else ''}difference {_money(rest)} "
-                            + ("(metered more than billed)" if rest < 0 else ""))
+                            f"meter's {'remaining ' if rest != difference else ''}difference {_money(rest)}"
+                            + (" (metered more than billed)" if rest < 0 else ""))
 
 
 def _capacity_parts(billed: Mapping[tuple[str, MeterKey], list[Any]], ptu: Sequence[PtuShare],
@@ -482,9 +482,3 @@ def _get(row: Any, name: str) -> Any:
 def _money(amount: Decimal) -> str:
     return str(cents(amount))
 
-
-def with_names(result: TrueUp, names: Mapping[str, str]) -> TrueUp:
-    """The true-up with subscription names filled in (for callers that learn them later)."""
-    return replace(result, lines=[replace(line, subscription_name=names.get(line.subscription_id or "",
-                                                                             line.subscription_name))
-                                  for line in result.lines])
