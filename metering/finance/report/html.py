@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import calendar
 import re
-from collections import defaultdict
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from html import escape
