@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from metering.cli.common import UsageError, migrated_engine, out, period, reports_extra, write_file
-from metering.cli.report import bill_true_up, ptu_costs
+from metering.cli.report import ptu_costs
+from metering.cli.true_up import stored_true_up
 
 
 def cmd_focus(args: argparse.Namespace) -> int:
@@ -22,17 +23,24 @@ def cmd_focus(args: argparse.Namespace) -> int:
     if not args.billing_account_id.strip():  # FOCUS: BillingAccountId must not be null
         raise UsageError("--billing-account-id must not be empty (FOCUS requires a BillingAccountId on every row)")
     costs = ptu_costs(args.ptu_costs) if args.ptu_costs else None
+    if costs is not None and args.true_up:
+        raise UsageError("--true-up exports the stored true-up, whose PTU share comes from `metering ptu allocate` "
+                         "(or the bill's capacity lines): leave out --ptu-costs")
     engine = migrated_engine(args)
     left_out: list[focus.LeftOut] = []
     with engine.connect() as conn:
-        amounts = bill_true_up(conn, args.month, costs is None) if args.true_up else None
-        records = export_focus(conn, month, args.billing_account_id, args.billing_account_name, costs, amounts,
+        rows = stored_true_up(conn, month.label) if args.true_up else None
+        records = export_focus(conn, month, args.billing_account_id, args.billing_account_name, costs, rows,
                                left_out, args.provider_name)
     with reports_extra("a .parquet --output"):
         content = focus.to_csv(records) if suffix == ".csv" else focus.to_parquet(records)
     write_file(args.output, content)
     out(f"wrote {len(records)} FOCUS {focus.FOCUS_VERSION} row(s) to {args.output}: "
         f"BilledCost {money(focus.billed_total(records))}\n")
+    if rows:
+        from metering.finance.reconcile.true_up import headline, headline_text
+
+        out(f"true-up: {headline_text(headline(rows), rows[0]['currency'])}\n")
     if left_out:  # never silently: FOCUS usage rows need a unit price, and $0 would be a lie
         models = sorted({item.model or "(unknown)" for item in left_out})
         sys.stderr.write(
@@ -58,5 +66,6 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     parser.add_argument("--provider-name", metavar="NAME",
                         help="ProviderName and InvoiceIssuerName: who issues the chargeback (default: the billing account name)")
     parser.add_argument("--true-up", action="store_true",
-                        help="add one Adjustment row per subscription: its true-up to the imported Azure bill")
+                        help="export the stored true-up (`metering true-up`): its PTU shares and one Adjustment row "
+                        "per subscription, so that each subscription's BilledCost is its final charge")
     parser.set_defaults(handler=cmd_focus)
