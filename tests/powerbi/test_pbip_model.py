@@ -19,7 +19,7 @@ from tmdl import read_model
 ROOT = Path(__file__).parents[2] / "powerbi"
 MODEL = read_model(ROOT / "AzureOpenAIChargeback.SemanticModel" / "definition")
 REPORT = ROOT / "AzureOpenAIChargeback.Report" / "definition"
-VIEWS = ("v_usage_daily", "v_chargeback_monthly")
+VIEWS = ("v_usage_daily", "v_chargeback_monthly", "v_true_up_monthly", "v_bill_daily")
 DIMENSIONS = ("subscriptions", "rates")
 TABLE_REFERENCE = re.compile(r"('(?:[^']|'')+'|\b[A-Za-z_][A-Za-z0-9_]*)\[([^\]]+)\]")
 
@@ -124,7 +124,9 @@ def test_relationships_are_many_to_one_onto_unique_keys():
         assert MODEL.tables[many_table].columns[many_column]["dataType"] == one["dataType"]
     pairs = {(m[0], o[0]) for m, o in MODEL.relationships}
     assert {("v_usage_daily", "Date"), ("v_usage_daily", "Month"), ("v_chargeback_monthly", "Month"),
-            ("v_usage_daily", "subscriptions"), ("v_chargeback_monthly", "subscriptions")} == pairs
+            ("v_usage_daily", "subscriptions"), ("v_chargeback_monthly", "subscriptions"),
+            ("v_true_up_monthly", "Month"), ("v_true_up_monthly", "subscriptions"),
+            ("v_bill_daily", "Date"), ("v_bill_daily", "Month")} == pairs
     # The documented mistake: Date[Month] repeats once per day, it cannot be the one side.
     assert ("Date", "Month") not in {o for _, o in MODEL.relationships}
     # A star, not a snowflake: no table is on both sides (Month filters each fact itself).
