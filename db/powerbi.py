@@ -72,7 +72,7 @@ POWERBI_TABLES = (
                 "token_kind", "deployment_type", "service_tier"),
         ("quantity", "money"), ("unit", "text"), ("tokens", "int"), ("cost", "money"), ("currency", "text"),
     )),
-    PowerBITable("subscriptions", None, _kinds("text", "subscription_id", "owner")),
+    PowerBITable("subscriptions", None, _kinds("text", "subscription_id", "business_unit", "cost_center", "owner")),
     PowerBITable("rates", None, (
         ("id", "int"), *_kinds("text", "model", "deployment_type", "region"),
         *_kinds("timestamp", "effective_from", "effective_to"), ("currency", "text"),

@@ -162,3 +162,19 @@ def test_a_month_without_a_true_up_is_exported_with_a_warning(capsys, tmp_path, 
     assert code == 0 and "no stored true-up for 2026-09" in err
     assert read(tmp_path / "o", "v_true_up_monthly").num_rows == 0
     assert read(tmp_path / "o", "subscriptions").num_rows > 0  # the dimensions are whole
+
+
+def test_the_rules_that_need_the_data_hold_on_the_demo_export(exported):
+    """The four Best Practice Analyzer rules the TMDL cannot decide (they read VertiPaq statistics of
+    a refreshed model), on the rows the model loads from the demo export: every fact row finds its
+    day and month (referential integrity), no date carries a time, no table is large."""
+    import bpa
+
+    _, _, folder, _ = exported
+    rows = {name: read(folder, name).to_pylist() for name in imported_tables()}
+    for rule, check in bpa.DATA_RULES.items():
+        assert not check(MODEL, rows), rule
+    broken = dict(rows, v_true_up_monthly=rows["v_true_up_monthly"] + [dict(rows["v_true_up_monthly"][0], month="2031-01")])
+    assert bpa.DATA_RULES["FIX_REFERENTIAL_INTEGRITY_VIOLATIONS"](MODEL, broken) == []  # the calendar follows it
+    broken = dict(rows, v_usage_daily=rows["v_usage_daily"] + [dict(rows["v_usage_daily"][0], usage_month="2031-01")])
+    assert bpa.DATA_RULES["FIX_REFERENTIAL_INTEGRITY_VIOLATIONS"](MODEL, broken)  # a month the days do not have
