@@ -30,7 +30,7 @@ MONTH = "2026-10"
 SAMPLES = REPO / "samples"
 CALENDARS = ("Date", "Month")
 ARROW = {"string": (pa.string(),), "int64": (pa.int64(),), "decimal": (pa.decimal128(28, 12),),
-         "dateTime": (pa.date32(), pa.timestamp("us", tz="UTC"))}
+         "dateTime": (pa.date32(), pa.timestamp("us"))}
 
 
 def quietly(*args: str) -> tuple[int, str, str]:
