@@ -49,10 +49,13 @@ def cmd_focus(args: argparse.Namespace) -> int:
 
 
 def cmd_powerbi(args: argparse.Namespace) -> int:
+    """One Parquet file per table the Power BI model reads, the month's rows of each view (the
+    dimensions whole), written only once every file is rendered."""
     import sqlalchemy as sa
 
     from db.powerbi import POWERBI_TABLES, powerbi_tables
     from metering.finance import powerbi
+
     month = period(argparse.Namespace(month=args.month, since=None, until=None)).label
     folder = Path(args.output)
     if folder.exists() and not folder.is_dir():
