@@ -10,7 +10,8 @@ from decimal import Decimal
 from pathlib import Path
 
 from metering.cli.common import UsageError, migrated_engine, out, period, reports_extra, write_file
-from metering.cli.report import bill_true_up, ptu_costs
+from metering.cli.report import ptu_costs
+from metering.cli.true_up import stored_true_up
 
 
 def cmd_focus(args: argparse.Namespace) -> int:
@@ -24,11 +25,14 @@ def cmd_focus(args: argparse.Namespace) -> int:
     if not args.billing_account_id.strip():  # FOCUS: BillingAccountId must not be null
         raise UsageError("--billing-account-id must not be empty (FOCUS requires a BillingAccountId on every row)")
     costs = ptu_costs(args.ptu_costs) if args.ptu_costs else None
+    if costs is not None and args.true_up:
+        raise UsageError("--true-up exports the stored true-up, whose PTU share comes from `metering ptu allocate` "
+                         "(or the bill's capacity lines): leave out --ptu-costs")
     engine = migrated_engine(args)
     left_out: list[focus.LeftOut] = []
     with engine.connect() as conn:
-        amounts = bill_true_up(conn, args.month, costs is None) if args.true_up else None
-        records = export_focus(conn, month, args.billing_account_id, args.billing_account_name, costs, amounts,
+        rows = stored_true_up(conn, month.label) if args.true_up else None
+        records = export_focus(conn, month, args.billing_account_id, args.billing_account_name, costs, rows,
                                left_out, args.provider_name)
     with reports_extra("a .parquet --output"):
         content = focus.to_csv(records) if suffix == ".csv" else focus.to_parquet(records)
@@ -114,7 +118,8 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     parser.add_argument("--provider-name", metavar="NAME",
                         help="ProviderName and InvoiceIssuerName: who issues the chargeback (default: the billing account name)")
     parser.add_argument("--true-up", action="store_true",
-                        help="add one Adjustment row per subscription: its true-up to the imported Azure bill")
+                        help="export the stored true-up (`metering true-up`): its PTU shares and one Adjustment row "
+                        "per subscription, so that each subscription's BilledCost is its final charge")
     parser.set_defaults(handler=cmd_focus)
     parser = formats.add_parser("powerbi", help="the month as the Power BI project reads it: one Parquet file per table")
     parser.add_argument("--month", metavar="YYYY-MM", required=True, help="the month of the facts (UTC)")

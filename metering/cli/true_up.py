@@ -61,8 +61,10 @@ def stored_true_up(conn: sa.Connection, month: str) -> list[dict[str, Any]]:
 def cmd_true_up(args: argparse.Namespace) -> int:
     from datetime import datetime, timezone
 
+    from decimal import Decimal
+
     from db.true_up import replace_month
-    from metering.finance.reconcile.true_up import headline, headline_text, subscription_totals
+    from metering.finance.reconcile.true_up import cents, headline, headline_text, subscription_totals
     from metering.safe_text import terminal_line
 
     engine = migrated_engine(args)
@@ -84,8 +86,12 @@ def cmd_true_up(args: argparse.Namespace) -> int:
     for note in result.notes:
         out(f"note: {terminal_line(note)}\n")
     verb = "would store" if args.dry_run else "stored"
-    out(f"{verb} {len(result.lines)} true-up line(s) for {result.month}: "
-        f"{headline_text(headline(result.lines), result.currency)}\n")
+    figures = headline(result.lines)
+    out(f"{verb} {len(result.lines)} true-up line(s) for {result.month}: {headline_text(figures, result.currency)}\n")
+    chargeback = sum(subscription_totals(result.lines).values(), Decimal(0))
+    verdict = "=" if chargeback == cents(result.bill) else "!="
+    out(f"trued-up chargeback {chargeback} {result.currency} {verdict} Azure bill {cents(result.bill)} "
+        f"{result.currency} ({result.month}, to the cent)\n")
     return 0
 
 

@@ -172,3 +172,18 @@ def test_no_bill_and_two_currencies_are_refused():
         compute_true_up("2026-10", [], [], BACKENDS)
     with pytest.raises(TrueUpError, match="metered cost in EUR"):
         compute_true_up("2026-10", BILL, [], BACKENDS, metered_currencies=["EUR"])
+
+
+def test_the_backends_csv_names_an_optional_owner():
+    from metering.finance.reconcile.bill import BillError, parse_backends_csv
+
+    rows = parse_backends_csv(f"backend_id,resource_id,region,owner_subscription_id\n"
+                              f"aoai-eastus2,/subscriptions/0f3c2a1b-5d6e-4f70-8a9b-1c2d3e4f5a6b/resourceGroups/rg/"
+                              f"providers/Microsoft.CognitiveServices/accounts/aoai-eastus2,eastus2,sub-platform\n"
+                              f"aoai-west,/subscriptions/0f3c2a1b-5d6e-4f70-8a9b-1c2d3e4f5a6b/resourceGroups/rg/"
+                              f"providers/Microsoft.CognitiveServices/accounts/aoai-west,westeurope,\n")
+    assert [(b.backend_id, b.owner_subscription_id) for b in rows] == [("aoai-eastus2", "sub-platform"), ("aoai-west", None)]
+    with pytest.raises(BillError, match="owner_subscription_id is longer than 200"):
+        parse_backends_csv("backend_id,resource_id,owner_subscription_id\n"
+                           "b,/subscriptions/0f3c2a1b-5d6e-4f70-8a9b-1c2d3e4f5a6b/resourceGroups/rg/providers/"
+                           f"Microsoft.CognitiveServices/accounts/a,{'x' * 201}\n")

@@ -19,7 +19,8 @@ backends CSV), else to the resource's users, else stays **unattributed** (``subs
 a resource no backend maps to is never spread over everyone. Metered cost on a backend with no
 resource, or on a resource the bill does not cover, is not on this bill: it is taken out (adjustment
 = −metered cost) and the reason says so. PTU allocations (``metering ptu allocate``) are charged as
-stored, and the bill's capacity lines true them up in proportion.
+stored, and the bill's capacity lines true them up in proportion; without stored allocations the
+capacity lines are the PTU cost, shared by the resource's provisioned tokens.
 
 Final charges are whole cents: each subscription's exact total is rounded by largest remainder so
 that they add up to the bill (rounded to the cent) exactly, then each subscription's cents are spread
@@ -50,7 +51,7 @@ RESOURCE_USERS = "resource_users"  # a meter nobody metered, to the resource's u
 UNATTRIBUTED = "unattributed"  # a bill line nobody can be charged for: its own line, no subscription
 OUTSIDE_BILL = "outside_bill"  # metered cost this bill does not cover (unmapped backend, resource not billed)
 PTU = "ptu"  # stored PTU allocation, trued up by the bill's capacity lines
-CAPACITY_USERS = "capacity"  # capacity lines without stored PTU allocations, to the provisioned users
+CAPACITY_USERS = "capacity"  # capacity lines as PTU cost (no stored allocation), by provisioned tokens
 
 
 class TrueUpError(ValueError):
@@ -198,8 +199,9 @@ def compute_true_up(
             continue  # throttled or failed: Azure bills nothing for it
         cost = sum((group.get(f"{kind}_cost") or Decimal(0) for kind in TOKEN_KINDS), Decimal(0))
         if resource is None or resource not in billed_resources:
-            why = (f"backend {group.get('backend_id') or '(none)'} maps to no resource (map it with `metering backends "
-                   "import`)" if resource is None else f"resource {resource} has no line on this bill")
+            why = ("requests without a backend id: no resource to find on the bill" if not group.get("backend_id")
+                   else f"backend {group['backend_id']} maps to no resource (map it with `metering backends import`)"
+                   if resource is None else f"resource {resource} has no line on this bill")
             place = outside[(subscription, resource or UNMAPPED_BACKEND)]
             place[0] += sum(tokens.values())
             place[1] += cost
@@ -272,8 +274,10 @@ def compute_true_up(
         if cost or tokens:
             parts.append(_Part(subscription, resource, None, "(not on this bill)", tokens=tokens, metered=cost,
                                adjustment=-cost, rule=OUTSIDE_BILL, reasons=[
-                                   f"{_money(cost)} {currency} metered that this bill does not cover: {why}"]))
-            notes.append(f"{subscription}: {_money(cost)} {currency} metered outside this bill ({why})")
+                                   f"{tokens:,} tokens ({_money(cost)} {currency}) metered that this bill does not "
+                                   f"cover: {why}"]))
+            notes.append(f"{subscription}: {tokens:,} tokens ({_money(cost)} {currency}) metered outside this bill "
+                         f"({why})")
     parts.extend(_capacity_parts(billed, ptu, provisioned, resources_of, owners, currency, notes))
 
     bill = sum((line.cost for line in lines), Decimal(0))
@@ -383,7 +387,7 @@ def _capacity_parts(billed: Mapping[tuple[str, MeterKey], list[Any]], ptu: Seque
             for subscription, weight in sorted(users.items()):
                 if weight:
                     parts.append(_Part(subscription, resource, meter, meter.label, rule=CAPACITY_USERS,
-                                       adjustment=_CONTEXT.divide(cost * weight, Decimal(total)), reasons=[
+                                       ptu=_CONTEXT.divide(cost * weight, Decimal(total)), reasons=[
                                            f"capacity billed {_money(cost)} {currency}, by provisioned tokens "
                                            f"({weight:,} of {total:,}); no stored PTU allocation"]))
         elif owner is not None:
@@ -459,7 +463,7 @@ def headline(rows: Iterable[Any]) -> dict[str, Decimal]:
     """The four figures every output heads with, whole cents that add up: the bill (the final charges'
     sum), metered cost and PTU cost (each rounded to the cent) and the adjustment (the rest)."""
     rows = list(rows)
-    bill = sum((_get(r, "final_charge") for r in rows), Decimal(0))
+    bill = cents(sum((_get(r, "final_charge") for r in rows), Decimal(0)))  # whole cents already; one scale
     metered = cents(sum((_get(r, "metered_cost") for r in rows), Decimal(0)))
     ptu = cents(sum((_get(r, "ptu_cost") for r in rows), Decimal(0)))
     return {"bill": bill, "metered": metered, "ptu": ptu, "adjustment": bill - metered - ptu}
