@@ -5,9 +5,10 @@ Until now an allocation row (migration 0006) had ``subscription_name`` NULL, so 
 allocated PTU cost of a subscription under a blank name beside its usage; it now carries the name
 the gateway sent for that subscription in that month (as the usage rows do). ``ptu_cost`` was
 ``0`` on usage rows and the stored decimal *text* on allocation rows on SQLite (a column of two
-types, which Power BI and ODBC refuse to load as a number): it is ``NUMERIC(28, 12)`` on SQL Server
-and PostgreSQL, and a number (``REAL``, as every summed cost of the SQLite views) on SQLite; the
-allocated costs are whole cents, which a binary float holds to the cent. The view keeps its grain
+types, which Power BI and ODBC refuse to load as a number): the allocation rows cast it to
+``NUMERIC(28, 12)`` on SQL Server and PostgreSQL (the union with the usage rows' ``0`` is then that
+type) and to a number (``REAL``, as every summed cost of the SQLite views) on SQLite; the allocated
+costs are whole cents, which a binary float holds to the cent. The view keeps its grain
 and columns.
 
 Revision ID: 0011
@@ -96,7 +97,7 @@ SELECT
     {_count(PROVISIONED)} AS provisioned_requests,
     {_tokens(PROVISIONED)} AS provisioned_tokens,
     NULL AS ptu_deployment,
-    {_money(dialect, "0")} AS ptu_cost,
+    0 AS ptu_cost,
     {kinds},
     {kinds_module.FALLBACK_PRICED} AS fallback_priced_requests,
     {kinds_module.PRIORITY} AS priority_requests
