@@ -26,6 +26,7 @@ from db import queries
 from db.bill import load_backends
 from metering.finance.report.options import Period
 from metering.finance.capacity import PtuCost, allocate_ptu, by_subscription
+from metering.finance.reconcile.true_up import apportion
 from metering.finance.reconcile.true_up import headline as true_up_headline
 from metering.finance.reconcile.true_up import headline_text as true_up_headline_text
 
@@ -386,6 +387,24 @@ def total_row(frame: pd.DataFrame, dimensions: tuple[str, ...]) -> dict[str, Any
 
 def money(value: Decimal) -> str:
     return str(value.quantize(CENT, rounding=ROUND_HALF_UP))
+
+
+def shown_true_up(records: list[dict[str, Any]], total: dict[str, Any],
+                  figures: dict[str, Decimal]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rows and total of a trued-up report as shown in cents: pay-as-you-go and PTU apportioned so
+    that they add up to the headline's metered and PTU figures, the true-up the rest of each row (so
+    each row adds up to its final charge and each column to its headline figure)."""
+    shown_cost = apportion(figures["metered"], {i: known(r["cost"]) for i, r in enumerate(records)})
+    shown_ptu = apportion(figures["ptu"], {i: r["ptu_cost"] for i, r in enumerate(records)})
+    rows = []
+    for index, record in enumerate(records):
+        row = dict(record)
+        row["cost"], row["ptu_cost"] = shown_cost.get(index, Decimal(0)), shown_ptu.get(index, Decimal(0))
+        row["true_up"] = row["total_charge"] - row["cost"] - row["ptu_cost"]
+        rows.append(row)
+    total = dict(total) | {"cost": figures["metered"], "ptu_cost": figures["ptu"], "true_up": figures["adjustment"],
+                           "total_charge": figures["bill"]}
+    return rows, total
 
 
 def unpriced_note(total: dict[str, Any]) -> str | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import calendar
 import re
-from collections import defaultdict
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from html import escape
@@ -22,7 +21,7 @@ from metering.finance import charts
 from metering.finance.charts import Series
 from db.queries import UNMAPPED
 from metering.finance.report.build import (
-    LABELS, Report, has_ptu, known, request_partition, requests_sentence, total_row, unpriced_note,
+    LABELS, Report, has_ptu, known, request_partition, requests_sentence, shown_true_up, total_row, unpriced_note,
 )
 
 SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥", "INR": "₹"}
@@ -199,16 +198,20 @@ def _charts(report: Report, money: Money) -> str:
         charts.hbar(subscriptions, series, money, "Top subscriptions by cost"),
         (charts.legend(series) if ptu else "") + rest,
     ))
-    days = _days(report.charts["day"], report, ptu)
     per_day = f"{cost_word} per day (UTC)" + (" — PTU capacity follows each day's share of the tokens" if ptu else "")
-    if trued_up:
-        per_day = "Pay-as-you-go cost per day (UTC), as metered: the true-up and PTU are per subscription and month"
+    daily_ptu = has_ptu(report.charts["day"]) and any(known(v) for v in report.charts["day"]["ptu_cost"])
+    if ptu and not daily_ptu:  # a stored allocation or true-up is per subscription and month, not per day
+        per_day = ("Pay-as-you-go cost per day (UTC), as metered: the "
+                   + ("true-up and PTU are" if trued_up else "stored PTU allocation is") + " per subscription and month")
+        series_by_day = [PAYG]
+    days = _days(report.charts["day"], report, len(series_by_day) > 1)
     cards.append(_chart_card(
         "Cost over time",
         per_day,
         charts.columns(days, series_by_day, money.axis, money, "Cost per day", _day_label(days), height=290),
-        charts.legend(series_by_day) if ptu else "",
+        charts.legend(series_by_day) if len(series_by_day) > 1 else "",
     ))
+    ptu = ptu and daily_ptu  # the model mix, like the days, only has PTU when it is allocated by tokens
     names, costs, tokens = _model_mix(report.charts["model"], ptu)
     colors = [charts.PALETTE[i % len(charts.PALETTE)] for i in range(len(names))]
     if names and names[-1].endswith("other models"):
@@ -376,8 +379,6 @@ def _table(report: Report, money: Money) -> str:
     records = report.frame.to_dict("records")
     total = total_row(report.frame, dims)
     if report.true_up is not None:  # cents that add up across and down, as in the table format
-        from metering.finance.report.render import shown_true_up
-
         records, total = shown_true_up(records, total, report.true_up)
     body = "".join(f"<tr>{dimension_cells(r)}{measure_cells(r)}</tr>" for r in records)
     data = (f' data-cost="{_exact(total["cost"])}" data-cost-status="{total["cost_status"]}"'
