@@ -19,7 +19,7 @@ from shared_folder import (APIM_ALLOWED_TYPES, POWERBI_SCHEMAS, RECORDINGS, REPO
 ORIGINS = REPOSITORY_ROOT / "tests" / "data" / "origins.csv"
 #: Notes written for the shared folder (what it holds, how it was chosen), not data from elsewhere.
 NOTES = {"README.md", "ORIGIN.md"}
-SETS = {"calibration", "heldout", "retail-prices", "powerbi-schemas", "reference"}
+SETS = {"calibration", "heldout", "retail-prices", "powerbi-schemas", "powerbi-bpa", "reference"}
 
 
 def _sha256(path: Path) -> str:
