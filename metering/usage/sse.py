@@ -645,14 +645,17 @@ def _sink(builder: _Builder, address: tuple[str, Any]) -> list[str]:
 
 
 class _Template:
-    """An event's block with holes: ``head`` (up to and with the text literal's opening quote),
-    then per hole in text order ``(matcher, text after it, its length)``; the matcher is ``None``
-    for the text literal, else a pad's ``re.match``. The last text ends with the blank line."""
+    """An event's block with holes, as two matchers around the text literal: the text before it
+    (with its opening quote) and the text after it (from its closing quote to the blank line). Each
+    is a plain string (``str.startswith``) or, when it holds pads, a compiled pattern of its fixed
+    text and the pads' ``_PAD_STRING`` / ``_PAD_NUMBER``."""
 
-    __slots__ = ("head", "holes", "sink", "used")
+    __slots__ = ("head", "head_match", "tail", "tail_match", "sink", "used")
 
-    def __init__(self, head: str, holes: tuple[tuple[Any, str, int], ...], sink: list[str]):
-        self.head, self.holes, self.sink = head, holes, sink
+    def __init__(self, head: str | re.Pattern[str], tail: str | re.Pattern[str], sink: list[str]):
+        self.head, self.head_match = (head, None) if isinstance(head, str) else ("", head.match)
+        self.tail, self.tail_match = (tail, None) if isinstance(tail, str) else ("", tail.match)
+        self.sink = sink
         self.used = False  # it matched a block
 
     @staticmethod
@@ -692,49 +695,62 @@ class _Template:
             for _, _, match, name in holes:
                 if match is not None and probe.get(name) != _PROBE_VALUES[match][number]:
                     return None
-        shape = []
-        for i, (_, stop, match, _) in enumerate(holes):
-            after = block[stop : holes[i + 1][0]] if i + 1 < len(holes) else block[stop:] + "\n\n"
-            shape.append((match, after, len(after)))
-        return _Template(block[: holes[0][0]], tuple(shape), _sink(builder, address))
+        text = next(i for i, hole in enumerate(holes) if hole[2] is None)
+        head = _matcher(block, 0, holes[:text], holes[text][0])
+        tail = _matcher(block + "\n\n", holes[text][1], holes[text + 1:], len(block) + 2)
+        return _Template(head, tail, _sink(builder, address))
 
     def run(self, text: str, pos: int, literals: list[str]) -> int:
         """Append the text literal of each block from ``pos`` on that is this template with other
         literals in its holes; return the position after the last such block. The text literals
         are checked when decoded (``_flush``); no block is copied or parsed."""
         startswith, find, append = text.startswith, text.find, literals.append
-        head, holes = self.head, self.holes
-        size = len(head)
-        while startswith(head, pos):
-            at = pos + size
-            literal = ""
-            for match, after, length in holes:
-                if match is None:  # the text: from its opening quote (the text before ends with it)
-                    close = find('"', at)
-                    if close < 0:
-                        break
-                    if text[close - 1] == "\\":  # an escaped quote, or an escaped backslash before the closing one
-                        string = _STRING.match(text, at - 1)
-                        if string is None:
-                            break
-                        close = string.end() - 1
-                    close += 1
-                    literal = text[at - 1 : close]
-                    at = close
-                else:
-                    pad = match(text, at)
-                    if pad is None:
-                        break
-                    at = pad.end()
-                if not startswith(after, at):
+        head, head_match, tail, tail_match = self.head, self.head_match, self.tail, self.tail_match
+        head_size, tail_size = len(head), len(tail)
+        while True:
+            if head_match is None:
+                if not startswith(head, pos):
                     break
-                at += length
+                at = pos + head_size
             else:
-                append(literal)
-                pos = at
-                continue
-            break
+                found = head_match(text, pos)
+                if found is None:
+                    break
+                at = found.end()
+            close = find('"', at)  # the text literal runs from at - 1 (its opening quote) to here
+            if close < 0:
+                break
+            if text[close - 1] == "\\":  # an escaped quote, or an escaped backslash before the closing one
+                string = _STRING.match(text, at - 1)
+                if string is None:
+                    break
+                close = string.end() - 1
+            close += 1
+            if tail_match is None:
+                if not startswith(tail, close):
+                    break
+                end = close + tail_size
+            else:
+                found = tail_match(text, close)
+                if found is None:
+                    break
+                end = found.end()
+            append(text[at - 1 : close])
+            pos = end
         return pos
+
+
+def _matcher(block: str, start: int, pads: list[tuple[int, int, Any, str]], stop: int) -> str | re.Pattern[str]:
+    """``block[start:stop]`` as a plain string, or with its ``pads`` as a compiled pattern."""
+    if not pads:
+        return block[start:stop]
+    parts = []
+    for pad_start, pad_stop, match, _ in pads:
+        parts.append(re.escape(block[start:pad_start]))
+        parts.append(match.__self__.pattern)
+        start = pad_stop
+    parts.append(re.escape(block[start:stop]))
+    return re.compile("(?:" + ")(?:".join(parts) + ")")
 
 
 def _member_literal(block: str, at: int, name: str, match: Any) -> tuple[int, int] | None:
