@@ -25,6 +25,8 @@ __all__ = [
     "RebuiltStream",
     "rebuild_stream",
     "rebuild_body",
+    "StreamUsage",
+    "reported_stream_usage",
 ]
 
 _loads = orjson.loads
@@ -645,16 +647,19 @@ def _sink(builder: _Builder, address: tuple[str, Any]) -> list[str]:
 
 
 class _Template:
-    """An event's block with holes, as two matchers around the text literal: the text before it
-    (with its opening quote) and the text after it (from its closing quote to the blank line). Each
-    is a plain string (``str.startswith``) or, when it holds pads, a compiled pattern of its fixed
-    text and the pads' ``_PAD_STRING`` / ``_PAD_NUMBER``."""
+    """An event's block with holes, as matchers around the text literal: ``head``, the text before
+    it (with its opening quote); ``tail``, the text after it (from its closing quote to the blank
+    line); ``cycle``, a tail followed by the next event's head. Each is a plain string
+    (``str.startswith``) or, when it holds pads, a compiled pattern of its fixed text and the pads'
+    ``_PAD_STRING`` / ``_PAD_NUMBER``."""
 
-    __slots__ = ("head", "head_match", "tail", "tail_match", "sink", "used")
+    __slots__ = ("head", "head_match", "tail", "tail_match", "cycle", "cycle_match", "sink", "used")
 
-    def __init__(self, head: str | re.Pattern[str], tail: str | re.Pattern[str], sink: list[str]):
-        self.head, self.head_match = (head, None) if isinstance(head, str) else ("", head.match)
-        self.tail, self.tail_match = (tail, None) if isinstance(tail, str) else ("", tail.match)
+    def __init__(self, head: tuple[str | None, str], tail: tuple[str | None, str], sink: list[str]):
+        self.head, self.head_match = _compiled(head)
+        self.tail, self.tail_match = _compiled(tail)
+        plain = None if head[0] is None or tail[0] is None else tail[0] + head[0]
+        self.cycle, self.cycle_match = _compiled((plain, tail[1] + head[1]))
         self.sink = sink
         self.used = False  # it matched a block
 
@@ -705,19 +710,20 @@ class _Template:
         literals in its holes; return the position after the last such block. The text literals
         are checked when decoded (``_flush``); no block is copied or parsed."""
         startswith, find, append = text.startswith, text.find, literals.append
-        head, head_match, tail, tail_match = self.head, self.head_match, self.tail, self.tail_match
-        head_size, tail_size = len(head), len(tail)
-        while True:
-            if head_match is None:
-                if not startswith(head, pos):
-                    break
-                at = pos + head_size
-            else:
-                found = head_match(text, pos)
-                if found is None:
-                    break
-                at = found.end()
-            close = find('"', at)  # the text literal runs from at - 1 (its opening quote) to here
+        cycle, cycle_match = self.cycle, self.cycle_match
+        cycle_size = len(cycle)
+        if self.head_match is None:
+            if not startswith(self.head, pos):
+                return pos
+            at = pos + len(self.head)
+        else:
+            found = self.head_match(text, pos)
+            if found is None:
+                return pos
+            at = found.end()
+        previous = -1  # where the text literal of the last event matched so far closes
+        while True:  # at: just after the opening quote of an event's text literal
+            close = find('"', at)
             if close < 0:
                 break
             if text[close - 1] == "\\":  # an escaped quote, or an escaped backslash before the closing one
@@ -726,31 +732,47 @@ class _Template:
                     break
                 close = string.end() - 1
             close += 1
-            if tail_match is None:
-                if not startswith(tail, close):
-                    break
-                end = close + tail_size
+            if cycle_match is None:  # this event's tail, then the next event's head
+                if startswith(cycle, close):
+                    append(text[at - 1 : close])
+                    previous, at = close, close + cycle_size
+                    continue
             else:
-                found = tail_match(text, close)
-                if found is None:
-                    break
-                end = found.end()
-            append(text[at - 1 : close])
-            pos = end
-        return pos
+                found = cycle_match(text, close)
+                if found is not None:
+                    append(text[at - 1 : close])
+                    previous, at = close, found.end()
+                    continue
+            end = self._tail_end(text, close)  # the last event of the run?
+            if end >= 0:
+                append(text[at - 1 : close])
+                return end
+            break
+        return pos if previous < 0 else self._tail_end(text, previous)  # the events before this one
+
+    def _tail_end(self, text: str, close: int) -> int:
+        """Where the event whose text literal closes at ``close`` ends, or -1 unless its tail is there."""
+        if self.tail_match is None:
+            return close + len(self.tail) if text.startswith(self.tail, close) else -1
+        found = self.tail_match(text, close)
+        return found.end() if found is not None else -1
 
 
-def _matcher(block: str, start: int, pads: list[tuple[int, int, Any, str]], stop: int) -> str | re.Pattern[str]:
-    """``block[start:stop]`` as a plain string, or with its ``pads`` as a compiled pattern."""
-    if not pads:
-        return block[start:stop]
+def _compiled(matcher: tuple[str | None, str]) -> tuple[str, Any]:
+    """``(plain string, None)``, or ``("", pattern.match)`` when the text holds pads."""
+    plain, pattern = matcher
+    return (plain, None) if plain is not None else ("", re.compile(pattern).match)
+
+
+def _matcher(block: str, start: int, pads: list[tuple[int, int, Any, str]], stop: int) -> tuple[str | None, str]:
+    """``block[start:stop]`` with its ``pads``: (the plain string when there are none, a pattern)."""
     parts = []
     for pad_start, pad_stop, match, _ in pads:
         parts.append(re.escape(block[start:pad_start]))
         parts.append(match.__self__.pattern)
         start = pad_stop
     parts.append(re.escape(block[start:stop]))
-    return re.compile("(?:" + ")(?:".join(parts) + ")")
+    return (None if pads else block[start:stop]), "(?:" + ")(?:".join(parts) + ")"
 
 
 def _member_literal(block: str, at: int, name: str, match: Any) -> tuple[int, int] | None:
@@ -780,6 +802,93 @@ def _flush(literals: list[str], runs: list[tuple[list[str], int]]) -> bool:
         sink.extend(values[at : at + count])
         at += count
     return True
+
+
+@dataclass(frozen=True, slots=True)
+class StreamUsage:
+    """The usage a stream carries, with the model and service tier its rebuild reports."""
+
+    usage: dict[str, Any]
+    model: str | None
+    service_tier: str | None
+
+
+def reported_stream_usage(text: str) -> StreamUsage | None:
+    """The provider's usage of a stream that carries it (the final ``include_usage`` chunk, or a
+    Responses API ``response.completed``), with the model and service tier, exactly as
+    ``rebuild_stream(text)`` gives them; ``None`` when that is not proven from the last event and
+    the first few (the caller then rebuilds the stream).
+
+    Why it is exact: the last event (before a final ``[DONE]``) is a block of its own in the general
+    path's framing (a blank line that no other newline touches on either side), so it is folded
+    last: its usage is the stream's. The model is set once, by the first event that names one,
+    which the first blocks show when folded as the general path folds them. The tier is the last
+    event's when it reports a valid one (it is folded last); else it is ``None`` only when no
+    event can hold a ``service_tier`` member (the text spells none, and has no ``\\u`` escape that
+    could spell one); otherwise this gives up.
+    """
+    if not text:
+        return None
+    text = _normalise(text)
+    end = len(text) - 2
+    if end < 1 or not text.endswith("\n\n") or text[end - 1] == "\n":
+        return None
+    last, end = _last_block(text, end)
+    if last == "data: [DONE]":
+        last, end = _last_block(text, end)
+    if last is None:
+        return None
+    if last.startswith("data: ") and "\n" not in last:
+        event_name, data = None, last[6:]
+    elif last.startswith("event: ") and last.count("\n") == 1 and last.startswith("data: ", last.index("\n") + 1):
+        event_name, data = last[7 : last.index("\n")], last[last.index("\n") + 7 :]
+    else:
+        return None
+    try:
+        obj = _loads(data)
+    except _JSONDecodeError:
+        return None
+    if type(obj) is not dict:
+        return None
+    if obj.get("choices") is not None or "object" in obj:  # a chunk (_Builder._chunk)
+        usage, tier = obj.get("usage"), obj.get("service_tier")
+    else:  # a Responses API event (_Builder._responses): the terminal one
+        response = obj.get("response")
+        if (obj.get("type") or event_name) not in _RESPONSES_TERMINAL or type(response) is not dict:
+            return None
+        usage, tier = response.get("usage"), response.get("service_tier")
+    if type(usage) is not dict:
+        return None
+    if isinstance(tier, str) and tier and len(tier) <= 32:
+        tier = tier.lower()
+    elif '"service_tier"' not in text and "\\u" not in text:
+        tier = None
+    else:
+        return None
+    builder = _Builder()
+    pos = 0
+    for _ in range(4):  # the first blocks, framed and folded as _rebuild_general does
+        if builder.model is not None or pos >= end:
+            break
+        stop = text.find("\n\n", pos)
+        block = text[pos : stop if stop >= 0 else len(text)]
+        pos = stop + 2 if stop >= 0 else len(text)
+        if block.startswith("data: ") and "\n" not in block:
+            builder.feed(block[6:], None)
+        elif block:
+            _feed_block(builder, block, True)
+    if builder.model is None:
+        return None
+    return StreamUsage(usage, builder.model, tier)
+
+
+def _last_block(text: str, end: int) -> tuple[str | None, int]:
+    """The block that ends at ``end`` (a blank line follows it) and where the one before it ends,
+    when ``split("\n\n")`` cuts it there too: the blank line before it touches no other newline."""
+    start = text.rfind("\n\n", 0, end)
+    if start < 1 or text[start - 1] == "\n" or text[start + 2] == "\n":
+        return None, -1
+    return text[start + 2 : end], start
 
 
 def _rebuild_general(text: str) -> RebuiltStream:

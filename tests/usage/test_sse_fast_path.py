@@ -35,7 +35,7 @@ from azure_shapes import (
     tool_call_stream_payloads,
     usage_object,
 )
-from metering.usage.sse import _payload, _rebuild_general, rebuild_stream
+from metering.usage.sse import _payload, _rebuild_general, rebuild_stream, reported_stream_usage
 
 UNDETECTED = {"filtered": False, "detected": False}
 PROTECTED = dict(sorted({**CONTENT_FILTER_SAFE, "protected_material_code": UNDETECTED, "protected_material_text": UNDETECTED}.items()))  # Azure sorts keys
@@ -507,3 +507,62 @@ def test_deltas_after_a_done_event_that_replaced_them_rebuild_as_the_general_pat
     text = "\n\n".join(first[:4] + deltas + [done] + deltas + [done.replace('"text":"', '"text":"again ')] + deltas) + "\n\n"
     same(text)
     assert rebuild_stream(text).text.startswith("again ")
+
+
+# --- usage read from a stream's ends ---------------------------------------------------------------
+
+
+def same_usage(text: str) -> bool:
+    """``reported_stream_usage`` is the general rebuild's usage, model and tier whenever it answers."""
+    carried = reported_stream_usage(text)
+    if carried is None:
+        return False
+    rebuilt = _rebuild_general(text)
+    assert (carried.usage, carried.model, carried.service_tier) == (rebuilt.usage, rebuilt.model, rebuilt.service_tier)
+    return True
+
+
+@pytest.mark.parametrize("shape", ["azure-sorted-usage", "openai", "responses", "responses-sequence-first"])
+def test_streams_that_carry_their_usage_are_read_from_their_ends(shape):
+    text = LONG_SHAPES[shape](sample_words(50))
+    assert same_usage(text)
+    assert same_usage(text.replace("\n", "\r\n"))
+
+
+def test_usage_from_the_ends_equals_the_rebuild_on_every_shape_recording_and_cut():
+    texts = [text for text in shapes() if text] + real_streams()
+    answered = 0
+    for text in texts:
+        answered += same_usage(text)
+        for cut in cuts(text):
+            same_usage(text[:cut])
+    assert answered >= 20
+
+
+@pytest.mark.parametrize("case", [
+    "tier_in_the_middle", "tier_escaped", "usage_twice", "two_blank_lines", "no_model_in_the_first_blocks", "done_only",
+])
+def test_usage_from_the_ends_gives_up_or_agrees_on_odd_streams(case):
+    words = sample_words(6)
+    if case == "tier_in_the_middle":  # an Azure stream whose usage chunk has no tier, but a chunk has one
+        text = chat_stream(words, usage=usage_object(4, 6)).replace('"model":"gpt-4o-2024-11-20"', '"model":"gpt-4o-2024-11-20","service_tier":"priority"', 2)
+    elif case == "tier_escaped":
+        text = chat_stream(words, usage=usage_object(4, 6)).replace('"object":"chat.completion.chunk"', '"\\u0073ervice_tier":"flex","object":"chat.completion.chunk"', 1)
+    elif case == "usage_twice":
+        text = openai_stream(words, usage=usage_object(4, 6)).replace("data: [DONE]", "data: " + dumps({**chat_chunk([]), "usage": usage_object(9, 9)}) + "\n\ndata: [DONE]")
+    elif case == "two_blank_lines":
+        text = openai_stream(words, usage=usage_object(4, 6)).replace("\n\ndata: [DONE]", "\n\n\ndata: [DONE]")
+    elif case == "no_model_in_the_first_blocks":
+        text = "".join(f"data: {dumps(prompt_filter_chunk())}\n\n" for _ in range(5)) + openai_stream(words, usage=usage_object(4, 6))
+    else:
+        text = "data: [DONE]\n\n"
+    same_usage(text)
+    rebuilt = _rebuild_general(text)
+    carried = reported_stream_usage(text)
+    assert carried is None or (carried.usage, carried.model, carried.service_tier) == (rebuilt.usage, rebuilt.model, rebuilt.service_tier)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=shaped_streams() | responses_events() | streams())
+def test_usage_from_the_ends_of_generated_streams_equals_the_rebuild(text):
+    same_usage(text)
