@@ -827,8 +827,8 @@ def reported_stream_usage(text: str) -> StreamUsage | None:
     event can hold a ``service_tier`` member (the text spells none, and has no ``\\u`` escape that
     could spell one); otherwise this gives up.
     """
-    if not text:
-        return None
+    if not text or text.find('"usage":{', max(0, len(text) - _TAIL_SCAN)) < 0:
+        return None  # no usage object near the end (a usage spelt otherwise is found by the rebuild)
     text = _normalise(text)
     end = len(text) - 2
     if end < 1 or not text.endswith("\n\n") or text[end - 1] == "\n":
@@ -880,6 +880,9 @@ def reported_stream_usage(text: str) -> StreamUsage | None:
     if builder.model is None:
         return None
     return StreamUsage(usage, builder.model, tier)
+
+
+_TAIL_SCAN = 65536  # characters at the end of a stream where its carried usage is looked for
 
 
 def _last_block(text: str, end: int) -> tuple[str | None, int]:
