@@ -566,3 +566,33 @@ def test_usage_from_the_ends_gives_up_or_agrees_on_odd_streams(case):
 @given(text=shaped_streams() | responses_events() | streams())
 def test_usage_from_the_ends_of_generated_streams_equals_the_rebuild(text):
     same_usage(text)
+
+
+def test_every_corpus_event_becomes_the_same_row_without_the_fast_paths(monkeypatch):
+    """Rows identical to the general path: the benchmark corpus (every real stream shape, with and
+    without usage, bad events) through the whole pipeline, once as it runs and once with every
+    stream rebuilt event by event and no usage read from a stream's ends."""
+    import sys
+    from pathlib import Path
+
+    import metering.usage.resolve as resolve_module
+    from metering.model import RawEvent
+    from metering.pipeline import process_batch
+    from metering.price.mappings import parse_deployments_csv
+    from metering.price.pricing import RateCard
+    from metering.price.rate_card import parse_rates_csv
+
+    root = Path(__file__).resolve().parents[2]
+    sys.path.insert(0, str(root / "bench"))
+    from corpus import CorpusBuilder
+
+    card = RateCard(parse_rates_csv((root / "samples" / "rates.csv").read_text()),
+                    parse_deployments_csv((root / "samples" / "deployments.csv").read_text()))
+    raws = [RawEvent(body) for body in CorpusBuilder(seed=28, max_stream_chunks=60).events(600)]
+    fast = process_batch(raws, card)
+    monkeypatch.setattr(resolve_module, "rebuild_stream", _rebuild_general)
+    monkeypatch.setattr(resolve_module, "reported_stream_usage", lambda text: None)
+    general = process_batch(raws, card)
+    assert fast.records == general.records
+    assert [q.reason for q in fast.quarantined] == [q.reason for q in general.quarantined]
+    assert len(fast.records) > 500
