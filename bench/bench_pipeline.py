@@ -97,8 +97,9 @@ def interleaved(make_ingestor, bodies: list[bytes], rounds: int) -> tuple[float,
 
 
 def floor(bodies: list[bytes]) -> float:
-    """Only what cannot be avoided: parse each event, parse each SSE chunk of streams without
-    usage to get the text, and count prompt and completion tokens with tiktoken."""
+    """Only what cannot be avoided: parse each event, parse each SSE chunk of streams (chat chunks
+    of every shape, Responses API events) to get the text or the usage, and count prompt and
+    completion tokens with tiktoken where no usage was reported."""
     o200k, cl100k = encoding_for_model("gpt-4o"), encoding_for_model("gpt-4")
     gc.collect()
     start = time.perf_counter()
@@ -119,8 +120,10 @@ def floor(bodies: list[bytes]) -> float:
         for line in response.split("\n"):
             if line.startswith("data: {"):
                 chunk = orjson.loads(line[6:])
-                if chunk.get("usage"):
-                    reported = True
+                if chunk.get("usage") or (type(chunk.get("response")) is dict and chunk["response"].get("usage")):
+                    reported = True  # the include_usage chunk, or the Responses API's response.completed
+                if chunk.get("type") == "response.output_text.delta":
+                    pieces.append(chunk["delta"])
                 for choice in chunk.get("choices") or ():
                     content = (choice.get("delta") or {}).get("content")
                     if content:

@@ -1,8 +1,11 @@
-"""Benchmark: rebuild and count one realistic 1,000-chunk Azure chat stream (target ≤ 2 ms per stream on one core).
+"""Benchmark: rebuild and count one 1,000-chunk stream of every real wire shape (target ≤ 1.0 ms
+per stream and shape, on one core).
 
-Run: .venv/bin/python bench/bench_stream.py [--chunks N] [--repeat R]
-Prints the best and median per-stream time of rebuild_stream + count_completion (the encoding is
-loaded before timing: that is a once-per-process cost, reported separately).
+Run: .venv/bin/python bench/bench_stream.py [--chunks N] [--repeat R] [--shape NAME]
+Prints, per shape, the median time of rebuild_stream alone and of rebuild_stream + count_completion
+(the encodings are loaded before timing: that is a once-per-process cost, reported separately).
+The shapes are measured in turn, round after round, in CPU time (time.process_time), so that a busy
+machine slows them alike and a descheduled process is not charged for the wait.
 """
 
 from __future__ import annotations
@@ -11,53 +14,77 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from azure_shapes import chat_stream, sample_words, usage_object  # noqa: E402
+import azure_shapes as shapes  # noqa: E402
 
 from metering.usage.sse import rebuild_stream  # noqa: E402
 from metering.usage.tokens import count_completion, load_encoding  # noqa: E402
 
-MODEL = "gpt-4o-2024-11-20"
+# name → (what it is, model, the stream of n content chunks)
+SHAPES: dict[str, tuple[str, str, Callable[[list[str]], str]]] = {
+    "azure-sorted": ("Azure 2024–25: keys sorted, content-filter results on every chunk", "gpt-4o-2024-11-20",
+                     lambda words: shapes.chat_stream(words, model="gpt-4o-2024-11-20")),
+    "azure-sorted-usage": ("the same with the final include_usage chunk", "gpt-4o-2024-11-20",
+                           lambda words: shapes.chat_stream(words, model="gpt-4o-2024-11-20", usage=shapes.usage_object(40, len(words)))),
+    "seed-order": ("the seed captures' order: id, object, created, model, choices", "gpt-35-turbo",
+                   lambda words: shapes.seed_order_stream(words, model="gpt-35-turbo")),
+    "minimal-obfuscation": ("Azure 2025–26: minimal chunks with an obfuscation pad", "gpt-4.1-mini-2025-04-14",
+                            lambda words: shapes.minimal_stream(words)),
+    "openai": ("api.openai.com: service_tier, usage null and obfuscation on every chunk, include_usage", "gpt-4o-mini-2024-07-18",
+               lambda words: shapes.openai_stream(words, usage=shapes.usage_object(40, len(words)))),
+    "responses": ("Responses API: event: + data:, sequence_number, obfuscation", "gpt-4.1-mini-2025-04-14",
+                  lambda words: shapes.responses_stream(words, usage=shapes.responses_usage(40, len(words)), obfuscation=True)),
+}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--chunks", type=int, default=1000, help="content chunks in the stream")
-    parser.add_argument("--repeat", type=int, default=200, help="timed runs")
-    parser.add_argument("--usage", action="store_true", help="end the stream with an include_usage chunk")
+    parser.add_argument("--chunks", type=int, default=1000, help="content chunks in each stream")
+    parser.add_argument("--repeat", type=int, default=15, help="rounds (each times every shape 20 times)")
+    parser.add_argument("--shape", action="append", choices=sorted(SHAPES), help="only these shapes (repeatable)")
     args = parser.parse_args()
 
-    text = chat_stream(sample_words(args.chunks), model=MODEL, usage=usage_object(40, args.chunks) if args.usage else None)
+    names = args.shape or list(SHAPES)
+    words = shapes.sample_words(args.chunks)
+    texts = {name: SHAPES[name][2](words) for name in names}
     started = time.perf_counter()
     load_encoding("o200k_base")
+    load_encoding("cl100k_base")
     load_ms = (time.perf_counter() - started) * 1000
 
-    def once() -> int:
-        stream = rebuild_stream(text)
-        return count_completion(stream, MODEL).tokens
+    def rebuild_and_count(name: str) -> int:
+        return count_completion(rebuild_stream(texts[name]), SHAPES[name][1]).tokens
 
-    tokens = once()
-    for _ in range(5):  # warm up
-        once()
-    timings = []
+    tokens = {name: rebuild_and_count(name) for name in names}  # warm up
+    rebuild: dict[str, list[float]] = {name: [] for name in names}
+    both: dict[str, list[float]] = {name: [] for name in names}
+    per_round = 20
     for _ in range(args.repeat):
-        t0 = time.perf_counter()
-        once()
-        timings.append((time.perf_counter() - t0) * 1000)
-    rebuild_only = []
-    for _ in range(args.repeat):
-        t0 = time.perf_counter()
-        rebuild_stream(text)
-        rebuild_only.append((time.perf_counter() - t0) * 1000)
+        for name in names:
+            text = texts[name]
+            t0 = time.process_time()
+            for _ in range(per_round):
+                rebuild_stream(text)
+            t1 = time.process_time()
+            for _ in range(per_round):
+                rebuild_and_count(name)
+            t2 = time.process_time()
+            rebuild[name].append((t1 - t0) * 1000 / per_round)
+            both[name].append((t2 - t1) * 1000 / per_round)
 
-    print(f"stream: {args.chunks} content chunks, {len(text.encode()) / 1024:.0f} KiB, {tokens} completion tokens")
-    print(f"encoding load (once per process): {load_ms:.0f} ms")
-    print(f"rebuild only:     best {min(rebuild_only):.2f} ms, median {statistics.median(rebuild_only):.2f} ms")
-    print(f"rebuild + count:  best {min(timings):.2f} ms, median {statistics.median(timings):.2f} ms per stream (target ≤ 2 ms)")
+    print(f"{args.chunks:,} content chunks per stream; encodings load once per process: {load_ms:.0f} ms")
+    print(f"median of {args.repeat} rounds of {per_round} runs each, in ms per stream (target: rebuild + count ≤ 1.0)")
+    print(f"| shape | KiB | tokens | rebuild | rebuild + count |")
+    print(f"|---|---|---|---|---|")
+    for name in names:
+        size = len(texts[name].encode()) / 1024
+        print(f"| {name} | {size:.0f} | {tokens[name]:,} | {statistics.median(rebuild[name]):.2f} | "
+              f"{statistics.median(both[name]):.2f} |")
     return 0
 
 

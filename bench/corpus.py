@@ -1,9 +1,21 @@
 """Deterministic corpus of realistic ``aoai-usage/1`` events, for the benchmark and the demo samples.
 
-The default mix follows what a busy gateway sends: 60% non-streaming chat with usage, 20% streams
-without usage (20–400 chunks in Azure's chunk shape, request attached so the prompt can be counted),
-5% streams with the final usage chunk, 10% embeddings, 5% bad or truncated events; several
-subscriptions, deployments and models. The same seed always gives the same bytes.
+The default mix follows what a busy gateway sends: 58% non-streaming chat with usage, 27% streams
+(20–400 text events, request attached so the prompt can be counted) in the wire shapes Azure and
+OpenAI really send, 10% embeddings, 5% bad or truncated events; several subscriptions, deployments
+and models. The streams, by shape (share of all events):
+
+* without usage (counted from the rebuilt text), 19%: Azure 2024–25, keys sorted with
+  content-filter results on every chunk, 6%; the seed captures' order (``id, object, created,
+  model, choices``), 4%; Azure 2025–26 minimal chunks with an ``obfuscation`` pad, 6%;
+  api.openai.com chunks (``service_tier``, ``usage: null``, ``obfuscation``), 3%;
+* with their usage, 8%: Azure sorted with the ``include_usage`` chunk, 2%; api.openai.com with it,
+  2%; Responses API events (``event:`` + ``data:``, ``sequence_number``, ``obfuscation``, usage in
+  ``response.completed``), 4%.
+
+``LEGACY_MIX`` is the mix before issue 28 (all streams in the sorted Azure shape: 20% without
+usage, 5% with it), which the demo samples were generated with. The same seed and mix always give
+the same bytes.
 """
 
 from __future__ import annotations
@@ -72,13 +84,28 @@ ANSWER_WORDS = (
 
 @dataclass(frozen=True)
 class Mix:
-    """Shares of each kind of event (they add up to 1)."""
+    """Shares of each kind of event (they add up to 1); streams by wire shape."""
 
-    chat_with_usage: float = 0.60
-    stream_without_usage: float = 0.20
-    stream_with_usage: float = 0.05
+    chat_with_usage: float = 0.58
+    azure_sorted: float = 0.06  # streams without usage...
+    azure_sorted_usage: float = 0.02  # ... and with the include_usage chunk
+    seed_order: float = 0.04
+    minimal_obfuscation: float = 0.06
+    openai: float = 0.03
+    openai_usage: float = 0.02
+    responses: float = 0.04
     embeddings: float = 0.10
     bad: float = 0.05
+
+    def streams(self) -> tuple[tuple[str, float], ...]:
+        """(shape, share) of every stream shape, in the order the roll is read."""
+        return (("azure_sorted", self.azure_sorted), ("azure_sorted_usage", self.azure_sorted_usage),
+                ("seed_order", self.seed_order), ("minimal_obfuscation", self.minimal_obfuscation),
+                ("openai", self.openai), ("openai_usage", self.openai_usage), ("responses", self.responses))
+
+
+LEGACY_MIX = Mix(chat_with_usage=0.60, azure_sorted=0.20, azure_sorted_usage=0.05, seed_order=0.0,
+                 minimal_obfuscation=0.0, openai=0.0, openai_usage=0.0, responses=0.0)
 
 
 def _answer_pieces(rng: random.Random, count: int) -> list[str]:
@@ -156,15 +183,33 @@ class CorpusBuilder:
             event["status"], event["usage"] = 500, None
         return event
 
-    def _stream(self, rng: random.Random, index: int, with_usage: bool) -> dict[str, Any]:
+    def _stream(self, rng: random.Random, index: int, with_usage: bool, shape: str = "azure_sorted") -> dict[str, Any]:
         choices = [d for d in CHAT_DEPLOYMENTS if d[0] != "gpt-4o-ptu"]
         deployment, model, backend, region, _ = rng.choices(choices, weights=[d[4] for d in choices])[0]
-        event = self._header(rng, index, deployment, backend, region, "ChatCompletions_Create", model)
+        operation = "Responses_Create" if shape == "responses" else "ChatCompletions_Create"
+        event = self._header(rng, index, deployment, backend, region, operation, model)
         chunks = rng.randrange(20, self.max_stream_chunks + 1)
         pieces = _answer_pieces(rng, chunks)
-        usage = azure_shapes.usage_object(rng.randrange(40, 3000), chunks) if with_usage else None
-        event.update(stream=True, capture="full", request=_chat_request(rng, True, with_usage),
-                     response=azure_shapes.chat_stream(pieces, model=model, usage=usage))
+        prompt = rng.randrange(40, 3000) if with_usage else 0
+        request = _chat_request(rng, True, with_usage)
+        if shape == "azure_sorted":
+            usage = azure_shapes.usage_object(prompt, chunks) if with_usage else None
+            response = azure_shapes.chat_stream(pieces, model=model, usage=usage)
+        elif shape == "seed_order":
+            response = azure_shapes.seed_order_stream(pieces, model=model)
+        elif shape == "minimal_obfuscation":
+            response = azure_shapes.minimal_stream(pieces, model=model)
+        elif shape == "openai":
+            response = azure_shapes.openai_stream(pieces, model=model, usage=azure_shapes.usage_object(prompt, chunks) if with_usage else None)
+        else:  # the Responses API: instructions and input instead of messages, usage in response.completed
+            messages = request.pop("messages")
+            request.pop("stream_options", None)
+            request.update(instructions=messages[0]["content"], input=[{"role": "user", "content": messages[1]["content"]}],
+                           max_output_tokens=request.pop("max_tokens"))
+            event["apiVersion"] = "2025-04-01-preview"
+            response = azure_shapes.responses_stream(pieces, model=model, usage=azure_shapes.responses_usage(prompt, chunks),
+                                                     obfuscation=True)
+        event.update(stream=True, capture="full", request=request, response=response)
         return event
 
     def _embedding(self, rng: random.Random, index: int) -> dict[str, Any]:
@@ -196,12 +241,11 @@ class CorpusBuilder:
         if roll < mix.chat_with_usage:
             return orjson.dumps(self._chat(rng, index))
         roll -= mix.chat_with_usage
-        if roll < mix.stream_without_usage:
-            return orjson.dumps(self._stream(rng, index, with_usage=False))
-        roll -= mix.stream_without_usage
-        if roll < mix.stream_with_usage:
-            return orjson.dumps(self._stream(rng, index, with_usage=True))
-        roll -= mix.stream_with_usage
+        for shape, share in mix.streams():
+            if roll < share:
+                with_usage = shape.endswith("_usage") or shape == "responses"
+                return orjson.dumps(self._stream(rng, index, with_usage, shape.removesuffix("_usage")))
+            roll -= share
         if roll < mix.embeddings:
             return orjson.dumps(self._embedding(rng, index))
         return self._bad(rng, index)

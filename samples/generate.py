@@ -19,7 +19,7 @@ import orjson
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "bench"))
-from corpus import CorpusBuilder, write_jsonl  # noqa: E402
+from corpus import LEGACY_MIX, CorpusBuilder, write_jsonl  # noqa: E402
 
 import azure_shapes  # noqa: E402  (put on the path by corpus)
 
@@ -145,7 +145,7 @@ def token_kinds(base: dict) -> list[dict]:
 def main() -> None:
     events_dir = HERE / "events"
     events_dir.mkdir(exist_ok=True)
-    builder = CorpusBuilder(seed=2026, month="2026-10", max_stream_chunks=120)
+    builder = CorpusBuilder(seed=2026, month="2026-10", mix=LEGACY_MIX, max_stream_chunks=120)  # the mix the samples were made with
     gateway = write_jsonl(events_dir / "2026-10-gateway.jsonl.gz", builder.events(600))
     special = write_jsonl(events_dir / "2026-10-special-cases.jsonl", iter(special_cases(builder)))
     print(f"wrote {gateway} gateway events and {special} special cases to {events_dir}")

@@ -196,6 +196,70 @@ def chat_stream(pieces: Sequence[str] | Sequence[Sequence[str]], *, newline: str
     return sse(chat_stream_payloads(pieces, **kwargs), newline=newline)
 
 
+def obfuscation_pad(seed: int) -> str:
+    """The random-looking ``obfuscation`` string that 2025–26 streams put on each event (it pads the
+    event's length so that a token's size cannot be read off the wire); deterministic in ``seed``."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+    state = seed * 2654435761 + 12345
+    chars = []
+    for _ in range(1 + seed * 7 % 16):
+        state = (state * 1103515245 + 12345) % 2**31
+        chars.append(alphabet[state % len(alphabet)])
+    return "".join(chars)
+
+
+def seed_order_stream(pieces: Sequence[str], *, model: str = "gpt-35-turbo", newline: str = "\n") -> str:
+    """An Azure chat stream in the field order of the seed captures (2023–24: ``id, object, created,
+    model, choices`` and, in a choice, ``index, finish_reason, delta, content_filter_results``),
+    as ``shared/reference/seed-captures/chat_completion_stream.txt`` shows it."""
+
+    def chunk(choices: list[Any], *, empty: bool = False) -> dict[str, Any]:
+        return {"id": "" if empty else CHAT_ID, "object": "" if empty else "chat.completion.chunk",
+                "created": 0 if empty else CREATED, "model": "" if empty else model, "choices": choices}
+
+    first = chunk([], empty=True)
+    first = {**{k: first[k] for k in ("id", "object", "created", "model")},
+             "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": CONTENT_FILTER_SAFE}], "choices": []}
+    payloads: list[dict[str, Any]] = [first]
+    payloads.append(chunk([{"index": 0, "finish_reason": None, "delta": {"role": "assistant"}, "content_filter_results": {}}]))
+    for piece in pieces:
+        payloads.append(chunk([{"index": 0, "finish_reason": None, "delta": {"content": piece}, "content_filter_results": CONTENT_FILTER_SAFE}]))
+    payloads.append(chunk([{"index": 0, "finish_reason": "stop", "delta": {}, "content_filter_results": {}}]))
+    return sse(payloads, newline=newline)
+
+
+def minimal_stream(pieces: Sequence[str], *, model: str = "gpt-4.1-mini-2025-04-14", newline: str = "\n") -> str:
+    """A 2025–26 Azure chat stream of minimal chunks: the first model chunk carries id, model and
+    object; every content chunk is only ``{"choices":[{"delta":{"content":…},"index":0}],"obfuscation":…}``."""
+    payloads: list[dict[str, Any]] = [prompt_filter_chunk()]
+    payloads.append({"choices": [{"delta": {"content": "", "role": "assistant"}, "index": 0}], "created": CREATED,
+                     "id": CHAT_ID, "model": model, "obfuscation": obfuscation_pad(0), "object": "chat.completion.chunk"})
+    for i, piece in enumerate(pieces, 1):
+        payloads.append({"choices": [{"delta": {"content": piece}, "index": 0}], "obfuscation": obfuscation_pad(i)})
+    payloads.append({"choices": [{"delta": {}, "finish_reason": "stop", "index": 0}], "obfuscation": obfuscation_pad(len(pieces) + 1)})
+    return sse(payloads, newline=newline)
+
+
+def openai_stream(pieces: Sequence[str], *, model: str = "gpt-4o-mini-2024-07-18", usage: dict[str, Any] | None = None,
+                  newline: str = "\n") -> str:
+    """A chat stream as api.openai.com sends it (2025–26 recordings): ``id, object, created, model,
+    service_tier, system_fingerprint, choices, usage, obfuscation`` on every chunk, the
+    ``include_usage`` chunk when ``usage`` is given."""
+
+    def chunk(i: int, choices: list[Any], chunk_usage: Any = None) -> dict[str, Any]:
+        return {"id": CHAT_ID, "object": "chat.completion.chunk", "created": CREATED, "model": model,
+                "service_tier": "default", "system_fingerprint": FINGERPRINT, "choices": choices,
+                "usage": chunk_usage, "obfuscation": obfuscation_pad(i)}
+
+    payloads = [chunk(0, [{"index": 0, "delta": {"role": "assistant", "content": "", "refusal": None}, "logprobs": None, "finish_reason": None}])]
+    for i, piece in enumerate(pieces, 1):
+        payloads.append(chunk(i, [{"index": 0, "delta": {"content": piece}, "logprobs": None, "finish_reason": None}]))
+    payloads.append(chunk(len(pieces) + 1, [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]))
+    if usage is not None:
+        payloads.append(chunk(len(pieces) + 2, [], usage))
+    return sse(payloads, newline=newline)
+
+
 def tool_call_stream_payloads(
     calls: Sequence[tuple[str, str, Sequence[str]]], *, model: str = "gpt-4o-2024-11-20"
 ) -> list[dict[str, Any]]:
@@ -327,9 +391,11 @@ def responses_stream(
     completed: bool = True,
     status: str = "completed",
     service_tier: str | None = None,
+    obfuscation: bool = False,
 ) -> str:
     """A Responses API stream with ``event:`` lines: created → deltas → done events → response.completed
-    (``status="incomplete"``: ``response.incomplete``, as when ``max_output_tokens`` cut the answer)."""
+    (``status="incomplete"``: ``response.incomplete``, as when ``max_output_tokens`` cut the answer).
+    ``obfuscation``: delta events as 2025–26 services send them (``logprobs``, an ``obfuscation`` pad)."""
     text = "".join(pieces)
     events: list[tuple[str, dict[str, Any]]] = []
     seq = 0
@@ -348,7 +414,13 @@ def responses_stream(
         {"item_id": MSG_ID, "output_index": 0, "content_index": 0, "part": {"type": "output_text", "annotations": [], "text": ""}},
     )
     for piece in pieces:
-        add("response.output_text.delta", {"item_id": MSG_ID, "output_index": 0, "content_index": 0, "delta": piece})
+        if obfuscation:  # the key order and fields of 2025–26 recordings
+            events.append(("response.output_text.delta", {
+                "type": "response.output_text.delta", "content_index": 0, "delta": piece, "item_id": MSG_ID, "logprobs": [],
+                "obfuscation": obfuscation_pad(seq), "output_index": 0, "sequence_number": seq}))
+            seq += 1
+        else:
+            add("response.output_text.delta", {"item_id": MSG_ID, "output_index": 0, "content_index": 0, "delta": piece})
     add("response.output_text.done", {"item_id": MSG_ID, "output_index": 0, "content_index": 0, "text": text})
     done_part = {"type": "output_text", "annotations": [], "text": text}
     add("response.content_part.done", {"item_id": MSG_ID, "output_index": 0, "content_index": 0, "part": done_part})

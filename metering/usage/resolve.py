@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from metering.model import NO_USAGE, BadEvent, TokenUsage, UsageEvent
-from metering.usage.sse import RebuiltStream, rebuild_body, rebuild_stream
+from metering.usage.sse import RebuiltStream, rebuild_body, rebuild_stream, reported_stream_usage
 from metering.usage.tokens import (
     AZURE_TERMINATOR_SINCE,
     TokenCount,
@@ -327,7 +327,15 @@ def resolve_usage(event: UsageEvent, model_hint: str | None = None) -> TokenUsag
     if usage is not None:
         return usage
     text = event.response
-    stream = rebuild_stream(text) if text and looks_like_sse(text) else None
+    stream = None
+    if text and looks_like_sse(text):
+        carried = reported_stream_usage(text)  # read from the stream's ends when provably the rebuild's
+        if carried is not None:
+            usage = normalize_usage(carried.usage, model=carried.model or event.model, endpoint=event.endpoint,
+                                    service_tier=carried.service_tier or _service_tier(event.service_tier))
+            if usage is not None:
+                return usage
+        stream = rebuild_stream(text)
     if stream is not None and stream.usage is not None:
         usage = normalize_usage(stream.usage, model=stream.model or event.model, endpoint=event.endpoint,
                                 service_tier=stream.service_tier or _service_tier(event.service_tier))

@@ -25,6 +25,8 @@ __all__ = [
     "RebuiltStream",
     "rebuild_stream",
     "rebuild_body",
+    "StreamUsage",
+    "reported_stream_usage",
 ]
 
 _loads = orjson.loads
@@ -431,35 +433,30 @@ def rebuild_stream(text: str) -> RebuiltStream:
     size = len(text)
     find = text.find
     last_ok = True
-    accs = builder.choices
-    feed_object = builder.feed_object
-    payload = _payload
-    common = 0  # common chunks folded here (events, added to the builder's count at the end)
-    known = False  # id, model and kind are set: the common chunk cannot change them
-    tail = ""  # the text after the content of the last common chunk parsed (see _CONTENT_HEAD)
-    raw_head = ""  # ... and that chunk's line up to its content's opening quote (see _next_literals)
-    tail_end = ""  # tail + the blank line that ends the event
-    templates = 4  # tails worked out at most this often (each costs two parses) per stream
-    tail_text: list[str] = []  # the text of the choice that chunk belongs to
-    head = len(_CONTENT_HEAD)
-    literals: list[str] = []  # content literals of chunks equal to it but for their content...
-    slots: list[tuple[list[str], int, int]] = []  # ...and where they go: (texts, first position, count)
+    templates: list[_Template] = []  # the most recently learnt first
+    learn = _LEARN
+    literals: list[str] = []  # content literals of events matched by a template, not yet decoded...
+    runs: list[tuple[list[str], int]] = []  # ...and the lists they go to: (sink, how many), in order
     pos = 0
     # Blocks are cut exactly as ``text.split("\n\n")`` would (every "\n\n" is the end of a line
-    # followed by an empty line: an event boundary), by position, so that a run of chunks equal to
-    # the last parsed one but for their content is read without copying them (_next_literals).
+    # followed by an empty line: an event boundary), by position, so that runs of events equal to a
+    # template but for their holes are read in place (_Template.run).
     while pos < size:
-        if tail:
-            before = len(literals)
-            pos = _next_literals(text, pos, raw_head, tail_end, literals)
-            if len(literals) > before:
-                count = len(literals) - before
-                slots.append((tail_text, len(tail_text), count))
-                tail_text.extend(literals[before:])  # placeholders, replaced once decoded
-                common += count
+        if templates:
+            pending = len(literals)
+            progressed = True
+            while progressed and pos < size:
+                progressed = False
+                for template in templates:
+                    before = len(literals)
+                    pos = template.run(text, pos, literals)
+                    if len(literals) > before:
+                        runs.append((template.sink, len(literals) - before))
+                        template.used = progressed = True
+            if len(literals) > pending:
                 last_ok = True
-                if pos >= size:
-                    break
+            if pos >= size:
+                break
         end = find("\n\n", pos)
         if end < 0:
             end = size
@@ -467,18 +464,20 @@ def rebuild_stream(text: str) -> RebuiltStream:
         pos = end + 2
         if not block:
             continue
-        if not block.startswith("data: ") or "\n" in block:
+        if literals:  # decoded before any other event is folded: a ".done" event may replace a list
+            if not _flush(literals, runs):
+                return _rebuild_general(original)  # a literal that is not exactly one JSON string
+            builder.events += len(literals)
+            literals.clear()
+            runs.clear()
+        if block.startswith("data: ") and "\n" not in block:
+            at, event_name, data = 6, None, _payload(block)
+        elif block.startswith("event: ") and block.count("\n") == 1 and block.startswith("data: ", block.index("\n") + 1):
+            # What _feed_block does with these two lines: the name, then the data dispatched with it.
+            at = block.index("\n") + 7
+            event_name, data = block[7 : at - 7], block[at:]
+        else:
             last_ok = _feed_block(builder, block, last_ok)
-            known = builder.id is not None and builder.model is not None and builder.kind != "unknown"
-            continue
-        data = payload(block)
-        if tail and data.endswith(tail) and data.startswith(_CONTENT_HEAD) and len(data) > head + len(tail):
-            # The same chunk as the last common one but for its content: decoded all at once below.
-            literals.append(data[head : len(data) - len(tail)])
-            slots.append((tail_text, len(tail_text), 1))
-            tail_text.append("")
-            common += 1
-            last_ok = True
             continue
         if data == "[DONE]":
             builder.events += 1
@@ -491,68 +490,58 @@ def rebuild_stream(text: str) -> RebuiltStream:
             builder.bad += 1
             last_ok = False
             continue
+        builder.feed_object(obj, event_name)
         last_ok = True
-        if known and type(obj) is dict and obj.get("usage") is None:
-            # The common chunk, exactly as _Builder._chunk folds it: one choice whose delta is
-            # {"content": "..."} alone.
-            choices = obj.get("choices")
-            if type(choices) is list and len(choices) == 1:
-                choice = choices[0]
-                if type(choice) is dict:
-                    delta = choice.get("delta")
-                    if type(delta) is dict and len(delta) == 1:
-                        content = delta.get("content")
-                        if type(content) is str:
-                            index = choice.get("index", 0)
-                            if type(index) is not int:
-                                index = 0
-                            acc = accs.get(index)
-                            if acc is None:
-                                acc = accs[index] = _ChoiceAcc(index)
-                            if content:
-                                acc.text.append(content)
-                            finish = choice.get("finish_reason")
-                            if finish and type(finish) is str:
-                                acc.finish = finish
-                                tail = ""
-                            elif templates:
-                                templates -= 1
-                                tail, tail_text = _template_tail(data), acc.text
-                                if tail:
-                                    # The literal starts at the same place in the line as in data.
-                                    raw_head = block[: len(block) - len(data) + head + 1]
-                                    tail_end = tail + "\n\n"
-                            common += 1
-                            continue
-        feed_object(obj, None)
-        known = builder.id is not None and builder.model is not None and builder.kind != "unknown"
+        if learn and type(obj) is dict and size - pos >= 2 * len(block):  # room for the probes to pay off
+            slot = _content_slot(obj, event_name)
+            if slot is not None:
+                if templates and not templates[0].used:  # text events that differ in more than text
+                    learn = min(learn, 1)
+                learn -= 1
+                template = _Template.learn(builder, block, at, event_name, slot)
+                if template is not None:
+                    templates.insert(0, template)
+                    del templates[_KEEP:]
     if literals:
-        contents = _decode_literals(literals)
-        if contents is None:  # a "content" that is not exactly one JSON string: the general path
+        if not _flush(literals, runs):
             return _rebuild_general(original)
-        at = 0
-        for texts, position, count in slots:
-            texts[position : position + count] = contents[at : at + count]
-            at += count
-    builder.events += common
+        builder.events += len(literals)
     return builder.freeze(not last_ok)
 
 
 # --- the fast path ----------------------------------------------------------------------------
 #
-# Most captured streams are one-line ``data: {...}`` events in Azure's chunk shape. For those,
-# ``rebuild_stream`` (1) drops the choice's leading ``content_filter_results`` member when it is
-# one of Azure's usual values, before parsing: the builder never reads it, and it is most of what
-# a chunk makes orjson build; (2) folds the common content chunk inline; (3) does not parse again
-# a content chunk that differs from the last parsed one only in its content (``_template_tail``).
-# Everything else goes through ``_Builder.feed``/``feed_object``, so the result is the same
-# RebuiltStream as ``_rebuild_general`` gives for every input (tests/usage/test_sse_fast_path.py).
+# One mechanism for every wire shape (Azure's sorted keys with content-filter results, the older
+# id/object/created/model order, minimal chunks with an ``obfuscation`` pad, api.openai.com's
+# chunks, Responses API ``event:`` + ``data:`` events with ``sequence_number``): the events that
+# carry the text of a stream differ from each other only in that text and in members the rebuild
+# never reads. So the first such event is parsed and folded like any other, and becomes a
+# *template*: its block's text with holes where the text literal and the pads (``obfuscation``,
+# ``sequence_number``) are. A following block that is the template's text with other literals in
+# the holes is not parsed: its text literal is cut out in place, and all the literals of a run are
+# decoded in one ``orjson.loads`` of ``[l1,l2,...]``.
 #
-# Why dropping the member is exact: the event is one line that starts with the literal
-# ``data: {"choices":[{"content_filter_results":<value>,"delta":``, so the member sits at a known
-# place in the JSON (first member of the first choice, no string open), its value is a fixed
-# literal, and ``"delta":`` follows in both texts: the rest parses identically, and the payload
-# is valid JSON exactly when the shortened one is.
+# Why the result is the general path's, for every input:
+#
+# * A hole holds exactly one JSON token: the text literal runs from the template's opening quote to
+#   the first unescaped quote (so it is one string token, or the joined decode fails and the whole
+#   stream takes the general path); a pad is a string without escapes or controls, or an integer
+#   of at most 18 digits (else the block is not matched and is parsed like any other). A parser is
+#   in the same state after any one token of a kind, so every matched block parses to the
+#   template's tree with other leaves at the holes' places.
+# * Where those leaves land was checked when the template was made, with two parses of the block
+#   with different probe literals in the holes: the text hole's value is the event's text (no later
+#   duplicate key replaces it), and each pad is a top-level member, which the fold never reads.
+# * The template's event is one whose fold only appends its text to one list of the builder
+#   (``_content_slot``: one choice whose delta is the content, a refusal or a legacy text alone,
+#   no usage, no finish reason; or a Responses ``*.delta`` event without a ``response``) and
+#   otherwise sets fields only while they are unset (id, model, kind, service tier): its second
+#   fold changes nothing else, whatever was folded in between. So a matched block folds to
+#   "append its text to the template's list", which is what is done; the appends are made before
+#   any other event is folded (a ``.done`` event replaces a list's content in place).
+#
+# tests/usage/test_sse_fast_path.py checks the equality on every shape of the tests, every real
+# recording, every cut of them and hypothesis streams.
 
 _CF_HEAD = 'data: {"choices":[{"content_filter_results":'
 _SAFE = '{"filtered":false,"severity":"safe"}'
@@ -572,7 +561,16 @@ _CHOICE_HEAD = '{"choices":[{"delta":'
 
 
 def _payload(block: str) -> str:
-    """The data of a one-line ``data: `` event, without a usual ``content_filter_results``."""
+    """The data of a one-line ``data: `` event, without a usual ``content_filter_results``.
+
+    An event parsed one by one (the events before a template, and those no template matches) is
+    parsed without the choice's leading member when it is one of Azure's usual values: the rebuild
+    never reads it, and it is most of what such a chunk makes orjson build. Exact: the event is one
+    line that starts with ``data: {"choices":[{"content_filter_results":<value>,"delta":``, so the
+    member sits at a known place (first member of the first choice, no string open), its value is a
+    fixed literal and ``"delta":`` follows in both texts: the rest parses identically, and the
+    payload is valid JSON exactly when the shortened one is.
+    """
     if block.startswith(_CF_HEAD):
         at = len(_CF_HEAD)
         for value in _CF_VALUES:
@@ -581,89 +579,319 @@ def _payload(block: str) -> str:
     return block[6:]
 
 
-# Content chunks of one stream differ only in their content: once one has been parsed, the next
-# whose text is ``_CONTENT_HEAD`` + a literal + the same tail is that chunk with the literal as its
-# content, provided the literal is exactly one JSON string: the parser is in the same state after
-# the literal in both, and two probe parses (two different contents) showed that the content at
-# that place is the one the chunk ends up with (no later duplicate key replaces it). The literals
-# are decoded in one ``orjson.loads`` of ``[l1,true,l2,true,...]``: no literal holds ``true``, so
-# when the result alternates string, True, string, ... with exactly one string per literal, every
-# separator sits at the top level and each literal is exactly one JSON string. Otherwise the whole
-# stream takes the general path.
-
-_CONTENT_HEAD = _CHOICE_HEAD + '{"content":'
+_LEARN = 8  # templates worked out at most this often per stream (each costs two parses)
+_KEEP = 4  # templates kept (n > 1 interleaves one per choice)
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
-_PROBES = (('"\\u0001probe"', "\u0001probe"), ('"\\u0002probe"', "\u0002probe"))
+_PAD_STRING = re.compile('"[^"\\\\\x00-\x1f\ud800-\udfff]*"')
+_PAD_NUMBER = re.compile(r"0|[1-9][0-9]{0,17}")
+_PADS = (("obfuscation", _PAD_STRING.match), ("sequence_number", _PAD_NUMBER.match))
+# Two probes per hole kind: (unused, probe 1, probe 2) as JSON text, and the values they parse to.
+# The text probe omits its opening quote, which the template's text before the hole holds.
+_PROBES = {None: ("", '\\u0001p"', '\\u0002p"'), _PAD_STRING.match: ("", '"\\u0003p"', '"\\u0004p"'),
+           _PAD_NUMBER.match: ("", "1", "2")}
+_PROBE_VALUES = {None: ("", "\x01p", "\x02p"), _PAD_STRING.match: ("", "\x03p", "\x04p"), _PAD_NUMBER.match: ("", 1, 2)}
 
 
-def _next_literals(text: str, pos: int, raw_head: str, tail_end: str, literals: list[str]) -> int:
-    """Append the content literal of each event from ``pos`` on that is ``raw_head`` + a literal +
-    ``tail_end`` (the line of the last parsed common chunk but for its content, and the blank line);
-    return the position after the last such event.
+def _content_slot(obj: dict[str, Any], event_name: str | None) -> tuple[tuple[str, Any], str, str] | None:
+    """``(list address, member name, text)`` when folding ``obj`` only appends ``text`` to one of the
+    builder's lists and sets nothing but unset fields; else ``None``. Mirrors ``_Builder``'s rules."""
+    choices = obj.get("choices")
+    if choices is not None or "object" in obj:
+        if obj.get("usage") is not None or type(choices) is not list or len(choices) != 1:
+            return None
+        choice = choices[0]
+        if type(choice) is not dict:
+            return None
+        finish = choice.get("finish_reason")
+        if finish and type(finish) is str:
+            return None
+        index = choice.get("index", 0)
+        if type(index) is not int:
+            index = 0
+        delta = choice.get("delta")
+        if delta:
+            if type(delta) is not dict or len(delta) != 1:
+                return None
+            content = delta.get("content")
+            if type(content) is str:
+                return ("text", index), "content", content
+            refusal = delta.get("refusal")
+            if type(refusal) is str:
+                return ("refusal", index), "refusal", refusal
+            return None
+        text = choice.get("text")
+        return (("text", index), "text", text) if type(text) is str else None
+    kind = obj.get("type") or event_name
+    delta = obj.get("delta")
+    if type(delta) is not str or type(obj.get("response")) is dict:
+        return None
+    if kind == "response.output_text.delta":
+        return ("part", (_int(obj.get("output_index")), _int(obj.get("content_index")))), "delta", delta
+    if kind == "response.refusal.delta":
+        return ("refusal", 0), "delta", delta
+    if kind == "response.function_call_arguments.delta":
+        return ("args", _int(obj.get("output_index"))), "delta", delta
+    return None
 
-    No copy of the events is made and none is parsed: the literals are checked and decoded together
-    by ``_decode_literals``. Each such event is exactly one ``split("\n\n")`` block: it starts where
-    a block starts, and once its literal is known to be one JSON string (no raw newline) the first
-    "\n\n" after it is the one in ``tail_end`` (neither ``raw_head`` nor the tail holds a newline).
-    """
-    startswith, find, append = text.startswith, text.find, literals.append
-    quote = len(raw_head) - 1  # raw_head ends with the literal's opening quote
-    after = len(tail_end)
-    while startswith(raw_head, pos):
-        start = pos + quote
-        close = find('"', start + 1)
-        if close < 0:
-            break
-        if text[close - 1] == "\\":  # an escaped quote, or an escaped backslash before the closing one
-            literal = _STRING.match(text, start)
-            if literal is None:
+
+def _sink(builder: _Builder, address: tuple[str, Any]) -> list[str]:
+    """The builder's list at ``address`` (made by the template event's fold)."""
+    kind, key = address
+    if kind == "text":
+        return builder.choices[key].text
+    if kind == "refusal":
+        return builder.choices[key].refusal
+    if kind == "part":
+        return builder.parts[key]
+    return builder.choices[0].tools[key].args
+
+
+class _Template:
+    """An event's block with holes, as matchers around the text literal: ``head``, the text before
+    it (with its opening quote); ``tail``, the text after it (from its closing quote to the blank
+    line); ``cycle``, a tail followed by the next event's head. Each is a plain string
+    (``str.startswith``) or, when it holds pads, a compiled pattern of its fixed text and the pads'
+    ``_PAD_STRING`` / ``_PAD_NUMBER``."""
+
+    __slots__ = ("head", "head_match", "tail", "tail_match", "cycle", "cycle_match", "sink", "used")
+
+    def __init__(self, head: tuple[str | None, str], tail: tuple[str | None, str], sink: list[str]):
+        self.head, self.head_match = _compiled(head)
+        self.tail, self.tail_match = _compiled(tail)
+        plain = None if head[0] is None or tail[0] is None else tail[0] + head[0]
+        self.cycle, self.cycle_match = _compiled((plain, tail[1] + head[1]))
+        self.sink = sink
+        self.used = False  # it matched a block
+
+    @staticmethod
+    def learn(builder: _Builder, block: str, at: int, event_name: str | None,
+              slot: tuple[tuple[str, Any], str, str]) -> _Template | None:
+        """The template of ``block`` (folded already; its JSON starts at ``at``), or ``None`` when the
+        probes do not show that its holes hold the text and pads only."""
+        address, member, _ = slot
+        literal = _member_literal(block, at, member, _STRING.match)
+        if literal is None:
+            return None
+        # (start, end, matcher, pad name); the text hole starts after its opening quote
+        holes: list[tuple[int, int, Any, str]] = [(literal[0] + 1, literal[1], None, member)]
+        for name, match in _PADS:
+            pad = _member_literal(block, at, name, match)
+            if pad is not None:
+                holes.append((pad[0], pad[1], match, name))
+        holes.sort()
+        if any(later[0] < earlier[1] for earlier, later in zip(holes, holes[1:])):
+            return None
+        for number in (1, 2):
+            pieces, last = [], at
+            for start, stop, match, _ in holes:
+                pieces.append(block[last:start])
+                pieces.append(_PROBES[match][number])
+                last = stop
+            pieces.append(block[last:])
+            try:
+                probe = _loads("".join(pieces))
+            except _JSONDecodeError:
+                return None
+            if type(probe) is not dict:
+                return None
+            found = _content_slot(probe, event_name)
+            if found is None or found[0] != address or found[2] != _PROBE_VALUES[None][number]:
+                return None
+            for _, _, match, name in holes:
+                if match is not None and probe.get(name) != _PROBE_VALUES[match][number]:
+                    return None
+        text = next(i for i, hole in enumerate(holes) if hole[2] is None)
+        head = _matcher(block, 0, holes[:text], holes[text][0])
+        tail = _matcher(block + "\n\n", holes[text][1], holes[text + 1:], len(block) + 2)
+        return _Template(head, tail, _sink(builder, address))
+
+    def run(self, text: str, pos: int, literals: list[str]) -> int:
+        """Append the text literal of each block from ``pos`` on that is this template with other
+        literals in its holes; return the position after the last such block. The text literals
+        are checked when decoded (``_flush``); no block is copied or parsed."""
+        startswith, find, append = text.startswith, text.find, literals.append
+        cycle, cycle_match = self.cycle, self.cycle_match
+        cycle_size = len(cycle)
+        if self.head_match is None:
+            if not startswith(self.head, pos):
+                return pos
+            at = pos + len(self.head)
+        else:
+            found = self.head_match(text, pos)
+            if found is None:
+                return pos
+            at = found.end()
+        previous = -1  # where the text literal of the last event matched so far closes
+        while True:  # at: just after the opening quote of an event's text literal
+            close = find('"', at)
+            if close < 0:
                 break
-            close = literal.end() - 1
-        close += 1
-        if not startswith(tail_end, close):
+            if text[close - 1] == "\\":  # an escaped quote, or an escaped backslash before the closing one
+                string = _STRING.match(text, at - 1)
+                if string is None:
+                    break
+                close = string.end() - 1
+            close += 1
+            if cycle_match is None:  # this event's tail, then the next event's head
+                if startswith(cycle, close):
+                    append(text[at - 1 : close])
+                    previous, at = close, close + cycle_size
+                    continue
+            else:
+                found = cycle_match(text, close)
+                if found is not None:
+                    append(text[at - 1 : close])
+                    previous, at = close, found.end()
+                    continue
+            end = self._tail_end(text, close)  # the last event of the run?
+            if end >= 0:
+                append(text[at - 1 : close])
+                return end
             break
-        append(text[start:close])
-        pos = close + after
-    return pos
+        return pos if previous < 0 else self._tail_end(text, previous)  # the events before this one
+
+    def _tail_end(self, text: str, close: int) -> int:
+        """Where the event whose text literal closes at ``close`` ends, or -1 unless its tail is there."""
+        if self.tail_match is None:
+            return close + len(self.tail) if text.startswith(self.tail, close) else -1
+        found = self.tail_match(text, close)
+        return found.end() if found is not None else -1
 
 
-def _template_tail(data: str) -> str:
-    """The text after the content string of a parsed common chunk, when any content put in its
-    place becomes the chunk's content; else "" (no template)."""
-    if not data.startswith(_CONTENT_HEAD):
-        return ""
-    literal = _STRING.match(data, len(_CONTENT_HEAD))  # the chunk parsed: a string here is well formed
-    if literal is None:
-        return ""
-    tail = data[literal.end():]
-    for probe, value in _PROBES:
-        try:
-            obj = _loads(_CONTENT_HEAD + probe + tail)
-        except _JSONDecodeError:
-            return ""
-        choices = obj.get("choices") if type(obj) is dict else None
-        choice = choices[0] if type(choices) is list and len(choices) == 1 else None
-        delta = choice.get("delta") if type(choice) is dict else None
-        if type(delta) is not dict or len(delta) != 1 or delta.get("content") != value:
-            return ""
-    return tail
+def _compiled(matcher: tuple[str | None, str]) -> tuple[str, Any]:
+    """``(plain string, None)``, or ``("", pattern.match)`` when the text holds pads."""
+    plain, pattern = matcher
+    return (plain, None) if plain is not None else ("", re.compile(pattern).match)
 
 
-def _decode_literals(literals: list[str]) -> list[str] | None:
-    """Each literal's string, or ``None`` unless every literal is exactly one JSON string."""
-    joined = ",true,".join(literals)
-    if joined.count("true") != len(literals) - 1:
+def _matcher(block: str, start: int, pads: list[tuple[int, int, Any, str]], stop: int) -> tuple[str | None, str]:
+    """``block[start:stop]`` with its ``pads``: (the plain string when there are none, a pattern)."""
+    parts = []
+    for pad_start, pad_stop, match, _ in pads:
+        parts.append(re.escape(block[start:pad_start]))
+        parts.append(match.__self__.pattern)
+        start = pad_stop
+    parts.append(re.escape(block[start:stop]))
+    return (None if pads else block[start:stop]), "(?:" + ")(?:".join(parts) + ")"
+
+
+def _member_literal(block: str, at: int, name: str, match: Any) -> tuple[int, int] | None:
+    """Where the value of the last ``name`` member of the JSON from ``at`` is, when ``match`` reads
+    it there: (start, end). Which member it is, the probes check."""
+    key = '"' + name + '":'
+    place = block.rfind(key, at)
+    if place < 0:
+        return None
+    start = place + len(key)
+    value = match(block, start)
+    return (start, value.end()) if value is not None else None
+
+
+def _flush(literals: list[str], runs: list[tuple[list[str], int]]) -> bool:
+    """Decode the text literals in one ``orjson.loads`` and append them to their lists; ``False``
+    when one is not exactly one JSON string (each runs from an opening quote to the first unescaped
+    quote, so each is one string token or the decode fails)."""
+    try:
+        values = _loads("[" + ",".join(literals) + "]")
+    except _JSONDecodeError:
+        return False
+    if len(values) != len(literals):
+        return False
+    at = 0
+    for sink, count in runs:
+        sink.extend(values[at : at + count])
+        at += count
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class StreamUsage:
+    """The usage a stream carries, with the model and service tier its rebuild reports."""
+
+    usage: dict[str, Any]
+    model: str | None
+    service_tier: str | None
+
+
+def reported_stream_usage(text: str) -> StreamUsage | None:
+    """The provider's usage of a stream that carries it (the final ``include_usage`` chunk, or a
+    Responses API ``response.completed``), with the model and service tier, exactly as
+    ``rebuild_stream(text)`` gives them; ``None`` when that is not proven from the last event and
+    the first few (the caller then rebuilds the stream).
+
+    Why it is exact: the last event (before a final ``[DONE]``) is a block of its own in the general
+    path's framing (a blank line that no other newline touches on either side), so it is folded
+    last: its usage is the stream's. The model is set once, by the first event that names one,
+    which the first blocks show when folded as the general path folds them. The tier is the last
+    event's when it reports a valid one (it is folded last); else it is ``None`` only when no
+    event can hold a ``service_tier`` member (the text spells none, and has no ``\\u`` escape that
+    could spell one); otherwise this gives up.
+    """
+    if not text or text.find('"usage":{', max(0, len(text) - _TAIL_SCAN)) < 0:
+        return None  # no usage object near the end (a usage spelt otherwise is found by the rebuild)
+    text = _normalise(text)
+    end = len(text) - 2
+    if end < 1 or not text.endswith("\n\n") or text[end - 1] == "\n":
+        return None
+    last, end = _last_block(text, end)
+    if last == "data: [DONE]":
+        last, end = _last_block(text, end)
+    if last is None:
+        return None
+    if last.startswith("data: ") and "\n" not in last:
+        event_name, data = None, last[6:]
+    elif last.startswith("event: ") and last.count("\n") == 1 and last.startswith("data: ", last.index("\n") + 1):
+        event_name, data = last[7 : last.index("\n")], last[last.index("\n") + 7 :]
+    else:
         return None
     try:
-        parsed = _loads("[" + joined + "]")
+        obj = _loads(data)
     except _JSONDecodeError:
         return None
-    if len(parsed) != 2 * len(literals) - 1:
+    if type(obj) is not dict:
         return None
-    marks, strings = parsed[1::2], parsed[0::2]
-    if set(map(type, marks)) - {bool} or not all(marks) or set(map(type, strings)) - {str}:
+    if obj.get("choices") is not None or "object" in obj:  # a chunk (_Builder._chunk)
+        usage, tier = obj.get("usage"), obj.get("service_tier")
+    else:  # a Responses API event (_Builder._responses): the terminal one
+        response = obj.get("response")
+        if (obj.get("type") or event_name) not in _RESPONSES_TERMINAL or type(response) is not dict:
+            return None
+        usage, tier = response.get("usage"), response.get("service_tier")
+    if type(usage) is not dict:
         return None
-    return strings
+    if isinstance(tier, str) and tier and len(tier) <= 32:
+        tier = tier.lower()
+    elif '"service_tier"' not in text and "\\u" not in text:
+        tier = None
+    else:
+        return None
+    builder = _Builder()
+    pos = 0
+    for _ in range(4):  # the first blocks, framed and folded as _rebuild_general does
+        if builder.model is not None or pos >= end:
+            break
+        stop = text.find("\n\n", pos)
+        block = text[pos : stop if stop >= 0 else len(text)]
+        pos = stop + 2 if stop >= 0 else len(text)
+        if block.startswith("data: ") and "\n" not in block:
+            builder.feed(block[6:], None)
+        elif block:
+            _feed_block(builder, block, True)
+    if builder.model is None:
+        return None
+    return StreamUsage(usage, builder.model, tier)
+
+
+_TAIL_SCAN = 65536  # characters at the end of a stream where its carried usage is looked for
+
+
+def _last_block(text: str, end: int) -> tuple[str | None, int]:
+    """The block that ends at ``end`` (a blank line follows it) and where the one before it ends,
+    when ``split("\n\n")`` cuts it there too: the blank line before it touches no other newline."""
+    start = text.rfind("\n\n", 0, end)
+    if start < 1 or text[start - 1] == "\n" or text[start + 2] == "\n":
+        return None, -1
+    return text[start + 2 : end], start
 
 
 def _rebuild_general(text: str) -> RebuiltStream:
