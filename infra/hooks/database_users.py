@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from db.engine import make_engine
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._@-]{0,127}")
-FINANCE_OBJECTS = ("v_usage_daily", "v_chargeback_monthly", "subscriptions", "rates", "deployments")
+FINANCE_OBJECTS = ("v_usage_daily", "v_chargeback_monthly", "v_true_up_monthly", "v_bill_daily", "subscriptions", "rates")
 
 
 def quoted(name: str) -> str:

@@ -426,7 +426,21 @@ class Trickler:
 
     def _trickle(self, conn) -> None:
         try:
-            self.requests.append(conn.recv(65536).partition(b"\r\n\r\n")[2])
+            received = b""
+            while b"\r\n\r\n" not in received:  # the headers, then exactly Content-Length bytes of body
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                received += chunk
+            head, _, body = received.partition(b"\r\n\r\n")
+            length = int(next(line.split(b":", 1)[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:")))
+            while len(body) < length:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                body += chunk
+            self.requests.append(body)
             for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 10_000:
                 if self.stop.is_set():
                     return

@@ -107,7 +107,8 @@ def test_database_users_grant_what_the_function_operators_and_finance_need():
     assert "ALTER ROLE chargeback_reader ADD MEMBER [finance-reporting]" in sql
     finance = [s for s in sql if "chargeback_reader" in s and s.startswith("GRANT")]
     assert finance == [f"GRANT SELECT ON dbo.{t} TO chargeback_reader" for t in
-                       ("v_usage_daily", "v_chargeback_monthly", "subscriptions", "rates", "deployments")]
+                       ("v_usage_daily", "v_chargeback_monthly", "v_true_up_monthly", "v_bill_daily",
+                        "subscriptions", "rates")]  # the six objects the Power BI model reads
     powerbi = (ROOT / "docs" / "powerbi.md").read_text()
     assert all(s + ";" in powerbi for s in finance)                 # the grants docs/powerbi.md shows
     assert database_users.statements("id-func-x", "", "") == database_users.statements("id-func-x", "", "")[:3]
