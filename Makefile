@@ -1,4 +1,5 @@
-# Quick start:   make demo   (SQLite: migrate, import the sample rate card, replay the samples, report)
+# Quick start:   make demo   (SQLite: migrate, import the sample rate card, replay the samples, report,
+#                             reconcile with the sample bill, true the chargeback up to it)
 #                make test   (the whole suite; PostgreSQL tests run when 127.0.0.1:5432 answers)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -26,6 +27,7 @@ demo: install
 	$(BIN)/metering --db $(DB) backends import samples/backends.csv
 	$(BIN)/metering --db $(DB) bill import samples/bill-$(MONTH).focus.csv
 	$(BIN)/metering --db $(DB) reconcile --month $(MONTH)
+	$(BIN)/metering --db $(DB) true-up --month $(MONTH)
 
 test: install
 	$(BIN)/python -m pytest

@@ -25,13 +25,14 @@ def replace_backends(conn: sa.Connection, rows: Sequence[Backend]) -> int:
     for row in rows:
         conn.execute(backends.delete().where(backends.c.backend_id == row.backend_id))
         conn.execute(backends.insert().values(backend_id=row.backend_id, resource_id=row.resource_id,
-                                              region=row.region))
+                                              region=row.region, owner_subscription_id=row.owner_subscription_id))
     return len(rows)
 
 
 def load_backends(conn: sa.Connection) -> dict[str, Backend]:
     rows = conn.execute(sa.select(backends).order_by(backends.c.backend_id))
-    return {row.backend_id: Backend(row.backend_id, row.resource_id, row.region) for row in rows}
+    return {row.backend_id: Backend(row.backend_id, row.resource_id, row.region, row.owner_subscription_id)
+            for row in rows}
 
 
 def metered_backends(conn: sa.Connection, since: datetime | None, until: datetime | None) -> list[str]:
@@ -59,7 +60,7 @@ def store_bill_lines(conn: sa.Connection, lines: Sequence[BillLine], source_file
         "model": line.model, "token_kind": line.token_kind, "deployment_type": line.deployment_type,
         "quantity": line.quantity, "unit": line.unit, "tokens": line.tokens, "cost": line.cost,
         "currency": line.currency, "source_format": line.source_format, "source_file": source_file[-400:],
-        "imported_at": imported_at,
+        "imported_at": imported_at, "service_tier": line.service_tier,
     } for line in lines]
     for start in range(0, len(rows), 500):
         conn.execute(bill_lines.insert(), rows[start:start + 500])
@@ -81,15 +82,20 @@ def load_bill_lines(conn: sa.Connection, first: date, last: date) -> list[BillLi
 METERED_KEYS = ("day", "backend_id", "model", "deployment_type", "subscription", "price_status")
 
 
-def metered_usage(conn: sa.Connection, since: datetime, until: datetime) -> list[dict[str, Any]]:
+def metered_usage(conn: sa.Connection, since: datetime, until: datetime,
+                  by_usage_source: bool = False) -> list[dict[str, Any]]:
     """The period's metered tokens and cost per day × backend × model × deployment type × subscription
     × price status, per token kind the bill meters apart (``metering.price.metered_kinds.KINDS``:
     ``{kind}_tokens`` and ``{kind}_cost``, exact): the rows are summed per rate row, and each rate row's
-    audio, image and cache-write costs are taken out of the text costs they are stored in."""
+    audio, image and cache-write costs are taken out of the text costs they are stored in.
+    ``by_usage_source``: also per ``usage_source`` (the true-up tells estimated usage apart)."""
     dialect = conn.dialect.name
-    keys = [_day(dialect), u.c.backend_id, u.c.model, u.c.deployment_type, u.c.subscription_id, u.c.price_status,
-            u.c.rate_id]
-    names = (*METERED_KEYS, "rate_id")
+    keys = [_day(dialect), u.c.backend_id, u.c.model, u.c.deployment_type, u.c.subscription_id, u.c.price_status]
+    group_keys = (*METERED_KEYS, "usage_source") if by_usage_source else METERED_KEYS
+    if by_usage_source:
+        keys.append(u.c.usage_source)
+    keys.append(u.c.rate_id)
+    names = (*group_keys, "rate_id")
     tokens = {name: sa.func.coalesce(sa.func.sum(getattr(u.c, name)), 0) for name in TOKEN_SUMS}
     tokens["requests"] = sa.func.count()
     costs = {"input_cost": u.c.input_cost, "cached_input_cost": u.c.cached_input_cost, "output_cost": u.c.output_cost}
@@ -112,4 +118,11 @@ def metered_usage(conn: sa.Connection, since: datetime, until: datetime) -> list
         group["day"] = str(group["day"])[:10]
         group["subscription"] = group["subscription"] or UNMAPPED
     rates = {rate.id: rate for rate in stored_rates(conn) if rate.id is not None}
-    return split_metered(groups.values(), rates, METERED_KEYS)
+    return split_metered(groups.values(), rates, group_keys)
+
+
+def subscription_names(conn: sa.Connection, since: datetime, until: datetime) -> dict[str, str]:
+    """The name each subscription of the period's metered rows was seen with (the latest)."""
+    query = (sa.select(u.c.subscription_id, sa.func.max(u.c.subscription_name))
+             .where(*_period(since, until), u.c.subscription_id.is_not(None)).group_by(u.c.subscription_id))
+    return {row[0]: row[1] for row in conn.execute(query) if row[1]}

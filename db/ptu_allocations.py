@@ -26,3 +26,10 @@ def month_rows(conn: sa.Connection, month: str) -> list[dict[str, Any]]:
     query = (sa.select(ptu_allocations).where(ptu_allocations.c.month == month)
              .order_by(ptu_allocations.c.deployment, ptu_allocations.c.backend_id, ptu_allocations.c.subscription_id))
     return [dict(row._mapping) for row in conn.execute(query)]
+
+
+def all_rows(conn: sa.Connection) -> list[dict[str, Any]]:
+    """Every stored allocation (one row per month × cost × subscription: a small table)."""
+    query = sa.select(ptu_allocations).order_by(ptu_allocations.c.month, ptu_allocations.c.deployment,
+                                                ptu_allocations.c.subscription_id)
+    return [dict(row._mapping) for row in conn.execute(query)]

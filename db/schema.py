@@ -324,6 +324,9 @@ backends = sa.Table(
     sa.Column("backend_id", text(200), primary_key=True),
     sa.Column("resource_id", text(400), nullable=False),
     sa.Column("region", text(100)),
+    # Who pays for a bill line of this resource that no metered row explains (migration 0010); NULL:
+    # such a line stays unattributed in the true-up.
+    sa.Column("owner_subscription_id", text(200)),
 )
 
 # Azure OpenAI lines of imported Azure Cost Management exports (migration 0009, db/bill.py, `metering
@@ -352,5 +355,37 @@ bill_lines = sa.Table(
     sa.Column("source_format", sa.String(32), nullable=False),
     sa.Column("source_file", text(400)),
     sa.Column("imported_at", UtcDateTime(), nullable=False),
+    sa.Column("service_tier", sa.String(32)),  # "priority" for a priority-processing meter (migration 0010)
     sa.UniqueConstraint("day", "resource_id", "meter_name", name="uq_bill_lines_day_resource_meter"),
+)
+
+# A month's chargeback trued up to the Azure bill (migration 0010, db/true_up.py, `metering true-up`):
+# one row per subscription × bill meter (resource_id × meter), per subscription × PTU deployment
+# (rule "ptu"), and the unattributed lines (subscription_id NULL). final_charge = metered_cost +
+# ptu_cost + adjustment, whole cents; a month's final charges add up to its bill exactly.
+true_up_allocations = sa.Table(
+    "true_up_allocations",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("month", sa.String(7), nullable=False),
+    sa.Column("subscription_id", text(200)),
+    sa.Column("subscription_name", text(200)),
+    sa.Column("resource_id", text(400), nullable=False),
+    sa.Column("meter", text(400), nullable=False),
+    sa.Column("meter_name", text(400)),
+    sa.Column("model", text(200)),
+    sa.Column("token_kind", sa.String(32)),
+    sa.Column("deployment_type", sa.String(32)),
+    sa.Column("service_tier", sa.String(32)),
+    sa.Column("tokens", sa.BigInteger(), nullable=False),
+    sa.Column("metered_cost", money(), nullable=False),
+    sa.Column("ptu_cost", money(), nullable=False),
+    sa.Column("adjustment", money(), nullable=False),
+    sa.Column("final_charge", money(), nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("rule", sa.String(32), nullable=False),
+    sa.Column("reason", text(1000)),
+    sa.Column("computed_at", UtcDateTime(), nullable=False),
+    sa.UniqueConstraint("month", "subscription_id", "resource_id", "meter", name="uq_true_up_allocations_line"),
+    sa.Index("ix_true_up_allocations_month", "month"),
 )

@@ -15,12 +15,12 @@ from collections.abc import Sequence
 
 from metering.cli import (
     backends, batch, bill, budgets, consume, database, export, mappings, ptu, quarantine, rates, reconcile, replay,
-    report, reprice,
+    report, reprice, true_up,
 )
 from metering.cli.common import FetchFailed, UsageError
 
-COMMAND_GROUPS = (database, replay, consume, rates, mappings, backends, bill, reconcile, reprice, report, ptu, export,
-                  quarantine, batch, budgets)
+COMMAND_GROUPS = (database, replay, consume, rates, mappings, backends, bill, reconcile, true_up, reprice, report, ptu,
+                  export, quarantine, batch, budgets)
 
 
 def _version() -> str:

@@ -32,7 +32,9 @@ def cmd_backends_import(args: argparse.Namespace) -> int:
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     backends = commands.add_parser("backends", help="APIM backend → Azure OpenAI resource (for the bill)")
     actions = backends.add_subparsers(dest="backends_command", required=True, metavar="ACTION")
-    backends_import = actions.add_parser("import", help="import a CSV: backend_id,resource_id,region")
+    backends_import = actions.add_parser("import", help="import a CSV: backend_id,resource_id,region"
+                                        "[,owner_subscription_id]")
     backends_import.add_argument("file", metavar="FILE", help="CSV with header backend_id,resource_id,region "
-                                 "(resource_id: the account's ARM id)")
+                                 "(resource_id: the account's ARM id; optional owner_subscription_id: who the true-up charges "
+                                 "for the resource's bill lines that no metered row explains)")
     backends_import.set_defaults(handler=cmd_backends_import)

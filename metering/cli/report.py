@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from metering.cli.common import (
     UsageError, migrated_engine, out, output_format, refused, period, read_text, reports_extra, write_file,
 )
+from metering.cli.true_up import stored_true_up
 from metering.finance.report.options import BINARY_FORMATS, DEFAULT_DIMENSIONS, DIMENSIONS, FORMATS
 
 TRUE_UP_DIMENSIONS = ("month", "business_unit", "cost_center", "subscription")
@@ -34,19 +35,13 @@ def ptu_costs(path: str) -> list[PtuCost]:
         raise refused("--ptu-costs not usable", exc) from None
 
 
-def bill_true_up(conn: Any, month: str, include_capacity: bool) -> dict[str, Decimal]:
-    """Each subscription's true-up for the month (``metering.finance.reconcile.compare.true_up``); a month
-    without imported bill lines is bad input, not a silent zero."""
-    from metering.cli.reconcile import month_reconciliation
-    from metering.finance.reconcile.compare import true_up
+def stored_ptu(conn: Any) -> list[dict[str, Any]]:
+    """Stored PTU allocations (``metering ptu allocate``), which a report includes by default."""
+    import sqlalchemy as sa
 
-    result, metered, backends = month_reconciliation(conn, month)
-    if not any(cell.billed_cost or cell.billed_quantity for cell in result.cells):
-        raise UsageError(f"--true-up: no bill lines for {month}; import the month's Cost Management export with "
-                         "`metering bill import` first")
-    if result.currency_mismatch:
-        raise UsageError(f"--true-up: {result.notes[-1]}; no total can add them")
-    return true_up(result, metered, backends, include_capacity=include_capacity)
+    from db.ptu_allocations import all_rows
+
+    return all_rows(conn) if sa.inspect(conn).has_table("ptu_allocations") else []
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -68,11 +63,15 @@ def cmd_report(args: argparse.Namespace) -> int:
         if "subscription" not in dimensions or any(d not in TRUE_UP_DIMENSIONS for d in dimensions):
             raise UsageError("--true-up needs --by with subscription (optionally month, business_unit, cost_center): "
                              "the true-up is an amount per subscription")
+        if costs is not None:
+            raise UsageError("--true-up shows the stored true-up, whose PTU share comes from `metering ptu allocate` "
+                             "(or the bill's capacity lines): leave out --ptu-costs")
     engine = migrated_engine(args)
     with engine.connect() as conn:
         try:
-            amounts = bill_true_up(conn, args.month, costs is None) if args.true_up else None
-            report = build_report(conn, report_period, dimensions, costs, charts=fmt == "html", true_up=amounts)
+            rows = stored_true_up(conn, report_period.label) if args.true_up else None
+            report = build_report(conn, report_period, dimensions, costs, charts=fmt == "html", true_up=rows,
+                                  stored_ptu=stored_ptu(conn) if costs is None and not args.true_up else None)
         except MixedCurrencyError as exc:
             raise UsageError(f"report not written: {exc}") from None
         if fmt == "html" and report_period.since is not None and report_period.until is not None:
@@ -104,8 +103,9 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     report.add_argument("--format", choices=FORMATS, help="table, csv, json, xlsx, parquet, html (xlsx and parquet need --output); "
                         "default: the --output file's extension, else table")
     report.add_argument("--output", metavar="FILE", help="write to FILE instead of standard output")
-    report.add_argument("--ptu-costs", metavar="FILE", help="CSV deployment,backend_id,month,monthly_cost,currency: allocate PTU capacity cost by tokens")
+    report.add_argument("--ptu-costs", metavar="FILE", help="CSV deployment,backend_id,month,monthly_cost,currency: allocate PTU capacity cost by tokens "
+                        "(default: the allocations `metering ptu allocate` stored, when grouped by subscription)")
     report.add_argument("--true-up", action="store_true",
-                        help="add true_up per subscription: the imported Azure bill's difference to the metered cost, "
-                        "spread by token share in whole cents, so total_charge equals the bill (needs --month)")
+                        help="show the month's stored true-up (`metering true-up`): per subscription the metered cost, "
+                        "PTU share, adjustment and final charge, whole cents that add up to the bill (needs --month)")
     report.set_defaults(handler=cmd_report)

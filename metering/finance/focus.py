@@ -279,10 +279,15 @@ def _priced(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def subaccount_id(subscription: str | None) -> str | None:
+    """The SubAccountId a subscription's rows carry (None for rows of no subscription)."""
+    return _subaccount(subscription, None, {})[0]
+
+
 def _subaccount(subscription: str | None, name: str | None,
                 subscriptions: Mapping[str, Mapping[str, Any]]) -> tuple[str | None, str | None]:
     """(SubAccountId, SubAccountName): one name per id (the subscription's latest name, else its id)."""
-    if not subscription or subscription == "(unmapped)":
+    if not subscription or subscription in ("(unmapped)", "(unattributed)"):
         return None, None
     known = subscriptions.get(subscription, {}).get("subscription_name")
     return subscription, known or name or subscription
@@ -487,9 +492,9 @@ def true_up_records(
     ctx: FocusContext,
     subscriptions: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """One ``Adjustment`` row per subscription with a true-up (``metering.finance.reconcile.compare.true_up``):
-    its whole-cent share of what the Azure bill charged beyond (or short of) the metered cost, so that
-    the export's BilledCost adds up to the bill."""
+    """One ``Adjustment`` row per subscription with a true-up (``metering true-up``, stored): what
+    makes the subscription's BilledCost its final charge — its share of each billed meter's difference
+    to the metered cost — so that the export's BilledCost adds up to the bill."""
     common = _common(ctx)
     subscriptions = subscriptions or {}
     start, end = ctx.billing_period
@@ -499,13 +504,16 @@ def true_up_records(
             continue
         info = subscriptions.get(subscription, {})
         subaccount_id, subaccount_name = _subaccount(subscription, None, subscriptions)
+        unattributed = subscription == "(unattributed)"
         out.append(_priced(common | {
             "BilledCost": amount, "EffectiveCost": amount, "ListCost": amount, "ContractedCost": amount,
             "BillingCurrency": ctx.currency,
             "ChargeCategory": "Adjustment",
             "ChargePeriodStart": start, "ChargePeriodEnd": end,
-            "ChargeDescription": f"True-up to the Azure bill, {ctx.month}: this subscription's share "
-                                 "of each billed meter's difference to the metered cost, by tokens",
+            "ChargeDescription": (f"Azure bill lines of {ctx.month} no subscription is charged for (resources no "
+                                  "backend maps to)" if unattributed else
+                                  f"True-up to the Azure bill, {ctx.month}: this subscription's share of each billed "
+                                  "meter's difference to the metered cost (metering true-up)"),
             "ChargeFrequency": "Recurring",
             "ConsumedQuantity": None, "ConsumedUnit": None,
             "PricingQuantity": Decimal(1), "PricingUnit": "Months", "PricingCategory": "Other",
@@ -515,8 +523,8 @@ def true_up_records(
             "SubAccountId": subaccount_id,
             "SubAccountName": subaccount_name,
             "Tags": _tags(info.get("business_unit"), info.get("cost_center")),
-            "x_BusinessUnit": info.get("business_unit") or "(unmapped)",
-            "x_CostCenter": info.get("cost_center") or "(unmapped)",
+            "x_BusinessUnit": info.get("business_unit") or ("(unattributed)" if unattributed else "(unmapped)"),
+            "x_CostCenter": info.get("cost_center") or ("(unattributed)" if unattributed else "(unmapped)"),
             "x_Backend": None, "x_Deployment": None, "x_DeploymentType": None, "x_Model": None, "x_TokenKind": None,
             "x_Requests": None, "x_EstimatedTokens": None, "x_EstimatedShare": None,
             "x_PriceStatus": "trued_up", "x_ChargeSource": "bill_true_up", "x_AllocationShare": None,

@@ -25,6 +25,8 @@ class Backend:
     backend_id: str
     resource_id: str
     region: str | None
+    # who pays for a bill line of the resource that no metered row explains (the true-up); None: nobody
+    owner_subscription_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -244,23 +244,38 @@ def test_reimport_and_newer_month_to_date_export_never_double(capsys, db, tmp_pa
     assert len(costs) == 8 and sum(costs) == BILLED
 
 
+def _true_up(capsys, db: str) -> str:
+    code, out, err = run(capsys, "--db", db, "true-up", "--month", "2026-10")
+    assert code == 0, err
+    return out
+
+
 def test_true_up_makes_the_chargeback_equal_the_bill_to_the_cent(capsys, db, tmp_path):
     _import_all(capsys, db, tmp_path, focus_csv(CHARGES, "1.2-preview"))
     code, plain, _ = run(capsys, "--db", db, "report", "--month", "2026-10", "--by", "subscription", "--format", "json")
     assert code == 0 and "true_up" not in plain  # without --true-up nothing changes
+    code, _, err = run(capsys, "--db", db, "report", "--month", "2026-10", "--by", "subscription", "--true-up")
+    assert code == 2 and "metering true-up --month 2026-10" in err  # nothing stored yet: said, not a silent zero
+    stored = _true_up(capsys, db)
+    assert "trued-up chargeback 6.56 USD = Azure bill 6.56 USD" in stored
     code, out, err = run(capsys, "--db", db, "report", "--month", "2026-10", "--by", "subscription", "--format", "json",
                          "--true-up")
     assert code == 0, err
     document = json.loads(out)
     rows = {row["subscription"]: row for row in document["rows"]}
-    true_ups = {sub: Decimal(row["true_up"]) for sub, row in rows.items()}
-    assert all(amount == amount.quantize(Decimal("0.01")) for amount in true_ups.values())
-    assert sum(true_ups.values()) == Decimal("2.48")  # round(6.56 billed) − round(4.075 metered)
-    assert true_ups["sub-legal"] > Decimal("0.15")  # its unpriced tokens, and a share of capacity
-    reconciled = sum(Decimal(row["total_charge"]) for row in rows.values()) - Decimal("0.035")  # less the unmapped backend
-    assert reconciled.quantize(Decimal("0.01")) == BILLED
+    charges = {sub: Decimal(row["total_charge"]) for sub, row in rows.items()}
+    assert all(amount == amount.quantize(Decimal("0.01")) for amount in charges.values())
+    assert sum(charges.values()) == BILLED
+    for row in rows.values():
+        assert Decimal(row["cost"]) + Decimal(row["ptu_cost"]) + Decimal(row["true_up"]) == Decimal(row["total_charge"])
+    # sub-legal's gpt-4o-mini tokens have no card rate: the bill's 0.15 for them is its charge
+    assert charges["sub-legal"] >= Decimal("0.15")
+    # the provisioned hours: no provisioned usage, no owner: on their own line, nobody charged for them
+    assert charges["(unattributed)"] == Decimal("2.00")
+    assert document["true_up"] == {"bill": "6.56", "metered": str(document["true_up"]["metered"]),
+                                   "ptu": "0.00", "adjustment": document["true_up"]["adjustment"]}
     code, table, _ = run(capsys, "--db", db, "report", "--month", "2026-10", "--by", "subscription", "--true-up")
-    assert code == 0 and "true up" in table
+    assert code == 0 and "true up" in table and "(rounding)" not in table
 
 
 def test_bad_input_is_a_one_line_message(capsys, db, tmp_path):
@@ -418,20 +433,23 @@ def test_the_sample_bill_reconciles_with_the_demo_capture(capsys, sqlite_url):
     assert rows["gpt-4o-audio-preview-2024-12-17 audio_output global"]["explanation"] == "matches"
     assert (rows["gpt-5.6 cache_write global priority"]["billed_quantity"], rows["gpt-image-1 image_output global"]["billed_quantity"],
             rows["gpt-4o-transcribe audio_input global"]["metered_quantity"]) == (6_144, 4_160, 1_250)
+    by_resource = _reconcile_json(capsys, sqlite_url, "resource")["rows"]
+    unmapped = sum(Decimal(row["metered_cost"]) for row in by_resource if row["resource"] == "(unmapped backend)")
+    assert unmapped > 0  # a request without a backend id: not on the bill, taken out of the true-up (and said)
+    stored = _true_up(capsys, sqlite_url)
+    billed = Decimal(total["billed_cost"]).quantize(Decimal("0.01"))
+    assert f"trued-up chargeback {billed} USD = Azure bill {billed} USD" in stored.splitlines()[-1]
     code, out, err = run(capsys, "--db", sqlite_url, "report", "--month", "2026-10", "--by", "subscription",
                          "--format", "json", "--true-up")
     assert code == 0, err
-    charged = json.loads(out)["total"]["total_charge"]
-    by_resource = _reconcile_json(capsys, sqlite_url, "resource")["rows"]
-    unmapped = sum(Decimal(row["metered_cost"]) for row in by_resource if row["resource"] == "(unmapped backend)")
-    assert unmapped > 0  # a request without a backend id: not reconciled, not trued up
-    assert (Decimal(charged) - unmapped).quantize(Decimal("0.01")) == Decimal(total["billed_cost"]).quantize(Decimal("0.01"))
+    assert Decimal(json.loads(out)["total"]["total_charge"]) == billed
 
 
 def test_focus_export_with_true_up_adds_up_to_the_bill(capsys, db, tmp_path):
     from metering.finance.focus import MANDATORY, NULLABLE_MANDATORY
 
     _import_all(capsys, db, tmp_path, focus_csv(CHARGES))
+    _true_up(capsys, db)
     output = tmp_path / "focus.csv"
     code, out, err = run(capsys, "--db", db, "export", "focus", "--month", "2026-10", "--output", str(output), "--true-up")
     assert code == 0, err
@@ -439,16 +457,19 @@ def test_focus_export_with_true_up_adds_up_to_the_bill(capsys, db, tmp_path):
 
     rows = list(csv.DictReader(output.open(encoding="utf-8")))
     adjustments = [row for row in rows if row["ChargeCategory"] == "Adjustment"]
-    assert {row["SubAccountId"] for row in adjustments} == {"sub-finance", "sub-care", "sub-legal"}
-    assert sum(Decimal(row["BilledCost"]) for row in adjustments) == Decimal("2.48")
+    assert {row["SubAccountId"] for row in adjustments} == {"sub-finance", "sub-care", "sub-legal", ""}
     assert all(row[column] for row in adjustments for column in MANDATORY if column not in NULLABLE_MANDATORY)
-    total = sum(Decimal(row["BilledCost"]) for row in rows) - Decimal("0.035")  # less the unmapped backend
-    assert total.quantize(Decimal("0.01")) == BILLED
+    assert sum(Decimal(row["BilledCost"]) for row in rows) == BILLED
+    per_subscription: dict[str, Decimal] = {}
+    for row in rows:
+        per_subscription[row["SubAccountId"]] = per_subscription.get(row["SubAccountId"], Decimal(0)) + Decimal(row["BilledCost"])
+    assert all(amount == amount.quantize(Decimal("0.01")) for amount in per_subscription.values())
 
 
-def test_true_up_leaves_resources_outside_the_export_as_metered(capsys, db, tmp_path):
+def test_true_up_takes_out_usage_the_bill_does_not_cover_and_says_so(capsys, db, tmp_path):
     """A resource whose Azure subscription the export does not cover has no bill line: its usage is
-    listed in the data quality, and never trued up to zero."""
+    not on this bill, so the true-up (which adds up to this bill) takes it out and says why; the
+    reconciliation lists it in the data quality."""
     other = ("/subscriptions/9a8b7c6d-1111-4222-8333-444455556666/resourceGroups/rg-other/providers/"
              "Microsoft.CognitiveServices/accounts/aoai-eastus2")
     seed(db)
@@ -458,10 +479,12 @@ def test_true_up_leaves_resources_outside_the_export_as_metered(capsys, db, tmp_
     assert run(capsys, "--db", db, "bill", "import", _write(tmp_path, "bill.csv", focus_csv(CHARGES)))[0] == 0
     report = _reconcile_json(capsys, db)
     assert report["data_quality"]["resources_without_bill"] == [other.lower()]
+    stored = _true_up(capsys, db)
+    assert f"resource {other.lower()} has no line on this bill" in stored
     code, out, _ = run(capsys, "--db", db, "report", "--month", "2026-10", "--by", "subscription", "--format", "json",
                        "--true-up")
-    true_ups = {row["subscription"]: Decimal(row["true_up"]) for row in json.loads(out)["rows"]}
-    assert sum(true_ups.values()) == Decimal("2.48")  # as without that resource: its 0.035 stays as metered
+    charges = {row["subscription"]: Decimal(row["total_charge"]) for row in json.loads(out)["rows"]}
+    assert sum(charges.values()) == BILLED
 
 
 def test_a_bill_in_another_currency_than_the_card_is_never_trued_up(capsys, db, tmp_path):
@@ -469,7 +492,7 @@ def test_a_bill_in_another_currency_than_the_card_is_never_trued_up(capsys, db, 
     _import_all(capsys, db, tmp_path, euro)
     code, out, _ = run(capsys, "--db", db, "reconcile", "--month", "2026-10")
     assert code == 0 and "the bill is in EUR and the metered cost in USD" in out
-    code, _, err = run(capsys, "--db", db, "report", "--month", "2026-10", "--by", "subscription", "--true-up")
+    code, _, err = run(capsys, "--db", db, "true-up", "--month", "2026-10")
     assert code == 2 and "EUR" in err
 
 

@@ -1,7 +1,7 @@
 """The Power BI project in powerbi/ is well-formed as Power BI Desktop reads it: every JSON file
 (.pbip, .platform, definition.pbir/.pbism, report, pages, visuals) validates against the Microsoft
 schema its ``$schema`` names (copies in tests/powerbi/schemas/, validated offline), the files
-point at each other, and the report has its four pages."""
+point at each other, the report has its five pages, and every visual has alternative text."""
 
 from __future__ import annotations
 
@@ -105,4 +105,14 @@ def test_pages_and_visuals_are_named_as_their_folders():
         assert visuals, folder
         for path, visual in zip(sorted((pages_dir / folder / "visuals").glob("*/visual.json")), visuals):
             assert visual["name"] == path.parent.name
-    assert displays == ["Chargeback by business unit and month", "Trend", "Models", "Data quality"]
+    assert displays == ["Chargeback by business unit and month", "Bill vs chargeback", "Trend", "Models", "Data quality"]
+
+
+def test_every_visual_has_alternative_text():
+    """A screen reader reads a visual's alt text (Format → General → Alt text); none may be empty."""
+    visuals = sorted(REPORT.glob("definition/pages/*/visuals/*/visual.json"))
+    assert visuals
+    for path in visuals:
+        general = load(path)["visual"].get("visualContainerObjects", {}).get("general", [{}])
+        text = general[0].get("properties", {}).get("altText", {}).get("expr", {}).get("Literal", {}).get("Value", "")
+        assert len(text.strip("'")) >= 20, f"{path.relative_to(ROOT)}: no alt text"

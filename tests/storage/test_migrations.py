@@ -14,9 +14,9 @@ from db.store import existing_request_ids_statement
 
 TABLES = {
     "usage_records", "rates", "deployments", "subscriptions", "quarantine", "batch_jobs", "budgets", "budget_alerts",
-    "backends", "bill_lines",
+    "backends", "bill_lines", "ptu_allocations", "true_up_allocations",
 }
-VIEWS = {"v_usage_daily", "v_chargeback_monthly"}
+VIEWS = {"v_usage_daily", "v_chargeback_monthly", "v_true_up_monthly", "v_bill_daily"}
 
 
 def test_upgrade_creates_tables_and_views_and_is_repeatable(db_url):

@@ -39,7 +39,7 @@ from typing import Any
 from metering.price.meters import CAPACITY, NO_RESOURCE, Backend, BillLine, coverage
 from metering.price.retail_prices import ACCEPTED_SERVICES, OPENAI_PRODUCT_PREFIX, parse_meter
 
-BACKENDS_HEADER = ("backend_id", "resource_id", "region")
+BACKENDS_HEADER = ("backend_id", "resource_id", "region", "owner_subscription_id")
 # An Azure OpenAI / AI Services account, as Azure spells its ARM id (compared case-insensitively).
 ARM_ACCOUNT_ID = re.compile(
     r"^/subscriptions/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
@@ -56,7 +56,9 @@ class BillError(ValueError):
 
 
 def parse_backends_csv(text: str, source: str = "backends CSV") -> list[Backend]:
-    """``backend_id,resource_id,region`` (columns in any order; ``region`` may be empty). A column not
+    """``backend_id,resource_id,region[,owner_subscription_id]`` (columns in any order; ``region`` and the
+    optional owner — the subscription the true-up charges for the resource's bill lines that no metered
+    row explains — may be empty). A column not
     in the header list, a bad ARM id or a backend listed twice is bad input, each with its line."""
     rows = list(csv.reader(io.StringIO(text.lstrip("\ufeff"))))
     while rows and not any(cell.strip() for cell in rows[-1]):
@@ -67,7 +69,8 @@ def parse_backends_csv(text: str, source: str = "backends CSV") -> list[Backend]
     unknown = [name for name in header if name not in BACKENDS_HEADER]
     missing = [name for name in BACKENDS_HEADER[:2] if name not in header]
     if unknown or missing or len(set(header)) != len(header):
-        raise BillError(f"{source}: line 1: header must be {','.join(BACKENDS_HEADER)}"
+        raise BillError(f"{source}: line 1: header must be {','.join(BACKENDS_HEADER[:3])} (optionally "
+                        f"{BACKENDS_HEADER[3]})"
                         + (f" (unknown column(s): {', '.join(unknown)})" if unknown else "")
                         + (f" (missing: {', '.join(missing)})" if missing else ""))
     errors: list[str] = []
@@ -91,7 +94,11 @@ def parse_backends_csv(text: str, source: str = "backends CSV") -> list[Backend]
         if problems:
             errors.append(f"{source}: line {number}: " + "; ".join(problems))
             continue
-        backends[backend_id] = Backend(backend_id, resource_id.lower(), values.get("region") or None)
+        owner = values.get("owner_subscription_id") or None
+        if owner is not None and len(owner) > 200:
+            errors.append(f"{source}: line {number}: owner_subscription_id is longer than 200 characters")
+            continue
+        backends[backend_id] = Backend(backend_id, resource_id.lower(), values.get("region") or None, owner)
     if errors:
         raise BillError("\n".join(errors))
     return list(backends.values())

@@ -26,6 +26,8 @@ from db import queries
 from db.bill import load_backends
 from metering.finance.report.options import Period
 from metering.finance.capacity import PtuCost, allocate_ptu, by_subscription
+from metering.finance.reconcile.true_up import headline as true_up_headline
+from metering.finance.reconcile.true_up import headline_text as true_up_headline_text
 
 CENT = Decimal("0.01")
 MEASURE_COLUMNS = (
@@ -161,7 +163,15 @@ def cost_status(counts: dict[str, Any]) -> str:
     return "partial" if priced > 0 else "unknown"
 
 
-def request_partition(counts: dict[str, Any]) -> tuple[int, int, int]:
+def requests_sentence(counts: Mapping[str, Any]) -> str:
+    """The one wording of the request split every format uses: "not billable" is every request with
+    no per-token charge (PTU and throttled or failed), as ``not_billable_requests`` counts it."""
+    payg, provisioned, failed = request_partition(counts)
+    return (f"{payg:,} billable pay-as-you-go, {provisioned + failed:,} not billable per token "
+            f"({provisioned:,} PTU, {failed:,} throttled or failed)")
+
+
+def request_partition(counts: Mapping[str, Any]) -> tuple[int, int, int]:
     """Requests split without overlap: (billable pay-as-you-go, provisioned (PTU), not billable
     (throttled, failed)). Every PTU request is ``not_billable`` per token, so it is taken out of
     that count rather than counted twice."""
@@ -200,6 +210,12 @@ def add_ptu(frame: pd.DataFrame, dimensions: tuple[str, ...], allocations: Seque
         key = tuple("" if v is None else str(v) for v in item.group)
         amounts[key] += item.amount
         currencies.setdefault(key, item.cost.currency)
+    return add_ptu_amounts(frame, dimensions, amounts, currencies)
+
+
+def add_ptu_amounts(frame: pd.DataFrame, dimensions: tuple[str, ...], amounts: Mapping[tuple[str, ...], Decimal],
+                    currencies: Mapping[tuple[str, ...], str]) -> pd.DataFrame:
+    """``add_ptu`` for amounts already summed per group key (the dimension values as text)."""
     keys = [tuple(record) for record in frame[list(dimensions)].itertuples(index=False, name=None)] if dimensions \
         else [()] * len(frame)
     missing = [key for key in amounts if key not in set(keys)]
@@ -218,37 +234,112 @@ def add_ptu(frame: pd.DataFrame, dimensions: tuple[str, ...], allocations: Seque
 TRUE_UP_DIMENSIONS = ("month", "business_unit", "cost_center", "subscription")
 
 
-def add_true_up(frame: pd.DataFrame, dimensions: tuple[str, ...], amounts: Mapping[str, Decimal]) -> pd.DataFrame:
-    """Add ``true_up`` (each subscription's whole-cent share of what the bill charged beyond, or short
-    of, the metered cost; ``metering.finance.reconcile.compare.true_up``) and add it to ``total_charge``.
+UNATTRIBUTED = "(unattributed)"  # the true-up's line for bill lines no subscription is charged for
 
-    The grouping must be per subscription (it may add month, business unit or cost center, which a
-    subscription determines), so that each row carries exactly its subscription's true-up. A
-    subscription without metered rows (``(unallocated)``) gets a row of its own."""
+
+def true_up_by_subscription(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Decimal]]:
+    """The stored true-up (``db.true_up.month_rows``) per subscription (``(unattributed)`` for the
+    line of no subscription): metered cost, PTU cost, adjustment and final charge, exact."""
+    out: dict[str, dict[str, Decimal]] = {}
+    for row in rows:
+        key = row["subscription_id"] if row["subscription_id"] is not None else UNATTRIBUTED
+        entry = out.setdefault(key, {name: Decimal(0) for name in ("metered_cost", "ptu_cost", "adjustment",
+                                                                     "final_charge")})
+        for name in entry:
+            entry[name] += row[name]
+    for entry in out.values():
+        entry["final_charge"] = entry["final_charge"].quantize(CENT)  # whole cents already: one scale on every engine
+    return out
+
+
+def add_true_up(frame: pd.DataFrame, dimensions: tuple[str, ...], rows: Sequence[Mapping[str, Any]],
+                info: Mapping[str, Mapping[str, Any]], month: str) -> tuple[pd.DataFrame, list[str]]:
+    """The stored true-up on a per-subscription frame: ``cost`` (metered), ``ptu_cost``, ``true_up``
+    (the adjustment) and ``total_charge`` (the final charge, whole cents that add up to the bill) are
+    the stored figures, so that every format shows the same numbers. A subscription of the true-up
+    without usage rows, and the unattributed line, get rows of their own. Returns the frame and notes
+    (usage that changed since the true-up was stored)."""
     if "subscription" not in dimensions or any(d not in TRUE_UP_DIMENSIONS for d in dimensions):
         raise ValueError("--true-up needs --by with subscription, optionally month, business_unit or cost_center")
-    if not has_ptu(frame):
-        frame = add_ptu(frame, dimensions, [])
-    subscriptions = list(frame["subscription"])
-    missing = [s for s, amount in amounts.items() if s not in subscriptions and amount]
+    stored = true_up_by_subscription(rows)
+    currency = next((row["currency"] for row in rows), None)
+    frame = add_ptu(frame, dimensions, []) if not has_ptu(frame) else frame
+    present = set(frame["subscription"])
+    missing = [s for s in stored if s not in present]
     if missing:
-        extra = to_frame([{**{d: queries.UNMAPPED if d != "subscription" else s for d in dimensions},
-                           "currency": None} for s in missing], dimensions)
+        def value(dimension: str, subscription: str) -> str:
+            if dimension == "subscription":
+                return subscription
+            if dimension == "month":
+                return month
+            if subscription == UNATTRIBUTED:
+                return UNATTRIBUTED
+            return (info.get(subscription, {}).get(dimension) or queries.UNMAPPED)
+
+        extra = to_frame([{**{d: value(d, s) for d in dimensions}, "currency": currency} for s in missing], dimensions)
         extra = add_ptu(extra, dimensions, [])
         frame = sort_frame(pd.concat([frame, extra], ignore_index=True) if len(frame) else extra, dimensions)
-        subscriptions = list(frame["subscription"])
     frame = frame.copy()
-    seen: set[str] = set()
-    values = []
-    for subscription in subscriptions:  # a subscription on two rows (two months) is trued up once
-        values.append(Decimal(0) if subscription in seen else amounts.get(subscription, Decimal(0)))
-        seen.add(subscription)
-    frame["true_up"] = object_series(frame, values)
-    totals = [charge(c, p) for c, p in zip(frame["cost"], frame["ptu_cost"])]
-    frame["total_charge"] = object_series(frame, [t + u if t is not None else (u or None)
-                                                  for t, u in zip(totals, frame["true_up"])])
+    notes = []
+    costs, ptu, adjustments, finals = [], [], [], []
+    for subscription, cost in zip(frame["subscription"], frame["cost"]):
+        entry = stored.get(subscription)
+        if entry is None:
+            entry = {"metered_cost": known(cost), "ptu_cost": Decimal(0), "final_charge": Decimal(0)}
+            entry["adjustment"] = -entry["metered_cost"]
+        if known(cost) != entry["metered_cost"] and subscription != UNATTRIBUTED:
+            notes.append(f"{subscription}: metered {money(known(cost))} now, {money(entry['metered_cost'])} when the "
+                         f"true-up was stored; run `metering true-up --month {month}` again")
+        costs.append(entry["metered_cost"])
+        ptu.append(entry["ptu_cost"])
+        adjustments.append(entry["adjustment"])
+        finals.append(entry["final_charge"])
+    frame["cost"] = object_series(frame, costs)
+    frame[COST_STATUS] = object_series(frame, ["complete" if s in stored else status
+                                               for s, status in zip(frame["subscription"], frame[COST_STATUS])])
+    frame["currency"] = object_series(frame, [c if isinstance(c, str) else currency for c in frame["currency"]])
+    frame["ptu_cost"] = object_series(frame, ptu)
+    frame["true_up"] = object_series(frame, adjustments)
+    frame["total_charge"] = object_series(frame, finals)
     columns = [c for c in frame.columns if c not in ("true_up", "total_charge")] + ["true_up", "total_charge"]
-    return frame[columns]
+    return frame[columns], notes
+
+
+def stored_ptu_amounts(rows: Sequence[Mapping[str, Any]], dimensions: tuple[str, ...],
+                       info: Mapping[str, Mapping[str, Any]]) -> tuple[dict[tuple[str, ...], Decimal], dict[tuple[str, ...], str]]:
+    """Stored PTU allocations (``ptu_allocations``) summed per group of ``dimensions`` (each one a
+    subscription determines: month, business unit, cost center, subscription)."""
+    amounts: dict[tuple[str, ...], Decimal] = defaultdict(Decimal)
+    currencies: dict[tuple[str, ...], str] = {}
+    for row in rows:
+        subscription = row["subscription_id"] or UNALLOCATED_PTU
+        known_info = info.get(subscription, {})
+        values = {"month": row["month"], "subscription": subscription,
+                  "business_unit": known_info.get("business_unit") or (queries.UNMAPPED if row["subscription_id"]
+                                                                        else UNALLOCATED_PTU),
+                  "cost_center": known_info.get("cost_center") or (queries.UNMAPPED if row["subscription_id"]
+                                                                    else UNALLOCATED_PTU)}
+        key = tuple(values[d] for d in dimensions)
+        amounts[key] += row["allocated_cost"]
+        currencies.setdefault(key, row["currency"])
+    return amounts, currencies
+
+
+UNALLOCATED_PTU = "(unallocated)"
+
+
+def stored_ptu_parts(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Stored PTU allocations as the report's PTU section lists them (``capacity.by_subscription``)."""
+    totals: dict[tuple[str, str], int] = defaultdict(int)
+    for row in rows:
+        totals[(row["month"], row["deployment"])] += int(row["tokens"])
+    return [{"month": row["month"], "deployment": row["deployment"], "kind": "provisioned",
+             "backend_id": row["backend_id"] or "", "subscription": row["subscription_id"] or UNALLOCATED_PTU,
+             "requests": int(row["requests"]), "tokens": int(row["tokens"]),
+             "token_share": (Decimal(int(row["tokens"])) / totals[(row["month"], row["deployment"])]
+                             if totals[(row["month"], row["deployment"])] else Decimal(0)),
+             "ptu_cost": row["allocated_cost"], "currency": row["currency"], "monthly_cost": row["monthly_cost"]}
+            for row in rows]
 
 
 def charge(cost: Decimal | None, ptu_cost: Decimal) -> Decimal | None:
@@ -349,6 +440,8 @@ class Report:
     charts: dict[str, pd.DataFrame] = field(default_factory=dict)
     # Spend anomalies of the period for the HTML report ((rows, rule), metering.finance.budgets.service).
     anomalies: tuple[list[dict[str, Any]], str] | None = None
+    # With the stored true-up: bill, metered, ptu, adjustment (whole cents; true_up.headline)
+    true_up: dict[str, Decimal] | None = None
 
     @property
     def total(self) -> dict[str, Any]:
@@ -366,10 +459,13 @@ def build_report(
     ptu_costs: Sequence[PtuCost] | None = None,
     charts: bool = False,
     now: datetime | None = None,
-    true_up: Mapping[str, Decimal] | None = None,
+    true_up: Sequence[Mapping[str, Any]] | None = None,
+    stored_ptu: Sequence[Mapping[str, Any]] | None = None,
 ) -> Report:
     """Query and assemble a report. ``ptu_costs``: the PTU cost config (None: no PTU section);
-    ``charts``: also gather the fixed breakdowns the HTML report draws."""
+    ``charts``: also gather the fixed breakdowns the HTML report draws; ``true_up``: the month's
+    stored true-up (``db.true_up.month_rows``), whose figures the report then shows; ``stored_ptu``:
+    stored PTU allocations (``ptu_allocations``), included when neither of the others is given."""
     notes: list[str] = []
     included: list[PtuCost] | None = None
     if ptu_costs is not None:
@@ -378,11 +474,45 @@ def build_report(
             notes.append(f"PTU cost of {cost.label} ({money(cost.monthly_cost)} {cost.currency}) is not included: "
                          "the period covers only part of that month; report whole months to allocate it.")
     frame, allocations = grouped_frame(conn, period, dimensions, included)
+    info = {row["subscription"]: row for row in queries.subscription_info(conn)}
+    by_subscription_frame, sub_allocations = grouped_frame(conn, period, ("business_unit", "subscription"), included)
+    figures = None
+    stored_parts = None
     if true_up is not None:
-        frame = add_true_up(frame, dimensions, true_up)
-        notes.append(f"true-up: {money(sum(true_up.values(), Decimal(0)))} spread over subscriptions by their share "
-                     "of each billed meter's tokens, so that the chargeback of the reconciled resources equals the "
-                     "Azure bill to the cent (`metering reconcile` explains it)")
+        month = period.label
+        frame, changed = add_true_up(frame, dimensions, true_up, info, month)
+        by_subscription_frame, _ = add_true_up(by_subscription_frame, ("business_unit", "subscription"), true_up,
+                                               info, month)
+        figures = true_up_headline(true_up)
+        currency_of = next((row["currency"] for row in true_up), "")
+        notes.append(f"true-up: {true_up_headline_text(figures, currency_of)}; stored by `metering true-up` "
+                     "(every format shows these figures): each subscription's final charge is whole cents and the "
+                     "charges add up to the bill; docs/reconciliation-true-up.md explains the rule")
+        notes.extend(changed)
+        unattributed = [row for row in true_up if row["subscription_id"] is None]
+        if unattributed:
+            amount = sum((row["final_charge"] for row in unattributed), Decimal(0))
+            notes.append(f"{UNATTRIBUTED}: {money(amount)} {currency_of} billed for resources no subscription is "
+                         "charged for (no backend maps to them); name an owner with owner_subscription_id in the "
+                         "backends CSV")
+        for row in true_up:
+            if row["final_charge"] < 0:
+                notes.append(f"{row['subscription_id'] or UNATTRIBUTED} is charged {money(row['final_charge'])} "
+                             f"on {row['meter']}: {row['reason']}")
+    elif included is None and stored_ptu:
+        rows = [row for row in stored_ptu if period.covers_month(row["month"])]
+        months = ", ".join(sorted({row["month"] for row in rows}))
+        if rows and all(d in TRUE_UP_DIMENSIONS for d in dimensions):
+            frame = add_ptu_amounts(frame, dimensions, *stored_ptu_amounts(rows, dimensions, info))
+            by_subscription_frame = add_ptu_amounts(by_subscription_frame, ("business_unit", "subscription"),
+                                                    *stored_ptu_amounts(rows, ("business_unit", "subscription"), info))
+            stored_parts = stored_ptu_parts(rows)
+            notes.append(f"PTU cost: the stored allocation of {months} (`metering ptu allocate`) is included, as in "
+                         "v_chargeback_monthly and `budgets status`")
+        elif rows:
+            notes.append(f"PTU cost: the stored allocation of {months} is not shown: grouped by "
+                         f"{', '.join(d for d in dimensions if d not in TRUE_UP_DIMENSIONS)}, which an allocation per "
+                         "subscription cannot split (group by subscription, or give --ptu-costs)")
     currencies = queries.period_currencies(conn, period.since, period.until)
     ptu_currencies = sorted({c.currency for c in included or []})
     currency = (currencies or ptu_currencies or ["USD"])[0]
@@ -395,7 +525,6 @@ def build_report(
             " (convert with your finance team's rate), then `metering reprice`"
         )
     total = total_row(frame, dimensions)
-    by_subscription_frame, sub_allocations = grouped_frame(conn, period, ("business_unit", "subscription"), included)
     unmapped = by_subscription_frame[by_subscription_frame["business_unit"] == queries.UNMAPPED]
     quality = {key: total[key] for key in (
         "requests", "total_tokens", "estimated_requests", "estimated_tokens", "incomplete_requests",
@@ -428,13 +557,18 @@ def build_report(
         quality=quality,
         models_without_rate=queries.data_models_without_rate(conn, period.since, period.until),
         fallback_pricing=queries.data_fallback_pricing(conn, period.since, period.until),
-        ptu=by_subscription(sub_allocations) if included is not None else None,
+        ptu=by_subscription(sub_allocations) if included is not None else stored_parts,
         notes=notes,
         charts={"subscription": by_subscription_frame},
+        true_up=figures,
     )
     if charts:
         report.charts["day"] = grouped_frame(conn, period, ("day",), included)[0]
         report.charts["model"] = grouped_frame(conn, period, ("model",), included)[0]
+        if has_ptu(by_subscription_frame) and not has_ptu(report.charts["day"]):
+            # a stored allocation or true-up is per subscription: it has no day or model to draw by
+            report.charts["day"] = add_ptu(report.charts["day"], ("day",), [])
+            report.charts["model"] = add_ptu(report.charts["model"], ("model",), [])
     return report
 
 
@@ -444,14 +578,15 @@ def export_focus(
     billing_account_id: str,
     billing_account_name: str,
     ptu_costs: Sequence[PtuCost] | None = None,
-    true_up: Mapping[str, Decimal] | None = None,
+    true_up: Sequence[Mapping[str, Any]] | None = None,
     left_out: list[Any] | None = None,
     provider: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The FOCUS rows of a month: token usage, plus allocated PTU capacity when costs are given, plus
-    one Adjustment row per subscription's true-up to the Azure bill when ``true_up`` is given. Usage
-    without a unit price is appended to ``left_out`` (``focus.LeftOut``) instead; ``provider``: the
-    ProviderName and InvoiceIssuerName (default: the billing account's name)."""
+    """The FOCUS rows of a month: token usage, plus allocated PTU capacity when costs are given. With
+    the month's stored true-up (``db.true_up.month_rows``): its PTU shares, and one Adjustment row per
+    subscription that makes the subscription's BilledCost its final charge (whole cents that add up to
+    the bill). Usage without a unit price is appended to ``left_out`` (``focus.LeftOut``) instead;
+    ``provider``: the ProviderName and InvoiceIssuerName (default: the billing account's name)."""
     from metering.finance import focus
 
     currencies = queries.period_currencies(conn, period.since, period.until)
@@ -461,7 +596,7 @@ def export_focus(
     backends = load_backends(conn)
     records = focus.usage_records(queries.focus_usage(conn, period.since, period.until), ctx, info, backends,
                                   left_out)
-    if ptu_costs:
+    if ptu_costs and not true_up:
         included, _ = ptu_costs_in(period, ptu_costs)
         dims = ("subscription",)
         usage = queries.provisioned_tokens(conn, period.since, period.until, dims,
@@ -469,8 +604,41 @@ def export_focus(
         allocations = allocate_ptu(included, usage, dims)
         records += focus.ptu_records(by_subscription(allocations), ctx, info, backends)
     if true_up:
-        records += focus.true_up_records(true_up, ctx, info)
+        records += focus.ptu_records(true_up_ptu_parts(true_up, period.label, backends), ctx, info, backends)
+        billed: dict[str | None, Decimal] = defaultdict(Decimal)
+        for record in records:
+            billed[record["SubAccountId"]] += record["BilledCost"]
+        final: dict[str | None, Decimal] = defaultdict(Decimal)
+        labels: dict[str | None, str] = {}
+        for subscription, entry in true_up_by_subscription(true_up).items():
+            key = focus.subaccount_id(subscription)
+            final[key] += entry["final_charge"]
+            labels.setdefault(key, subscription)
+        amounts = {labels.get(key, key if key is not None else queries.UNMAPPED): final[key] - billed.get(key, Decimal(0))
+                   for key in sorted(set(final) | set(billed), key=lambda k: (k is None, k or ""))}
+        records += focus.true_up_records(amounts, ctx, info)
     return records
+
+
+def true_up_ptu_parts(rows: Sequence[Mapping[str, Any]], month: str,
+                      backends: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The stored true-up's PTU shares as PTU parts (``capacity.by_subscription`` rows) for FOCUS."""
+    by_meter: dict[str, Decimal] = defaultdict(Decimal)
+    for row in rows:
+        by_meter[row["meter"]] += row["ptu_cost"]
+    backend_of = {backend.resource_id: backend.backend_id for backend in backends.values()}
+    parts = []
+    for row in rows:
+        if not row["ptu_cost"]:
+            continue
+        monthly = by_meter[row["meter"]]
+        name = row["meter"][4:] if row["meter"].startswith("PTU ") else row["meter"]
+        parts.append({"month": month, "deployment": name, "kind": "provisioned",
+                      "backend_id": backend_of.get(row["resource_id"], ""),
+                      "subscription": row["subscription_id"] or UNATTRIBUTED, "requests": 0, "tokens": int(row["tokens"]),
+                      "token_share": (row["ptu_cost"] / monthly) if monthly else Decimal(0),
+                      "ptu_cost": row["ptu_cost"], "currency": row["currency"], "monthly_cost": monthly})
+    return parts
 
 
 def ptu_allocation_rows(conn: sa.Connection, month: str, ptu_costs: Sequence[PtuCost]) -> list[dict[str, Any]]:

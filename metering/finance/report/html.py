@@ -21,11 +21,14 @@ import pandas as pd
 from metering.finance import charts
 from metering.finance.charts import Series
 from db.queries import UNMAPPED
-from metering.finance.report.build import LABELS, Report, has_ptu, known, request_partition, total_row, unpriced_note
+from metering.finance.report.build import (
+    LABELS, Report, has_ptu, known, request_partition, requests_sentence, total_row, unpriced_note,
+)
 
 SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥", "INR": "₹"}
 PAYG = Series("Pay-as-you-go", "#4f46e5")
 PTU = Series("PTU capacity (allocated)", "#14b8a6")
+CHARGE = Series("Charge, trued up to the bill", "#4f46e5")
 TOP_SUBSCRIPTIONS = 10
 TOP_MODELS = 7
 MAX_FILLED_DAYS = 3660  # beyond ten years, "Cost over time" shows only the days with cost
@@ -87,13 +90,20 @@ def _period_heading(report: Report) -> str:
 # --------------------------------------------------------------------------- charts
 
 
+def _values(record: dict[str, Any], ptu: bool) -> list[Decimal]:
+    """A chart's bar values of a row: the trued-up charge alone; else pay-as-you-go (and PTU)."""
+    if "true_up" in record:
+        return [record["total_charge"]]
+    return [known(record["cost"]), record["ptu_cost"]] if ptu else [known(record["cost"])]
+
+
 def _by_business_unit(frame: pd.DataFrame, ptu: bool) -> list[tuple[str, None, list[Decimal]]]:
-    sums: dict[str, list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0)])
+    sums: dict[str, list[Decimal]] = {}
     for record in frame.to_dict("records"):
-        sums[record["business_unit"]][0] += known(record["cost"])
-        if ptu:
-            sums[record["business_unit"]][1] += record["ptu_cost"]
-    rows = [(name, None, values if ptu else values[:1]) for name, values in sums.items()]
+        values = _values(record, ptu)
+        current = sums.setdefault(record["business_unit"], [Decimal(0)] * len(values))
+        sums[record["business_unit"]] = [a + b for a, b in zip(current, values)]
+    rows = [(name, None, values) for name, values in sums.items()]
     return sorted(rows, key=lambda r: (-sum(r[2]), r[0]))
 
 
@@ -101,7 +111,7 @@ def _top_subscriptions(frame: pd.DataFrame, ptu: bool) -> tuple[list[tuple[str, 
     """The largest subscriptions, and how many more there are with their total."""
     rows = []
     for record in frame.to_dict("records"):
-        values = [known(record["cost"]), record["ptu_cost"]] if ptu else [known(record["cost"])]
+        values = _values(record, ptu)
         name = NO_SUBSCRIPTION if record["subscription"] == UNMAPPED else record["subscription"]
         rows.append((name, record["business_unit"], values))
     rows.sort(key=lambda r: (-sum(r[2]), r[0]))
@@ -167,17 +177,20 @@ def _charts(report: Report, money: Money) -> str:
     if "day" not in report.charts:
         return ""
     ptu = has_ptu(report.charts["subscription"])
-    series = [PAYG, PTU] if ptu else [PAYG]
+    trued_up = "true_up" in report.charts["subscription"].columns
+    series = [CHARGE] if trued_up else [PAYG, PTU] if ptu else [PAYG]
     cost_word = "Charge" if ptu else "Pay-as-you-go cost"
     cards = []
     business_units = _by_business_unit(report.charts["subscription"], ptu)
     cards.append(_chart_card(
         "Cost by business unit",
-        f"{cost_word} per business unit" + (", pay-as-you-go and allocated PTU capacity" if ptu else ""),
+        f"{cost_word} per business unit" + (", trued up to the Azure bill" if trued_up else
+                                            ", pay-as-you-go and allocated PTU capacity" if ptu else ""),
         charts.hbar(business_units, series, money, "Cost by business unit"),
         charts.legend(series) if ptu else "",
     ))
     subscriptions, more, more_cost = _top_subscriptions(report.charts["subscription"], ptu)
+    series_by_day = [PAYG, PTU] if ptu else [PAYG]
     rest = (f'<p class="more">and {more:,} more subscription{"" if more == 1 else "s"}, {money(more_cost)} together</p>'
             if more else "")
     cards.append(_chart_card(
@@ -187,11 +200,14 @@ def _charts(report: Report, money: Money) -> str:
         (charts.legend(series) if ptu else "") + rest,
     ))
     days = _days(report.charts["day"], report, ptu)
+    per_day = f"{cost_word} per day (UTC)" + (" — PTU capacity follows each day's share of the tokens" if ptu else "")
+    if trued_up:
+        per_day = "Pay-as-you-go cost per day (UTC), as metered: the true-up and PTU are per subscription and month"
     cards.append(_chart_card(
         "Cost over time",
-        f"{cost_word} per day (UTC)" + (" — PTU capacity follows each day's share of the tokens" if ptu else ""),
-        charts.columns(days, series, money.axis, money, "Cost per day", _day_label(days), height=290),
-        charts.legend(series) if ptu else "",
+        per_day,
+        charts.columns(days, series_by_day, money.axis, money, "Cost per day", _day_label(days), height=290),
+        charts.legend(series_by_day) if ptu else "",
     ))
     names, costs, tokens = _model_mix(report.charts["model"], ptu)
     colors = [charts.PALETTE[i % len(charts.PALETTE)] for i in range(len(names))]
@@ -230,13 +246,18 @@ def _kpis(report: Report, money: Money) -> str:
     # Tokens the charge pays for: priced pay-as-you-go tokens, and PTU tokens only when their cost is in.
     paid_tokens = tokens - total["unpriced_tokens"] - (0 if ptu else total["provisioned_tokens"])
     per_million = (charge / paid_tokens * 1_000_000) if paid_tokens > 0 else Decimal(0)
+    figures = report.true_up
+    if figures is not None:  # the stored true-up: the same four figures as every other format
+        headline = ("Total charge = Azure bill", money(figures["bill"]),
+                    f"metered {money(figures['metered'])} + PTU {money(figures['ptu'])} + adjustment "
+                    f"{money(figures['adjustment'])} (true-up)" + plus, "accent")
+    else:
+        headline = ("Total charge" if ptu else "Pay-as-you-go cost", money(charge),
+                    (f"pay-as-you-go {money(known(total['cost']))} + PTU {money(total['ptu_cost'])}" if ptu
+                     else f"{report.currency}, exact to the cent") + plus, "accent")
     cards = [
-        ("Total charge" if ptu else "Pay-as-you-go cost", money(charge),
-         (f"pay-as-you-go {money(known(total['cost']))} + PTU {money(total['ptu_cost'])}" if ptu
-          else f"{report.currency}, exact to the cent") + plus, "accent"),
-        ("Requests", _int(total["requests"]),
-         f"{_int(payg)} billable pay-as-you-go · {_int(provisioned)} PTU · {_int(not_billable)} not billable "
-         "(throttled, failed)", ""),
+        headline,
+        ("Requests", _int(total["requests"]), requests_sentence(total), ""),
         ("Tokens", _int(tokens), f"{_int(total['provisioned_tokens'])} on provisioned (PTU) deployments", ""),
         ("Cost per 1M tokens", money(per_million),
          "blended over priced tokens" + (", PTU included" if ptu else ", PTU tokens excluded"), ""),
@@ -310,8 +331,7 @@ def _quality(report: Report, money: Money) -> str:
                                    for s in unmapped)
                        + '</p><p class="muted">Map them with <code>metering subscriptions import</code>.</p></div>')
     clean = billable - q["estimated_requests"] - q["incomplete_requests"] - q["unpriced_requests"]
-    summary = (f"{_int(q['requests'])} requests: {_int(payg)} billable pay-as-you-go, {_int(provisioned)} PTU, "
-               f"{_int(not_billable)} not billable (throttled, failed). {_share(clean, billable)} of the "
+    summary = (f"{_int(q['requests'])} requests: {requests_sentence(q)}. {_share(clean, billable)} of the "
                "pay-as-you-go and PTU requests rest on token counts the provider reported and a known price."
                if billable else "No billable requests in this period.")
     return (
@@ -353,8 +373,13 @@ def _table(report: Report, money: Money) -> str:
                 out.append('<td class="num"><span class="zero">–</span></td>')
         return "".join(out)
 
-    body = "".join(f"<tr>{dimension_cells(r)}{measure_cells(r)}</tr>" for r in report.frame.to_dict("records"))
+    records = report.frame.to_dict("records")
     total = total_row(report.frame, dims)
+    if report.true_up is not None:  # cents that add up across and down, as in the table format
+        from metering.finance.report.render import shown_true_up
+
+        records, total = shown_true_up(records, total, report.true_up)
+    body = "".join(f"<tr>{dimension_cells(r)}{measure_cells(r)}</tr>" for r in records)
     data = (f' data-cost="{_exact(total["cost"])}" data-cost-status="{total["cost_status"]}"'
             f' data-requests="{total["requests"]}" data-tokens="{total["total_tokens"]}"')
     if ptu:

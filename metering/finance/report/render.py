@@ -15,9 +15,10 @@ import pandas as pd
 
 from metering.finance.report.options import FORMATS
 from metering.safe_text import spreadsheet_text, terminal_line
+from metering.finance.reconcile.true_up import apportion, headline_text
 from metering.finance.report.build import (
-    COST_STATUS, MONEY_COLUMNS, TABLE_COLUMNS, TABLE_PTU_COLUMNS, Report, has_ptu, money, object_series, total_row,
-    unpriced_note,
+    COST_STATUS, MONEY_COLUMNS, TABLE_COLUMNS, TABLE_PTU_COLUMNS, Report, has_ptu, known, money, object_series,
+    requests_sentence, total_row, unpriced_note,
 )
 
 # The table's flag column: why a row's cost is not the whole story (empty when it is).
@@ -44,14 +45,14 @@ def quality_line(report_or_total: Report | dict[str, Any]) -> str:
     fallback = q.get("fallback_priced_requests", 0)
     if not (q["estimated_requests"] or q["incomplete_requests"] or q["unpriced_requests"] or fallback):
         return (f"data quality: all {q['requests']:,} requests priced from usage the provider reported "
-                f"({q['not_billable_requests']:,} not billable)")
+                f"({requests_sentence(q)})")
     fallback_text = (f"{fallback:,} priced with a fallback rate for a token kind or tier the card lacks "
                      f"({q['fallback_priced_tokens']:,} tokens), " if fallback else "")
     return (
         f"data quality: {q['estimated_requests']:,} estimated requests ({q['estimated_tokens']:,} tokens), "
         f"{q['incomplete_requests']:,} billable with partial or no usage ({q['incomplete_tokens']:,} tokens), "
         f"{q['unpriced_requests']:,} unpriced ({q['unpriced_tokens']:,} tokens), {fallback_text}"
-        f"{q['not_billable_requests']:,} not billable — see `metering rates list` for models without a rate"
+        f"requests: {requests_sentence(q)} — see `metering rates list` for models without a rate"
     )
 
 
@@ -97,7 +98,14 @@ def render_table(frame: pd.DataFrame, dimensions: tuple[str, ...], title: str,
         columns.append(COST_STATUS)
     header = [c.replace("_", " ") if c != COST_STATUS else "flag" for c in columns]
     total = total_row(frame, dimensions)
-    rounding = rounding_row(records, total, columns) if len(records) > 1 else {}
+    figures = report.true_up if report is not None else None
+    if figures is not None:
+        # The stored true-up: every column in cents that add up, across (to the total charge) and down
+        # (to the four headline figures), so no "(rounding)" line is needed.
+        records, total = shown_true_up(records, total, figures)
+        rounding = {}
+    else:
+        rounding = rounding_row(records, total, columns) if len(records) > 1 else {}
     body = [[_cell(record[c], c) for c in columns] for record in records]
     if rounding:
         label = [ROUNDING if i == 0 else "" for i in range(len(dimensions))]
@@ -112,11 +120,18 @@ def render_table(frame: pd.DataFrame, dimensions: tuple[str, ...], title: str,
         ).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
-    out = [title, "", line(header), rule]
+    out = [title, ""]
+    if figures is not None:
+        out += [f"true-up: {headline_text(figures, report.currency if report is not None else '')}", ""]
+    out += [line(header), rule]
     out.extend(line(row) for row in body[:-1])
     out.extend([rule, line(body[-1]), ""])
-    out.append("amounts rounded to the cent; TOTAL is the exact sum, rounded"
-               + (f"; the {ROUNDING} line is the difference, so that the rows add up to it" if rounding else ""))
+    if figures is not None:
+        out.append("total charge: each subscription's final charge, whole cents that add up to the bill; pay-as-you-go "
+                   "and PTU shown in cents that add up to their totals, true-up the rest of each row")
+    else:
+        out.append("amounts rounded to the cent; TOTAL is the exact sum, rounded"
+                   + (f"; the {ROUNDING} line is the difference, so that the rows add up to it" if rounding else ""))
     note = unpriced_note(total)
     if note:
         out.append(f"unpriced: {note}")
@@ -137,6 +152,24 @@ def render_table(frame: pd.DataFrame, dimensions: tuple[str, ...], title: str,
         for note in report.notes:
             out.append(f"note: {terminal_line(note)}")
     return "\n".join(out) + "\n"
+
+
+def shown_true_up(records: list[dict[str, Any]], total: dict[str, Any],
+                  figures: dict[str, Decimal]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rows and total of a trued-up report as shown in cents: pay-as-you-go and PTU apportioned so
+    that they add up to the headline's metered and PTU figures, the true-up the rest of each row (so
+    each row adds up to its final charge and each column to its headline figure)."""
+    shown_cost = apportion(figures["metered"], {i: known(r["cost"]) for i, r in enumerate(records)})
+    shown_ptu = apportion(figures["ptu"], {i: r["ptu_cost"] for i, r in enumerate(records)})
+    rows = []
+    for index, record in enumerate(records):
+        row = dict(record)
+        row["cost"], row["ptu_cost"] = shown_cost.get(index, Decimal(0)), shown_ptu.get(index, Decimal(0))
+        row["true_up"] = row["total_charge"] - row["cost"] - row["ptu_cost"]
+        rows.append(row)
+    total = dict(total) | {"cost": figures["metered"], "ptu_cost": figures["ptu"], "true_up": figures["adjustment"],
+                           "total_charge": figures["bill"]}
+    return rows, total
 
 
 def _percent(share: Decimal) -> str:
@@ -187,6 +220,8 @@ def render_json(report: Report) -> str:
         | {"models_without_rate": [{k: _jsonable(v) for k, v in row.items()} for row in report.models_without_rate]},
         "notes": report.notes,
     }
+    if report.true_up is not None:
+        document["true_up"] = {name: _jsonable(value) for name, value in report.true_up.items()}
     if report.ptu is not None:
         document["ptu_allocation"] = [{k: _jsonable(v) for k, v in part.items()} for part in report.ptu]
     text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
@@ -223,6 +258,8 @@ def parquet_table(report: Report) -> Any:
         "generated_at": _jsonable(report.generated_at),
         "data_quality": json.dumps({k: _jsonable(v) for k, v in report.quality.items()}),
     }
+    if report.true_up is not None:
+        metadata["true_up"] = json.dumps({name: _jsonable(value) for name, value in report.true_up.items()})
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=metadata))
 
 

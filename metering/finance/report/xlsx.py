@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from metering.finance.report.build import (
-    LABELS, MONEY_COLUMNS, Report, charge, cost_status, has_ptu, known, total_row, unpriced_note,
+    LABELS, MONEY_COLUMNS, Report, charge, cost_status, has_ptu, known, requests_sentence, total_row, unpriced_note,
 )
 from metering.safe_text import neutralise_sheet_cells, sheet_value
 
@@ -104,7 +104,14 @@ def render_xlsx(report: Report) -> bytes:
         ("Tokens", total["total_tokens"], COUNT_FORMAT),
         ("Pay-as-you-go cost", total["cost"], MONEY_FORMAT),
     ]
-    if ptu:
+    figures = report.true_up
+    if figures is not None:  # the stored true-up: the same four figures as every other format
+        rows = rows[:2] + [("Azure bill", figures["bill"], MONEY_FORMAT),
+                           ("Pay-as-you-go cost", figures["metered"], MONEY_FORMAT),
+                           ("PTU cost", figures["ptu"], MONEY_FORMAT),
+                           ("True-up adjustment", figures["adjustment"], MONEY_FORMAT),
+                           ("Total charge", figures["bill"], MONEY_FORMAT)]
+    elif ptu:
         rows += [("PTU cost (allocated)", total["ptu_cost"], MONEY_FORMAT),
                  ("Total charge", total["total_charge"], MONEY_FORMAT)]
     rows += [("Currency", report.currency, None)]
@@ -117,8 +124,10 @@ def render_xlsx(report: Report) -> bytes:
         cell = summary.cell(row=line, column=2, value=value)
         if fmt:
             cell.number_format = fmt
-        if label in ("Pay-as-you-go cost", "Total charge"):
+        if label in ("Pay-as-you-go cost", "Total charge", "Azure bill"):
             summary.cell(row=line, column=1).font = cell.font = bold
+        if label == "Requests":
+            summary.cell(row=line, column=3, value=requests_sentence(total)).font = muted
         if label == "Pay-as-you-go cost" and unpriced_note(total):
             # The cost leaves the unpriced requests out (empty when none is priced): say so beside it.
             summary.cell(row=line, column=3, value=unpriced_note(total)).font = bad_font
@@ -143,22 +152,25 @@ def render_xlsx(report: Report) -> bytes:
     for record in report.charts.get("subscription", report.frame.iloc[0:0]).to_dict("records"):
         unit = by_unit.setdefault(record["business_unit"], {"business_unit": record["business_unit"], "requests": 0,
                                                             "total_tokens": 0, "cost": Decimal(0),
-                                                            "ptu_cost": Decimal(0), "total_charge": Decimal(0),
-                                                            "unpriced_requests": 0, "not_billable_requests": 0})
-        for column in ("requests", "total_tokens", "unpriced_requests", "not_billable_requests"):
+                                                            "ptu_cost": Decimal(0), "true_up": Decimal(0),
+                                                            "total_charge": Decimal(0), "unpriced_requests": 0,
+                                                            "not_billable_requests": 0, "provisioned_requests": 0})
+        for column in ("requests", "total_tokens", "unpriced_requests", "not_billable_requests", "provisioned_requests"):
             unit[column] += int(record[column])
-        for column in ("cost", "ptu_cost", "total_charge"):
+        for column in ("cost", "ptu_cost", "true_up"):
             if column in record:
                 unit[column] += known(record[column])
+        unit["total_charge"] += known(record["total_charge"]) if "total_charge" in record else known(record["cost"])
     for unit in by_unit.values():
-        if cost_status(unit) == "unknown":  # nothing priced in the unit: its cost is unknown, not $0
+        if cost_status(unit) == "unknown" and report.true_up is None:  # nothing priced: cost unknown, not $0
             unit["cost"] = None
             unit["total_charge"] = charge(None, unit["ptu_cost"])
     if by_unit:
         line += 2
         summary.cell(row=line, column=1, value="By business unit").font = bold
-        columns = ["business_unit", "requests", "total_tokens", "cost"] + (["ptu_cost", "total_charge"] if ptu else []) \
-            + ["unpriced_requests"]
+        trued_up = "true_up" in report.frame.columns
+        columns = ["business_unit", "requests", "total_tokens", "cost"] + (["ptu_cost"] if ptu else []) \
+            + (["true_up"] if trued_up else []) + (["total_charge"] if ptu else []) + ["unpriced_requests"]
         units = sorted(by_unit.values(), key=lambda u: -known(u["total_charge" if ptu else "cost"]))
         unit_total = {"business_unit": "Total"} | {c: total[c] for c in columns[1:]}
         write_table(summary, line + 1, columns, units, unit_total)
