@@ -11,13 +11,17 @@ the client's URL), so a report must not let them act:
   prefix, so the sheet shows the stored value and never a formula. JSON and Parquet are data formats
   read by programs, and HTML escapes markup itself, so their values stay exactly as stored.
 * ``terminal_text`` — on a terminal, ESC, BEL and other C0/C1 control characters (and DEL) can
-  move the cursor, rewrite earlier lines or set the window title: each is shown as a visible escape
-  (``\\x1b``, ``\\u009b``) instead.
+  move the cursor, rewrite earlier lines or set the window title, and the Unicode bidirectional
+  controls (U+202A–U+202E, U+2066–U+2069, U+200E/F) can show the rest of a line reordered: each is
+  shown as a visible escape (``\\x1b``, ``\\u009b``, ``\\u202e``) instead.
 * ``chat_text`` — in a Slack message (and Slack-compatible receivers), ``<!channel>``, ``<@U123>`` and
   ``<https://x|label>`` are mentions and links: ``&``, ``<`` and ``>`` are escaped as Slack documents
   ("Escaping text"), so a business unit called ``<!channel>`` is shown, never notifies anyone.
 * ``markdown_literal`` — where Teams reads Markdown (Adaptive Card facts), markup characters are
   backslash-escaped so ``[Approve](https://…)`` stays text.
+* Cost-export names (resource ids, meter names in ``reconcile`` and ``bill import``) follow the same
+  rules as names from events: ``spreadsheet_text`` in CSV, ``sheet_value`` and
+  ``neutralise_sheet_cells`` in XLSX, ``terminal_line`` on a terminal.
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ from typing import Any
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 # Leading characters spreadsheets skip before looking for a formula trigger.
 _LEADING = " \t\r\n\u00a0"
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# C0 and C1 controls and DEL; and the bidirectional overrides, embeddings and isolates, which make a
+# terminal show the rest of a line in another order (a name that reverses the amounts after it).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def formula_like(value: Any) -> bool:

@@ -127,6 +127,63 @@ def hbar(
     return _svg(width, int(height), body, label)
 
 
+def _middle(text: str, limit: int) -> str:
+    """``text`` cut in the middle when longer than ``limit`` (model names differ at both ends)."""
+    if len(text) <= limit:
+        return text
+    keep = limit - 1
+    return text[: keep - keep // 2] + "…" + text[len(text) - keep // 2:]
+
+
+def pairs(
+    rows: Sequence[tuple[str, str, Sequence[Number | None]]],
+    series: Sequence[Series],
+    fmt: Formatter,
+    label: str,
+    width: int = 900,
+) -> str:
+    """One row per ``(label, sublabel, values)`` with one thin bar per series side by side (billed
+    next to metered: values that are compared, never stacked), each with its amount. The label is
+    cut only in the middle beyond 56 characters and the sublabel (what tells rows apart: kind, tier,
+    resource) beyond 64; both are whole in the tooltip. A ``None`` value (unknown) draws no bar."""
+    if not rows:
+        return _empty(label, width)
+    bar_height = 11
+    gap = 3
+    row_height = max(len(series) * (bar_height + gap) + 10, 38)
+    label_width = 330
+    value_width = 110
+    top = 4
+    height = top + row_height * len(rows) + 4
+    plot = width - label_width - value_width - 8
+    largest = max((max((_f(v) for v in values if v is not None), default=0.0) for _, _, values in rows),
+                  default=0.0) or 1.0
+    body: list[str] = []
+    for index, (name, sub, values) in enumerate(rows):
+        y = top + index * row_height
+        if index:
+            body.append(f'<line x1="0" x2="{width}" y1="{_num(y)}" y2="{_num(y)}" stroke="{GRID}"/>')
+        body.append(
+            f'<text x="0" y="{_num(y + 17)}" fill="{INK}" font-size="13"><title>{escape(name)} — {escape(sub)}</title>'
+            f"{escape(_middle(name, 56))}</text>"
+            f'<text x="0" y="{_num(y + 33)}" fill="{MUTED}" font-size="11.5">{escape(_middle(sub, 64))}</text>'
+        )
+        bars_top = y + (row_height - len(series) * (bar_height + gap) + gap) / 2
+        for position, (value, kind) in enumerate(zip(values, series)):
+            bar_y = bars_top + position * (bar_height + gap)
+            span = plot * max(_f(value or 0), 0.0) / largest
+            if span > 0:
+                body.append(
+                    f'<rect x="{label_width}" y="{_num(bar_y)}" width="{_num(max(span, 1.5))}" height="{bar_height}" '
+                    f'rx="2" fill="{kind.color}"><title>{escape(name)} — {escape(kind.name)}: {escape(fmt(value))}</title></rect>'
+                )
+            body.append(
+                f'<text x="{width}" y="{_num(bar_y + bar_height - 1.5)}" text-anchor="end" fill="{INK}" font-size="11.5" '
+                f'class="num">{escape(kind.name.lower())} {escape(fmt(value))}</text>'
+            )
+    return _svg(width, int(height), body, label)
+
+
 def columns(
     points: Sequence[tuple[str, Sequence[Number]]],
     series: Sequence[Series],

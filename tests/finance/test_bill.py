@@ -421,17 +421,17 @@ def test_the_sample_bill_reconciles_with_the_demo_capture(capsys, sqlite_url):
     # the discount is against the card's 8.00 exactly: the one gpt-4.1 request of the demo that ran on
     # the priority tier is billed on its priority meter and compared there, at the card's priority price
     assert "billed 7.6/1M, card 8/1M" in rows["gpt-4.1-2025-04-14 output global"]["explanation"]
-    priority = rows["gpt-4.1-2025-04-14 output global priority"]
+    priority = rows["gpt-4.1-2025-04-14 output global, priority tier"]
     assert priority["explanation"] == "matches" and (priority["billed_quantity"], priority["metered_quantity"]) == (90, 90)
     assert (priority["billed_unit_price"], priority["card_unit_price"]) == ("14", "14")
-    assert rows["gpt-5.6 cache_write global priority"]["explanation"] == "matches"
+    assert rows["gpt-5.6 cache_write global, priority tier"]["explanation"] == "matches"
     assert Decimal(rows["Provisioned Managed Global (capacity)"]["capacity"]) == Decimal("2.50")
     total = report["total"]
     # audio, image, transcription and cache-write tokens are billed on their own meters, each compared
     # with the metered tokens of its kind: nothing is unknown, nothing unexplained
     assert Decimal(total["unknown_meter"]) == 0 and Decimal(total["unexplained"]) == 0
     assert rows["gpt-4o-audio-preview-2024-12-17 audio_output global"]["explanation"] == "matches"
-    assert (rows["gpt-5.6 cache_write global priority"]["billed_quantity"], rows["gpt-image-1 image_output global"]["billed_quantity"],
+    assert (rows["gpt-5.6 cache_write global, priority tier"]["billed_quantity"], rows["gpt-image-1 image_output global"]["billed_quantity"],
             rows["gpt-4o-transcribe audio_input global"]["metered_quantity"]) == (6_144, 4_160, 1_250)
     by_resource = _reconcile_json(capsys, sqlite_url, "resource")["rows"]
     unmapped = sum(Decimal(row["metered_cost"]) for row in by_resource if row["resource"] == "(unmapped backend)")
@@ -536,9 +536,9 @@ def test_priority_tokens_are_reconciled_on_the_priority_meters(capsys, db, tmp_p
     output = rows["gpt-4.1-2025-04-14 output global"]
     assert (output["billed_unit_price"], output["card_unit_price"]) == ("7.6", "8")
     assert Decimal(output["price"]) == Decimal("-0.20")
-    for meter in ("input global priority", "output global priority", "input global"):
+    for meter in ("input global, priority tier", "output global, priority tier", "input global"):
         assert rows[f"gpt-4.1-2025-04-14 {meter}"]["explanation"] == "matches", meter
-    assert rows["gpt-4.1-2025-04-14 output global priority"]["billed_quantity"] == 100_000
+    assert rows["gpt-4.1-2025-04-14 output global, priority tier"]["billed_quantity"] == 100_000
     total = report["total"]
     assert Decimal(total["unexplained"]) == 0 and Decimal(total["bypass"]) == 0
     assert [(item["kind"], item["service_tier"]) for item in report["card_drift"]] == [("output", None)]

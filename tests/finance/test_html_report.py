@@ -96,3 +96,60 @@ def test_renders_in_headless_chromium(html, tmp_path):
     dom = subprocess.run([c for c in command if not c.startswith("--screenshot")] + ["--dump-dom"],
                          capture_output=True, text=True, timeout=120)
     assert dom.stdout.count('class="chart"') == 4  # the browser parsed all four charts
+
+
+PDFTOTEXT = shutil.which("pdftotext")
+MONEY_COLUMNS = ("PAY-AS-YOU-GO", "PTU", "CHARGE", "ESTIMATED", "INCOMPLETE", "UNPRICED")
+
+
+def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               f"--user-data-dir={tmp_path / 'profile'}", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=180)
+
+
+@pytest.mark.skipif(CHROMIUM is None or PDFTOTEXT is None,
+                    reason="Chromium and poppler-utils are not installed (apt-get install chromium poppler-utils)")
+@pytest.mark.parametrize("paper", ["A4", "letter"])
+def test_the_printed_report_has_every_money_column(html, tmp_path, paper):
+    """Printed (headless Chromium, landscape, the paper a user picks), the chargeback table keeps
+    every column: pay-as-you-go, PTU, charge and the estimated, incomplete and unpriced counts, on
+    the same line as its header and its total."""
+    page = tmp_path / "report.html"
+    page.write_text(html.replace("</style>", f"@page{{size:{paper} landscape}}</style>", 1), encoding="utf-8")
+    pdf = tmp_path / "report.pdf"
+    result = _chromium(tmp_path, "--no-pdf-header-footer", f"--print-to-pdf={pdf}", page.as_uri())
+    assert pdf.exists() and pdf.stat().st_size > 10_000, result.stderr[-2000:]
+    text = subprocess.run([PDFTOTEXT, "-layout", str(pdf), "-"], capture_output=True, text=True, timeout=60).stdout
+    header = next((line for line in text.splitlines() if "PAY-AS-YOU" in line), "")
+    assert all(name in header for name in MONEY_COLUMNS), header
+    total = next(line for line in text.splitlines()[text.splitlines().index(header):] if line.strip().startswith("Total"))
+    amounts = re.findall(r"\$[\d,]+\.\d\d", total)
+    assert len(amounts) == 3, total  # pay-as-you-go, PTU, charge
+    pdf_bytes = pdf.read_bytes()
+    width, height = (float(v) for v in re.search(rb"/MediaBox\s*\[\s*0\s+0\s+([\d.]+)\s+([\d.]+)", pdf_bytes).groups())
+    assert width > height  # landscape
+    assert (round(width), round(height)) == ((842, 595) if paper == "A4" else (792, 612))
+
+
+MEASURE = """<script>addEventListener('load', () => {
+  const wide = [...document.querySelectorAll('.table-wrap, .card, main')].filter(e => e.scrollWidth > e.clientWidth + 1);
+  document.body.dataset.overflow = JSON.stringify({page: document.documentElement.scrollWidth,
+    view: document.documentElement.clientWidth, wide: wide.map(e => e.className)});
+});</script>"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
+def test_no_sideways_scroll_at_1280_px(html, tmp_path):
+    """At 1280 px no part of the report scrolls sideways (measured by a script in a copy of the
+    page: the report itself has none)."""
+    import json
+
+    page = tmp_path / "measured.html"
+    page.write_text(html.replace("</body>", MEASURE + "</body>", 1), encoding="utf-8")
+    dom = _chromium(tmp_path, "--window-size=1280,1000", "--dump-dom", page.as_uri()).stdout
+    found = re.search(r'data-overflow="([^"]*)"', dom)
+    assert found, dom[-2000:]
+    measured = json.loads(found.group(1).replace("&quot;", '"'))
+    assert measured["wide"] == [] and measured["page"] <= measured["view"], measured

@@ -21,21 +21,33 @@ meter name is read with the Retail Prices meter parser (``metering.price.retail_
 into model, token kind and deployment type; a meter it cannot read is kept with its name
 (``token_kind`` NULL), never dropped. Lines of one file with the same day, resource and meter are
 summed into one bill line: that is the key that makes re-imports replace instead of double.
+
+Every file is read bounded and streamed (``BillLimits``): gzip is inflated once without keeping
+anything to measure it (refused beyond ``max_bytes`` or an expansion beyond ``max_ratio``: a
+decompression bomb costs a fraction of a second, never the memory it claims), CSV is read line by
+line (a line longer than ``MAX_LINE`` is refused), and Parquet is checked against its footer's
+declared rows and uncompressed sizes before any data is read, then read batch by batch. Amounts and quantities must fit the ``bill_lines`` columns (``db.bounds``); a usage
+line with a negative cost or quantity, and a row that repeats an earlier row exactly, are refused
+with their line numbers unless the import allows them (``allow_negative``, ``allow_duplicates``),
+and then counted in ``BillImport`` for the summary.
 """
 
 from __future__ import annotations
 
 import csv
-import gzip
+import hashlib
 import io
 import re
+import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
-from typing import Any
+from typing import IO, Any
 
+from db.bounds import decimal_limit, integer_range
+from db.schema import bill_lines
 from metering.price.meters import CAPACITY, NO_RESOURCE, Backend, BillLine, coverage
 from metering.price.retail_prices import ACCEPTED_SERVICES, OPENAI_PRODUCT_PREFIX, parse_meter
 
@@ -119,6 +131,8 @@ class BillImport:
     other_services: int = 0  # lines of other Azure services (not Azure OpenAI / Foundry models)
     not_usage: int = 0  # purchases, taxes, credits … of Azure OpenAI (not usage)
     unknown_meters: dict[str, str] = field(default_factory=dict)  # meter name → why it is not read
+    negative_lines: list[tuple[str, Decimal, str]] = field(default_factory=list)  # (where, cost, currency), allowed
+    duplicate_rows: list[tuple[str, int, Decimal]] = field(default_factory=list)  # (where, first seen, cost), allowed
 
     @property
     def days(self) -> tuple[date, date] | None:
@@ -237,43 +251,224 @@ def is_openai_line(fields: Mapping[str, str]) -> bool:
     return False
 
 
-def _rows_of(source: str, data: bytes) -> tuple[list[str], Iterable[tuple[int, Mapping[str, Any]]]]:
-    """The header and the (line number, row) pairs of a CSV, CSV.gz or Parquet export."""
-    if data[:4] == b"PAR1":
-        import pyarrow.parquet as pq
+MIB = 1 << 20
+MAX_LINE = 1 * MIB  # one CSV line (a cost export's longest, with tags and additional info, is a few KB)
+_CHUNK = 1 << 16
+# Before judging a gzip file's expansion: the first bytes of any file may compress far better.
+_RATIO_AFTER = 16 * MIB
 
-        table = pq.read_table(io.BytesIO(data))
-        columns = list(table.column_names)
-        return columns, ((number, row) for number, row in enumerate(table.to_pylist(), start=1))
-    if data[:2] == b"\x1f\x8b":
+
+@dataclass(frozen=True)
+class BillLimits:
+    """How much one export may make us read (``metering bill import --max-bytes/--max-rows/--max-ratio``,
+    or ``METERING_BILL_MAX_BYTES`` / ``_MAX_ROWS`` / ``_MAX_RATIO``). ``max_bytes``: the CSV text
+    (after gzip) or the declared uncompressed size of a Parquet file; ``max_rows``: rows
+    read (Parquet: declared in its footer); ``max_ratio``: how many times a gzip file may expand
+    (the sample FOCUS export compresses 30 times, an export of one row repeated 170, a crafted bomb
+    up to a thousand; 0: no check); a Parquet row group
+    may declare at most ``max_bytes // 4`` (it is held in memory while its batches are read)."""
+
+    max_bytes: int = 1024 * MIB
+    max_rows: int = 10_000_000
+    max_ratio: int = 100
+
+    @property
+    def max_row_group_bytes(self) -> int:
+        return max(self.max_bytes // 4, 1)
+
+
+Rows = Iterable[tuple[int, Mapping[str, Any]]]
+
+
+def _stream(data: bytes | IO[bytes]) -> IO[bytes]:
+    return io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
+
+
+def _size(stream: IO[bytes]) -> int:
+    here = stream.tell()
+    size = stream.seek(0, io.SEEK_END)
+    stream.seek(here)
+    return size
+
+
+def _measure_gzip(source: str, stream: IO[bytes], limits: BillLimits) -> None:
+    """Inflate the whole gzip file once, keeping nothing, so that a bomb is refused before a single
+    row is parsed: beyond ``max_bytes`` of text, or an expansion beyond ``max_ratio``."""
+    inflater = zlib.decompressobj(wbits=47)
+    inflated = consumed = 0
+    pending = b""
+    while True:
+        piece = pending or stream.read(_CHUNK)
+        pending = b""
+        if not piece:
+            break
+        consumed += len(piece)
+        if inflater.eof:  # another member after a finished one
+            inflater = zlib.decompressobj(wbits=47)
+        while piece:
+            try:
+                out = inflater.decompress(piece, _CHUNK * 16)
+            except zlib.error as exc:
+                raise BillError(f"{source}: not a readable gzip file ({exc})") from None
+            inflated += len(out)
+            if inflated > limits.max_bytes:
+                raise BillError(f"{source}: more than {limits.max_bytes:,} bytes once decompressed; refused "
+                                "(raise --max-bytes if this export is genuine)")
+            if limits.max_ratio and inflated > _RATIO_AFTER and inflated > limits.max_ratio * consumed:
+                raise BillError(f"{source}: expands more than {limits.max_ratio} times when decompressed "
+                                f"({consumed:,} bytes → over {inflated:,}): a decompression bomb, not a cost "
+                                "export; refused (--max-ratio 0 turns this check off)")
+            piece = inflater.unconsumed_tail
+            if inflater.eof:  # gzip files may hold several members one after another
+                rest = inflater.unused_data + piece
+                consumed -= len(rest)
+                pending, piece = rest, b""
+    if not inflater.eof and (inflated or consumed):
+        raise BillError(f"{source}: not a readable gzip file (it ends early: truncated?)")
+
+
+def _lines(source: str, text: IO[str]) -> Iterable[str]:
+    """The lines of a CSV text stream, none longer than ``MAX_LINE``."""
+    while True:
         try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
+            line = text.readline(MAX_LINE)
+        except UnicodeDecodeError:
+            raise BillError(f"{source}: not UTF-8 text, gzip or Parquet") from None
+        except (OSError, EOFError, zlib.error) as exc:
             raise BillError(f"{source}: not a readable gzip file ({exc})") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise BillError(f"{source}: not UTF-8 text, gzip or Parquet") from None
-    reader = csv.reader(io.StringIO(text, newline=""))
+        if not line:
+            return
+        if len(line) >= MAX_LINE and not line.endswith("\n"):
+            raise BillError(f"{source}: a line longer than {MAX_LINE:,} characters: not a cost export")
+        yield line
+
+
+def _csv_rows(source: str, stream: IO[bytes], limits: BillLimits) -> tuple[list[str], Rows]:
+    import gzip
+
+    head = stream.read(2)
+    stream.seek(0)
+    if head == b"\x1f\x8b":
+        _measure_gzip(source, stream, limits)
+        stream.seek(0)
+        binary: IO[bytes] = gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[assignment]
+    else:
+        if _size(stream) > limits.max_bytes:
+            raise BillError(f"{source}: larger than {limits.max_bytes:,} bytes; refused "
+                            "(raise --max-bytes if this export is genuine)")
+        binary = stream
+    text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")  # type: ignore[arg-type]
+    reader = csv.reader(_lines(source, text))
     try:
         header = next(reader)
     except StopIteration:
         raise BillError(f"{source}: empty file") from None
+    except csv.Error as exc:
+        raise BillError(f"{source}: line 1: not CSV ({exc})") from None
 
-    def rows() -> Iterable[tuple[int, Mapping[str, Any]]]:
-        for row in reader:
+    def rows() -> Rows:
+        read = 0
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                raise BillError(f"{source}: line {reader.line_num}: not CSV ({exc})") from None
             if not any(cell.strip() for cell in row):
                 continue
             if len(row) != len(header):
                 raise BillError(f"{source}: line {reader.line_num}: expected {len(header)} fields, got {len(row)}")
+            read += 1
+            if read > limits.max_rows:
+                raise BillError(f"{source}: more than {limits.max_rows:,} rows; refused (raise --max-rows if this "
+                                "export is genuine)")
             yield reader.line_num, dict(zip(header, row))
     return header, rows()
 
 
-def parse_bill_export(source: str, data: bytes) -> BillImport:
-    """One Cost Management export (FOCUS or cost details; CSV, CSV.gz or Parquet) → its Azure OpenAI
-    bill lines, summed per day × resource × meter. Raises ``BillError`` listing every bad row."""
-    header, rows = _rows_of(source, data)
+def _parquet_rows(source: str, stream: IO[bytes], limits: BillLimits) -> tuple[list[str], Rows]:
+    """Parquet by its footer first: the declared rows and uncompressed sizes are checked against
+    ``limits`` before any data is read; then batch by batch (every column: a repeated row is one
+    equal in all of them)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(stream)
+        meta = parquet.metadata
+        columns = list(parquet.schema_arrow.names)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise BillError(f"{source}: not a readable Parquet file ({_first_line(exc)})") from None
+    if meta.num_rows > limits.max_rows or meta.num_rows < 0:
+        raise BillError(f"{source}: declares {meta.num_rows:,} rows, more than {limits.max_rows:,}; refused "
+                        "(raise --max-rows if this export is genuine)")
+    declared = 0
+    for group in range(meta.num_row_groups):
+        row_group = meta.row_group(group)
+        size = 0
+        for column in range(row_group.num_columns):
+            chunk = row_group.column(column)
+            size += max(chunk.total_uncompressed_size, 0)
+        if size > limits.max_row_group_bytes:
+            raise BillError(f"{source}: row group {group} declares {size:,} bytes uncompressed, more than "
+                            f"{limits.max_row_group_bytes:,}; refused (raise --max-bytes if this export is genuine)")
+        declared += size
+    if declared > limits.max_bytes:
+        raise BillError(f"{source}: declares {declared:,} bytes uncompressed, more than {limits.max_bytes:,}; "
+                        "refused (raise --max-bytes if this export is genuine)")
+
+    def rows() -> Rows:
+        number = 0
+        try:
+            for batch in parquet.iter_batches(batch_size=2048, use_threads=False):
+                for row in batch.to_pylist():
+                    number += 1
+                    if number > meta.num_rows:
+                        raise BillError(f"{source}: more rows than its footer declares; refused")
+                    yield number, row
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise BillError(f"{source}: not a readable Parquet file ({_first_line(exc)})") from None
+    return columns, rows()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split("\n")[0].split())
+    return text[:200] or type(exc).__name__
+
+
+def _row_digest(row: Mapping[str, Any]) -> bytes:
+    """A digest of every value of a row, to find rows an export repeats exactly."""
+    digest = hashlib.blake2b(digest_size=16)
+    for value in row.values():
+        digest.update(repr(value).encode("utf-8", "surrogatepass"))
+        digest.update(b"\x1f")
+    return digest.digest()
+
+
+_COST_BOUND = decimal_limit(bill_lines.c.cost)
+_QUANTITY_BOUND = decimal_limit(bill_lines.c.quantity)
+_TOKENS_BOUND = integer_range(bill_lines.c.tokens)
+
+
+def _out_of_range(name: str, value: Decimal, bound: Decimal | None) -> str | None:
+    if bound is not None and not abs(value) < bound:
+        return f"{name} {value} is out of range (|{name}| must be below {bound:.0E})"
+    return None
+
+
+def parse_bill_export(source: str, data: bytes | IO[bytes], limits: BillLimits = BillLimits(), *,
+                      allow_negative: bool = False, allow_duplicates: bool = False) -> BillImport:
+    """One Cost Management export (FOCUS or cost details; CSV, CSV.gz or Parquet; bytes or a seekable
+    binary file) → its Azure OpenAI bill lines, summed per day × resource × meter. Raises
+    ``BillError`` listing every bad row, or naming the limit a file exceeds."""
+    stream = _stream(data)
+    parquet = stream.read(4) == b"PAR1"
+    stream.seek(0)
+    if parquet:
+        header, rows = _parquet_rows(source, stream, limits)
+    else:
+        header, rows = _csv_rows(source, stream, limits)
     by_lower = {name.strip().lstrip("\ufeff").lower(): name for name in header}
     if "chargeperiodstart" in by_lower and "billedcost" in by_lower:
         fmt, spec = "focus", FOCUS_COLUMNS
@@ -290,7 +485,17 @@ def parse_bill_export(source: str, data: bytes) -> BillImport:
     result = BillImport(source, fmt)
     sums: dict[tuple[date, str, str], list[Any]] = {}
     errors: list[str] = []
+    error_count = 0
     currencies: set[str] = set()
+    seen: dict[bytes, int] = {}
+    unit_word = "row" if parquet else "line"
+
+    def problem(text: str) -> None:
+        nonlocal error_count
+        error_count += 1
+        if len(errors) < 50:
+            errors.append(text)
+
     for number, row in rows:
         result.rows_read += 1
         fields = {key: ("" if column is None or row.get(column) is None else row[column])
@@ -303,26 +508,50 @@ def parse_bill_export(source: str, data: bytes) -> BillImport:
         if charge not in ("usage", ""):
             result.not_usage += 1
             continue
-        where = f"{source}: {'row' if data[:4] == b'PAR1' else 'line'} {number}"
+        where = f"{source}: {unit_word} {number}"
         day = _day(fields["day"])
         cost = _decimal(fields["cost"])
         quantity = _decimal(fields["quantity"])
         currency = str(text["currency"]).upper()
         problems = []
         if day is None:
-            problems.append(f"date {fields['day']!r} is not a date")
+            problems.append(f"date {fields['day']!r:.80} is not a date")
         if cost is None:
-            problems.append(f"cost {fields['cost']!r} is not a number")
+            problems.append(f"cost {fields['cost']!r:.80} is not a number")
+        elif (why := _out_of_range("cost", cost, _COST_BOUND)) is not None:
+            problems.append(why)
         if quantity is None:
-            problems.append(f"quantity {fields['quantity']!r} is not a number")
+            problems.append(f"quantity {fields['quantity']!r:.80} is not a number")
+        elif (why := _out_of_range("quantity", quantity, _QUANTITY_BOUND)) is not None:
+            problems.append(why)
         if not re.fullmatch(r"[A-Z]{3}", currency):
-            problems.append(f"currency {text['currency']!r} is not a three-letter code")
+            problems.append(f"currency {text['currency']!r:.20} is not a three-letter code")
         for name, limit in (("resource_id", 400), ("meter_name", 400), ("meter_category", 200),
                             ("meter_subcategory", 200), ("unit", 100)):
-            if len(str(text.get(name) or "")) > limit:
+            value = str(text.get(name) or "")
+            if len(value) > limit:
                 problems.append(f"{name} is longer than {limit} characters")
+            elif "\x00" in value:
+                problems.append(f"{name} contains a NUL character")
+        if not problems and (cost < 0 or quantity < 0):  # type: ignore[operator]
+            if allow_negative:
+                result.negative_lines.append((where, cost, currency))  # type: ignore[arg-type]
+            else:
+                problems.append(f"a usage line with a negative {'cost' if cost < 0 else 'quantity'} "  # type: ignore[operator]
+                                f"({cost} {currency}, quantity {quantity}): usage is never negative (a refund "
+                                "or correction is a credit or adjustment charge); --allow-negative imports it")
+        if not problems:
+            digest = _row_digest(row)
+            first = seen.get(digest)
+            if first is None:
+                seen[digest] = number
+            elif allow_duplicates:
+                result.duplicate_rows.append((where, first, cost))  # type: ignore[arg-type]
+            else:
+                problems.append(f"repeats {unit_word} {first} exactly (every column): a row listed twice would be "
+                                "billed twice; --allow-duplicates imports it")
         if problems:
-            errors.append(f"{where}: " + "; ".join(problems))
+            problem(f"{where}: " + "; ".join(problems))
             continue
         assert day is not None and cost is not None and quantity is not None
         currencies.add(currency)
@@ -335,27 +564,38 @@ def parse_bill_export(source: str, data: bytes) -> BillImport:
             consumed = _decimal(fields.get("consumed_quantity"))
             block = _decimal(fields.get("block_size"))
             if consumed is not None and unit_block(str(text.get("consumed_unit") or "")):
+                if (why := _out_of_range("consumed quantity", consumed, _QUANTITY_BOUND)) is not None:
+                    problem(f"{where}: {why}")
+                    continue
                 quantity, unit = consumed, str(text["consumed_unit"])
-            elif block and text.get("pricing_unit"):
+            elif block and text.get("pricing_unit") and abs(block) < _QUANTITY_BOUND:  # type: ignore[operator]
                 unit = f"{block.normalize():f} {text['pricing_unit']}"
             else:
                 unit = str(text.get("pricing_unit") or "") or None
         key = (day, resource, meter)
         entry = sums.get(key)
         if entry is None:
-            sums[key] = [quantity, cost, unit, currency, text]
+            sums[key] = [quantity, cost, unit, currency, text, where]
         else:
             entry[0] += quantity
             entry[1] += cost
             if entry[3] != currency:
-                errors.append(f"{where}: {meter} on {day} is billed in {entry[3]} and {currency}")
+                problem(f"{where}: {meter} on {day} is billed in {entry[3]} and {currency}")
         result.rows_kept += 1
     if len(currencies) > 1:
-        errors.append(f"{source}: more than one billing currency ({', '.join(sorted(currencies))}); "
-                      "export one billing profile per file")
+        problem(f"{source}: more than one billing currency ({', '.join(sorted(currencies))}); "
+                "export one billing profile per file")
+    for (day, resource, meter), (quantity, cost, unit, currency, text, where) in sums.items():
+        block = unit_block(unit)
+        tokens = quantity * block[0] if block is not None and block[1] == "tokens" else Decimal(0)
+        for why in (_out_of_range("cost", cost, _COST_BOUND), _out_of_range("quantity", quantity, _QUANTITY_BOUND),
+                    _out_of_range("tokens", tokens, Decimal(_TOKENS_BOUND) if _TOKENS_BOUND else None)):
+            if why is not None:
+                problem(f"{source}: {meter} on {day}: the lines summed: {why}")
     if errors:
-        raise BillError("\n".join(errors[:50]) + (f"\n… and {len(errors) - 50} more" if len(errors) > 50 else ""))
-    for (day, resource, meter), (quantity, cost, unit, currency, text) in sorted(sums.items()):
+        more = error_count - len(errors)
+        raise BillError("\n".join(errors) + (f"\n… and {more} more" if more > 0 else ""))
+    for (day, resource, meter), (quantity, cost, unit, currency, text, _) in sorted(sums.items()):
         result.lines.append(_line(day, resource, meter, quantity, cost, unit, currency, text, fmt, result))
     return result
 

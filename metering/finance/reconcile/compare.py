@@ -65,7 +65,21 @@ class MeterKey:
             return f"{self.meter_name} (capacity)"
         if self.kind is None:
             return f"{self.meter_name} (unknown meter)"
-        return f"{self.model} {self.kind} {self.deployment_type}" + (f" {self.service_tier}" if self.service_tier else "")
+        return f"{self.model} {self.kind} {self.deployment_type}" + (f", {self.service_tier} tier" if self.service_tier else "")
+
+    @property
+    def detail(self) -> str:
+        """What tells meters of one model apart (kind, deployment type, tier), for a label's second line."""
+        if self.kind == CAPACITY:
+            return "capacity (hourly)"
+        if self.kind is None:
+            return "unknown meter"
+        return " · ".join([self.kind, self.deployment_type or "?"] + ([f"{self.service_tier} tier"] if self.service_tier else []))
+
+    @property
+    def name(self) -> str:
+        """The model (or, for capacity and unknown meters, the meter's name), a label's first line."""
+        return (self.meter_name if self.kind == CAPACITY or self.kind is None else self.model) or "(unknown)"
 
 
 @dataclass
@@ -308,9 +322,12 @@ def group_rows(result: Reconciliation, by: Sequence[str]) -> list[dict[str, Any]
         key = tuple(values[name] for name in by)
         row = groups.setdefault(key, {**{name: values[name] for name in by}, "billed_quantity": 0,
                                       "metered_quantity": 0, "billed_cost": Decimal(0), "metered_cost": Decimal(0),
-                                      **{name: Decimal(0) for name in AMOUNTS}, "_meters": set()})
+                                      **{name: Decimal(0) for name in AMOUNTS}, "_meters": set(), "_priced": 0,
+                                      "_unpriced": 0})
         row["billed_quantity"] += item.billed_quantity
         row["metered_quantity"] += item.metered_quantity
+        row["_priced"] += item.priced_quantity
+        row["_unpriced"] += item.unpriced_quantity
         row["billed_cost"] += item.billed_cost
         row["metered_cost"] += item.metered_cost
         for name in AMOUNTS:
@@ -320,7 +337,11 @@ def group_rows(result: Reconciliation, by: Sequence[str]) -> list[dict[str, Any]
     for key in sorted(groups):
         row = groups[key]
         meters = row.pop("_meters")
+        priced, unpriced = row.pop("_priced"), row.pop("_unpriced")
         row["difference"] = row["billed_cost"] - row["metered_cost"]
+        if unpriced and not priced and not row["metered_cost"]:
+            # Only tokens without a card rate: their cost is unknown, never 0 (``unpriced`` explains it).
+            row["metered_cost"] = row["difference"] = None
         billed_price = card_price = None
         if len(meters) == 1:
             meter = next(iter(meters))
@@ -349,12 +370,15 @@ def explain_text(row: Mapping[str, Any], billed_price: Decimal | None, card_pric
 
 
 def totals(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The rows summed; the metered cost of unpriced tokens is unknown and left out of it (the
+    ``unpriced`` part of the difference says how much the bill has for them)."""
     total: dict[str, Any] = {"billed_quantity": 0, "metered_quantity": 0, "billed_cost": Decimal(0),
                              "metered_cost": Decimal(0), "difference": Decimal(0),
                              **{name: Decimal(0) for name in AMOUNTS}}
     for row in rows:
         for name in total:
-            total[name] += row[name]
+            total[name] += row[name] or 0  # an unknown metered cost (None) adds nothing
+    total["difference"] = total["billed_cost"] - total["metered_cost"]
     return total
 
 
@@ -371,7 +395,18 @@ def data_quality(result: Reconciliation) -> str:
         f"{len(result.resources_without_bill)} metered resource(s) with no bill line"
         + (f" ({', '.join(result.resources_without_bill)})" if result.resources_without_bill else ""),
     ]
+    negative = negative_bill_cells(result)
+    if negative:
+        parts.append(f"{len(negative)} bill line(s) with a negative usage cost "
+                     f"({cents(sum((c.billed_cost for c in negative), Decimal(0)))} {result.currency}: usage is never "
+                     "negative; check the export)")
     return "data quality: " + ", ".join(parts)
+
+
+def negative_bill_cells(result: Reconciliation) -> list[Cell]:
+    """Day × resource × meter cells whose billed usage cost is negative (imported with
+    ``--allow-negative``): never silent in any output."""
+    return [c for c in result.cells if c.billed_cost < 0]
 
 
 def card_drift(result: Reconciliation) -> list[dict[str, Any]]:
@@ -387,7 +422,8 @@ def card_drift(result: Reconciliation) -> list[dict[str, Any]]:
 
 
 def cents(amount: Decimal) -> Decimal:
-    return amount.quantize(CENT, rounding=ROUND_HALF_UP)
+    """Rounded to the cent, half up; never ``-0.00`` (an amount under half a cent is 0.00 either way)."""
+    return amount.quantize(CENT, rounding=ROUND_HALF_UP) + 0
 
 
 def per_1m(price: Decimal) -> str:
