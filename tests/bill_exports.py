@@ -164,3 +164,43 @@ def focus_parquet(charges: Sequence[Charge]) -> bytes:
     buffer = io.BytesIO()
     pq.write_table(pa.table(arrays), buffer)
     return buffer.getvalue()
+
+
+# The columns of the FinOps Foundation's public FOCUS 1.0 sample data (github.com/FinOps-Open-Cost-and-
+# Usage-Spec/FOCUS-Sample-Data, FOCUS-1.0/focus_sample.csv, commit adbdd17a1329): FOCUS columns only,
+# no Microsoft x_ extension, in the file's order.
+FOCUS_SAMPLE_1_0 = (
+    "AvailabilityZone,BilledCost,BillingAccountId,BillingAccountName,BillingCurrency,BillingPeriodEnd,"
+    "BillingPeriodStart,ChargeCategory,ChargeClass,ChargeDescription,ChargeFrequency,ChargePeriodEnd,"
+    "ChargePeriodStart,CommitmentDiscountCategory,CommitmentDiscountId,CommitmentDiscountName,"
+    "CommitmentDiscountStatus,CommitmentDiscountType,ConsumedQuantity,ConsumedUnit,ContractedCost,"
+    "ContractedUnitPrice,EffectiveCost,InvoiceIssuerName,ListCost,ListUnitPrice,PricingCategory,PricingQuantity,"
+    "PricingUnit,ProviderName,PublisherName,RegionId,RegionName,ResourceId,ResourceName,ResourceType,"
+    "ServiceCategory,Id,ServiceName,SkuId,SkuPriceId,SubAccountId,SubAccountName,Tags"
+).split(",")
+# FOCUS 1.2 adds, among others, SkuMeter and SkuPriceDetails (a JSON object of the SKU's properties).
+FOCUS_1_2_COLUMNS = FOCUS_SAMPLE_1_0 + ["SkuMeter", "SkuPriceDetails", "ServiceSubcategory", "PricingCurrency"]
+
+
+def focus_csv_without_extensions(charges: Sequence[Charge], columns: Sequence[str] = FOCUS_SAMPLE_1_0,
+                                 description: str = "{meter}") -> bytes:
+    """A FOCUS file as a FinOps tool that normalises several clouds writes it, in the shape of the
+    Foundation's sample: no x_ columns, no BOM, header quoted, values quoted only when needed, NULL
+    (unquoted) for no value, times ``YYYY-MM-DD HH:MM:SS`` without a zone. ``description`` formats
+    ChargeDescription (``{meter}``, ``{product}``); SkuId is Azure's product id, not a meter name."""
+    buffer = io.StringIO()
+    buffer.write(",".join(f'"{name}"' for name in columns) + "\n")
+    writer = csv.writer(buffer, lineterminator="\n")
+    for c in charges:
+        row = _focus_row(c, "1.0")
+        end_day = (date.fromisoformat(c.day) + timedelta(days=1)).isoformat()
+        row.update({
+            "ChargePeriodStart": f"{c.day} 00:00:00", "ChargePeriodEnd": f"{end_day} 00:00:00",
+            "BillingPeriodStart": "2026-10-01 00:00:00", "BillingPeriodEnd": "2026-11-01 00:00:00",
+            "ChargeDescription": description.format(meter=c.meter, product=c.subcategory),
+            "SkuId": "DZH318Z0BQ4L", "SkuPriceId": "DZH318Z0BQ4L/00JJ", "Id": f"{c.day}-{c.meter}",
+            "SkuMeter": "Tokens" if "Token" in c.unit else "Hours",
+            "SkuPriceDetails": '{"CoreCount":null}' if "Token" in c.unit else "NULL",
+        })
+        writer.writerow([row.get(name) or "NULL" for name in columns])
+    return buffer.getvalue().encode("utf-8")

@@ -37,6 +37,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import re
 import zlib
 from collections import defaultdict
@@ -158,7 +159,17 @@ FOCUS_COLUMNS = {
     "meter_subcategory": ("x_skumetersubcategory",),
     "product": ("x_skudescription",),
     "currency": ("billingcurrency",),
+    # FOCUS columns every generator writes (no Microsoft ``x_`` extension): where a file without
+    # ``x_SkuMeterName`` names its meter (``focus_meter_name``).
+    "sku_price_details": ("skupricedetails",),
+    "charge_description": ("chargedescription",),
+    "sku_id": ("skuid",),
+    "sku_meter": ("skumeter",),
 }
+# Where a FOCUS file without x_SkuMeterName names the meter, in the order tried.
+FOCUS_METER_SOURCES = ("sku_price_details", "charge_description", "sku_id", "sku_meter", "service")
+# A FOCUS value that means "no value": the FinOps Foundation's sample data writes NULL unquoted.
+FOCUS_NULL = "NULL"
 COST_DETAILS_COLUMNS = {
     "day": ("date", "usagedatetime"),
     "resource_id": ("resourceid", "instancename"),
@@ -229,6 +240,50 @@ def _decimal(value: Any) -> Decimal | None:
     except InvalidOperation:
         return None
     return amount if amount.is_finite() else None
+
+
+def _meter_candidates(fields: Mapping[str, Any]) -> Iterable[str]:
+    """The texts of a FOCUS row that may name its meter, most specific first: string values of
+    ``SkuPriceDetails`` (a JSON object in FOCUS 1.2) whose key names a meter, ``ChargeDescription``
+    whole and then each `` - ``-separated part from the right (``Azure OpenAI - gpt-4o-0806-Inp-glbl``),
+    ``SkuId``, ``SkuMeter``, ``ServiceName``."""
+    for source in FOCUS_METER_SOURCES:
+        text = str(fields.get(source) or "").strip()
+        if not text or text == FOCUS_NULL:
+            continue
+        if source == "sku_price_details":
+            if text.startswith("{") and len(text) <= 4000:
+                try:
+                    details = json.loads(text)
+                except ValueError:
+                    continue
+                if isinstance(details, dict):
+                    yield from (value.strip() for key, value in details.items()
+                                if isinstance(value, str) and "meter" in str(key).lower() and value.strip())
+            continue
+        yield text
+        if source == "charge_description" and " - " in text:
+            yield from (part.strip() for part in reversed(text.split(" - ")) if part.strip())
+
+
+def focus_meter_name(fields: Mapping[str, Any]) -> str:
+    """The meter of a FOCUS row without ``x_SkuMeterName`` (written by FinOps tools that normalise
+    several clouds): the first candidate (``_meter_candidates``) the meter parser reads as a
+    token, capacity or unit meter; else, kept by name as an unknown meter, its ``ChargeDescription``,
+    ``SkuId``, ``SkuMeter`` or ``ServiceName`` — never a refusal of the file."""
+    product = str(fields.get("product") or fields.get("meter_subcategory") or "") or "Azure OpenAI"
+    first = None
+    for candidate in _meter_candidates(fields):
+        candidate = candidate[:400]
+        first = first or candidate
+        if known_meter(candidate, product):
+            return candidate
+    return first or "(no meter name)"
+
+
+def known_meter(meter: str, product: str = "Azure OpenAI") -> bool:
+    """Whether the meter parser reads a name as one of the meters reconciliation compares."""
+    return not isinstance(parse_meter(meter, product), str)
 
 
 def is_openai_line(fields: Mapping[str, str]) -> bool:
@@ -478,7 +533,10 @@ def parse_bill_export(source: str, data: bytes | IO[bytes], limits: BillLimits =
         raise BillError(f"{source}: not an Azure Cost Management export (expected a FOCUS file with "
                         "ChargePeriodStart and BilledCost, or cost details with Date and MeterName)")
     columns = {key: next((by_lower[name] for name in names if name in by_lower), None) for key, names in spec.items()}
-    missing = [key for key in REQUIRED if columns[key] is None]
+    # A FOCUS file without Microsoft's x_ columns names its meter in the FOCUS columns instead.
+    meter_from_focus = fmt == "focus" and columns["meter_name"] is None and any(
+        columns[key] is not None for key in FOCUS_METER_SOURCES)
+    missing = [key for key in REQUIRED if columns[key] is None and not (key == "meter_name" and meter_from_focus)]
     if missing:
         raise BillError(f"{source}: the export has no column for {', '.join(missing)} "
                         f"(expected one of: {'; '.join('/'.join(spec[key]) for key in missing)})")
@@ -500,6 +558,10 @@ def parse_bill_export(source: str, data: bytes | IO[bytes], limits: BillLimits =
         result.rows_read += 1
         fields = {key: ("" if column is None or row.get(column) is None else row[column])
                   for key, column in columns.items()}
+        if fmt == "focus":
+            fields = {key: "" if value == FOCUS_NULL else value for key, value in fields.items()}
+            if meter_from_focus:
+                fields["meter_name"] = focus_meter_name(fields)
         text = {key: value if isinstance(value, (datetime, date)) else str(value).strip() for key, value in fields.items()}
         if not is_openai_line(text):
             result.other_services += 1
