@@ -75,12 +75,15 @@ class Charge:
     subcategory: str = "Azure OpenAI"
     resource: str = RESOURCE
     charge: str = "Usage"
+    consumed_unit: str | None = None  # ConsumedUnit of a meter not billed in tokens or hours ("Calls")
 
 
 def _focus_row(c: Charge, version: str) -> dict[str, str]:
     seconds = ":00" if version != "1.0" else ""
     end_day = (date.fromisoformat(c.day) + timedelta(days=1)).isoformat()
-    block = {"1M Tokens": "1000000", "1K Tokens": "1000", "1 Hour": "1"}.get(c.unit, "1")
+    block = {"1M Tokens": "1000000", "1K Tokens": "1000", "1 Hour": "1", "1M": "1000000", "1K": "1000"}.get(c.unit, "1")
+    if c.consumed_unit is None and c.unit in ("1M", "1K"):
+        block = "1"  # a storage-style "10K" or "1M" block without a consumed unit: as before
     consumed = str(Decimal(c.quantity) * Decimal(block))
     name = c.resource.rsplit("/", 1)[-1]
     return {
@@ -89,9 +92,10 @@ def _focus_row(c: Charge, version: str) -> dict[str, str]:
         "BillingPeriodEnd": f"2026-11-01T00:00{seconds}Z", "BillingPeriodStart": f"2026-10-01T00:00{seconds}Z",
         "ChargeCategory": c.charge, "ChargeClass": "", "ChargeDescription": c.meter, "ChargeFrequency": "Usage-Based",
         "ChargePeriodEnd": f"{end_day}T00:00{seconds}Z", "ChargePeriodStart": f"{c.day}T00:00{seconds}Z",
-        "ConsumedQuantity": consumed, "ConsumedUnit": "Tokens" if "Token" in c.unit else "Hours",
+        "ConsumedQuantity": consumed,
+        "ConsumedUnit": c.consumed_unit or ("Tokens" if "Token" in c.unit else "Hours"),
         "ContractedCost": c.cost, "EffectiveCost": c.cost, "InvoiceIssuerName": "Microsoft", "ListCost": c.cost,
-        "PricingCategory": "Standard", "PricingQuantity": c.quantity, "PricingUnit": "Tokens" if "Token" in c.unit else "Hours",
+        "PricingCategory": "Standard", "PricingQuantity": c.quantity, "PricingUnit": c.consumed_unit or ("Tokens" if "Token" in c.unit else "Hours"),
         "ProviderName": "Microsoft", "PublisherName": "Microsoft", "RegionId": "", "RegionName": "",
         "ResourceId": c.resource, "ResourceName": name, "ResourceType": "Azure OpenAI" if "Cognitive" in c.resource else "Storage account",
         "ServiceCategory": "AI and Machine Learning" if "Cognitive" in c.resource else "Storage",

@@ -18,7 +18,9 @@ Exports read (column names from Microsoft Learn, "Cost Management dataset schema
 Files are CSV (UTF-8 with or without BOM, every field quoted as Azure writes them), gzip-compressed
 CSV or Parquet, told apart by content. Only Azure OpenAI / Foundry model usage lines are kept; each
 meter name is read with the Retail Prices meter parser (``metering.price.retail_prices.parse_meter``)
-into model, token kind and deployment type; a meter it cannot read is kept with its name
+into model, token kind and deployment type (and ``parse_unit_meter`` reads the meters of units
+beyond tokens: whisper hours, speech characters, tool calls, code interpreter sessions, and the
+fixed costs: fine-tune hosting and training, vector storage); a meter it cannot read is kept with its name
 (``token_kind`` NULL), never dropped. Lines of one file with the same day, resource and meter are
 summed into one bill line: that is the key that makes re-imports replace instead of double.
 
@@ -49,8 +51,9 @@ from typing import IO, Any
 
 from db.bounds import decimal_limit, integer_range
 from db.schema import bill_lines
-from metering.price.meters import CAPACITY, NO_RESOURCE, Backend, BillLine, coverage
-from metering.price.retail_prices import ACCEPTED_SERVICES, OPENAI_PRODUCT_PREFIX, parse_meter
+from metering.price.metered_kinds import UNIT_KIND_OF_FIELD
+from metering.price.meters import CAPACITY, FIXED_KINDS, NO_RESOURCE, Backend, BillLine, coverage, unit_quantity
+from metering.price.retail_prices import ACCEPTED_SERVICES, OPENAI_PRODUCT_PREFIX, parse_meter, parse_unit_meter
 
 BACKENDS_HEADER = ("backend_id", "resource_id", "region", "owner_subscription_id")
 # An Azure OpenAI / AI Services account, as Azure spells its ARM id (compared case-insensitively).
@@ -282,8 +285,8 @@ def focus_meter_name(fields: Mapping[str, Any]) -> str:
 
 
 def known_meter(meter: str, product: str = "Azure OpenAI") -> bool:
-    """Whether the meter parser reads a name as one of the meters reconciliation compares."""
-    return not isinstance(parse_meter(meter, product), str)
+    """Whether the meter parsers read a name as one of the meters reconciliation compares."""
+    return parse_unit_meter(meter) is not None or not isinstance(parse_meter(meter, product), str)
 
 
 def is_openai_line(fields: Mapping[str, str]) -> bool:
@@ -625,7 +628,9 @@ def parse_bill_export(source: str, data: bytes | IO[bytes], limits: BillLimits =
             # consumed quantity in base units, else the pricing unit with x_PricingBlockSize.
             consumed = _decimal(fields.get("consumed_quantity"))
             block = _decimal(fields.get("block_size"))
-            if consumed is not None and unit_block(str(text.get("consumed_unit") or "")):
+            consumed_unit = str(text.get("consumed_unit") or "")
+            if consumed is not None and (unit_block(consumed_unit) or consumed_unit and parse_unit_meter(
+                    str(text["meter_name"] or "")) is not None):  # "Calls", "Characters", "Session" of a unit meter
                 if (why := _out_of_range("consumed quantity", consumed, _QUANTITY_BOUND)) is not None:
                     problem(f"{where}: {why}")
                     continue
@@ -670,7 +675,17 @@ def _line(day: date, resource: str, meter: str, quantity: Decimal, cost: Decimal
     subcategory = str(text.get("meter_subcategory") or "") or None
     model = kind = deployment_type = tier = None
     tokens: int | None = None
-    if block is not None and block[1] == "hours":
+    unit_meter = parse_unit_meter(meter)
+    if unit_meter is not None and unit_meter.kind in FIXED_KINDS:
+        kind, deployment_type = unit_meter.kind, unit_meter.deployment_type  # a fixed cost (hours, GB-days)
+    elif unit_meter is not None:
+        kind = UNIT_KIND_OF_FIELD[unit_meter.kind]
+        model, deployment_type = unit_meter.model, unit_meter.deployment_type
+        tokens = unit_quantity(kind, quantity, unit)
+        if tokens is None:
+            kind = model = deployment_type = None
+            result.unknown_meters[meter] = f"unit of measure {unit!r} is not one this meter is billed in"
+    elif block is not None and block[1] == "hours":
         kind, deployment_type = CAPACITY, "provisioned"
         parsed = parse_meter(meter, subcategory or str(text.get("product") or "") or "Azure OpenAI")
         if not isinstance(parsed, str):

@@ -26,6 +26,7 @@ from db import queries
 from db.bill import load_backends
 from metering.finance.report.options import Period
 from metering.finance.capacity import PtuCost, allocate_ptu, by_subscription
+from metering.finance.reconcile.true_up import apportion
 from metering.finance.reconcile.true_up import headline as true_up_headline
 from metering.finance.reconcile.true_up import headline_text as true_up_headline_text
 
@@ -59,6 +60,12 @@ MEASURE_COLUMNS = (
     "cached_image_tokens",
     "audio_completion_tokens",
     "image_completion_tokens",
+    # the units Azure bills beyond tokens, each at its own rate (part of cost): audio in whole seconds
+    "audio_seconds",
+    "input_characters",
+    "web_search_calls",
+    "file_search_calls",
+    "code_interpreter_sessions",
 )
 COST_STATUS = "cost_status"  # complete | partial | unknown: whether the cost covers every billable request
 PTU_COLUMNS = ("ptu_cost", "total_charge")
@@ -111,6 +118,11 @@ LABELS = {
     "cached_image_tokens": "Cached image tokens",
     "audio_completion_tokens": "Audio output tokens",
     "image_completion_tokens": "Image output tokens",
+    "audio_seconds": "Audio seconds (transcribed)",
+    "input_characters": "Speech characters",
+    "web_search_calls": "Web search calls",
+    "file_search_calls": "File search calls",
+    "code_interpreter_sessions": "Code interpreter sessions",
 }
 
 
@@ -141,7 +153,7 @@ def to_frame(rows: list[dict[str, Any]], dimensions: tuple[str, ...]) -> pd.Data
     frame = pd.DataFrame(rows, columns=columns, dtype=object)
     for column in MEASURE_COLUMNS:
         if column not in ("cost", "currency"):
-            frame[column] = frame[column].map(lambda v: int(v) if v is not None and v == v else 0).astype("int64")
+            frame[column] = frame[column].map(_whole).astype("int64")
     statuses = [cost_status(record) for record in frame.to_dict("records")]
     frame["cost"] = object_series(frame, [None if status == "unknown" else c if isinstance(c, Decimal) else Decimal(0)
                                           for c, status in zip(frame["cost"], statuses)])
@@ -150,6 +162,15 @@ def to_frame(rows: list[dict[str, Any]], dimensions: tuple[str, ...]) -> pd.Data
     for dimension in dimensions:
         frame[dimension] = object_series(frame, ["" if v is None else str(v) for v in frame[dimension]])
     return frame
+
+
+def _whole(value: Any) -> int:
+    """A count as a whole number; audio seconds (stored to the millisecond) rounded half up."""
+    if value is None or value != value:
+        return 0
+    if isinstance(value, int):
+        return value
+    return int(Decimal(str(value)).to_integral_value(rounding=ROUND_HALF_UP))
 
 
 def cost_status(counts: dict[str, Any]) -> str:
@@ -658,3 +679,21 @@ def ptu_allocation_rows(conn: sa.Connection, month: str, ptu_costs: Sequence[Ptu
         "monthly_cost": part["monthly_cost"],
         "currency": part["currency"],
     } for part in by_subscription(allocations)]
+
+
+def shown_true_up(records: list[dict[str, Any]], total: dict[str, Any],
+                  figures: dict[str, Decimal]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rows and total of a trued-up report as shown in cents: pay-as-you-go and PTU apportioned so
+    that they add up to the headline's metered and PTU figures, the true-up the rest of each row (so
+    each row adds up to its final charge and each column to its headline figure)."""
+    shown_cost = apportion(figures["metered"], {i: known(r["cost"]) for i, r in enumerate(records)})
+    shown_ptu = apportion(figures["ptu"], {i: r["ptu_cost"] for i, r in enumerate(records)})
+    rows = []
+    for index, record in enumerate(records):
+        row = dict(record)
+        row["cost"], row["ptu_cost"] = shown_cost.get(index, Decimal(0)), shown_ptu.get(index, Decimal(0))
+        row["true_up"] = row["total_charge"] - row["cost"] - row["ptu_cost"]
+        rows.append(row)
+    total = dict(total) | {"cost": figures["metered"], "ptu_cost": figures["ptu"], "true_up": figures["adjustment"],
+                           "total_charge": figures["bill"]}
+    return rows, total

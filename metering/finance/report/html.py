@@ -376,7 +376,7 @@ def _table(report: Report, money: Money) -> str:
     records = report.frame.to_dict("records")
     total = total_row(report.frame, dims)
     if report.true_up is not None:  # cents that add up across and down, as in the table format
-        from metering.finance.report.render import shown_true_up
+        from metering.finance.report.build import shown_true_up
 
         records, total = shown_true_up(records, total, report.true_up)
     body = "".join(f"<tr>{dimension_cells(r)}{measure_cells(r)}</tr>" for r in records)

@@ -15,10 +15,10 @@ import pandas as pd
 
 from metering.finance.report.options import FORMATS
 from metering.safe_text import spreadsheet_text, terminal_line
-from metering.finance.reconcile.true_up import apportion, headline_text
+from metering.finance.reconcile.true_up import headline_text
 from metering.finance.report.build import (
     COST_STATUS, MONEY_COLUMNS, TABLE_COLUMNS, TABLE_PTU_COLUMNS, Report, has_ptu, known, money, object_series,
-    requests_sentence, total_row, unpriced_note,
+    requests_sentence, shown_true_up, total_row, unpriced_note,
 )
 
 # The table's flag column: why a row's cost is not the whole story (empty when it is).
@@ -78,12 +78,26 @@ KIND_NAMES = (
 )
 
 
+UNIT_NAMES = (
+    ("audio_seconds", "seconds of audio transcribed"), ("input_characters", "speech characters"),
+    ("web_search_calls", "web search calls"), ("file_search_calls", "file search calls"),
+    ("code_interpreter_sessions", "code interpreter sessions"),
+)
+
+
 def kinds_line(total: dict[str, Any]) -> str:
-    """The tokens of the kinds Azure bills apart (each priced at its own rate), when there are any."""
+    """The tokens of the kinds Azure bills apart (each priced at its own rate), and the units billed
+    beyond tokens, when there are any."""
     parts = [f"{label} {total.get(name, 0):,}" for name, label in KIND_NAMES if total.get(name, 0)]
     if total.get("priority_requests", 0):
         parts.append(f"{total['priority_requests']:,} requests on the priority tier")
-    return ("token kinds billed apart (part of the tokens above, each at its own rate): " + ", ".join(parts)) if parts else ""
+    units = [f"{total.get(name, 0):,} {label}" for name, label in UNIT_NAMES if total.get(name, 0)]
+    lines = []
+    if parts:
+        lines.append("token kinds billed apart (part of the tokens above, each at its own rate): " + ", ".join(parts))
+    if units:
+        lines.append("units billed beyond tokens (in the cost above, each at its own rate): " + ", ".join(units))
+    return "\n".join(lines)
 
 
 def render_table(frame: pd.DataFrame, dimensions: tuple[str, ...], title: str,
@@ -152,24 +166,6 @@ def render_table(frame: pd.DataFrame, dimensions: tuple[str, ...], title: str,
         for note in report.notes:
             out.append(f"note: {terminal_line(note)}")
     return "\n".join(out) + "\n"
-
-
-def shown_true_up(records: list[dict[str, Any]], total: dict[str, Any],
-                  figures: dict[str, Decimal]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Rows and total of a trued-up report as shown in cents: pay-as-you-go and PTU apportioned so
-    that they add up to the headline's metered and PTU figures, the true-up the rest of each row (so
-    each row adds up to its final charge and each column to its headline figure)."""
-    shown_cost = apportion(figures["metered"], {i: known(r["cost"]) for i, r in enumerate(records)})
-    shown_ptu = apportion(figures["ptu"], {i: r["ptu_cost"] for i, r in enumerate(records)})
-    rows = []
-    for index, record in enumerate(records):
-        row = dict(record)
-        row["cost"], row["ptu_cost"] = shown_cost.get(index, Decimal(0)), shown_ptu.get(index, Decimal(0))
-        row["true_up"] = row["total_charge"] - row["cost"] - row["ptu_cost"]
-        rows.append(row)
-    total = dict(total) | {"cost": figures["metered"], "ptu_cost": figures["ptu"], "true_up": figures["adjustment"],
-                           "total_charge": figures["bill"]}
-    return rows, total
 
 
 def _percent(share: Decimal) -> str:
