@@ -31,10 +31,6 @@ def month_rows(conn: sa.Connection, month: str) -> list[dict[str, Any]]:
     return [dict(row._mapping) for row in conn.execute(query)]
 
 
-def stored_months(conn: sa.Connection) -> list[str]:
-    return sorted(row[0] for row in conn.execute(sa.select(t.c.month).distinct()))
-
-
 def ptu_month(conn: sa.Connection, month: str) -> list[dict[str, Any]]:
     """The month's stored PTU allocation rows (``metering ptu allocate``)."""
     query = sa.select(ptu_allocations).where(ptu_allocations.c.month == month).order_by(

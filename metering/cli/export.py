@@ -39,6 +39,10 @@ def cmd_focus(args: argparse.Namespace) -> int:
     write_file(args.output, content)
     out(f"wrote {len(records)} FOCUS {focus.FOCUS_VERSION} row(s) to {args.output}: "
         f"BilledCost {money(focus.billed_total(records))}\n")
+    if rows:
+        from metering.finance.reconcile.true_up import headline, headline_text
+
+        out(f"true-up: {headline_text(headline(rows), rows[0]['currency'])}\n")
     if left_out:  # never silently: FOCUS usage rows need a unit price, and $0 would be a lie
         models = sorted({item.model or "(unknown)" for item in left_out})
         sys.stderr.write(

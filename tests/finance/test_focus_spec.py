@@ -60,10 +60,25 @@ def seeded(engine):
     return engine
 
 
+def stored_true_up(conn) -> list[dict]:
+    """A stored true-up (``true_up_allocations`` rows) with the PTU allocation of ``PTU_COSTS`` and a
+    0.25 adjustment for sub-finance: the export then has usage, PTU and Adjustment rows."""
+    from metering.finance.report.build import ptu_allocation_rows
+
+    zero = Decimal(0)
+    rows = [{"subscription_id": a["subscription_id"], "resource_id": (ARM + "aoai-ptu").lower(),
+             "meter": f"PTU {a['deployment']}", "tokens": a["tokens"], "metered_cost": zero,
+             "ptu_cost": a["allocated_cost"], "adjustment": zero, "final_charge": a["allocated_cost"], "currency": "USD"}
+            for a in ptu_allocation_rows(conn, MONTH, parse_ptu_costs_csv(PTU_COSTS))]
+    return rows + [{"subscription_id": "sub-finance", "resource_id": (ARM + "aoai-swedencentral").lower(),
+                    "meter": "gpt-4o input global", "tokens": 0, "metered_cost": zero, "ptu_cost": zero,
+                    "adjustment": Decimal("0.25"), "final_charge": Decimal("0.25"), "currency": "USD"}]
+
+
 def export(engine, left_out: list | None = None) -> list[dict]:
     with engine.connect() as conn:
         return export_focus(conn, Period.month(MONTH), "acct-1", "Contoso AI platform",
-                            parse_ptu_costs_csv(PTU_COSTS), {"sub-finance": Decimal("0.25")}, left_out)
+                            None, stored_true_up(conn), left_out)
 
 
 def test_rules_guarded_by_not_correction_hold(seeded):

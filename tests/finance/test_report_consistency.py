@@ -212,10 +212,14 @@ def test_html_request_counts_partition_the_requests(engine, ptu):
     text = re.sub(r"<[^>]+>", " ", html)
     assert "(throttled, failed, PTU)" not in text and "billable (PTU included)" not in text
     q = report.quality
-    for sentence in (re.search(r"([\d,]+) billable pay-as-you-go · ([\d,]+) PTU · ([\d,]+) not billable", text),
-                     re.search(r"([\d,]+) billable pay-as-you-go, ([\d,]+) PTU, ([\d,]+) not billable", text)):
-        assert sentence, "the partition is shown in the KPI and in the data-quality summary"
-        payg, provisioned, not_billable = (int(n.replace(",", "")) for n in sentence.groups())
-        assert payg + provisioned + not_billable == q["requests"]
+    # One definition in every format (requests_sentence): "not billable" is every request without a
+    # per-token charge — PTU and throttled or failed — the count the table, CSV and XLSX show.
+    sentences = re.findall(r"([\d,]+) billable pay-as-you-go, ([\d,]+) not billable per token \(([\d,]+) PTU, "
+                           r"([\d,]+) throttled or failed\)", text)
+    assert len(sentences) == 2, "the partition is shown in the KPI and in the data-quality summary"
+    for sentence in sentences:
+        payg, not_billable, provisioned, failed = (int(n.replace(",", "")) for n in sentence)
+        assert payg + not_billable == q["requests"] and not_billable == q["not_billable_requests"]
         assert provisioned == q["provisioned_requests"] == 6
-        assert not_billable == 1  # the throttled request only; PTU requests are not counted again
+        assert failed == 1  # the throttled request
+    assert f"{q['not_billable_requests']:,} not billable per token" in render(report, "table")

@@ -187,3 +187,18 @@ def test_the_backends_csv_names_an_optional_owner():
         parse_backends_csv("backend_id,resource_id,owner_subscription_id\n"
                            "b,/subscriptions/0f3c2a1b-5d6e-4f70-8a9b-1c2d3e4f5a6b/resourceGroups/rg/providers/"
                            f"Microsoft.CognitiveServices/accounts/a,{'x' * 201}\n")
+
+
+def test_two_allocations_of_one_deployment_and_subscription_are_one_line():
+    """ptu_allocations may hold a deployment twice for a subscription (two backends, neither mapped):
+    the stored true-up has one line per subscription × resource × meter, its unique key."""
+    ptu = [PtuShare("gpt-4o-ptu", "ptu-a", "sub-a", Decimal("1.00"), "USD"),
+           PtuShare("gpt-4o-ptu", "ptu-b", "sub-a", Decimal("0.50"), "USD")]
+    result = compute_true_up("2026-10", BILL, [group("sub-a", input_tokens=400_000, output_tokens=2_000_000)],
+                             BACKENDS, ptu)
+    keys = [(l.subscription_id, l.resource_id, l.meter) for l in result.lines]
+    assert len(keys) == len(set(keys))
+    assert sum(l.ptu_cost for l in result.lines) == Decimal("1.50")
+    # no capacity line: PTU billed as a reservation (a purchase): the allocation stands, counted as billed
+    assert charges(result) == {"sub-a": Decimal("10.74")} and result.bill == Decimal("10.74")
+    assert any("the bill has no capacity lines" in note for note in result.notes)

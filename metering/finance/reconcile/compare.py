@@ -16,9 +16,8 @@ up to it exactly:
 * ``unknown_meter`` — bill lines whose meter name the parser cannot read;
 * ``unexplained`` — what is left (rounding in the export, tokens metered but not billed).
 
-The true-up spreads each meter's whole difference (and the bill's capacity charges, unless PTU
-costs are allocated from a file) over the subscriptions that used the meter, by token share, in
-whole cents that add up to the bill exactly.
+The true-up (``metering.finance.reconcile.true_up``, stored by ``metering true-up``) allocates each
+meter's difference to subscriptions in whole cents that add up to the bill exactly.
 """
 
 from __future__ import annotations
@@ -449,68 +448,6 @@ def per_1m(price: Decimal) -> str:
 
 
 # --------------------------------------------------------------------------- true-up
-
-
-def true_up(
-    result: Reconciliation,
-    metered: Sequence[Mapping[str, Any]],
-    backends: Mapping[str, Backend],
-    include_capacity: bool = True,
-) -> dict[str, Decimal]:
-    """Per subscription, the whole cents that make the chargeback of the reconciled resources equal
-    the bill: each meter's difference (bill − metered cost) is spread over the subscriptions that used
-    it by token share (else over the resource's users, else everyone's), capacity charges over the
-    resource's provisioned users; resources with no bill line in the month (outside the export's
-    scope) and unmapped backends are left as metered; the parts are then rounded to cents by largest remainder so that
-    they add up to ``round(bill) − round(metered)`` exactly. ``include_capacity``: False when PTU
-    costs are already allocated from a file (the bill's hourly lines are then left out)."""
-    usage: dict[tuple[str, MeterKey], dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    by_resource: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    provisioned: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    everyone: dict[str, int] = defaultdict(int)
-    bill_models = sorted({c.meter.model for c in result.cells if c.meter.model and c.meter.kind in TOKEN_KINDS})
-    for group in metered:
-        backend = backends.get(group["backend_id"] or "")
-        if backend is None or group["price_status"] == "not_billable" and group["deployment_type"] != "provisioned":
-            continue
-        subscription = group["subscription"]
-        tokens = {kind: int(group[f"{kind}_tokens"]) for kind in TOKEN_KINDS}
-        if group["deployment_type"] == "provisioned":
-            provisioned[backend.resource_id][subscription] += sum(tokens.values())
-            continue
-        model = bill_model_for(group["model"], bill_models) or group["model"] or "(unknown)"
-        for kind, count in tokens.items():
-            tool = kind in TOOL_KINDS
-            meter = MeterKey(None if tool else model, kind, group["deployment_type"],
-                             service_tier=None if tool else group.get("service_tier"))
-            usage[(backend.resource_id, meter)][subscription] += count
-        by_resource[backend.resource_id][subscription] += sum(tokens.values())
-        everyone[subscription] += sum(tokens.values())
-    differences: dict[tuple[str, MeterKey], Decimal] = defaultdict(Decimal)
-    billed_total = metered_total = Decimal(0)
-    unbilled = set(result.resources_without_bill)  # not in the export's scope: nothing to true up to
-    for item in result.cells:
-        if item.resource == UNMAPPED_BACKEND or item.resource in unbilled \
-                or (item.meter.kind == CAPACITY and not include_capacity):
-            continue
-        differences[(item.resource, item.meter)] += item.difference
-        billed_total += item.billed_cost
-        metered_total += item.metered_cost
-    exact: dict[str, Decimal] = defaultdict(Decimal)
-    for key, difference in differences.items():
-        resource, meter = key
-        candidates = ([provisioned.get(resource, {})] if meter.kind == CAPACITY else []) + [
-            usage.get(key, {}), by_resource.get(resource, {}), everyone]
-        weights = next((w for w in candidates if sum(w.values()) > 0), None)
-        if weights is None:
-            exact[UNALLOCATED] += difference
-            continue
-        total_weight = Decimal(sum(weights.values()))
-        for subscription, weight in weights.items():
-            if weight:
-                exact[subscription] += _CONTEXT.divide(difference * weight, total_weight)
-    target = cents(billed_total) - cents(metered_total)
-    return apportion_cents(target, exact)
 
 
 def apportion_cents(target: Decimal, exact: Mapping[str, Decimal]) -> dict[str, Decimal]:

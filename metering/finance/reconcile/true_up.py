@@ -19,7 +19,8 @@ backends CSV), else to the resource's users, else stays **unattributed** (``subs
 a resource no backend maps to is never spread over everyone. Metered cost on a backend with no
 resource, or on a resource the bill does not cover, is not on this bill: it is taken out (adjustment
 = −metered cost) and the reason says so. PTU allocations (``metering ptu allocate``) are charged as
-stored, and the bill's capacity lines true them up in proportion; without stored allocations the
+stored, and the bill's capacity lines true them up in proportion (a bill without capacity lines
+bills PTU as a reservation purchase: the allocation then stands as billed); without stored allocations the
 capacity lines are the PTU cost, shared by the resource's provisioned tokens.
 
 Final charges are whole cents: each subscription's exact total is rounded by largest remainder so
@@ -32,7 +33,7 @@ from __future__ import annotations
 import decimal
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -101,7 +102,7 @@ class TrueUp:
 
     month: str
     currency: str
-    bill: Decimal  # the exact sum of the month's bill lines
+    bill: Decimal  # the exact sum of the month's bill lines (and of a PTU allocation the lines do not have)
     lines: list[TrueUpLine]
     notes: list[str] = field(default_factory=list)
 
@@ -281,6 +282,8 @@ def compute_true_up(
     parts.extend(_capacity_parts(billed, ptu, provisioned, resources_of, owners, currency, notes))
 
     bill = sum((line.cost for line in lines), Decimal(0))
+    if ptu and not any(meter.kind == CAPACITY for _, meter in billed):
+        bill += sum((share.allocated_cost for share in ptu), Decimal(0))  # billed as a reservation (see above)
     final = _finalise(parts, cents(bill), names, currency)
     for subscription, amount in sorted(subscription_totals(final).items(), key=lambda i: (i[0] is None, i[0] or "")):
         if amount < 0:
@@ -346,8 +349,8 @@ def _allocate_meter(difference: Decimal, bill_cost: Decimal, bill_tokens: int, u
         part = parts[subscription]
         part.adjustment += amount
         part.reasons.append(f"{_money(amount)} {currency} by token share ({int(weight):,} of {int(total):,}) of the "
-                            f"meter's {'remaining ' if rest != difference else ''}difference {_money(rest)} "
-                            + ("(metered more than billed)" if rest < 0 else ""))
+                            f"meter's {'remaining ' if rest != difference else ''}difference {_money(rest)}"
+                            + (" (metered more than billed)" if rest < 0 else ""))
 
 
 def _capacity_parts(billed: Mapping[tuple[str, MeterKey], list[Any]], ptu: Sequence[PtuShare],
@@ -360,7 +363,12 @@ def _capacity_parts(billed: Mapping[tuple[str, MeterKey], list[Any]], ptu: Seque
     parts: list[_Part] = []
     if ptu:
         allocated = sum((share.allocated_cost for share in ptu), Decimal(0))
-        difference = capacity_total - allocated
+        # No capacity line at all: the PTU is billed as a reservation (a purchase, which `bill import`
+        # does not keep), so the allocation stands as stored and counts as billed.
+        difference = capacity_total - allocated if capacity else Decimal(0)
+        if not capacity:
+            notes.append(f"the bill has no capacity lines: the stored PTU allocation ({_money(allocated)} {currency}) "
+                         "is charged as stored and counted as billed (a PTU reservation is a purchase, not usage)")
         for share in sorted(ptu, key=lambda s: (s.deployment, s.subscription_id or "")):
             resource = resources_of.get(share.backend_id or "", "(PTU)")
             part = _Part(share.subscription_id, resource, None, f"PTU {share.deployment}", ptu=share.allocated_cost,
@@ -420,7 +428,21 @@ def apportion(target: Decimal, exact: Mapping[Any, Decimal]) -> dict[Any, Decima
 def _finalise(parts: Sequence[_Part], target: Decimal, names: Mapping[str, str], currency: str) -> list[TrueUpLine]:
     """Whole-cent final charges: per subscription (largest remainder to the rounded bill), then per line
     within each subscription; the adjustment is what makes each line's final charge."""
-    parts = [p for p in parts if p.tokens or p.metered or p.ptu or p.adjustment]
+    merged: dict[tuple[str | None, str, str], _Part] = {}
+    for part in parts:  # one line per subscription × resource × meter (the table's unique key)
+        if not (part.tokens or part.metered or part.ptu or part.adjustment):
+            continue
+        key = (part.subscription, part.resource, part.label)
+        if key not in merged:
+            merged[key] = part
+            continue
+        into = merged[key]
+        into.tokens += part.tokens
+        into.metered += part.metered
+        into.ptu += part.ptu
+        into.adjustment += part.adjustment
+        into.reasons += part.reasons
+    parts = list(merged.values())
     per_subscription: dict[str | None, Decimal] = defaultdict(Decimal)
     for part in parts:
         per_subscription[part.subscription] += part.exact
@@ -482,9 +504,3 @@ def _get(row: Any, name: str) -> Any:
 def _money(amount: Decimal) -> str:
     return str(cents(amount))
 
-
-def with_names(result: TrueUp, names: Mapping[str, str]) -> TrueUp:
-    """The true-up with subscription names filled in (for callers that learn them later)."""
-    return replace(result, lines=[replace(line, subscription_name=names.get(line.subscription_id or "",
-                                                                             line.subscription_name))
-                                  for line in result.lines])

@@ -409,6 +409,24 @@ def money(value: Decimal) -> str:
     return str(value.quantize(CENT, rounding=ROUND_HALF_UP))
 
 
+def shown_true_up(records: list[dict[str, Any]], total: dict[str, Any],
+                  figures: dict[str, Decimal]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rows and total of a trued-up report as shown in cents: pay-as-you-go and PTU apportioned so
+    that they add up to the headline's metered and PTU figures, the true-up the rest of each row (so
+    each row adds up to its final charge and each column to its headline figure)."""
+    shown_cost = apportion(figures["metered"], {i: known(r["cost"]) for i, r in enumerate(records)})
+    shown_ptu = apportion(figures["ptu"], {i: r["ptu_cost"] for i, r in enumerate(records)})
+    rows = []
+    for index, record in enumerate(records):
+        row = dict(record)
+        row["cost"], row["ptu_cost"] = shown_cost.get(index, Decimal(0)), shown_ptu.get(index, Decimal(0))
+        row["true_up"] = row["total_charge"] - row["cost"] - row["ptu_cost"]
+        rows.append(row)
+    total = dict(total) | {"cost": figures["metered"], "ptu_cost": figures["ptu"], "true_up": figures["adjustment"],
+                           "total_charge": figures["bill"]}
+    return rows, total
+
+
 def unpriced_note(total: dict[str, Any]) -> str | None:
     """What the total cost leaves out: "plus N unpriced requests" (None when nothing is unpriced)."""
     count = total["unpriced_requests"]
@@ -679,21 +697,3 @@ def ptu_allocation_rows(conn: sa.Connection, month: str, ptu_costs: Sequence[Ptu
         "monthly_cost": part["monthly_cost"],
         "currency": part["currency"],
     } for part in by_subscription(allocations)]
-
-
-def shown_true_up(records: list[dict[str, Any]], total: dict[str, Any],
-                  figures: dict[str, Decimal]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Rows and total of a trued-up report as shown in cents: pay-as-you-go and PTU apportioned so
-    that they add up to the headline's metered and PTU figures, the true-up the rest of each row (so
-    each row adds up to its final charge and each column to its headline figure)."""
-    shown_cost = apportion(figures["metered"], {i: known(r["cost"]) for i, r in enumerate(records)})
-    shown_ptu = apportion(figures["ptu"], {i: r["ptu_cost"] for i, r in enumerate(records)})
-    rows = []
-    for index, record in enumerate(records):
-        row = dict(record)
-        row["cost"], row["ptu_cost"] = shown_cost.get(index, Decimal(0)), shown_ptu.get(index, Decimal(0))
-        row["true_up"] = row["total_charge"] - row["cost"] - row["ptu_cost"]
-        rows.append(row)
-    total = dict(total) | {"cost": figures["metered"], "ptu_cost": figures["ptu"], "true_up": figures["adjustment"],
-                           "total_charge": figures["bill"]}
-    return rows, total

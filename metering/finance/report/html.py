@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import calendar
 import re
-from collections import defaultdict
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from html import escape
@@ -22,7 +21,7 @@ from metering.finance import charts
 from metering.finance.charts import Series
 from db.queries import UNMAPPED
 from metering.finance.report.build import (
-    LABELS, Report, has_ptu, known, request_partition, requests_sentence, total_row, unpriced_note,
+    LABELS, Report, has_ptu, known, request_partition, requests_sentence, shown_true_up, total_row, unpriced_note,
 )
 
 SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥", "INR": "₹"}
@@ -199,16 +198,20 @@ def _charts(report: Report, money: Money) -> str:
         charts.hbar(subscriptions, series, money, "Top subscriptions by cost"),
         (charts.legend(series) if ptu else "") + rest,
     ))
-    days = _days(report.charts["day"], report, ptu)
     per_day = f"{cost_word} per day (UTC)" + (" — PTU capacity follows each day's share of the tokens" if ptu else "")
-    if trued_up:
-        per_day = "Pay-as-you-go cost per day (UTC), as metered: the true-up and PTU are per subscription and month"
+    daily_ptu = has_ptu(report.charts["day"]) and any(known(v) for v in report.charts["day"]["ptu_cost"])
+    if ptu and not daily_ptu:  # a stored allocation or true-up is per subscription and month, not per day
+        per_day = ("Pay-as-you-go cost per day (UTC), as metered: the "
+                   + ("true-up and PTU are" if trued_up else "stored PTU allocation is") + " per subscription and month")
+        series_by_day = [PAYG]
+    days = _days(report.charts["day"], report, len(series_by_day) > 1)
     cards.append(_chart_card(
         "Cost over time",
         per_day,
         charts.columns(days, series_by_day, money.axis, money, "Cost per day", _day_label(days), height=290),
-        charts.legend(series_by_day) if ptu else "",
+        charts.legend(series_by_day) if len(series_by_day) > 1 else "",
     ))
+    ptu = ptu and daily_ptu  # the model mix, like the days, only has PTU when it is allocated by tokens
     names, costs, tokens = _model_mix(report.charts["model"], ptu)
     colors = [charts.PALETTE[i % len(charts.PALETTE)] for i in range(len(names))]
     if names and names[-1].endswith("other models"):
@@ -376,8 +379,6 @@ def _table(report: Report, money: Money) -> str:
     records = report.frame.to_dict("records")
     total = total_row(report.frame, dims)
     if report.true_up is not None:  # cents that add up across and down, as in the table format
-        from metering.finance.report.build import shown_true_up
-
         records, total = shown_true_up(records, total, report.true_up)
     body = "".join(f"<tr>{dimension_cells(r)}{measure_cells(r)}</tr>" for r in records)
     data = (f' data-cost="{_exact(total["cost"])}" data-cost-status="{total["cost_status"]}"'
@@ -466,7 +467,7 @@ CSS = """
 html{-webkit-text-size-adjust:100%}
 body{margin:0;background:#f4f5f7;color:#1f2937;font:14px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,"Noto Sans",sans-serif}
 .num,td.num,th.num{font-variant-numeric:tabular-nums;text-align:right;white-space:nowrap}
-.page{max-width:1240px;margin:0 auto;padding:32px 24px 48px}
+.page{max-width:1180px;margin:0 auto;padding:32px 28px 48px}
 .top{display:flex;justify-content:space-between;align-items:flex-end;gap:24px;margin-bottom:24px}
 .eyebrow{font-size:12px;font-weight:600;letter-spacing:.08em;text-transform:uppercase;color:#4f46e5;margin:0 0 4px}
 h1{font-size:30px;line-height:1.15;margin:0;font-weight:700;letter-spacing:-.01em}
@@ -508,10 +509,9 @@ h3{font-size:13px;margin:0 0 6px;font-weight:650}
 code{font:12px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;background:#f3f4f6;border-radius:4px;padding:1px 5px}
 .table-wrap{overflow-x:auto}
 table{border-collapse:collapse;width:100%}
-table.data{font-size:13px}
-table.data th{font-size:11px;font-weight:600;text-transform:uppercase;letter-spacing:.03em;color:#6b7280;text-align:left;padding:8px 7px;border-bottom:1px solid #e5e7eb;vertical-align:bottom;hyphens:auto}
-table.data td{padding:7px 7px;border-bottom:1px solid #f0f1f3;vertical-align:top}
-table.data td.dim{white-space:nowrap;max-width:220px;overflow:hidden;text-overflow:ellipsis}
+table.data th{font-size:11.5px;font-weight:600;text-transform:uppercase;letter-spacing:.04em;color:#6b7280;text-align:left;padding:8px 10px;border-bottom:1px solid #e5e7eb;white-space:nowrap}
+table.data td{padding:7px 10px;border-bottom:1px solid #f0f1f3;vertical-align:top}
+table.data td.dim{white-space:nowrap;max-width:320px;overflow:hidden;text-overflow:ellipsis}
 table.data tbody tr:nth-child(even){background:#fafafb}
 table.data tfoot td{font-weight:700;border-top:2px solid #1f2937;border-bottom:none;padding-top:9px}
 table.data th.num{text-align:right}
@@ -524,7 +524,6 @@ table.mini td{padding:4px 6px;border-bottom:1px solid #f3f4f6}
 .zero{color:#c4c7cc}
 td.flag,span.flag{color:#b91c1c;font-weight:650}
 span.flag{font-size:11px}
-td.num span.flag{display:block;line-height:1.2}
 p.unpriced{color:#b91c1c;margin-top:8px}
 td.share{min-width:150px}
 .bar{display:inline-block;width:70px;height:6px;background:#eef0f3;border-radius:3px;margin-right:8px;vertical-align:middle;overflow:hidden}
@@ -536,25 +535,7 @@ td.share{min-width:150px}
 .notes li{margin:4px 0}
 footer.foot{color:#6b7280;font-size:12px;margin-top:8px;line-height:1.6}
 @media (max-width:900px){.kpis,.dq-grid{grid-template-columns:1fr 1fr}.grid{grid-template-columns:1fr}.top{display:block}.meta{text-align:left;margin-top:8px}}
-@page{size:landscape;margin:10mm}
-@media print{
-body{background:#fff;font-size:11px}
-.page{padding:0;max-width:none}
-.card,.kpi{break-inside:avoid}
-.card.wide{break-inside:auto}
-.kpis{gap:8px;grid-template-columns:repeat(4,1fr)}.kpi{padding:10px 12px}.kpi .value{font-size:20px}
-.dq-grid{grid-template-columns:repeat(4,1fr)}.grid{grid-template-columns:1fr 1fr}
-.top{display:flex}.meta{text-align:right;margin-top:0}
-.table-wrap{overflow:visible}
-table.data{font-size:9.5px}
-table.data th{font-size:8.5px;letter-spacing:0;padding:4px 4px;white-space:normal}
-table.data td{padding:3px 4px}
-table.data td.dim{white-space:normal;max-width:180px;overflow:visible;overflow-wrap:anywhere}
-table.data thead{display:table-header-group}
-table.data tr{break-inside:avoid}
-span.flag{font-size:8.5px}
-td.share{min-width:0}
-}
+@media print{body{background:#fff}.page{padding:0}.card,.kpi{break-inside:avoid}}
 """
 
 
