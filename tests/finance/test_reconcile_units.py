@@ -121,3 +121,29 @@ def test_the_demo_bill_has_one_line_of_each_new_kind_and_all_are_explained(capsy
         assert Decimal(rows[meter]["capacity"]) == Decimal(amount), meter
     code, out, err = run(capsys, "--db", sqlite_url, "rates", "list")
     assert code == 0 and "audio_per_hour=0.36" in out and "file_search_per_1k=2.50" in out, (out, err)
+
+
+def test_the_true_up_charges_each_unit_meter_to_who_used_it(capsys, sqlite_url, tmp_path):
+    """The stored true-up matches the tool meters (of no model) with the requests that called the tools,
+    and weighs a resource's users by tokens only (milliseconds of audio are not tokens)."""
+    for args in (["db", "upgrade"], ["rates", "import", _write(tmp_path, "rates.csv", CARD)],
+                 ["deployments", "import", _write(tmp_path, "deployments.csv", DEPLOYMENTS)],
+                 ["backends", "import", _write(tmp_path, "backends.csv", BACKENDS)]):
+        code, _, err = run(capsys, "--db", sqlite_url, *args)
+        assert code == 0, err
+    engine = make_engine(sqlite_url)
+    Ingestor(engine).ingest([RawEvent(encode(e)) for e in EVENTS])
+    engine.dispose()
+    code, _, err = run(capsys, "--db", sqlite_url, "bill", "import", _write(tmp_path, "bill.csv", focus_csv(CHARGES)))
+    assert code == 0, err
+    code, out, err = run(capsys, "--db", sqlite_url, "true-up", "--month", "2026-10")
+    assert code == 0, err
+    assert f"trued-up chargeback {BILLED.quantize(Decimal('0.01'))} USD = Azure bill" in out.splitlines()[-1]
+    from db.true_up import month_rows
+
+    engine = make_engine(sqlite_url)
+    with engine.connect() as conn:
+        rows = month_rows(conn, "2026-10")
+    engine.dispose()
+    calls = [row for row in rows if row["meter"] == "file_search_calls global"]
+    assert calls and all(Decimal(str(row["metered_cost"])) == Decimal("0.005") for row in calls)
