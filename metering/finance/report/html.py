@@ -467,7 +467,7 @@ CSS = """
 html{-webkit-text-size-adjust:100%}
 body{margin:0;background:#f4f5f7;color:#1f2937;font:14px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,"Noto Sans",sans-serif}
 .num,td.num,th.num{font-variant-numeric:tabular-nums;text-align:right;white-space:nowrap}
-.page{max-width:1180px;margin:0 auto;padding:32px 28px 48px}
+.page{max-width:1240px;margin:0 auto;padding:32px 24px 48px}
 .top{display:flex;justify-content:space-between;align-items:flex-end;gap:24px;margin-bottom:24px}
 .eyebrow{font-size:12px;font-weight:600;letter-spacing:.08em;text-transform:uppercase;color:#4f46e5;margin:0 0 4px}
 h1{font-size:30px;line-height:1.15;margin:0;font-weight:700;letter-spacing:-.01em}
@@ -509,9 +509,10 @@ h3{font-size:13px;margin:0 0 6px;font-weight:650}
 code{font:12px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;background:#f3f4f6;border-radius:4px;padding:1px 5px}
 .table-wrap{overflow-x:auto}
 table{border-collapse:collapse;width:100%}
-table.data th{font-size:11.5px;font-weight:600;text-transform:uppercase;letter-spacing:.04em;color:#6b7280;text-align:left;padding:8px 10px;border-bottom:1px solid #e5e7eb;white-space:nowrap}
-table.data td{padding:7px 10px;border-bottom:1px solid #f0f1f3;vertical-align:top}
-table.data td.dim{white-space:nowrap;max-width:320px;overflow:hidden;text-overflow:ellipsis}
+table.data{font-size:13px}
+table.data th{font-size:11px;font-weight:600;text-transform:uppercase;letter-spacing:.03em;color:#6b7280;text-align:left;padding:8px 7px;border-bottom:1px solid #e5e7eb;vertical-align:bottom;hyphens:auto}
+table.data td{padding:7px 7px;border-bottom:1px solid #f0f1f3;vertical-align:top}
+table.data td.dim{white-space:nowrap;max-width:220px;overflow:hidden;text-overflow:ellipsis}
 table.data tbody tr:nth-child(even){background:#fafafb}
 table.data tfoot td{font-weight:700;border-top:2px solid #1f2937;border-bottom:none;padding-top:9px}
 table.data th.num{text-align:right}
@@ -524,6 +525,7 @@ table.mini td{padding:4px 6px;border-bottom:1px solid #f3f4f6}
 .zero{color:#c4c7cc}
 td.flag,span.flag{color:#b91c1c;font-weight:650}
 span.flag{font-size:11px}
+td.num span.flag{display:block;line-height:1.2}
 p.unpriced{color:#b91c1c;margin-top:8px}
 td.share{min-width:150px}
 .bar{display:inline-block;width:70px;height:6px;background:#eef0f3;border-radius:3px;margin-right:8px;vertical-align:middle;overflow:hidden}
@@ -535,7 +537,25 @@ td.share{min-width:150px}
 .notes li{margin:4px 0}
 footer.foot{color:#6b7280;font-size:12px;margin-top:8px;line-height:1.6}
 @media (max-width:900px){.kpis,.dq-grid{grid-template-columns:1fr 1fr}.grid{grid-template-columns:1fr}.top{display:block}.meta{text-align:left;margin-top:8px}}
-@media print{body{background:#fff}.page{padding:0}.card,.kpi{break-inside:avoid}}
+@page{size:landscape;margin:10mm}
+@media print{
+body{background:#fff;font-size:11px}
+.page{padding:0;max-width:none}
+.card,.kpi{break-inside:avoid}
+.card.wide{break-inside:auto}
+.kpis{gap:8px;grid-template-columns:repeat(4,1fr)}.kpi{padding:10px 12px}.kpi .value{font-size:20px}
+.dq-grid{grid-template-columns:repeat(4,1fr)}.grid{grid-template-columns:1fr 1fr}
+.top{display:flex}.meta{text-align:right;margin-top:0}
+.table-wrap{overflow:visible}
+table.data{font-size:9.5px}
+table.data th{font-size:8.5px;letter-spacing:0;padding:4px 4px;white-space:normal}
+table.data td{padding:3px 4px}
+table.data td.dim{white-space:normal;max-width:180px;overflow:visible;overflow-wrap:anywhere}
+table.data thead{display:table-header-group}
+table.data tr{break-inside:avoid}
+span.flag{font-size:8.5px}
+td.share{min-width:0}
+}
 """
 
 
