@@ -98,7 +98,8 @@ def metered_usage(conn: sa.Connection, since: datetime, until: datetime,
     names = (*group_keys, "rate_id")
     tokens = {name: sa.func.coalesce(sa.func.sum(getattr(u.c, name)), 0) for name in TOKEN_SUMS}
     tokens["requests"] = sa.func.count()
-    costs = {"input_cost": u.c.input_cost, "cached_input_cost": u.c.cached_input_cost, "output_cost": u.c.output_cost}
+    costs = {"input_cost": u.c.input_cost, "cached_input_cost": u.c.cached_input_cost, "output_cost": u.c.output_cost,
+             "unit_cost": u.c.unit_cost, "audio_seconds": u.c.audio_seconds}  # exact decimals, summed as money
     exact = _sums_money_exactly(conn)
     columns = [*keys, *(value.label(name) for name, value in tokens.items())]
     if exact:

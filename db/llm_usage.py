@@ -63,7 +63,7 @@ RECORD_FIELDS = tuple(f.name for f in fields(UsageRecord))
 MERGED_COLUMNS = (
     "prompt_tokens", "cached_tokens", "completion_tokens", "reasoning_tokens", "total_tokens",
     "usage_source", "rate_id", "input_cost", "cached_input_cost", "output_cost", "total_cost", "currency",
-    "price_status",
+    "price_status", "unit_cost",
 )
 
 

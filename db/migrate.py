@@ -72,6 +72,9 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def _mismatch_message(engine: Engine, missing: list[str]) -> str:
+    # Columns of tables that exist first: they show which migration was skipped; tables that later
+    # migrations would have made (but could not, after the failed step) come after.
+    missing = sorted(missing, key=lambda name: "." not in name)
     shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
     return (f"the database says it is at revision {current_revision(engine)} but lacks {shown}: a migration was "
             "skipped (it was upgraded by a build whose migration chain differed); restore a backup taken before "

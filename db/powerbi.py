@@ -80,6 +80,9 @@ POWERBI_TABLES = (
         ("service_tier", "text"),
         *_kinds("money", "cache_write_per_1m", "audio_input_per_1m", "cached_audio_input_per_1m", "audio_output_per_1m",
                 "image_input_per_1m", "cached_image_input_per_1m", "image_output_per_1m"),
+        # the units beyond tokens, each priced per its own unit (migration 0012)
+        *_kinds("money", "audio_per_hour", "characters_per_1m", "web_search_per_1k", "file_search_per_1k",
+                "code_interpreter_per_session"),
     )),
 )
 

@@ -15,7 +15,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from db.schema import rates, subscriptions, usage_records
-from metering.model import REPORT_DIMENSIONS
+from metering.model import REPORT_DIMENSIONS, UNIT_FIELDS
+from metering.model import UNIT_RATE_COLUMNS as MODEL_UNIT_RATES
 
 UNMAPPED = "(unmapped)"
 
@@ -98,6 +99,7 @@ PROVISIONED = u.c.deployment_type == "provisioned"
 FALLBACK_PRICED = u.c.price_fallback.is_not(None)
 KIND_RATE_COLUMNS = ("cache_write_per_1m", "audio_input_per_1m", "cached_audio_input_per_1m", "audio_output_per_1m",
                      "image_input_per_1m", "cached_image_input_per_1m", "image_output_per_1m")
+UNIT_RATE_COLUMNS = tuple(column for column, _ in MODEL_UNIT_RATES.values())
 TOKEN_KIND_COLUMNS = ("cache_write_tokens", "audio_prompt_tokens", "image_prompt_tokens", "cached_audio_tokens",
                       "cached_image_tokens", "audio_completion_tokens", "image_completion_tokens")
 
@@ -188,6 +190,7 @@ def usage_summary(
         _flag(FALLBACK_PRICED, u.c.total_tokens).label("fallback_priced_tokens"),
         _flag(u.c.service_tier == "priority").label("priority_requests"),
         *[_sum(u.c[name]).label(name) for name in TOKEN_KIND_COLUMNS],
+        *[_sum(u.c[name]).label(name) for name in UNIT_FIELDS],  # units beyond tokens (audio seconds, …)
         sa.func.max(u.c.currency).label("currency"),
     ]
     costs = {"cost": u.c.total_cost}
@@ -276,6 +279,8 @@ def focus_usage(conn: sa.Connection, since: datetime | None, until: datetime | N
         "input_cost": u.c.input_cost,
         "cached_input_cost": u.c.cached_input_cost,
         "output_cost": u.c.output_cost,
+        "unit_cost": u.c.unit_cost,  # the units beyond tokens
+        "audio_seconds": u.c.audio_seconds,  # exact, to the millisecond
     }
     in_sql = _sums_money_exactly(conn)
     money = [_money_sum(column).label(name) for name, column in costs.items()] if in_sql else []
@@ -288,6 +293,7 @@ def focus_usage(conn: sa.Connection, since: datetime | None, until: datetime | N
             _sum(u.c.cached_tokens).label("cached_input_tokens"),
             _sum(u.c.completion_tokens).label("output_tokens"),
             *[_sum(u.c[name]).label(name) for name in TOKEN_KIND_COLUMNS],
+            *[_sum(u.c[name]).label(name) for name in UNIT_FIELDS if name != "audio_seconds"],
             estimated_prompt.label("estimated_input_tokens"),
             _flag(ESTIMATED, u.c.cached_tokens).label("estimated_cached_input_tokens"),
             _flag(ESTIMATED, u.c.completion_tokens).label("estimated_output_tokens"),
@@ -305,10 +311,13 @@ def focus_usage(conn: sa.Connection, since: datetime | None, until: datetime | N
     if rate_ids:
         rate_query = sa.select(r.c.id, r.c.model, r.c.region, r.c.service_tier, r.c.min_prompt_tokens,
                                r.c.input_per_1m, r.c.cached_input_per_1m, r.c.output_per_1m,
-                               *[r.c[name] for name in KIND_RATE_COLUMNS]).where(r.c.id.in_(sorted(rate_ids)))
+                               *[r.c[name] for name in (*KIND_RATE_COLUMNS, *UNIT_RATE_COLUMNS)]
+                               ).where(r.c.id.in_(sorted(rate_ids)))
         card = {row.id: dict(row._mapping) for row in conn.execute(rate_query)}
     for row in rows.values():
         rate = card.get(row["rate_id"]) if row["rate_id"] is not None else None
+        for name in UNIT_RATE_COLUMNS:
+            row[name] = rate[name] if rate else None
         row["rate_model"] = rate["model"] if rate else None
         row["rate_region"] = rate["region"] if rate else None
         row["rate_service_tier"] = rate["service_tier"] if rate else None

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from db.schema import deployments, rates
 from metering.model import DeploymentMapping, Rate
 from metering.price.pricing import RateCard
-from metering.price.rate_card import KIND_RATE_COLUMNS, rate_key
+from metering.price.rate_card import KIND_RATE_COLUMNS, UNIT_RATE_COLUMNS, rate_key
 
 
 def load_rate_card(conn: sa.Connection) -> RateCard:
@@ -32,7 +32,7 @@ def load_rate_card(conn: sa.Connection) -> RateCard:
             output_per_1m=row.output_per_1m,
             min_prompt_tokens=row.min_prompt_tokens,
             service_tier=row.service_tier,
-            **{column: getattr(row, column) for column in KIND_RATE_COLUMNS},
+            **{column: getattr(row, column) for column in (*KIND_RATE_COLUMNS, *UNIT_RATE_COLUMNS)},
         )
         for row in conn.execute(sa.select(rates).order_by(rates.c.id))
     ]

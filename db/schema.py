@@ -17,6 +17,7 @@ metadata = sa.MetaData()
 # Costs carry up to 12 decimals exactly (a 6-decimal per-1M rate × tokens / 10^6).
 MONEY_PRECISION, MONEY_SCALE = 28, 12
 RATE_PRECISION, RATE_SCALE = 18, 6
+AUDIO_SECONDS_PRECISION, AUDIO_SECONDS_SCALE = 18, 3  # seconds of audio, to the millisecond
 
 
 class ExactDecimal(TypeDecorator):
@@ -152,6 +153,15 @@ usage_records = sa.Table(
     sa.Column("service_tier", sa.String(32)),
     sa.Column("price_fallback", sa.String(200)),
     sa.Column("event_sha256", sa.String(64)),  # SHA-256 of the event's bytes (migration 0007)
+    # Units Azure bills beyond tokens (migration 0012): seconds of audio transcribed (3 decimals),
+    # speech input characters, Responses API tool calls, code interpreter sessions; unit_cost is
+    # their cost (part of total_cost).
+    sa.Column("audio_seconds", ExactDecimal(AUDIO_SECONDS_PRECISION, AUDIO_SECONDS_SCALE), nullable=False),
+    sa.Column("input_characters", sa.BigInteger(), nullable=False),
+    sa.Column("web_search_calls", sa.BigInteger(), nullable=False),
+    sa.Column("file_search_calls", sa.BigInteger(), nullable=False),
+    sa.Column("code_interpreter_sessions", sa.BigInteger(), nullable=False),
+    sa.Column("unit_cost", money()),
     sa.UniqueConstraint("request_id", name="uq_usage_records_request_id"),
     sa.Index("ix_usage_records_event_time", "event_time"),
     sa.Index("ix_usage_records_subscription_time", "subscription_id", "event_time"),
@@ -180,6 +190,12 @@ rates = sa.Table(
     sa.Column("image_input_per_1m", rate_amount()),
     sa.Column("cached_image_input_per_1m", rate_amount()),
     sa.Column("image_output_per_1m", rate_amount()),
+    # Prices of the units beyond tokens, each per its own unit (migration 0012).
+    sa.Column("audio_per_hour", rate_amount()),
+    sa.Column("characters_per_1m", rate_amount()),
+    sa.Column("web_search_per_1k", rate_amount()),
+    sa.Column("file_search_per_1k", rate_amount()),
+    sa.Column("code_interpreter_per_session", rate_amount()),
     sa.Index("ix_rates_model_type", "model", "deployment_type"),
 )
 

@@ -117,6 +117,18 @@ class TokenUsage:
     audio_completion_tokens: int = 0
     image_completion_tokens: int = 0
     service_tier: str | None = None  # as the response reports it ("default", "priority", "flex", ...)
+    # Units Azure bills beyond tokens (``UNIT_FIELDS``): seconds of audio transcribed (whisper's
+    # ``usage.type = duration``), characters of speech input (tts), Responses API built-in tool calls
+    # and code interpreter sessions (containers) of the request.
+    audio_seconds: Decimal = Decimal(0)
+    input_characters: int = 0
+    web_search_calls: int = 0
+    file_search_calls: int = 0
+    code_interpreter_sessions: int = 0
+
+    @property
+    def has_units(self) -> bool:
+        return any(getattr(self, name) for name in UNIT_FIELDS)
 
 
 NO_USAGE = TokenUsage()
@@ -149,6 +161,12 @@ class Rate:
     image_input_per_1m: Decimal | None = None
     cached_image_input_per_1m: Decimal | None = None
     image_output_per_1m: Decimal | None = None
+    # Prices of the units Azure bills beyond tokens (``UNIT_RATE_COLUMNS``), each per its own unit.
+    audio_per_hour: Decimal | None = None
+    characters_per_1m: Decimal | None = None
+    web_search_per_1k: Decimal | None = None
+    file_search_per_1k: Decimal | None = None
+    code_interpreter_per_session: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +198,7 @@ class Cost:
     output_cost: Decimal | None = None
     total_cost: Decimal | None = None
     price_fallback: str | None = None
+    unit_cost: Decimal | None = None  # the units beyond tokens (part of total_cost); None: the request has none
 
 
 @dataclass(slots=True)
@@ -233,6 +252,12 @@ class UsageRecord:
     image_completion_tokens: int = 0
     service_tier: str | None = None
     price_fallback: str | None = None
+    audio_seconds: Decimal = Decimal(0)
+    input_characters: int = 0
+    web_search_calls: int = 0
+    file_search_calls: int = 0
+    code_interpreter_sessions: int = 0
+    unit_cost: Decimal | None = None
 
 
 # The token kinds Azure bills apart, beyond prompt/cached/completion/reasoning (usage_records columns).
@@ -240,6 +265,20 @@ TOKEN_KIND_FIELDS: tuple[str, ...] = (
     "cache_write_tokens", "audio_prompt_tokens", "image_prompt_tokens", "cached_audio_tokens",
     "cached_image_tokens", "audio_completion_tokens", "image_completion_tokens",
 )
+
+
+# The units Azure bills beyond tokens (usage_records columns, migration 0012), and the rate card
+# column that prices each with how many units its price is for (metering.price.pricing.unit_costs).
+UNIT_FIELDS: tuple[str, ...] = (
+    "audio_seconds", "input_characters", "web_search_calls", "file_search_calls", "code_interpreter_sessions",
+)
+UNIT_RATE_COLUMNS: dict[str, tuple[str, Decimal]] = {
+    "audio_seconds": ("audio_per_hour", Decimal(3600)),
+    "input_characters": ("characters_per_1m", Decimal(1_000_000)),
+    "web_search_calls": ("web_search_per_1k", Decimal(1000)),
+    "file_search_calls": ("file_search_per_1k", Decimal(1000)),
+    "code_interpreter_sessions": ("code_interpreter_per_session", Decimal(1)),
+}
 
 
 def usage_and_cost_columns(usage: TokenUsage, cost: Cost) -> dict[str, Any]:
@@ -251,6 +290,8 @@ def usage_and_cost_columns(usage: TokenUsage, cost: Cost) -> dict[str, Any]:
         "reasoning_tokens": usage.reasoning_tokens,
         "total_tokens": usage.total_tokens,
         **{name: getattr(usage, name) for name in TOKEN_KIND_FIELDS},
+        **{name: getattr(usage, name) for name in UNIT_FIELDS},
+        "unit_cost": cost.unit_cost,
         "service_tier": usage.service_tier,
         "usage_source": usage.source,
         "deployment_type": cost.deployment_type,

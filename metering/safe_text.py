@@ -14,14 +14,14 @@ the client's URL), so a report must not let them act:
   move the cursor, rewrite earlier lines or set the window title, and the Unicode bidirectional
   controls (U+202A–U+202E, U+2066–U+2069, U+200E/F) can show the rest of a line reordered: each is
   shown as a visible escape (``\\x1b``, ``\\u009b``, ``\\u202e``) instead.
-* Cost-export names (resource ids, meter names in ``reconcile`` and ``bill import``) follow the same
-  rules as names from events: ``spreadsheet_text`` in CSV, ``sheet_value`` and
-  ``neutralise_sheet_cells`` in XLSX, ``terminal_line`` on a terminal.
 * ``chat_text`` — in a Slack message (and Slack-compatible receivers), ``<!channel>``, ``<@U123>`` and
   ``<https://x|label>`` are mentions and links: ``&``, ``<`` and ``>`` are escaped as Slack documents
   ("Escaping text"), so a business unit called ``<!channel>`` is shown, never notifies anyone.
 * ``markdown_literal`` — where Teams reads Markdown (Adaptive Card facts), markup characters are
   backslash-escaped so ``[Approve](https://…)`` stays text.
+* Cost-export names (resource ids, meter names in ``reconcile`` and ``bill import``) follow the same
+  rules as names from events: ``spreadsheet_text`` in CSV, ``sheet_value`` and
+  ``neutralise_sheet_cells`` in XLSX, ``terminal_line`` on a terminal.
 """
 
 from __future__ import annotations

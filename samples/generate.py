@@ -7,7 +7,9 @@
                                       kind Azure bills apart: cache writes, the priority tier (also
                                       on a model whose card has no priority row: a visible fallback),
                                       audio in and out, image in and out, token-billed transcription,
-                                      an embeddings response that names its model "ada"
+                                      an embeddings response that names its model "ada"; and one of
+                                      each unit billed beyond tokens: whisper audio seconds, tts-hd
+                                      characters, file search calls and a code interpreter session
 """
 
 from __future__ import annotations
@@ -139,6 +141,36 @@ def token_kinds(base: dict) -> list[dict]:
         event(11, 28, subscription=engineering, operation="embeddings_create", backend=swedencentral,
               deployment="embeddings-ada", capture="usage", model="ada",
               usage={"prompt_tokens": 5_120, "total_tokens": 5_120}),
+        *billing_units(event, care, engineering, swedencentral, eastus2),
+    ]
+
+
+def billing_units(event, care: dict, engineering: dict, swedencentral: dict, eastus2: dict) -> list[dict]:
+    """One request of each unit Azure bills beyond tokens: whisper's seconds of audio (its
+    ``usage.type = duration``), tts-hd's input characters (the policy's count, usage capture), and a
+    Responses call with two file search calls and a code interpreter container (full capture)."""
+    tools = {
+        "id": "resp_0c7d5a9e6b1f4c8e9d2a5e3f1a7b9c14", "object": "response", "created_at": 1792832400,
+        "status": "completed", "model": "gpt-4.1-2025-04-14",
+        "output": [
+            {"type": "file_search_call", "id": "fs_0c7d5a9e6b1f4c8e01", "status": "completed",
+             "queries": ["deployment runbook rollback"], "results": None},
+            {"type": "file_search_call", "id": "fs_0c7d5a9e6b1f4c8e02", "status": "completed",
+             "queries": ["on-call escalation"], "results": None},
+            {"type": "code_interpreter_call", "id": "ci_0c7d5a9e6b1f4c8e03", "status": "completed",
+             "code": "print(sum([12, 30, 7]))", "container_id": "cntr_0c7d5a9e6b1f4c8e9d2a", "outputs": None},
+            {"type": "message", "id": "msg_0c7d5a9e6b1f4c8e04", "status": "completed", "role": "assistant",
+             "content": [{"type": "output_text", "text": "Roll back with the blue slot; 49 minutes.", "annotations": []}]},
+        ],
+        "usage": azure_shapes.responses_usage(2_300, 180, cached=0, reasoning=0),
+    }
+    return [
+        event(12, 29, subscription=care, operation="Audio_Transcriptions_Create", backend=swedencentral,
+              deployment="whisper", capture="usage", model=None, usage={"type": "duration", "seconds": 95}),
+        event(13, 29, subscription=care, operation="Audio_Speech_Create", backend=swedencentral,
+              deployment="tts-hd", capture="usage", model=None, usage={"type": "characters", "characters": 1_480}),
+        event(14, 30, subscription=engineering, operation="createResponse", backend=eastus2, deployment="gpt-4.1",
+              capture="full", model=None, usage=None, response=orjson.dumps(tools).decode()),
     ]
 
 

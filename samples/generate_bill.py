@@ -10,7 +10,10 @@ The bill charges exactly the metered tokens of every pay-as-you-go meter at the 
   (``gpt-4.1-0414-Inp-pp-glbl``) at the card's priority prices;
 * unpriced: Phi-4-mini-instruct, which the card has no rate for, billed at Foundry's price;
 * capacity: the provisioned deployment's hours, per day, 2.50 for the month (samples/ptu_costs.csv);
-* the bill's own storage line, which the import skips.
+* the bill's own storage line, which the import skips;
+* units beyond tokens, as metered: whisper hours, tts-hd characters, file search calls, a code
+  interpreter session (``UNIT_METERS``), and three fixed costs of aoai-eastus2 (``FIXED_CHARGES``:
+  vector storage GB-days, fine-tuned model hosting hours, fine-tuning training tokens).
 
 Audio, image and cache-write tokens are billed on their own meters, named as Azure names them
 (``gpt-4o-aud-1217 Inp glbl``, ``gpt-image-1-output-img-glbl``, ``gpt-4o-transcribe-aud-inp-glbl``,
@@ -37,9 +40,9 @@ from db.bill import metered_usage  # noqa: E402
 from db.engine import make_engine  # noqa: E402
 from db.rate_card import stored_rates  # noqa: E402
 from metering.cli import main  # noqa: E402
-from metering.price.metered_kinds import KINDS, kind_price  # noqa: E402
+from metering.price.metered_kinds import KINDS, UNIT_KIND_OF_FIELD, UNIT_KINDS, kind_price, price_unit  # noqa: E402
 from metering.finance.report.options import Period  # noqa: E402
-from metering.price.retail_prices import KNOWN_VERSIONS, parse_meter  # noqa: E402
+from metering.price.retail_prices import KNOWN_VERSIONS, parse_meter, parse_unit_meter  # noqa: E402
 
 MONTH = "2026-10"
 REGIONS = {"aoai-swedencentral": "swedencentral", "aoai-westeurope": "westeurope", "aoai-eastus2": "eastus2",
@@ -78,6 +81,25 @@ MEDIA_METERS = {
                 {"global": "Gl", "datazone": "DZ"}),
 }
 GPT5_PRODUCT = "Azure OpenAI GPT5"
+# The meters of units beyond tokens (real Retail Prices shapes, metering.price.retail_prices.UNIT_METER_SHAPES):
+# kind → (meter name by model, deployment type word, the bill's unit of measure and consumed unit).
+UNIT_METERS = {
+    "audio_ms": ({"whisper": "Speech-to-Text-Batch-Whisper-{t}"}, {"global": "glbl", "regional": "regnl"},
+                 "1 Hour", "Hours"),
+    "input_characters": ({"tts": "Speech-Text to Speech-{t}", "tts-hd": "Speech-Text to Speech HD-{t}"},
+                         {"global": "global", "regional": "Regional"}, "1M", "Characters"),
+    "file_search_calls": ({None: "file-search-tool-calls-{t}"}, {"global": "glbl", "datazone": "datazone",
+                                                                 "regional": "rgnl"}, "1K", "Calls"),
+    "code_interpreter_sessions": ({None: "Code-Interpreter-{t}"}, {"global": "global", "regional": "regnl EP"},
+                                  "1", "Session"),
+}
+# Fixed costs of the month (one line each): vector storage GB-days, a fine-tuned deployment's hosting
+# hours, a fine-tuning job's training tokens; reconciled as fixed costs, allocated with ptu_costs.csv.
+FIXED_CHARGES = [  # 0.5 GB stored all month; a fine-tuned deployment kept one hour; a 20K-token training job
+    ("Assistants-File Search-glbl", "15.5", "1/Day", "1.55", "GB/Day"),
+    ("gpt-4o-0806-FT-Hstng-glbl", "1", "1 Hour", "1.70", "Hours"),
+    ("gpt-4.1 FT Training global", "20", "1K", "0.50", "Tokens"),
+]
 
 
 def meter_name(model: str, kind: str, deployment_type: str, tier: str | None = None) -> tuple[str, str] | None:
@@ -115,6 +137,23 @@ def meter_name(model: str, kind: str, deployment_type: str, tier: str | None = N
     return None
 
 
+def unit_charge(day: str, backend: str, model: str, kind: str, deployment_type: str, count: int,
+                card: dict) -> Charge:
+    """The bill line of a unit beyond tokens, at the card's price of the row that priced it (a tool's
+    price is on its model's row)."""
+    names, types, unit, consumed = UNIT_METERS[kind]
+    name = (names.get(model) or names[None]).format(t=types[deployment_type])
+    parsed = parse_unit_meter(name)
+    assert parsed is not None and UNIT_KIND_OF_FIELD[parsed.kind] == kind, name
+    per, _ = price_unit(kind)
+    stem = next(m for m in (model, VERSIONED.sub(r"\1", model), model.rsplit("-", 3)[0]) if (m, deployment_type, None) in card)
+    price = kind_price(card[(stem, deployment_type, None)], kind)
+    block = {"1 Hour": Decimal(3_600_000), "1M": Decimal(1_000_000), "1K": Decimal(1000), "1": Decimal(1)}[unit]
+    quantity = (Decimal(count) / block).quantize(Decimal("0.00000001")).normalize()  # as an export rounds it
+    return Charge(day, name, f"{quantity:f}", unit, str(price * count / per), resource=resource(backend),
+                  consumed_unit=consumed)
+
+
 def main_() -> None:
     with tempfile.TemporaryDirectory() as folder:
         db = f"sqlite:///{folder}/demo.db"
@@ -142,6 +181,9 @@ def main_() -> None:
         tokens[(day, "aoai-westeurope", "gpt-4o-mini-2024-07-18", "input", "datazone", None)] += count
     charges = []
     for (day, backend, model, kind, deployment_type, tier), count in sorted(tokens.items(), key=lambda i: (*i[0][:5], i[0][5] or "")):
+        if kind in UNIT_KINDS:
+            charges.append(unit_charge(day, backend, model, kind, deployment_type, count, card))
+            continue
         found = meter_name(model, kind, deployment_type, tier)
         if found is None:
             raise SystemExit(f"no meter name for {model} {kind} {deployment_type} {tier or ''}: add its shape to MEDIA_METERS")
@@ -160,6 +202,9 @@ def main_() -> None:
         cost = "0.10" if day == 31 else "0.08"
         charges.append(Charge(f"{MONTH}-{day:02d}", "Provisioned Managed Global", "24", "1 Hour", cost,
                               resource=resource("aoai-ptu-swedencentral")))
+    for name, quantity, unit, cost, consumed in FIXED_CHARGES:
+        charges.append(Charge(f"{MONTH}-31", name, quantity, unit, cost, resource=resource("aoai-eastus2"),
+                              consumed_unit=consumed))
     charges.append(Charge(f"{MONTH}-31", "Hot LRS Write Operations", "12.4", "10K", "0.0682", category="Storage",
                           subcategory="Tiered Block Blob", resource=STORAGE))
     (HERE / f"bill-{MONTH}.focus.csv").write_bytes(focus_csv(charges, "1.0r2"))

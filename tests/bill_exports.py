@@ -75,12 +75,15 @@ class Charge:
     subcategory: str = "Azure OpenAI"
     resource: str = RESOURCE
     charge: str = "Usage"
+    consumed_unit: str | None = None  # ConsumedUnit of a meter not billed in tokens or hours ("Calls")
 
 
 def _focus_row(c: Charge, version: str) -> dict[str, str]:
     seconds = ":00" if version != "1.0" else ""
     end_day = (date.fromisoformat(c.day) + timedelta(days=1)).isoformat()
-    block = {"1M Tokens": "1000000", "1K Tokens": "1000", "1 Hour": "1"}.get(c.unit, "1")
+    block = {"1M Tokens": "1000000", "1K Tokens": "1000", "1 Hour": "1", "1M": "1000000", "1K": "1000"}.get(c.unit, "1")
+    if c.consumed_unit is None and c.unit in ("1M", "1K"):
+        block = "1"  # a storage-style "10K" or "1M" block without a consumed unit: as before
     consumed = str(Decimal(c.quantity) * Decimal(block))
     name = c.resource.rsplit("/", 1)[-1]
     return {
@@ -89,9 +92,10 @@ def _focus_row(c: Charge, version: str) -> dict[str, str]:
         "BillingPeriodEnd": f"2026-11-01T00:00{seconds}Z", "BillingPeriodStart": f"2026-10-01T00:00{seconds}Z",
         "ChargeCategory": c.charge, "ChargeClass": "", "ChargeDescription": c.meter, "ChargeFrequency": "Usage-Based",
         "ChargePeriodEnd": f"{end_day}T00:00{seconds}Z", "ChargePeriodStart": f"{c.day}T00:00{seconds}Z",
-        "ConsumedQuantity": consumed, "ConsumedUnit": "Tokens" if "Token" in c.unit else "Hours",
+        "ConsumedQuantity": consumed,
+        "ConsumedUnit": c.consumed_unit or ("Tokens" if "Token" in c.unit else "Hours"),
         "ContractedCost": c.cost, "EffectiveCost": c.cost, "InvoiceIssuerName": "Microsoft", "ListCost": c.cost,
-        "PricingCategory": "Standard", "PricingQuantity": c.quantity, "PricingUnit": "Tokens" if "Token" in c.unit else "Hours",
+        "PricingCategory": "Standard", "PricingQuantity": c.quantity, "PricingUnit": c.consumed_unit or ("Tokens" if "Token" in c.unit else "Hours"),
         "ProviderName": "Microsoft", "PublisherName": "Microsoft", "RegionId": "", "RegionName": "",
         "ResourceId": c.resource, "ResourceName": name, "ResourceType": "Azure OpenAI" if "Cognitive" in c.resource else "Storage account",
         "ServiceCategory": "AI and Machine Learning" if "Cognitive" in c.resource else "Storage",
@@ -164,3 +168,43 @@ def focus_parquet(charges: Sequence[Charge]) -> bytes:
     buffer = io.BytesIO()
     pq.write_table(pa.table(arrays), buffer)
     return buffer.getvalue()
+
+
+# The columns of the FinOps Foundation's public FOCUS 1.0 sample data (github.com/FinOps-Open-Cost-and-
+# Usage-Spec/FOCUS-Sample-Data, FOCUS-1.0/focus_sample.csv, commit adbdd17a1329): FOCUS columns only,
+# no Microsoft x_ extension, in the file's order.
+FOCUS_SAMPLE_1_0 = (
+    "AvailabilityZone,BilledCost,BillingAccountId,BillingAccountName,BillingCurrency,BillingPeriodEnd,"
+    "BillingPeriodStart,ChargeCategory,ChargeClass,ChargeDescription,ChargeFrequency,ChargePeriodEnd,"
+    "ChargePeriodStart,CommitmentDiscountCategory,CommitmentDiscountId,CommitmentDiscountName,"
+    "CommitmentDiscountStatus,CommitmentDiscountType,ConsumedQuantity,ConsumedUnit,ContractedCost,"
+    "ContractedUnitPrice,EffectiveCost,InvoiceIssuerName,ListCost,ListUnitPrice,PricingCategory,PricingQuantity,"
+    "PricingUnit,ProviderName,PublisherName,RegionId,RegionName,ResourceId,ResourceName,ResourceType,"
+    "ServiceCategory,Id,ServiceName,SkuId,SkuPriceId,SubAccountId,SubAccountName,Tags"
+).split(",")
+# FOCUS 1.2 adds, among others, SkuMeter and SkuPriceDetails (a JSON object of the SKU's properties).
+FOCUS_1_2_COLUMNS = FOCUS_SAMPLE_1_0 + ["SkuMeter", "SkuPriceDetails", "ServiceSubcategory", "PricingCurrency"]
+
+
+def focus_csv_without_extensions(charges: Sequence[Charge], columns: Sequence[str] = FOCUS_SAMPLE_1_0,
+                                 description: str = "{meter}") -> bytes:
+    """A FOCUS file as a FinOps tool that normalises several clouds writes it, in the shape of the
+    Foundation's sample: no x_ columns, no BOM, header quoted, values quoted only when needed, NULL
+    (unquoted) for no value, times ``YYYY-MM-DD HH:MM:SS`` without a zone. ``description`` formats
+    ChargeDescription (``{meter}``, ``{product}``); SkuId is Azure's product id, not a meter name."""
+    buffer = io.StringIO()
+    buffer.write(",".join(f'"{name}"' for name in columns) + "\n")
+    writer = csv.writer(buffer, lineterminator="\n")
+    for c in charges:
+        row = _focus_row(c, "1.0")
+        end_day = (date.fromisoformat(c.day) + timedelta(days=1)).isoformat()
+        row.update({
+            "ChargePeriodStart": f"{c.day} 00:00:00", "ChargePeriodEnd": f"{end_day} 00:00:00",
+            "BillingPeriodStart": "2026-10-01 00:00:00", "BillingPeriodEnd": "2026-11-01 00:00:00",
+            "ChargeDescription": description.format(meter=c.meter, product=c.subcategory),
+            "SkuId": "DZH318Z0BQ4L", "SkuPriceId": "DZH318Z0BQ4L/00JJ", "Id": f"{c.day}-{c.meter}",
+            "SkuMeter": "Tokens" if "Token" in c.unit else "Hours",
+            "SkuPriceDetails": '{"CoreCount":null}' if "Token" in c.unit else "NULL",
+        })
+        writer.writerow([row.get(name) or "NULL" for name in columns])
+    return buffer.getvalue().encode("utf-8")

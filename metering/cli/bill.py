@@ -49,7 +49,7 @@ def cmd_bill_import(args: argparse.Namespace) -> int:
         file = Path(path)
         shown = terminal_line(path)
         if file.is_dir():
-            raise UsageError(f"{shown}: is a folder, not an export file")
+            raise UsageError(f"{shown}: is a folder; give the file inside it")
         if not file.is_file():
             raise UsageError(f"{shown}: no such file")
         try:

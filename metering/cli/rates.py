@@ -123,7 +123,7 @@ def _card_drift(conn: Any, card: Any) -> list[dict[str, Any]]:
 def cmd_list(args: argparse.Namespace) -> int:
     from db import queries
     from db import rate_card as rate_card_store
-    from metering.price.rate_card import KIND_RATE_COLUMNS
+    from metering.price.rate_card import KIND_RATE_COLUMNS, UNIT_RATE_COLUMNS
     from metering.safe_text import terminal_line
 
     engine = migrated_engine(args)
@@ -135,12 +135,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     mw = max([28, *(len(rate.model) for rate in card)])  # long region and fine-tuned model names keep the columns aligned
     rw = max([12, *(len(rate.region or "") for rate in card)])
     header = (f"{'model':<{mw}} {'type':<15} {'region':<{rw}} {'from':<10} {'to':<10} {'cur':<3} {'input/1M':>10} "
-              f"{'cached/1M':>10} {'output/1M':>10} {'prompt >=':>10} {'tier':<8} other prices/1M")
+              f"{'cached/1M':>10} {'output/1M':>10} {'prompt >=':>10} {'tier':<8} other prices (per 1M tokens unless named)")
     lines = [header, "-" * len(header)]
     for rate in sorted(card, key=lambda r: (r.model, r.deployment_type, r.region or "", r.service_tier or "",
                                             r.min_prompt_tokens or 0, r.effective_from)):
-        others = " ".join(f"{column.removesuffix('_per_1m')}={getattr(rate, column)}"
-                          for column in KIND_RATE_COLUMNS if getattr(rate, column) is not None)
+        others = " ".join([f"{column.removesuffix('_per_1m')}={getattr(rate, column)}"
+                           for column in KIND_RATE_COLUMNS if getattr(rate, column) is not None]
+                          + [f"{column}={getattr(rate, column)}"  # units beyond tokens: the column names the unit
+                             for column in UNIT_RATE_COLUMNS if getattr(rate, column) is not None])
         lines.append((
             f"{rate.model:<{mw}} {rate.deployment_type:<15} {rate.region or '*':<{rw}} "
             f"{rate.effective_from.date().isoformat():<10} {rate.effective_to.date().isoformat() if rate.effective_to else '':<10} "

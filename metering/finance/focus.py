@@ -100,6 +100,42 @@ SPECIAL_KINDS = (
 )
 
 
+# The units billed beyond tokens, each a FOCUS row of its own: usage column, meter, ConsumedUnit,
+# PricingUnit, and how many consumed units the rate column's price is for (metering.model.UNIT_RATE_COLUMNS).
+UNIT_LINES = (
+    ("audio_seconds", "Audio Seconds", "Seconds", "Hours"),
+    ("input_characters", "Speech Characters", "Characters", "1000000 Characters"),
+    ("web_search_calls", "Web Search Calls", "Calls", "1000 Calls"),
+    ("file_search_calls", "File Search Calls", "Calls", "1000 Calls"),
+    ("code_interpreter_sessions", "Code Interpreter Sessions", "Sessions", "Sessions"),
+)
+UNIT_OF_KIND = {kind: (consumed, pricing) for kind, _, consumed, pricing in UNIT_LINES}
+
+
+def _unit_lines(row: Mapping[str, Any]) -> list[tuple[str, Any, Decimal, Decimal | None, str, int]]:
+    """(kind, quantity, cost, unit price, meter, 0) of the units of a usage group: each at its rate
+    column; the first keeps what the stored ``unit_cost`` has beyond them (audio rounded to 12 places)."""
+    from metering.model import UNIT_RATE_COLUMNS
+
+    priced = row["price_status"] == "priced"
+    lines: list[tuple[str, Any, Decimal, Decimal | None, str, int]] = []
+    total = Decimal(0)
+    for kind, meter, _, _ in UNIT_LINES:
+        quantity = row.get(kind) or 0
+        if not quantity:
+            continue
+        column, per = UNIT_RATE_COLUMNS[kind]
+        price = row.get(column) if priced else None
+        cost = Decimal(str(quantity)) * price / per if price is not None else Decimal(0)
+        total += cost
+        lines.append((kind, Decimal(str(quantity)), cost, price, meter, 0))
+    stored = row.get("unit_cost")
+    if lines and priced and stored is not None and stored != total:
+        kind, quantity, cost, price, meter, estimated = lines[0]
+        lines[0] = (kind, quantity, cost + stored - total, price, meter, estimated)
+    return lines
+
+
 def _special_tokens(row: Mapping[str, Any]) -> dict[str, int]:
     """Tokens of each special kind in a usage group (uncached audio/image input: the audio/image
     prompt tokens less their cached part)."""
@@ -141,7 +177,21 @@ def _kind_lines(row: Mapping[str, Any]) -> list[tuple[str, int, Decimal, Decimal
         price = row.get(price_key) if priced else None
         text.append((kind, int(row[tokens_key] or 0) - tokens_less, stored - cost_less, price, meter,
                      int(row.get(f"estimated_{tokens_key}") or 0)))
-    return text + lines
+    return text + lines + _unit_lines(row)
+
+
+def _quantities(kind: str, quantity: Any) -> dict[str, Any]:
+    """Consumed and pricing quantity and unit of a row: tokens priced per million, or a unit beyond
+    tokens in its own unit (seconds of audio priced per hour, characters per million, calls per
+    thousand, sessions)."""
+    from metering.model import UNIT_RATE_COLUMNS
+
+    if kind in UNIT_OF_KIND:
+        consumed, pricing = UNIT_OF_KIND[kind]
+        return {"ConsumedQuantity": Decimal(quantity), "ConsumedUnit": consumed,
+                "PricingQuantity": Decimal(quantity) / UNIT_RATE_COLUMNS[kind][1], "PricingUnit": pricing}
+    return {"ConsumedQuantity": Decimal(quantity), "ConsumedUnit": "Tokens",
+            "PricingQuantity": Decimal(quantity) / MILLION, "PricingUnit": "1000000 Tokens"}
 
 
 @dataclass(frozen=True)
@@ -363,10 +413,7 @@ def usage_records(
                 "ChargePeriodEnd": start + timedelta(days=1),
                 "ChargeDescription": description,
                 "ChargeFrequency": "Usage-Based",
-                "ConsumedQuantity": Decimal(tokens),
-                "ConsumedUnit": "Tokens",
-                "PricingQuantity": Decimal(tokens) / MILLION,
-                "PricingUnit": "1000000 Tokens",
+                **_quantities(kind, tokens),
                 "PricingCategory": "Standard",
                 "ListUnitPrice": price,
                 "ContractedUnitPrice": price,

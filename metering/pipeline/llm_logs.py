@@ -43,7 +43,7 @@ import orjson
 
 from metering.decode.event import UTF8_BOM, integer_text, parse_time
 from metering.model import (
-    BadEvent, BatchOutcome, LlmUsage, Quarantined, RawEvent, TokenUsage, UsageRecord, usage_and_cost_columns,
+    UNIT_FIELDS, BadEvent, BatchOutcome, LlmUsage, Quarantined, RawEvent, TokenUsage, UsageRecord, usage_and_cost_columns,
 )
 from metering.price.pricing import RateCard, price_tokens
 from metering.price.reprice import stored_billable
@@ -280,7 +280,9 @@ def merge_usage(row: UsageRecord, llm: LlmUsage, card: RateCard) -> UsageRecord 
     if row.usage_source == "reported":
         return None
     # the log has no tier (the response had) and its model is not trusted to choose a price
-    usage = replace(reported_usage(llm), model=row.model, service_tier=row.service_tier)
+    # ... and it counts tokens only: the units the event showed (tool calls, audio seconds) stay
+    usage = replace(reported_usage(llm), model=row.model, service_tier=row.service_tier,
+                    **{name: getattr(row, name) for name in UNIT_FIELDS})
     cost = price_tokens(
         billable=stored_billable(row),  # as `metering reprice` judges a stored row (a 400 keeps ingest's verdict)
         usage=usage,

@@ -30,15 +30,43 @@ MEDIA_KINDS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "audio_output": ("output", ("audio_completion_tokens",), ()),
     "image_output": ("output", ("image_completion_tokens",), ()),
 }
-KINDS = TEXT_KINDS + tuple(MEDIA_KINDS)
-# The stored token sums a metered group carries (``db.bill.metered_usage``).
+# The units Azure bills beyond tokens, as reconciliation counts them: whole numbers of a base unit
+# (milliseconds of audio, characters, calls, sessions). Kind → (the usage_records sum, its base units
+# per stored unit, the rate column, base units per the column's price, the price's unit as shown).
+UNIT_KINDS: dict[str, tuple[str, int, str, int, str]] = {
+    "audio_ms": ("audio_seconds", 1000, "audio_per_hour", 3_600_000, "hour"),
+    "input_characters": ("input_characters", 1, "characters_per_1m", 1_000_000, "1M characters"),
+    "web_search_calls": ("web_search_calls", 1, "web_search_per_1k", 1000, "1K calls"),
+    "file_search_calls": ("file_search_calls", 1, "file_search_per_1k", 1000, "1K calls"),
+    "code_interpreter_sessions": ("code_interpreter_sessions", 1, "code_interpreter_per_session", 1, "session"),
+}
+# The unit kinds of a tool, billed on a meter of no model (``file-search-tool-calls-glbl``).
+TOOL_KINDS = ("web_search_calls", "file_search_calls", "code_interpreter_sessions")
+# Usage kind of the rate card (metering.model.UNIT_FIELDS) → its reconciliation kind.
+UNIT_KIND_OF_FIELD = {field: kind for kind, (field, *_) in UNIT_KINDS.items()}
+KINDS = TEXT_KINDS + tuple(MEDIA_KINDS) + tuple(UNIT_KINDS)
+# The stored token sums a metered group carries (``db.bill.metered_usage``); audio seconds and the
+# units' cost are summed as exact decimals with the costs.
 TOKEN_SUMS = ("prompt_tokens", "cached_tokens", "completion_tokens", "cache_write_tokens", "audio_prompt_tokens",
               "cached_audio_tokens", "audio_completion_tokens", "image_prompt_tokens", "cached_image_tokens",
-              "image_completion_tokens")
+              "image_completion_tokens", "input_characters", "web_search_calls", "file_search_calls",
+              "code_interpreter_sessions")
 
 
-def kind_price(rate: Rate, kind: str) -> Decimal:
-    """The price per 1M tokens of a token kind in a rate row, as pricing charges it (fallbacks included)."""
+def price_unit(kind: str | None) -> tuple[Decimal, str]:
+    """How a kind's unit price is compared and shown: per 1M tokens, or per its unit (an hour of audio,
+    1M characters, 1K calls, a session), as base units per price and the words shown."""
+    if kind in UNIT_KINDS:
+        _, _, _, per, shown = UNIT_KINDS[kind]
+        return Decimal(per), shown
+    return MILLION, "1M"
+
+
+def kind_price(rate: Rate, kind: str) -> Decimal | None:
+    """The price per 1M tokens of a token kind in a rate row, as pricing charges it (fallbacks included);
+    for a unit kind, its column's price (per ``price_unit``). ``None``: a unit the row has no price for."""
+    if kind in UNIT_KINDS:
+        return getattr(rate, UNIT_KINDS[kind][2])
     if kind in TEXT_KINDS:
         if kind == "cached_input" and rate.cached_input_per_1m is None:
             return rate.input_per_1m
@@ -76,6 +104,34 @@ def split_group(group: Mapping[str, Any], rate: Rate | None) -> dict[str, Any]:
             out[f"{kind}_cost"] = None if costs[bucket] is None else Decimal(0)
     for kind in TEXT_KINDS:
         out[f"{kind}_cost"] = costs[kind]
+    out.update(_split_units(group, rate, priced))
+    return out
+
+
+def _split_units(group: Mapping[str, Any], rate: Rate | None, priced: bool) -> dict[str, Any]:
+    """The units beyond tokens of a group: base quantities and each kind's cost at its rate column.
+    A priced group whose rate row is gone keeps the units' whole cost on its first unit kind."""
+    out: dict[str, Any] = {}
+    unit_cost = group.get("unit_cost")
+    left = unit_cost
+    first: str | None = None
+    for kind, (field_name, scale, column, per, _) in UNIT_KINDS.items():
+        stored = group.get(field_name) or 0
+        quantity = int((Decimal(stored) * scale).to_integral_value())
+        out[f"{kind}_tokens"] = quantity
+        price = getattr(rate, column) if rate is not None else None
+        if not priced or not quantity:
+            out[f"{kind}_cost"] = None if not priced else Decimal(0)
+            continue
+        first = first or kind
+        if price is None:
+            out[f"{kind}_cost"] = Decimal(0)
+            continue
+        cost = Decimal(stored) * scale * price / per
+        out[f"{kind}_cost"] = cost
+        left = None if left is None else left - cost
+    if priced and first is not None and left:
+        out[f"{first}_cost"] += left  # the stored cost wins: audio rounded to the cost scale, or a rate row gone
     return out
 
 

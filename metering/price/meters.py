@@ -6,15 +6,18 @@ reads export files into these values, ``db.bill`` stores and loads them.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
-from metering.price.retail_prices import parse_meter
+from metering.price.retail_prices import FIXED_KINDS, parse_meter
 
 CAPACITY = "capacity"  # token_kind of a meter billed by the hour (provisioned throughput, hosting)
+# FIXED_KINDS: token_kind of the other meters billed by time or capacity, never per request
+# (retail_prices.parse_unit_meter: fine-tune hosting and training, vector storage): fixed costs.
 NO_RESOURCE = "(no resource)"
 
 
@@ -39,11 +42,11 @@ class BillLine:
     meter_category: str | None
     meter_subcategory: str | None
     model: str | None
-    token_kind: str | None  # a retail_prices.TOKEN_KINDS kind, or capacity; None: a meter we cannot read
+    token_kind: str | None  # a metered_kinds.KINDS kind, capacity or a FIXED_KINDS kind; None: a meter we cannot read
     deployment_type: str | None
     quantity: Decimal
     unit: str | None
-    tokens: int | None
+    tokens: int | None  # of a unit meter: its base units (milliseconds of audio, characters, calls, sessions)
     cost: Decimal
     currency: str
     source_format: str
@@ -71,3 +74,24 @@ def coverage(lines: Iterable[BillLine]) -> set[tuple[str, date]]:
             covered.add((resource, current))
             current = date.fromordinal(current.toordinal() + 1)
     return covered
+
+
+def unit_quantity(kind: str, quantity: Decimal, unit: str | None) -> int | None:
+    """A unit meter's billed quantity in the base units reconciliation counts
+    (``metered_kinds.UNIT_KINDS``: milliseconds of audio, characters, calls, sessions), from its unit
+    of measure (``1 Hour``, ``1M``, ``1K``, ``1``); ``None`` for a unit of measure not seen for it."""
+    from metering.price.metered_kinds import UNIT_KINDS
+
+    text = (unit or "").strip().lower()
+    if kind == "audio_ms":
+        match = re.fullmatch(r"(\d+)?\s*(?:/\s*)?hours?", text)
+        size = Decimal(3_600_000) * int(match.group(1) or 1) if match else None
+    elif kind in UNIT_KINDS:
+        match = re.fullmatch(r"(\d+)?\s*([km])?\s*(?:[a-z ]*)", text)
+        size = (Decimal(int(match.group(1) or 1)) * {"k": 1000, "m": 1_000_000, None: 1}[match.group(2)]
+                if match and (match.group(1) or match.group(2) or text) else None)
+    else:
+        return None
+    if size is None:
+        return None
+    return int((quantity * size).to_integral_value())

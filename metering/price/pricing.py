@@ -26,6 +26,15 @@ the default tier, not flagged.
 
 A request with no matching rate is ``no_rate`` with unknown (NULL) costs, never $0.
 
+Units beyond tokens (``metering.model.UNIT_RATE_COLUMNS``), each at its own column of the row:
+seconds of audio at ``audio_per_hour`` / 3600, speech input characters at ``characters_per_1m``,
+web search and file search tool calls at ``web_search_per_1k`` / ``file_search_per_1k``, code
+interpreter sessions at ``code_interpreter_per_session``. Their sum is ``unit_cost`` (part of
+``total_cost``; input, cached and output costs stay the token costs of the DESIGN.md rule). A unit
+has no fallback price: a request with a unit its row has no price for is ``no_rate`` (costs NULL,
+repriced once the card has the column), never priced as if the unit were free. An audio cost is
+rounded half-even to 12 decimals (the cost columns' scale), as seconds / 3600 need not terminate.
+
 Which row prices a request: the card model (exact, else the longest ``-``-separated prefix), the
 deployment type, the rate in force at the event's time (``effective_from <= t < effective_to``),
 and among those the rows that apply to the prompt's size (a row with ``min_prompt_tokens`` applies
@@ -39,14 +48,16 @@ Ingest (``metering.pipeline``) and ``metering reprice`` (``metering.reprice``) b
 
 from __future__ import annotations
 
+import decimal
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 
 from metering.model import (
     DEFAULT_DEPLOYMENT_TYPE,
+    UNIT_RATE_COLUMNS,
     Cost,
     DeploymentMapping,
     Rate,
@@ -260,6 +271,27 @@ def compute_cost_by_kind(usage: TokenUsage, rate: Rate) -> tuple[Decimal, Decima
     return input_cost, cached_cost, output_cost, fallbacks
 
 
+COST_QUANTUM = Decimal("0.000000000001")  # the cost columns' scale (db.schema.MONEY_SCALE)
+_WIDE = decimal.Context(prec=60, rounding=ROUND_HALF_EVEN)  # exact for any bounded quantity × price
+
+
+def unit_costs(usage: TokenUsage, rate: Rate) -> tuple[Decimal, list[str]]:
+    """The cost of the units beyond tokens at this row, and the units it has no price for."""
+    total = ZERO
+    missing: list[str] = []
+    for name, (column, per) in UNIT_RATE_COLUMNS.items():
+        quantity = getattr(usage, name)
+        if not quantity:
+            continue
+        price_per = getattr(rate, column)
+        if price_per is None:
+            missing.append(name)
+            continue
+        cost = _WIDE.divide(_WIDE.multiply(Decimal(quantity), price_per), per)
+        total += _WIDE.quantize(cost, COST_QUANTUM) if cost.as_tuple().exponent < -12 else cost  # type: ignore[operator]
+    return total, missing
+
+
 def price(
     event: UsageEvent,
     usage: TokenUsage,
@@ -312,6 +344,9 @@ def price_tokens(
         return Cost("no_rate", deployment_type)
     input_cost, cached_cost, output_cost, kinds = compute_cost_by_kind(usage, rate)
     fallbacks.extend(kinds)
+    units_cost, unpriced_units = unit_costs(usage, rate)
+    if unpriced_units:  # no fallback for a unit: visible and repriceable, never free
+        return Cost("no_rate", deployment_type)
     return Cost(
         "priced",
         deployment_type,
@@ -320,8 +355,9 @@ def price_tokens(
         input_cost=input_cost,
         cached_input_cost=cached_cost,
         output_cost=output_cost,
-        total_cost=input_cost + cached_cost + output_cost,
+        total_cost=input_cost + cached_cost + output_cost + units_cost,
         price_fallback=",".join(sorted(fallbacks)) or None,
+        unit_cost=units_cost if usage.has_units else None,  # NULL: a request without such units
     )
 
 

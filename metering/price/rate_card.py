@@ -8,7 +8,9 @@ The CSV may carry optional columns after the DESIGN.md header, in any order (``A
 ``min_prompt_tokens`` (a row with a threshold is a long-context tier that applies only from that
 prompt size on), ``service_tier`` (empty = ``default``; part of the rate's key) and the prices of
 the token kinds Azure bills apart (``KIND_RATE_COLUMNS``: cache writes, audio and image input,
-cached and output). See ``metering.price.pricing``. A card without them is a valid card.
+cached and output) and of the units Azure bills beyond tokens (``UNIT_RATE_COLUMNS``:
+``audio_per_hour``, ``characters_per_1m``, ``web_search_per_1k``, ``file_search_per_1k``,
+``code_interpreter_per_session``). See ``metering.price.pricing``. A card without them is a valid card.
 ``metering.price.card_files`` reads rates CSVs and saved Azure Retail Prices API pages together.
 """
 
@@ -22,7 +24,7 @@ from dataclasses import fields, replace
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 
-from metering.model import DEPLOYMENT_TYPES, Rate
+from metering.model import DEPLOYMENT_TYPES, UNIT_RATE_COLUMNS as MODEL_UNIT_RATES, Rate
 from metering.price.pricing import model_key, normalize_region, tier_key
 
 
@@ -50,10 +52,13 @@ KIND_RATE_COLUMNS = (
     "cached_image_input_per_1m",
     "image_output_per_1m",
 )
+# Optional prices of the units Azure bills beyond tokens, each per its own unit (per hour of audio,
+# per 1M characters, per 1,000 tool calls, per code interpreter session: metering.model.UNIT_RATE_COLUMNS).
+UNIT_RATE_COLUMNS = tuple(column for column, _ in MODEL_UNIT_RATES.values())
 # The optional columns a rates CSV may add after RATES_CSV_COLUMNS, in any order (DESIGN.md).
 # ALLOWED_COLUMNS is the one list of every column a rates CSV may name: any other header is bad
 # input, so that a misspelled optional column (``cached_input_per_1M``) is never silently dropped.
-EXTRA_COLUMNS = (TIER_COLUMN, SERVICE_TIER_COLUMN, *KIND_RATE_COLUMNS)
+EXTRA_COLUMNS = (TIER_COLUMN, SERVICE_TIER_COLUMN, *KIND_RATE_COLUMNS, *UNIT_RATE_COLUMNS)
 ALLOWED_COLUMNS = RATES_CSV_COLUMNS + EXTRA_COLUMNS
 OPTIONAL_COLUMNS = ("region", "effective_to", "cached_input_per_1m", *EXTRA_COLUMNS)
 MAX_RATE_DECIMALS = 6  # costs are stored exactly with 12 decimals: rate (6) × tokens / 10^6
@@ -199,7 +204,7 @@ def parse_rate_row(row: dict[str, str]) -> Rate:
         output_per_1m=parse_amount(row.get("output_per_1m") or "0", "output_per_1m"),
         min_prompt_tokens=parse_threshold(row.get(TIER_COLUMN) or ""),
         service_tier=parse_service_tier(row.get(SERVICE_TIER_COLUMN) or ""),
-        **{column: _optional_amount(row, column) for column in KIND_RATE_COLUMNS},
+        **{column: _optional_amount(row, column) for column in (*KIND_RATE_COLUMNS, *UNIT_RATE_COLUMNS)},
     )
 
 

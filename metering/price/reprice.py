@@ -32,7 +32,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from metering.model import TOKEN_KIND_FIELDS, Cost, TokenUsage
+from metering.model import TOKEN_KIND_FIELDS, UNIT_FIELDS, Cost, TokenUsage
 from metering.price.pricing import RateCard, price_tokens, resolve_alias, resolve_deployment_of
 
 REPRICE_BATCH_SIZE = 5000  # stored rows read, repriced and written per transaction
@@ -72,13 +72,19 @@ class StoredUsage:
     image_completion_tokens: int = 0
     service_tier: str | None = None
     price_fallback: str | None = None
+    audio_seconds: Decimal = Decimal(0)
+    input_characters: int = 0
+    web_search_calls: int = 0
+    file_search_calls: int = 0
+    code_interpreter_sessions: int = 0
+    unit_cost: Decimal | None = None
 
 
 STORED_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(StoredUsage))
 # What repricing may change in a row.
 PRICE_COLUMNS: tuple[str, ...] = (
     "model", "deployment_type", "price_status", "rate_id", "currency",
-    "input_cost", "cached_input_cost", "output_cost", "total_cost", "price_fallback",
+    "input_cost", "cached_input_cost", "output_cost", "total_cost", "price_fallback", "unit_cost",
 )
 
 
@@ -103,6 +109,7 @@ class Repriced:
             "output_cost": cost.output_cost,
             "total_cost": cost.total_cost,
             "price_fallback": cost.price_fallback,
+            "unit_cost": cost.unit_cost,
         }
 
 
@@ -137,6 +144,7 @@ def reprice_row(row: StoredUsage, card: RateCard) -> Repriced:
         source=row.usage_source,  # type: ignore[arg-type]
         service_tier=row.service_tier,
         **{name: getattr(row, name) for name in TOKEN_KIND_FIELDS},
+        **{name: getattr(row, name) for name in UNIT_FIELDS},
     )
     cost = price_tokens(
         billable=stored_billable(row),

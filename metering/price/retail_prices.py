@@ -44,7 +44,8 @@ from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
-from metering.model import Rate
+from metering.model import UNIT_RATE_COLUMNS, Rate
+from metering.price.pricing import normalize_region
 from metering.price.rate_card import MAX_RATE_DECIMALS, RateCardError
 
 TokenKind = Literal["input", "cached_input", "output", "cache_write", "audio_input", "cached_audio_input",
@@ -373,6 +374,92 @@ def _modality(base: str, modalities: Sequence[str], realtime: bool) -> tuple[str
     return (next(iter(kinds)) if kinds else "text"), family
 
 
+# --------------------------------------------------------------------------- meters of units beyond tokens
+
+# The meters Azure bills per hour, character, call, session or GB-day, read only in the shapes the
+# price list has (github.com/guygregory/modelmeters.com, monthly/full/2024-05-01.ndjson to
+# 2025-05-01.ndjson, commit d4a64106f74f; tests/data/origins.csv):
+UNIT_METER_SHAPES = (
+    "Speech-to-Text-Batch-Whisper-glbl Unit",  # whisper, per 1 Hour of audio (also -regnl)
+    "Speech-Text to Speech-global Characters",  # tts, per 1M characters (also -Regional)
+    "Speech-Text to Speech HD-Regional Characters",  # tts-hd, per 1M characters (also -global)
+    "file-search-tool-calls-glbl Calls",  # Responses file search, per 1K calls (also -rgnl, -datazone)
+    "Code-Interpreter-global Session",  # per session, unit "1" (also "Code-Interpreter-regnl EP Session")
+    "Assistants-File Search-glbl GB",  # vector storage, per GB and day ("1/Day"; also -regnl)
+    "gpt-4o-0806-FT-Hstng-regnl Unit",  # fine-tuned model hosting, per 1 Hour
+    "gpt-4.1-ft hosting global Unit",  # the same, newer spelling
+    "davinci-002-FT-Trng-regnl Unit",  # fine-tuning training, per 1 Hour
+    "gpt-4.1 FT Training global Tokens",  # fine-tuning training, per 1K tokens
+    "o4-mini RFT Training regional Unit",  # reinforcement fine-tuning, per 1 Hour
+    "gpt-4o-ft model grader input Tokens",  # a fine-tuning job's grader model
+)
+# Unit kinds priced per request (a usage_records column and a rate column each) and the fixed kinds
+# the bill charges by time or capacity (reconciled as fixed costs, never per request).
+UNIT_KIND_COLUMNS = {kind: column for kind, (column, _) in UNIT_RATE_COLUMNS.items()}
+FIXED_KINDS = ("fine_tune_hosting", "fine_tune_training", "vector_storage")
+# How many base units (seconds, characters, calls, sessions) one unit of the price list's unit of
+# measure is, for each unit kind, and what the rate column is priced per.
+_HOURS = re.compile(r"^\s*1\s*(?:/\s*)?hours?\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class UnitMeter:
+    """What a meter of a unit beyond tokens bills: the unit kind (a ``UNIT_FIELDS`` name, or one of
+    ``FIXED_KINDS``), the card model it prices (``None``: a tool of every model), the deployment type."""
+
+    kind: str
+    model: str | None
+    deployment_type: str | None  # None: a fine-tuning meter that names none (a grader's tokens)
+
+
+def parse_unit_meter(meter_name: str) -> UnitMeter | None:
+    """Read a meter of a unit beyond tokens (``UNIT_METER_SHAPES``); ``None`` for any other meter."""
+    lowered = meter_name.lower()
+    words = set(_words(meter_name))
+    if words & PROVISIONED_WORDS:
+        return None
+    locality = ("datazone" if words & DATAZONE_WORDS else "regional" if words & REGIONAL_WORDS
+                else "global" if words & GLOBAL_WORDS else None)
+    fine_tune = words & {"ft", "rft", "ftuned"} or any(w.endswith("-ft") for w in lowered.split())
+    if fine_tune or "grader" in words:  # a grader is a model a reinforcement fine-tuning job calls
+        if words & {"hstng", "hosting"}:
+            return UnitMeter("fine_tune_hosting", None, locality)
+        if words & {"trng", "training", "grader"}:
+            return UnitMeter("fine_tune_training", None, locality)
+    if locality is None:
+        return None
+    # The price list's meterName ends in its unit ("... Session"); a cost export may name the SKU without it.
+    if "whisper" in lowered and "speech-to-text" in lowered:
+        return UnitMeter("audio_seconds", "whisper", locality)
+    if "text to speech" in lowered and not lowered.endswith(("tokens", "token")):
+        return UnitMeter("input_characters", "tts-hd" if "speech hd" in lowered else "tts", locality)
+    if lowered.startswith("file-search-tool-calls"):
+        return UnitMeter("file_search_calls", None, locality)
+    if lowered.startswith("code-interpreter"):
+        return UnitMeter("code_interpreter_sessions", None, locality)
+    if lowered.startswith("assistants-file search"):
+        return UnitMeter("vector_storage", None, locality)
+    return None
+
+
+def unit_price(kind: str, price: Decimal, unit: str) -> Decimal | None:
+    """A unit meter's price as its rate column is priced (per hour, per 1M characters, per 1K calls,
+    per session), from its unit of measure; ``None`` for a unit of measure not seen for the kind."""
+    unit = (unit or "").strip()
+    if kind == "audio_seconds":
+        return price if _HOURS.match(unit) else None
+    if kind == "input_characters":
+        block = _UNIT.match(unit)
+        return None if block is None else _plain(price * (1000 if block.group(1).lower() == "k" else 1))
+    if kind in ("file_search_calls", "web_search_calls"):
+        if unit.lower() in ("1k", "1 k", "1000"):
+            return price
+        return _plain(price * 1000) if unit == "1" else None
+    if kind == "code_interpreter_sessions":
+        return price if unit == "1" else None
+    return None
+
+
 # --------------------------------------------------------------------------- items → priced meters
 
 
@@ -544,10 +631,18 @@ def map_retail_items(items: Iterable[Mapping[str, Any]], default_currency: str |
     """Price-list items → merged per-1M ``Rate`` rows, plus every item that could not be used."""
     result = RetailImport(rates=[])
     groups: dict[_GroupKey, list[_Priced]] = defaultdict(list)
+    unit_entries: list[_UnitPriced] = []
     for item in items:
         result.items_read += 1
         if not isinstance(item, Mapping):
             result.unmapped.append(UnmappedMeter("(not an object)", "", None, "item is not a JSON object"))
+            continue
+        unit_priced = _classify_unit(item, default_currency)
+        if unit_priced is not None:
+            if isinstance(unit_priced, UnmappedMeter):
+                result.unmapped.append(unit_priced)
+            else:
+                unit_entries.append(unit_priced)
             continue
         classified = _classify(item, default_currency)
         if isinstance(classified, UnmappedMeter):
@@ -576,8 +671,117 @@ def map_retail_items(items: Iterable[Mapping[str, Any]], default_currency: str |
     for key in sorted(groups, key=lambda k: (k[0], k[1], k[2] or "", k[3], k[4])):
         build(key, groups[key])
     _add_versionless_rows(groups, result)
+    _add_unit_prices(unit_entries, result)
     result.rates.sort(key=lambda r: (r.model, r.deployment_type, r.region or "", r.service_tier or "", r.effective_from))
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class _UnitPriced:
+    meter: UnitMeter
+    region: str | None  # None: any region
+    currency: str
+    start: datetime
+    price: Decimal  # as the rate column is priced (per hour, per 1M characters, per 1K calls, per session)
+    item_region: str | None
+    meter_name: str
+    product_name: str
+
+
+def _classify_unit(item: Mapping[str, Any], default_currency: str | None) -> _UnitPriced | UnmappedMeter | None:
+    """A price-list item of a unit beyond tokens (``parse_unit_meter``) → its price as the rate column
+    holds it, or why not; ``None`` for a token or capacity meter (``_classify`` reads those)."""
+    meter_name = str(item.get("meterName") or item.get("skuName") or "").strip()
+    product = str(item.get("productName") or "").strip()
+    if not product.lower().startswith(OPENAI_PRODUCT_PREFIX):
+        return None
+    meter = parse_unit_meter(meter_name)
+    if meter is None:
+        return None
+    raw_region = str(item.get("armRegionName") or "").strip()
+    item_region = raw_region if raw_region and raw_region.lower() != "global" else None
+
+    def unmapped(reason: str) -> UnmappedMeter:
+        return UnmappedMeter(meter_name, product, item_region, reason)
+
+    if meter.kind not in UNIT_KIND_COLUMNS:
+        unit = str(item.get("unitOfMeasure") or "")
+        per = "hour" if "hour" in unit.lower() else f"{unit!r}"
+        return unmapped(f"{meter.kind.replace('_', ' ')} meter billed per {per}: a fixed cost, not a price per "
+                        "request (reconcile shows it; allocate it with a PTU costs file of that kind)")
+    if str(item.get("type") or "Consumption").lower() != "consumption":
+        return unmapped("price type is not pay-as-you-go (Consumption)")
+    tier = _decimal(item.get("tierMinimumUnits"))
+    if tier is not None and tier > 0:
+        return unmapped(f"volume tier from {tier} units (not supported)")
+    price = _decimal(item.get("retailPrice"))
+    price = price if price is not None else _decimal(item.get("unitPrice"))
+    unit = str(item.get("unitOfMeasure") or "")
+    converted = None if price is None or price < 0 else unit_price(meter.kind, price, unit)
+    if converted is None:
+        return unmapped(f"no usable price per {UNIT_KIND_COLUMNS[meter.kind]} (unit of measure {unit!r})")
+    exponent = converted.as_tuple().exponent
+    if isinstance(exponent, int) and -exponent > MAX_RATE_DECIMALS:
+        return unmapped(f"price {converted:f} has more than {MAX_RATE_DECIMALS} decimals")
+    start = _instant(item.get("effectiveStartDate"))
+    currency = str(item.get("currencyCode") or default_currency or "").strip().upper()
+    if start is None or len(currency) != 3 or not currency.isalpha():
+        return unmapped("no effectiveStartDate or currencyCode")
+    regional = meter.deployment_type in ("regional", "provisioned")
+    if regional and item_region is None:
+        return unmapped("regional meter without armRegionName")
+    return _UnitPriced(meter, item_region if regional else None, currency, start, converted, item_region, meter_name,
+                       product)
+
+
+def _add_unit_prices(entries: Sequence[_UnitPriced], result: RetailImport) -> None:
+    """Unit prices into the card: a model billed only by its unit (whisper per hour, tts and tts-hd
+    per 1M characters) gets rows of its own (token prices 0: it has no tokens); a tool's price
+    (file search calls, code interpreter sessions) fills its column on every row of the same
+    deployment type, currency (and region, for regional rows): the price in force at the row's start,
+    else the tool meter's first price (no call can have been billed on it before it existed).
+    Two prices of one meter from the same start (regions that disagree) import nothing for it."""
+    by_key: dict[tuple[str, str | None, str, str | None, str], dict[datetime, _UnitPriced]] = defaultdict(dict)
+    conflicts: set[tuple[str, str | None, str, str | None, str]] = set()
+    for entry in entries:
+        assert entry.meter.deployment_type is not None
+        key = (entry.meter.kind, entry.meter.model, entry.meter.deployment_type, entry.region, entry.currency)
+        other = by_key[key].setdefault(entry.start, entry)
+        if other.price != entry.price:
+            conflicts.add(key)
+    for key in sorted(conflicts, key=str):
+        for entry in by_key.pop(key).values():
+            result.unmapped.append(UnmappedMeter(entry.meter_name, entry.product_name, entry.item_region,
+                                                 f"conflicting prices from {entry.start.date()} in different regions"))
+    token_rows = len(result.rates)  # the model rows a tool price may fill (not whisper's or tts's own)
+    for (kind, model, deployment_type, region, currency), prices in sorted(by_key.items(), key=lambda kv: str(kv[0])):
+        column = UNIT_KIND_COLUMNS[kind]
+        starts = sorted(prices)
+        if model is not None:
+            rows = [Rate(model=model, deployment_type=deployment_type, region=region, effective_from=start,
+                         effective_to=following, currency=currency, input_per_1m=Decimal(0), cached_input_per_1m=None,
+                         output_per_1m=Decimal(0), **{column: prices[start].price})
+                    for start, following in zip(starts, [*starts[1:], None])]
+            result.rates.extend(rows)
+            result.meters_used += len(prices)
+            continue
+        filled = 0
+        for position in range(token_rows):
+            rate = result.rates[position]
+            if rate.deployment_type != deployment_type or rate.currency != currency:
+                continue
+            if region is not None and normalize_region(rate.region) != normalize_region(region):
+                continue
+            in_force = [start for start in starts if start <= rate.effective_from]
+            result.rates[position] = replace(rate, **{column: prices[max(in_force) if in_force else starts[0]].price})
+            filled += 1
+        if filled:
+            result.meters_used += len(prices)
+        else:
+            for entry in prices.values():
+                result.unmapped.append(UnmappedMeter(entry.meter_name, entry.product_name, entry.item_region,
+                                                     f"no {deployment_type} model row in this price list to add "
+                                                     f"{column} to"))
 
 
 def _add_versionless_rows(groups: Mapping[_GroupKey, list[_Priced]], result: RetailImport) -> None:

@@ -8,6 +8,7 @@ rebuilt response (``metering.usage.sse``), and ``usage_source`` says how complet
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,6 +17,15 @@ import orjson
 
 from metering.model import NO_USAGE, BadEvent, TokenUsage, UsageEvent
 from metering.usage.sse import RebuiltStream, rebuild_body, rebuild_stream, reported_stream_usage
+from metering.usage.units import (
+    NO_TOOLS,
+    duration_seconds,
+    may_have_tools,
+    reported_characters,
+    speech_characters,
+    tools_in_body,
+    tools_in_stream,
+)
 from metering.usage.tokens import (
     AZURE_TERMINATOR_SINCE,
     TokenCount,
@@ -101,8 +111,9 @@ def normalize_usage(
     - Images (gpt-image-1): ``input_tokens_details.{text_tokens, image_tokens}``; its
       ``output_tokens`` are image tokens unless ``output_tokens_details`` splits them;
     - Transcription ``type: "tokens"`` (gpt-4o-transcribe): ``input_token_details.{audio_tokens,
-      text_tokens}``; ``type: "duration"`` (whisper, billed per second of audio, not per token)
-      carries no token counts: ``None``, so the request is ``no_usage`` — visible, never $0.
+      text_tokens}``; ``type: "duration"`` (whisper, billed per hour of audio, not per token):
+      its ``seconds`` as ``audio_seconds``, no tokens (``metering.usage.units``);
+    - the policy's ``type: "characters"`` (a speech request's input length): ``input_characters``.
 
     Kinds are parts of their side: cached, cache-write, audio and image input tokens are part of
     the prompt; reasoning, audio and image output tokens part of the completion. Details that
@@ -112,8 +123,12 @@ def normalize_usage(
         if usage is None:
             return None
         raise BadEvent("invalid_usage", f"usage is a {type(usage).__name__}, not an object")
-    if usage.get("type") == "duration":
-        return None
+    seconds = duration_seconds(usage)
+    if seconds is not None:  # whisper: billed per hour of audio, no tokens
+        return TokenUsage(source=source, model=model, audio_seconds=seconds, service_tier=service_tier)  # type: ignore[arg-type]
+    characters = reported_characters(usage)
+    if characters is not None:  # the policy's count of a speech request's input (usage capture mode)
+        return TokenUsage(source=source, model=model, input_characters=characters, service_tier=service_tier)  # type: ignore[arg-type]
     if "input_tokens" in usage or "output_tokens" in usage:
         prompt = _count(usage.get("input_tokens"), "input_tokens")
         completion = _count(usage.get("output_tokens"), "output_tokens")
@@ -302,6 +317,35 @@ def is_billable(event: UsageEvent) -> bool:
 
 
 def resolve_usage(event: UsageEvent, model_hint: str | None = None) -> TokenUsage:
+    """Usage of one event: its tokens (``resolve_tokens``) and the units billed beyond them
+    (``with_units``: speech characters, built-in tool calls and sessions)."""
+    return with_units(event, resolve_tokens(event, model_hint))
+
+
+def with_units(event: UsageEvent, usage: TokenUsage) -> TokenUsage:
+    """``usage`` with the units the request and response show (``metering.usage.units``): the
+    characters of an attached speech request, the built-in tool calls and code interpreter sessions of
+    an attached Responses body or stream (or Assistants run stream). Counted only when billable."""
+    if not is_billable(event):
+        return usage
+    changes: dict[str, Any] = {}
+    if event.endpoint == "audio" and not usage.input_characters and event.request is not None:
+        characters = speech_characters(event.request)
+        if characters is not None:
+            changes["input_characters"] = characters
+            if usage.source == "none":
+                changes["source"] = "estimated"  # counted here, not reported by the provider
+    text = event.response
+    if may_have_tools(text):
+        assert text is not None
+        found = tools_in_stream(text) if looks_like_sse(text) else tools_in_body(response_json(event))
+        if found != NO_TOOLS:
+            changes.update(web_search_calls=found.web_search_calls, file_search_calls=found.file_search_calls,
+                           code_interpreter_sessions=found.code_interpreter_sessions)
+    return replace(usage, **changes) if changes else usage
+
+
+def resolve_tokens(event: UsageEvent, model_hint: str | None = None) -> TokenUsage:
     """Token usage for one event: reported when the provider said it, else estimated offline.
 
     Precedence: reported usage (policy-attached, JSON body, the stream's final usage chunk or

@@ -39,7 +39,8 @@ def extreme_db(db: str) -> str:
 
 FORMATS = [
     ["--format", "table"], ["--format", "csv"], ["--format", "json"], ["--by", "day,model", "--format", "csv"],
-    ["--by", "month,day"], ["--format", "html"], ["--format", "html", "--by", "day"], ["--format", "xlsx"],
+    ["--by", "month,day", "--format", "table"], ["--format", "html"], ["--format", "html", "--by", "day"],
+    ["--format", "xlsx"],
     ["--format", "parquet"], ["--format", "html", "--ptu-costs", str(ROOT / "samples" / "ptu_costs.csv")],
 ]
 

@@ -37,7 +37,10 @@ def test_each_kind_gets_its_tokens_and_the_cost_pricing_charged_for_them():
     tokens = {kind: split[f"{kind}_tokens"] for kind in KINDS}
     assert tokens == {"input": 1_700, "cached_input": 600, "output": 200, "cache_write": 300, "audio_input": 800,
                       "cached_audio_input": 1_200, "audio_output": 700, "image_input": 400,
-                      "cached_image_input": 0, "image_output": 0}
+                      "cached_image_input": 0, "image_output": 0,
+                      # units beyond tokens (#30): none in this group
+                      "audio_ms": 0, "input_characters": 0, "web_search_calls": 0, "file_search_calls": 0,
+                      "code_interpreter_sessions": 0}
     assert sum(tokens.values()) == USAGE.prompt_tokens + USAGE.completion_tokens
     million = Decimal(1_000_000)
     assert split["audio_input_cost"] == 800 * Decimal(40) / million

@@ -125,7 +125,8 @@ def scenario(request_id: str, body: dict[str, Any] | str | None, responses: list
     text = body if isinstance(body, str) or body is None else dumps(body)
     # operation ids of the imported Azure OpenAI API definitions (dated and v1)
     operation = next(op for suffix, op in (("/chat/completions", "ChatCompletions_Create"), ("/embeddings", "Embeddings_Create"),
-                                            ("/responses", "createResponse")) if path.endswith(suffix))
+                                            ("/responses", "createResponse"), ("/audio/speech", "createSpeech"))
+                     if path.endswith(suffix))
     return {
         "requestId": request_id,
         "timestamp": "2026-10-21T07:15:30.250Z",
@@ -619,3 +620,21 @@ def test_budget_expressions_use_only_types_and_members_apim_allows(gateway: Poli
 def test_with_the_budget_url_none_the_fragment_does_nothing(gateway: PolicyRuntime):
     result = gateway.run(PROFILES["usage"], [budget_scenario("7c3e9a1b-5f2d-4e8a-9b6c-0d1e2f3a4b61", [])])[0]
     assert result["sent"] == [] and result["cache"] == [] and "x-budget-status" not in result["response"]["headers"]
+
+
+def test_speech_is_billed_by_the_characters_of_its_input_never_its_text(gateway: PolicyRuntime, store):
+    """tts answers with audio and no usage; the policy sends the input's length in code points (an emoji
+    is one character) as the usage, in every capture mode, and the row is priced per 1M characters."""
+    text = "Your parcel 7741-2209 arrives tomorrow before noon. \U0001F69A Thank you!"
+    request = {"model": "tts-hd", "input": text, "voice": "alloy", "response_format": "mp3"}
+    audio = backend(200, "ID3\u0004\u0000\u0000\u0000\u0000\u0000#TSSE", content_type="audio/mpeg")
+    for i, profile in enumerate(PROFILES):
+        request_id = f"7c1d2e3f-4a5b-4c6d-8e7f-00000000010{i}"
+        result = run(gateway, profile, scenario(request_id, request, [audio],
+                                                path="/openai/deployments/tts-hd/audio/speech"))[0]
+        sent = event(result)
+        assert sent["usage"] == {"type": "characters", "characters": len(text)}
+        assert sent["response"] is None and (sent["request"] is None) == (profile == "usage")
+        row = store([result], settings(profile))[request_id]
+        assert (row["endpoint"], row["input_characters"], row["price_status"]) == ("audio", len(text), "priced")
+        assert Decimal(row["total_cost"]) == Decimal(len(text)) * Decimal(30) / Decimal(1_000_000)

@@ -127,7 +127,7 @@ def test_the_figures_are_the_stored_ones_to_the_last_decimal(exported):
     assert all(r["final_charge"] == r["final_charge"].quantize(Decimal("0.01")) for r in true_up)  # whole cents
     billed = sum((r["cost"] for r in read(folder, "v_bill_daily").to_pylist()), Decimal(0))
     total = sum((r["final_charge"] for r in true_up), Decimal(0))
-    assert total == billed.quantize(Decimal("0.01")) == Decimal("4.64")
+    assert total == billed.quantize(Decimal("0.01")) == Decimal("8.48")
     # The same four figures as `metering true-up` prints.
     headline = next(line for line in outputs["true-up"].splitlines() if line.startswith("stored")).split(": ", 1)[1]
     assert headline in export_out

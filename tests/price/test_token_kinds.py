@@ -134,11 +134,13 @@ def test_token_billed_transcription_prices_audio_input():
     assert row.output_cost == Decimal(9) * 10 / M
 
 
-def test_duration_billed_transcription_is_no_usage_never_zero():
-    """Whisper reports seconds of audio, billed per minute: no token price can apply."""
+def test_duration_billed_transcription_is_no_rate_without_an_hourly_price_never_zero():
+    """Whisper reports seconds of audio, billed per hour (#30): kept to the millisecond; a card with
+    no audio_per_hour price for it leaves the request unpriced, never free."""
     row = record(model=None, deployment="whisper", operation="Audio_Transcriptions_Create", usage=None,
                  capture="full", response=transcription_body("Hello there.", seconds=9.4))
-    assert row.price_status == "no_usage"
+    assert row.audio_seconds == Decimal("9.4") and row.total_tokens == 0
+    assert row.price_status == "no_rate"
     assert row.total_cost is None
 
 

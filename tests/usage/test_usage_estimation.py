@@ -185,7 +185,9 @@ def test_request_sent_as_json_text_is_parsed():
 def test_nothing_to_count_is_no_usage():
     assert resolve_usage(event(capture="usage", request=None, response=None)) is NO_USAGE
     assert resolve_usage(event(endpoint="images", request={"prompt": "a cat", "size": "1024x1024"}, response=None)) is NO_USAGE
-    assert resolve_usage(event(endpoint="audio", request={"input": "Hello", "voice": "alloy"}, response=None)) is NO_USAGE
+    # a text-to-speech request is billed per character of its input (#30): counted, no tokens
+    speech = resolve_usage(event(endpoint="audio", request={"input": "Hello", "voice": "alloy"}, response=None))
+    assert (speech.input_characters, speech.total_tokens, speech.source) == (5, 0, "estimated")
 
 
 @pytest.mark.parametrize(

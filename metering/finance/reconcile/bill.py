@@ -18,7 +18,9 @@ Exports read (column names from Microsoft Learn, "Cost Management dataset schema
 Files are CSV (UTF-8 with or without BOM, every field quoted as Azure writes them), gzip-compressed
 CSV or Parquet, told apart by content. Only Azure OpenAI / Foundry model usage lines are kept; each
 meter name is read with the Retail Prices meter parser (``metering.price.retail_prices.parse_meter``)
-into model, token kind and deployment type; a meter it cannot read is kept with its name
+into model, token kind and deployment type (and ``parse_unit_meter`` reads the meters of units
+beyond tokens: whisper hours, speech characters, tool calls, code interpreter sessions, and the
+fixed costs: fine-tune hosting and training, vector storage); a meter it cannot read is kept with its name
 (``token_kind`` NULL), never dropped. Lines of one file with the same day, resource and meter are
 summed into one bill line: that is the key that makes re-imports replace instead of double.
 
@@ -37,6 +39,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import re
 import zlib
 from collections import defaultdict
@@ -48,8 +51,9 @@ from typing import IO, Any
 
 from db.bounds import decimal_limit, integer_range
 from db.schema import bill_lines
-from metering.price.meters import CAPACITY, NO_RESOURCE, Backend, BillLine, coverage
-from metering.price.retail_prices import ACCEPTED_SERVICES, OPENAI_PRODUCT_PREFIX, parse_meter
+from metering.price.metered_kinds import UNIT_KIND_OF_FIELD
+from metering.price.meters import CAPACITY, FIXED_KINDS, NO_RESOURCE, Backend, BillLine, coverage, unit_quantity
+from metering.price.retail_prices import ACCEPTED_SERVICES, OPENAI_PRODUCT_PREFIX, parse_meter, parse_unit_meter
 
 BACKENDS_HEADER = ("backend_id", "resource_id", "region", "owner_subscription_id")
 # An Azure OpenAI / AI Services account, as Azure spells its ARM id (compared case-insensitively).
@@ -158,7 +162,17 @@ FOCUS_COLUMNS = {
     "meter_subcategory": ("x_skumetersubcategory",),
     "product": ("x_skudescription",),
     "currency": ("billingcurrency",),
+    # FOCUS columns every generator writes (no Microsoft ``x_`` extension): where a file without
+    # ``x_SkuMeterName`` names its meter (``focus_meter_name``).
+    "sku_price_details": ("skupricedetails",),
+    "charge_description": ("chargedescription",),
+    "sku_id": ("skuid",),
+    "sku_meter": ("skumeter",),
 }
+# Where a FOCUS file without x_SkuMeterName names the meter, in the order tried.
+FOCUS_METER_SOURCES = ("sku_price_details", "charge_description", "sku_id", "sku_meter", "service")
+# A FOCUS value that means "no value": the FinOps Foundation's sample data writes NULL unquoted.
+FOCUS_NULL = "NULL"
 COST_DETAILS_COLUMNS = {
     "day": ("date", "usagedatetime"),
     "resource_id": ("resourceid", "instancename"),
@@ -229,6 +243,50 @@ def _decimal(value: Any) -> Decimal | None:
     except InvalidOperation:
         return None
     return amount if amount.is_finite() else None
+
+
+def _meter_candidates(fields: Mapping[str, Any]) -> Iterable[str]:
+    """The texts of a FOCUS row that may name its meter, most specific first: string values of
+    ``SkuPriceDetails`` (a JSON object in FOCUS 1.2) whose key names a meter, ``ChargeDescription``
+    whole and then each `` - ``-separated part from the right (``Azure OpenAI - gpt-4o-0806-Inp-glbl``),
+    ``SkuId``, ``SkuMeter``, ``ServiceName``."""
+    for source in FOCUS_METER_SOURCES:
+        text = str(fields.get(source) or "").strip()
+        if not text or text == FOCUS_NULL:
+            continue
+        if source == "sku_price_details":
+            if text.startswith("{") and len(text) <= 4000:
+                try:
+                    details = json.loads(text)
+                except ValueError:
+                    continue
+                if isinstance(details, dict):
+                    yield from (value.strip() for key, value in details.items()
+                                if isinstance(value, str) and "meter" in str(key).lower() and value.strip())
+            continue
+        yield text
+        if source == "charge_description" and " - " in text:
+            yield from (part.strip() for part in reversed(text.split(" - ")) if part.strip())
+
+
+def focus_meter_name(fields: Mapping[str, Any]) -> str:
+    """The meter of a FOCUS row without ``x_SkuMeterName`` (written by FinOps tools that normalise
+    several clouds): the first candidate (``_meter_candidates``) the meter parser reads as a
+    token, capacity or unit meter; else, kept by name as an unknown meter, its ``ChargeDescription``,
+    ``SkuId``, ``SkuMeter`` or ``ServiceName`` — never a refusal of the file."""
+    product = str(fields.get("product") or fields.get("meter_subcategory") or "") or "Azure OpenAI"
+    first = None
+    for candidate in _meter_candidates(fields):
+        candidate = candidate[:400]
+        first = first or candidate
+        if known_meter(candidate, product):
+            return candidate
+    return first or "(no meter name)"
+
+
+def known_meter(meter: str, product: str = "Azure OpenAI") -> bool:
+    """Whether the meter parsers read a name as one of the meters reconciliation compares."""
+    return parse_unit_meter(meter) is not None or not isinstance(parse_meter(meter, product), str)
 
 
 def is_openai_line(fields: Mapping[str, str]) -> bool:
@@ -478,7 +536,10 @@ def parse_bill_export(source: str, data: bytes | IO[bytes], limits: BillLimits =
         raise BillError(f"{source}: not an Azure Cost Management export (expected a FOCUS file with "
                         "ChargePeriodStart and BilledCost, or cost details with Date and MeterName)")
     columns = {key: next((by_lower[name] for name in names if name in by_lower), None) for key, names in spec.items()}
-    missing = [key for key in REQUIRED if columns[key] is None]
+    # A FOCUS file without Microsoft's x_ columns names its meter in the FOCUS columns instead.
+    meter_from_focus = fmt == "focus" and columns["meter_name"] is None and any(
+        columns[key] is not None for key in FOCUS_METER_SOURCES)
+    missing = [key for key in REQUIRED if columns[key] is None and not (key == "meter_name" and meter_from_focus)]
     if missing:
         raise BillError(f"{source}: the export has no column for {', '.join(missing)} "
                         f"(expected one of: {'; '.join('/'.join(spec[key]) for key in missing)})")
@@ -500,6 +561,10 @@ def parse_bill_export(source: str, data: bytes | IO[bytes], limits: BillLimits =
         result.rows_read += 1
         fields = {key: ("" if column is None or row.get(column) is None else row[column])
                   for key, column in columns.items()}
+        if fmt == "focus":
+            fields = {key: "" if value == FOCUS_NULL else value for key, value in fields.items()}
+            if meter_from_focus:
+                fields["meter_name"] = focus_meter_name(fields)
         text = {key: value if isinstance(value, (datetime, date)) else str(value).strip() for key, value in fields.items()}
         if not is_openai_line(text):
             result.other_services += 1
@@ -563,7 +628,9 @@ def parse_bill_export(source: str, data: bytes | IO[bytes], limits: BillLimits =
             # consumed quantity in base units, else the pricing unit with x_PricingBlockSize.
             consumed = _decimal(fields.get("consumed_quantity"))
             block = _decimal(fields.get("block_size"))
-            if consumed is not None and unit_block(str(text.get("consumed_unit") or "")):
+            consumed_unit = str(text.get("consumed_unit") or "")
+            if consumed is not None and (unit_block(consumed_unit) or consumed_unit and parse_unit_meter(
+                    str(text["meter_name"] or "")) is not None):  # "Calls", "Characters", "Session" of a unit meter
                 if (why := _out_of_range("consumed quantity", consumed, _QUANTITY_BOUND)) is not None:
                     problem(f"{where}: {why}")
                     continue
@@ -608,7 +675,17 @@ def _line(day: date, resource: str, meter: str, quantity: Decimal, cost: Decimal
     subcategory = str(text.get("meter_subcategory") or "") or None
     model = kind = deployment_type = tier = None
     tokens: int | None = None
-    if block is not None and block[1] == "hours":
+    unit_meter = parse_unit_meter(meter)
+    if unit_meter is not None and unit_meter.kind in FIXED_KINDS:
+        kind, deployment_type = unit_meter.kind, unit_meter.deployment_type  # a fixed cost (hours, GB-days)
+    elif unit_meter is not None:
+        kind = UNIT_KIND_OF_FIELD[unit_meter.kind]
+        model, deployment_type = unit_meter.model, unit_meter.deployment_type
+        tokens = unit_quantity(kind, quantity, unit)
+        if tokens is None:
+            kind = model = deployment_type = None
+            result.unknown_meters[meter] = f"unit of measure {unit!r} is not one this meter is billed in"
+    elif block is not None and block[1] == "hours":
         kind, deployment_type = CAPACITY, "provisioned"
         parsed = parse_meter(meter, subcategory or str(text.get("product") or "") or "Azure OpenAI")
         if not isinstance(parsed, str):

@@ -30,8 +30,8 @@ from datetime import date, datetime, time, timezone
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import Any
 
-from metering.price.meters import CAPACITY, Backend, BillLine
-from metering.price.metered_kinds import KINDS, kind_price
+from metering.price.meters import CAPACITY, FIXED_KINDS, Backend, BillLine
+from metering.price.metered_kinds import KINDS, TOOL_KINDS, UNIT_KINDS, kind_price, price_unit
 from metering.price.pricing import VERSION_SUFFIX, RateCard, model_key
 
 CENT = Decimal("0.01")
@@ -41,7 +41,11 @@ UNALLOCATED = "(unallocated)"
 CATEGORIES = ("bypass", "price", "unpriced", "capacity", "unmapped_backend", "day_boundary", "unknown_meter")
 AMOUNTS = CATEGORIES + ("unexplained",)
 GROUPINGS = ("day", "resource", "meter")
-TOKEN_KINDS = KINDS  # text, cache-write, audio and image kinds: each is billed on its own meter
+TOKEN_KINDS = KINDS  # text, cache-write, audio and image kinds and the units beyond tokens: each on its own meter
+PRICED_BY_1M = tuple(kind for kind in KINDS if kind not in UNIT_KINDS)  # the token kinds proper
+# Meters billed by time or capacity, never per request: provisioned hours, fine-tune hosting and
+# training, vector storage (GB-days). Explained as ``capacity`` (a fixed cost).
+FIXED = (CAPACITY, *FIXED_KINDS)
 # Unit prices that differ by less than this share are the same price (the export rounds costs).
 PRICE_TOLERANCE = Decimal("0.001")
 _CONTEXT = decimal.Context(prec=50)
@@ -60,10 +64,12 @@ class MeterKey:
 
     @property
     def label(self) -> str:
-        if self.kind == CAPACITY:
-            return f"{self.meter_name} (capacity)"
+        if self.kind in FIXED:
+            return f"{self.meter_name} ({self.kind.replace('_', ' ')})"  # type: ignore[union-attr]
         if self.kind is None:
             return f"{self.meter_name} (unknown meter)"
+        if self.model is None:  # a tool billed on a meter of no model (file search calls, code interpreter)
+            return f"{self.kind} {self.deployment_type}"
         return f"{self.model} {self.kind} {self.deployment_type}" + (f", {self.service_tier} tier" if self.service_tier else "")
 
     @property
@@ -71,6 +77,8 @@ class MeterKey:
         """What tells meters of one model apart (kind, deployment type, tier), for a label's second line."""
         if self.kind == CAPACITY:
             return "capacity (hourly)"
+        if self.kind in FIXED:
+            return f"{self.kind.replace('_', ' ')} (fixed cost)"  # type: ignore[union-attr]
         if self.kind is None:
             return "unknown meter"
         return " · ".join([self.kind, self.deployment_type or "?"] + ([f"{self.service_tier} tier"] if self.service_tier else []))
@@ -78,7 +86,8 @@ class MeterKey:
     @property
     def name(self) -> str:
         """The model (or, for capacity and unknown meters, the meter's name), a label's first line."""
-        return (self.meter_name if self.kind == CAPACITY or self.kind is None else self.model) or "(unknown)"
+        return (self.meter_name if self.kind in FIXED or self.kind is None or self.model is None
+                else self.model) or "(unknown)"
 
 
 @dataclass
@@ -142,7 +151,7 @@ def bill_model_for(model: str | None, bill_models: Iterable[str]) -> str | None:
 
 
 def _meter_of(line: BillLine) -> MeterKey:
-    if line.token_kind == CAPACITY or line.token_kind is None:
+    if line.token_kind in FIXED or line.token_kind is None:
         return MeterKey(line.model, line.token_kind, line.deployment_type, line.meter_name)
     return MeterKey(line.model, line.token_kind, line.deployment_type, service_tier=line.service_tier)
 
@@ -194,8 +203,9 @@ def reconcile(
             cost = group.get(f"{kind}_cost")
             if not tokens and not cost:
                 continue
-            target = cell(group["day"], resource, MeterKey(model, kind, group["deployment_type"],
-                                                           service_tier=group.get("service_tier")))
+            tool = kind in TOOL_KINDS  # billed on the tool's meter, whatever model called it
+            target = cell(group["day"], resource, MeterKey(None if tool else model, kind, group["deployment_type"],
+                                                           service_tier=None if tool else group.get("service_tier")))
             target.metered_quantity += tokens
             if priced:
                 target.priced_quantity += tokens
@@ -226,7 +236,8 @@ def reconcile(
 
 
 def _unit_prices(cells: Sequence[Cell]) -> tuple[dict[tuple[str, MeterKey], Decimal], dict[tuple[str, MeterKey], Decimal]]:
-    """Per resource × token meter over the month: the bill's effective price and the card's, per 1M."""
+    """Per resource × token meter over the month: the bill's effective price and the card's, per 1M
+    tokens (a unit kind: per its price unit, ``metered_kinds.price_unit``)."""
     sums: dict[tuple[str, MeterKey], list[Any]] = defaultdict(lambda: [0, Decimal(0), 0, Decimal(0)])
     for item in cells:
         if item.meter.kind not in TOKEN_KINDS:
@@ -238,10 +249,11 @@ def _unit_prices(cells: Sequence[Cell]) -> tuple[dict[tuple[str, MeterKey], Deci
         entry[3] += item.metered_cost
     billed, card = {}, {}
     for key, (billed_tokens, billed_cost, priced_tokens, metered_cost) in sums.items():
+        per, _ = price_unit(key[1].kind)
         if billed_tokens:
-            billed[key] = _CONTEXT.divide(billed_cost * MILLION, Decimal(billed_tokens))
+            billed[key] = _CONTEXT.divide(billed_cost * per, Decimal(billed_tokens))
         if priced_tokens:
-            card[key] = _CONTEXT.divide(metered_cost * MILLION, Decimal(priced_tokens))
+            card[key] = _CONTEXT.divide(metered_cost * per, Decimal(priced_tokens))
     return billed, card
 
 
@@ -260,7 +272,7 @@ def _explain(item: Cell, billed_price: Decimal | None, card_price: Decimal | Non
     if item.resource == UNMAPPED_BACKEND:
         parts["unmapped_backend"] = -item.metered_cost
         return
-    if item.meter.kind == CAPACITY:
+    if item.meter.kind in FIXED:
         parts["capacity"] = item.billed_cost
         return
     if item.meter.kind is None:
@@ -307,7 +319,7 @@ def _day_boundaries(cells: Sequence[Cell], billed_prices: Mapping[tuple[str, Met
                     item.parts["bypass"] -= moved
                     item.parts["day_boundary"] += moved
                 else:  # metered more than billed: the other day's bill has them
-                    item.parts["day_boundary"] -= _CONTEXT.divide(price * tokens, MILLION)
+                    item.parts["day_boundary"] -= _CONTEXT.divide(price * tokens, price_unit(key[1].kind)[0])
 
 
 # --------------------------------------------------------------------------- groups and totals
@@ -347,12 +359,14 @@ def group_rows(result: Reconciliation, by: Sequence[str]) -> list[dict[str, Any]
             billed_price, card_price = result.billed_prices.get(meter), result.card_prices.get(meter)
         row["billed_unit_price"] = billed_price
         row["card_unit_price"] = card_price
-        row["explanation"] = explain_text(row, billed_price, card_price, result.currency)
+        unit = price_unit(next(iter(meters))[1].kind)[1] if len(meters) == 1 else "1M"
+        row["explanation"] = explain_text(row, billed_price, card_price, result.currency, unit)
         rows.append(row)
     return rows
 
 
-def explain_text(row: Mapping[str, Any], billed_price: Decimal | None, card_price: Decimal | None, currency: str) -> str:
+def explain_text(row: Mapping[str, Any], billed_price: Decimal | None, card_price: Decimal | None, currency: str,
+                 unit: str = "1M") -> str:
     """The named parts of a group's difference that amount to at least half a cent, largest first."""
     # Rounding noise in price and unexplained is not worth a word; any other part is, however small.
     shown = [(name, row[name]) for name in AMOUNTS
@@ -363,7 +377,7 @@ def explain_text(row: Mapping[str, Any], billed_price: Decimal | None, card_pric
         text = f"{name} {cents(amount):+} {currency}" if abs(amount) >= Decimal("0.005") else \
             f"{name} {'+' if amount > 0 else '-'}<0.01 {currency}"
         if name == "price" and billed_price is not None and card_price is not None:
-            text += f" (billed {per_1m(billed_price)}/1M, card {per_1m(card_price)}/1M)"
+            text += f" (billed {per_1m(billed_price)}/{unit}, card {per_1m(card_price)}/{unit})"
         words.append(text)
     return "; ".join(words) if words else "matches"
 
@@ -412,6 +426,8 @@ def card_drift(result: Reconciliation) -> list[dict[str, Any]]:
     """Meters whose billed unit price differs from the card's: the card row to check."""
     drift = []
     for key in sorted(result.billed_prices, key=lambda k: (k[0], k[1].label)):
+        if key[1].kind not in PRICED_BY_1M:
+            continue  # a unit's price differs per its own unit: its cell's explanation says so
         billed, card = result.billed_prices[key], result.card_prices.get(key)
         if prices_differ(billed, card):
             drift.append({"resource": key[0], "model": key[1].model, "kind": key[1].kind,
@@ -461,7 +477,7 @@ def card_drift_from_bill(lines: Sequence[BillLine], card: RateCard, regions: Map
     ``regions``: resource id → region (from ``backends``), for regional card rows."""
     sums: dict[tuple[str, str, str, str, str | None, str | None], list[Any]] = defaultdict(lambda: [0, Decimal(0), None])
     for line in lines:
-        if line.token_kind not in TOKEN_KINDS or not line.tokens or line.model is None or line.deployment_type is None:
+        if line.token_kind not in PRICED_BY_1M or not line.tokens or line.model is None or line.deployment_type is None:
             continue
         key = (line.day.isoformat()[:7], line.model, line.token_kind, line.deployment_type, regions.get(line.resource_id),
                line.service_tier)

@@ -39,6 +39,7 @@ from typing import Any
 
 from metering.finance.reconcile.compare import TOKEN_KINDS, UNMAPPED_BACKEND, MeterKey, _meter_of, bill_model_for
 from metering.price.meters import CAPACITY, Backend, BillLine
+from metering.price.metered_kinds import TOOL_KINDS, UNIT_KINDS
 
 CENT = Decimal("0.01")
 SUSPECT_SOURCES = ("estimated", "partial", "none")  # usage an estimate or a cut stream may understate
@@ -216,7 +217,8 @@ def compute_true_up(
             kind_cost = group.get(f"{kind}_cost") or Decimal(0)
             if not tokens[kind] and not kind_cost:
                 continue
-            meter = MeterKey(model, kind, group["deployment_type"], service_tier=tier)
+            tool = kind in TOOL_KINDS  # billed on the tool's meter, whatever model called it (compare.reconcile)
+            meter = MeterKey(None if tool else model, kind, group["deployment_type"], service_tier=None if tool else tier)
             entry = usage[(resource, meter)][subscription]
             entry.tokens += tokens[kind]
             entry.cost += kind_cost
@@ -232,7 +234,9 @@ def compute_true_up(
             usage[(resource, meter)][subscription].suspect_requests = count
 
     by_resource: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for (resource, _), users in usage.items():
+    for (resource, meter), users in usage.items():
+        if meter.kind in UNIT_KINDS:
+            continue  # milliseconds of audio, characters, calls are no tokens: a resource's users by tokens only
         for subscription, entry in users.items():
             by_resource[resource][subscription] += entry.tokens
 

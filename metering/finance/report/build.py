@@ -60,6 +60,12 @@ MEASURE_COLUMNS = (
     "cached_image_tokens",
     "audio_completion_tokens",
     "image_completion_tokens",
+    # the units Azure bills beyond tokens, each at its own rate (part of cost): audio in whole seconds
+    "audio_seconds",
+    "input_characters",
+    "web_search_calls",
+    "file_search_calls",
+    "code_interpreter_sessions",
 )
 COST_STATUS = "cost_status"  # complete | partial | unknown: whether the cost covers every billable request
 PTU_COLUMNS = ("ptu_cost", "total_charge")
@@ -112,6 +118,11 @@ LABELS = {
     "cached_image_tokens": "Cached image tokens",
     "audio_completion_tokens": "Audio output tokens",
     "image_completion_tokens": "Image output tokens",
+    "audio_seconds": "Audio seconds (transcribed)",
+    "input_characters": "Speech characters",
+    "web_search_calls": "Web search calls",
+    "file_search_calls": "File search calls",
+    "code_interpreter_sessions": "Code interpreter sessions",
 }
 
 
@@ -142,7 +153,7 @@ def to_frame(rows: list[dict[str, Any]], dimensions: tuple[str, ...]) -> pd.Data
     frame = pd.DataFrame(rows, columns=columns, dtype=object)
     for column in MEASURE_COLUMNS:
         if column not in ("cost", "currency"):
-            frame[column] = frame[column].map(lambda v: int(v) if v is not None and v == v else 0).astype("int64")
+            frame[column] = frame[column].map(_whole).astype("int64")
     statuses = [cost_status(record) for record in frame.to_dict("records")]
     frame["cost"] = object_series(frame, [None if status == "unknown" else c if isinstance(c, Decimal) else Decimal(0)
                                           for c, status in zip(frame["cost"], statuses)])
@@ -151,6 +162,15 @@ def to_frame(rows: list[dict[str, Any]], dimensions: tuple[str, ...]) -> pd.Data
     for dimension in dimensions:
         frame[dimension] = object_series(frame, ["" if v is None else str(v) for v in frame[dimension]])
     return frame
+
+
+def _whole(value: Any) -> int:
+    """A count as a whole number; audio seconds (stored to the millisecond) rounded half up."""
+    if value is None or value != value:
+        return 0
+    if isinstance(value, int):
+        return value
+    return int(Decimal(str(value)).to_integral_value(rounding=ROUND_HALF_UP))
 
 
 def cost_status(counts: dict[str, Any]) -> str:

@@ -78,12 +78,26 @@ KIND_NAMES = (
 )
 
 
+UNIT_NAMES = (
+    ("audio_seconds", "seconds of audio transcribed"), ("input_characters", "speech characters"),
+    ("web_search_calls", "web search calls"), ("file_search_calls", "file search calls"),
+    ("code_interpreter_sessions", "code interpreter sessions"),
+)
+
+
 def kinds_line(total: dict[str, Any]) -> str:
-    """The tokens of the kinds Azure bills apart (each priced at its own rate), when there are any."""
+    """The tokens of the kinds Azure bills apart (each priced at its own rate), and the units billed
+    beyond tokens, when there are any."""
     parts = [f"{label} {total.get(name, 0):,}" for name, label in KIND_NAMES if total.get(name, 0)]
     if total.get("priority_requests", 0):
         parts.append(f"{total['priority_requests']:,} requests on the priority tier")
-    return ("token kinds billed apart (part of the tokens above, each at its own rate): " + ", ".join(parts)) if parts else ""
+    units = [f"{total.get(name, 0):,} {label}" for name, label in UNIT_NAMES if total.get(name, 0)]
+    lines = []
+    if parts:
+        lines.append("token kinds billed apart (part of the tokens above, each at its own rate): " + ", ".join(parts))
+    if units:
+        lines.append("units billed beyond tokens (in the cost above, each at its own rate): " + ", ".join(units))
+    return "\n".join(lines)
 
 
 def render_table(frame: pd.DataFrame, dimensions: tuple[str, ...], title: str,
