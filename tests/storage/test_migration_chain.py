@@ -14,7 +14,7 @@ from db.migrate import alembic_config, upgrade
 # (revision, down_revision) of every migration that has shipped on main: never re-parent one of these.
 SHIPPED = {
     "0001": None, "0002": "0001", "0003": "0002", "0004": "0003", "0005": "0004", "0006": "0005",
-    "0007": "0006", "0008": "0007", "0009": "0008", "0010": "0009", "0011": "0010",
+    "0007": "0006", "0008": "0007", "0009": "0008", "0010": "0009", "0011": "0010", "0012": "0011",
 }
 
 
