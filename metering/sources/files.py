@@ -38,6 +38,27 @@ class SourceError(Exception):
     """A replay path that does not exist or is not a supported capture file."""
 
 
+class ReadProgress:
+    """Reports to ``on_bytes`` how far ``disk`` (opened at its start) has been read since the last
+    report: ``hook`` is the callback a reader calls after each step (``None`` when nobody listens)."""
+
+    def __init__(self, disk: BinaryIO, on_bytes: Callable[[int], None] | None) -> None:
+        self.disk, self.on_bytes, self.position = disk, on_bytes, 0
+        self.hook = self.report if on_bytes is not None else None
+
+    def report(self) -> None:
+        now = self.disk.tell()
+        if now != self.position:
+            self.on_bytes(now - self.position)  # type: ignore[misc]
+            self.position = now
+
+    def finish(self, size: int) -> None:
+        """Report the rest of a file of ``size`` bytes (what the reader skipped at its end)."""
+        if self.on_bytes is not None and size > self.position:
+            self.on_bytes(size - self.position)
+            self.position = size
+
+
 def _is_jsonl(path: Path) -> bool:
     name = path.name.lower()
     return name.endswith(JSONL_SUFFIXES)
@@ -85,17 +106,8 @@ def read_jsonl(
     bound = max_event_bytes or max_event_bytes_from_env()
     with open(path, "rb") as disk:
         stream: BinaryIO = gzip.GzipFile(fileobj=disk, mode="rb") if path.name.lower().endswith(".gz") else disk  # type: ignore[assignment]
-        position = 0
-
-        def progress() -> None:
-            nonlocal position
-            now = disk.tell()
-            if now != position:
-                on_bytes(now - position)  # type: ignore[misc]
-                position = now
-
         try:
-            yield from bounded_lines(stream, bound, progress if on_bytes is not None else None)
+            yield from bounded_lines(stream, bound, ReadProgress(disk, on_bytes).hook)
         except (EOFError, OSError, zlib.error) as exc:  # a cut or damaged .gz (gzip.BadGzipFile is an OSError)
             what = "a damaged or cut-short gzip file" if stream is not disk else "could not be read"
             raise SourceError(f"{path}: {what} ({type(exc).__name__}: {exc})") from exc
@@ -164,18 +176,10 @@ def capture_events(
     raw events; a breach of the format raises ``SourceError`` that starts with ``label``."""
     from metering.sources.capture_avro import CaptureFormatError, read_capture_records
 
-    position = 0
-
-    def progress() -> None:
-        nonlocal position
-        now = disk.tell()
-        if now != position:
-            on_bytes(now - position)  # type: ignore[misc]
-            position = now
-
+    progress = ReadProgress(disk, on_bytes)
     try:
         for sequence, enqueued, body, oversized, digest in read_capture_records(
-            disk, size, max_event_bytes, progress if on_bytes is not None else None
+            disk, size, max_event_bytes, progress.hook
         ):
             yield RawEvent(
                 body=body or b"",
@@ -189,8 +193,7 @@ def capture_events(
         what = ("an Avro file, but " if str(exc).startswith("not Event Hubs Capture's") else
                 "not a readable Event Hubs Capture Avro file: ")
         raise SourceError(f"{label}: {what}{exc}") from None
-    if on_bytes is not None and size > position:
-        on_bytes(size - position)
+    progress.finish(size)
 
 
 def read_file(
