@@ -13,23 +13,31 @@ if TYPE_CHECKING:
     import sqlalchemy as sa
 
     from metering.finance.reconcile.compare import Reconciliation
+    from metering.finance.report.options import Period
 
 DEFAULT_BY = ("resource", "meter")
 
 
-def month_reconciliation(conn: sa.Connection, month: str) -> tuple[Reconciliation, list, dict]:
-    """The month's bill lines and metered usage compared; also the metered groups and backends."""
-    from db import queries
-    from db.bill import load_backends, load_bill_lines, metered_usage
+def month_bill(conn: sa.Connection, month: str) -> tuple[Period, list]:
+    """The ``--month`` period (bad input: one line) and the bill lines stored for its days."""
+    from db.bill import load_bill_lines
     from metering.finance.report.options import Period
-    from metering.finance.reconcile.compare import reconcile
 
     try:
         period = Period.month(month)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     assert period.since is not None and period.until is not None
-    lines = load_bill_lines(conn, period.since.date(), period.until.date() - timedelta(days=1))
+    return period, load_bill_lines(conn, period.since.date(), period.until.date() - timedelta(days=1))
+
+
+def month_reconciliation(conn: sa.Connection, month: str) -> tuple[Reconciliation, list, dict]:
+    """The month's bill lines and metered usage compared; also the metered groups and backends."""
+    from db import queries
+    from db.bill import load_backends, metered_usage
+    from metering.finance.reconcile.compare import reconcile
+
+    period, lines = month_bill(conn, month)
     metered = metered_usage(conn, period.since, period.until)
     backends = load_backends(conn)
     result = reconcile(period.label, lines, metered, backends)

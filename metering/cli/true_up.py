@@ -18,20 +18,13 @@ if TYPE_CHECKING:
 
 def month_true_up(conn: sa.Connection, month: str) -> TrueUp:
     """Compute the month's true-up from the stored bill lines, metered usage, backends and PTU allocations."""
-    from datetime import timedelta
-
     from db import queries
-    from db.bill import load_backends, load_bill_lines, metered_usage, subscription_names
+    from db.bill import load_backends, metered_usage, subscription_names
     from db.true_up import ptu_month
+    from metering.cli.reconcile import month_bill
     from metering.finance.reconcile.true_up import PtuShare, TrueUpError, compute_true_up
-    from metering.finance.report.options import Period
 
-    try:
-        period = Period.month(month)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    assert period.since is not None and period.until is not None
-    lines = load_bill_lines(conn, period.since.date(), period.until.date() - timedelta(days=1))
+    period, lines = month_bill(conn, month)
     metered = metered_usage(conn, period.since, period.until, by_usage_source=True)
     ptu = [PtuShare(row["deployment"], row["backend_id"], row["subscription_id"], row["allocated_cost"], row["currency"])
            for row in ptu_month(conn, period.label)]
