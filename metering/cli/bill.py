@@ -7,10 +7,9 @@ from __future__ import annotations
 import argparse
 import os
 from decimal import Decimal
-from pathlib import Path
 
-from metering.cli.common import UsageError, migrated_engine, out, refused, reports_extra
-from metering.safe_text import terminal_line, terminal_text
+from metering.cli.common import UsageError, input_file, migrated_engine, out, refused, reports_extra
+from metering.safe_text import terminal_line
 
 
 LIMIT_SETTINGS = {"max_bytes": "METERING_BILL_MAX_BYTES", "max_rows": "METERING_BILL_MAX_ROWS",
@@ -46,18 +45,14 @@ def cmd_bill_import(args: argparse.Namespace) -> int:
     limits = _limits(args)
     imports = []
     for path in args.files:
-        file = Path(path)
+        file = input_file(path)
         shown = terminal_line(path)
-        if file.is_dir():
-            raise UsageError(f"{shown}: is a folder; give the file inside it")
-        if not file.is_file():
-            raise UsageError(f"{shown}: no such file")
         try:
             with reports_extra(f"{shown} (Parquet)"), file.open("rb") as stream:
                 imports.append(parse_bill_export(shown, stream, limits, allow_negative=args.allow_negative,
                                                  allow_duplicates=args.allow_duplicates))
         except BillError as exc:
-            raise refused("bill not imported", ValueError(terminal_text(str(exc)))) from None
+            raise refused("bill not imported", exc) from None
     engine = migrated_engine(args)
     with engine.begin() as conn:
         for item in imports:  # in the order given: a later export replaces the days it covers

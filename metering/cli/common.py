@@ -26,8 +26,11 @@ class UsageError(Exception):
 
 
 def refused(what: str, problems: Exception) -> UsageError:
-    """``what`` refused for ``problems``: one line when there is one problem, else a line per problem."""
-    lines = [line for line in str(problems).splitlines() if line.strip()]
+    """``what`` refused for ``problems``: one line when there is one problem, else a line per problem,
+    each shown escaped (problems quote the input, which may carry terminal escapes)."""
+    from metering.safe_text import terminal_line
+
+    lines = [terminal_line(line) for line in str(problems).splitlines() if line.strip()]
     if len(lines) == 1:
         return UsageError(f"{what}: {lines[0]}")
     return UsageError(f"{what}:\n" + "\n".join(lines))
@@ -93,21 +96,26 @@ def output_format(output: str | None, explicit: str | None, formats: tuple[str, 
     suffix = {"htm": "html", "txt": "table"}.get(suffix, suffix)
     if suffix in formats:
         return suffix
+    from metering.safe_text import terminal_line
+
     choices = ", ".join(f".{f}" for f in formats if f != "table")
+    shown = terminal_line(output)
     if not suffix:
-        raise UsageError(f"--output {output}: no extension to tell the format by; use one of {choices} "
+        raise UsageError(f"--output {shown}: no extension to tell the format by; use one of {choices} "
                          "(or .txt for the table), or give --format")
-    raise UsageError(f"--output {output}: .{suffix} is not a format this command writes; use one of {choices} "
+    raise UsageError(f"--output {shown}: .{terminal_line(suffix)} is not a format this command writes; use one of {choices} "
                      "(or .txt for the table), or give --format")
 
 
 def input_file(path: str) -> Path:
     """An input file the user named: a folder or a missing path is bad input, each said plainly."""
+    from metering.safe_text import terminal_line
+
     file = Path(path)
     if file.is_dir():
-        raise UsageError(f"{path}: is a folder; give the file inside it")
+        raise UsageError(f"{terminal_line(path)}: is a folder; give the file inside it")
     if not file.is_file():
-        raise UsageError(f"{path}: no such file")
+        raise UsageError(f"{terminal_line(path)}: no such file")
     return file
 
 
