@@ -229,10 +229,13 @@ def replay_parallel(units: Sequence[list[Path | CaptureBlob]], url: str, setting
 
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
                              initargs=(url, settings, batch_size, reports, os.getpid())) as pool:
-        pending = {pool.submit(_replay_in_worker, list(unit)) for unit in units}  # forks every worker
-        if forking:
-            gc.unfreeze()  # only the workers keep their inherited objects frozen
+        pending: set = set()
         try:
+            # A worker killed while the rest are still being submitted breaks the pool here already.
+            for unit in units:
+                pending.add(pool.submit(_replay_in_worker, list(unit)))  # the first submit forks every worker
+            if forking:
+                gc.unfreeze()  # only the workers keep their inherited objects frozen
             while pending:
                 done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
                 drain()
