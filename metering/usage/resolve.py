@@ -322,6 +322,11 @@ def resolve_usage(event: UsageEvent, model_hint: str | None = None) -> TokenUsag
     return with_units(event, resolve_tokens(event, model_hint))
 
 
+#: APIs that have no built-in tools, so their responses are not scanned for tool items (four
+#: substring searches over a 100 KB stream cost more than rebuilding it).
+NO_BUILT_IN_TOOLS = frozenset({"chat.completions", "completions", "embeddings", "images", "audio"})
+
+
 def with_units(event: UsageEvent, usage: TokenUsage) -> TokenUsage:
     """``usage`` with the units the request and response show (``metering.usage.units``): the
     characters of an attached speech request, the built-in tool calls and code interpreter sessions of
@@ -336,7 +341,7 @@ def with_units(event: UsageEvent, usage: TokenUsage) -> TokenUsage:
             if usage.source == "none":
                 changes["source"] = "estimated"  # counted here, not reported by the provider
     text = event.response
-    if may_have_tools(text):
+    if event.endpoint not in NO_BUILT_IN_TOOLS and may_have_tools(text):
         assert text is not None
         found = tools_in_stream(text) if looks_like_sse(text) else tools_in_body(response_json(event))
         if found != NO_TOOLS:

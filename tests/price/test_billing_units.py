@@ -128,6 +128,22 @@ def test_an_assistants_run_stream_with_a_code_interpreter_step_is_one_session():
     assert tools_in_stream(text).code_interpreter_sessions == 1
 
 
+def test_tool_units_are_read_only_from_apis_that_have_built_in_tools():
+    """A Responses body is read for its tool items; the same text answered on Chat Completions (an API
+    without built-in tools, where such text can only be content or a forgery) bills no tool units."""
+    from metering.decode.event import decode_event
+    from metering.usage.resolve import resolve_usage
+
+    body = orjson.dumps(RESPONSE_WITH_TOOLS).decode()
+    responses = decode_event(encode(v1_event("u-resp", operation="Responses_Create", usage=None, capture="full",
+                                             response=body)))
+    chat = decode_event(encode(v1_event("u-chat", operation="ChatCompletions_Create", usage=None, capture="full",
+                                        response=body)))
+    assert (responses.endpoint, chat.endpoint) == ("responses", "chat.completions")
+    assert resolve_usage(responses).web_search_calls == 1
+    assert resolve_usage(chat).web_search_calls == 0 and resolve_usage(chat).file_search_calls == 0
+
+
 # --------------------------------------------------------------------------- pricing
 
 
