@@ -47,6 +47,10 @@ LAUNCH_WEEK = (
 )
 CHAT_TOOLS = "chat tools: a few tokens of framing the rules do not model (several tools, strict schemas, titles/defaults)"
 UNEXPLAINED = "no rule explains it; a single recording"
+NANO_TITLES = (
+    "gpt-4.1-nano with a titled property and a tool result: 2 short since titles are shown and a result's own name is "
+    "not (both fitted on 160 crewAI recordings of gpt-4o, gpt-4o-mini and gpt-4.1-mini; exact before by two errors cancelling)"
+)
 OPENAI_TERMINATOR = (
     "OpenAI's own backends billed a terminator token per choice until mid-2025, as Azure's still do "
     "(AZURE_TERMINATOR_TOKENS); the rule follows the recordings since"
@@ -67,6 +71,9 @@ KNOWN_MISSES: dict[str, tuple[int, int, str]] = {
     "gpt-4.1-mini--chat-tools--aaf466a2": (0, 1, OPENAI_TERMINATOR),
     "gpt-4.1-mini--chat-tools-calls--0bf2c665": (0, 1, OPENAI_TERMINATOR),
     "gpt-4.1-mini--responses--fbaf0952": (1, 4, LAUNCH_WEEK),
+    "gpt-4.1-nano--chat-tools--14d35704": (2, 0, NANO_TITLES),
+    "gpt-4.1-nano--chat-tools--764e791b": (2, 0, NANO_TITLES),
+    "gpt-4.1-nano--chat-tools--a79fb9a0": (2, 0, NANO_TITLES),
     "gpt-4.1-nano--chat-tools-calls--5f97b874": (1, 1, CHAT_TOOLS),
     "gpt-4.1-nano--chat-tools-parallel--9def73c9": (1, 1, CHAT_TOOLS),
     "gpt-4o--chat--42a9c5db": (1, 0, UNEXPLAINED),
@@ -154,7 +161,9 @@ def test_estimates_are_marked_estimated_not_reported():
 
 #: Held-out recordings exact when the rules were written (bench/bench_accuracy.py shows which).
 #: Measured, not tuned: a drop means a rule change made real traffic worse.
-HELDOUT_EXACT_FLOOR = 43  # of 85; 11 before these rules, 41 before the Responses tools rules
+#: 42 since chat shows property titles (round three): one gpt-4.1-nano crewAI row is 2 short as
+#: its three calibration siblings are (NANO_TITLES), while other held-out tool rows came closer.
+HELDOUT_EXACT_FLOOR = 42  # of 85; 11 before these rules, 41 before the Responses tools rules, 43 before titles
 
 
 def test_heldout_accuracy_does_not_regress():

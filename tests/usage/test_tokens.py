@@ -433,6 +433,22 @@ def test_tool_calls_in_history_and_tool_results():
     assert count.tokens == expected and count.notes == ()
 
 
+def test_a_tool_results_own_name_is_not_shown_again():
+    """crewAI sends ``name`` on tool results: the result is from ``functions.NAME`` already, so it
+    costs nothing more; a ``name`` on a result that answers no known call is still counted."""
+    assistant = {"role": "assistant", "content": None,
+                 "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "search_web", "arguments": "{}"}}]}
+    plain = {"role": "tool", "tool_call_id": "call_1", "content": "Tokyo: 14 million"}
+    named = {**plain, "name": "search_web"}
+    assert count_chat_prompt({"messages": [assistant, named]}, "gpt-4o-mini").tokens == (
+        count_chat_prompt({"messages": [assistant, plain]}, "gpt-4o-mini").tokens
+    )
+    orphan = {"role": "tool", "tool_call_id": "call_unknown", "content": "Tokyo: 14 million"}
+    assert count_chat_prompt({"messages": [{**orphan, "name": "search_web"}]}, "gpt-4o-mini").tokens > (
+        count_chat_prompt({"messages": [orphan]}, "gpt-4o-mini").tokens
+    )
+
+
 def test_parallel_calls_in_history_are_one_multi_tool_use_call():
     enc = load_encoding("o200k_base")
     n = lambda s: len(enc.encode_ordinary(s))  # noqa: E731
@@ -732,7 +748,7 @@ WEATHER_TOOL = {"type": "function", "name": "get_weather", "description": "Gets 
 
 def test_responses_tools_show_titles_and_are_framed_by_the_responses_constants():
     """gpt-4.1 (Responses): the parameters' title and each property's title are comments the model
-    is shown (chat shows neither); the namespace costs 4 more after instructions, 5 alone, minus 2
+    is shown (chat shows the property's only); the namespace costs 4 more after instructions, 5 alone, minus 2
     per function."""
     enc = load_encoding("o200k_base")
     rendered = (
@@ -758,7 +774,12 @@ def test_responses_tools_show_titles_and_are_framed_by_the_responses_constants()
     untitled["properties"] = {"city": {"type": "string"}}
     untitled_tool = {"type": "function", "function": {**chat_tool["function"], "parameters": untitled}}
     chat = {"messages": [{"role": "user", "content": "Weather in London?"}]}
-    assert count_chat_prompt({**chat, "tools": [chat_tool]}, "gpt-4.1") == count_chat_prompt({**chat, "tools": [untitled_tool]}, "gpt-4.1")
+    # chat shows the property's title the same way, not the parameters' title (crewAI's recordings)
+    shown = len(enc.encode_ordinary("type get_weather = (_: {\n// City\n//\ncity: string,\n}) => any;"))
+    plain = len(enc.encode_ordinary("type get_weather = (_: {\ncity: string,\n}) => any;"))
+    assert count_chat_prompt({**chat, "tools": [chat_tool]}, "gpt-4.1").tokens == (
+        count_chat_prompt({**chat, "tools": [untitled_tool]}, "gpt-4.1").tokens + shown - plain
+    )
 
 
 def test_local_refs_are_inlined_and_a_recursive_one_stops():
