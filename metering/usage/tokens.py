@@ -61,6 +61,8 @@ __all__ = [
     "count_completion",
     "AZURE_TERMINATOR_TOKENS",
     "AZURE_TERMINATOR_SINCE",
+    "OPENAI_TERMINATOR_FROM",
+    "OPENAI_TERMINATOR_UNTIL",
     "forced_function",
     "forced_chat_function",
     "RESPONSE_FORMAT_WITH_SYSTEM",
@@ -561,6 +563,14 @@ _FRAMING_GPT41 = _FRAMING_GPT4O._replace(tools_with_system=6)
 #: seen; when between March and November 2025 it started is not known). Not seen in the Responses API.
 AZURE_TERMINATOR_TOKENS = 1
 AZURE_TERMINATOR_SINCE = datetime(2025, 11, 1, tzinfo=UTC)
+#: OpenAI's own backends billed the same token from January to late May 2025, on every answer that
+#: ended by itself: on the calibration recordings of that window without a ``stop`` parameter, 49
+#: Chat Completions answers are one token short per choice without it and 3 exact; with ``stop``,
+#: 25 are exact without it (an answer cut by a stop sequence writes no terminator) and 7 short.
+#: Recordings of 2024-12-18 and from 2025-05-29 on are exact without it; the last one billed it is
+#: of 2025-05-14, so the window ends between the two (OPENAI_TERMINATOR_UNTIL is a midpoint).
+OPENAI_TERMINATOR_FROM = datetime(2025, 1, 1, tzinfo=UTC)
+OPENAI_TERMINATOR_UNTIL = datetime(2025, 5, 22, tzinfo=UTC)
 #: A Chat Completions call forced by name costs the prompt its header, the call's framing and this
 #: (gpt-4o and gpt-4o-mini recordings; the Responses API's forced header costs no more than a call)
 CHAT_FORCED_CALL = 3

@@ -51,16 +51,11 @@ NANO_TITLES = (
     "gpt-4.1-nano with a titled property and a tool result: 2 short since titles are shown and a result's own name is "
     "not (both fitted on 160 crewAI recordings of gpt-4o, gpt-4o-mini and gpt-4.1-mini; exact before by two errors cancelling)"
 )
-OPENAI_TERMINATOR = (
-    "OpenAI's own backends billed a terminator token per choice until mid-2025, as Azure's still do "
-    "(AZURE_TERMINATOR_TOKENS); the rule follows the recordings since"
-)
 
 #: name → (max |prompt miss|, max |completion miss|, why). A listed recording that becomes exact
 #: must be removed from the list (the test says so), so it only ever shrinks.
 KNOWN_MISSES: dict[str, tuple[int, int, str]] = {
     "davinci--completions--67fd190a": (1, 1, UNEXPLAINED),
-    "gpt-3.5--chat-tools--3849fc4e": (0, 1, CHAT_TOOLS),
     "gpt-3.5--chat-tools-calls--5c5c0b8b": (2, 1, CHAT_TOOLS),
     "gpt-4.1--responses--0f198850": (32, 0, CONVERSATION),
     "gpt-4.1--responses--7d0df4db": (3, 1, UNEXPLAINED),
@@ -68,8 +63,6 @@ KNOWN_MISSES: dict[str, tuple[int, int, str]] = {
     "gpt-4.1--responses-tools--8d175eaa": (37, 0, CONVERSATION),
     "gpt-4.1--responses-tools--d98f08cb": (1, 0, RESPONSES_TOOLS),
     "gpt-4.1--responses-tools-calls--3c9c1d61": (1, 0, CONVERSATION),
-    "gpt-4.1-mini--chat-tools--aaf466a2": (0, 1, OPENAI_TERMINATOR),
-    "gpt-4.1-mini--chat-tools-calls--0bf2c665": (0, 1, OPENAI_TERMINATOR),
     "gpt-4.1-mini--responses--fbaf0952": (1, 4, LAUNCH_WEEK),
     "gpt-4.1-nano--chat-tools--14d35704": (2, 0, NANO_TITLES),
     "gpt-4.1-nano--chat-tools--764e791b": (2, 0, NANO_TITLES),
