@@ -334,21 +334,71 @@ _IMAGE_TILE_TOKENS = 170
 _MINI_IMAGE_RATES = (2833, 5667)
 
 
-def _image_rates(model: str | None) -> tuple[int, int]:
-    """(base, per tile) image tokens of ``model``: gpt-4o-mini's own, else gpt-4o's."""
+#: gpt-5 bills 70 + 140 per tile (OpenAI's pricing; a crewAI recording of a 2-tile image: exactly 350).
+_GPT5_IMAGE_RATES = (70, 140)
+#: Models that bill an image by 32-px patches (OpenAI's pricing: the patches covering it, at most
+#: 1,536 after scaling down), times the model's multiplier, plus one token. Calibration recordings
+#: (crewAI, pydantic-ai) report exactly ceil(patches × multiplier) + 1 for each image: 640×480 on
+#: gpt-4.1-mini (488, one over), o4-mini (517) and gpt-5-nano (451), 540×360 on gpt-4.1-nano (503),
+#: 640×480 on gpt-5-mini (361). gpt-5-mini and gpt-5-nano bill 1.2 and 1.5 per patch, not the
+#: 1.62 and 2.46 of the gpt-4.1 models (one image size each: a fit, not a documented figure).
+_PATCH_MULTIPLIERS: tuple[tuple[str, float], ...] = (
+    ("gpt-4.1-mini", 1.62),
+    ("gpt-4.1-nano", 2.46),
+    ("o4-mini", 1.72),
+    ("gpt-5-mini", 1.2),
+    ("gpt-5-nano", 1.5),
+)
+_PATCH = 32
+_MAX_PATCHES = 1536
+
+
+def _model_stem(model: str | None, stem: str) -> bool:
     name = _normalize_model(model) if model else ""
-    if name == "gpt-4o-mini" or name.startswith("gpt-4o-mini-"):
+    return name == stem or (name.startswith(stem) and name[len(stem)] in _SEPARATORS)
+
+
+def _patch_multiplier(model: str | None) -> float | None:
+    """The per-patch multiplier of a model that bills images by patches, else None."""
+    for stem, multiplier in _PATCH_MULTIPLIERS:
+        if _model_stem(model, stem):
+            return multiplier
+    return None
+
+
+def _image_rates(model: str | None) -> tuple[int, int]:
+    """(base, per tile) image tokens of ``model``: gpt-4o-mini's and gpt-5's own, else gpt-4o's."""
+    if _model_stem(model, "gpt-4o-mini"):
         return _MINI_IMAGE_RATES
+    name = _normalize_model(model) if model else ""
+    if _model_stem(model, "gpt-5") and not name.startswith(("gpt-5.", "gpt-5-chat")):  # gpt-5.x: not measured
+        return _GPT5_IMAGE_RATES
     return _IMAGE_BASE_TOKENS, _IMAGE_TILE_TOKENS
+
+
+def _patches(width: float, height: float) -> int:
+    """32-px patches covering an image, scaled down (aspect kept) to at most ``_MAX_PATCHES``."""
+    raw = math.ceil(width / _PATCH) * math.ceil(height / _PATCH)
+    if raw <= _MAX_PATCHES:
+        return raw
+    shrink = math.sqrt(_PATCH * _PATCH * _MAX_PATCHES / (width * height))
+    shrink *= min(math.floor(width * shrink / _PATCH) / (width * shrink / _PATCH),
+                  math.floor(height * shrink / _PATCH) / (height * shrink / _PATCH))
+    return min(math.ceil(width * shrink / _PATCH) * math.ceil(height * shrink / _PATCH), _MAX_PATCHES)
 
 
 def image_tokens(width: int, height: int, detail: str | None = "high", model: str | None = None) -> int:
     """Image input tokens by OpenAI's tile formula (gpt-4o / gpt-4-turbo vision; ``model``
-    gpt-4o-mini: its own rates, ``_MINI_IMAGE_RATES``).
+    gpt-4o-mini and gpt-5: their own rates, ``_MINI_IMAGE_RATES``, ``_GPT5_IMAGE_RATES``), or by
+    32-px patches for the models of ``_PATCH_MULTIPLIERS``.
 
     ``low`` detail costs 85. Otherwise the image is scaled to fit 2048×2048, then its shortest
     side down to 768, and costs 85 + 170 per 512-px tile (``auto`` is treated as ``high``).
     """
+    multiplier = _patch_multiplier(model)
+    if multiplier is not None:  # detail is not known to change a patch model's count: as high
+        w, h = (float(width), float(height)) if width > 0 and height > 0 else (1024.0, 1024.0)
+        return math.ceil(_patches(w, h) * multiplier) + 1
     base, tile = _image_rates(model)
     if detail == "low":
         return base
@@ -429,7 +479,7 @@ def _image_part_tokens(image: Any, detail: Any, counter: _Counter) -> int:
         width, height = image.get("width"), image.get("height")  # non-standard, used when a client sends them
     else:
         url, width, height = image, None, None
-    if detail == "low":
+    if detail == "low" and _patch_multiplier(counter.model) is None:
         return _image_rates(counter.model)[0]
     size = None
     if isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0:

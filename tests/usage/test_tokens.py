@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import base64
 import hashlib
 import socket
@@ -892,6 +894,25 @@ def test_gpt_4o_mini_images_cost_its_own_rates():
     part = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png", "detail": "low"}}
     request = {"messages": [{"role": "user", "content": [part]}]}
     assert count_chat_prompt(request, "gpt-4o-mini").tokens - count_chat_prompt(request, "gpt-4o").tokens == 2833 - 85
+
+
+@pytest.mark.parametrize(("model", "expected"), [
+    ("gpt-4.1-mini-2025-04-14", 488),  # 20 × 15 patches × 1.62, rounded up, + 1 (a crewAI recording: 488)
+    ("o4-mini-2025-04-16", 517),  # × 1.72 (crewAI: 517)
+    ("gpt-5-mini-2025-08-07", 361),  # × 1.2 (crewAI: 361)
+    ("gpt-5-nano-2025-08-07", 451),  # × 1.5 (crewAI: 451)
+    ("gpt-5-2025-08-07", 70 + 2 * 140),  # tiles at gpt-5's own rates (crewAI: 350)
+    ("gpt-4o-2024-08-06", 85 + 2 * 170),
+])
+def test_images_cost_each_models_own_rates(model, expected):
+    assert image_tokens(640, 480, "high", model) == expected
+
+
+def test_patch_models_scale_a_large_image_down_to_1536_patches():
+    """A 4096 × 4096 image would be 16,384 patches: it is scaled down to at most 1,536."""
+    assert image_tokens(4096, 4096, "high", "gpt-4.1-nano") == math.ceil(1521 * 2.46) + 1  # 39 × 39 patches
+    assert image_tokens(4096, 4096, "high", "gpt-4.1-nano") <= math.ceil(1536 * 2.46) + 1
+    assert image_tokens(100, 100, "low", "o4-mini") == image_tokens(100, 100, "high", "o4-mini") == math.ceil(16 * 1.72) + 1
 
 
 def test_a_chat_call_forced_by_name_moves_its_header_into_the_prompt():
