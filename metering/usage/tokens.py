@@ -1337,11 +1337,13 @@ def count_completion(
                 call = framing.call if framing.responses_call is None else framing.responses_call
                 tokens += _calls_tokens(calls, counter, framing, call) + framing.output_item
             tokens += framing.output_item if answered else 0
-        elif forced_call is not None and len(calls) == 1 and calls[0][0] == forced_call:
-            tokens += counter.text(calls[0][1]) + framing.per_choice  # the header was the prompt's
         else:
-            tokens += _calls_tokens(calls, counter, framing, framing.call) + framing.per_choice
-            # written when the choice ends: a choice cut short in the capture has not shown it
+            if forced_call is not None and len(calls) == 1 and calls[0][0] == forced_call:
+                tokens += counter.text(calls[0][1]) + framing.per_choice  # the header was the prompt's
+            else:
+                tokens += _calls_tokens(calls, counter, framing, framing.call) + framing.per_choice
+            # written when the choice ends (a forced call's too: crewAI's forced calls of February
+            # 2025, OPENAI_TERMINATOR_FROM); a choice cut short in the capture has not shown it
             finished = choice.finish_reason is not None
             tokens += AZURE_TERMINATOR_TOKENS if azure and finished and stream.kind != "completions" else 0
         if answered and not calls and tools_offered:

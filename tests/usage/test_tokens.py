@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import base64
 import hashlib
+import math
 import socket
 import struct
 
@@ -929,3 +928,6 @@ def test_a_chat_call_forced_by_name_moves_its_header_into_the_prompt():
         enc.encode_ordinary(" to=functions.ScoreOutput")) + 4 + tokens.CHAT_FORCED_CALL
     call = rebuild_stream(sse(tool_call_stream_payloads([("call_1", "ScoreOutput", ['{"score":4}'])])))
     assert count_completion(call, "gpt-4o", forced_call="ScoreOutput", azure=False).tokens == len(enc.encode_ordinary('{"score":4}'))
+    # a forced call ends like any answer: a backend that bills the terminator bills it here too
+    assert count_completion(call, "gpt-4o", forced_call="ScoreOutput", azure=True).tokens == (
+        len(enc.encode_ordinary('{"score":4}')) + tokens.AZURE_TERMINATOR_TOKENS)
