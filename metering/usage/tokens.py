@@ -587,6 +587,11 @@ class _Framing(NamedTuple):
     responses_tools: tuple[int, int, int] | None = None
     #: a tool call's framing in a Responses API output, when it differs from chat's; None: ``call``
     responses_call: int | None = None
+    #: in chat, a function whose parameters are an object with no properties is shown
+    #: ``(_: {}) => any`` (2 tokens more than ``() => any``, the rendering of one without parameters):
+    #: gpt-4.1-mini's 16 crewAI recordings of such tools were 2 short each; gpt-4o's and
+    #: gpt-4o-mini's are exact without it, and so are gpt-4.1's in the Responses API
+    empty_parameters_shown: bool = False
 
 
 _FRAMING_CL100K = _Framing(
@@ -603,7 +608,7 @@ _FRAMING_GPT4O = _Framing(
 )
 #: gpt-4 (0613): a call costs 3 tokens less than gpt-3.5-turbo's
 _FRAMING_GPT4_0613 = _FRAMING_CL100K._replace(call=1)
-_FRAMING_GPT41 = _FRAMING_GPT4O._replace(tools_with_system=6)
+_FRAMING_GPT41 = _FRAMING_GPT4O._replace(tools_with_system=6, empty_parameters_shown=True)
 #: Azure OpenAI's Chat Completions bill one completion token per choice beyond what the model wrote
 #: (its terminator): Azure recordings of gpt-4o, gpt-4o-mini, gpt-4.1-mini and gpt-5 models from
 #: November 2025 (issue #29's hidden set) to March 2026 show it, streamed or not, once per choice
@@ -999,6 +1004,9 @@ def _functions_namespace(functions: list[dict[str, Any]], counter: _Counter, *, 
                 if isinstance(title, str) and title:
                     opening = "\n".join([f"type {name} = (_: // {title.replace(chr(10), ' ')}", "{"])
             lines += [opening, _ts_properties(parameters, 0, counter, style), "}) => any;"]
+        elif (not responses and isinstance(parameters, dict) and parameters.get("properties") == {}
+              and _framing(counter.model).empty_parameters_shown):
+            lines.append(f"type {name} = (_: {{}}) => any;")
         else:
             lines.append(f"type {name} = () => any;")
         lines.append("")

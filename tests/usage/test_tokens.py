@@ -434,6 +434,23 @@ def test_tool_calls_in_history_and_tool_results():
     assert count.tokens == expected and count.notes == ()
 
 
+def test_gpt_4_1_chat_shows_an_empty_parameters_object():
+    """A function whose parameters have no properties is ``(_: {}) => any`` to gpt-4.1 models in
+    chat (crewAI's gpt-4.1-mini recordings), ``() => any`` to gpt-4o's and in the Responses API."""
+    enc = load_encoding("o200k_base")
+    extra = len(enc.encode_ordinary("type say_hi = (_: {}) => any;")) - len(enc.encode_ordinary("type say_hi = () => any;"))
+    empty = {"type": "function", "function": {"name": "say_hi", "description": "Say hi", "parameters": {"type": "object", "properties": {}}}}
+    bare = {"type": "function", "function": {"name": "say_hi", "description": "Say hi"}}
+    chat = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]}
+    assert extra == 2
+    assert count_chat_prompt({**chat, "tools": [empty]}, "gpt-4.1-mini").tokens == count_chat_prompt({**chat, "tools": [bare]}, "gpt-4.1-mini").tokens + extra
+    assert count_chat_prompt({**chat, "tools": [empty]}, "gpt-4o-mini").tokens == count_chat_prompt({**chat, "tools": [bare]}, "gpt-4o-mini").tokens
+    responses = {"input": "Hi", "instructions": "Be brief."}
+    flat = lambda tool: {"type": "function", **tool["function"]}  # noqa: E731
+    assert count_responses_input({**responses, "tools": [flat(empty)]}, "gpt-4.1").tokens == (
+        count_responses_input({**responses, "tools": [flat(bare)]}, "gpt-4.1").tokens)
+
+
 def test_a_tool_results_own_name_is_not_shown_again():
     """crewAI sends ``name`` on tool results: the result is from ``functions.NAME`` already, so it
     costs nothing more; a ``name`` on a result that answers no known call is still counted."""
