@@ -198,9 +198,9 @@ def test_azure_chat_completions_are_exact_with_the_terminator_token():
 
 #: Measured when the round-three rules were written (bench/bench_accuracy.py): floors against
 #: regressions of rules on real traffic, not targets.
-#: (the second pass of round three: property titles, results' names, OpenAI's terminator window and
-#: patch-billed images; the first pass had 513/671 and 139/189)
-EXTRA_FLOORS = {"calibration": (583, 746), "heldout": (151, 190)}  # (exact, within 3 tokens)
+#: (the second pass of round three: property titles, results' names, OpenAI's terminator window,
+#: patch-billed images and gpt-4.1's empty parameters; the first pass had 513/671 and 139/189)
+EXTRA_FLOORS = {"calibration": (598, 746), "heldout": (151, 190)}  # (exact, within 3 tokens)
 
 
 @needs_extra
