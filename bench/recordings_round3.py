@@ -1,7 +1,7 @@
 """Rebuild issue #29's further recordings (``recordings-round3``) from git mirrors of their sources.
 
 Run:
-    .venv/bin/pip install pyyaml        # the cassettes are vcrpy YAML; nothing else is needed
+    .venv/bin/pip install -e ".[recordings]"   # PyYAML: the cassettes are vcrpy YAML
     .venv/bin/python bench/recordings_round3.py --mirror-root DIR --output DIR [--manifest FILE]
 
 ``--manifest`` is docs/estimates-sources.md (the default): its "Origins" table gives each repository's
