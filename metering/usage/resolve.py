@@ -28,11 +28,14 @@ from metering.usage.units import (
 )
 from metering.usage.tokens import (
     AZURE_TERMINATOR_SINCE,
+    OPENAI_TERMINATOR_FROM,
+    OPENAI_TERMINATOR_UNTIL,
     TokenCount,
     count_chat_prompt,
     count_completion,
     forced_chat_function,
     forced_function,
+    is_reasoning_model,
     model_in_name,
     count_completions_prompt,
     count_embeddings_input,
@@ -289,16 +292,22 @@ def _prompt_count(endpoint: str, request: dict[str, Any], model: str | None) -> 
     return None
 
 
-def bills_terminator(backend_url: str | None, event_time: datetime | None) -> bool:
+def bills_terminator(backend_url: str | None, event_time: datetime | None, request: Any = None,
+                     model: str | None = None) -> bool:
     """Whether the backend bills Azure's per-choice terminator token (``AZURE_TERMINATOR_TOKENS``):
-    Azure OpenAI from ``AZURE_TERMINATOR_SINCE`` on. OpenAI's own API (api.openai.com) does not; an
-    unknown backend is Azure's, the backends this pipeline meters."""
-    if event_time is not None and event_time < AZURE_TERMINATOR_SINCE:
-        return False
-    if not backend_url:
-        return True
-    host = urlsplit(backend_url if "//" in backend_url else f"//{backend_url}").hostname or ""
-    return host != "api.openai.com"
+    Azure OpenAI from ``AZURE_TERMINATOR_SINCE`` on; an unknown backend is Azure's, the backends this
+    pipeline meters. OpenAI's own API (api.openai.com) did only between ``OPENAI_TERMINATOR_FROM`` and
+    ``OPENAI_TERMINATOR_UNTIL``, not for a request with a ``stop`` sequence (most of whose answers
+    end on it, without the terminator), and not for reasoning models (their o-series recordings of
+    that window are exact without it)."""
+    host = ""
+    if backend_url:
+        host = urlsplit(backend_url if "//" in backend_url else f"//{backend_url}").hostname or ""
+    if host == "api.openai.com":
+        stop = request.get("stop") if isinstance(request, dict) else None
+        return (event_time is not None and OPENAI_TERMINATOR_FROM <= event_time < OPENAI_TERMINATOR_UNTIL
+                and not stop and not is_reasoning_model(model))
+    return event_time is None or event_time >= AZURE_TERMINATOR_SINCE
 
 
 def is_billable(event: UsageEvent) -> bool:
@@ -448,7 +457,8 @@ def resolve_tokens(event: UsageEvent, model_hint: str | None = None) -> TokenUsa
         tools_offered = request is not None and bool(request.get("tools") or request.get("functions"))
         forced = (forced_function if endpoint == "responses" else forced_chat_function)(request, count_model)
         completion = count_completion(response, count_model, tools_offered=tools_offered, forced_call=forced,
-                                      azure=bills_terminator(event.backend_url, event.event_time))
+                                      azure=bills_terminator(event.backend_url, event.event_time, request,
+                                                                             count_model))
         completion_tokens = completion.tokens
         notes.extend(completion.notes)
         notes.extend(response.notes)

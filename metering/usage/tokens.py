@@ -61,6 +61,8 @@ __all__ = [
     "count_completion",
     "AZURE_TERMINATOR_TOKENS",
     "AZURE_TERMINATOR_SINCE",
+    "OPENAI_TERMINATOR_FROM",
+    "OPENAI_TERMINATOR_UNTIL",
     "forced_function",
     "forced_chat_function",
     "RESPONSE_FORMAT_WITH_SYSTEM",
@@ -332,21 +334,71 @@ _IMAGE_TILE_TOKENS = 170
 _MINI_IMAGE_RATES = (2833, 5667)
 
 
-def _image_rates(model: str | None) -> tuple[int, int]:
-    """(base, per tile) image tokens of ``model``: gpt-4o-mini's own, else gpt-4o's."""
+#: gpt-5 bills 70 + 140 per tile (OpenAI's pricing; a crewAI recording of a 2-tile image: exactly 350).
+_GPT5_IMAGE_RATES = (70, 140)
+#: Models that bill an image by 32-px patches (OpenAI's pricing: the patches covering it, at most
+#: 1,536 after scaling down), times the model's multiplier, plus one token. Calibration recordings
+#: (crewAI, pydantic-ai) report exactly ceil(patches × multiplier) + 1 for each image: 640×480 on
+#: gpt-4.1-mini (488, one over), o4-mini (517) and gpt-5-nano (451), 540×360 on gpt-4.1-nano (503),
+#: 640×480 on gpt-5-mini (361). gpt-5-mini and gpt-5-nano bill 1.2 and 1.5 per patch, not the
+#: 1.62 and 2.46 of the gpt-4.1 models (one image size each: a fit, not a documented figure).
+_PATCH_MULTIPLIERS: tuple[tuple[str, float], ...] = (
+    ("gpt-4.1-mini", 1.62),
+    ("gpt-4.1-nano", 2.46),
+    ("o4-mini", 1.72),
+    ("gpt-5-mini", 1.2),
+    ("gpt-5-nano", 1.5),
+)
+_PATCH = 32
+_MAX_PATCHES = 1536
+
+
+def _model_stem(model: str | None, stem: str) -> bool:
     name = _normalize_model(model) if model else ""
-    if name == "gpt-4o-mini" or name.startswith("gpt-4o-mini-"):
+    return name == stem or (name.startswith(stem) and name[len(stem)] in _SEPARATORS)
+
+
+def _patch_multiplier(model: str | None) -> float | None:
+    """The per-patch multiplier of a model that bills images by patches, else None."""
+    for stem, multiplier in _PATCH_MULTIPLIERS:
+        if _model_stem(model, stem):
+            return multiplier
+    return None
+
+
+def _image_rates(model: str | None) -> tuple[int, int]:
+    """(base, per tile) image tokens of ``model``: gpt-4o-mini's and gpt-5's own, else gpt-4o's."""
+    if _model_stem(model, "gpt-4o-mini"):
         return _MINI_IMAGE_RATES
+    name = _normalize_model(model) if model else ""
+    if _model_stem(model, "gpt-5") and not name.startswith(("gpt-5.", "gpt-5-chat")):  # gpt-5.x: not measured
+        return _GPT5_IMAGE_RATES
     return _IMAGE_BASE_TOKENS, _IMAGE_TILE_TOKENS
+
+
+def _patches(width: float, height: float) -> int:
+    """32-px patches covering an image, scaled down (aspect kept) to at most ``_MAX_PATCHES``."""
+    raw = math.ceil(width / _PATCH) * math.ceil(height / _PATCH)
+    if raw <= _MAX_PATCHES:
+        return raw
+    shrink = math.sqrt(_PATCH * _PATCH * _MAX_PATCHES / (width * height))
+    shrink *= min(math.floor(width * shrink / _PATCH) / (width * shrink / _PATCH),
+                  math.floor(height * shrink / _PATCH) / (height * shrink / _PATCH))
+    return min(math.ceil(width * shrink / _PATCH) * math.ceil(height * shrink / _PATCH), _MAX_PATCHES)
 
 
 def image_tokens(width: int, height: int, detail: str | None = "high", model: str | None = None) -> int:
     """Image input tokens by OpenAI's tile formula (gpt-4o / gpt-4-turbo vision; ``model``
-    gpt-4o-mini: its own rates, ``_MINI_IMAGE_RATES``).
+    gpt-4o-mini and gpt-5: their own rates, ``_MINI_IMAGE_RATES``, ``_GPT5_IMAGE_RATES``), or by
+    32-px patches for the models of ``_PATCH_MULTIPLIERS``.
 
     ``low`` detail costs 85. Otherwise the image is scaled to fit 2048×2048, then its shortest
     side down to 768, and costs 85 + 170 per 512-px tile (``auto`` is treated as ``high``).
     """
+    multiplier = _patch_multiplier(model)
+    if multiplier is not None:  # detail is not known to change a patch model's count: as high
+        w, h = (float(width), float(height)) if width > 0 and height > 0 else (1024.0, 1024.0)
+        return math.ceil(_patches(w, h) * multiplier) + 1
     base, tile = _image_rates(model)
     if detail == "low":
         return base
@@ -427,7 +479,7 @@ def _image_part_tokens(image: Any, detail: Any, counter: _Counter) -> int:
         width, height = image.get("width"), image.get("height")  # non-standard, used when a client sends them
     else:
         url, width, height = image, None, None
-    if detail == "low":
+    if detail == "low" and _patch_multiplier(counter.model) is None:
         return _image_rates(counter.model)[0]
     size = None
     if isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0:
@@ -535,6 +587,11 @@ class _Framing(NamedTuple):
     responses_tools: tuple[int, int, int] | None = None
     #: a tool call's framing in a Responses API output, when it differs from chat's; None: ``call``
     responses_call: int | None = None
+    #: in chat, a function whose parameters are an object with no properties is shown
+    #: ``(_: {}) => any`` (2 tokens more than ``() => any``, the rendering of one without parameters):
+    #: gpt-4.1-mini's 16 crewAI recordings of such tools were 2 short each; gpt-4o's and
+    #: gpt-4o-mini's are exact without it, and so are gpt-4.1's in the Responses API
+    empty_parameters_shown: bool = False
 
 
 _FRAMING_CL100K = _Framing(
@@ -551,7 +608,7 @@ _FRAMING_GPT4O = _Framing(
 )
 #: gpt-4 (0613): a call costs 3 tokens less than gpt-3.5-turbo's
 _FRAMING_GPT4_0613 = _FRAMING_CL100K._replace(call=1)
-_FRAMING_GPT41 = _FRAMING_GPT4O._replace(tools_with_system=6)
+_FRAMING_GPT41 = _FRAMING_GPT4O._replace(tools_with_system=6, empty_parameters_shown=True)
 #: Azure OpenAI's Chat Completions bill one completion token per choice beyond what the model wrote
 #: (its terminator): Azure recordings of gpt-4o, gpt-4o-mini, gpt-4.1-mini and gpt-5 models from
 #: November 2025 (issue #29's hidden set) to March 2026 show it, streamed or not, once per choice
@@ -561,6 +618,14 @@ _FRAMING_GPT41 = _FRAMING_GPT4O._replace(tools_with_system=6)
 #: seen; when between March and November 2025 it started is not known). Not seen in the Responses API.
 AZURE_TERMINATOR_TOKENS = 1
 AZURE_TERMINATOR_SINCE = datetime(2025, 11, 1, tzinfo=UTC)
+#: OpenAI's own backends billed the same token from January to late May 2025, on every answer that
+#: ended by itself: on the calibration recordings of that window without a ``stop`` parameter, 49
+#: Chat Completions answers are one token short per choice without it and 3 exact; with ``stop``,
+#: 25 are exact without it (an answer cut by a stop sequence writes no terminator) and 7 short.
+#: Recordings of 2024-12-18 and from 2025-05-29 on are exact without it; the last one billed it is
+#: of 2025-05-14, so the window ends between the two (OPENAI_TERMINATOR_UNTIL is a midpoint).
+OPENAI_TERMINATOR_FROM = datetime(2025, 1, 1, tzinfo=UTC)
+OPENAI_TERMINATOR_UNTIL = datetime(2025, 5, 22, tzinfo=UTC)
 #: A Chat Completions call forced by name costs the prompt its header, the call's framing and this
 #: (gpt-4o and gpt-4o-mini recordings; the Responses API's forced header costs no more than a call)
 CHAT_FORCED_CALL = 3
@@ -677,7 +742,8 @@ def _message_tokens(
     Every string field is encoded (as the cookbook does) except routing ids (``tool_call_id``).
     An assistant turn's ``tool_calls`` are rendered as the model wrote them (``_calls_tokens``);
     a ``tool`` result is a message from ``functions.NAME`` (the name of the call it answers), not
-    from "tool"; ``function_call`` costs name + arguments.
+    from "tool", and its own ``name`` field is not shown again (crewAI sends one: its recordings are
+    exact without it, 3 to 18 tokens over with it); ``function_call`` costs name + arguments.
     """
     if not isinstance(message, dict):
         counter.note("unknown_message_shape")
@@ -696,6 +762,8 @@ def _message_tokens(
                 if name is not None:
                     tokens += counter.text(f"functions.{name}") + framing.tool_result
                     continue
+            if key == "name" and role == "tool" and message.get("tool_call_id") in call_names:
+                continue  # a result's own "name" is not shown: functions.NAME above says it
             tokens += counter.text(value)
             if key == "name":
                 tokens += per_name
@@ -894,10 +962,12 @@ def _ts_properties(schema: dict[str, Any], indent: int, counter: _Counter, style
     for name, spec in schema["properties"].items():
         start = len(lines)
         spec_dict = spec if isinstance(spec, dict) else {}
-        # the Responses API shows a top-level property's title as a comment of its own; not a
-        # nested one's (closer on the only recordings with one, a $ref'd object, though ~17 short)
+        # a top-level property's title is shown as a comment of its own, then an empty "//" line,
+        # in both APIs (Chat Completions since round three: crewAI's pydantic schemas carry one per
+        # property, 2 to 33 tokens short without it); not a nested one's (closer on the only
+        # Responses recordings with one, a $ref'd object, though ~17 short)
         title = spec_dict.get("title")
-        if style.responses and indent == 0 and isinstance(title, str) and title:
+        if indent == 0 and isinstance(title, str) and title:
             lines += [*_comment(title), "//"]
         description = spec_dict.get("description")
         if isinstance(description, str) and description:
@@ -934,6 +1004,9 @@ def _functions_namespace(functions: list[dict[str, Any]], counter: _Counter, *, 
                 if isinstance(title, str) and title:
                     opening = "\n".join([f"type {name} = (_: // {title.replace(chr(10), ' ')}", "{"])
             lines += [opening, _ts_properties(parameters, 0, counter, style), "}) => any;"]
+        elif (not responses and isinstance(parameters, dict) and parameters.get("properties") == {}
+              and _framing(counter.model).empty_parameters_shown):
+            lines.append(f"type {name} = (_: {{}}) => any;")
         else:
             lines.append(f"type {name} = () => any;")
         lines.append("")
@@ -1272,11 +1345,13 @@ def count_completion(
                 call = framing.call if framing.responses_call is None else framing.responses_call
                 tokens += _calls_tokens(calls, counter, framing, call) + framing.output_item
             tokens += framing.output_item if answered else 0
-        elif forced_call is not None and len(calls) == 1 and calls[0][0] == forced_call:
-            tokens += counter.text(calls[0][1]) + framing.per_choice  # the header was the prompt's
         else:
-            tokens += _calls_tokens(calls, counter, framing, framing.call) + framing.per_choice
-            # written when the choice ends: a choice cut short in the capture has not shown it
+            if forced_call is not None and len(calls) == 1 and calls[0][0] == forced_call:
+                tokens += counter.text(calls[0][1]) + framing.per_choice  # the header was the prompt's
+            else:
+                tokens += _calls_tokens(calls, counter, framing, framing.call) + framing.per_choice
+            # written when the choice ends (a forced call's too: crewAI's forced calls of February
+            # 2025, OPENAI_TERMINATOR_FROM); a choice cut short in the capture has not shown it
             finished = choice.finish_reason is not None
             tokens += AZURE_TERMINATOR_TOKENS if azure and finished and stream.kind != "completions" else 0
         if answered and not calls and tools_offered:

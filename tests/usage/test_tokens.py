@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import socket
 import struct
 
@@ -433,6 +434,39 @@ def test_tool_calls_in_history_and_tool_results():
     assert count.tokens == expected and count.notes == ()
 
 
+def test_gpt_4_1_chat_shows_an_empty_parameters_object():
+    """A function whose parameters have no properties is ``(_: {}) => any`` to gpt-4.1 models in
+    chat (crewAI's gpt-4.1-mini recordings), ``() => any`` to gpt-4o's and in the Responses API."""
+    enc = load_encoding("o200k_base")
+    extra = len(enc.encode_ordinary("type say_hi = (_: {}) => any;")) - len(enc.encode_ordinary("type say_hi = () => any;"))
+    empty = {"type": "function", "function": {"name": "say_hi", "description": "Say hi", "parameters": {"type": "object", "properties": {}}}}
+    bare = {"type": "function", "function": {"name": "say_hi", "description": "Say hi"}}
+    chat = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]}
+    assert extra == 2
+    assert count_chat_prompt({**chat, "tools": [empty]}, "gpt-4.1-mini").tokens == count_chat_prompt({**chat, "tools": [bare]}, "gpt-4.1-mini").tokens + extra
+    assert count_chat_prompt({**chat, "tools": [empty]}, "gpt-4o-mini").tokens == count_chat_prompt({**chat, "tools": [bare]}, "gpt-4o-mini").tokens
+    responses = {"input": "Hi", "instructions": "Be brief."}
+    flat = lambda tool: {"type": "function", **tool["function"]}  # noqa: E731
+    assert count_responses_input({**responses, "tools": [flat(empty)]}, "gpt-4.1").tokens == (
+        count_responses_input({**responses, "tools": [flat(bare)]}, "gpt-4.1").tokens)
+
+
+def test_a_tool_results_own_name_is_not_shown_again():
+    """crewAI sends ``name`` on tool results: the result is from ``functions.NAME`` already, so it
+    costs nothing more; a ``name`` on a result that answers no known call is still counted."""
+    assistant = {"role": "assistant", "content": None,
+                 "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "search_web", "arguments": "{}"}}]}
+    plain = {"role": "tool", "tool_call_id": "call_1", "content": "Tokyo: 14 million"}
+    named = {**plain, "name": "search_web"}
+    assert count_chat_prompt({"messages": [assistant, named]}, "gpt-4o-mini").tokens == (
+        count_chat_prompt({"messages": [assistant, plain]}, "gpt-4o-mini").tokens
+    )
+    orphan = {"role": "tool", "tool_call_id": "call_unknown", "content": "Tokyo: 14 million"}
+    assert count_chat_prompt({"messages": [{**orphan, "name": "search_web"}]}, "gpt-4o-mini").tokens > (
+        count_chat_prompt({"messages": [orphan]}, "gpt-4o-mini").tokens
+    )
+
+
 def test_parallel_calls_in_history_are_one_multi_tool_use_call():
     enc = load_encoding("o200k_base")
     n = lambda s: len(enc.encode_ordinary(s))  # noqa: E731
@@ -732,7 +766,7 @@ WEATHER_TOOL = {"type": "function", "name": "get_weather", "description": "Gets 
 
 def test_responses_tools_show_titles_and_are_framed_by_the_responses_constants():
     """gpt-4.1 (Responses): the parameters' title and each property's title are comments the model
-    is shown (chat shows neither); the namespace costs 4 more after instructions, 5 alone, minus 2
+    is shown (chat shows the property's only); the namespace costs 4 more after instructions, 5 alone, minus 2
     per function."""
     enc = load_encoding("o200k_base")
     rendered = (
@@ -758,7 +792,12 @@ def test_responses_tools_show_titles_and_are_framed_by_the_responses_constants()
     untitled["properties"] = {"city": {"type": "string"}}
     untitled_tool = {"type": "function", "function": {**chat_tool["function"], "parameters": untitled}}
     chat = {"messages": [{"role": "user", "content": "Weather in London?"}]}
-    assert count_chat_prompt({**chat, "tools": [chat_tool]}, "gpt-4.1") == count_chat_prompt({**chat, "tools": [untitled_tool]}, "gpt-4.1")
+    # chat shows the property's title the same way, not the parameters' title (crewAI's recordings)
+    shown = len(enc.encode_ordinary("type get_weather = (_: {\n// City\n//\ncity: string,\n}) => any;"))
+    plain = len(enc.encode_ordinary("type get_weather = (_: {\ncity: string,\n}) => any;"))
+    assert count_chat_prompt({**chat, "tools": [chat_tool]}, "gpt-4.1").tokens == (
+        count_chat_prompt({**chat, "tools": [untitled_tool]}, "gpt-4.1").tokens + shown - plain
+    )
 
 
 def test_local_refs_are_inlined_and_a_recursive_one_stops():
@@ -873,6 +912,25 @@ def test_gpt_4o_mini_images_cost_its_own_rates():
     assert count_chat_prompt(request, "gpt-4o-mini").tokens - count_chat_prompt(request, "gpt-4o").tokens == 2833 - 85
 
 
+@pytest.mark.parametrize(("model", "expected"), [
+    ("gpt-4.1-mini-2025-04-14", 488),  # 20 × 15 patches × 1.62, rounded up, + 1 (a crewAI recording: 488)
+    ("o4-mini-2025-04-16", 517),  # × 1.72 (crewAI: 517)
+    ("gpt-5-mini-2025-08-07", 361),  # × 1.2 (crewAI: 361)
+    ("gpt-5-nano-2025-08-07", 451),  # × 1.5 (crewAI: 451)
+    ("gpt-5-2025-08-07", 70 + 2 * 140),  # tiles at gpt-5's own rates (crewAI: 350)
+    ("gpt-4o-2024-08-06", 85 + 2 * 170),
+])
+def test_images_cost_each_models_own_rates(model, expected):
+    assert image_tokens(640, 480, "high", model) == expected
+
+
+def test_patch_models_scale_a_large_image_down_to_1536_patches():
+    """A 4096 × 4096 image would be 16,384 patches: it is scaled down to at most 1,536."""
+    assert image_tokens(4096, 4096, "high", "gpt-4.1-nano") == math.ceil(1521 * 2.46) + 1  # 39 × 39 patches
+    assert image_tokens(4096, 4096, "high", "gpt-4.1-nano") <= math.ceil(1536 * 2.46) + 1
+    assert image_tokens(100, 100, "low", "o4-mini") == image_tokens(100, 100, "high", "o4-mini") == math.ceil(16 * 1.72) + 1
+
+
 def test_a_chat_call_forced_by_name_moves_its_header_into_the_prompt():
     """crewAI's gpt-4o recording: tool_choice names ScoreOutput; the completion is the arguments
     alone (5 tokens, api.openai.com) and the prompt carries the header (CHAT_FORCED_CALL)."""
@@ -887,3 +945,6 @@ def test_a_chat_call_forced_by_name_moves_its_header_into_the_prompt():
         enc.encode_ordinary(" to=functions.ScoreOutput")) + 4 + tokens.CHAT_FORCED_CALL
     call = rebuild_stream(sse(tool_call_stream_payloads([("call_1", "ScoreOutput", ['{"score":4}'])])))
     assert count_completion(call, "gpt-4o", forced_call="ScoreOutput", azure=False).tokens == len(enc.encode_ordinary('{"score":4}'))
+    # a forced call ends like any answer: a backend that bills the terminator bills it here too
+    assert count_completion(call, "gpt-4o", forced_call="ScoreOutput", azure=True).tokens == (
+        len(enc.encode_ordinary('{"score":4}')) + tokens.AZURE_TERMINATOR_TOKENS)

@@ -23,6 +23,8 @@ from azure_shapes import (
 from metering.model import NO_USAGE, BadEvent, UsageEvent
 from metering.usage.tokens import (
     AZURE_TERMINATOR_SINCE,
+    OPENAI_TERMINATOR_FROM,
+    OPENAI_TERMINATOR_UNTIL,
     AZURE_TERMINATOR_TOKENS,
     count_chat_prompt,
     count_embeddings_input,
@@ -358,3 +360,23 @@ def test_the_azure_terminator_is_billed_from_when_it_was_seen():
     since = resolve_usage(event(request=CHAT_REQUEST, response=stream, is_streaming=True, event_time=AZURE_TERMINATOR_SINCE))
     assert before.completion_tokens == count_text(ANSWER_TEXT, "gpt-4o")
     assert since.completion_tokens == before.completion_tokens + AZURE_TERMINATOR_TOKENS
+
+
+def test_openai_backends_billed_the_terminator_from_january_to_may_2025_unless_a_stop_sequence_was_set():
+    """api.openai.com billed the terminator between OPENAI_TERMINATOR_FROM and _UNTIL (its recordings
+    of that window are one token short per choice without it), except on requests with ``stop``
+    (their answers mostly end on the stop sequence) and for reasoning models."""
+    stream = chat_stream(ANSWER, model="gpt-4o-2024-08-06")
+    text = count_text(ANSWER_TEXT, "gpt-4o")
+
+    def completion(when, request=CHAT_REQUEST, model_stream=stream):
+        return resolve_usage(event(request=request, response=model_stream, is_streaming=True, event_time=when,
+                                   backend_url="https://api.openai.com/v1")).completion_tokens
+
+    assert completion(OPENAI_TERMINATOR_FROM) == text + AZURE_TERMINATOR_TOKENS
+    assert completion(OPENAI_TERMINATOR_UNTIL - timedelta(seconds=1)) == text + AZURE_TERMINATOR_TOKENS
+    assert completion(OPENAI_TERMINATOR_FROM - timedelta(seconds=1)) == text
+    assert completion(OPENAI_TERMINATOR_UNTIL) == text
+    assert completion(OPENAI_TERMINATOR_FROM, {**CHAT_REQUEST, "stop": ["\nObservation:"]}) == text
+    reasoning = chat_stream(ANSWER, model="o3-mini-2025-01-31")
+    assert completion(OPENAI_TERMINATOR_FROM, model_stream=reasoning) == completion(OPENAI_TERMINATOR_UNTIL, model_stream=reasoning)
