@@ -60,7 +60,12 @@ def _detail(usage: dict[str, Any], details_key: str, name: str) -> int:
     details = usage.get(details_key)
     if not isinstance(details, dict):
         return 0
-    return _count(details.get(name), f"{details_key}.{name}")
+    value = details.get(name)
+    if value is None:
+        return 0
+    if type(value) is int and value >= 0:  # the usual case, without building the field's name
+        return value
+    return _count(value, f"{details_key}.{name}")
 
 
 def check_total(prompt: int, completion: int, total: int) -> None:
