@@ -8,16 +8,16 @@ from __future__ import annotations
 import csv
 import io
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
 from bill_exports import FOCUS_1_2_COLUMNS, Charge, focus_csv_without_extensions
 from metering.finance.reconcile.bill import parse_bill_export
+from shared_folder import shared_path
 
 from finance.test_bill import BILLED, CHARGES, EXPECTED, RESOURCE, _import_all, _reconcile_json
 
-SHARED_SAMPLE = Path("/work/shared/focus-sample-data/FOCUS-1.0/focus_sample.csv")
+SHARED_SAMPLE = shared_path("focus-sample-data/FOCUS-1.0/focus_sample.csv")
 
 
 def test_a_focus_file_without_x_columns_reads_the_meter_from_the_charge_description():
@@ -66,7 +66,7 @@ def test_the_tool_written_focus_file_imports_and_reconciles(capsys, db, tmp_path
 def _sample_text() -> str:
     if SHARED_SAMPLE.is_file():
         return SHARED_SAMPLE.read_text(encoding="utf-8")
-    pytest.skip("the FinOps Foundation's FOCUS sample (FOCUS-1.0/focus_sample.csv) is not in /work/shared")
+    pytest.skip("the FinOps Foundation's FOCUS sample (FOCUS-1.0/focus_sample.csv) is in no shared folder yet")
 
 
 def test_the_foundation_sample_file_is_read_whole_and_keeps_no_foreign_line():

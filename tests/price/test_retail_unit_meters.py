@@ -4,19 +4,20 @@ list has (``metering.price.retail_prices.UNIT_METER_SHAPES``), imported into the
 The items below carry the real meter names, units of measure, prices, regions and start dates of
 Retail Prices API items in the public daily snapshots of github.com/guygregory/modelmeters.com
 (``monthly/full/2024-05-01.ndjson`` … ``2025-05-01.ndjson``, commit d4a64106f74f; tests/data/origins.csv);
-the whole items are read from /work/shared/retail-prices/retail_prices_unit_meters.json when present."""
+the whole items are read from the shared folder's retail-prices/retail_prices_unit_meters.json when present
+(tests/shared_folder.py; it skips until that file is added there, docs/public-data.md)."""
 
 from __future__ import annotations
 
 import json
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
 from metering.price.retail_prices import map_retail_items, parse_unit_meter
+from shared_folder import shared_path
 
-SHARED = Path("/work/shared/retail-prices/retail_prices_unit_meters.json")
+SHARED = shared_path("retail-prices/retail_prices_unit_meters.json")
 
 
 def item(meter, price, unit, region, start):
@@ -92,7 +93,7 @@ def test_unit_prices_fill_their_own_columns():
 
 def test_the_saved_unit_meter_items_import():
     if not SHARED.is_file():
-        pytest.skip(f"{SHARED} (Retail Prices items of unit meters) is not in /work/shared")
+        pytest.skip(f"{SHARED} (Retail Prices items of unit meters) is not in the shared folder yet")
     result = map_retail_items(json.loads(SHARED.read_text())["Items"] + TEXT_ITEMS)
     rates = _by_model(result)
     assert rates[("whisper", "global", None)].audio_per_hour == Decimal("0.36")
