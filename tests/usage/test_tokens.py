@@ -886,6 +886,16 @@ def test_a_json_schema_response_format_is_counted_as_harmony_renders_it():
         enc.encode_ordinary("You are terse.\n\n" + block)) - len(enc.encode_ordinary("You are terse.")) + tokens.RESPONSE_FORMAT_WITH_SYSTEM
 
 
+def test_a_response_formats_own_description_is_shown_as_a_comment_before_its_schema():
+    """crewAI's Azure requests carry ``json_schema.description`` ("Schema for AnalysisResult"): they
+    were 6 tokens more than the same request without it, the comment line's tokens."""
+    enc = load_encoding("o200k_base")
+    described = {"type": "json_schema", "json_schema": {**REASON_FORMAT["json_schema"], "description": "Schema for Reason"}}
+    plain = count_chat_prompt({"messages": REASON_MESSAGES, "response_format": REASON_FORMAT}, "gpt-4o-mini")
+    count = count_chat_prompt({"messages": REASON_MESSAGES, "response_format": described}, "gpt-4o-mini")
+    assert count.tokens == plain.tokens + len(enc.encode_ordinary("// Schema for Reason\n"))
+
+
 def test_json_object_and_text_formats_add_nothing_and_responses_formats_count_too():
     plain = count_chat_prompt({"messages": REASON_MESSAGES}, "gpt-4o-mini")
     for response_format in ({"type": "json_object"}, {"type": "text"}):
