@@ -958,3 +958,24 @@ def test_a_chat_call_forced_by_name_moves_its_header_into_the_prompt():
     # a forced call ends like any answer: a backend that bills the terminator bills it here too
     assert count_completion(call, "gpt-4o", forced_call="ScoreOutput", azure=True).tokens == (
         len(enc.encode_ordinary('{"score":4}')) + tokens.AZURE_TERMINATOR_TOKENS)
+
+
+def test_a_structured_answer_when_tools_were_offered_costs_four_more_on_gpt_4o():
+    """A text answer in a json_schema format to a request that offers tools: 4 tokens more than the
+    same answer without tools' choice (crewAI's and pydantic-ai's gpt-4o/gpt-4o-mini answers, chat
+    and Responses); a call, or an answer without tools, is unchanged; other families: not measured."""
+    enc = load_encoding("o200k_base")
+    answer = '{"reason":"basic arithmetic"}'
+    body = {"object": "chat.completion", "choices": [
+        {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": answer}}]}
+    response = rebuild_body(body)
+    plain = count_completion(response, "gpt-4o-mini", tools_offered=True, azure=False).tokens
+    assert plain == len(enc.encode_ordinary(answer)) + 1  # answer_with_tools
+    assert count_completion(response, "gpt-4o-mini", tools_offered=True, structured=True, azure=False).tokens == plain + 4
+    assert count_completion(response, "gpt-4o-mini", structured=True, azure=False).tokens == plain - 1
+    assert count_completion(response, "gpt-4.1-mini", tools_offered=True, structured=True, azure=False).tokens == len(
+        enc.encode_ordinary(answer)) + 1
+    request = {"messages": REASON_MESSAGES, "response_format": REASON_FORMAT}
+    assert tokens.json_schema_format(request)
+    assert tokens.json_schema_format({"input": "x", "text": {"format": {"type": "json_schema", **REASON_FORMAT["json_schema"]}}})
+    assert not tokens.json_schema_format({"messages": REASON_MESSAGES, "response_format": {"type": "json_object"}})
