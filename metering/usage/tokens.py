@@ -599,6 +599,12 @@ class _Framing(NamedTuple):
     #: was 4 tokens short without it (one 3), while their calls, and their answers without tools,
     #: are exact. Not measured for the other families (0 there).
     structured_answer_with_tools: int = 0
+    #: the calls of one assistant turn in the history are shown one by one, not as one
+    #: ``multi_tool_use.parallel`` call, each costing this much more than the same call alone
+    #: (None: as one parallel call). gpt-5 models (harmony: there is no parallel wrapper, each call
+    #: is a message of its own): crewAI's five gpt-5-nano recordings of a turn of 3 calls were 7
+    #: over as one parallel call, exact with 4 per call
+    history_parallel_call: int | None = None
 
 
 _FRAMING_CL100K = _Framing(
@@ -649,6 +655,7 @@ _FRAMING_GPT5 = _FRAMING_GPT4O._replace(
     call=13,
     answer_with_tools=0,
     structured_answer_with_tools=0,
+    history_parallel_call=4,
     answer_chat=9,
     answer_responses=5,
     responses_tools=(10, 7, -2),
@@ -790,7 +797,11 @@ def _message_tokens(
         else:
             counter.note("message_field_not_counted")
     if calls and role == "assistant":
-        tokens += _calls_tokens(calls, counter, framing, framing.history_call)
+        if len(calls) > 1 and framing.history_parallel_call is not None:
+            extra = framing.history_call + framing.history_parallel_call
+            tokens += sum(_calls_tokens([call], counter, framing, extra) for call in calls)
+        else:
+            tokens += _calls_tokens(calls, counter, framing, framing.history_call)
     return tokens
 
 

@@ -482,6 +482,22 @@ def test_parallel_calls_in_history_are_one_multi_tool_use_call():
     assert count.tokens == 3 + n("assistant") + n(" to=multi_tool_use.parallel") + n(wrapper) + 1 + 3
 
 
+def test_gpt_5_models_see_parallel_calls_in_history_one_by_one():
+    """gpt-5 models (harmony: no multi_tool_use.parallel) are shown each call of a parallel turn as
+    a call of its own, 4 tokens more each than alone (crewAI's gpt-5-nano turns of 3 calls)."""
+    enc = load_encoding("o200k_base")
+    n = lambda s: len(enc.encode_ordinary(s))  # noqa: E731
+    calls = [
+        {"id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
+        {"id": "call_b", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}},
+    ]
+    count = count_chat_prompt({"messages": [{"role": "assistant", "tool_calls": calls}]}, "gpt-5-nano")
+    each = sum(n(" to=functions.get_weather") + n(c["function"]["arguments"]) + 1 + 4 for c in calls)
+    assert count.tokens == 3 + n("assistant") + each + 2
+    one = count_chat_prompt({"messages": [{"role": "assistant", "tool_calls": calls[:1]}]}, "gpt-5-nano")
+    assert one.tokens == 3 + n("assistant") + n(" to=functions.get_weather") + n('{"city": "Paris"}') + 1 + 2
+
+
 def test_legacy_function_call_history_counts_name_and_arguments():
     enc = load_encoding("cl100k_base")
     message = {"role": "assistant", "content": None, "function_call": {"name": "lookup", "arguments": '{"q":"x"}'}}
