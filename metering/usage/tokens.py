@@ -68,6 +68,7 @@ __all__ = [
     "json_schema_format",
     "RESPONSE_FORMAT_WITH_SYSTEM",
     "RESPONSE_FORMAT_ALONE",
+    "RESPONSE_FORMAT_ALONE_RESPONSES",
     "is_reasoning_model",
     "model_in_name",
 ]
@@ -1075,8 +1076,12 @@ def _system_text(messages: Any) -> str | None:
 #: requests carry one and were 6 tokens more than the same requests without it: the comment line),
 #: and the block costs this many tokens beyond its text after a system message …
 RESPONSE_FORMAT_WITH_SYSTEM = 5
-#: … and this many when it opens a system message of its own (its role and framing included).
+#: … and this many when it opens a system message of its own (its role and framing included) …
 RESPONSE_FORMAT_ALONE = 7
+#: … but this many in a Responses API request without instructions or a system message: the
+#: pydantic-ai gpt-4o and gpt-4o-mini recordings without them were 6 over with chat's 7 (and every
+#: Responses recording with a format, with tools or not, is over, never under).
+RESPONSE_FORMAT_ALONE_RESPONSES = 1
 _MAX_FORMAT_DEPTH = 64  # deeper schemas keep their titles (a bound on recursion, not a rule)
 
 
@@ -1117,7 +1122,7 @@ def json_schema_format(request: Any) -> bool:
     return isinstance(request, dict) and _response_format(request) is not None
 
 
-def _response_format_tokens(request: dict[str, Any], counter: _Counter, system: str | None) -> int:
+def _response_format_tokens(request: dict[str, Any], counter: _Counter, system: str | None, *, responses: bool = False) -> int:
     """Prompt tokens of a ``json_schema`` response format (``RESPONSE_FORMAT_WITH_SYSTEM``), within
     the request's schema budget. The rendering is fitted, not known: within a few tokens on the
     recordings (noted ``response_format_approximated``)."""
@@ -1138,7 +1143,7 @@ def _response_format_tokens(request: dict[str, Any], counter: _Counter, system: 
     comment = "\n".join(_comment(description)) + "\n" if isinstance(description, str) and description else ""
     block = f"# Response Formats\n\n## {name}\n\n{comment}{schema}"
     if system is None:
-        return counter.text(block) + RESPONSE_FORMAT_ALONE
+        return counter.text(block) + (RESPONSE_FORMAT_ALONE_RESPONSES if responses else RESPONSE_FORMAT_ALONE)
     return counter.text(f"{system}\n\n{block}") - counter.text(system) + RESPONSE_FORMAT_WITH_SYSTEM
 
 
@@ -1257,7 +1262,7 @@ def count_responses_input(request: dict[str, Any], model: str | None) -> TokenCo
     forced = forced_function(request, model)
     if forced is not None:  # the reply starts with the call's header: it is part of the prompt
         tokens += counter.text(f" to=functions.{forced}") + framing.call
-    tokens += _response_format_tokens(request, counter, system)
+    tokens += _response_format_tokens(request, counter, system, responses=True)
     return counter.result(tokens)
 
 

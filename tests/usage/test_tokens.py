@@ -995,3 +995,15 @@ def test_a_structured_answer_when_tools_were_offered_costs_four_more_on_gpt_4o()
     assert tokens.json_schema_format(request)
     assert tokens.json_schema_format({"input": "x", "text": {"format": {"type": "json_schema", **REASON_FORMAT["json_schema"]}}})
     assert not tokens.json_schema_format({"messages": REASON_MESSAGES, "response_format": {"type": "json_object"}})
+
+
+def test_a_responses_format_without_instructions_costs_one_token_beyond_its_text():
+    """pydantic-ai's gpt-4o and gpt-4o-mini Responses requests with a format and no instructions:
+    exact with 1 token beyond the block's text (chat's RESPONSE_FORMAT_ALONE, 7, was 6 over)."""
+    enc = load_encoding("o200k_base")
+    spec = REASON_FORMAT["json_schema"]
+    request = {"input": REASON_MESSAGES[0]["content"]}
+    block = '# Response Formats\n\n## Reason\n\n{"properties":{"reason":{"type":"string"}},"required":["reason"],"type":"object","additionalProperties":false}'
+    with_format = count_responses_input({**request, "text": {"format": {"type": "json_schema", **spec}}}, "gpt-4o-mini")
+    assert with_format.tokens == count_responses_input(request, "gpt-4o-mini").tokens + len(enc.encode_ordinary(block)) + 1
+    assert tokens.RESPONSE_FORMAT_ALONE_RESPONSES == 1
