@@ -69,6 +69,7 @@ __all__ = [
     "RESPONSE_FORMAT_WITH_SYSTEM",
     "RESPONSE_FORMAT_ALONE",
     "RESPONSE_FORMAT_ALONE_RESPONSES",
+    "RESPONSE_FORMAT_WITH_TOOLS",
     "is_reasoning_model",
     "model_in_name",
 ]
@@ -1076,6 +1077,10 @@ def _system_text(messages: Any) -> str | None:
 #: requests carry one and were 6 tokens more than the same requests without it: the comment line),
 #: and the block costs this many tokens beyond its text after a system message …
 RESPONSE_FORMAT_WITH_SYSTEM = 5
+#: … but this many when function tools are offered too (their namespace shares that message):
+#: crewAI's gpt-4o and gpt-4o-mini requests with a system message, tools and a format were 3 to 4
+#: over with 5 (8 of 9; the ninth exact) …
+RESPONSE_FORMAT_WITH_TOOLS = 1
 #: … and this many when it opens a system message of its own (its role and framing included) …
 RESPONSE_FORMAT_ALONE = 7
 #: … but this many in a Responses API request without instructions or a system message: the
@@ -1144,7 +1149,13 @@ def _response_format_tokens(request: dict[str, Any], counter: _Counter, system: 
     block = f"# Response Formats\n\n## {name}\n\n{comment}{schema}"
     if system is None:
         return counter.text(block) + (RESPONSE_FORMAT_ALONE_RESPONSES if responses else RESPONSE_FORMAT_ALONE)
-    return counter.text(f"{system}\n\n{block}") - counter.text(system) + RESPONSE_FORMAT_WITH_SYSTEM
+    framing = RESPONSE_FORMAT_WITH_TOOLS if _offers_functions(request) else RESPONSE_FORMAT_WITH_SYSTEM
+    return counter.text(f"{system}\n\n{block}") - counter.text(system) + framing
+
+
+def _offers_functions(request: dict[str, Any]) -> bool:
+    tools, functions = request.get("tools"), request.get("functions")
+    return bool(tools) and isinstance(tools, list) or bool(functions) and isinstance(functions, list)
 
 
 def count_chat_prompt(request: dict[str, Any], model: str | None) -> TokenCount:

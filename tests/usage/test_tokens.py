@@ -1007,3 +1007,17 @@ def test_a_responses_format_without_instructions_costs_one_token_beyond_its_text
     with_format = count_responses_input({**request, "text": {"format": {"type": "json_schema", **spec}}}, "gpt-4o-mini")
     assert with_format.tokens == count_responses_input(request, "gpt-4o-mini").tokens + len(enc.encode_ordinary(block)) + 1
     assert tokens.RESPONSE_FORMAT_ALONE_RESPONSES == 1
+
+
+def test_a_format_after_a_system_message_costs_less_when_tools_are_offered_too():
+    """crewAI's requests with a system message, function tools and a format: the format costs
+    RESPONSE_FORMAT_WITH_TOOLS beyond its text, not RESPONSE_FORMAT_WITH_SYSTEM (3 to 4 over)."""
+    system = [{"role": "system", "content": "You are terse."}, *REASON_MESSAGES]
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}}]
+    def format_cost(request):
+        return (count_chat_prompt({**request, "response_format": REASON_FORMAT}, "gpt-4o-mini").tokens
+                - count_chat_prompt(request, "gpt-4o-mini").tokens)
+    without_tools = format_cost({"messages": system})
+    assert format_cost({"messages": system, "tools": tools}) == without_tools - (
+        tokens.RESPONSE_FORMAT_WITH_SYSTEM - tokens.RESPONSE_FORMAT_WITH_TOOLS) == without_tools - 4
