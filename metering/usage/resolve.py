@@ -36,6 +36,7 @@ from metering.usage.tokens import (
     forced_chat_function,
     forced_function,
     is_reasoning_model,
+    json_schema_format,
     model_in_name,
     count_completions_prompt,
     count_embeddings_input,
@@ -461,7 +462,8 @@ def resolve_tokens(event: UsageEvent, model_hint: str | None = None) -> TokenUsa
     elif response is not None and response.events + len(response.choices) > 0:
         tools_offered = request is not None and bool(request.get("tools") or request.get("functions"))
         forced = (forced_function if endpoint == "responses" else forced_chat_function)(request, count_model)
-        completion = count_completion(response, count_model, tools_offered=tools_offered, forced_call=forced,
+        completion = count_completion(response, count_model, tools_offered=tools_offered,
+                                      structured=json_schema_format(request), forced_call=forced,
                                       azure=bills_terminator(event.backend_url, event.event_time, request,
                                                                              count_model))
         completion_tokens = completion.tokens

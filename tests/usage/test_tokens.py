@@ -482,6 +482,22 @@ def test_parallel_calls_in_history_are_one_multi_tool_use_call():
     assert count.tokens == 3 + n("assistant") + n(" to=multi_tool_use.parallel") + n(wrapper) + 1 + 3
 
 
+def test_gpt_5_models_see_parallel_calls_in_history_one_by_one():
+    """gpt-5 models (harmony: no multi_tool_use.parallel) are shown each call of a parallel turn as
+    a call of its own, 4 tokens more each than alone (crewAI's gpt-5-nano turns of 3 calls)."""
+    enc = load_encoding("o200k_base")
+    n = lambda s: len(enc.encode_ordinary(s))  # noqa: E731
+    calls = [
+        {"id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
+        {"id": "call_b", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}},
+    ]
+    count = count_chat_prompt({"messages": [{"role": "assistant", "tool_calls": calls}]}, "gpt-5-nano")
+    each = sum(n(" to=functions.get_weather") + n(c["function"]["arguments"]) + 1 + 4 for c in calls)
+    assert count.tokens == 3 + n("assistant") + each + 2
+    one = count_chat_prompt({"messages": [{"role": "assistant", "tool_calls": calls[:1]}]}, "gpt-5-nano")
+    assert one.tokens == 3 + n("assistant") + n(" to=functions.get_weather") + n('{"city": "Paris"}') + 1 + 2
+
+
 def test_legacy_function_call_history_counts_name_and_arguments():
     enc = load_encoding("cl100k_base")
     message = {"role": "assistant", "content": None, "function_call": {"name": "lookup", "arguments": '{"q":"x"}'}}
@@ -886,6 +902,16 @@ def test_a_json_schema_response_format_is_counted_as_harmony_renders_it():
         enc.encode_ordinary("You are terse.\n\n" + block)) - len(enc.encode_ordinary("You are terse.")) + tokens.RESPONSE_FORMAT_WITH_SYSTEM
 
 
+def test_a_response_formats_own_description_is_shown_as_a_comment_before_its_schema():
+    """crewAI's Azure requests carry ``json_schema.description`` ("Schema for AnalysisResult"): they
+    were 6 tokens more than the same request without it, the comment line's tokens."""
+    enc = load_encoding("o200k_base")
+    described = {"type": "json_schema", "json_schema": {**REASON_FORMAT["json_schema"], "description": "Schema for Reason"}}
+    plain = count_chat_prompt({"messages": REASON_MESSAGES, "response_format": REASON_FORMAT}, "gpt-4o-mini")
+    count = count_chat_prompt({"messages": REASON_MESSAGES, "response_format": described}, "gpt-4o-mini")
+    assert count.tokens == plain.tokens + len(enc.encode_ordinary("// Schema for Reason\n"))
+
+
 def test_json_object_and_text_formats_add_nothing_and_responses_formats_count_too():
     plain = count_chat_prompt({"messages": REASON_MESSAGES}, "gpt-4o-mini")
     for response_format in ({"type": "json_object"}, {"type": "text"}):
@@ -948,3 +974,50 @@ def test_a_chat_call_forced_by_name_moves_its_header_into_the_prompt():
     # a forced call ends like any answer: a backend that bills the terminator bills it here too
     assert count_completion(call, "gpt-4o", forced_call="ScoreOutput", azure=True).tokens == (
         len(enc.encode_ordinary('{"score":4}')) + tokens.AZURE_TERMINATOR_TOKENS)
+
+
+def test_a_structured_answer_when_tools_were_offered_costs_four_more_on_gpt_4o():
+    """A text answer in a json_schema format to a request that offers tools: 4 tokens more than the
+    same answer without tools' choice (crewAI's and pydantic-ai's gpt-4o/gpt-4o-mini answers, chat
+    and Responses); a call, or an answer without tools, is unchanged; other families: not measured."""
+    enc = load_encoding("o200k_base")
+    answer = '{"reason":"basic arithmetic"}'
+    body = {"object": "chat.completion", "choices": [
+        {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": answer}}]}
+    response = rebuild_body(body)
+    plain = count_completion(response, "gpt-4o-mini", tools_offered=True, azure=False).tokens
+    assert plain == len(enc.encode_ordinary(answer)) + 1  # answer_with_tools
+    assert count_completion(response, "gpt-4o-mini", tools_offered=True, structured=True, azure=False).tokens == plain + 4
+    assert count_completion(response, "gpt-4o-mini", structured=True, azure=False).tokens == plain - 1
+    assert count_completion(response, "gpt-4.1-mini", tools_offered=True, structured=True, azure=False).tokens == len(
+        enc.encode_ordinary(answer)) + 1
+    request = {"messages": REASON_MESSAGES, "response_format": REASON_FORMAT}
+    assert tokens.json_schema_format(request)
+    assert tokens.json_schema_format({"input": "x", "text": {"format": {"type": "json_schema", **REASON_FORMAT["json_schema"]}}})
+    assert not tokens.json_schema_format({"messages": REASON_MESSAGES, "response_format": {"type": "json_object"}})
+
+
+def test_a_responses_format_without_instructions_costs_one_token_beyond_its_text():
+    """pydantic-ai's gpt-4o and gpt-4o-mini Responses requests with a format and no instructions:
+    exact with 1 token beyond the block's text (chat's RESPONSE_FORMAT_ALONE, 7, was 6 over)."""
+    enc = load_encoding("o200k_base")
+    spec = REASON_FORMAT["json_schema"]
+    request = {"input": REASON_MESSAGES[0]["content"]}
+    block = '# Response Formats\n\n## Reason\n\n{"properties":{"reason":{"type":"string"}},"required":["reason"],"type":"object","additionalProperties":false}'
+    with_format = count_responses_input({**request, "text": {"format": {"type": "json_schema", **spec}}}, "gpt-4o-mini")
+    assert with_format.tokens == count_responses_input(request, "gpt-4o-mini").tokens + len(enc.encode_ordinary(block)) + 1
+    assert tokens.RESPONSE_FORMAT_ALONE_RESPONSES == 1
+
+
+def test_a_format_after_a_system_message_costs_less_when_tools_are_offered_too():
+    """crewAI's requests with a system message, function tools and a format: the format costs
+    RESPONSE_FORMAT_WITH_TOOLS beyond its text, not RESPONSE_FORMAT_WITH_SYSTEM (3 to 4 over)."""
+    system = [{"role": "system", "content": "You are terse."}, *REASON_MESSAGES]
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}}]
+    def format_cost(request):
+        return (count_chat_prompt({**request, "response_format": REASON_FORMAT}, "gpt-4o-mini").tokens
+                - count_chat_prompt(request, "gpt-4o-mini").tokens)
+    without_tools = format_cost({"messages": system})
+    assert format_cost({"messages": system, "tools": tools}) == without_tools - (
+        tokens.RESPONSE_FORMAT_WITH_SYSTEM - tokens.RESPONSE_FORMAT_WITH_TOOLS) == without_tools - 4
