@@ -29,6 +29,7 @@ from metering.usage.units import (
 from metering.usage.tokens import (
     AZURE_TERMINATOR_SINCE,
     OPENAI_TERMINATOR_FROM,
+    OPENAI_TERMINATOR_STOP_FROM,
     OPENAI_TERMINATOR_UNTIL,
     TokenCount,
     count_chat_prompt,
@@ -303,16 +304,18 @@ def bills_terminator(backend_url: str | None, event_time: datetime | None, reque
     """Whether the backend bills Azure's per-choice terminator token (``AZURE_TERMINATOR_TOKENS``):
     Azure OpenAI from ``AZURE_TERMINATOR_SINCE`` on; an unknown backend is Azure's, the backends this
     pipeline meters. OpenAI's own API (api.openai.com) did only between ``OPENAI_TERMINATOR_FROM`` and
-    ``OPENAI_TERMINATOR_UNTIL``, not for a request with a ``stop`` sequence (most of whose answers
-    end on it, without the terminator), and not for reasoning models (their o-series recordings of
-    that window are exact without it)."""
+    ``OPENAI_TERMINATOR_UNTIL``, for a request with a ``stop`` sequence only from
+    ``OPENAI_TERMINATOR_STOP_FROM`` (before, its answers that ended by themselves are exact without
+    it; an answer the stop sequence cut never writes it), and not for reasoning models (their
+    o-series recordings of that window are exact without it)."""
     host = ""
     if backend_url:
         host = urlsplit(backend_url if "//" in backend_url else f"//{backend_url}").hostname or ""
     if host == "api.openai.com":
         stop = request.get("stop") if isinstance(request, dict) else None
-        return (event_time is not None and OPENAI_TERMINATOR_FROM <= event_time < OPENAI_TERMINATOR_UNTIL
-                and not stop and not is_reasoning_model(model))
+        start = OPENAI_TERMINATOR_STOP_FROM if stop else OPENAI_TERMINATOR_FROM
+        return (event_time is not None and start <= event_time < OPENAI_TERMINATOR_UNTIL
+                and not is_reasoning_model(model))
     return event_time is None or event_time >= AZURE_TERMINATOR_SINCE
 
 

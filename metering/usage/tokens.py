@@ -62,6 +62,7 @@ __all__ = [
     "AZURE_TERMINATOR_TOKENS",
     "AZURE_TERMINATOR_SINCE",
     "OPENAI_TERMINATOR_FROM",
+    "OPENAI_TERMINATOR_STOP_FROM",
     "OPENAI_TERMINATOR_UNTIL",
     "forced_function",
     "forced_chat_function",
@@ -638,10 +639,16 @@ AZURE_TERMINATOR_SINCE = datetime(2025, 11, 1, tzinfo=UTC)
 #: ended by itself: on the calibration recordings of that window without a ``stop`` parameter, 49
 #: Chat Completions answers are one token short per choice without it and 3 exact; with ``stop``,
 #: 25 are exact without it (an answer cut by a stop sequence writes no terminator) and 7 short.
-#: Recordings of 2024-12-18 and from 2025-05-29 on are exact without it; the last one billed it is
+#: Recordings of 2024-12-18 and from 2025-05-21 on are exact without it; the last one billed it is
 #: of 2025-05-14, so the window ends between the two (OPENAI_TERMINATOR_UNTIL is a midpoint).
+#: The 7 short answers with ``stop`` are those from OPENAI_TERMINATOR_STOP_FROM on that ended by
+#: themselves (crewAI's "Final Answer", 2025-03-26 to 2025-05-14): with ``stop``, the token was billed
+#: from later than without it. Before, 14 such answers (2025-01-03 to 2025-03-17) are exact without
+#: it; after, the 3 answers cut by the stop sequence ("Action Input: …" then "\nObservation:") are
+#: exact without it too, but a capture cannot tell them from the others (they are 1 over now).
 OPENAI_TERMINATOR_FROM = datetime(2025, 1, 1, tzinfo=UTC)
-OPENAI_TERMINATOR_UNTIL = datetime(2025, 5, 22, tzinfo=UTC)
+OPENAI_TERMINATOR_STOP_FROM = datetime(2025, 3, 22, tzinfo=UTC)
+OPENAI_TERMINATOR_UNTIL = datetime(2025, 5, 18, tzinfo=UTC)
 #: A Chat Completions call forced by name costs the prompt its header, the call's framing and this
 #: (gpt-4o and gpt-4o-mini recordings; the Responses API's forced header costs no more than a call)
 CHAT_FORCED_CALL = 3

@@ -24,6 +24,7 @@ from metering.model import NO_USAGE, BadEvent, UsageEvent
 from metering.usage.tokens import (
     AZURE_TERMINATOR_SINCE,
     OPENAI_TERMINATOR_FROM,
+    OPENAI_TERMINATOR_STOP_FROM,
     OPENAI_TERMINATOR_UNTIL,
     AZURE_TERMINATOR_TOKENS,
     count_chat_prompt,
@@ -362,10 +363,11 @@ def test_the_azure_terminator_is_billed_from_when_it_was_seen():
     assert since.completion_tokens == before.completion_tokens + AZURE_TERMINATOR_TOKENS
 
 
-def test_openai_backends_billed_the_terminator_from_january_to_may_2025_unless_a_stop_sequence_was_set():
+def test_openai_backends_billed_the_terminator_from_january_to_may_2025_with_a_stop_sequence_from_march():
     """api.openai.com billed the terminator between OPENAI_TERMINATOR_FROM and _UNTIL (its recordings
-    of that window are one token short per choice without it), except on requests with ``stop``
-    (their answers mostly end on the stop sequence) and for reasoning models."""
+    of that window are one token short per choice without it), on requests with ``stop`` only from
+    OPENAI_TERMINATOR_STOP_FROM (crewAI's answers that ended by themselves are exact before, one short
+    after), and never for reasoning models."""
     stream = chat_stream(ANSWER, model="gpt-4o-2024-08-06")
     text = count_text(ANSWER_TEXT, "gpt-4o")
 
@@ -377,6 +379,10 @@ def test_openai_backends_billed_the_terminator_from_january_to_may_2025_unless_a
     assert completion(OPENAI_TERMINATOR_UNTIL - timedelta(seconds=1)) == text + AZURE_TERMINATOR_TOKENS
     assert completion(OPENAI_TERMINATOR_FROM - timedelta(seconds=1)) == text
     assert completion(OPENAI_TERMINATOR_UNTIL) == text
-    assert completion(OPENAI_TERMINATOR_FROM, {**CHAT_REQUEST, "stop": ["\nObservation:"]}) == text
+    stop = {**CHAT_REQUEST, "stop": ["\nObservation:"]}
+    assert completion(OPENAI_TERMINATOR_FROM, stop) == text
+    assert completion(OPENAI_TERMINATOR_STOP_FROM - timedelta(seconds=1), stop) == text
+    assert completion(OPENAI_TERMINATOR_STOP_FROM, stop) == text + AZURE_TERMINATOR_TOKENS
+    assert completion(OPENAI_TERMINATOR_UNTIL, stop) == text
     reasoning = chat_stream(ANSWER, model="o3-mini-2025-01-31")
     assert completion(OPENAI_TERMINATOR_FROM, model_stream=reasoning) == completion(OPENAI_TERMINATOR_UNTIL, model_stream=reasoning)
