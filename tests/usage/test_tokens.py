@@ -451,6 +451,29 @@ def test_gpt_4_1_chat_shows_an_empty_parameters_object():
         count_responses_input({**responses, "tools": [flat(bare)]}, "gpt-4.1").tokens)
 
 
+def test_chat_shows_the_default_of_a_required_property_only():
+    """In chat a required property's default is a trailing ``// default: …`` comment (crewAI's strict
+    schemas); an optional property's is not shown (pydantic-ai's recordings)."""
+    enc = load_encoding("o200k_base")
+    n = lambda text: len(enc.encode_ordinary(text))  # noqa: E731
+
+    def tool(required):
+        body = {"default": None, "description": "Issue body", "type": "string"}
+        parameters = {"type": "object", "properties": {"body": body}, "required": required}
+        return {"type": "function", "function": {"name": "create_issue", "description": "Create an issue", "parameters": parameters}}
+
+    def plain(required):
+        parameters = {"type": "object", "properties": {"body": {"description": "Issue body", "type": "string"}}, "required": required}
+        return {"type": "function", "function": {"name": "create_issue", "description": "Create an issue", "parameters": parameters}}
+
+    chat = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "File it"}]}
+    shown = n("body: string, // default: null\n") - n("body: string,\n")
+    assert shown > 0
+    assert count_chat_prompt({**chat, "tools": [tool(["body"])]}, "gpt-4o").tokens == (
+        count_chat_prompt({**chat, "tools": [plain(["body"])]}, "gpt-4o").tokens + shown)
+    assert count_chat_prompt({**chat, "tools": [tool([])]}, "gpt-4o").tokens == count_chat_prompt({**chat, "tools": [plain([])]}, "gpt-4o").tokens
+
+
 def test_a_tool_results_own_name_is_not_shown_again():
     """crewAI sends ``name`` on tool results: the result is from ``functions.NAME`` already, so it
     costs nothing more; a ``name`` on a result that answers no known call is still counted."""
