@@ -19,36 +19,16 @@ import sqlalchemy as sa
 from capture_files import capture_path, capture_records, write_capture
 from azurite import azurite, container  # noqa: F401  (fixtures)
 from cli_runner import run
+from replay_store import COMPARED, prepared, stored
 from db.engine import make_engine
-from db.schema import quarantine, usage_records
+from db.schema import usage_records
 from events import encode, v1_event
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 from corpus import CorpusBuilder  # noqa: E402  (the benchmark's realistic mix: streams, embeddings, bad events)
 
-COMPARED = [c for c in usage_records.c if c.name not in ("id", "ingested_at")]
 DAY = datetime(2026, 10, 1, 23, 55, tzinfo=timezone.utc)
-
-
-def prepared(capsys, url: str) -> str:
-    assert run(capsys, "--db", url, "db", "upgrade")[0] == 0
-    assert run(capsys, "--db", url, "rates", "import", str(ROOT / "samples" / "rates.csv"))[0] == 0
-    assert run(capsys, "--db", url, "deployments", "import", str(ROOT / "samples" / "deployments.csv"))[0] == 0
-    return url
-
-
-def stored(url: str) -> tuple[list[tuple], list[tuple]]:
-    """Every usage row (but its id and ingest time) and every quarantine row's bytes, reason and partition."""
-    engine = make_engine(url)
-    try:
-        with engine.connect() as conn:
-            rows = [tuple(r) for r in conn.execute(sa.select(*COMPARED).order_by(usage_records.c.request_id))]
-            bad = [tuple(r) for r in conn.execute(sa.select(quarantine.c.raw_sha256, quarantine.c.reason,
-                                                            quarantine.c.source_partition).order_by(quarantine.c.raw_sha256, quarantine.c.source_partition))]
-    finally:
-        engine.dispose()
-    return rows, bad
 
 
 def capture_tree(root: Path, partitions: int = 3, windows: int = 4, per_window: int = 40,

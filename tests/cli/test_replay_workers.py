@@ -12,8 +12,8 @@ import sqlalchemy as sa
 
 from capture_files import ENQUEUED, capture_path, capture_records, write_capture
 from cli_runner import run
-from db.engine import make_engine
-from db.schema import quarantine, usage_records
+from replay_store import COMPARED, prepared, stored
+from db.schema import usage_records
 from events import encode, jsonl, v1_event
 from metering.sources.files import SourceError, read_file
 
@@ -21,27 +21,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from corpus import CorpusBuilder  # noqa: E402  (the benchmark's realistic mix: streams, embeddings, bad events)
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPARED = [c for c in usage_records.c if c.name not in ("id", "ingested_at")]
-
-
-def prepared(capsys, url: str) -> str:
-    assert run(capsys, "--db", url, "db", "upgrade")[0] == 0
-    assert run(capsys, "--db", url, "rates", "import", str(ROOT / "samples" / "rates.csv"))[0] == 0
-    assert run(capsys, "--db", url, "deployments", "import", str(ROOT / "samples" / "deployments.csv"))[0] == 0
-    return url
-
-
-def stored(url: str) -> tuple[list[tuple], list[tuple]]:
-    """Every usage row (but its id and ingest time) and every quarantine row's bytes and reason."""
-    engine = make_engine(url)
-    try:
-        with engine.connect() as conn:
-            rows = [tuple(r) for r in conn.execute(sa.select(*COMPARED).order_by(usage_records.c.request_id))]
-            bad = [tuple(r) for r in conn.execute(sa.select(quarantine.c.raw_sha256, quarantine.c.reason,
-                                                            quarantine.c.source_partition).order_by(quarantine.c.raw_sha256))]
-    finally:
-        engine.dispose()
-    return rows, bad
 
 
 def readable_before_damage(path: Path) -> list[bytes]:
