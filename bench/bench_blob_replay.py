@@ -26,49 +26,19 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-import sqlalchemy as sa  # noqa: E402
-
 import azurite  # noqa: E402  (tests/azurite.py: start and stop the server)
+from bench_replay import TIMED, metering, prepared  # noqa: E402  (the same child process, measured the same way)
 from capture_files import ENQUEUED, capture_path, capture_records, write_capture  # noqa: E402
 from corpus import CorpusBuilder  # noqa: E402
-from db.schema import quarantine, usage_records  # noqa: E402
+from replay_store import stored  # noqa: E402  (tests/replay_store.py: what a replay stored, row for row)
 
 REPLAY_BOUND_MIB = 150
-COMPARED = [c for c in usage_records.c if c.name not in ("id", "ingested_at")]
-# Runs `metering ...` as a child; prints its last line of output, its exit status and its peak RSS (KiB).
-MEASURED = (
-    "import resource, subprocess, sys\n"
-    "done = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, text=True)\n"
-    "print(done.stdout.strip().splitlines()[-1] if done.stdout.strip() else '')\n"
-    "print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
-)
-
-
-def metering(url: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", "metering.cli", "--db", url, *args]
-
-
-def prepared(url: str) -> str:
-    for args in (("db", "upgrade"), ("rates", "import", str(ROOT / "samples" / "rates.csv")),
-                 ("deployments", "import", str(ROOT / "samples" / "deployments.csv"))):
-        subprocess.run(metering(url, *args), check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
-    return url
-
-
-def stored(url: str) -> tuple[list[tuple], list[tuple]]:
-    engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        rows = [tuple(r) for r in conn.execute(sa.select(*COMPARED).order_by(usage_records.c.request_id))]
-        bad = [tuple(r) for r in conn.execute(sa.select(quarantine.c.raw_sha256, quarantine.c.reason, quarantine.c.source_partition)
-                                              .order_by(quarantine.c.raw_sha256, quarantine.c.source_partition))]
-    engine.dispose()
-    return rows, bad
 
 
 def replay(url: str, source: str) -> tuple[float, str, int]:
     """Seconds, summary line and peak RSS (KiB) of one `metering replay --workers 1`."""
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", MEASURED, *metering(url, "replay", "--progress", "off", "--workers", "1", source)],
+    done = subprocess.run([sys.executable, "-c", TIMED, *metering(url, "replay", "--progress", "off", "--workers", "1", source)],
                           check=True, capture_output=True, text=True, cwd=ROOT)
     seconds = time.perf_counter() - started
     summary, status = done.stdout.strip().splitlines()[-2:]

@@ -52,10 +52,12 @@ def metering(url: str, *args: str) -> list[str]:
     return [sys.executable, "-m", "metering.cli", "--db", url, *args]
 
 
-def prepared(url: str) -> None:
+def prepared(url: str) -> str:
+    """``url`` migrated, with the sample rate card and deployments imported (by `metering` children)."""
     for args in (("db", "upgrade"), ("rates", "import", str(ROOT / "samples" / "rates.csv")),
                  ("deployments", "import", str(ROOT / "samples" / "deployments.csv"))):
         subprocess.run(metering(url, *args), check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
+    return url
 
 
 def digest(url: str) -> str:
