@@ -2,11 +2,12 @@
 that no value written from event data can make the database reject a batch: a rejected batch is
 redelivered and rejected again forever (a poison batch).
 
-``misfits`` names the columns of a row whose values do not fit (text longer than its length in
-UTF-16 code units, as SQL Server's NVARCHAR counts them; a NUL, which PostgreSQL text cannot hold;
-an integer beyond its type; a decimal beyond its precision): ingest quarantines such a row instead
-of storing it. ``fitted`` bounds an audit row (quarantine, LLM-log usage) instead: text clipped and
-NUL removed, an out-of-range integer set to NULL, and a note of what was changed.
+A value does not fit when it is text longer than its length in UTF-16 code units (as SQL Server's
+NVARCHAR counts them), text holding a NUL (PostgreSQL text cannot), an integer beyond its type or a
+decimal beyond its precision. A usage row is checked by the pipeline (``metering.pipeline.check_record``,
+which tests/storage/test_column_bounds.py holds to these limits column by column) and quarantined
+when it does not fit; ``fitted`` bounds an audit row (quarantine, LLM-log usage) instead: text clipped
+and NUL removed, an out-of-range integer set to NULL, and a note of what was changed.
 """
 
 from __future__ import annotations
@@ -77,47 +78,6 @@ def _problem(column: sa.Column[Any], value: Any) -> str | None:
         if bound is not None and not abs(value) < bound:
             return f"{column.name} {value} does not fit NUMERIC({column.type.precision}, {column.type.scale})"  # type: ignore[attr-defined]
     return None
-
-
-_CHECKS: dict[str, list[tuple[str, str, Any, sa.Column[Any]]]] = {}
-
-
-def _checks(table: sa.Table) -> list[tuple[str, str, Any, sa.Column[Any]]]:
-    """Per bounded column (text, integers, decimals) what to check, worked out once per table."""
-    checks = _CHECKS.get(table.name)
-    if checks is None:
-        checks = []
-        for column in table.columns:
-            if isinstance(column.type, sa.String):
-                checks.append((column.name, "text", text_length(column) or 1 << 62, column))
-            elif (limit := integer_range(column)) is not None:
-                checks.append((column.name, "int", limit, column))
-            elif (bound := decimal_limit(column)) is not None:
-                checks.append((column.name, "dec", bound, column))
-        _CHECKS[table.name] = checks
-    return checks
-
-
-def misfits(table: sa.Table, row: Any) -> list[str]:
-    """Why values of ``row`` (a mapping of column names, or an object with them as attributes) do
-    not fit ``table``'s columns; empty when all fit. Cheap for the common case (a value that
-    plainly fits costs a comparison or two); the full check runs only for a value that may not."""
-    mapping = isinstance(row, dict)
-    problems = []
-    for name, kind, limit, column in _checks(table):
-        value = row.get(name) if mapping else getattr(row, name, None)
-        if value is None:
-            continue
-        if kind == "text":
-            suspicious = (not isinstance(value, str) or len(value) > limit or "\x00" in value
-                          or (len(value) > limit // 2 and not value.isascii()))
-        elif kind == "int":
-            suspicious = isinstance(value, int) and not -limit - 1 <= value <= limit
-        else:
-            suspicious = isinstance(value, Decimal) and not abs(value) < limit
-        if suspicious and (problem := _problem(column, value)) is not None:
-            problems.append(problem)
-    return problems
 
 
 def fitted(table: sa.Table, row: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:

@@ -17,14 +17,12 @@ from sqlalchemy.engine import Engine
 
 from db import quarantine as quarantine_store
 from db.batches import settle_creators
-from db.bounds import misfits
 from db.conflicts import is_write_conflict, without_event_data
 from db.llm_usage import MERGED, PENDING, REFUSED, settle_pending
-from db.schema import usage_records
 from db.store import keep_quarantined, store_batch, utc_now
 from db.rate_card import load_rate_card
 from metering.model import BatchOutcome, PipelineSettings, RawEvent, StoreResult
-from metering.pipeline import conflict_item, process_batch, unfit_item
+from metering.pipeline import conflict_item, process_batch
 from metering.price.pricing import RateCard
 from metering.usage.batches import BATCH_KEY_PREFIX
 
@@ -168,21 +166,6 @@ def _totals(outcome: BatchOutcome, stored: StoreResult) -> IngestTotals:
     )
 
 
-def quarantine_unfit(outcome: BatchOutcome, settings: PipelineSettings, now: datetime) -> None:
-    """Rows with a value their ``usage_records`` column cannot hold (limits read from db/schema.py by
-    db/bounds.py) become quarantine items before storage: a value the database rejects would fail
-    the batch on every redelivery."""
-    kept = []
-    for record in outcome.records:
-        problems = misfits(usage_records, record)  # (ingested_at is ``now``: always fits)
-        raw = outcome.sources.get(record.event_sha256 or "")
-        if not problems or raw is None:
-            kept.append(record)
-            continue
-        outcome.quarantined.append(unfit_item(raw, record, problems, settings))
-    outcome.records = kept
-
-
 def store_with_conflicts(conn: sa.Connection, outcome: BatchOutcome, settings: PipelineSettings,
                          now: datetime) -> StoreResult:
     """``store_batch``, then keep each conflicting duplicate's bytes in quarantine (same transaction)."""
@@ -253,7 +236,6 @@ class Ingestor:
         and the settle that starts last sees both."""
         now = utc_now()
         outcome = process_batch(raws, self.rate_card(), self.settings, now)
-        quarantine_unfit(outcome, self.settings, now)
         stored = self._in_transaction(lambda conn: store_with_conflicts(conn, outcome, self.settings, now))
         totals = _totals(outcome, stored)
         self._settle(outcome, totals, stored.pending_ids)
@@ -346,7 +328,6 @@ class Ingestor:
             for row in page:
                 alone = process_batch([RawEvent(row.raw, row.source_partition, row.source_sequence_number)], card,
                                       self.settings, started)
-                quarantine_unfit(alone, self.settings, started)
                 outcome.events_read += alone.events_read
                 outcome.records.extend(alone.records)
                 outcome.llm_usage.extend(alone.llm_usage)

@@ -58,8 +58,8 @@ def _count(value: Any, name: str) -> int:
     return value
 
 
-def _detail(usage: dict[str, Any], details_key: str, name: str) -> int:
-    details = usage.get(details_key)
+def _detail(details: Any, details_key: str, name: str) -> int:
+    """``details[name]`` of a details object (``None`` or not an object: 0) as a token count."""
     if not isinstance(details, dict):
         return 0
     value = details.get(name)
@@ -79,16 +79,14 @@ def check_total(prompt: int, completion: int, total: int) -> None:
                                         f"({prompt:,} + {completion:,})")
 
 
-def _cached_detail(usage: dict[str, Any], details_key: str, name: str) -> int:
+def _cached_detail(details: Any, details_key: str, name: str) -> int:
     """``<details_key>.cached_tokens_details.<name>``: cached audio or image tokens (Realtime shape)."""
-    details = usage.get(details_key)
     if not isinstance(details, dict) or not isinstance(details.get("cached_tokens_details"), dict):
         return 0
     return _count(details["cached_tokens_details"].get(name), f"{details_key}.cached_tokens_details.{name}")
 
 
-def _has_detail(usage: dict[str, Any], details_key: str, name: str) -> bool:
-    details = usage.get(details_key)
+def _has_detail(details: Any, name: str) -> bool:
     return isinstance(details, dict) and details.get(name) is not None
 
 
@@ -133,12 +131,13 @@ def normalize_usage(
         if usage is None:
             return None
         raise BadEvent("invalid_usage", f"usage is a {type(usage).__name__}, not an object")
-    seconds = duration_seconds(usage)
-    if seconds is not None:  # whisper: billed per hour of audio, no tokens
-        return TokenUsage(source=source, model=model, audio_seconds=seconds, service_tier=service_tier)  # type: ignore[arg-type]
-    characters = reported_characters(usage)
-    if characters is not None:  # the policy's count of a speech request's input (usage capture mode)
-        return TokenUsage(source=source, model=model, input_characters=characters, service_tier=service_tier)  # type: ignore[arg-type]
+    if "type" in usage:
+        seconds = duration_seconds(usage)
+        if seconds is not None:  # whisper: billed per hour of audio, no tokens
+            return TokenUsage(source=source, model=model, audio_seconds=seconds, service_tier=service_tier)  # type: ignore[arg-type]
+        characters = reported_characters(usage)
+        if characters is not None:  # the policy's count of a speech request's input (usage capture mode)
+            return TokenUsage(source=source, model=model, input_characters=characters, service_tier=service_tier)  # type: ignore[arg-type]
     if "input_tokens" in usage or "output_tokens" in usage:
         prompt = _count(usage.get("input_tokens"), "input_tokens")
         completion = _count(usage.get("output_tokens"), "output_tokens")
@@ -151,16 +150,17 @@ def normalize_usage(
         inputs, outputs = "prompt_tokens_details", "completion_tokens_details"
     else:
         return None
-    cached = _detail(usage, inputs, "cached_tokens")
-    cache_write = _detail(usage, inputs, "cache_write_tokens")
-    audio_prompt = _detail(usage, inputs, "audio_tokens")
-    image_prompt = _detail(usage, inputs, "image_tokens")
-    cached_audio = _cached_detail(usage, inputs, "audio_tokens")
-    cached_image = _cached_detail(usage, inputs, "image_tokens")
-    reasoning = _detail(usage, outputs, "reasoning_tokens")
-    audio_completion = _detail(usage, outputs, "audio_tokens")
-    image_completion = _detail(usage, outputs, "image_tokens")
-    if endpoint == "images" and not _has_detail(usage, outputs, "image_tokens") and not _has_detail(usage, outputs, "text_tokens"):
+    input_details, output_details = usage.get(inputs), usage.get(outputs)
+    cached = _detail(input_details, inputs, "cached_tokens")
+    cache_write = _detail(input_details, inputs, "cache_write_tokens")
+    audio_prompt = _detail(input_details, inputs, "audio_tokens")
+    image_prompt = _detail(input_details, inputs, "image_tokens")
+    cached_audio = _cached_detail(input_details, inputs, "audio_tokens")
+    cached_image = _cached_detail(input_details, inputs, "image_tokens")
+    reasoning = _detail(output_details, outputs, "reasoning_tokens")
+    audio_completion = _detail(output_details, outputs, "audio_tokens")
+    image_completion = _detail(output_details, outputs, "image_tokens")
+    if endpoint == "images" and not _has_detail(output_details, "image_tokens") and not _has_detail(output_details, "text_tokens"):
         image_completion = completion  # gpt-image-1: every output token is an image token
     total = usage.get("total_tokens")
     total_tokens = _count(total, "total_tokens") if total is not None else prompt + completion

@@ -25,7 +25,7 @@ def test_limits_match_the_schema():
         ({"subscription": {"id": "s" * 201, "name": "x"}}, "invalid_field", "subscription_id is longer than 200"),
         ({"deployment": "😀" * 101}, "invalid_field", "deployment is longer than 200"),  # 202 UTF-16 units
         ({"apiVersion": "v" * 65}, "invalid_field", "api_version is longer than 64"),
-        ({"status": 2**31}, "invalid_field", "status 2147483648 is out of range"),
+        ({"status": 2**31}, "invalid_field", "status_code 2147483648 is out of range"),
         ({"usage": {"prompt_tokens": 9.223372036854776e18}}, "invalid_usage", "prompt_tokens"),
         ({"usage": {"prompt_tokens": MAX_TOKENS + 1, "completion_tokens": 0}}, "invalid_usage", "out of range"),
     ],

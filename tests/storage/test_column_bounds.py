@@ -19,9 +19,9 @@ from db.schema import llm_usage, quarantine, usage_records
 from db.store import store_batch
 from events import encode, v1_event
 from llm_records import envelope, llm_record
-from metering.ingest import Ingestor, quarantine_unfit
-from metering.model import PipelineSettings, RawEvent
-from metering.pipeline import process_batch
+from metering.ingest import Ingestor
+from metering.model import BadEvent, RawEvent
+from metering.pipeline import check_record, process_batch
 from metering.price.pricing import RateCard
 
 LONG_PARTITION = "partition-" + "7" * 60  # a 70-character Capture folder name
@@ -62,18 +62,25 @@ BOUNDED = [c.name for c in usage_records.columns  # (event_sha256 is the pipelin
 
 
 @pytest.mark.parametrize("name", BOUNDED)
-def test_every_bounded_column_of_usage_records_is_checked_before_storage(engine, name):
-    """Whatever the pipeline builds, a value beyond its column (as db/schema.py types it) becomes a
-    quarantine row, not the storage error that PostgreSQL and SQL Server would raise."""
+def test_every_bounded_column_of_usage_records_is_checked_before_storage(name):
+    """Whatever the pipeline builds, a value beyond its column (as db/schema.py types it) makes the
+    pipeline's one check (``check_record``) quarantine the event, naming the column: it is the only
+    check before storage, so a column added to the schema without a bound in it fails here."""
     column = usage_records.c[name]
-    outcome = process_batch([RawEvent(encode(v1_event("b-1"))), RawEvent(encode(v1_event("b-2")))], RateCard([], []))
-    outcome.records[0] = replace(outcome.records[0], **{name: _too_big(column)})
-    now = datetime.now(timezone.utc)
-    quarantine_unfit(outcome, PipelineSettings(), now)
-    with engine.begin() as conn:
-        stored = store_batch(conn, outcome, now)
-    assert (stored.inserted, stored.quarantined) == (1, 1)
-    assert name in outcome.quarantined[0].detail and outcome.quarantined[0].reason == "invalid_field"
+    record = process_batch([RawEvent(encode(v1_event("b-1")))], RateCard([], [])).records[0]
+    check_record(record)  # as built, it fits
+    with pytest.raises(BadEvent) as caught:
+        check_record(replace(record, **{name: _too_big(column)}))
+    assert name in caught.value.detail and caught.value.reason in ("invalid_field", "invalid_usage")
+
+
+def test_an_unfit_row_is_quarantined_and_the_rest_of_the_batch_stored(engine):
+    bodies = [encode(v1_event("u-1", apiVersion="v" * 65)), encode(v1_event("u-2", status=2**31)), encode(v1_event("u-3"))]
+    totals = Ingestor(engine).ingest([RawEvent(body) for body in bodies])
+    assert (totals.inserted, totals.quarantined) == (1, 2)
+    with engine.connect() as conn:
+        reasons = conn.execute(sa.select(quarantine.c.request_id, quarantine.c.reason).order_by(quarantine.c.request_id)).all()
+    assert [tuple(r) for r in reasons] == [("u-1", "invalid_field"), ("u-2", "invalid_field")]
 
 
 def test_money_at_the_edge_of_its_column_fits(engine):
@@ -81,7 +88,7 @@ def test_money_at_the_edge_of_its_column_fits(engine):
     edge = Decimal("9999999999999999.999999999999")  # NUMERIC(28, 12)'s largest value
     exact = Decimal("98765.432109876543")  # 17 digits: a float keeps 16
     outcome.records[0] = replace(outcome.records[0], total_cost=edge, input_cost=exact)
-    quarantine_unfit(outcome, PipelineSettings(), datetime.now(timezone.utc))
+    check_record(outcome.records[0])
     with engine.begin() as conn:
         assert store_batch(conn, outcome).inserted == 1
         stored = conn.execute(sa.select(usage_records.c.total_cost, usage_records.c.input_cost)).one()
