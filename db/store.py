@@ -26,7 +26,7 @@ from db import batches as batch_store
 from db.bounds import clip, fitted
 from db.idempotent import KEY_CHUNK, existing_keys_statement, insert_absent
 from db.llm_usage import begin_llm_merge, finish_llm_merge
-from db.schema import UtcDateTime, quarantine, usage_records
+from db.schema import ExactDecimal, UtcDateTime, quarantine, usage_records
 from metering.model import BatchOutcome, ConflictingDuplicate, Quarantined, StoreResult, UsageRecord
 
 RECORD_FIELDS = tuple(f.name for f in fields(UsageRecord))
@@ -109,14 +109,51 @@ _RECORD_VALUES = attrgetter(*(c.name for c in _RECORD_COLUMNS))
 def _row_values(conn: sa.Connection, records: Sequence[UsageRecord], ingested_at: datetime) -> list[tuple[Any, ...]]:
     """Each record's values in ``_RECORD_COLUMNS`` order, then ``ingested_at``, as the dialect binds them."""
     columns: list[Any] = list(zip(*map(_RECORD_VALUES, records)))
-    for position, column in enumerate(_RECORD_COLUMNS):
-        # The dialect's own processor (aware UTC → naive UTC text; Decimal → exact text on SQLite).
-        # ``bind_processor`` of a TypeDecorator uses the generic impl, which turned costs into floats.
-        process = column.type._cached_bind_processor(conn.dialect)
+    for position, process in enumerate(_binders(conn.dialect)):
         if process:
             columns[position] = map(process, columns[position])
     columns.append([_bound_ingested_at(conn, ingested_at)] * len(records))
     return list(zip(*columns))
+
+
+def _exact_text(slow: Any) -> Any:
+    """What ``ExactDecimal`` binds on SQLite (exact decimal text) without its chain of calls; any
+    other value than a ``Decimal`` goes through ``slow``, the dialect's own processor."""
+    def bind(value: Any) -> Any:
+        return format(value, "f") if type(value) is Decimal else slow(value)
+    return bind
+
+
+def _naive_utc_text(slow: Any) -> Any:
+    """What ``UtcDateTime`` and SQLite's DATETIME bind (naive UTC text to the microsecond); ``None``
+    and naive times (which it refuses) go through ``slow``, the dialect's own processor."""
+    def bind(value: Any) -> Any:
+        if type(value) is not datetime or value.tzinfo is None:
+            return slow(value)
+        return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
+    return bind
+
+
+@functools.lru_cache(maxsize=8)
+def _binders(dialect: sa.Dialect) -> tuple[Any, ...]:
+    """Per ``_RECORD_COLUMNS`` column, the function that turns a value into what the dialect binds
+    (``None``: as it is): the dialect's own processors (``bind_processor`` of a TypeDecorator uses
+    the generic impl, which turned costs into floats). On SQLite, where they were a third of storing
+    a row, instants and decimals get direct equivalents (tests/storage/test_store_binders.py holds
+    them equal) and booleans go as they are (sqlite3 binds ``True`` as 1, as the processor does)."""
+    processors = [column.type._cached_bind_processor(dialect) for column in _RECORD_COLUMNS]
+    if dialect.name != "sqlite":
+        return tuple(processors)
+    fast = []
+    for column, process in zip(_RECORD_COLUMNS, processors):
+        if isinstance(column.type, ExactDecimal):
+            process = _exact_text(process)
+        elif isinstance(column.type, UtcDateTime):
+            process = _naive_utc_text(process)
+        elif isinstance(column.type, sa.Boolean):
+            process = None
+        fast.append(process)
+    return tuple(fast)
 
 
 def _bound_ingested_at(conn: sa.Connection, ingested_at: datetime) -> Any:

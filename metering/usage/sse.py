@@ -658,8 +658,10 @@ class _Template:
     def __init__(self, head: tuple[str | None, str], tail: tuple[str | None, str], sink: list[str]):
         self.head, self.head_match = _compiled(head)
         self.tail, self.tail_match = _compiled(tail)
-        plain = None if head[0] is None or tail[0] is None else tail[0] + head[0]
-        self.cycle, self.cycle_match = _compiled((plain, tail[1] + head[1]))
+        if head[0] is not None and tail[0] is not None:
+            self.cycle, self.cycle_match = tail[0] + head[0], None
+        else:
+            self.cycle, self.cycle_match = _compiled((None, _pattern(tail) + _pattern(head)))
         self.sink = sink
         self.used = False  # it matched a block
 
@@ -758,21 +760,30 @@ class _Template:
         return found.end() if found is not None else -1
 
 
-def _compiled(matcher: tuple[str | None, str]) -> tuple[str, Any]:
+def _compiled(matcher: tuple[str | None, str | None]) -> tuple[str, Any]:
     """``(plain string, None)``, or ``("", pattern.match)`` when the text holds pads."""
     plain, pattern = matcher
-    return (plain, None) if plain is not None else ("", re.compile(pattern).match)
+    return (plain, None) if plain is not None else ("", re.compile(pattern).match)  # type: ignore[arg-type]
 
 
-def _matcher(block: str, start: int, pads: list[tuple[int, int, Any, str]], stop: int) -> tuple[str | None, str]:
-    """``block[start:stop]`` with its ``pads``: (the plain string when there are none, a pattern)."""
+def _pattern(matcher: tuple[str | None, str | None]) -> str:
+    """The pattern of a matcher, a plain one's escaped text (only needed beside one with pads)."""
+    plain, pattern = matcher
+    return pattern if pattern is not None else "(?:" + re.escape(plain) + ")"  # type: ignore[arg-type]
+
+
+def _matcher(block: str, start: int, pads: list[tuple[int, int, Any, str]], stop: int) -> tuple[str | None, str | None]:
+    """``block[start:stop]`` with its ``pads``: the plain string when there are none (its pattern is
+    built only when needed, ``_pattern``), else a pattern."""
+    if not pads:
+        return block[start:stop], None
     parts = []
     for pad_start, pad_stop, match, _ in pads:
         parts.append(re.escape(block[start:pad_start]))
         parts.append(match.__self__.pattern)
         start = pad_stop
     parts.append(re.escape(block[start:stop]))
-    return (None if pads else block[start:stop]), "(?:" + ")(?:".join(parts) + ")"
+    return None, "(?:" + ")(?:".join(parts) + ")"
 
 
 def _member_literal(block: str, at: int, name: str, match: Any) -> tuple[int, int] | None:
