@@ -608,6 +608,14 @@ class _Framing(NamedTuple):
     #: is a message of its own): crewAI's five gpt-5-nano recordings of a turn of 3 calls were 7
     #: over as one parallel call, exact with 4 per call
     history_parallel_call: int | None = None
+    #: in a request with a ``json_schema`` response format, each assistant text answer in the history
+    #: costs this much more than the same message without one: it is shown as the structured answer it
+    #: was (the format's answer header, the same 4 tokens ``structured_answer_with_tools`` bills when the
+    #: model writes it). crewAI's gpt-4o, gpt-4o-mini and gpt-4.1-mini requests that carry an earlier
+    #: JSON answer were 4 short each next to their siblings without one (ScoreOutput's second title,
+    #: CalculationResult after its tool result); a tool-call turn in the history costs nothing more
+    #: (four such requests exact without it). 0: not measured (gpt-5, o-series, cl100k models).
+    structured_history_answer: int = 0
 
 
 _FRAMING_CL100K = _Framing(
@@ -621,7 +629,7 @@ _FRAMING_GPT4O = _Framing(
     reply_priming=3, tools_alone=10, tools_with_system=7, tools_per_function=-2, system_newline=False,
     call=4, history_call=1, tool_result=1, answer_with_tools=1, per_choice=0,
     output_item=1, answer_chat=0, answer_responses=0, responses_tools=(5, 4, -2),
-    structured_answer_with_tools=4,
+    structured_answer_with_tools=4, structured_history_answer=4,
 )
 #: gpt-4 (0613): a call costs 3 tokens less than gpt-3.5-turbo's
 _FRAMING_GPT4_0613 = _FRAMING_CL100K._replace(call=1)
@@ -664,6 +672,7 @@ _FRAMING_GPT5 = _FRAMING_GPT4O._replace(
     call=13,
     answer_with_tools=0,
     structured_answer_with_tools=0,
+    structured_history_answer=0,
     history_parallel_call=4,
     answer_chat=9,
     answer_responses=5,
@@ -672,7 +681,9 @@ _FRAMING_GPT5 = _FRAMING_GPT4O._replace(
 )
 _FRAMING_GPT5X = _FRAMING_GPT5._replace(call=7, answer_chat=3, answer_responses=3, responses_tools=(25, 22, 0), responses_call=None)
 #: (no Responses recording with tools: its tools are counted as in chat)
-_FRAMING_O_SERIES = _FRAMING_GPT4O._replace(reply_priming=2, answer_chat=11, responses_tools=None, structured_answer_with_tools=0)
+_FRAMING_O_SERIES = _FRAMING_GPT4O._replace(
+    reply_priming=2, answer_chat=11, responses_tools=None, structured_answer_with_tools=0, structured_history_answer=0
+)
 
 #: (stem, encoding, framing): the first stem that starts the model name (then ends it, or is
 #: followed by a separator; "gpt-5." takes any gpt-5.x) for a model of that encoding wins;
@@ -1167,6 +1178,20 @@ def _response_format_tokens(request: dict[str, Any], counter: _Counter, system: 
     return counter.text(f"{system}\n\n{block}") - counter.text(system) + framing
 
 
+def _structured_history_tokens(request: dict[str, Any], messages: Any, framing: _Framing) -> int:
+    """What the assistant text answers in the history of a request with a ``json_schema`` response
+    format cost beyond their text (``_Framing.structured_history_answer`` each; tool-call turns
+    without text are not answers)."""
+    if not framing.structured_history_answer or _response_format(request) is None or not isinstance(messages, list):
+        return 0
+    answers = sum(
+        1
+        for message in messages
+        if isinstance(message, dict) and message.get("role") == "assistant" and message.get("content")
+    )
+    return answers * framing.structured_history_answer
+
+
 def _offers_functions(request: dict[str, Any]) -> bool:
     tools, functions = request.get("tools"), request.get("functions")
     return bool(tools) and isinstance(tools, list) or bool(functions) and isinstance(functions, list)
@@ -1198,6 +1223,7 @@ def count_chat_prompt(request: dict[str, Any], model: str | None) -> TokenCount:
     if forced is not None:  # the reply starts with the call's header: it is part of the prompt
         tokens += counter.text(f" to=functions.{forced}") + framing.call + CHAT_FORCED_CALL
     tokens += _response_format_tokens(request, counter, system)
+    tokens += _structured_history_tokens(request, messages, framing)
     return counter.result(tokens)
 
 
@@ -1273,7 +1299,8 @@ def count_responses_input(request: dict[str, Any], model: str | None) -> TokenCo
         items = []
         counter.note("input_missing")
     call_names: dict[str, str] = {}
-    for message in _responses_messages(items, counter):
+    messages = _responses_messages(items, counter)
+    for message in messages:
         tokens += _message_tokens(message, counter, per_message, per_name, framing, call_names)
     if request.get("previous_response_id"):
         counter.note("previous_response_not_counted")
@@ -1288,6 +1315,7 @@ def count_responses_input(request: dict[str, Any], model: str | None) -> TokenCo
     if forced is not None:  # the reply starts with the call's header: it is part of the prompt
         tokens += counter.text(f" to=functions.{forced}") + framing.call
     tokens += _response_format_tokens(request, counter, system, responses=True)
+    tokens += _structured_history_tokens(request, messages, framing)
     return counter.result(tokens)
 
 
