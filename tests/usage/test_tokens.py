@@ -1091,3 +1091,42 @@ def test_an_earlier_structured_answer_costs_nothing_more_where_not_measured():
             return (count_chat_prompt({"messages": messages, "response_format": SCORE_FORMAT}, model).tokens
                     - count_chat_prompt({"messages": messages}, model).tokens)
         assert format_cost(history) == format_cost(first), model
+
+
+#: pydantic-ai's gpt-4o shape: one function tool without parameters, no system message, a format
+COUNTRY_TOOL = {"type": "function", "function": {"description": "", "name": "get_user_country", "parameters": {
+    "additionalProperties": False, "properties": {}, "type": "object"}}}
+CITY_SCHEMA = {"additionalProperties": False, "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
+               "required": ["city", "country"], "type": "object"}
+
+
+def test_a_format_beside_tools_without_a_system_message_hides_additional_properties_and_required():
+    """pydantic-ai's gpt-4o requests with a tool, a format and no system message were 12 to 59 over
+    with the whole schema: it is shown without ``additionalProperties`` and ``required`` there
+    (RESPONSE_FORMAT_WITH_TOOLS_ALONE in chat, RESPONSE_FORMAT_ALONE_RESPONSES in the Responses API)."""
+    enc = load_encoding("o200k_base")
+    user = [{"role": "user", "content": "Where?"}]
+    response_format = {"type": "json_schema", "json_schema": {"name": "CityLocation", "schema": CITY_SCHEMA, "strict": True}}
+    shown = '# Response Formats\n\n## CityLocation\n\n{"properties":{"city":{"type":"string"},"country":{"type":"string"}},"type":"object"}'
+    chat = {"messages": user, "tools": [COUNTRY_TOOL]}
+    cost = count_chat_prompt({**chat, "response_format": response_format}, "gpt-4o").tokens - count_chat_prompt(chat, "gpt-4o").tokens
+    assert cost == len(enc.encode_ordinary(shown)) + tokens.RESPONSE_FORMAT_WITH_TOOLS_ALONE == len(enc.encode_ordinary(shown)) + 2
+    flat_tool = {"type": "function", **COUNTRY_TOOL["function"]}
+    responses = {"input": user, "tools": [flat_tool]}
+    text = {"format": {"type": "json_schema", **response_format["json_schema"]}}
+    cost = (count_responses_input({**responses, "text": text}, "gpt-4o").tokens
+            - count_responses_input(responses, "gpt-4o").tokens)
+    assert cost == len(enc.encode_ordinary(shown)) + tokens.RESPONSE_FORMAT_ALONE_RESPONSES
+    # without tools, or after a system message, the schema is shown whole (crewAI, dd-trace-py, elastic)
+    whole = '# Response Formats\n\n## CityLocation\n\n' + orjson.dumps(CITY_SCHEMA).decode()
+    alone = (count_chat_prompt({"messages": user, "response_format": response_format}, "gpt-4o").tokens
+             - count_chat_prompt({"messages": user}, "gpt-4o").tokens)
+    assert alone == len(enc.encode_ordinary(whole)) + tokens.RESPONSE_FORMAT_ALONE
+    system = [{"role": "system", "content": "Be brief"}, *user]
+    with_system = {"messages": system, "tools": [COUNTRY_TOOL]}
+    cost = (count_chat_prompt({**with_system, "response_format": response_format}, "gpt-4o").tokens
+            - count_chat_prompt(with_system, "gpt-4o").tokens)
+    assert cost == len(enc.encode_ordinary("Be brief\n\n" + whole)) - len(enc.encode_ordinary("Be brief")) + tokens.RESPONSE_FORMAT_WITH_TOOLS
+    # a property named like a hidden keyword stays
+    named = {"type": "object", "properties": {"required": {"type": "boolean"}, "title": {"type": "string"}}}
+    assert tokens._without_titles(named, hidden=tokens._TOOLS_ALONE_HIDDEN) == named
