@@ -608,6 +608,14 @@ class _Framing(NamedTuple):
     #: is a message of its own): crewAI's five gpt-5-nano recordings of a turn of 3 calls were 7
     #: over as one parallel call, exact with 4 per call
     history_parallel_call: int | None = None
+    #: in a request with a ``json_schema`` response format, each assistant text answer in the history
+    #: costs this much more than the same message without one: it is shown as the structured answer it
+    #: was (the format's answer header, the same 4 tokens ``structured_answer_with_tools`` bills when the
+    #: model writes it). crewAI's gpt-4o, gpt-4o-mini and gpt-4.1-mini requests that carry an earlier
+    #: JSON answer were 4 short each next to their siblings without one (ScoreOutput's second title,
+    #: CalculationResult after its tool result); a tool-call turn in the history costs nothing more
+    #: (four such requests exact without it). 0: not measured (gpt-5, o-series, cl100k models).
+    structured_history_answer: int = 0
 
 
 _FRAMING_CL100K = _Framing(
@@ -621,7 +629,7 @@ _FRAMING_GPT4O = _Framing(
     reply_priming=3, tools_alone=10, tools_with_system=7, tools_per_function=-2, system_newline=False,
     call=4, history_call=1, tool_result=1, answer_with_tools=1, per_choice=0,
     output_item=1, answer_chat=0, answer_responses=0, responses_tools=(5, 4, -2),
-    structured_answer_with_tools=4,
+    structured_answer_with_tools=4, structured_history_answer=4,
 )
 #: gpt-4 (0613): a call costs 3 tokens less than gpt-3.5-turbo's
 _FRAMING_GPT4_0613 = _FRAMING_CL100K._replace(call=1)
@@ -664,6 +672,7 @@ _FRAMING_GPT5 = _FRAMING_GPT4O._replace(
     call=13,
     answer_with_tools=0,
     structured_answer_with_tools=0,
+    structured_history_answer=0,
     history_parallel_call=4,
     answer_chat=9,
     answer_responses=5,
@@ -672,7 +681,9 @@ _FRAMING_GPT5 = _FRAMING_GPT4O._replace(
 )
 _FRAMING_GPT5X = _FRAMING_GPT5._replace(call=7, answer_chat=3, answer_responses=3, responses_tools=(25, 22, 0), responses_call=None)
 #: (no Responses recording with tools: its tools are counted as in chat)
-_FRAMING_O_SERIES = _FRAMING_GPT4O._replace(reply_priming=2, answer_chat=11, responses_tools=None, structured_answer_with_tools=0)
+_FRAMING_O_SERIES = _FRAMING_GPT4O._replace(
+    reply_priming=2, answer_chat=11, responses_tools=None, structured_answer_with_tools=0, structured_history_answer=0
+)
 
 #: (stem, encoding, framing): the first stem that starts the model name (then ends it, or is
 #: followed by a separator; "gpt-5." takes any gpt-5.x) for a model of that encoding wins;
@@ -1101,25 +1112,37 @@ RESPONSE_FORMAT_ALONE = 7
 #: pydantic-ai gpt-4o and gpt-4o-mini recordings without them were 6 over with chat's 7 (and every
 #: Responses recording with a format, with tools or not, is over, never under).
 RESPONSE_FORMAT_ALONE_RESPONSES = 1
+#: When function tools are offered and the conversation has no system message (nor instructions),
+#: the format shares the system message the tools' namespace opens, and its schema is shown without
+#: its ``additionalProperties`` and ``required`` keywords (``_TOOLS_ALONE_HIDDEN``), at this many
+#: tokens beyond the block's text in chat (``RESPONSE_FORMAT_ALONE_RESPONSES`` in the Responses API).
+#: pydantic-ai's gpt-4o requests of that shape (two schemas, chat and Responses, first and second
+#: turns) were 12 to 59 over with the whole schema and 0 to 2 over without the two keywords; the
+#: same schemas' rows with a system message, or without tools, are within a few tokens whole.
+#: Fitted on one source's eight recordings (the mechanism is not known).
+RESPONSE_FORMAT_WITH_TOOLS_ALONE = 2
+_TOOLS_ALONE_HIDDEN = frozenset({"title", "additionalProperties", "required"})
+_TITLES = frozenset({"title"})
 _MAX_FORMAT_DEPTH = 64  # deeper schemas keep their titles (a bound on recursion, not a rule)
 
 
-def _without_titles(schema: Any, depth: int = 0) -> Any:
-    """A JSON schema without its ``title`` keywords (a property named "title" stays)."""
+def _without_titles(schema: Any, depth: int = 0, hidden: frozenset[str] = _TITLES) -> Any:
+    """A JSON schema without its ``title`` keywords (a property named "title" stays), or without
+    every keyword in ``hidden`` (a ``title`` only when it is a string)."""
     if depth > _MAX_FORMAT_DEPTH:
         return schema
     if isinstance(schema, dict):
         shown = {}
         for key, value in schema.items():
-            if key == "title" and isinstance(value, str):
+            if key in hidden and (key != "title" or isinstance(value, str)):
                 continue
             if key in ("properties", "$defs", "definitions", "patternProperties") and isinstance(value, dict):
-                shown[key] = {name: _without_titles(spec, depth + 1) for name, spec in value.items()}
+                shown[key] = {name: _without_titles(spec, depth + 1, hidden) for name, spec in value.items()}
             else:
-                shown[key] = _without_titles(value, depth + 1)
+                shown[key] = _without_titles(value, depth + 1, hidden)
         return shown
     if isinstance(schema, list):
-        return [_without_titles(item, depth + 1) for item in schema]
+        return [_without_titles(item, depth + 1, hidden) for item in schema]
     return schema
 
 
@@ -1149,8 +1172,9 @@ def _response_format_tokens(request: dict[str, Any], counter: _Counter, system: 
     if spec is None:
         return 0
     name = spec.get("name") if isinstance(spec.get("name"), str) else ""
+    tools_alone = system is None and _offers_functions(request)
     try:
-        schema = orjson.dumps(_without_titles(spec.get("schema"))).decode()
+        schema = orjson.dumps(_without_titles(spec.get("schema"), hidden=_TOOLS_ALONE_HIDDEN if tools_alone else _TITLES)).decode()
     except (TypeError, RecursionError):  # nested beyond what JSON encoders allow: not shown whole
         counter.note("response_format_not_counted")
         return 0
@@ -1162,9 +1186,25 @@ def _response_format_tokens(request: dict[str, Any], counter: _Counter, system: 
     comment = "\n".join(_comment(description)) + "\n" if isinstance(description, str) and description else ""
     block = f"# Response Formats\n\n## {name}\n\n{comment}{schema}"
     if system is None:
-        return counter.text(block) + (RESPONSE_FORMAT_ALONE_RESPONSES if responses else RESPONSE_FORMAT_ALONE)
+        if responses:
+            return counter.text(block) + RESPONSE_FORMAT_ALONE_RESPONSES
+        return counter.text(block) + (RESPONSE_FORMAT_WITH_TOOLS_ALONE if tools_alone else RESPONSE_FORMAT_ALONE)
     framing = RESPONSE_FORMAT_WITH_TOOLS if _offers_functions(request) else RESPONSE_FORMAT_WITH_SYSTEM
     return counter.text(f"{system}\n\n{block}") - counter.text(system) + framing
+
+
+def _structured_history_tokens(request: dict[str, Any], messages: Any, framing: _Framing) -> int:
+    """What the assistant text answers in the history of a request with a ``json_schema`` response
+    format cost beyond their text (``_Framing.structured_history_answer`` each; tool-call turns
+    without text are not answers)."""
+    if not framing.structured_history_answer or _response_format(request) is None or not isinstance(messages, list):
+        return 0
+    answers = sum(
+        1
+        for message in messages
+        if isinstance(message, dict) and message.get("role") == "assistant" and message.get("content")
+    )
+    return answers * framing.structured_history_answer
 
 
 def _offers_functions(request: dict[str, Any]) -> bool:
@@ -1198,6 +1238,7 @@ def count_chat_prompt(request: dict[str, Any], model: str | None) -> TokenCount:
     if forced is not None:  # the reply starts with the call's header: it is part of the prompt
         tokens += counter.text(f" to=functions.{forced}") + framing.call + CHAT_FORCED_CALL
     tokens += _response_format_tokens(request, counter, system)
+    tokens += _structured_history_tokens(request, messages, framing)
     return counter.result(tokens)
 
 
@@ -1273,7 +1314,8 @@ def count_responses_input(request: dict[str, Any], model: str | None) -> TokenCo
         items = []
         counter.note("input_missing")
     call_names: dict[str, str] = {}
-    for message in _responses_messages(items, counter):
+    messages = _responses_messages(items, counter)
+    for message in messages:
         tokens += _message_tokens(message, counter, per_message, per_name, framing, call_names)
     if request.get("previous_response_id"):
         counter.note("previous_response_not_counted")
@@ -1288,6 +1330,7 @@ def count_responses_input(request: dict[str, Any], model: str | None) -> TokenCo
     if forced is not None:  # the reply starts with the call's header: it is part of the prompt
         tokens += counter.text(f" to=functions.{forced}") + framing.call
     tokens += _response_format_tokens(request, counter, system, responses=True)
+    tokens += _structured_history_tokens(request, messages, framing)
     return counter.result(tokens)
 
 

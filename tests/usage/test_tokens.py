@@ -1044,3 +1044,89 @@ def test_a_format_after_a_system_message_costs_less_when_tools_are_offered_too()
     without_tools = format_cost({"messages": system})
     assert format_cost({"messages": system, "tools": tools}) == without_tools - (
         tokens.RESPONSE_FORMAT_WITH_SYSTEM - tokens.RESPONSE_FORMAT_WITH_TOOLS) == without_tools - 4
+
+
+#: crewAI's ScoreOutput format (gpt-4o and gpt-4.1-mini recordings: one request before and one after
+#: the first title's structured answer, with a second system message)
+SCORE_FORMAT = {"type": "json_schema", "json_schema": {"schema": {
+    "properties": {"score": {"title": "Score", "type": "integer"}}, "required": ["score"], "title": "ScoreOutput",
+    "type": "object", "additionalProperties": False}, "name": "ScoreOutput", "strict": True}}
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-2024-08-06", "gpt-4o-mini-2024-07-18", "gpt-4.1-mini-2025-04-14"])
+def test_an_earlier_answer_in_a_structured_conversation_costs_four_more(model):
+    """With a json_schema format, each assistant text answer in the history is shown as the structured
+    answer it was: 4 tokens beyond the same history without a format (crewAI's gpt-4o, gpt-4o-mini and
+    gpt-4.1-mini requests were 4 short each next to their siblings without an earlier answer)."""
+    system = {"role": "system", "content": "You are Scorer."}
+    history = [system, {"role": "user", "content": "Score the first title."},
+               {"role": "assistant", "content": '{"score":4}'}, system, {"role": "user", "content": "Score the second."}]
+    first = [system, {"role": "user", "content": "Score the first title."}]
+
+    def format_cost(messages):
+        return (count_chat_prompt({"messages": messages, "response_format": SCORE_FORMAT}, model).tokens
+                - count_chat_prompt({"messages": messages}, model).tokens)
+
+    assert format_cost(history) == format_cost(first) + 4
+    # two earlier answers: 4 each
+    twice = [*history, {"role": "assistant", "content": '{"score":3}'}, {"role": "user", "content": "Again."}]
+    assert format_cost(twice) == format_cost(first) + 8
+    # a tool-call turn is not an answer (crewAI's CalculationResult follow-ups: exact without it)
+    call = {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": '{"a":1}'}}]}
+    calls = [*first, call, {"role": "tool", "tool_call_id": "call_1", "content": "2"}]
+    assert format_cost(calls) == format_cost(first)
+    # json_object formats show nothing, so nothing more either
+    plain = count_chat_prompt({"messages": history}, model).tokens
+    assert count_chat_prompt({"messages": history, "response_format": {"type": "json_object"}}, model).tokens == plain
+
+
+def test_an_earlier_structured_answer_costs_nothing_more_where_not_measured():
+    system = {"role": "system", "content": "You are Scorer."}
+    history = [system, {"role": "user", "content": "Score it."}, {"role": "assistant", "content": '{"score":4}'},
+               {"role": "user", "content": "Again."}]
+    first = [system, {"role": "user", "content": "Score it."}]
+    for model in ("gpt-5-mini", "o3-mini", "gpt-3.5-turbo"):
+        def format_cost(messages):
+            return (count_chat_prompt({"messages": messages, "response_format": SCORE_FORMAT}, model).tokens
+                    - count_chat_prompt({"messages": messages}, model).tokens)
+        assert format_cost(history) == format_cost(first), model
+
+
+#: pydantic-ai's gpt-4o shape: one function tool without parameters, no system message, a format
+COUNTRY_TOOL = {"type": "function", "function": {"description": "", "name": "get_user_country", "parameters": {
+    "additionalProperties": False, "properties": {}, "type": "object"}}}
+CITY_SCHEMA = {"additionalProperties": False, "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
+               "required": ["city", "country"], "type": "object"}
+
+
+def test_a_format_beside_tools_without_a_system_message_hides_additional_properties_and_required():
+    """pydantic-ai's gpt-4o requests with a tool, a format and no system message were 12 to 59 over
+    with the whole schema: it is shown without ``additionalProperties`` and ``required`` there
+    (RESPONSE_FORMAT_WITH_TOOLS_ALONE in chat, RESPONSE_FORMAT_ALONE_RESPONSES in the Responses API)."""
+    enc = load_encoding("o200k_base")
+    user = [{"role": "user", "content": "Where?"}]
+    response_format = {"type": "json_schema", "json_schema": {"name": "CityLocation", "schema": CITY_SCHEMA, "strict": True}}
+    shown = '# Response Formats\n\n## CityLocation\n\n{"properties":{"city":{"type":"string"},"country":{"type":"string"}},"type":"object"}'
+    chat = {"messages": user, "tools": [COUNTRY_TOOL]}
+    cost = count_chat_prompt({**chat, "response_format": response_format}, "gpt-4o").tokens - count_chat_prompt(chat, "gpt-4o").tokens
+    assert cost == len(enc.encode_ordinary(shown)) + tokens.RESPONSE_FORMAT_WITH_TOOLS_ALONE == len(enc.encode_ordinary(shown)) + 2
+    flat_tool = {"type": "function", **COUNTRY_TOOL["function"]}
+    responses = {"input": user, "tools": [flat_tool]}
+    text = {"format": {"type": "json_schema", **response_format["json_schema"]}}
+    cost = (count_responses_input({**responses, "text": text}, "gpt-4o").tokens
+            - count_responses_input(responses, "gpt-4o").tokens)
+    assert cost == len(enc.encode_ordinary(shown)) + tokens.RESPONSE_FORMAT_ALONE_RESPONSES
+    # without tools, or after a system message, the schema is shown whole (crewAI, dd-trace-py, elastic)
+    whole = '# Response Formats\n\n## CityLocation\n\n' + orjson.dumps(CITY_SCHEMA).decode()
+    alone = (count_chat_prompt({"messages": user, "response_format": response_format}, "gpt-4o").tokens
+             - count_chat_prompt({"messages": user}, "gpt-4o").tokens)
+    assert alone == len(enc.encode_ordinary(whole)) + tokens.RESPONSE_FORMAT_ALONE
+    system = [{"role": "system", "content": "Be brief"}, *user]
+    with_system = {"messages": system, "tools": [COUNTRY_TOOL]}
+    cost = (count_chat_prompt({**with_system, "response_format": response_format}, "gpt-4o").tokens
+            - count_chat_prompt(with_system, "gpt-4o").tokens)
+    assert cost == len(enc.encode_ordinary("Be brief\n\n" + whole)) - len(enc.encode_ordinary("Be brief")) + tokens.RESPONSE_FORMAT_WITH_TOOLS
+    # a property named like a hidden keyword stays
+    named = {"type": "object", "properties": {"required": {"type": "boolean"}, "title": {"type": "string"}}}
+    assert tokens._without_titles(named, hidden=tokens._TOOLS_ALONE_HIDDEN) == named
