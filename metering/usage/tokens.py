@@ -608,6 +608,13 @@ class _Framing(NamedTuple):
     #: is a message of its own): crewAI's five gpt-5-nano recordings of a turn of 3 calls were 7
     #: over as one parallel call, exact with 4 per call
     history_parallel_call: int | None = None
+    #: a ``multi_tool_use.parallel`` call in the history costs this much beyond its text, not
+    #: ``history_call`` (None: ``history_call``). gpt-4o and gpt-4o-mini: pydantic-ai's and elastic's
+    #: requests after a turn of two calls the model made were 1 over each with ``history_call`` (nine
+    #: distinct requests, shared and further), while the same calls as the model writes them (the
+    #: completion) are exact and a single call in the history costs ``history_call``: the
+    #: wrapper's call is not marked as a single call's is (the one token ``history_call`` stands for)
+    history_parallel_wrapper: int | None = None
     #: in a request with a ``json_schema`` response format, each assistant text answer in the history
     #: costs this much more than the same message without one: it is shown as the structured answer it
     #: was (the format's answer header, the same 4 tokens ``structured_answer_with_tools`` bills when the
@@ -629,11 +636,13 @@ _FRAMING_GPT4O = _Framing(
     reply_priming=3, tools_alone=10, tools_with_system=7, tools_per_function=-2, system_newline=False,
     call=4, history_call=1, tool_result=1, answer_with_tools=1, per_choice=0,
     output_item=1, answer_chat=0, answer_responses=0, responses_tools=(5, 4, -2),
-    structured_answer_with_tools=4, structured_history_answer=4,
+    structured_answer_with_tools=4, structured_history_answer=4, history_parallel_wrapper=0,
 )
 #: gpt-4 (0613): a call costs 3 tokens less than gpt-3.5-turbo's
 _FRAMING_GPT4_0613 = _FRAMING_CL100K._replace(call=1)
-_FRAMING_GPT41 = _FRAMING_GPT4O._replace(tools_with_system=6, empty_parameters_shown=True, structured_answer_with_tools=0)
+_FRAMING_GPT41 = _FRAMING_GPT4O._replace(
+    tools_with_system=6, empty_parameters_shown=True, structured_answer_with_tools=0, history_parallel_wrapper=None
+)
 #: Azure OpenAI's Chat Completions bill one completion token per choice beyond what the model wrote
 #: (its terminator): Azure recordings of gpt-4o, gpt-4o-mini, gpt-4.1-mini and gpt-5 models from
 #: November 2025 (issue #29's hidden set) to March 2026 show it, streamed or not, once per choice
@@ -682,7 +691,8 @@ _FRAMING_GPT5 = _FRAMING_GPT4O._replace(
 _FRAMING_GPT5X = _FRAMING_GPT5._replace(call=7, answer_chat=3, answer_responses=3, responses_tools=(25, 22, 0), responses_call=None)
 #: (no Responses recording with tools: its tools are counted as in chat)
 _FRAMING_O_SERIES = _FRAMING_GPT4O._replace(
-    reply_priming=2, answer_chat=11, responses_tools=None, structured_answer_with_tools=0, structured_history_answer=0
+    reply_priming=2, answer_chat=11, responses_tools=None, structured_answer_with_tools=0, structured_history_answer=0,
+    history_parallel_wrapper=None,
 )
 
 #: (stem, encoding, framing): the first stem that starts the model name (then ends it, or is
@@ -820,6 +830,9 @@ def _message_tokens(
         if len(calls) > 1 and framing.history_parallel_call is not None:
             extra = framing.history_call + framing.history_parallel_call
             tokens += sum(_calls_tokens([call], counter, framing, extra) for call in calls)
+        elif (len(calls) > 1 and framing.history_parallel_wrapper is not None
+              and _parallel_wrapper(calls) is not None):
+            tokens += _calls_tokens(calls, counter, framing, framing.history_parallel_wrapper)
         else:
             tokens += _calls_tokens(calls, counter, framing, framing.history_call)
     return tokens

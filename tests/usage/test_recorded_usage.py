@@ -54,6 +54,12 @@ NANO_TITLES = (
 
 #: name → (max |prompt miss|, max |completion miss|, why). A listed recording that becomes exact
 #: must be removed from the list (the test says so), so it only ever shrinks.
+PARALLEL_WRAPPER = (
+    "gpt-4o-mini with the tool shape whose first-turn requests are all 1 short: exact before by two errors cancelling, "
+    "until a parallel call in the history was counted without the single call's extra token (fitted on 10 requests "
+    "that were each 1 over, four of them shared calibration rows now exact)"
+)
+
 KNOWN_MISSES: dict[str, tuple[int, int, str]] = {
     "davinci--completions--67fd190a": (1, 1, UNEXPLAINED),
     "gpt-3.5--chat-tools-calls--5c5c0b8b": (2, 1, CHAT_TOOLS),
@@ -70,20 +76,16 @@ KNOWN_MISSES: dict[str, tuple[int, int, str]] = {
     "gpt-4.1-nano--chat-tools-calls--5f97b874": (1, 1, CHAT_TOOLS),
     "gpt-4.1-nano--chat-tools-parallel--9def73c9": (1, 1, CHAT_TOOLS),
     "gpt-4o--chat--42a9c5db": (1, 0, UNEXPLAINED),
-    "gpt-4o--chat-stream-tools-calls--15b14f6c": (1, 0, NESTED_SCHEMA),
-    "gpt-4o--chat-stream-tools-calls--2c856b99": (2, 0, NESTED_SCHEMA),
-    "gpt-4o--chat-stream-tools-calls--7aad2d38": (1, 0, NESTED_SCHEMA),
+    "gpt-4o--chat-stream-tools-calls--2c856b99": (3, 0, NESTED_SCHEMA),
     "gpt-4o--chat-stream-tools-parallel--c3a4fbb5": (1, 0, NESTED_SCHEMA),
     "gpt-4o--chat-stream-tools-parallel--ef987dab": (4, 0, NESTED_SCHEMA),
-    "gpt-4o--chat-tools--0c1719db": (1, 0, CHAT_TOOLS),
-    "gpt-4o--chat-tools--35c841c7": (1, 0, CHAT_TOOLS),
     "gpt-4o--chat-tools--aa5f0392": (8, 0, CHAT_TOOLS),
     "gpt-4o--chat-tools-calls--1cf4a817": (1, 0, CHAT_TOOLS),
     "gpt-4o--responses--3dce578f": (18, 0, LAUNCH_WEEK),
     "gpt-4o--responses-stream-tools--df49b73f": (213, 0, LAUNCH_WEEK),
     "gpt-4o--responses-stream-tools-parallel--1a77e492": (0, 16, RESPONSES_TOOLS),
     "gpt-4o--responses-stream-tools-parallel--df54f4a0": (215, 0, LAUNCH_WEEK),
-    "gpt-4o--responses-tools--2e01f2f0": (197, 0, LAUNCH_WEEK),
+    "gpt-4o--responses-tools--2e01f2f0": (198, 0, LAUNCH_WEEK),
     "gpt-4o--responses-tools--5b328425": (18, 0, NESTED_SCHEMA),
     "gpt-4o--responses-tools--5d2ed6de": (1, 0, RESPONSES_TOOLS),
     "gpt-4o--responses-tools-calls--0f0f8b4b": (17, 0, NESTED_SCHEMA),
@@ -91,6 +93,7 @@ KNOWN_MISSES: dict[str, tuple[int, int, str]] = {
     "gpt-4o--responses-tools-parallel--be451158": (43, 49, LAUNCH_WEEK),
     "gpt-4o-mini--chat-tools--66dfef46": (1, 1, CHAT_TOOLS),
     "gpt-4o-mini--chat-tools-calls--7a773880": (1, 1, CHAT_TOOLS),
+    "gpt-4o-mini--chat-tools-parallel--cfee4868": (1, 0, PARALLEL_WRAPPER),
     "gpt-4o-mini--chat-tools-calls--86b0f0eb": (63, 0, CHAT_TOOLS),
     "gpt-4o-mini--responses-tools-parallel--b8e27985": (1, 0, RESPONSES_TOOLS),
     "gpt-5--responses--59a7fb0b": (4, 0, UNEXPLAINED),
