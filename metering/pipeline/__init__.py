@@ -253,8 +253,11 @@ def redacted(item: Quarantined) -> Quarantined:
 
 
 def _quarantine_item(
-    raw: RawEvent, reason: str, detail: str, request_id: str | None, settings: PipelineSettings
+    raw: RawEvent, reason: str, detail: str, request_id: str | None, settings: PipelineSettings,
+    raw_sha256: str | None = None,
 ) -> Quarantined:
+    """The quarantine item of these bytes; ``raw_sha256``: their digest when already known (an
+    audit copy of an event that became a row has it as the row's ``event_sha256``)."""
     item = Quarantined(
         reason=reason,
         detail=detail[:4000],
@@ -262,6 +265,7 @@ def _quarantine_item(
         request_id=request_id,
         source_partition=raw.source_partition,
         source_sequence_number=raw.source_sequence_number,
+        raw_sha256=raw_sha256,
     )
     return redacted(item) if settings.redact_payloads else item
 
@@ -323,12 +327,14 @@ def process_event(raw: RawEvent, card: RateCard, settings: PipelineSettings = DE
             detail = ("the request payload is JSON that the gateway's parser (JSON.NET) accepts but JSON does not; "
                       f"stored from the header with the usage the gateway reported ({record.usage_source}); "
                       "bytes kept for audit")
-            return EventResult(record, _quarantine_item(raw, "lenient_payload", detail, event.request_id, settings))
+            return EventResult(record, _quarantine_item(raw, "lenient_payload", detail, event.request_id, settings,
+                                                             record.event_sha256))
         if not event.truncated:
             return EventResult(record=record, batch_job=job, batch_usage=batch_row)
         detail = (f"event cut at {len(raw.body):,} bytes (APIM's 200 KB limit); stored from its header as a "
                   f"truncated row (usage {record.usage_source}); bytes kept for audit")
-        return EventResult(record, _quarantine_item(raw, "truncated", detail, event.request_id, settings))
+        return EventResult(record, _quarantine_item(raw, "truncated", detail, event.request_id, settings,
+                                                    record.event_sha256))
     except BadEvent as exc:
         return EventResult(quarantined=_quarantine_item(raw, exc.reason, exc.detail, exc.request_id, settings))
     except Exception as exc:  # a bug must not lose the event: keep it for `metering quarantine retry`
