@@ -634,9 +634,13 @@ class _Framing(NamedTuple):
     tools_several_with_system: int = 0
 
 
+#: cl100k models: a text answer when tools were offered costs 1 more (``answer_with_tools``, as
+#: gpt-4o's): crewAI's three gpt-3.5-turbo-0125 and one gpt-4-0125-preview answers after tool
+#: results (2026) were each one completion token short without it, every calibration answer of the
+#: kind; their calls, and answers without tools, are exact without it (sixth pass of round three)
 _FRAMING_CL100K = _Framing(
     reply_priming=3, tools_alone=9, tools_with_system=5, tools_per_function=0, system_newline=True,
-    call=4, history_call=1, tool_result=1, answer_with_tools=0, per_choice=0,
+    call=4, history_call=1, tool_result=1, answer_with_tools=1, per_choice=0,
     output_item=1, answer_chat=0, answer_responses=0,
 )
 #: gpt-4o and gpt-4.1 in the Responses API: the tools framing is 5 tokens (alone) / 4 (after a

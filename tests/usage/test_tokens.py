@@ -1171,3 +1171,23 @@ def test_gpt41_several_functions_after_a_system_message_cost_three_more():
          "tools": [{"type": "function", **tool["function"]} for tool in tools]}, model).tokens
     assert responses("gpt-4.1-mini", two) - responses("gpt-4.1-mini", one) == (
         responses("gpt-4o", two) - responses("gpt-4o", one))
+
+
+def test_a_cl100k_text_answer_when_tools_were_offered_costs_one_more():
+    """gpt-3.5-turbo and gpt-4 (cl100k) answer in text after tool results one token beyond the text,
+    as gpt-4o does (crewAI's three gpt-3.5-turbo-0125 and one gpt-4-0125-preview answers were each
+    one short without it); a call, and an answer to a request without tools, are unchanged."""
+    enc = load_encoding("cl100k_base")
+    answer = "The total is 42."
+    body = {"object": "chat.completion", "choices": [
+        {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": answer}}]}
+    response = rebuild_body(body)
+    for model in ("gpt-3.5-turbo-0125", "gpt-4-0125-preview", "gpt-4-0613"):
+        assert count_completion(response, model, azure=False).tokens == len(enc.encode_ordinary(answer))
+        assert count_completion(response, model, tools_offered=True, azure=False).tokens == len(
+            enc.encode_ordinary(answer)) + 1
+    call = rebuild_body({"object": "chat.completion", "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+        "role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
+            "name": "counting_tool", "arguments": '{"value":"one"}'}}]}}]})
+    assert count_completion(call, "gpt-3.5-turbo-0125", tools_offered=True, azure=False).tokens == (
+        count_completion(call, "gpt-3.5-turbo-0125", azure=False).tokens)
