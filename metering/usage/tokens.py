@@ -637,7 +637,7 @@ class _Framing(NamedTuple):
 #: cl100k models: a text answer when tools were offered costs 1 more (``answer_with_tools``, as
 #: gpt-4o's): crewAI's three gpt-3.5-turbo-0125 and one gpt-4-0125-preview answers after tool
 #: results (2026) were each one completion token short without it, every calibration answer of the
-#: kind; their calls, and answers without tools, are exact without it (sixth pass of round three)
+#: kind; their calls (16 of 17 exact) and answers without tools are unchanged (sixth pass of round three)
 _FRAMING_CL100K = _Framing(
     reply_priming=3, tools_alone=9, tools_with_system=5, tools_per_function=0, system_newline=True,
     call=4, history_call=1, tool_result=1, answer_with_tools=1, per_choice=0,
