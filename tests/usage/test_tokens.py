@@ -1134,3 +1134,60 @@ def test_a_format_beside_tools_without_a_system_message_hides_additional_propert
     # a property named like a hidden keyword stays
     named = {"type": "object", "properties": {"required": {"type": "boolean"}, "title": {"type": "string"}}}
     assert tokens._without_titles(named, hidden=tokens._TOOLS_ALONE_HIDDEN) == named
+
+
+def _coworker_tool(name: str, field: str) -> dict:
+    """A tool of crewAI's coworker-pair shape (titled and described string properties, all required)."""
+    properties = {
+        key: {"description": f"The {key} for the work", "title": key.title(), "type": "string"}
+        for key in (field, "context", "coworker")
+    }
+    return {"type": "function", "function": {
+        "name": name, "description": "Hand work to a coworker: Scorer\nShare everything they need.",
+        "parameters": {"properties": properties, "required": list(properties), "type": "object"}}}
+
+
+def test_gpt41_several_functions_after_a_system_message_cost_three_more():
+    # crewAI's gpt-4.1-mini requests with 2 or 3 functions after a system message were 3 short each
+    # (nine requests, four tool sets), its one-function ones exact: once per request, gpt-4.1 only.
+    one = [_coworker_tool("delegate_work_to_coworker", "task")]
+    two = [*one, _coworker_tool("ask_question_to_coworker", "question")]
+    three = [*two, _coworker_tool("review_work_of_coworker", "work")]
+    system = [{"role": "system", "content": "You are Scorer."}, {"role": "user", "content": "Score it."}]
+    alone = system[1:]
+
+    def extra(model: str, messages: list, tools: list) -> int:
+        return (count_chat_prompt({"messages": messages, "tools": tools}, model).tokens
+                - count_chat_prompt({"messages": messages, "tools": one}, model).tokens)
+
+    for model in ("gpt-4.1-mini", "gpt-4.1", "gpt-4.1-nano"):
+        assert extra(model, system, two) == extra("gpt-4o", system, two) + 3
+        assert extra(model, system, three) == extra("gpt-4o", system, three) + 3
+        # without a system message (the namespace opens its own): not seen, not counted
+        assert extra(model, alone, two) == extra("gpt-4o", alone, two)
+    # the Responses API renders tools its own way: not counted there either
+    responses = lambda model, tools: count_responses_input(  # noqa: E731
+        {"instructions": "You are Scorer.", "input": "Score it.",
+         "tools": [{"type": "function", **tool["function"]} for tool in tools]}, model).tokens
+    assert responses("gpt-4.1-mini", two) - responses("gpt-4.1-mini", one) == (
+        responses("gpt-4o", two) - responses("gpt-4o", one))
+
+
+def test_a_cl100k_text_answer_when_tools_were_offered_costs_one_more():
+    """gpt-3.5-turbo and gpt-4 (cl100k) answer in text after tool results one token beyond the text,
+    as gpt-4o does (crewAI's three gpt-3.5-turbo-0125 and one gpt-4-0125-preview answers were each
+    one short without it); a call, and an answer to a request without tools, are unchanged."""
+    enc = load_encoding("cl100k_base")
+    answer = "The total is 42."
+    body = {"object": "chat.completion", "choices": [
+        {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": answer}}]}
+    response = rebuild_body(body)
+    for model in ("gpt-3.5-turbo-0125", "gpt-4-0125-preview", "gpt-4-0613"):
+        assert count_completion(response, model, azure=False).tokens == len(enc.encode_ordinary(answer))
+        assert count_completion(response, model, tools_offered=True, azure=False).tokens == len(
+            enc.encode_ordinary(answer)) + 1
+    call = rebuild_body({"object": "chat.completion", "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+        "role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
+            "name": "counting_tool", "arguments": '{"value":"one"}'}}]}}]})
+    assert count_completion(call, "gpt-3.5-turbo-0125", tools_offered=True, azure=False).tokens == (
+        count_completion(call, "gpt-3.5-turbo-0125", azure=False).tokens)
