@@ -205,9 +205,11 @@ def _insert_records_postgres(conn: sa.Connection, records: Sequence[UsageRecord]
 
 # SQLite binds at most 32,766 parameters per statement (since 3.32; RETURNING needs 3.35 anyway).
 _SQLITE_MAX_PARAMETERS = 32_766
+# The most rows one INSERT takes: the largest power of two within that (512 rows of 52 columns).
+_SQLITE_MAX_ROWS = 1 << ((_SQLITE_MAX_PARAMETERS // len(_INSERT_COLUMNS)).bit_length() - 1)
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=16)
 def sqlite_values_insert(rows: int) -> str:
     """``INSERT … VALUES (?, …), … ON CONFLICT DO NOTHING RETURNING request_id`` for ``rows`` rows."""
     names = ", ".join([*(c.name for c in _RECORD_COLUMNS), "ingested_at"])
@@ -216,14 +218,30 @@ def sqlite_values_insert(rows: int) -> str:
             "ON CONFLICT (request_id) DO NOTHING RETURNING request_id")
 
 
+def statement_sizes(rows: int, largest: int = _SQLITE_MAX_ROWS) -> list[int]:
+    """``rows`` as INSERTs of ``largest`` rows, then of decreasing powers of two: a batch of 487 rows
+    is 256 + 128 + 64 + 32 + 4 + 2 + 1. SQLite prepares a statement once per connection and text
+    (sqlite3 keeps 16); one statement of each batch's own row count was prepared anew for nearly
+    every batch, a third of the time of inserting it."""
+    sizes = [largest] * (rows // largest)
+    size = largest
+    rows %= largest
+    while rows:
+        size //= 2
+        if rows >= size:
+            sizes.append(size)
+            rows -= size
+    return sizes
+
+
 def _insert_records_sqlite(conn: sa.Connection, records: Sequence[UsageRecord], ingested_at: datetime) -> set[str]:
     rows = _row_values(conn, records, ingested_at)
-    step = _SQLITE_MAX_PARAMETERS // len(_INSERT_COLUMNS)
     inserted: set[str] = set()
-    for start in range(0, len(rows), step):
-        chunk = rows[start : start + step]
-        parameters = tuple(chain.from_iterable(chunk))
-        inserted.update(conn.exec_driver_sql(sqlite_values_insert(len(chunk)), parameters).scalars())
+    start = 0
+    for size in statement_sizes(len(rows)):
+        parameters = tuple(chain.from_iterable(rows[start : start + size]))
+        start += size
+        inserted.update(conn.exec_driver_sql(sqlite_values_insert(size), parameters).scalars())
     return inserted
 
 

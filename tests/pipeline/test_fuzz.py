@@ -170,7 +170,9 @@ def test_no_batch_raises_and_every_event_is_counted_once(bodies, which, redelive
     # Every metering event is one unit; every record of a diagnostic-log envelope is one too.
     assert pure.events_read == len(pure.records) + len(pure.quarantined) + len(pure.llm_usage) + pure.ignored
     assert all(q.reason != "internal_error" for q in pure.quarantined), [q.detail for q in pure.quarantined]
-    assert len(pure.audit) == sum(r.truncated for r in pure.records)  # one audit copy per truncated row
+    # one audit copy per truncated row, and per row stored from the header of a lenient payload
+    assert sum(q.reason == "truncated" for q in pure.audit) == sum(r.truncated for r in pure.records)
+    assert all(q.reason in ("truncated", "lenient_payload") for q in pure.audit)
 
     rows_before, _ = stored_counts()
     totals = _ingestors[which].ingest(raws)

@@ -183,3 +183,31 @@ def test_rows_keep_their_instant_and_exact_costs_whatever_the_offset(engine):
     assert row.event_time == datetime(2026, 10, 15, 9, 30, 0, 123456, tzinfo=timezone.utc)
     assert row.total_cost == Decimal("9999999999999999.123456789012")
     assert row.ingested_at == datetime(2026, 10, 16, tzinfo=timezone.utc)
+
+
+def test_sqlite_batches_of_any_size_reuse_a_few_prepared_statements(sqlite_engine):
+    """Rows go in INSERTs of 512, 256, … 1 rows, so that SQLite prepares each statement shape once per
+    connection instead of once per batch (each batch's row count differs); every batch is stored whole."""
+    from db.store import _SQLITE_MAX_ROWS, statement_sizes
+
+    assert _SQLITE_MAX_ROWS == 512
+    for rows in range(0, 3000):
+        sizes = statement_sizes(rows)
+        assert sum(sizes) == rows and sizes == sorted(sizes, reverse=True)
+        assert all(size & (size - 1) == 0 and size <= 512 for size in sizes)
+    shapes = {size for rows in range(3000) for size in statement_sizes(rows)}
+    assert len(shapes) == 10  # 512, 256, …, 1: within sqlite3's 16 cached statements
+
+    load_card(sqlite_engine)
+    ingestor = Ingestor(sqlite_engine)
+    statements: list[str] = []
+    sa.event.listen(sqlite_engine, "before_cursor_execute",
+                    lambda conn, cursor, statement, *rest: statements.append(statement))
+    start = 0
+    for size in (487, 500, 1, 700):
+        assert ingestor.ingest([raw(v1_event(f"s-{i:05d}")) for i in range(start, start + size)]).inserted == size
+        start += size
+    inserts = [s for s in statements if s.startswith("INSERT INTO usage_records")]
+    assert len(set(inserts)) <= 10 and len(inserts) == sum(len(statement_sizes(n)) for n in (487, 500, 1, 700))
+    with sqlite_engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(usage_records)).scalar() == start

@@ -96,11 +96,12 @@ def test_a_conflict_is_retried_in_a_fresh_transaction(sqlite_engine):
     state = inject_once(sqlite_engine, lambda: sqlite3.OperationalError("database is locked"))
     pauses: list[float] = []
     ingestor = Ingestor(sqlite_engine, sleep=pauses.append)
-    totals = ingestor.ingest([RawEvent(encode(v1_event(f"r{i}"))) for i in range(3)] + [RawEvent(b"junk")])
-    assert (totals.inserted, totals.quarantined) == (3, 1)
+    # (four rows: one INSERT statement per attempt, db/store.py's statement_sizes)
+    totals = ingestor.ingest([RawEvent(encode(v1_event(f"r{i}"))) for i in range(4)] + [RawEvent(b"junk")])
+    assert (totals.inserted, totals.quarantined) == (4, 1)
     assert state["seen"] == 2 and len(pauses) == 1 and 0 < pauses[0] < 1
     with sqlite_engine.connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(usage_records)).scalar() == 4
+        assert conn.execute(sa.select(sa.func.count()).select_from(usage_records)).scalar() == 5
         assert conn.execute(sa.select(sa.func.count()).select_from(quarantine)).scalar() == 1
 
 
@@ -183,7 +184,8 @@ def test_store_orders_rows_and_quarantine_the_same_way_in_every_writer(sqlite_en
     from metering.pipeline import process_batch
     from metering.price.pricing import RateCard
 
-    processed = process_batch([RawEvent(encode(v1_event(k))) for k in ("c", "a", "b")], RateCard([], []))
+    # (four rows: one INSERT statement, db/store.py's statement_sizes)
+    processed = process_batch([RawEvent(encode(v1_event(k))) for k in ("c", "a", "d", "b")], RateCard([], []))
     outcome.records = processed.records
     with sqlite_engine.begin() as conn:
         store.store_batch(conn, outcome)
@@ -191,6 +193,6 @@ def test_store_orders_rows_and_quarantine_the_same_way_in_every_writer(sqlite_en
     record_params, quarantine_params = inserts[0][1], inserts[1][1]
     assert "usage_records" in inserts[0][0] and "quarantine" in inserts[1][0]
     flat = [v for v in (record_params if isinstance(record_params, (list, tuple)) else [record_params])]
-    assert [str(p) for p in flat if p in ("a", "b", "c")] == ["a", "b", "c"]
+    assert [str(p) for p in flat if p in ("a", "b", "c", "d")] == ["a", "b", "c", "d"]
     digests = [p for p in (quarantine_params if isinstance(quarantine_params, (list, tuple)) else []) if isinstance(p, str) and len(p) == 64]
     assert digests == sorted(store.raw_digest(r) for r in (b"1", b"2", b"3"))
