@@ -92,9 +92,9 @@ def _utf16_length(text: str) -> int:
 
 def check_record(record: UsageRecord) -> None:
     """Raise ``BadEvent`` when a value does not fit its ``usage_records`` column: every bounded
-    column is checked here (tests/pipeline/test_record_limits.py derives them from db/schema.py), so
+    column is checked here (tests/storage/test_column_bounds.py derives them from db/schema.py), so
     storage never meets a value its column rejects. One pass per kind: rows are nearly always ASCII
-    text well inside its limits, whole counts and small costs, and then this costs about a microsecond."""
+    text well inside its limits, whole counts and small costs, and then this costs a few microseconds."""
     texts = _texts(record)
     joined = "".join(filter(None, texts))  # one test of every value for NUL and for plain ASCII
     plain = joined.isascii() and "\x00" not in joined
