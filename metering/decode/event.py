@@ -9,6 +9,7 @@ An ``aoai-usage/1`` event cut at APIM's 200 KB limit is decoded from the header 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from datetime import datetime, timezone
@@ -185,13 +186,29 @@ _OBJECT_ENDPOINTS = {
 }
 
 
+def _operation_endpoint(operation: str) -> str | None:
+    """The API an APIM operation id names. A gateway has a handful, each read once (at most 256 ids
+    of at most 200 characters are kept: a longer one is never stored anyway, and the cache must not
+    hold whatever a sender writes)."""
+    return _cached_operation_endpoint(operation) if len(operation) <= 200 else _read_operation(operation)
+
+
+def _read_operation(operation: str) -> str | None:
+    key = _NOT_LETTERS.sub("", operation.lower())
+    for needle, endpoint in _OPERATION_ENDPOINTS:
+        if needle in key:
+            return endpoint
+    return None
+
+
+_NOT_LETTERS = re.compile(r"[^a-z]")
+_cached_operation_endpoint = functools.lru_cache(maxsize=256)(_read_operation)
+
+
 def classify_endpoint(operation: str | None, url: str | None, request: Any, response: str | None) -> str:
     """Which API a request used: from the APIM operation id, else the URL, else the payload shapes."""
-    if operation:
-        key = re.sub(r"[^a-z]", "", operation.lower())
-        for needle, endpoint in _OPERATION_ENDPOINTS:
-            if needle in key:
-                return endpoint
+    if operation and (endpoint := _operation_endpoint(operation)) is not None:
+        return endpoint
     if url:
         path = url.split("?", 1)[0].lower()
         for needle, endpoint in _PATH_ENDPOINTS:
