@@ -168,7 +168,8 @@ class RateCard:
                 if candidate and key.startswith(candidate) and VERSION_SUFFIX.fullmatch(key, len(candidate)):
                     found = candidate
                     break
-        self._model_cache[key] = found
+        if len(key) <= 200 and len(self._model_cache) < 4096:  # a sender must not grow it without bound
+            self._model_cache[key] = found
         return found
 
     def find_rate(

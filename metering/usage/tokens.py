@@ -724,9 +724,13 @@ _FRAMING_BY_FAMILY: tuple[tuple[str, str, _Framing], ...] = (
 )
 
 
-@functools.lru_cache(maxsize=512)
 def _framing(model: str | None) -> _Framing:
-    """The framing rules for ``model``'s family (cached: a process sees a handful of models)."""
+    """The framing rules for ``model``'s family (cached: a process sees a handful of models; a name
+    longer than any model's is read each time, so that a sender cannot fill the cache with them)."""
+    return _cached_framing(model) if model is None or len(model) <= 200 else _read_framing(model)
+
+
+def _read_framing(model: str | None) -> _Framing:
     encoding = choose_encoding(model).name
     if model:
         name = _normalize_model(model)
@@ -735,6 +739,9 @@ def _framing(model: str | None) -> _Framing:
                 if stem.endswith(".") or len(name) == len(stem) or name[len(stem)] in _SEPARATORS:
                     return framing
     return _FRAMING_GPT4O if encoding == "o200k_base" else _FRAMING_CL100K
+
+
+_cached_framing = functools.lru_cache(maxsize=512)(_read_framing)
 
 
 def _call_tokens(name: Any, arguments: Any, counter: _Counter) -> int:

@@ -239,3 +239,15 @@ def test_only_version_suffixes_extend_a_card_model(model, expected):
     card = RateCard([rate("gpt-4o", rate_id=1), rate("gpt-4o-mini", rate_id=2), rate("gpt-4", rate_id=3),
                      rate("gpt-35-turbo", rate_id=4), rate("o1", rate_id=5), rate("o3", rate_id=6)])
     assert card.card_model_for(model) == expected
+
+
+def test_a_sender_cannot_grow_the_card_model_cache():
+    """``card_model_for`` remembers the names it has matched; names a sender makes up (long ones,
+    or very many) are matched each time instead of growing the cache without bound."""
+    from metering.price.pricing import RateCard
+
+    card = RateCard([], [])
+    assert card.card_model_for("x" * 100_000) is None and card._model_cache == {}
+    for n in range(5000):
+        card.card_model_for(f"model-{n}")
+    assert len(card._model_cache) == 4096
