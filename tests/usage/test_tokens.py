@@ -1106,12 +1106,12 @@ INT_FORMAT = {"type": "json_schema", "name": "int", "strict": True, "schema": {
 
 def test_an_earlier_structured_answer_in_a_responses_input_costs_only_its_text():
     """The Responses API shows an earlier answer (an ``output_text`` item) as its text, not as the
-    structured answer chat shows: Mirascope's six gpt-4o requests after ``{"output":7}`` were 4 over
+    structured answer chat shows: Mirascope's six gpt-4o requests after a JSON answer were 4 over
     with chat's 4, the same +1 as their first turns without it."""
-    first = [{"role": "user", "content": "Choose a lucky number between 1 and 10"}]
+    first = [{"role": "user", "content": "Pick a number."}]
     answer = {"type": "message", "role": "assistant", "status": "completed", "content": [
-        {"type": "output_text", "text": '{"output":7}', "annotations": []}]}
-    history = [*first, answer, {"role": "user", "content": "Ok, now choose a different lucky number"}]
+        {"type": "output_text", "text": '{"output":3}', "annotations": []}]}
+    history = [*first, answer, {"role": "user", "content": "Another one."}]
 
     def format_cost(items):
         return (count_responses_input({"input": items, "text": {"format": INT_FORMAT}}, "gpt-4o-2024-08-06").tokens
@@ -1121,7 +1121,7 @@ def test_an_earlier_structured_answer_in_a_responses_input_costs_only_its_text()
     assert format_cost(history) == format_cost(first)
     # chat's history answer still costs its 4 (crewAI's requests)
     chat_format = {"type": "json_schema", "json_schema": {k: v for k, v in INT_FORMAT.items() if k != "type"}}
-    chat = [*first, {"role": "assistant", "content": '{"output":7}'}, history[-1]]
+    chat = [*first, {"role": "assistant", "content": '{"output":3}'}, history[-1]]
 
     def chat_cost(messages):
         return (count_chat_prompt({"messages": messages, "response_format": chat_format}, "gpt-4o-2024-08-06").tokens
