@@ -1366,7 +1366,9 @@ def count_responses_input(request: dict[str, Any], model: str | None) -> TokenCo
     if forced is not None:  # the reply starts with the call's header: it is part of the prompt
         tokens += counter.text(f" to=functions.{forced}") + framing.call
     tokens += _response_format_tokens(request, counter, system, responses=True)
-    tokens += _structured_history_tokens(request, messages, framing)
+    # no ``structured_history_answer`` here: an earlier answer in a Responses request's input is an
+    # ``output_text`` item the API shows as the text it is (Mirascope's six gpt-4o requests after a
+    # JSON answer, streamed or not, were 4 over with it, the same +1 as their first turns without it)
     return counter.result(tokens)
 
 

@@ -1097,6 +1097,39 @@ def test_an_earlier_structured_answer_costs_nothing_more_where_not_measured():
         assert format_cost(history) == format_cost(first), model
 
 
+
+#: Mirascope's Responses format: pydantic's wrapper of an int answer (gpt-4o, first turn and after an answer)
+INT_FORMAT = {"type": "json_schema", "name": "int", "strict": True, "schema": {
+    "description": "Wrapper for primitive type int", "properties": {"output": {"title": "Output", "type": "integer"}},
+    "required": ["output"], "title": "intOutput", "type": "object", "additionalProperties": False}}
+
+
+def test_an_earlier_structured_answer_in_a_responses_input_costs_only_its_text():
+    """The Responses API shows an earlier answer (an ``output_text`` item) as its text, not as the
+    structured answer chat shows: Mirascope's six gpt-4o requests after a JSON answer were 4 over
+    with chat's 4, the same +1 as their first turns without it."""
+    first = [{"role": "user", "content": "Pick a number."}]
+    answer = {"type": "message", "role": "assistant", "status": "completed", "content": [
+        {"type": "output_text", "text": '{"output":3}', "annotations": []}]}
+    history = [*first, answer, {"role": "user", "content": "Another one."}]
+
+    def format_cost(items):
+        return (count_responses_input({"input": items, "text": {"format": INT_FORMAT}}, "gpt-4o-2024-08-06").tokens
+                - count_responses_input({"input": items}, "gpt-4o-2024-08-06").tokens)
+
+    assert format_cost(first) > 0
+    assert format_cost(history) == format_cost(first)
+    # chat's history answer still costs its 4 (crewAI's requests)
+    chat_format = {"type": "json_schema", "json_schema": {k: v for k, v in INT_FORMAT.items() if k != "type"}}
+    chat = [*first, {"role": "assistant", "content": '{"output":3}'}, history[-1]]
+
+    def chat_cost(messages):
+        return (count_chat_prompt({"messages": messages, "response_format": chat_format}, "gpt-4o-2024-08-06").tokens
+                - count_chat_prompt({"messages": messages}, "gpt-4o-2024-08-06").tokens)
+
+    assert chat_cost(chat) == chat_cost(first) + 4
+
+
 #: pydantic-ai's gpt-4o shape: one function tool without parameters, no system message, a format
 COUNTRY_TOOL = {"type": "function", "function": {"description": "", "name": "get_user_country", "parameters": {
     "additionalProperties": False, "properties": {}, "type": "object"}}}
