@@ -9,7 +9,6 @@ An ``aoai-usage/1`` event cut at APIM's 200 KB limit is decoded from the header 
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import re
 from datetime import datetime, timezone
@@ -19,6 +18,7 @@ import orjson
 
 from metering.decode import salvage
 from metering.model import SCHEMA_V1, BadEvent, UsageEvent
+from metering.short_key_cache import short_key_cache
 from metering.decode.salvage import valid_utf8_prefix
 
 UTF8_BOM = b"\xef\xbb\xbf"
@@ -186,14 +186,9 @@ _OBJECT_ENDPOINTS = {
 }
 
 
+@short_key_cache(maxsize=256)
 def _operation_endpoint(operation: str) -> str | None:
-    """The API an APIM operation id names. A gateway has a handful, each read once (at most 256 ids
-    of at most 200 characters are kept: a longer one is never stored anyway, and the cache must not
-    hold whatever a sender writes)."""
-    return _cached_operation_endpoint(operation) if len(operation) <= 200 else _read_operation(operation)
-
-
-def _read_operation(operation: str) -> str | None:
+    """The API an APIM operation id names (a gateway has a handful: each read once)."""
     key = _NOT_LETTERS.sub("", operation.lower())
     for needle, endpoint in _OPERATION_ENDPOINTS:
         if needle in key:
@@ -202,7 +197,6 @@ def _read_operation(operation: str) -> str | None:
 
 
 _NOT_LETTERS = re.compile(r"[^a-z]")
-_cached_operation_endpoint = functools.lru_cache(maxsize=256)(_read_operation)
 
 
 def classify_endpoint(operation: str | None, url: str | None, request: Any, response: str | None) -> str:

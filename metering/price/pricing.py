@@ -64,6 +64,7 @@ from metering.model import (
     TokenUsage,
     UsageEvent,
 )
+from metering.short_key_cache import LONGEST_NAME
 from metering.usage.resolve import is_billable  # re-exported: the one billability rule lives with usage
 
 ONE_MILLION = Decimal(1_000_000)
@@ -168,7 +169,7 @@ class RateCard:
                 if candidate and key.startswith(candidate) and VERSION_SUFFIX.fullmatch(key, len(candidate)):
                     found = candidate
                     break
-        if len(key) <= 200 and len(self._model_cache) < 4096:  # a sender must not grow it without bound
+        if len(key) <= LONGEST_NAME and len(self._model_cache) < 4096:  # a sender must not grow it without bound
             self._model_cache[key] = found
         return found
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import binascii
 import ctypes
-import functools
 import gc
 import hashlib
 import io
@@ -38,6 +37,7 @@ import orjson
 import tiktoken
 from tiktoken_ext.openai_public import ENDOFPROMPT, ENDOFTEXT, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, r50k_pat_str
 
+from metering.short_key_cache import short_key_cache
 from metering.usage.sse import RebuiltStream
 
 __all__ = [
@@ -724,13 +724,9 @@ _FRAMING_BY_FAMILY: tuple[tuple[str, str, _Framing], ...] = (
 )
 
 
+@short_key_cache(maxsize=512)
 def _framing(model: str | None) -> _Framing:
-    """The framing rules for ``model``'s family (cached: a process sees a handful of models; a name
-    longer than any model's is read each time, so that a sender cannot fill the cache with them)."""
-    return _cached_framing(model) if model is None or len(model) <= 200 else _read_framing(model)
-
-
-def _read_framing(model: str | None) -> _Framing:
+    """The framing rules for ``model``'s family (cached: a process sees a handful of models)."""
     encoding = choose_encoding(model).name
     if model:
         name = _normalize_model(model)
@@ -740,8 +736,6 @@ def _read_framing(model: str | None) -> _Framing:
                     return framing
     return _FRAMING_GPT4O if encoding == "o200k_base" else _FRAMING_CL100K
 
-
-_cached_framing = functools.lru_cache(maxsize=512)(_read_framing)
 
 
 def _call_tokens(name: Any, arguments: Any, counter: _Counter) -> int:

@@ -103,7 +103,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("metering.price",),
     ("metering.usage",),
     ("metering.decode",),
-    ("metering.model", "metering.settings", "metering.safe_text"),
+    ("metering.model", "metering.settings", "metering.safe_text", "metering.short_key_cache"),
 )
 ROOMS = tuple(room for floor in FLOORS for room in floor)
 FLOOR_OF = {room: level for level, floor in enumerate(FLOORS) for room in floor}

@@ -195,15 +195,15 @@ def test_community_format_request_id_is_stripped_like_v1():
 def test_operation_ids_are_read_once_but_a_sender_cannot_fill_the_cache():
     """The operation → API reading is cached for the few ids a gateway has; an id longer than the
     column (never stored: quarantined) is read each time and never kept."""
-    from metering.decode.event import _cached_operation_endpoint
+    from metering.decode.event import _operation_endpoint
 
-    _cached_operation_endpoint.cache_clear()
+    _operation_endpoint.cache_clear()
     for _ in range(3):
         assert classify_endpoint("ChatCompletions_Create", None, None, None) == "chat.completions"
-    assert _cached_operation_endpoint.cache_info().misses == 1
+    assert _operation_endpoint.cache_info().misses == 1
     huge = "ChatCompletions_Create" + "x" * 1_000_000
     assert classify_endpoint(huge, None, None, None) == "chat.completions"
-    assert _cached_operation_endpoint.cache_info().currsize == 1
+    assert _operation_endpoint.cache_info().currsize == 1
     for n in range(1000):
         classify_endpoint(f"custom-op-{n}", None, None, None)
-    assert _cached_operation_endpoint.cache_info().currsize == 256
+    assert _operation_endpoint.cache_info().currsize == 256

@@ -1229,11 +1229,11 @@ def test_a_cl100k_text_answer_when_tools_were_offered_costs_one_more():
 def test_a_sender_cannot_fill_the_framing_cache_with_model_names():
     """The framing rules are cached per model name; a name longer than any model's (a sender writes
     it) is read each time and never kept, so a batch of megabyte names holds no memory."""
-    from metering.usage.tokens import _cached_framing, _framing
+    from metering.usage.tokens import _framing
 
-    _cached_framing.cache_clear()
+    _framing.cache_clear()
     assert _framing("gpt-4o-2024-11-20") is _framing("gpt-4o")
-    before = _cached_framing.cache_info().currsize
+    before = _framing.cache_info().currsize
     huge = "gpt-4o-" + "x" * 1_000_000
     assert _framing(huge) is _framing("gpt-4o")
-    assert _cached_framing.cache_info().currsize == before
+    assert _framing.cache_info().currsize == before
