@@ -1202,7 +1202,8 @@ def _response_format_tokens(request: dict[str, Any], counter: _Counter, system: 
     if spec is None:
         return 0
     name = spec.get("name") if isinstance(spec.get("name"), str) else ""
-    tools_alone = system is None and _offers_functions(request)
+    offers_functions = _offers_functions(request)
+    tools_alone = system is None and offers_functions
     try:
         schema = orjson.dumps(_without_titles(spec.get("schema"), hidden=_TOOLS_ALONE_HIDDEN if tools_alone else _TITLES)).decode()
     except (TypeError, RecursionError):  # nested beyond what JSON encoders allow: not shown whole
@@ -1219,7 +1220,7 @@ def _response_format_tokens(request: dict[str, Any], counter: _Counter, system: 
         if responses:
             return counter.text(block) + RESPONSE_FORMAT_ALONE_RESPONSES
         return counter.text(block) + (RESPONSE_FORMAT_WITH_TOOLS_ALONE if tools_alone else RESPONSE_FORMAT_ALONE)
-    framing = RESPONSE_FORMAT_WITH_TOOLS if _offers_functions(request) else RESPONSE_FORMAT_WITH_SYSTEM
+    framing = RESPONSE_FORMAT_WITH_TOOLS if offers_functions else RESPONSE_FORMAT_WITH_SYSTEM
     return counter.text(f"{system}\n\n{block}") - counter.text(system) + framing
 
 
@@ -1344,8 +1345,7 @@ def count_responses_input(request: dict[str, Any], model: str | None) -> TokenCo
         items = []
         counter.note("input_missing")
     call_names: dict[str, str] = {}
-    messages = _responses_messages(items, counter)
-    for message in messages:
+    for message in _responses_messages(items, counter):
         tokens += _message_tokens(message, counter, per_message, per_name, framing, call_names)
     if request.get("previous_response_id"):
         counter.note("previous_response_not_counted")
