@@ -464,22 +464,37 @@ def decode_event(
     survived decodes from what survived, with ``truncated = True``.
     """
     truncated = lenient = False
-    try:
-        obj = parse_json_object(body)
-    except BadEvent as exc:
-        if exc.reason not in ("not_json", "not_utf8"):
-            raise
+    if not body.rstrip().endswith(b"}"):
+        # No JSON object ends here, so no parse can read one: an event cut short is salvaged without
+        # first paying for a failed parse of its 200 KB (a fifth of the cost of salvaging it). What
+        # is not a cut object gets its reason from the parse (not_json, not_utf8, empty, not_object).
         salvaged = _salvage_truncated(body)
         if salvaged is None:
-            salvaged = _header_of_lenient_payload(body) if exc.reason == "not_json" else None
-            if salvaged is None:
-                raise
-            obj, lenient = salvaged, True
+            obj = parse_json_object(body)  # raises: only a non-object value can parse
         else:
             obj, truncated = salvaged, True
+    else:
+        try:
+            obj = parse_json_object(body)
+        except BadEvent as exc:
+            obj, truncated, lenient = _unparsed(body, exc)
     event = decode_object(obj)
     event.truncated = truncated
     event.lenient_payload = lenient
     event.source_partition = source_partition
     event.source_sequence_number = source_sequence_number
     return event
+
+
+def _unparsed(body: bytes, exc: BadEvent) -> tuple[dict[str, Any], bool, bool]:
+    """What a body JSON could not read decodes from: a cut event's header (truncated) or a lenient
+    payload's (lenient); else ``exc`` is raised."""
+    if exc.reason not in ("not_json", "not_utf8"):
+        raise exc
+    salvaged = _salvage_truncated(body)
+    if salvaged is not None:
+        return salvaged, True, False
+    salvaged = _header_of_lenient_payload(body) if exc.reason == "not_json" else None
+    if salvaged is None:
+        raise exc
+    return salvaged, False, True

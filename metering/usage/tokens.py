@@ -297,22 +297,48 @@ class TokenCount:
 PromptCount = TokenCount  # the name the issue uses for prompt estimates
 
 
+#: Token counts of prompt texts counted lately, one table per encoding, keyed by a 128-bit BLAKE2b
+#: digest of the text's UTF-8 (the text itself is never kept). Requests re-send their system prompt,
+#: their tool definitions and, in a conversation, every earlier turn, so the same texts come back
+#: request after request; hashing one costs a tenth of encoding it. Shorter texts than
+#: ``COUNT_CACHE_SHORTEST`` characters encode about as fast as they hash and are not kept. A full
+#: table is emptied (``COUNT_CACHE_ENTRIES`` entries, about 2.5 MB): no sender can grow it further.
+COUNT_CACHE_ENTRIES = 16_384
+COUNT_CACHE_SHORTEST = 64
+_prompt_counts: dict[str, dict[bytes, int]] = {}
+
+
 class _Counter:
-    """Counts text with one encoding and collects notes (each once, in order)."""
+    """Counts text with one encoding and collects notes (each once, in order). ``prompt``: the
+    texts are a request's, which repeat across requests (their counts are kept, see
+    ``_prompt_counts``); an answer's are counted afresh."""
 
-    __slots__ = ("encode", "notes", "schema_budget", "model")
+    __slots__ = ("encode", "notes", "schema_budget", "model", "counts")
 
-    def __init__(self, model: str | None):
+    def __init__(self, model: str | None, *, prompt: bool = True):
         self.model = model
         choice = choose_encoding(model)
         self.encode = load_encoding(choice.name).encode_ordinary
+        self.counts = _prompt_counts.setdefault(choice.name, {}) if prompt else None
         self.notes: list[str] = ["encoding_fallback"] if choice.fallback else []
         #: what rendering this request's schemas may still spend (set per request, see _SchemaBudget)
         self.schema_budget = _SchemaBudget(0)
 
     def text(self, value: str) -> int:
         # encode_ordinary: text that looks like "<|endoftext|>" is user text, not a special token.
-        return len(self.encode(value)) if value else 0
+        if not value:
+            return 0
+        counts = self.counts
+        if counts is None or len(value) < COUNT_CACHE_SHORTEST:
+            return len(self.encode(value))
+        key = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        tokens = counts.get(key)
+        if tokens is None:
+            tokens = len(self.encode(value))
+            if len(counts) >= COUNT_CACHE_ENTRIES:
+                counts.clear()
+            counts[key] = tokens
+        return tokens
 
     def note(self, note: str) -> None:
         if note not in self.notes:
@@ -1464,7 +1490,7 @@ def count_completion(
     reasoning tokens of reasoning models cannot be seen, so the estimate is a lower bound for them
     (noted).
     """
-    counter = _Counter(model)
+    counter = _Counter(model, prompt=False)
     framing = _framing(model)
     responses = stream.kind == "responses"
     tokens = 0
