@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any, Literal
 
 SCHEMA_V1 = "aoai-usage/1"
@@ -128,7 +129,7 @@ class TokenUsage:
 
     @property
     def has_units(self) -> bool:
-        return any(getattr(self, name) for name in UNIT_FIELDS)
+        return any(_unit_values(self))
 
 
 NO_USAGE = TokenUsage()
@@ -272,6 +273,7 @@ TOKEN_KIND_FIELDS: tuple[str, ...] = (
 UNIT_FIELDS: tuple[str, ...] = (
     "audio_seconds", "input_characters", "web_search_calls", "file_search_calls", "code_interpreter_sessions",
 )
+_unit_values = attrgetter(*UNIT_FIELDS)
 UNIT_RATE_COLUMNS: dict[str, tuple[str, Decimal]] = {
     "audio_seconds": ("audio_per_hour", Decimal(3600)),
     "input_characters": ("characters_per_1m", Decimal(1_000_000)),
