@@ -184,10 +184,10 @@ def main() -> None:
             return prepare(url.render_as_string(hide_password=False))
 
         try:
-            floor_seconds, seconds, _ = interleaved(postgres_ingestor, bodies, args.rounds)
+            floor_seconds, seconds, postgres_totals = interleaved(postgres_ingestor, bodies, args.rounds)
             rate, floor_rate = args.events / seconds, args.events / floor_seconds
             print(f"end to end into PostgreSQL: {rate:,.0f} events/s = {rate / floor_rate:.2f} of the floor "
-                  f"(floor {floor_rate:,.0f} events/s in the same rounds)")
+                  f"(floor {floor_rate:,.0f} events/s in the same rounds) [{postgres_totals.summary()}]")
         finally:
             with admin.connect() as conn:
                 for name in names:

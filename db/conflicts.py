@@ -1,7 +1,9 @@
 """Which database errors mean "another writer got in the way; run the transaction again".
 
 Concurrent writers of overlapping batches take their locks in one order (usage rows by request id,
-then quarantine rows by digest), which rules out lock-order deadlocks on PostgreSQL and SQLite. The
+then quarantine rows by digest), which rules out lock-order deadlocks on PostgreSQL and SQLite; a
+batch a server stores in parts (metering/ingest.py, ``PartWriter``) takes them in that order part by
+part, and should two such writers deadlock, the victim's batch is stored again whole. The
 servers can still pick a victim in rarer cases (SQL Server's key-range locks from
 ``UPDLOCK, HOLDLOCK``, lock escalation, a serialization failure), and on SQL Server a duplicate-key
 error (2601, 2627) means a concurrent writer inserted a request id between our check and our insert.
