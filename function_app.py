@@ -75,7 +75,7 @@ from db.engine import make_engine
 from metering.finance.budgets.alerts import FORMAT_SETTING, webhook_format
 from metering.finance.budgets.service import check as check_budgets
 from metering.finance.budgets.service import gateway_status
-from metering.ingest import IngestTotals, Ingestor
+from metering.ingest import IngestTotals, Ingestor, freeze_startup_heap
 from metering.settings import rate_card_ttl_from_env, settings_from_env
 from metering.sources.bounds import bounded_event, max_event_bytes_from_env
 from metering.model import PipelineSettings, RawEvent
@@ -132,6 +132,7 @@ def get_ingestor() -> Ingestor:
                 ttl, settings = check_settings(serving=True)
                 engine: Engine = make_engine(os.environ["METERING_DATABASE_URL"])
                 _ingestor = Ingestor(engine, rate_card_ttl=ttl, settings=settings)
+                freeze_startup_heap()
     return _ingestor
 
 

@@ -34,7 +34,7 @@ from corpus import CorpusBuilder, write_jsonl  # noqa: E402
 from db import rate_card as rate_card_store  # noqa: E402
 from db.engine import make_engine  # noqa: E402
 from db.migrate import upgrade  # noqa: E402
-from metering.ingest import IngestTotals, Ingestor  # noqa: E402
+from metering.ingest import IngestTotals, Ingestor, freeze_startup_heap  # noqa: E402
 from metering.model import RawEvent  # noqa: E402
 from metering.price.rate_card import parse_rates_csv  # noqa: E402
 from metering.usage.tokens import encoding_for_model  # noqa: E402
@@ -59,7 +59,9 @@ def prepare(url: str) -> Ingestor:
         from metering.price.mappings import parse_deployments_csv
 
         rate_card_store.replace_deployments(conn, parse_deployments_csv((ROOT / "samples" / "deployments.csv").read_text()))
-    return Ingestor(engine, rate_card_ttl=3600)
+    ingestor = Ingestor(engine, rate_card_ttl=3600)
+    freeze_startup_heap()  # as the Function does once it has built its ingestor
+    return ingestor
 
 
 def run_pipeline(ingestor: Ingestor, bodies: list[bytes]) -> tuple[float, IngestTotals]:

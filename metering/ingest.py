@@ -3,6 +3,7 @@ one transaction. The Function, ``metering replay`` and ``metering quarantine ret
 
 from __future__ import annotations
 
+import gc
 import logging
 import queue
 import random
@@ -197,6 +198,22 @@ def store_with_conflicts(conn: sa.Connection, outcome: BatchOutcome, settings: P
     if items:
         keep_quarantined(conn, items, now)
     return stored
+
+
+_heap_frozen = False
+
+
+def freeze_startup_heap() -> None:
+    """Take what the process holds after its setup (imports, SQLAlchemy's tables, the engine) out of
+    the collector's generations for good (``gc.freeze``), once per process. A process that ingests for
+    hours keeps all of it, and each full collection, about one per 5,000 events, walked it: 36 ms
+    each, 2.5 ms once frozen. For the long-lived entry points (the Function, ``metering consume``,
+    ``metering replay``), after they built their ingestor."""
+    global _heap_frozen
+    if not _heap_frozen:
+        _heap_frozen = True
+        gc.collect()
+        gc.freeze()
 
 
 class PartWriter:

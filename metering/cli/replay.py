@@ -94,7 +94,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from metering.cli.replay_units import WorkerDied, available_cores, file_size, plan_units, replay_parallel, replay_unit
-    from metering.ingest import IngestTotals, Ingestor
+    from metering.ingest import IngestTotals, Ingestor, freeze_startup_heap
     from metering.sources.blob import is_blob_url
     from metering.sources.files import SourceError, discover
 
@@ -143,6 +143,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
         if workers <= 1:
             ingestor = Ingestor(engine, settings=settings)
+            freeze_startup_heap()
             for unit in units:
                 result = replay_unit(unit, ingestor, args.batch_size, lambda n, done: progress(n, done.read, done.inserted))
                 totals.add(result.totals)

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from metering.ingest import IngestTotals, Ingestor
+from metering.ingest import IngestTotals, Ingestor, freeze_startup_heap
 from metering.model import RawEvent
 from metering.sources.bounds import bounded_event, max_event_bytes_from_env
 
@@ -288,7 +288,9 @@ def make_ingestor(database_url: str | None) -> Ingestor:
         max_event_bytes_from_env()   # read again by the handler; a bad value stops here, in one line
     except ValueError as exc:
         raise ConsumerConfigError(str(exc)) from None
-    return Ingestor(make_engine(database_url), rate_card_ttl=ttl, settings=pipeline_settings)
+    ingestor = Ingestor(make_engine(database_url), rate_card_ttl=ttl, settings=pipeline_settings)
+    freeze_startup_heap()
+    return ingestor
 
 
 
