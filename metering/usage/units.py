@@ -110,12 +110,16 @@ def speech_characters(request: Any) -> int | None:
     return speech_input_characters(request)
 
 
-TOOL_MARKERS = ('"web_search_call"', '"file_search_call"', '"code_interpreter', '"thread.run.step"')
+#: What a response that used a built-in tool spells: web and file search items (``"web_search_call"``
+#: and ``"file_search_call"`` share the ending searched for), code interpreter items, Assistants run
+#: steps. Each is a scan of the whole text, so they are as few as can cover the four.
+TOOL_MARKERS = ('_search_call"', '"code_interpreter', '"thread.run.step"')
 
 
 def may_have_tools(text: str | None) -> bool:
     """A cheap test before any parsing: only a response that names a built-in tool is scanned."""
-    return bool(text) and any(marker in text for marker in TOOL_MARKERS)  # type: ignore[operator]
+    return bool(text) and ('_search_call"' in text or '"code_interpreter' in text  # type: ignore[operator]
+                           or '"thread.run.step"' in text)
 
 
 def tools_in_items(items: Iterable[Any]) -> ToolUse:

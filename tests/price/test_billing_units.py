@@ -262,3 +262,17 @@ def test_the_focus_export_carries_the_units_and_adds_up_to_the_report(capsys, sq
     assert Decimal(units["audio_seconds"]["BilledCost"]) == Decimal("0.0009")
     assert units["file_search_calls"]["PricingUnit"] == "1000 Calls"
     assert Decimal(units["code_interpreter_sessions"]["BilledCost"]) == Decimal("0.03")
+
+
+def test_the_marker_scan_lets_every_tool_item_through_to_the_count():
+    from metering.usage.units import may_have_tools
+
+    for item in RESPONSE_WITH_TOOLS["output"]:
+        body = orjson.dumps({"output": [item]}).decode()
+        if tools_in_body(orjson.loads(body)) != tools_in_body(None):  # an item that bills a unit
+            assert may_have_tools(body)
+    for kind in ("web_search_call", "file_search_call", "code_interpreter_call"):
+        assert may_have_tools(orjson.dumps({"output": [{"type": kind, "id": "x"}]}).decode())
+    assert may_have_tools('data: {"object":"thread.run.step","status":"completed"}')
+    assert not may_have_tools('data: {"type":"response.output_text.delta","delta":"a search call"}')
+    assert not may_have_tools(None) and not may_have_tools("")
