@@ -168,8 +168,9 @@ def pending_usage(conn: sa.Connection, request_ids: Sequence[str]) -> dict[str, 
 
 
 def begin_llm_merge(conn: sa.Connection, items: Sequence[LlmUsage], records: list[UsageRecord],
-                    now: datetime, card: RateCard | None = None) -> LlmMerge:
-    """Store the batch's LLM usage and apply pending usage to the rows about to be inserted."""
+                    now: datetime, card: RateCard | None = None, pending: bool | None = None) -> LlmMerge:
+    """Store the batch's LLM usage and apply pending usage to the rows about to be inserted.
+    ``pending``: whether any LLM usage waits, when the caller read it already (``has_pending``)."""
     merge = LlmMerge(records=list(records), now=now, card=card)
     first: dict[str, LlmUsage] = {}
     for item in items:
@@ -181,7 +182,7 @@ def begin_llm_merge(conn: sa.Connection, items: Sequence[LlmUsage], records: lis
     merge.duplicates += len(first) - len(inserted)
     merge.new_ids = {key: PENDING if first[key].trusted else UNSIGNED for key in inserted}
     merge.batch_ids = sorted(first)
-    merge.any_pending = bool(inserted) or has_pending(conn)
+    merge.any_pending = bool(inserted) or (has_pending(conn) if pending is None else pending)
     if not merge.records or not merge.any_pending:
         return merge
     waiting = pending_usage(conn, [r.request_id for r in merge.records])

@@ -306,16 +306,18 @@ def _keep_bytes(
     return insert_absent(conn, quarantine, "raw_sha256", [rows[digest] for digest in sorted(rows)])
 
 
-def store_batch(conn: sa.Connection, outcome: BatchOutcome, now: datetime | None = None) -> StoreResult:
+def store_batch(conn: sa.Connection, outcome: BatchOutcome, now: datetime | None = None,
+                llm_pending: bool | None = None) -> StoreResult:
     """Write a processed batch in the caller's transaction; return what was new and what was not.
 
     Order, the same in every writer: usage rows by request id, then quarantine rows by digest.
     Audit copies of truncated events go to ``quarantine`` as resolved and are not counted.
+    ``llm_pending``: whether LLM usage waits for its row, when the caller read it for this transaction.
     """
     now = now or utc_now()
     records, repeats, conflicts = _dedupe(outcome.records)
     # APIM LLM-log usage (db/llm_usage.py): stored first, applied to new rows before they are inserted
-    llm = begin_llm_merge(conn, outcome.llm_usage, records, now)
+    llm = begin_llm_merge(conn, outcome.llm_usage, records, now, pending=llm_pending)
     records = llm.records
     inserted_ids = insert_records(conn, records, now)
     llm_counts = finish_llm_merge(conn, llm, inserted_ids)  # ... and to rows stored by earlier batches

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from db import quarantine as quarantine_store
 from db.batches import settle_creators
 from db.conflicts import is_write_conflict, without_event_data
-from db.llm_usage import MERGED, PENDING, REFUSED, settle_pending
+from db.llm_usage import MERGED, PENDING, REFUSED, has_pending, settle_pending
 from db.store import keep_quarantined, store_batch, utc_now
 from db.rate_card import load_rate_card
 from metering.model import BatchOutcome, PipelineSettings, RawEvent, StoreResult
@@ -190,9 +190,9 @@ def _totals(outcome: BatchOutcome, stored: StoreResult) -> IngestTotals:
 
 
 def store_with_conflicts(conn: sa.Connection, outcome: BatchOutcome, settings: PipelineSettings,
-                         now: datetime) -> StoreResult:
+                         now: datetime, llm_pending: bool | None = None) -> StoreResult:
     """``store_batch``, then keep each conflicting duplicate's bytes in quarantine (same transaction)."""
-    stored = store_batch(conn, outcome, now)
+    stored = store_batch(conn, outcome, now, llm_pending)
     items = [conflict_item(outcome.sources[c.new_sha256], c, settings)
              for c in stored.conflicting if c.new_sha256 in outcome.sources]
     if items:
@@ -374,7 +374,14 @@ class Ingestor:
         batch the plain way, with its retries; any other storage error propagates, nothing written."""
         outcomes: list[BatchOutcome] = []
         stored_ids: set[str] = set()  # parts with disjoint request ids deduplicate as the whole batch does
-        writer: PartWriter | None = PartWriter(self.engine, lambda conn, part: store_with_conflicts(conn, part, self.settings, now))
+        pending: list[bool] = []  # whether LLM usage waits: read once per batch, as the plain way does
+
+        def store_part(conn: sa.Connection, part: BatchOutcome) -> StoreResult:
+            if not pending:
+                pending.append(has_pending(conn))
+            return store_with_conflicts(conn, part, self.settings, now, llm_pending=pending[0])
+
+        writer: PartWriter | None = PartWriter(self.engine, store_part)
         try:
             start = 0
             for size in part_sizes(len(raws)):
