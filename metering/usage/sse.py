@@ -12,6 +12,7 @@ when the stream included it (which then wins over any estimate).
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -655,13 +656,9 @@ class _Template:
 
     __slots__ = ("head", "head_match", "tail", "tail_match", "cycle", "cycle_match", "sink", "used")
 
-    def __init__(self, head: tuple[str | None, str], tail: tuple[str | None, str], sink: list[str]):
-        self.head, self.head_match = _compiled(head)
-        self.tail, self.tail_match = _compiled(tail)
-        if head[0] is not None and tail[0] is not None:
-            self.cycle, self.cycle_match = tail[0] + head[0], None
-        else:
-            self.cycle, self.cycle_match = _compiled((None, _pattern(tail) + _pattern(head)))
+    def __init__(self, head: tuple[str, ...], tail: tuple[str, ...], sink: list[str]):
+        (self.head, self.head_match, self.tail, self.tail_match,
+         self.cycle, self.cycle_match) = _matchers(head, tail)
         self.sink = sink
         self.used = False  # it matched a block
 
@@ -760,30 +757,48 @@ class _Template:
         return found.end() if found is not None else -1
 
 
-def _compiled(matcher: tuple[str | None, str | None]) -> tuple[str, Any]:
+def _matchers(head: tuple[str, ...], tail: tuple[str, ...]) -> tuple[Any, ...]:
+    """A template's matchers from the specs of its head and tail (``_matcher``): head, tail and cycle,
+    each as ``(plain string, None)`` or ``("", pattern.match)``. The streams of one deployment share
+    their templates' text (minimal and Responses chunks carry no id), so the escaped and compiled
+    patterns of small ones are kept (``_kept_matchers``) instead of built for every stream."""
+    if sum(map(len, head)) + sum(map(len, tail)) <= _KEPT_TEMPLATE_TEXT:
+        return _kept_matchers(head, tail)
+    return _built_matchers(head, tail)
+
+
+_KEPT_TEMPLATE_TEXT = 2048  # characters of a template's fixed text, at most, for its matchers to be kept
+
+
+def _built_matchers(head: tuple[str, ...], tail: tuple[str, ...]) -> tuple[Any, ...]:
+    if len(head) == 1 and len(tail) == 1:
+        return head[0], None, tail[0], None, tail[0] + head[0], None
+    return (*_compiled(head), *_compiled(tail), "", re.compile(_pattern(tail) + _pattern(head)).match)
+
+
+_kept_matchers = functools.lru_cache(maxsize=256)(_built_matchers)
+
+
+def _compiled(spec: tuple[str, ...]) -> tuple[str, Any]:
     """``(plain string, None)``, or ``("", pattern.match)`` when the text holds pads."""
-    plain, pattern = matcher
-    return (plain, None) if plain is not None else ("", re.compile(pattern).match)  # type: ignore[arg-type]
+    return (spec[0], None) if len(spec) == 1 else ("", re.compile(_pattern(spec)).match)
 
 
-def _pattern(matcher: tuple[str | None, str | None]) -> str:
-    """The pattern of a matcher, a plain one's escaped text (only needed beside one with pads)."""
-    plain, pattern = matcher
-    return pattern if pattern is not None else "(?:" + re.escape(plain) + ")"  # type: ignore[arg-type]
+def _pattern(spec: tuple[str, ...]) -> str:
+    """The pattern of a spec: its texts escaped, its pads' patterns as they are."""
+    return "(?:" + ")(?:".join(re.escape(piece) if i % 2 == 0 else piece for i, piece in enumerate(spec)) + ")"
 
 
-def _matcher(block: str, start: int, pads: list[tuple[int, int, Any, str]], stop: int) -> tuple[str | None, str | None]:
-    """``block[start:stop]`` with its ``pads``: the plain string when there are none (its pattern is
-    built only when needed, ``_pattern``), else a pattern."""
-    if not pads:
-        return block[start:stop], None
-    parts = []
+def _matcher(block: str, start: int, pads: list[tuple[int, int, Any, str]], stop: int) -> tuple[str, ...]:
+    """The spec of ``block[start:stop]`` with its ``pads``: its texts and the pads' patterns in turn
+    (``(text,)`` when there are none)."""
+    spec = []
     for pad_start, pad_stop, match, _ in pads:
-        parts.append(re.escape(block[start:pad_start]))
-        parts.append(match.__self__.pattern)
+        spec.append(block[start:pad_start])
+        spec.append(match.__self__.pattern)
         start = pad_stop
-    parts.append(re.escape(block[start:stop]))
-    return None, "(?:" + ")(?:".join(parts) + ")"
+    spec.append(block[start:stop])
+    return tuple(spec)
 
 
 def _member_literal(block: str, at: int, name: str, match: Any) -> tuple[int, int] | None:

@@ -231,8 +231,10 @@ def _normalize_model(model: str) -> str:
     return name.rsplit("/", 1)[-1]
 
 
+@short_key_cache(maxsize=512)
 def choose_encoding(model: str | None) -> EncodingChoice:
-    """Which vendored encoding counts ``model``'s tokens (Azure and OpenAI spellings, dated versions)."""
+    """Which vendored encoding counts ``model``'s tokens (Azure and OpenAI spellings, dated versions);
+    a gateway has a handful of models, each read once."""
     if model:
         name = _normalize_model(model)
         for stem, encoding, separators in _FAMILIES:
@@ -273,8 +275,10 @@ def encoding_for_model(model: str | None) -> tiktoken.Encoding:
     return load_encoding(choose_encoding(model).name)
 
 
+@short_key_cache(maxsize=512)
 def is_reasoning_model(model: str | None) -> bool:
-    """Models whose hidden reasoning tokens are billed as output but never appear in a stream."""
+    """Models whose hidden reasoning tokens are billed as output but never appear in a stream (each
+    model name read once)."""
     if not model:
         return False
     name = _normalize_model(model)
