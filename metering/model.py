@@ -285,14 +285,12 @@ UNIT_RATE_COLUMNS: dict[str, tuple[str, Decimal]] = {
 
 def usage_and_cost_columns(usage: TokenUsage, cost: Cost) -> dict[str, Any]:
     """The ``usage_records`` columns that tokens and their price decide (ingest and LLM-log merge)."""
-    return {
+    columns = {
         "prompt_tokens": usage.prompt_tokens,
         "cached_tokens": usage.cached_tokens,
         "completion_tokens": usage.completion_tokens,
         "reasoning_tokens": usage.reasoning_tokens,
         "total_tokens": usage.total_tokens,
-        **{name: getattr(usage, name) for name in TOKEN_KIND_FIELDS},
-        **{name: getattr(usage, name) for name in UNIT_FIELDS},
         "unit_cost": cost.unit_cost,
         "service_tier": usage.service_tier,
         "usage_source": usage.source,
@@ -306,6 +304,12 @@ def usage_and_cost_columns(usage: TokenUsage, cost: Cost) -> dict[str, Any]:
         "price_status": cost.price_status,
         "price_fallback": cost.price_fallback,
     }
+    columns.update(zip(_KIND_AND_UNIT_FIELDS, _kind_and_unit_values(usage)))
+    return columns
+
+
+_KIND_AND_UNIT_FIELDS = (*TOKEN_KIND_FIELDS, *UNIT_FIELDS)
+_kind_and_unit_values = attrgetter(*_KIND_AND_UNIT_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)
