@@ -586,6 +586,7 @@ _STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 _PAD_STRING = re.compile('"[^"\\\\\x00-\x1f\ud800-\udfff]*"')
 _PAD_NUMBER = re.compile(r"0|[1-9][0-9]{0,17}")
 _PADS = (("obfuscation", _PAD_STRING.match), ("sequence_number", _PAD_NUMBER.match))
+_PAD_MATCH = dict(_PADS)
 # Two probes per hole kind: (unused, probe 1, probe 2) as JSON text, and the values they parse to.
 # The text probe omits its opening quote, which the template's text before the hole holds.
 _PROBES = {None: ("", '\\u0001p"', '\\u0002p"'), _PAD_STRING.match: ("", '"\\u0003p"', '"\\u0004p"'),
@@ -680,25 +681,15 @@ class _Template:
         holes.sort()
         if any(later[0] < earlier[1] for earlier, later in zip(holes, holes[1:])):
             return None
-        for number in (1, 2):
-            pieces, last = [], at
-            for start, stop, match, _ in holes:
-                pieces.append(block[last:start])
-                pieces.append(_PROBES[match][number])
-                last = stop
-            pieces.append(block[last:])
-            try:
-                probe = _loads("".join(pieces))
-            except _JSONDecodeError:
-                return None
-            if type(probe) is not dict:
-                return None
-            found = _content_slot(probe, event_name)
-            if found is None or found[0] != address or found[2] != _PROBE_VALUES[None][number]:
-                return None
-            for _, _, match, name in holes:
-                if match is not None and probe.get(name) != _PROBE_VALUES[match][number]:
-                    return None
+        # The event's JSON around its holes, and each hole's member name: all the probes read.
+        around, last = [], at
+        for start, stop, _, name in holes:
+            around += (block[last:start], name)
+            last = stop
+        around.append(block[last:])
+        shape = (event_name, address, member, tuple(around))
+        if not (_kept_probes(shape) if len(block) <= _KEPT_TEMPLATE_TEXT else _probed(shape)):
+            return None
         text = next(i for i, hole in enumerate(holes) if hole[2] is None)
         head = _matcher(block, 0, holes[:text], holes[text][0])
         tail = _matcher(block + "\n\n", holes[text][1], holes[text + 1:], len(block) + 2)
@@ -777,6 +768,35 @@ def _built_matchers(head: tuple[str, ...], tail: tuple[str, ...]) -> tuple[Any, 
 
 
 _kept_matchers = functools.lru_cache(maxsize=256)(_built_matchers)
+
+
+def _probed(shape: tuple[Any, ...]) -> bool:
+    """Whether an event of this shape (``_Template.learn``: its name, the address and member of its
+    text, its JSON around the holes with each hole's member name) folds its text, with two different
+    probe values in the holes, to that address, and has each pad where it is named: its holes hold
+    the text and pads only. Depends on nothing else, so the answers for small shapes are kept."""
+    event_name, address, member, around = shape
+    for number in (1, 2):
+        pieces = [around[0]]
+        for position in range(1, len(around), 2):
+            name = around[position]
+            pieces += (_PROBES[None if name == member else _PAD_MATCH[name]][number], around[position + 1])
+        try:
+            probe = _loads("".join(pieces))
+        except _JSONDecodeError:
+            return False
+        if type(probe) is not dict:
+            return False
+        found = _content_slot(probe, event_name)
+        if found is None or found[0] != address or found[2] != _PROBE_VALUES[None][number]:
+            return False
+        for name in around[1::2]:
+            if name != member and probe.get(name) != _PROBE_VALUES[_PAD_MATCH[name]][number]:
+                return False
+    return True
+
+
+_kept_probes = functools.lru_cache(maxsize=256)(_probed)
 
 
 def _compiled(spec: tuple[str, ...]) -> tuple[str, Any]:
