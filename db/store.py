@@ -120,7 +120,9 @@ def _exact_text(slow: Any) -> Any:
     """What ``ExactDecimal`` binds on SQLite (exact decimal text) without its chain of calls; any
     other value than a ``Decimal`` goes through ``slow``, the dialect's own processor."""
     def bind(value: Any) -> Any:
-        return format(value, "f") if type(value) is Decimal else slow(value)
+        if type(value) is Decimal:
+            return format(value, "f")
+        return None if value is None else slow(value)
     return bind
 
 
@@ -130,6 +132,8 @@ def _naive_utc_text(slow: Any) -> Any:
     def bind(value: Any) -> Any:
         if type(value) is not datetime or value.tzinfo is None:
             return slow(value)
+        if value.tzinfo is timezone.utc:  # what the decoder gives: its text, less the "+00:00"
+            return value.isoformat(" ", "microseconds")[:-6]
         return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
     return bind
 
