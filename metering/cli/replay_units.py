@@ -166,13 +166,15 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _start_worker(url: str, settings: PipelineSettings, batch_size: int, reports: Any, parent: int) -> None:
-    """Pool initializer: this worker dies with the replay process, and has its own engine and ``Ingestor``."""
+def _start_worker(url: str, settings: PipelineSettings, batch_size: int, reports: Any, parent: int,
+                  store_in_parts: bool) -> None:
+    """Pool initializer: this worker dies with the replay process, and has its own engine and ``Ingestor``
+    (``store_in_parts``: see ``Ingestor``; off when the workers fill every core)."""
     _die_with_parent(parent)
     from db.engine import make_engine
     from metering.ingest import Ingestor
 
-    _worker["ingestor"] = Ingestor(make_engine(url), settings=settings)
+    _worker["ingestor"] = Ingestor(make_engine(url), settings=settings, store_in_parts=store_in_parts)
     _worker["batch_size"] = batch_size
     _worker["reports"] = reports
 
@@ -228,7 +230,8 @@ def replay_parallel(units: Sequence[list[Path | CaptureBlob]], url: str, setting
     from concurrent.futures.process import BrokenProcessPool
 
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
-                             initargs=(url, settings, batch_size, reports, os.getpid())) as pool:
+                             initargs=(url, settings, batch_size, reports, os.getpid(),
+                                       workers < available_cores())) as pool:
         pending: set = set()
         try:
             # A worker killed while the rest are still being submitted breaks the pool here already.

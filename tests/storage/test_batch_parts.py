@@ -153,3 +153,11 @@ def test_random_storage_faults_in_parts_end_equal_to_a_run_without_faults(postgr
     faults.enabled = False
     assert faults.raised > 3 and retried > 3 and spy.finished > 0
     assert snapshot(postgres_engine) == clean
+
+
+def test_an_ingestor_told_not_to_stores_every_batch_whole(postgres_engine, monkeypatch):
+    load_card(postgres_engine)
+    spy = Spy(monkeypatch)
+    batch = [RawEvent(b) for b in CorpusBuilder(seed=47, max_stream_chunks=20).events(300)]
+    totals = Ingestor(postgres_engine, store_in_parts=False).ingest(batch)
+    assert spy.finished == spy.abandoned == 0 and totals.read == 300
