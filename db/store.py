@@ -213,13 +213,13 @@ _SQLITE_MAX_PARAMETERS = 32_766
 _SQLITE_MAX_ROWS = 1 << ((_SQLITE_MAX_PARAMETERS // len(_INSERT_COLUMNS)).bit_length() - 1)
 
 
-@functools.lru_cache(maxsize=16)
-def sqlite_values_insert(rows: int) -> str:
-    """``INSERT … VALUES (?, …), … ON CONFLICT DO NOTHING RETURNING request_id`` for ``rows`` rows."""
+@functools.lru_cache(maxsize=32)
+def sqlite_values_insert(rows: int, returning: bool = True) -> str:
+    """``INSERT … VALUES (?, …), … ON CONFLICT DO NOTHING [RETURNING request_id]`` for ``rows`` rows."""
     names = ", ".join([*(c.name for c in _RECORD_COLUMNS), "ingested_at"])
     row = "(" + ", ".join("?" * len(_INSERT_COLUMNS)) + ")"
     return (f"INSERT INTO usage_records ({names}) VALUES {', '.join([row] * rows)} "
-            "ON CONFLICT (request_id) DO NOTHING RETURNING request_id")
+            "ON CONFLICT (request_id) DO NOTHING" + (" RETURNING request_id" if returning else ""))
 
 
 def statement_sizes(rows: int, largest: int = _SQLITE_MAX_ROWS) -> list[int]:
@@ -239,14 +239,36 @@ def statement_sizes(rows: int, largest: int = _SQLITE_MAX_ROWS) -> list[int]:
 
 
 def _insert_records_sqlite(conn: sa.Connection, records: Sequence[UsageRecord], ingested_at: datetime) -> set[str]:
+    """The rows, and the ids of those inserted, without ``RETURNING`` (a fifth of the time of inserting
+    a row): a statement that inserted as many rows as it holds inserted all its ids, the usual case;
+    otherwise its new rows are those whose rowid is above the table's largest before the batch. SQLite
+    has one writer at a time, from that read to the commit (WAL fails a writer whose snapshot another
+    commit made stale), so no other row can come in between; near the end of the rowids, where SQLite
+    would pick them at random, each statement returns its ids instead."""
     rows = _row_values(conn, records, ingested_at)
+    before = conn.exec_driver_sql("SELECT coalesce(max(id), 0) FROM usage_records").scalar_one()
+    returning = before > _LAST_ROWID - len(rows)
     inserted: set[str] = set()
     start = 0
     for size in statement_sizes(len(rows)):
-        parameters = tuple(chain.from_iterable(rows[start : start + size]))
+        chunk = rows[start : start + size]
         start += size
-        inserted.update(conn.exec_driver_sql(sqlite_values_insert(size), parameters).scalars())
+        result = conn.exec_driver_sql(sqlite_values_insert(size, returning), tuple(chain.from_iterable(chunk)))
+        if returning:
+            inserted.update(result.scalars())
+            continue
+        ids = [row[_REQUEST_ID_AT] for row in chunk]
+        if result.rowcount == size:
+            inserted.update(ids)
+        elif result.rowcount:
+            marks = ", ".join("?" * size)
+            inserted.update(conn.exec_driver_sql(
+                f"SELECT request_id FROM usage_records WHERE id > ? AND request_id IN ({marks})", (before, *ids)).scalars())
     return inserted
+
+
+_REQUEST_ID_AT = [column.name for column in _RECORD_COLUMNS].index("request_id")
+_LAST_ROWID = 2**63 - 1
 
 
 def existing_request_ids_statement(dialect_name: str, keys: Sequence[str]) -> sa.Select:

@@ -211,3 +211,29 @@ def test_sqlite_batches_of_any_size_reuse_a_few_prepared_statements(sqlite_engin
     assert len(set(inserts)) <= 10 and len(inserts) == sum(len(statement_sizes(n)) for n in (487, 500, 1, 700))
     with sqlite_engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(usage_records)).scalar() == start
+
+
+def test_a_batch_half_stored_already_counts_only_its_new_rows(engine):
+    """SQLite learns which ids it inserted from each statement's row count (a partly stored statement
+    from the rowids above the batch's start), PostgreSQL from RETURNING: the same answer."""
+    load_card(engine)
+    ingestor = Ingestor(engine)
+    stored = [raw(v1_event(f"half-{i:03d}")) for i in range(0, 600, 2)]
+    ingestor.ingest(stored)
+    batch = [raw(v1_event(f"half-{i:03d}")) for i in range(600)]  # every other one is stored
+    totals = ingestor.ingest(batch)
+    assert (totals.inserted, totals.duplicates) == (300, 300)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(usage_records)).scalar() == 600
+
+
+def test_near_the_last_rowid_sqlite_asks_each_statement_for_its_ids(sqlite_engine):
+    load_card(sqlite_engine)
+    ingestor = Ingestor(sqlite_engine)
+    ingestor.ingest([raw(v1_event("high-0"))])
+    with sqlite_engine.begin() as conn:  # SQLite picks rowids at random past the largest: no order to rely on
+        conn.execute(sa.update(usage_records).where(usage_records.c.request_id == "high-0").values(id=2**63 - 3))
+    totals = ingestor.ingest([raw(v1_event(f"high-{i}")) for i in range(6)])
+    assert (totals.inserted, totals.duplicates) == (5, 1)
+    with sqlite_engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(usage_records)).scalar() == 6
