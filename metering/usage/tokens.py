@@ -306,7 +306,7 @@ PromptCount = TokenCount  # the name the issue uses for prompt estimates
 #: their tool definitions and, in a conversation, every earlier turn, so the same texts come back
 #: request after request; hashing one costs a tenth of encoding it. Shorter texts than
 #: ``COUNT_CACHE_SHORTEST`` characters encode about as fast as they hash and are not kept. A full
-#: table is emptied (``COUNT_CACHE_ENTRIES`` entries, about 2.5 MB): no sender can grow it further.
+#: table is emptied (``COUNT_CACHE_ENTRIES`` entries, about 2 MB): no sender can grow it further.
 COUNT_CACHE_ENTRIES = 16_384
 COUNT_CACHE_SHORTEST = 64
 _prompt_counts: dict[str, dict[bytes, int]] = {}
