@@ -279,19 +279,22 @@ def _needs_whole_batch(outcome: BatchOutcome) -> bool:
     return bool(outcome.llm_usage or outcome.batch_jobs or outcome.batch_usage)
 
 
-def _merged(outcomes: Sequence[BatchOutcome]) -> BatchOutcome:
-    """The parts of a batch as one outcome (what processing the whole batch at once gives)."""
+def _merged(outcomes: Sequence[BatchOutcome], *, with_quarantine: bool = True) -> BatchOutcome:
+    """The parts of a batch as one outcome (what processing the whole batch at once gives);
+    ``with_quarantine=False``: without their quarantine items and audit copies (a retry's are the
+    quarantine rows being retried)."""
     whole = BatchOutcome()
     for part in outcomes:
         whole.records += part.records
-        whole.quarantined += part.quarantined
         whole.events_read += part.events_read
         whole.llm_usage += part.llm_usage
         whole.ignored += part.ignored
-        whole.audit += part.audit
-        whole.batch_jobs += part.batch_jobs
+        whole.batch_jobs += part.batch_jobs  # a Batch API call: its job, or its finished job's row
         whole.batch_usage += part.batch_usage
         whole.sources.update(part.sources)
+        if with_quarantine:
+            whole.quarantined += part.quarantined
+            whole.audit += part.audit
     return whole
 
 
@@ -514,20 +517,10 @@ class Ingestor:
         for page in quarantine_store.unresolved_pages(
             self.engine, page_size=page_size, reasons=reasons, exclude_reasons=exclude, ids=ids, limit=limit
         ):
-            outcome = BatchOutcome()
-            results = []
             started = utc_now()
-            for row in page:
-                alone = process_batch([RawEvent(row.raw, row.source_partition, row.source_sequence_number)], card,
-                                      self.settings, started)
-                outcome.events_read += alone.events_read
-                outcome.records.extend(alone.records)
-                outcome.llm_usage.extend(alone.llm_usage)
-                outcome.batch_jobs.extend(alone.batch_jobs)  # a Batch API call: its job, or its finished job's row
-                outcome.batch_usage.extend(alone.batch_usage)
-                outcome.sources.update(alone.sources)
-                outcome.ignored += alone.ignored
-                results.append((row, alone))
+            results = [(row, process_batch([RawEvent(row.raw, row.source_partition, row.source_sequence_number)],
+                                           card, self.settings, started)) for row in page]
+            outcome = _merged([alone for _, alone in results], with_quarantine=False)
 
             failing: dict[int, str] = {}  # quarantine row id → today's reason, for rows that still fail
 
