@@ -1,7 +1,8 @@
 """Deterministic corpus of realistic ``aoai-usage/1`` events, for the benchmark and the demo samples.
 
 The default mix follows what a busy gateway sends: 58% non-streaming chat with usage, 27% streams
-(20–400 text events, request attached so the prompt can be counted) in the wire shapes Azure and
+(20–400 text events, request attached so the prompt can be counted: one of three system prompts
+and a user turn no other request shares) in the wire shapes Azure and
 OpenAI really send, 10% embeddings, 5% bad or truncated events; several subscriptions, deployments
 and models. The streams, by shape (share of all events):
 
@@ -117,7 +118,10 @@ def _chat_request(rng: random.Random, stream: bool, include_usage: bool = False)
     request: dict[str, Any] = {
         "messages": [
             {"role": "system", "content": rng.choice(SYSTEM_PROMPTS)},
-            {"role": "user", "content": rng.choice(USER_PROMPTS)},
+            # A user turn is the user's own: the same request with its own case number, so that no
+            # two requests share it (a count kept for one is no use to the next), while the system
+            # prompt is one of an app's few, as in real traffic.
+            {"role": "user", "content": f"{rng.choice(USER_PROMPTS)} (case {rng.randrange(10**8):08d})"},
         ],
         "max_tokens": 800,
         "temperature": 0.2,
