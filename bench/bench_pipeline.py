@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from corpus import CorpusBuilder, write_jsonl  # noqa: E402
+from floor import general_stream_text  # noqa: E402
 
 from db import rate_card as rate_card_store  # noqa: E402
 from db.engine import make_engine  # noqa: E402
@@ -117,22 +118,10 @@ def floor(bodies: list[bytes]) -> float:
         if not response or not isinstance(request, dict):
             continue
         encoding = cl100k if str(event.get("model", "")).startswith(("gpt-35", "gpt-4-")) else o200k
-        pieces: list[str] = []
-        reported = False
-        for line in response.split("\n"):
-            if line.startswith("data: {"):
-                chunk = orjson.loads(line[6:])
-                if chunk.get("usage") or (type(chunk.get("response")) is dict and chunk["response"].get("usage")):
-                    reported = True  # the include_usage chunk, or the Responses API's response.completed
-                if chunk.get("type") == "response.output_text.delta":
-                    pieces.append(chunk["delta"])
-                for choice in chunk.get("choices") or ():
-                    content = (choice.get("delta") or {}).get("content")
-                    if content:
-                        pieces.append(content)
-        if reported:
+        text = general_stream_text(response)
+        if text is None:
             continue
-        encoding.encode_ordinary("".join(pieces))
+        encoding.encode_ordinary(text)
         for message in request.get("messages", ()):
             encoding.encode_ordinary(message.get("content") or "")
     return time.perf_counter() - start

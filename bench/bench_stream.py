@@ -22,10 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 import azure_shapes as shapes  # noqa: E402
-import orjson  # noqa: E402
+from floor import general_stream_text  # noqa: E402
 
 from metering.usage.sse import rebuild_stream  # noqa: E402
 from metering.usage.tokens import count_completion, encoding_name_for_model, load_encoding  # noqa: E402
@@ -48,25 +48,9 @@ SHAPES: dict[str, tuple[str, str, Callable[[list[str]], str]]] = {
 
 
 def general_path(text: str, model: str) -> int:
-    """What a stream costs without the fast path: every ``data:`` payload parsed on its own, its text
-    collected, the whole counted unless the stream carried its usage (the floor of bench_pipeline.py,
-    for one stream)."""
-    pieces: list[str] = []
-    reported = False
-    for line in text.split("\n"):
-        if line.startswith("data: {"):
-            chunk = orjson.loads(line[6:])
-            if chunk.get("usage") or (type(chunk.get("response")) is dict and chunk["response"].get("usage")):
-                reported = True
-            if chunk.get("type") == "response.output_text.delta":
-                pieces.append(chunk["delta"])
-            for choice in chunk.get("choices") or ():
-                content = (choice.get("delta") or {}).get("content")
-                if content:
-                    pieces.append(content)
-    if reported:
-        return 0
-    return len(load_encoding(encoding_name_for_model(model)).encode_ordinary("".join(pieces)))
+    """What a stream costs without the fast path (the floor of bench_pipeline.py, for one stream)."""
+    completion = general_stream_text(text)
+    return 0 if completion is None else len(load_encoding(encoding_name_for_model(model)).encode_ordinary(completion))
 
 
 def main() -> int:
