@@ -767,7 +767,6 @@ def _framing(model: str | None) -> _Framing:
     return _FRAMING_GPT4O if encoding == "o200k_base" else _FRAMING_CL100K
 
 
-
 def _call_tokens(name: Any, arguments: Any, counter: _Counter) -> int:
     """Tokens of a function/tool call's name and JSON arguments."""
     tokens = counter.text(name) if isinstance(name, str) else 0

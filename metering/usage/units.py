@@ -118,8 +118,7 @@ TOOL_MARKERS = ('_search_call"', '"code_interpreter', '"thread.run.step"')
 
 def may_have_tools(text: str | None) -> bool:
     """A cheap test before any parsing: only a response that names a built-in tool is scanned."""
-    return bool(text) and ('_search_call"' in text or '"code_interpreter' in text  # type: ignore[operator]
-                           or '"thread.run.step"' in text)
+    return bool(text) and any(map(text.__contains__, TOOL_MARKERS))  # type: ignore[union-attr]
 
 
 def tools_in_items(items: Iterable[Any]) -> ToolUse:
